@@ -1,0 +1,10 @@
+/* coblk - umbrella header: everything an embedder needs. */
+#ifndef COBLK_COBLK_H
+#define COBLK_COBLK_H
+
+#include <coblk/common.h>
+#include <coblk/coroutine.h>
+#include <coblk/aio.h>
+#include <coblk/aio-io.h>
+
+#endif /* COBLK_COBLK_H */

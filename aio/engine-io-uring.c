@@ -1,0 +1,268 @@
+/*
+ * The "io_uring" engine: one ring per AioContext.
+ *
+ * Requests become SQEs at once and reach the kernel in one io_uring_submit()
+ * per flush (per loop iteration, or at unplug); a full SQ is submitted early.
+ * Requests that find no room (SQ full and the kernel refusing more, or as
+ * many in flight as the CQ holds) wait on a backlog. Completions are reaped
+ * by an fd handler on the ring fd, whose poll callback looks at the CQ
+ * without a system call so that busy polling sees them.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <liburing.h>
+#include <stdlib.h>
+
+#include "aio/engine-int.h"
+
+#define URING_ENTRIES 128
+
+typedef struct UringEngine {
+    struct io_uring ring;
+    AioEngine *e;
+    AioIoReq *backlog_head; /* requests without an SQE yet, in order */
+    AioIoReq *backlog_tail;
+    unsigned inflight;      /* submitted and not reaped */
+    unsigned cq_entries;
+    AioBH *retry_bh;        /* resubmits after -EAGAIN with nothing in flight */
+} UringEngine;
+
+static void uring_prep(struct io_uring_sqe *sqe, AioIoReq *req)
+{
+    switch (req->op) {
+    case AIO_OP_PREADV:
+        io_uring_prep_readv(sqe, req->fd, req->iov, req->iovcnt, req->offset);
+        break;
+    case AIO_OP_PWRITEV:
+        io_uring_prep_writev(sqe, req->fd, req->iov, req->iovcnt, req->offset);
+        break;
+    case AIO_OP_FSYNC:
+        io_uring_prep_fsync(sqe, req->fd, 0);
+        break;
+    case AIO_OP_FDATASYNC:
+        io_uring_prep_fsync(sqe, req->fd, IORING_FSYNC_DATASYNC);
+        break;
+    case AIO_OP_FALLOCATE:
+        io_uring_prep_fallocate(sqe, req->fd, req->mode, req->offset, req->len);
+        break;
+    }
+    io_uring_sqe_set_data(sqe, req);
+}
+
+/*
+ * Submits the SQEs prepared so far. Returns how many went to the kernel or
+ * -errno; after a failure they stay in the SQ and go out with a later call.
+ */
+static int uring_submit(UringEngine *s)
+{
+    int ret;
+
+    if (io_uring_sq_ready(&s->ring) == 0) {
+        return 0;
+    }
+    do {
+        ret = io_uring_submit(&s->ring);
+    } while (ret == -EINTR);
+    if (ret < 0) {
+        /* -EAGAIN/-EBUSY: completions free resources; without any, retry from a BH. */
+        if (s->inflight == 0) {
+            aio_bh_schedule(s->retry_bh);
+        }
+        return ret;
+    }
+    s->inflight += ret;
+    aio_engine_account_batch(s->e, ret);
+    return ret;
+}
+
+/* Gives req an SQE, submitting a full SQ first. Returns false if there is no room. */
+static bool uring_queue(UringEngine *s, AioIoReq *req)
+{
+    struct io_uring_sqe *sqe;
+
+    if (s->inflight + io_uring_sq_ready(&s->ring) >= s->cq_entries) {
+        return false;
+    }
+    sqe = io_uring_get_sqe(&s->ring);
+    if (!sqe) {
+        if (uring_submit(s) < 0) {
+            return false;
+        }
+        sqe = io_uring_get_sqe(&s->ring);
+        if (!sqe) {
+            return false;
+        }
+    }
+    uring_prep(sqe, req);
+    return true;
+}
+
+static void uring_backlog_push(UringEngine *s, AioIoReq *req)
+{
+    req->next = NULL;
+    if (s->backlog_tail) {
+        s->backlog_tail->next = req;
+    } else {
+        s->backlog_head = req;
+    }
+    s->backlog_tail = req;
+}
+
+/* Moves backlog requests into the SQ while there is room. */
+static void uring_drain_backlog(UringEngine *s)
+{
+    while (s->backlog_head && uring_queue(s, s->backlog_head)) {
+        s->backlog_head = s->backlog_head->next;
+        if (!s->backlog_head) {
+            s->backlog_tail = NULL;
+        }
+    }
+}
+
+static void uring_flush(AioEngine *e)
+{
+    UringEngine *s = e->priv_state;
+
+    uring_drain_backlog(s);
+    uring_submit(s);
+}
+
+static int uring_submit_req(AioEngine *e, AioIoReq *req)
+{
+    UringEngine *s = e->priv_state;
+
+    if (s->backlog_head || !uring_queue(s, req)) {
+        uring_backlog_push(s, req);
+    }
+    return 0;
+}
+
+static void uring_retry_bh(void *opaque)
+{
+    AioEngine *e = opaque;
+
+    if (e->ctx->plug_depth == 0) {
+        uring_flush(e);
+    }
+}
+
+/* fd handler of the ring fd: completes every request in the CQ. */
+static void uring_reap(void *opaque)
+{
+    UringEngine *s = ((AioEngine *)opaque)->priv_state;
+    struct io_uring_cqe *cqe;
+
+    while (io_uring_peek_cqe(&s->ring, &cqe) == 0) {
+        AioIoReq *req = io_uring_cqe_get_data(cqe);
+        int res = cqe->res;
+
+        io_uring_cqe_seen(&s->ring, cqe);
+        s->inflight--;
+        aio_io_req_complete(req, res);
+    }
+}
+
+static bool uring_poll(void *opaque)
+{
+    UringEngine *s = ((AioEngine *)opaque)->priv_state;
+
+    return io_uring_cq_ready(&s->ring) > 0;
+}
+
+/* Fails unless the kernel knows every opcode the engine issues. */
+static int uring_probe_ops(struct io_uring *ring, Error **errp)
+{
+    static const int needed[] = { IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_FSYNC,
+                                  IORING_OP_FALLOCATE };
+    struct io_uring_probe *probe = io_uring_get_probe_ring(ring);
+    int ret = 0;
+
+    if (!probe) {
+        /* Kernels without IORING_REGISTER_PROBE (< 5.6) lack fallocate too. */
+        error_setg(errp, "kernel too old: no IORING_REGISTER_PROBE");
+        return -ENOSYS;
+    }
+    for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++) {
+        if (!io_uring_opcode_supported(probe, needed[i])) {
+            error_setg(errp, "kernel lacks io_uring opcode %d", needed[i]);
+            ret = -ENOSYS;
+            break;
+        }
+    }
+    io_uring_free_probe(probe);
+    return ret;
+}
+
+static int uring_ring_init(UringEngine *s, Error **errp)
+{
+    struct io_uring_params p = { .flags = IORING_SETUP_SUBMIT_ALL };
+    int ret = io_uring_queue_init_params(URING_ENTRIES, &s->ring, &p);
+
+    if (ret == -EINVAL) {
+        /* Kernels before 5.18 refuse SUBMIT_ALL; the engine copes without it. */
+        p = (struct io_uring_params){ 0 };
+        ret = io_uring_queue_init_params(URING_ENTRIES, &s->ring, &p);
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "io_uring_queue_init");
+        return ret;
+    }
+    s->cq_entries = p.cq_entries;
+    return 0;
+}
+
+static int uring_init(AioEngine *e, Error **errp)
+{
+    UringEngine *s = calloc(1, sizeof(*s));
+    int ret;
+
+    if (!s) {
+        error_setg(errp, "out of memory");
+        return -ENOMEM;
+    }
+    s->e = e;
+    ret = uring_ring_init(s, errp);
+    if (ret < 0) {
+        goto out_free_state;
+    }
+    ret = uring_probe_ops(&s->ring, errp);
+    if (ret < 0) {
+        goto out_exit_ring;
+    }
+    e->priv_state = s;
+    ret = aio_set_fd_handler(e->ctx, s->ring.ring_fd, uring_reap, NULL, uring_poll, uring_reap,
+                             e);
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "cannot watch the io_uring fd");
+        goto out_exit_ring;
+    }
+    s->retry_bh = aio_bh_new(e->ctx, uring_retry_bh, e);
+    return 0;
+
+out_exit_ring:
+    io_uring_queue_exit(&s->ring);
+out_free_state:
+    free(s);
+    e->priv_state = NULL;
+    return ret;
+}
+
+static void uring_cleanup(AioEngine *e)
+{
+    UringEngine *s = e->priv_state;
+
+    assert(s->inflight == 0 && !s->backlog_head);
+    aio_set_fd_handler(e->ctx, s->ring.ring_fd, NULL, NULL, NULL, NULL, NULL);
+    aio_bh_delete(s->retry_bh);
+    io_uring_queue_exit(&s->ring);
+    free(s);
+    e->priv_state = NULL;
+}
+
+const AioEngineOps aio_engine_io_uring_ops = {
+    .type = AIO_ENGINE_IO_URING,
+    .init = uring_init,
+    .cleanup = uring_cleanup,
+    .submit = uring_submit_req,
+    .flush = uring_flush,
+};

@@ -164,6 +164,7 @@ struct AioContext {
     int64_t poll_max_ns;
     int64_t poll_grow;
     int64_t poll_shrink;
+    unsigned poll_streak;        /* consecutive iterations won by busy polling */
 
     /* block I/O engines, indexed by AioEngineType */
     AioEngine *engines[AIO_ENGINE_MAX];

@@ -70,6 +70,17 @@ void coroutine_set_remote_wake(CoroutineRemoteWakeFn *fn);
 struct AioContext *coroutine_thread_ctx(void);
 void coroutine_set_thread_ctx(struct AioContext *ctx);
 
+/*
+ * A coroutine waiting on a CoQueue, CoMutex or CoRwlock. It lives on the
+ * waiter's stack for as long as the waiter is queued; whoever dequeues it
+ * reads co (and next) before waking co, and never touches it afterwards.
+ */
+struct CoWaitRecord {
+    Coroutine *co;
+    CoWaitRecord *next;
+    int kind;                  /* CoRwlock: CO_WAIT_READ, CO_WAIT_WRITE */
+};
+
 /* True when the pools are compiled in (meson option pools=true). */
 bool coroutine_pools_enabled(void);
 

@@ -54,6 +54,30 @@ static inline void co_san_unmap(Coroutine *co)
 {
     __asan_unpoison_memory_region(co->stack, co->stack_size);
 }
+
+/*
+ * The boot of a ucontext stack (switch-ucontext.c): jump onto the new stack,
+ * learn the old one there, and jump back, dropping the boot's fake frames.
+ */
+static inline void co_san_boot_start(void **fake, const void *stack, size_t size)
+{
+    __sanitizer_start_switch_fiber(fake, stack, size);
+}
+
+static inline void co_san_boot_arrive(const void **old_stack, size_t *old_size)
+{
+    __sanitizer_finish_switch_fiber(NULL, old_stack, old_size);
+}
+
+static inline void co_san_boot_leave(const void *old_stack, size_t old_size)
+{
+    __sanitizer_start_switch_fiber(NULL, old_stack, old_size);
+}
+
+static inline void co_san_boot_done(void *fake)
+{
+    __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+}
 #else
 static inline void co_san_leave(Coroutine *from, Coroutine *to, bool dying)
 {
@@ -64,6 +88,22 @@ static inline void co_san_arrive(Coroutine *self)
 }
 
 static inline void co_san_unmap(Coroutine *co)
+{
+}
+
+static inline void co_san_boot_start(void **fake, const void *stack, size_t size)
+{
+}
+
+static inline void co_san_boot_arrive(const void **old_stack, size_t *old_size)
+{
+}
+
+static inline void co_san_boot_leave(const void *old_stack, size_t old_size)
+{
+}
+
+static inline void co_san_boot_done(void *fake)
 {
 }
 #endif

@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #if COBLK_HAVE_VALGRIND
@@ -41,8 +42,8 @@ _Atomic size_t co_map_size;
 
 static _Atomic uint64_t co_created;
 static _Atomic uint64_t co_destroyed;
-/* Guard pages: 1 = madvise(MADV_GUARD_INSTALL), which does not split the mapping. */
-static _Atomic int co_guard_light = 1;
+/* Guard pages: true = madvise(MADV_GUARD_INSTALL), which does not split the mapping. */
+static _Atomic bool co_guard_light;
 
 static struct {
     pthread_mutex_t lock;
@@ -84,20 +85,44 @@ static size_t co_current_map_size(void)
 }
 
 /*
+ * Whether madvise(MADV_GUARD_INSTALL) really makes a page fault. Emulators
+ * (qemu-user) accept unknown advice and do nothing, so trust the call only if
+ * reading a guarded page through the kernel fails with EFAULT.
+ */
+static void co_guard_probe(void)
+{
+    size_t page = co_page_size();
+    char *p;
+    char byte;
+    struct iovec local = { &byte, 1 };
+    struct iovec remote;
+    bool works = false;
+
+    p = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        return;
+    }
+    remote = (struct iovec){ p, 1 };
+    if (madvise(p, page, MADV_GUARD_INSTALL) == 0) {
+        works = process_vm_readv(getpid(), &local, 1, &remote, 1, 0) < 0 && errno == EFAULT;
+    }
+    munmap(p, page);
+    atomic_store_explicit(&co_guard_light, works, memory_order_relaxed);
+}
+
+/*
  * Makes the lowest page of a stack inaccessible. A lightweight guard region
  * keeps the mapping whole, so 100k stacks do not need 200k kernel mappings
  * (vm.max_map_count is 65530 by default); older kernels get mprotect().
  */
 static int co_guard_install(void *base, size_t len)
 {
-    if (atomic_load_explicit(&co_guard_light, memory_order_relaxed)) {
-        if (madvise(base, len, MADV_GUARD_INSTALL) == 0) {
-            return 0;
-        }
-        if (errno != EINVAL) {
-            return -errno;
-        }
-        atomic_store_explicit(&co_guard_light, 0, memory_order_relaxed);
+    static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
+
+    pthread_once(&probe_once, co_guard_probe);
+    if (atomic_load_explicit(&co_guard_light, memory_order_relaxed) &&
+        madvise(base, len, MADV_GUARD_INSTALL) == 0) {
+        return 0;
     }
     if (mprotect(base, len, PROT_NONE) < 0) {
         return -errno;

@@ -92,6 +92,8 @@ Coroutine *coroutine_create(CoroutineEntry *entry, void *opaque)
         co = co_pool_get_slow(t);
     }
     co->pool_next = NULL;
+    co->sched_next = NULL;
+    atomic_store_explicit(&co->scheduled, NULL, memory_order_relaxed);
     co->entry = entry;
     co->entry_arg = opaque;
     co->caller = NULL;
@@ -161,7 +163,9 @@ void coroutine_enter(Coroutine *co)
     }
     co->state = CO_STATE_RUNNING;
     t->current = co;
+    atomic_store_explicit(&co->on_cpu, 1, memory_order_relaxed);
     co_switch_to(self != NULL ? self : &t->leader, co, false);
+    atomic_store_explicit(&co->on_cpu, 0, memory_order_release);
 
     /* co yielded or terminated; it has set t->current back to self. */
     woken = co->wakeup_head;

@@ -43,7 +43,10 @@ COBLK_API Coroutine *coroutine_create(CoroutineEntry *entry, void *opaque);
  */
 COBLK_API void coroutine_enter(Coroutine *co);
 
-/** As coroutine_enter(), but does nothing if co is not in yielded state. */
+/**
+ * As coroutine_enter(), but does nothing if co is running (on the current call
+ * chain) or terminated: only a freshly created or a yielded coroutine is entered.
+ */
 COBLK_API void coroutine_enter_if_inactive(Coroutine *co);
 
 /** Gives control back to the coroutine's caller. Only valid in coroutine context. */
@@ -64,7 +67,8 @@ COBLK_API struct AioContext *coroutine_get_aio_context(const Coroutine *co);
 /**
  * Sets the virtual stack size used for coroutines created from now on
  * (rounded up to a page; minimum 16 KiB). Default 1 MiB. Pooled coroutines
- * of another size are dropped from the pools.
+ * of another size are dropped from the pools (other threads' local pools drop
+ * theirs when they next reach them). Returns 0, or -EINVAL above 64 GiB.
  */
 COBLK_API int coroutine_set_stack_size(size_t bytes);
 

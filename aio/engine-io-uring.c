@@ -31,10 +31,21 @@ static void uring_prep(struct io_uring_sqe *sqe, AioIoReq *req)
 {
     switch (req->op) {
     case AIO_OP_PREADV:
-        io_uring_prep_readv(sqe, req->fd, req->iov, req->iovcnt, req->offset);
+        if (req->iovcnt == 1) {
+            /* The non-vectored op spares the kernel an iovec import. */
+            io_uring_prep_read(sqe, req->fd, req->iov[0].iov_base, req->iov[0].iov_len,
+                               req->offset);
+        } else {
+            io_uring_prep_readv(sqe, req->fd, req->iov, req->iovcnt, req->offset);
+        }
         break;
     case AIO_OP_PWRITEV:
-        io_uring_prep_writev(sqe, req->fd, req->iov, req->iovcnt, req->offset);
+        if (req->iovcnt == 1) {
+            io_uring_prep_write(sqe, req->fd, req->iov[0].iov_base, req->iov[0].iov_len,
+                                req->offset);
+        } else {
+            io_uring_prep_writev(sqe, req->fd, req->iov, req->iovcnt, req->offset);
+        }
         break;
     case AIO_OP_FSYNC:
         io_uring_prep_fsync(sqe, req->fd, 0);
@@ -173,7 +184,7 @@ static bool uring_poll(void *opaque)
 static int uring_probe_ops(struct io_uring *ring, Error **errp)
 {
     static const int needed[] = { IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_FSYNC,
-                                  IORING_OP_FALLOCATE };
+                                  IORING_OP_FALLOCATE, IORING_OP_READ, IORING_OP_WRITE };
     struct io_uring_probe *probe = io_uring_get_probe_ring(ring);
     int ret = 0;
 
@@ -196,7 +207,9 @@ static int uring_probe_ops(struct io_uring *ring, Error **errp)
 static int uring_ring_init(UringEngine *s, Error **errp)
 {
     struct io_uring_params p = { .flags = IORING_SETUP_SUBMIT_ALL };
-    int ret = io_uring_queue_init_params(URING_ENTRIES, &s->ring, &p);
+    int ret;
+
+    ret = io_uring_queue_init_params(URING_ENTRIES, &s->ring, &p);
 
     if (ret == -EINVAL) {
         /* Kernels before 5.18 refuse SUBMIT_ALL; the engine copes without it. */

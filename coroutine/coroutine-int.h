@@ -31,6 +31,7 @@ struct Coroutine {
     Coroutine *wakeup_head;
     Coroutine *wakeup_tail;
     Coroutine *wakeup_next;
+    bool wakeup_queued;        /* on some coroutine's wake-up list */
 
     /* aio_co_schedule(): link in the target context's lock-free list, and the
      * name of the function that scheduled it (non-NULL while scheduled). */
@@ -38,6 +39,14 @@ struct Coroutine {
     _Atomic(const char *) scheduled;
 
     Coroutine *pool_next;      /* link in a free pool */
+
+    /*
+     * 1 from the moment a thread switches into the coroutine until that
+     * thread is back on its own stack. A coroutine that schedules itself into
+     * another thread's context and then yields may be picked up there before
+     * the yield's switch has finished; the other thread waits for 0 first.
+     */
+    _Atomic int on_cpu;
 
     void *stack;               /* lowest usable address (above the guard page) */
     size_t stack_size;         /* usable bytes */

@@ -139,6 +139,7 @@ static __attribute__((noinline)) void co_run_wakeups(Coroutine *w)
         Coroutine *next = w->wakeup_next;
 
         w->wakeup_next = NULL;
+        w->wakeup_queued = false;
         coroutine_enter(w);
         w = next;
     }
@@ -252,6 +253,10 @@ void coroutine_wake_internal(Coroutine *co)
             coroutine_enter(co);
             return;
         }
+        if (co_unlikely(co->wakeup_queued)) {
+            co_die("coroutine_wake_internal(%p): the coroutine was already woken", (void *)co);
+        }
+        co->wakeup_queued = true;
         co->wakeup_next = NULL;
         if (self->wakeup_tail != NULL) {
             self->wakeup_tail->wakeup_next = co;

@@ -447,6 +447,32 @@ static void test_coroutine_wake_without_hook_aborts(void **state)
     assert_non_null(strstr(msg, "remote-wake hook"));
 }
 
+static Coroutine *double_woken;
+
+static void coroutine_fn wake_twice(void *opaque)
+{
+    coroutine_wake_internal(double_woken);
+    coroutine_wake_internal(double_woken);
+}
+
+static void child_wake_twice(void *arg)
+{
+    int count = 0;
+
+    double_woken = coroutine_create(yield_once, &count);
+    coroutine_enter(double_woken);
+    coroutine_enter(coroutine_create(wake_twice, NULL));
+}
+
+static void test_coroutine_double_wake_aborts(void **state)
+{
+    char msg[512];
+    int status = run_child(child_wake_twice, NULL, msg, sizeof(msg));
+
+    assert_killed_by(status, SIGABRT);
+    assert_non_null(strstr(msg, "already woken"));
+}
+
 static unsigned recurse(unsigned depth)
 {
     volatile char frame[512];
@@ -827,6 +853,7 @@ int main(void)
         cmocka_unit_test(test_coroutine_enter_terminated_aborts),
         cmocka_unit_test(test_coroutine_yield_outside_aborts),
         cmocka_unit_test(test_coroutine_wake_without_hook_aborts),
+        cmocka_unit_test(test_coroutine_double_wake_aborts),
         cmocka_unit_test(test_coroutine_guard_page_segv),
         cmocka_unit_test(test_coroutine_guard_page_below_stack),
         cmocka_unit_test(test_coroutine_fp_control_preserved),

@@ -2,7 +2,8 @@
  * The "io_uring" engine: one ring per AioContext.
  *
  * Requests become SQEs at once and reach the kernel in one io_uring_submit()
- * per flush (per loop iteration, or at unplug); a full SQ is submitted early.
+ * per flush (per loop iteration, or at unplug); a full SQ is submitted early,
+ * and so is an unplugged request when the device has little else to do.
  * Requests that find no room (SQ full and the kernel refusing more, or as
  * many in flight as the CQ holds) wait on a backlog. Completions are reaped
  * by an fd handler on the ring fd, whose poll callback looks at the CQ
@@ -16,6 +17,16 @@
 #include "aio/engine-int.h"
 
 #define URING_ENTRIES 128
+
+/*
+ * Unplugged requests normally wait for the loop iteration's flush, but go
+ * out at once while the kernel holds fewer than this many times the
+ * requests waiting in the SQ. Without it, a burst of completions is answered
+ * by one burst of submissions, the device sees the queue in lockstep and
+ * idles between rounds; with it the device is refilled while the rest of
+ * the burst is still being processed, and batches stay large when it is busy.
+ */
+#define URING_EAGER_RATIO 4
 
 typedef struct UringEngine {
     struct io_uring ring;
@@ -144,6 +155,11 @@ static int uring_submit_req(AioEngine *e, AioIoReq *req)
 
     if (s->backlog_head || !uring_queue(s, req)) {
         uring_backlog_push(s, req);
+        return 0;
+    }
+    if (e->ctx->plug_depth == 0 &&
+        io_uring_sq_ready(&s->ring) * URING_EAGER_RATIO > s->inflight) {
+        uring_submit(s);
     }
     return 0;
 }

@@ -2,7 +2,8 @@
  * The "native" engine: Linux AIO (io_setup/io_submit) through libaio.
  *
  * Each request's iocb lives in its AioIoReq. Prepared iocbs wait on a queue
- * and go to the kernel in one io_submit() per flush; when the kernel says
+ * and go to the kernel in one io_submit() per flush (earlier when the device
+ * is under-occupied, see LAIO_EAGER_RATIO); when the kernel says
  * -EAGAIN the rest stay queued until completions make room. Every iocb
  * signals one eventfd, watched as an fd handler. Completions are read from
  * the kernel's completion ring in user space when its layout is the known
@@ -19,6 +20,14 @@
 #include "aio/engine-int.h"
 
 #define LAIO_DEPTH 256
+
+/*
+ * Unplugged requests go out at once, instead of at the loop iteration's
+ * flush, while the kernel holds fewer than this many times the queued ones:
+ * this keeps the device fed instead of answering a burst of completions with
+ * one burst of submissions (lockstep), and keeps batches large when busy.
+ */
+#define LAIO_EAGER_RATIO 4
 
 static_assert(sizeof(struct iocb) <= sizeof(((AioIoReq *)0)->priv),
               "a struct iocb must fit in AioIoReq.priv");
@@ -181,6 +190,8 @@ static int laio_submit_req(AioEngine *e, AioIoReq *req)
     s->pending++;
     if (s->pending >= LAIO_DEPTH) {
         /* A full batch goes out even while plugged. */
+        laio_flush(e);
+    } else if (e->ctx->plug_depth == 0 && s->pending * LAIO_EAGER_RATIO > s->inflight) {
         laio_flush(e);
     }
     return 0;

@@ -40,11 +40,17 @@ struct ThreadPool {
 
 static void thread_pool_push_done(ThreadPool *pool, ThreadPoolWork *w)
 {
+    bool first;
+
     pthread_mutex_lock(&pool->done_lock);
+    first = !pool->done_head;
     w->next = pool->done_head;
     pool->done_head = w;
     pthread_mutex_unlock(&pool->done_lock);
-    aio_bh_schedule(pool->done_bh);
+    /* A non-empty list means the BH is scheduled and has not taken it yet. */
+    if (first) {
+        aio_bh_schedule(pool->done_bh);
+    }
 }
 
 /* BH in the submitting context: runs completions in submission order. */

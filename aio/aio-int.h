@@ -13,6 +13,14 @@
 
 #include "coroutine/coroutine-int.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#define aio_cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define aio_cpu_relax() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define aio_cpu_relax() __asm__ __volatile__("" ::: "memory")
+#endif
+
 /* ---------------------------------------------------------------------- */
 /* fd handlers and fd monitors */
 

@@ -204,6 +204,10 @@ static void co_schedule_bh_cb(void *opaque)
         Coroutine *next = fifo->sched_next;
 
         fifo->sched_next = NULL;
+        /* It may still be leaving the thread that scheduled it (see on_cpu). */
+        while (atomic_load_explicit(&fifo->on_cpu, memory_order_acquire)) {
+            aio_cpu_relax();
+        }
         atomic_store(&fifo->scheduled, NULL);
         fifo->ctx = ctx;
         coroutine_enter(fifo);

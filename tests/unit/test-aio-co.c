@@ -8,7 +8,7 @@
 typedef struct Waiter {
     Coroutine *co;
     AioContext *home;
-    pthread_t resumed_on;
+    pid_t resumed_on;
     atomic_int stage;
 } Waiter;
 
@@ -19,7 +19,7 @@ static void coroutine_fn waiter_co(void *opaque)
     w->co = coroutine_self();
     atomic_store(&w->stage, 1);
     coroutine_yield();
-    w->resumed_on = pthread_self();
+    w->resumed_on = gettid(); /* pthread_self() is "const": cached across yields */
     assert_ptr_equal(aio_context_current(), w->home);
     atomic_store(&w->stage, 2);
 }
@@ -47,7 +47,7 @@ static void test_aio_co_wake_from_other_thread_resumes_at_home(void **state)
         aio_poll(ctx, true);
     }
     pthread_join(th, NULL);
-    assert_true(pthread_equal(w.resumed_on, pthread_self()));
+    assert_int_equal(w.resumed_on, gettid());
     test_ctx_free(ctx);
 }
 
@@ -139,8 +139,8 @@ static void test_aio_co_double_schedule_aborts(void **state)
 typedef struct Hop {
     AioContext *main_ctx;
     AioContext *io_ctx;
-    pthread_t io_tid;
-    pthread_t back_tid;
+    pid_t io_tid;
+    pid_t back_tid;
     atomic_int done;
 } Hop;
 
@@ -150,12 +150,12 @@ static void coroutine_fn hop_co(void *opaque)
 
     aio_co_schedule(h->io_ctx, coroutine_self());
     coroutine_yield();
-    h->io_tid = pthread_self();
+    h->io_tid = gettid();
     assert_ptr_equal(aio_context_current(), h->io_ctx);
     co_sleep_ns(100000); /* timers of the IOThread's context */
     aio_co_schedule(h->main_ctx, coroutine_self());
     coroutine_yield();
-    h->back_tid = pthread_self();
+    h->back_tid = gettid();
     atomic_store(&h->done, 1);
 }
 
@@ -172,8 +172,8 @@ static void test_aio_co_hop_to_iothread_and_back(void **state)
     while (!atomic_load(&h.done)) {
         aio_poll(ctx, true);
     }
-    assert_false(pthread_equal(h.io_tid, pthread_self()));
-    assert_true(pthread_equal(h.back_tid, pthread_self()));
+    assert_int_not_equal(h.io_tid, gettid());
+    assert_int_equal(h.back_tid, gettid());
     iothread_join(t);
     test_ctx_free(ctx);
 }
@@ -185,6 +185,7 @@ typedef struct Shared {
     int inside;         /* coroutines inside the critical section */
     atomic_int finished;
     int violations;
+    AioContext *main_ctx; /* woken when a locker finishes */
 } Shared;
 
 enum { LOCK_ROUNDS = 200, LOCKERS_PER_THREAD = 8 };
@@ -205,6 +206,7 @@ static void coroutine_fn locker_co(void *opaque)
         co_mutex_unlock(&s->lock);
     }
     atomic_fetch_add(&s->finished, 1);
+    aio_notify(s->main_ctx);
 }
 
 typedef struct Spawn {
@@ -225,7 +227,7 @@ static void test_aio_co_mutex_across_threads(void **state)
     AioContext *ctx = test_ctx_new();
     Error *err = NULL;
     IOThread *t = iothread_new("locker", &err);
-    Shared s = { .counter = 0 };
+    Shared s = { .counter = 0, .main_ctx = ctx };
     Spawn sp = { &s };
 
     co_mutex_init(&s.lock);

@@ -102,12 +102,12 @@ static void test_aio_timer_heap_stress(void **state)
         /* All in the past, at distinct pseudo-random points. */
         aio_timer_mod(timers[i], now - 1 - (rand() % 1000000));
     }
+    for (int i = 1; i < N; i += 7) {
+        aio_timer_mod(timers[i], now - 1 - (rand() % 1000000)); /* re-arm moves it */
+    }
     for (int i = 0; i < N; i += 3) {
         aio_timer_del(timers[i]);
         cancelled++;
-    }
-    for (int i = 1; i < N; i += 7) {
-        aio_timer_mod(timers[i], now - 1 - (rand() % 1000000)); /* re-arm moves it */
     }
     aio_poll(ctx, false);
     assert_int_equal(fired_count + cancelled, N);

@@ -238,10 +238,9 @@ unsigned thread_pool_submit_chain(AioContext *ctx, ThreadPoolWork *head)
     }
     pool->queue_tail = tail;
     pool->queued += n;
-    if (n == 1) {
+    /* One wake-up per item: a broadcast would wake every idle worker for a few items. */
+    for (unsigned i = 0; i < n && i < (unsigned)pool->idle_threads; i++) {
         pthread_cond_signal(&pool->work_cond);
-    } else {
-        pthread_cond_broadcast(&pool->work_cond);
     }
     thread_pool_grow(pool);
     pthread_mutex_unlock(&pool->lock);

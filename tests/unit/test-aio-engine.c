@@ -397,6 +397,56 @@ static void test_aio_engine_direct_misaligned_is_einval(void **state)
 }
 
 /* ---------------------------------------------------------------------- */
+/* An engine of an IOThread's context */
+
+typedef struct IoThreadJob {
+    Fixture sub;        /* ctx and engine of the IOThread, fd of the test */
+    AioContext *main_ctx;
+    RwArg args[16];
+    bool engine_ok;
+    int done;           /* set in the main context */
+} IoThreadJob;
+
+static void set_done(void *opaque)
+{
+    ((IoThreadJob *)opaque)->done = 1;
+}
+
+static void coroutine_fn iothread_job(void *opaque)
+{
+    IoThreadJob *job = opaque;
+
+    /* Created from the context's own thread, as a driver opening there would. */
+    job->sub.e = aio_get_engine(job->sub.ctx, job->sub.cfg.type, true, NULL);
+    job->engine_ok = job->sub.e && aio_engine_type(job->sub.e) == job->sub.cfg.type;
+    for (int i = 0; job->engine_ok && i < 16; i++) {
+        job->args[i] = (RwArg){ .index = 100 + i, .len = BLK };
+        rw_block(&job->sub, &job->args[i]);
+    }
+    aio_bh_schedule_oneshot(job->main_ctx, set_done, job);
+}
+
+static void test_aio_engine_in_iothread(void **state)
+{
+    Fixture *f = *state;
+    IOThread *t = iothread_new("engine-test", NULL);
+    IoThreadJob job = { .sub = { .cfg = f->cfg, .fd = f->fd }, .main_ctx = f->ctx };
+
+    assert_non_null(t);
+    job.sub.ctx = iothread_get_aio_context(t);
+    aio_co_schedule(job.sub.ctx, coroutine_create(iothread_job, &job));
+    while (!job.done) {
+        aio_poll(f->ctx, true);
+    }
+    iothread_join(t);
+    assert_true(job.engine_ok);
+    for (int i = 0; i < 16; i++) {
+        assert_int_equal(job.args[i].ret, BLK);
+        assert_true(job.args[i].ok);
+    }
+}
+
+/* ---------------------------------------------------------------------- */
 /* Plugging */
 
 #define PLUG_REQS 64
@@ -631,6 +681,8 @@ static void test_aio_engine_fallback_to_threads(void **state)
     cmocka_unit_test_prestate_setup_teardown(test_aio_engine_direct_misaligned_is_einval,      \
                                              fixture_setup, fixture_teardown, cfg),            \
     cmocka_unit_test_prestate_setup_teardown(test_aio_engine_plug_batches, fixture_setup,      \
+                                             fixture_teardown, cfg),                           \
+    cmocka_unit_test_prestate_setup_teardown(test_aio_engine_in_iothread, fixture_setup,       \
                                              fixture_teardown, cfg)
 
 static EngineCase cases[] = {

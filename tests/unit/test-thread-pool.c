@@ -229,6 +229,75 @@ static void test_thread_pool_idle_workers_exit(void **state)
     test_ctx_free(ctx);
 }
 
+#define IOTHREAD_ITEMS 64
+
+typedef struct IoThreadRun {
+    AioContext *main_ctx;
+    Load load;
+    Item items[IOTHREAD_ITEMS];
+    int remaining;
+    Coroutine *parent;
+    int done; /* set in the main context */
+} IoThreadRun;
+
+static void iothread_run_done(void *opaque)
+{
+    ((IoThreadRun *)opaque)->done = 1;
+}
+
+static void coroutine_fn iothread_item_entry(void *opaque)
+{
+    Item *it = opaque;
+    IoThreadRun *r = (IoThreadRun *)((char *)it->load - offsetof(IoThreadRun, load));
+
+    item_entry(it);
+    if (r->remaining == 0) {
+        aio_co_wake(r->parent);
+    }
+}
+
+/* Runs in the IOThread: starts the items there and waits for them. */
+static void coroutine_fn iothread_run_entry(void *opaque)
+{
+    IoThreadRun *r = opaque;
+
+    r->parent = coroutine_self();
+    r->remaining = IOTHREAD_ITEMS;
+    for (int i = 0; i < IOTHREAD_ITEMS; i++) {
+        r->items[i] = (Item){ .load = &r->load, .index = i, .remaining = &r->remaining };
+        aio_co_enter(r->load.ctx, coroutine_create(iothread_item_entry, &r->items[i]));
+    }
+    while (r->remaining > 0) {
+        coroutine_yield();
+    }
+    aio_bh_schedule_oneshot(r->main_ctx, iothread_run_done, r);
+}
+
+static void test_thread_pool_in_iothread(void **state)
+{
+    AioContext *ctx = test_ctx_new();
+    IOThread *t = iothread_new("pool-test", NULL);
+    IoThreadRun *r = calloc(1, sizeof(*r));
+
+    assert_non_null(t);
+    r->main_ctx = ctx;
+    load_init(&r->load, iothread_get_aio_context(t), 64, 8);
+    aio_co_schedule(r->load.ctx, coroutine_create(iothread_run_entry, r));
+    while (!r->done) {
+        aio_poll(ctx, true);
+    }
+    iothread_join(t);
+    assert_false(atomic_load(&r->load.timed_out));
+    assert_int_equal(atomic_load(&r->load.violations), 0);
+    for (int i = 0; i < IOTHREAD_ITEMS; i++) {
+        assert_true(r->items[i].finished);
+        assert_int_equal(r->items[i].result, (int64_t)i * 1000 + 7);
+    }
+    load_destroy(&r->load);
+    free(r);
+    test_ctx_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -237,6 +306,7 @@ int main(void)
         cmocka_unit_test(test_thread_pool_many_blocking_calls_in_parallel),
         cmocka_unit_test(test_thread_pool_default_bound_is_64),
         cmocka_unit_test(test_thread_pool_single_thread_serializes),
+        cmocka_unit_test(test_thread_pool_in_iothread),
         cmocka_unit_test(test_thread_pool_idle_workers_exit),
     };
 

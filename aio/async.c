@@ -43,10 +43,15 @@ static void aio_notify_read(void *opaque)
 {
     AioContext *ctx = opaque;
 
-    /* Clear the flag first: a notify that races with us writes the eventfd
-     * again, and its work is already queued for the dispatch that follows. */
-    atomic_store(&ctx->notified, false);
+    /*
+     * Read the eventfd, then clear the flag. A notifier that finds the flag
+     * still set skips its write; its work was queued before, and the BHs run
+     * after this handler. The other order could consume a write and leave
+     * the flag set with the eventfd empty, and every later aio_notify() would
+     * then skip its write: a loop sleeping on the fd would never wake.
+     */
     event_notifier_test_and_clear(&ctx->notifier);
+    atomic_store(&ctx->notified, false);
 }
 
 static bool aio_notify_poll(void *opaque)

@@ -18,4 +18,4 @@ echo "== coroutines: asm backend"
 echo "== coroutines: ucontext backend"
 "$ucbuild/bench/coblk-cobench"
 echo "== I/O engines vs fio (4 KiB random reads)"
-bash bench/run-iobench.sh "$build" --quick
+IOBENCH_SECS=${IOBENCH_SECS:-2} IOBENCH_ROUNDS=${IOBENCH_ROUNDS:-2} sh bench/run-iobench.sh "$build"

@@ -22,7 +22,7 @@ for s in $exported; do
         status=1
     fi
 done
-if ! nm -D --defined-only "$lib" | grep -q '@@COBLK_0.1'; then
+if ! nm -D --defined-only "$lib" | grep '@@COBLK_0.1' >/dev/null; then
     echo "symbols are not versioned COBLK_0.1"
     status=1
 fi

@@ -4,9 +4,10 @@
  * A protocol driver asks its AioContext for an engine once (at open) and
  * then issues requests from coroutines; the calling coroutine yields until
  * the request completes and gets the result: a byte count (possibly short,
- * as with preadv(2)) or -errno. Requests are queued and submitted in batches:
- * once per loop iteration, or at aio_io_unplug() when plugged.
- * No allocation happens per request.
+ * as with preadv(2)) or -errno. While plugged (aio_io_plug) requests are held
+ * and go to the kernel together at aio_io_unplug(); otherwise a request is
+ * submitted at once while the device is under-occupied, and batched per loop
+ * iteration when many are in flight. No allocation happens per request.
  */
 #ifndef COBLK_AIO_IO_H
 #define COBLK_AIO_IO_H
@@ -39,6 +40,7 @@ COBLK_API const char *aio_engine_type_name(AioEngineType type);
  * a seccomp filter), falls back along io_uring -> native -> threads and emits
  * a warning naming the reason, unless strict is true, in which case it
  * returns NULL and sets errp. AUTO never warns. The engine lives as long as ctx.
+ * Call it from ctx's own thread (it registers an fd handler in ctx).
  */
 COBLK_API AioEngine *aio_get_engine(AioContext *ctx, AioEngineType type, bool strict,
                                     Error **errp);

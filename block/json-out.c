@@ -206,7 +206,8 @@ static int first_cmp(const void *pa, const void *pb)
     return a->first < b->first ? -1 : a->first > b->first;
 }
 
-static int emit(StrBuf *sb, const JNode *n)
+/* Writes n; the root (may_be_array false) is always an object. */
+static int emit(StrBuf *sb, const JNode *n, bool may_be_array)
 {
     const JNode **kids;
     bool is_array;
@@ -219,7 +220,7 @@ static int emit(StrBuf *sb, const JNode *n)
     if (!kids) {
         return -ENOMEM;
     }
-    is_array = order_kids(n, kids);
+    is_array = order_kids(n, kids) && may_be_array;
     if (!is_array) {
         qsort(kids, n->nkids, sizeof(*kids), first_cmp);
     }
@@ -230,7 +231,7 @@ static int emit(StrBuf *sb, const JNode *n)
             put_json_string(sb, kids[i]->name, kids[i]->nlen);
             sb_puts(sb, ": ");
         }
-        if (emit(sb, kids[i]) < 0) {
+        if (emit(sb, kids[i], true) < 0) {
             free(kids);
             return -ENOMEM;
         }
@@ -251,7 +252,7 @@ char *bopts_to_json(const BlockOpts *o)
     if (ret == 0 && !root.kids) {
         sb_puts(&sb, "{}");
     } else if (ret == 0) {
-        ret = emit(&sb, &root);
+        ret = emit(&sb, &root, false);
     }
     free_tree(&root);
     if (ret < 0 || !sb_str(&sb)) {

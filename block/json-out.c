@@ -99,39 +99,21 @@ static int add_key(JNode **stack, int *depth, const char *key, const char *value
     return 0;
 }
 
-typedef struct SortEnt {
-    const char *key;
-    size_t idx;
-} SortEnt;
-
-static int sort_cmp(const void *pa, const void *pb)
-{
-    const SortEnt *a = pa;
-    const SortEnt *b = pb;
-
-    return bopts_key_cmp(a->key, b->key);
-}
-
 static int build_tree(const BlockOpts *o, JNode *root)
 {
     JNode *stack[BOPTS_MAX_DEPTH + 1];
-    SortEnt *ents = malloc((o->n ? o->n : 1) * sizeof(*ents));
+    KeyRef *refs = bopts_sorted_keys(o);
     int depth = 0;
     int ret = 0;
 
-    if (!ents) {
+    if (!refs) {
         return -ENOMEM;
     }
-    for (size_t i = 0; i < o->n; i++) {
-        ents[i].key = o->keys[i];
-        ents[i].idx = i;
-    }
-    qsort(ents, o->n, sizeof(*ents), sort_cmp);
     stack[0] = root;
     for (size_t i = 0; i < o->n && ret == 0; i++) {
-        ret = add_key(stack, &depth, ents[i].key, o->vals[ents[i].idx], ents[i].idx);
+        ret = add_key(stack, &depth, refs[i].key, o->vals[refs[i].idx], refs[i].idx);
     }
-    free(ents);
+    free(refs);
     return ret;
 }
 

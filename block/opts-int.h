@@ -34,9 +34,20 @@ int bopts_add(BlockOpts *o, const char *key, const char *value, Error **errp);
  */
 int bopts_check_conflicts(const BlockOpts *o, Error **errp);
 
-/* Orders keys with '.' before every other byte, so that a key is directly
- * followed by its duplicates and by the keys it is a dotted prefix of. */
-int bopts_key_cmp(const char *a, const char *b);
+/* A key of a map, for sorting. */
+typedef struct KeyRef {
+    const char *key;
+    size_t len;
+    size_t idx;
+} KeyRef;
+
+/*
+ * Returns the keys of o sorted with '.' before every other byte, so that a
+ * key is directly followed by its duplicates and by the keys it is a dotted
+ * prefix of, and every subtree is a contiguous run. NULL when out of memory;
+ * the caller frees the array.
+ */
+KeyRef *bopts_sorted_keys(const BlockOpts *o);
 
 /* Removes key and returns its value (the caller frees it), or NULL if absent. */
 char *bopts_steal(BlockOpts *o, const char *key);

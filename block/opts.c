@@ -214,48 +214,73 @@ int bopts_add(BlockOpts *o, const char *key, const char *value, Error **errp)
     return ret;
 }
 
-/* Orders keys so that '.' sorts before every other byte: a key is then
- * directly followed by its duplicates and by the keys it is a prefix of. */
-int bopts_key_cmp(const char *ka, const char *kb)
+/* Rank of byte i of a key: the end < '.' < every other byte. */
+static int key_rank(const char *s, size_t len, size_t i)
 {
-    const unsigned char *a = (const unsigned char *)ka;
-    const unsigned char *b = (const unsigned char *)kb;
-
-    for (;; a++, b++) {
-        int ca = *a == '.' ? 1 : *a ? *a + 1 : 0;
-        int cb = *b == '.' ? 1 : *b ? *b + 1 : 0;
-
-        if (ca != cb) {
-            return ca - cb;
-        }
-        if (!ca) {
-            return 0;
-        }
-    }
+    return i >= len ? 0 : s[i] == '.' ? 1 : (unsigned char)s[i] + 1;
 }
 
-static int key_order(const void *pa, const void *pb)
+/* Compares word by word first: keys may share long prefixes. */
+static int key_cmp(const char *a, size_t alen, const char *b, size_t blen)
 {
-    return bopts_key_cmp(*(const char *const *)pa, *(const char *const *)pb);
+    size_t n = alen < blen ? alen : blen;
+    size_t i = 0;
+    uint64_t wa;
+    uint64_t wb;
+
+    while (i + 8 <= n) {
+        memcpy(&wa, a + i, 8);
+        memcpy(&wb, b + i, 8);
+        if (wa != wb) {
+            break;
+        }
+        i += 8;
+    }
+    while (i < n && a[i] == b[i]) {
+        i++;
+    }
+    return key_rank(a, alen, i) - key_rank(b, blen, i);
+}
+
+static int keyref_order(const void *pa, const void *pb)
+{
+    const KeyRef *a = pa;
+    const KeyRef *b = pb;
+
+    return key_cmp(a->key, a->len, b->key, b->len);
+}
+
+KeyRef *bopts_sorted_keys(const BlockOpts *o)
+{
+    KeyRef *refs = malloc((o->n ? o->n : 1) * sizeof(*refs));
+
+    if (!refs) {
+        return NULL;
+    }
+    for (size_t i = 0; i < o->n; i++) {
+        refs[i].key = o->keys[i];
+        refs[i].len = strlen(o->keys[i]);
+        refs[i].idx = i;
+    }
+    qsort(refs, o->n, sizeof(*refs), keyref_order);
+    return refs;
 }
 
 int bopts_check_conflicts(const BlockOpts *o, Error **errp)
 {
-    const char **sorted;
+    KeyRef *sorted;
     int ret = 0;
 
     if (o->n < 2) {
         return 0;
     }
-    sorted = malloc(o->n * sizeof(*sorted));
+    sorted = bopts_sorted_keys(o);
     if (!sorted) {
         error_setg(errp, "Out of memory checking %zu parameters", o->n);
         return -ENOMEM;
     }
-    memcpy(sorted, o->keys, o->n * sizeof(*sorted));
-    qsort(sorted, o->n, sizeof(*sorted), key_order);
     for (size_t i = 0; i + 1 < o->n && ret == 0; i++) {
-        ret = report_pair(sorted[i], sorted[i + 1], errp);
+        ret = report_pair(sorted[i].key, sorted[i + 1].key, errp);
     }
     free(sorted);
     return ret;

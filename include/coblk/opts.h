@@ -53,7 +53,7 @@ COBLK_API void bopts_free(BlockOpts *o);
 COBLK_API BlockOpts *bopts_clone(const BlockOpts *o);
 
 /**
- * Sets key to a copy of value. An existing key keeps its position and gets
+ * Sets key to a copy of value (both non-NULL). An existing key keeps its position and gets
  * the new value; a new key goes to the end.
  * Returns 0; -EINVAL if key is invalid or conflicts with an existing key
  * (one is a dotted prefix of the other); -E2BIG if the map already holds
@@ -113,6 +113,7 @@ COBLK_API int bopts_parse_filename_json(BlockOpts *o, const char *filename, Erro
 /**
  * Moves every key that starts with prefix (normally ending in '.', such as
  * "file.") into a new map, with the prefix stripped, keeping their order.
+ * A key equal to the prefix, or continuing with '.' after it, stays in o.
  * Returns the new map, empty if no key matched; NULL only when out of
  * memory (o is then unchanged).
  */

@@ -1,0 +1,20 @@
+/*
+ * The in-tree driver tables, listed by block/registry.c. Not installed.
+ * Each driver file defines one (or more) of these; nothing else about a
+ * driver is visible outside its folder.
+ */
+#ifndef COBLK_DRIVERS_H
+#define COBLK_DRIVERS_H
+
+#include <coblk/block-driver.h>
+
+/* drivers/protocol/ */
+extern const BlockDriver bdrv_file;
+extern const BlockDriver bdrv_host_device;
+extern const BlockDriver bdrv_null_co;
+extern const BlockDriver bdrv_null_aio;
+
+/* drivers/format/ */
+extern const BlockDriver bdrv_raw;
+
+#endif /* COBLK_DRIVERS_H */

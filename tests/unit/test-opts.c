@@ -295,9 +295,9 @@ static void test_opts_keyval_limits(void **state)
     s = repeat('k', BOPTS_MAX_KEY_LEN + 3);
     memcpy(s + BOPTS_MAX_KEY_LEN + 1, "=1", 2);
     kv_fails(s, NULL, -E2BIG,
-             "Parameter name 'kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"
-             "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk...' exceeds the limit of "
-             "4096 bytes");
+             "Parameter name 'kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"
+             "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk..."
+             "' exceeds the limit of 4096 bytes");
     free(s);
 
     s = malloc(2 * 65 + 3);
@@ -395,10 +395,12 @@ static void test_opts_json_string_escapes(void **state)
 static void test_opts_json_string_errors(void **state)
 {
     js_fails("{\"a\": \"x\\q\"}", -EINVAL, "Invalid JSON at offset 8: invalid escape '\\q'");
-    js_fails("{\"a\": \"\\uD800\"}", -EINVAL, "Invalid JSON at offset 7: unpaired surrogate \\uD800");
+    js_fails("{\"a\": \"\\uD800\"}", -EINVAL,
+             "Invalid JSON at offset 7: unpaired surrogate \\uD800");
     js_fails("{\"a\": \"\\uD800\\u0041\"}", -EINVAL,
              "Invalid JSON at offset 7: unpaired surrogate \\uD800");
-    js_fails("{\"a\": \"\\uDC00\"}", -EINVAL, "Invalid JSON at offset 7: unpaired surrogate \\uDC00");
+    js_fails("{\"a\": \"\\uDC00\"}", -EINVAL,
+             "Invalid JSON at offset 7: unpaired surrogate \\uDC00");
     js_fails("{\"a\": \"\\u12\"}", -EINVAL, "Invalid JSON at offset 7: invalid \\u escape");
     js_fails("{\"a\": \"\\u12G4\"}", -EINVAL, "Invalid JSON at offset 7: invalid \\u escape");
     js_fails("{\"a\": \"\\u0000\"}", -EINVAL,

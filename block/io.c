@@ -1,0 +1,641 @@
+/*
+ * coblk - the request layer: reads and writes.
+ *
+ * Every request is validated once here, tracked on its node for drain and
+ * serialisation, padded to the node's request_alignment (read-modify-write of
+ * the head and tail blocks only, through a pooled bounce buffer), split at
+ * max_transfer / max_iov, and handed to the driver with only the flags it
+ * supports; the others are emulated (FUA by a flush, write-zeroes by writing
+ * zero buffers). Write-zeroes, discard and copy-on-read live in io-zero.c;
+ * flush, truncate and length in io-misc.c; drain and limits in io-drain.c.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "coblk-config.h"
+#include "block/io-int.h"
+
+#define PAD_LOCAL_IOV 16
+
+/* ---------------------------------------------------------------------- */
+/* Validation */
+
+int bdrv_check_request(int64_t offset, int64_t bytes, const IOVector *qiov, size_t qiov_offset)
+{
+    if (offset < 0 || bytes < 0 || offset > BDRV_MAX_LENGTH || bytes > BDRV_MAX_LENGTH - offset) {
+        return -EINVAL;
+    }
+    if (qiov && (qiov_offset > qiov->size || (uint64_t)bytes > qiov->size - qiov_offset)) {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Node checks shared by every request: medium present, writable for writes. */
+static int bdrv_check_node(BdrvChild *child, bool write)
+{
+    if (!child || !child->bs || !child->bs->drv) {
+        return -ENOMEDIUM;
+    }
+    if (write && child->bs->read_only) {
+        return -EPERM;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Tracked requests and serialisation */
+
+static bool tracked_overlaps(const BdrvTrackedRequest *a, const BdrvTrackedRequest *b)
+{
+    return a->overlap_offset < b->overlap_offset + b->overlap_bytes &&
+           b->overlap_offset < a->overlap_offset + a->overlap_bytes;
+}
+
+/*
+ * First request self must wait for. A request that is itself waiting is
+ * skipped: it checks again when it wakes and will then wait for self, so
+ * skipping it cannot let two conflicting requests run together, and it keeps
+ * the waits-for graph free of cycles.
+ */
+static BdrvTrackedRequest *tracked_find_conflict(BdrvTrackedRequest *self)
+{
+    for (BdrvTrackedRequest *r = self->bs->tracked_requests; r; r = r->next) {
+        if (r == self || (!r->serialising && !self->serialising)) {
+            continue;
+        }
+        if (tracked_overlaps(r, self) && !r->waiting_for) {
+            return r;
+        }
+    }
+    return NULL;
+}
+
+void coroutine_fn bdrv_tracked_begin(BdrvTrackedRequest *req, BlockDriverState *bs,
+                                     int64_t offset, int64_t bytes, BdrvTrackedType type,
+                                     uint32_t serialise_align)
+{
+    BdrvTrackedRequest *r;
+
+    *req = (BdrvTrackedRequest){
+        .bs = bs, .offset = offset, .bytes = bytes, .type = type,
+        .overlap_offset = offset, .overlap_bytes = bytes,
+    };
+    co_queue_init(&req->wait_queue);
+    if (serialise_align) {
+        int64_t end = ALIGN_UP64(offset + bytes, serialise_align);
+
+        req->serialising = true;
+        req->overlap_offset = ALIGN_DOWN64(offset, serialise_align);
+        req->overlap_bytes = end - req->overlap_offset;
+    }
+    co_mutex_lock(&bs->reqs_lock);
+    req->next = bs->tracked_requests;
+    req->pprev = &bs->tracked_requests;
+    if (req->next) {
+        req->next->pprev = &req->next;
+    }
+    bs->tracked_requests = req;
+    while ((r = tracked_find_conflict(req)) != NULL) {
+        req->waiting_for = r;
+        co_queue_wait(&r->wait_queue, &bs->reqs_lock);
+        req->waiting_for = NULL;
+    }
+    co_mutex_unlock(&bs->reqs_lock);
+}
+
+void coroutine_fn bdrv_tracked_end(BdrvTrackedRequest *req)
+{
+    BlockDriverState *bs = req->bs;
+
+    co_mutex_lock(&bs->reqs_lock);
+    *req->pprev = req->next;
+    if (req->next) {
+        req->next->pprev = req->pprev;
+    }
+    co_queue_restart_all(&req->wait_queue);
+    co_mutex_unlock(&bs->reqs_lock);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Aligned requests: splitting and memory-alignment bouncing */
+
+/* True if every piece of qiov in the range is aligned to the node's min_mem_alignment. */
+static bool bdrv_qiov_mem_aligned(BlockDriverState *bs, const IOVector *qiov, size_t offset,
+                                  int64_t bytes)
+{
+    uintptr_t mask = bs->bl.min_mem_alignment > 1 ? bs->bl.min_mem_alignment - 1 : 0;
+    size_t skip = offset;
+
+    if (!mask) {
+        return true;
+    }
+    for (int i = 0; i < qiov->niov && bytes > 0; i++) {
+        size_t len = qiov->iov[i].iov_len;
+        uintptr_t base = (uintptr_t)qiov->iov[i].iov_base;
+
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        base += skip;
+        len -= skip;
+        skip = 0;
+        if ((int64_t)len > bytes) {
+            len = (size_t)bytes;
+        }
+        if ((base & mask) || (len & mask)) {
+            return false;
+        }
+        bytes -= (int64_t)len;
+    }
+    return true;
+}
+
+/* Bytes of the range that fit in max_iov iovec entries (not yet aligned). */
+static int64_t bdrv_limit_iov(BlockDriverState *bs, const IOVector *qiov, size_t offset,
+                              int64_t bytes)
+{
+    int max_iov = bs->bl.max_iov;
+    int64_t covered = 0;
+    size_t skip = offset;
+    int used = 0;
+
+    if (max_iov <= 0 || qiov->niov <= max_iov) {
+        return bytes;
+    }
+    for (int i = 0; i < qiov->niov && covered < bytes && used < max_iov; i++) {
+        size_t len = qiov->iov[i].iov_len;
+
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        covered += (int64_t)(len - skip);
+        skip = 0;
+        used++;
+    }
+    return covered < bytes ? covered : bytes;
+}
+
+/* Largest chunk for a bounced transfer: aligned, within max_transfer and the pool limit. */
+static int64_t bdrv_bounce_chunk(BlockDriverState *bs, int64_t bytes)
+{
+    int64_t align = bs->bl.request_alignment;
+    int64_t n = bytes < BDRV_BOUNCE_MAX ? bytes : BDRV_BOUNCE_MAX;
+
+    if (bs->bl.max_transfer && n > bs->bl.max_transfer) {
+        n = bs->bl.max_transfer;
+    }
+    n = ALIGN_DOWN64(n, align);
+    return n ? n : align;
+}
+
+/* Length of the next chunk to pass straight through, or 0 if it must bounce. */
+static int64_t bdrv_direct_chunk(BlockDriverState *bs, const IOVector *qiov, size_t qiov_offset,
+                                 int64_t bytes)
+{
+    int64_t n = bytes;
+
+    if (bs->bl.max_transfer && n > bs->bl.max_transfer) {
+        n = bs->bl.max_transfer;
+    }
+    n = bdrv_limit_iov(bs, qiov, qiov_offset, n);
+    if (n < bytes) {
+        n = ALIGN_DOWN64(n, bs->bl.request_alignment);
+    }
+    if (n == 0 || !bdrv_qiov_mem_aligned(bs, qiov, qiov_offset, n)) {
+        return 0;
+    }
+    return n;
+}
+
+static int coroutine_fn bdrv_bounced_io(BlockDriverState *bs, bool write, int64_t offset,
+                                        int64_t bytes, IOVector *qiov, size_t qiov_offset,
+                                        BdrvRequestFlags flags)
+{
+    size_t align = bdrv_bounce_align(bs);
+    void *buf = bdrv_bounce_get((size_t)bytes, align);
+    IOVector bv;
+    int ret;
+
+    if (!buf) {
+        return -ENOMEM;
+    }
+    iovector_init_buf(&bv, buf, (size_t)bytes);
+    if (write) {
+        iovector_to_buf(qiov, qiov_offset, buf, (size_t)bytes);
+        ret = bs->drv->co_pwritev(bs, offset, bytes, &bv, 0, flags);
+    } else {
+        ret = bs->drv->co_preadv(bs, offset, bytes, &bv, 0, flags);
+        if (ret >= 0) {
+            iovector_from_buf(qiov, qiov_offset, buf, (size_t)bytes);
+        }
+    }
+    bdrv_bounce_put(buf, (size_t)bytes, align);
+    return ret;
+}
+
+/*
+ * Transfers an aligned range [offset, offset + bytes) between the driver and
+ * qiov at qiov_offset, split at max_transfer and max_iov, bouncing chunks
+ * whose memory is not aligned enough for the node.
+ */
+static int coroutine_fn bdrv_aligned_io(BlockDriverState *bs, bool write, int64_t offset,
+                                        int64_t bytes, IOVector *qiov, size_t qiov_offset,
+                                        BdrvRequestFlags flags)
+{
+    int ret = 0;
+
+    if (write && !bs->drv->co_pwritev) {
+        return -ENOTSUP;
+    }
+    if (!write && !bs->drv->co_preadv) {
+        return -ENOTSUP;
+    }
+    while (bytes > 0 && ret >= 0) {
+        int64_t n = bdrv_direct_chunk(bs, qiov, qiov_offset, bytes);
+
+        if (n == 0) {
+            n = bdrv_bounce_chunk(bs, bytes);
+            ret = bdrv_bounced_io(bs, write, offset, n, qiov, qiov_offset, flags);
+        } else if (write) {
+            ret = bs->drv->co_pwritev(bs, offset, n, qiov, qiov_offset, flags);
+        } else {
+            ret = bs->drv->co_preadv(bs, offset, n, qiov, qiov_offset, flags);
+        }
+        offset += n;
+        qiov_offset += (size_t)n;
+        bytes -= n;
+    }
+    return ret < 0 ? ret : 0;
+}
+
+int coroutine_fn bdrv_aligned_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                     IOVector *qiov, size_t qiov_offset)
+{
+    return bdrv_aligned_io(bs, false, offset, bytes, qiov, qiov_offset, 0);
+}
+
+int coroutine_fn bdrv_aligned_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                      IOVector *qiov, size_t qiov_offset, BdrvRequestFlags flags)
+{
+    flags &= bs->supported_write_flags & ~BDRV_REQ_INTERNAL;
+    return bdrv_aligned_io(bs, true, offset, bytes, qiov, qiov_offset, flags);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Padding to request_alignment */
+
+typedef struct BdrvPadding {
+    uint8_t *buf;       /* the head block, then the tail block (one block if they coincide) */
+    size_t buf_len;
+    size_t buf_align;
+    int64_t align;
+    int64_t head;       /* bytes of the first block before the request */
+    int64_t tail;       /* bytes of the last block after the request */
+    int64_t aoffset;    /* the aligned range */
+    int64_t abytes;
+    IOVector vec;       /* head pad + caller's range + tail pad */
+    struct iovec local[PAD_LOCAL_IOV];
+} BdrvPadding;
+
+/* Computes the aligned range; returns true if the request needs padding. */
+static bool bdrv_pad_compute(BlockDriverState *bs, int64_t offset, int64_t bytes, BdrvPadding *pad)
+{
+    int64_t align = bs->bl.request_alignment ? bs->bl.request_alignment : 1;
+    int64_t end = offset + bytes;
+
+    pad->align = align;
+    pad->head = offset & (align - 1);
+    pad->tail = (end & (align - 1)) ? align - (end & (align - 1)) : 0;
+    pad->aoffset = offset - pad->head;
+    pad->abytes = bytes + pad->head + pad->tail;
+    pad->buf = NULL;
+    pad->buf_len = 0;
+    return pad->head || pad->tail;
+}
+
+static uint8_t *bdrv_pad_tail_buf(BdrvPadding *pad)
+{
+    if (pad->abytes == pad->align || !pad->head) {
+        return pad->buf;
+    }
+    return pad->buf + pad->align;
+}
+
+/* Appends the iovec pieces of qiov's range to arr; returns the count or -1 if more than max. */
+static int iov_slice(const IOVector *qiov, size_t offset, size_t bytes, struct iovec *arr,
+                     int max)
+{
+    int n = 0;
+
+    for (int i = 0; i < qiov->niov && bytes > 0; i++) {
+        size_t len = qiov->iov[i].iov_len;
+
+        if (offset >= len) {
+            offset -= len;
+            continue;
+        }
+        len -= offset;
+        if (len > bytes) {
+            len = bytes;
+        }
+        if (n == max) {
+            return -1;
+        }
+        arr[n].iov_base = (char *)qiov->iov[i].iov_base + offset;
+        arr[n].iov_len = len;
+        n++;
+        bytes -= len;
+        offset = 0;
+    }
+    return n;
+}
+
+static void bdrv_pad_build_vec(BdrvPadding *pad, IOVector *qiov, size_t qiov_offset,
+                               int64_t bytes)
+{
+    uint8_t *tail_buf = bdrv_pad_tail_buf(pad);
+    int n = 0;
+    int mid;
+
+    if (pad->head) {
+        pad->local[n++] = (struct iovec){ .iov_base = pad->buf, .iov_len = (size_t)pad->head };
+    }
+    mid = iov_slice(qiov, qiov_offset, (size_t)bytes, pad->local + n, PAD_LOCAL_IOV - 1 - n);
+    if (mid >= 0) {
+        n += mid;
+        if (pad->tail) {
+            pad->local[n++] = (struct iovec){ .iov_base = tail_buf + pad->align - pad->tail,
+                                              .iov_len = (size_t)pad->tail };
+        }
+        iovector_init_external(&pad->vec, pad->local, n);
+        return;
+    }
+    iovector_init(&pad->vec, qiov->niov + 2);
+    if (pad->head) {
+        iovector_add(&pad->vec, pad->buf, (size_t)pad->head);
+    }
+    iovector_concat(&pad->vec, qiov, qiov_offset, (size_t)bytes);
+    if (pad->tail) {
+        iovector_add(&pad->vec, tail_buf + pad->align - pad->tail, (size_t)pad->tail);
+    }
+}
+
+/* Takes the bounce buffer for the head and tail blocks and builds the padded vector. */
+static int bdrv_pad_alloc(BlockDriverState *bs, BdrvPadding *pad, IOVector *qiov,
+                          size_t qiov_offset, int64_t bytes)
+{
+    bool two = pad->head && pad->tail && pad->abytes > pad->align;
+
+    pad->buf_align = bdrv_bounce_align(bs);
+    pad->buf_len = (size_t)pad->align * (two ? 2 : 1);
+    pad->buf = bdrv_bounce_get(pad->buf_len, pad->buf_align);
+    if (!pad->buf) {
+        return -ENOMEM;
+    }
+    if (qiov) {
+        bdrv_pad_build_vec(pad, qiov, qiov_offset, bytes);
+    } else {
+        iovector_init_buf(&pad->vec, NULL, 0);
+    }
+    return 0;
+}
+
+static void bdrv_pad_free(BdrvPadding *pad)
+{
+    if (pad->buf) {
+        iovector_destroy(&pad->vec);
+        bdrv_bounce_put(pad->buf, pad->buf_len, pad->buf_align);
+        pad->buf = NULL;
+    }
+}
+
+/* Reads the head and tail blocks of a padded write (read half of read-modify-write). */
+static int coroutine_fn bdrv_pad_read_ends(BlockDriverState *bs, BdrvPadding *pad)
+{
+    IOVector bv;
+    int ret;
+
+    if (pad->head) {
+        iovector_init_buf(&bv, pad->buf, (size_t)pad->align);
+        ret = bdrv_aligned_preadv(bs, pad->aoffset, pad->align, &bv, 0);
+        if (ret < 0) {
+            return ret;
+        }
+        if (pad->abytes == pad->align) {
+            return 0;
+        }
+    }
+    if (pad->tail) {
+        iovector_init_buf(&bv, bdrv_pad_tail_buf(pad), (size_t)pad->align);
+        ret = bdrv_aligned_preadv(bs, pad->aoffset + pad->abytes - pad->align, pad->align, &bv,
+                                  0);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Reads */
+
+static int coroutine_fn bdrv_do_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                       IOVector *qiov, size_t qiov_offset,
+                                       BdrvRequestFlags flags)
+{
+    BdrvTrackedRequest req;
+    BdrvPadding pad;
+    bool padded = bdrv_pad_compute(bs, offset, bytes, &pad);
+    bool cor = flags & BDRV_REQ_COPY_ON_READ;
+    uint32_t ser = (cor || (flags & BDRV_REQ_SERIALISING)) ? (uint32_t)pad.align : 0;
+    int ret = 0;
+
+    bdrv_tracked_begin(&req, bs, offset, bytes, BDRV_TRACKED_READ, ser);
+    if (padded) {
+        ret = bdrv_pad_alloc(bs, &pad, qiov, qiov_offset, bytes);
+        qiov = qiov ? &pad.vec : NULL;
+        qiov_offset = 0;
+    }
+    if (ret == 0 && cor) {
+        ret = bdrv_co_do_copy_on_read(bs, pad.aoffset, pad.abytes, qiov, qiov_offset);
+    } else if (ret == 0) {
+        ret = bdrv_aligned_preadv(bs, pad.aoffset, pad.abytes, qiov, qiov_offset);
+    }
+    bdrv_pad_free(&pad);
+    bdrv_tracked_end(&req);
+    return ret;
+}
+
+int coroutine_fn bdrv_co_preadv_part(BdrvChild *child, int64_t offset, int64_t bytes,
+                                     IOVector *qiov, size_t qiov_offset, BdrvRequestFlags flags)
+{
+    BlockDriverState *bs;
+    int ret = bdrv_check_node(child, false);
+
+    if (ret == 0) {
+        ret = bdrv_check_request(offset, bytes, qiov, qiov_offset);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    bs = child->bs;
+    if ((bs->open_flags & BDRV_O_COPY_ON_READ) && !bs->read_only) {
+        flags |= BDRV_REQ_COPY_ON_READ;
+    }
+    if (bs->read_only) {
+        flags &= ~BDRV_REQ_COPY_ON_READ;
+    }
+    if (!(flags & BDRV_REQ_COPY_ON_READ)) {
+        if (flags & BDRV_REQ_PREFETCH) {
+            return 0;
+        }
+    }
+    if (!qiov && !(flags & BDRV_REQ_PREFETCH)) {
+        return -EINVAL;
+    }
+    if (flags & BDRV_REQ_PREFETCH) {
+        qiov = NULL;
+    }
+    if (bytes == 0) {
+        return 0;
+    }
+    bdrv_inc_in_flight(bs);
+    ret = bdrv_do_preadv(bs, offset, bytes, qiov, qiov_offset, flags);
+    bdrv_dec_in_flight(bs);
+    return ret;
+}
+
+int coroutine_fn bdrv_co_preadv(BdrvChild *child, int64_t offset, int64_t bytes,
+                                IOVector *qiov, BdrvRequestFlags flags)
+{
+    return bdrv_co_preadv_part(child, offset, bytes, qiov, 0, flags);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Writes */
+
+/* Bookkeeping after a write-type request: generation for flush, highest offset. */
+void bdrv_write_done(BlockDriverState *bs, int64_t offset, int64_t bytes)
+{
+    bs->write_gen++;
+    if (offset + bytes > bs->wr_highest_offset) {
+        bs->wr_highest_offset = offset + bytes;
+    }
+}
+
+static int coroutine_fn bdrv_do_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                        IOVector *qiov, size_t qiov_offset,
+                                        BdrvRequestFlags flags)
+{
+    BdrvTrackedRequest req;
+    BdrvPadding pad;
+    bool padded = bdrv_pad_compute(bs, offset, bytes, &pad);
+    uint32_t ser = (padded || (flags & BDRV_REQ_SERIALISING)) ? (uint32_t)pad.align : 0;
+    int ret = 0;
+
+    bdrv_tracked_begin(&req, bs, offset, bytes, BDRV_TRACKED_WRITE, ser);
+    if (padded) {
+        ret = bdrv_pad_alloc(bs, &pad, qiov, qiov_offset, bytes);
+        if (ret == 0) {
+            ret = bdrv_pad_read_ends(bs, &pad);
+        }
+        qiov = &pad.vec;
+        qiov_offset = 0;
+    }
+    if (ret == 0) {
+        ret = bdrv_aligned_pwritev(bs, pad.aoffset, pad.abytes, qiov, qiov_offset, flags);
+    }
+    bdrv_pad_free(&pad);
+    bdrv_write_done(bs, offset, bytes);
+    if (ret == 0 && (flags & BDRV_REQ_FUA) && !(bs->supported_write_flags & BDRV_REQ_FUA)) {
+        ret = bdrv_co_flush(bs);
+    }
+    bdrv_tracked_end(&req);
+    return ret;
+}
+
+/* Turns an all-zero write into a write-zeroes when detect-zeroes asks for it. */
+static BdrvRequestFlags bdrv_detect_zeroes(BlockDriverState *bs, const IOVector *qiov,
+                                           size_t qiov_offset, int64_t bytes,
+                                           BdrvRequestFlags flags)
+{
+    if (bs->detect_zeroes == BDRV_DETECT_ZEROES_OFF || (flags & BDRV_REQ_ZERO_WRITE) ||
+        !iovector_is_zero(qiov, qiov_offset, (size_t)bytes)) {
+        return flags;
+    }
+    flags |= BDRV_REQ_ZERO_WRITE;
+    if (bs->detect_zeroes == BDRV_DETECT_ZEROES_UNMAP && (bs->open_flags & BDRV_O_UNMAP)) {
+        flags |= BDRV_REQ_MAY_UNMAP;
+    }
+    return flags;
+}
+
+int coroutine_fn bdrv_co_pwritev_part(BdrvChild *child, int64_t offset, int64_t bytes,
+                                      IOVector *qiov, size_t qiov_offset, BdrvRequestFlags flags)
+{
+    BlockDriverState *bs;
+    bool zero = flags & BDRV_REQ_ZERO_WRITE;
+    int ret = bdrv_check_node(child, true);
+
+    if (ret == 0) {
+        ret = bdrv_check_request(offset, bytes, zero ? NULL : qiov, qiov_offset);
+    }
+    if (ret == 0 && !zero && !qiov) {
+        ret = -EINVAL;
+    }
+    if (ret < 0 || bytes == 0) {
+        return ret;
+    }
+    bs = child->bs;
+    bdrv_inc_in_flight(bs);
+    if (!zero) {
+        flags = bdrv_detect_zeroes(bs, qiov, qiov_offset, bytes, flags);
+    }
+    if (flags & BDRV_REQ_ZERO_WRITE) {
+        ret = bdrv_co_do_pwrite_zeroes(bs, offset, bytes, flags);
+    } else {
+        ret = bdrv_do_pwritev(bs, offset, bytes, qiov, qiov_offset, flags);
+    }
+    bdrv_dec_in_flight(bs);
+    return ret;
+}
+
+int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset, int64_t bytes,
+                                 IOVector *qiov, BdrvRequestFlags flags)
+{
+    return bdrv_co_pwritev_part(child, offset, bytes, qiov, 0, flags);
+}
+
+int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset, int64_t bytes,
+                                       BdrvRequestFlags flags)
+{
+    return bdrv_co_pwritev_part(child, offset, bytes, NULL, 0, flags | BDRV_REQ_ZERO_WRITE);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Read-modify-write of one block with zeroes (write-zeroes head and tail) */
+
+int coroutine_fn bdrv_rmw_zero_block(BlockDriverState *bs, int64_t block, int64_t from,
+                                     int64_t to, BdrvRequestFlags flags)
+{
+    size_t align = (size_t)bs->bl.request_alignment;
+    size_t balign = bdrv_bounce_align(bs);
+    uint8_t *buf = bdrv_bounce_get(align, balign);
+    IOVector bv;
+    int ret;
+
+    if (!buf) {
+        return -ENOMEM;
+    }
+    iovector_init_buf(&bv, buf, align);
+    ret = bdrv_aligned_preadv(bs, block, (int64_t)align, &bv, 0);
+    if (ret == 0) {
+        memset(buf + (from - block), 0, (size_t)(to - from));
+        ret = bdrv_aligned_pwritev(bs, block, (int64_t)align, &bv, 0, flags);
+    }
+    bdrv_bounce_put(buf, align, balign);
+    return ret;
+}

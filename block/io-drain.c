@@ -109,10 +109,29 @@ static bool bdrv_subtree_busy(void *opaque)
     return false;
 }
 
+/*
+ * From a coroutine the loop cannot be polled (it may be running us): yield
+ * through the scheduler until the subtree is idle instead. A coroutine that
+ * drains a node it has a request in flight on deadlocks, as in plain code.
+ */
+static void coroutine_fn bdrv_co_wait_idle(BlockDriverState *bs)
+{
+    AioContext *ctx = bs->aio_context ? bs->aio_context : aio_context_current();
+
+    while (bdrv_subtree_busy(bs)) {
+        aio_co_schedule(ctx, coroutine_self());
+        coroutine_yield();
+    }
+}
+
 void bdrv_drained_begin(BlockDriverState *bs)
 {
     bdrv_drain_subtree(bs, true);
-    bdrv_poll_while(bs, bdrv_subtree_busy, bs);
+    if (coroutine_in_coroutine()) {
+        bdrv_co_wait_idle(bs);
+    } else {
+        bdrv_poll_while(bs, bdrv_subtree_busy, bs);
+    }
 }
 
 void bdrv_drained_end(BlockDriverState *bs)

@@ -586,6 +586,10 @@ int coroutine_fn bdrv_co_pwritev_part(BdrvChild *child, int64_t offset, int64_t 
     if (ret == 0 && !zero && !qiov) {
         ret = -EINVAL;
     }
+    if (ret == 0 && (flags & BDRV_REQ_WRITE_COMPRESSED) &&
+        !(child->bs->supported_write_flags & BDRV_REQ_WRITE_COMPRESSED)) {
+        ret = -ENOTSUP;
+    }
     if (ret < 0 || bytes == 0) {
         return ret;
     }

@@ -1015,6 +1015,38 @@ static void test_block_io_truncate_and_length(void **state)
     node_close(&n);
 }
 
+static void test_block_io_limits_validated(void **state)
+{
+    TestCfg cfg = { .align = 512, .max_transfer = 1000, .pwz_align = 1000, .max_pwz = 5000,
+                    .discard_align = 100 };
+    BlockOpts *o;
+    Error *err = NULL;
+    uint8_t buf[16] = { 0 };
+    Node n;
+
+    node_open(&n, "testram", &cfg, BDRV_O_RDWR);
+    assert_int_equal(n.bs->bl.request_alignment, 512);
+    assert_int_equal(n.bs->bl.max_transfer, 512);
+    assert_int_equal(n.bs->bl.pwrite_zeroes_alignment, 1024);
+    assert_int_equal(n.bs->bl.max_pwrite_zeroes, 4096);
+    assert_int_equal(n.bs->bl.pdiscard_alignment, 512);
+    assert_true(n.bs->bl.max_iov > 0);
+    assert_int_equal(n.bs->bl.opt_mem_alignment, 4096);
+    /* A compressed write to a driver that cannot compress. */
+    assert_int_equal(do_io(OP_WRITE, &n, 0, 16, buf, BDRV_REQ_WRITE_COMPRESSED), -ENOTSUP);
+    node_close(&n);
+
+    /* request_alignment must be a power of two. */
+    cfg = (TestCfg){ .align = 3 };
+    next_cfg = cfg;
+    o = bopts_new();
+    bopts_set(o, "driver", "testram");
+    assert_null(bdrv_open(NULL, o, BDRV_O_RDWR | BDRV_O_NO_BACKING, &err));
+    assert_non_null(err);
+    assert_non_null(strstr(error_get_pretty(err), "request_alignment 3"));
+    error_free(err);
+}
+
 /* ---------------------------------------------------------------------- */
 /* Drain */
 
@@ -1054,6 +1086,47 @@ static void test_block_io_drain_waits_for_in_flight(void **state)
     assert_int_equal(n.bs->quiesce_counter, 2);
     bdrv_drained_end(n.bs);
     bdrv_drained_end(n.bs);
+    assert_int_equal(n.bs->quiesce_counter, 0);
+    node_close(&n);
+}
+
+typedef struct CoDrain {
+    Node *n;
+    bool done;
+    unsigned in_flight_after;
+} CoDrain;
+
+static void coroutine_fn co_drain_entry(void *opaque)
+{
+    CoDrain *d = opaque;
+
+    bdrv_drained_begin(d->n->bs);
+    d->in_flight_after = bdrv_get_in_flight(d->n->bs);
+    bdrv_drained_end(d->n->bs);
+    d->done = true;
+}
+
+static void test_block_io_drain_from_coroutine(void **state)
+{
+    TestCfg cfg = { 0 };
+    uint8_t buf[512] = { 1 };
+    CoDrain d;
+    Req w;
+    Node n;
+
+    node_open(&n, "testram", &cfg, BDRV_O_RDWR);
+    n.s->park = true;
+    w = (Req){ .op = OP_WRITE, .c = &n.child, .offset = 0, .bytes = 512, .buf = buf };
+    req_start(&w);
+    d = (CoDrain){ .n = &n, .in_flight_after = 99 };
+    aio_co_enter(ctx, coroutine_create(co_drain_entry, &d));
+    assert_false(d.done);
+    aio_bh_schedule_oneshot(ctx, release_bh, n.s);
+    while (!d.done) {
+        aio_poll(ctx, true);
+    }
+    assert_true(w.done);
+    assert_int_equal(d.in_flight_after, 0);
     assert_int_equal(n.bs->quiesce_counter, 0);
     node_close(&n);
 }
@@ -1221,7 +1294,9 @@ int main(void)
         cmocka_unit_test(test_block_io_read_only_eperm),
         cmocka_unit_test(test_block_io_invalid_ranges),
         cmocka_unit_test(test_block_io_truncate_and_length),
+        cmocka_unit_test(test_block_io_limits_validated),
         cmocka_unit_test(test_block_io_drain_waits_for_in_flight),
+        cmocka_unit_test(test_block_io_drain_from_coroutine),
         cmocka_unit_test(test_block_io_read_waits_for_rmw),
         cmocka_unit_test(test_block_io_block_status_above_chain),
         cmocka_unit_test(test_block_io_copy_on_read),

@@ -287,8 +287,15 @@ int coroutine_fn bdrv_aligned_pwritev(BlockDriverState *bs, int64_t offset, int6
 /* ---------------------------------------------------------------------- */
 /* Padding to request_alignment */
 
+/*
+ * An unaligned request is widened to whole blocks. The first and last blocks
+ * (when the request does not cover them fully) go through a bounce buffer as
+ * whole blocks; the caller's bytes between them are passed by reference. So
+ * every piece the driver sees is block-sized or the caller's own, and an
+ * O_DIRECT node only bounces more when the caller's buffers are misaligned.
+ */
 typedef struct BdrvPadding {
-    uint8_t *buf;       /* the head block, then the tail block (one block if they coincide) */
+    uint8_t *buf;       /* the first block, then the last block */
     size_t buf_len;
     size_t buf_align;
     int64_t align;
@@ -296,15 +303,19 @@ typedef struct BdrvPadding {
     int64_t tail;       /* bytes of the last block after the request */
     int64_t aoffset;    /* the aligned range */
     int64_t abytes;
-    IOVector vec;       /* head pad + caller's range + tail pad */
+    int64_t lead;       /* caller bytes that live in the first bounce block */
+    int64_t trail;      /* caller bytes that live in the last bounce block */
+    IOVector vec;       /* first block + caller's middle + last block */
     struct iovec local[PAD_LOCAL_IOV];
 } BdrvPadding;
 
 /* Computes the aligned range; returns true if the request needs padding. */
-static bool bdrv_pad_compute(BlockDriverState *bs, int64_t offset, int64_t bytes, BdrvPadding *pad)
+static bool bdrv_pad_compute(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                             BdrvPadding *pad)
 {
     int64_t align = bs->bl.request_alignment ? bs->bl.request_alignment : 1;
     int64_t end = offset + bytes;
+    bool one;
 
     pad->align = align;
     pad->head = offset & (align - 1);
@@ -313,15 +324,24 @@ static bool bdrv_pad_compute(BlockDriverState *bs, int64_t offset, int64_t bytes
     pad->abytes = bytes + pad->head + pad->tail;
     pad->buf = NULL;
     pad->buf_len = 0;
-    return pad->head || pad->tail;
+    pad->lead = 0;
+    pad->trail = 0;
+    if (!pad->head && !pad->tail) {
+        return false;
+    }
+    one = pad->abytes == align;
+    if (pad->head || one) {
+        pad->lead = bytes < align - pad->head ? bytes : align - pad->head;
+    }
+    if (pad->tail && !one) {
+        pad->trail = align - pad->tail;
+    }
+    return true;
 }
 
-static uint8_t *bdrv_pad_tail_buf(BdrvPadding *pad)
+static uint8_t *bdrv_pad_last(BdrvPadding *pad)
 {
-    if (pad->abytes == pad->align || !pad->head) {
-        return pad->buf;
-    }
-    return pad->buf + pad->align;
+    return pad->lead ? pad->buf + pad->align : pad->buf;
 }
 
 /* Appends the iovec pieces of qiov's range to arr; returns the count or -1 if more than max. */
@@ -356,41 +376,40 @@ static int iov_slice(const IOVector *qiov, size_t offset, size_t bytes, struct i
 static void bdrv_pad_build_vec(BdrvPadding *pad, IOVector *qiov, size_t qiov_offset,
                                int64_t bytes)
 {
-    uint8_t *tail_buf = bdrv_pad_tail_buf(pad);
+    size_t mid_off = qiov_offset + (size_t)pad->lead;
+    size_t mid_len = (size_t)(bytes - pad->lead - pad->trail);
+    size_t align = (size_t)pad->align;
     int n = 0;
     int mid;
 
-    if (pad->head) {
-        pad->local[n++] = (struct iovec){ .iov_base = pad->buf, .iov_len = (size_t)pad->head };
+    if (pad->lead) {
+        pad->local[n++] = (struct iovec){ .iov_base = pad->buf, .iov_len = align };
     }
-    mid = iov_slice(qiov, qiov_offset, (size_t)bytes, pad->local + n, PAD_LOCAL_IOV - 1 - n);
+    mid = iov_slice(qiov, mid_off, mid_len, pad->local + n, PAD_LOCAL_IOV - 1 - n);
     if (mid >= 0) {
         n += mid;
-        if (pad->tail) {
-            pad->local[n++] = (struct iovec){ .iov_base = tail_buf + pad->align - pad->tail,
-                                              .iov_len = (size_t)pad->tail };
+        if (pad->trail) {
+            pad->local[n++] = (struct iovec){ .iov_base = bdrv_pad_last(pad), .iov_len = align };
         }
         iovector_init_external(&pad->vec, pad->local, n);
         return;
     }
     iovector_init(&pad->vec, qiov->niov + 2);
-    if (pad->head) {
-        iovector_add(&pad->vec, pad->buf, (size_t)pad->head);
+    if (pad->lead) {
+        iovector_add(&pad->vec, pad->buf, align);
     }
-    iovector_concat(&pad->vec, qiov, qiov_offset, (size_t)bytes);
-    if (pad->tail) {
-        iovector_add(&pad->vec, tail_buf + pad->align - pad->tail, (size_t)pad->tail);
+    iovector_concat(&pad->vec, qiov, mid_off, mid_len);
+    if (pad->trail) {
+        iovector_add(&pad->vec, bdrv_pad_last(pad), align);
     }
 }
 
-/* Takes the bounce buffer for the head and tail blocks and builds the padded vector. */
+/* Takes the bounce buffer for the first and last blocks and builds the padded vector. */
 static int bdrv_pad_alloc(BlockDriverState *bs, BdrvPadding *pad, IOVector *qiov,
                           size_t qiov_offset, int64_t bytes)
 {
-    bool two = pad->head && pad->tail && pad->abytes > pad->align;
-
     pad->buf_align = bdrv_bounce_align(bs);
-    pad->buf_len = (size_t)pad->align * (two ? 2 : 1);
+    pad->buf_len = (size_t)pad->align * ((pad->lead ? 1 : 0) + (pad->trail ? 1 : 0));
     pad->buf = bdrv_bounce_get(pad->buf_len, pad->buf_align);
     if (!pad->buf) {
         return -ENOMEM;
@@ -412,31 +431,40 @@ static void bdrv_pad_free(BdrvPadding *pad)
     }
 }
 
-/* Reads the head and tail blocks of a padded write (read half of read-modify-write). */
+/* Moves the caller's bytes between its vector and the bounce blocks. */
+static void bdrv_pad_copy(BdrvPadding *pad, bool to_bounce, IOVector *qiov, size_t qiov_offset,
+                          int64_t bytes)
+{
+    size_t tail_off = qiov_offset + (size_t)(bytes - pad->trail);
+
+    if (!qiov) {
+        return;
+    }
+    if (to_bounce) {
+        iovector_to_buf(qiov, qiov_offset, pad->buf + pad->head, (size_t)pad->lead);
+        iovector_to_buf(qiov, tail_off, bdrv_pad_last(pad), (size_t)pad->trail);
+    } else {
+        iovector_from_buf(qiov, qiov_offset, pad->buf + pad->head, (size_t)pad->lead);
+        iovector_from_buf(qiov, tail_off, bdrv_pad_last(pad), (size_t)pad->trail);
+    }
+}
+
+/* Reads the first and last blocks of a padded write (read half of read-modify-write). */
 static int coroutine_fn bdrv_pad_read_ends(BlockDriverState *bs, BdrvPadding *pad)
 {
     IOVector bv;
-    int ret;
+    int ret = 0;
 
-    if (pad->head) {
+    if (pad->lead) {
         iovector_init_buf(&bv, pad->buf, (size_t)pad->align);
         ret = bdrv_aligned_preadv(bs, pad->aoffset, pad->align, &bv, 0);
-        if (ret < 0) {
-            return ret;
-        }
-        if (pad->abytes == pad->align) {
-            return 0;
-        }
     }
-    if (pad->tail) {
-        iovector_init_buf(&bv, bdrv_pad_tail_buf(pad), (size_t)pad->align);
+    if (ret == 0 && pad->trail) {
+        iovector_init_buf(&bv, bdrv_pad_last(pad), (size_t)pad->align);
         ret = bdrv_aligned_preadv(bs, pad->aoffset + pad->abytes - pad->align, pad->align, &bv,
                                   0);
-        if (ret < 0) {
-            return ret;
-        }
     }
-    return 0;
+    return ret;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -451,18 +479,23 @@ static int coroutine_fn bdrv_do_preadv(BlockDriverState *bs, int64_t offset, int
     bool padded = bdrv_pad_compute(bs, offset, bytes, &pad);
     bool cor = flags & BDRV_REQ_COPY_ON_READ;
     uint32_t ser = (cor || (flags & BDRV_REQ_SERIALISING)) ? (uint32_t)pad.align : 0;
+    IOVector *vec;
+    size_t voff;
     int ret = 0;
 
     bdrv_tracked_begin(&req, bs, offset, bytes, BDRV_TRACKED_READ, ser);
     if (padded) {
         ret = bdrv_pad_alloc(bs, &pad, qiov, qiov_offset, bytes);
-        qiov = qiov ? &pad.vec : NULL;
-        qiov_offset = 0;
     }
+    vec = padded && qiov ? &pad.vec : qiov;
+    voff = padded ? 0 : qiov_offset;
     if (ret == 0 && cor) {
-        ret = bdrv_co_do_copy_on_read(bs, pad.aoffset, pad.abytes, qiov, qiov_offset);
+        ret = bdrv_co_do_copy_on_read(bs, pad.aoffset, pad.abytes, vec, voff);
     } else if (ret == 0) {
-        ret = bdrv_aligned_preadv(bs, pad.aoffset, pad.abytes, qiov, qiov_offset);
+        ret = bdrv_aligned_preadv(bs, pad.aoffset, pad.abytes, vec, voff);
+    }
+    if (ret == 0 && padded) {
+        bdrv_pad_copy(&pad, false, qiov, qiov_offset, bytes);
     }
     bdrv_pad_free(&pad);
     bdrv_tracked_end(&req);
@@ -541,6 +574,9 @@ static int coroutine_fn bdrv_do_pwritev(BlockDriverState *bs, int64_t offset, in
         ret = bdrv_pad_alloc(bs, &pad, qiov, qiov_offset, bytes);
         if (ret == 0) {
             ret = bdrv_pad_read_ends(bs, &pad);
+        }
+        if (ret == 0) {
+            bdrv_pad_copy(&pad, true, qiov, qiov_offset, bytes);
         }
         qiov = &pad.vec;
         qiov_offset = 0;

@@ -42,6 +42,7 @@ typedef struct Call {
     int64_t offset;
     int64_t bytes;
     unsigned flags;
+    const void *iov1; /* base of the second iovec piece of the range, if any */
 } Call;
 
 typedef struct TestRam {
@@ -115,7 +116,22 @@ static void coroutine_fn tr_wait(TestRam *s)
 static void tr_log(TestRam *s, char op, int64_t offset, int64_t bytes, unsigned flags)
 {
     if (s->ncalls < MAX_CALLS) {
-        s->calls[s->ncalls++] = (Call){ op, offset, bytes, flags };
+        s->calls[s->ncalls++] = (Call){ op, offset, bytes, flags, NULL };
+    }
+}
+
+static void tr_log_iov(TestRam *s, IOVector *qiov, size_t qiov_offset)
+{
+    size_t skip = qiov_offset;
+
+    for (int i = 0; i < qiov->niov; i++) {
+        if (skip < qiov->iov[i].iov_len) {
+            if (i + 1 < qiov->niov) {
+                s->calls[s->ncalls - 1].iov1 = qiov->iov[i + 1].iov_base;
+            }
+            return;
+        }
+        skip -= qiov->iov[i].iov_len;
     }
 }
 
@@ -181,6 +197,7 @@ static int coroutine_fn tr_pwritev(BlockDriverState *bs, int64_t offset, int64_t
         s->violations++;
     }
     tr_log(s, 'w', offset, bytes, flags);
+    tr_log_iov(s, qiov, qiov_offset);
     tr_wait(s);
     iovector_to_buf(qiov, qiov_offset, s->data + offset, (size_t)bytes);
     memset(s->alloc + offset / 512, 1, (size_t)((bytes + 511) / 512));
@@ -630,6 +647,34 @@ static void test_block_io_rmw_touches_only_head_and_tail(void **state)
     assert_int_equal(n.s->violations, 0);
     node_close(&n);
     free(buf);
+}
+
+/* 512-byte writes on a 4K node needing 512-byte memory alignment: the middle is not copied. */
+static void test_block_io_rmw_middle_by_reference(void **state)
+{
+    TestCfg cfg = { .align = 4096, .min_mem_align = 512 };
+    uint8_t *buf;
+    uint8_t *out;
+    Node n;
+
+    assert_int_equal(posix_memalign((void **)&buf, 4096, 4 * 4096), 0);
+    assert_int_equal(posix_memalign((void **)&out, 4096, 4 * 4096), 0);
+    node_open(&n, "testram", &cfg, BDRV_O_RDWR);
+    fill_pattern(buf, 4 * 4096, 11);
+    n.s->ncalls = 0;
+    assert_int_equal(do_io(OP_WRITE, &n, 4096 + 512, 3 * 4096, buf, 0), 0);
+    assert_int_equal(count_calls(n.s, 'r'), 2);
+    assert_int_equal(count_calls(n.s, 'w'), 1);
+    assert_int_equal(n.s->calls[2].offset, 4096);
+    assert_int_equal(n.s->calls[2].bytes, 4 * 4096);
+    assert_ptr_equal(n.s->calls[2].iov1, buf + 4096 - 512);
+    assert_memory_equal(n.s->data + 4096 + 512, buf, 3 * 4096);
+    assert_int_equal(do_io(OP_READ, &n, 4096 + 512, 3 * 4096, out, 0), 0);
+    assert_memory_equal(out, buf, 3 * 4096);
+    assert_int_equal(n.s->violations, 0);
+    node_close(&n);
+    free(buf);
+    free(out);
 }
 
 /* Many coroutines write overlapping unaligned ranges; the driver yields mid-request. */
@@ -1281,6 +1326,7 @@ int main(void)
         cmocka_unit_test(test_block_io_unaligned_rw_4096),
         cmocka_unit_test(test_block_io_unaligned_rw_mem_align),
         cmocka_unit_test(test_block_io_rmw_touches_only_head_and_tail),
+        cmocka_unit_test(test_block_io_rmw_middle_by_reference),
         cmocka_unit_test(test_block_io_concurrent_overlapping_writes),
         cmocka_unit_test(test_block_io_max_transfer_split),
         cmocka_unit_test(test_block_io_max_iov_split),

@@ -634,6 +634,9 @@ int coroutine_fn bdrv_co_pwritev_part(BdrvChild *child, int64_t offset, int64_t 
     if (!zero) {
         flags = bdrv_detect_zeroes(bs, qiov, qiov_offset, bytes, flags);
     }
+    if (!(bs->open_flags & BDRV_O_UNMAP)) {
+        flags &= ~BDRV_REQ_MAY_UNMAP; /* discard=ignore: never deallocate */
+    }
     if (flags & BDRV_REQ_ZERO_WRITE) {
         ret = bdrv_co_do_pwrite_zeroes(bs, offset, bytes, flags);
     } else {

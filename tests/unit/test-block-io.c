@@ -788,7 +788,14 @@ static void test_block_io_write_zeroes_driver_and_limits(void **state)
     uint8_t *ones = malloc(65536);
     Node n;
 
+    /* Without discard=unmap, MAY_UNMAP is dropped. */
     node_open(&n, "testram", &cfg, BDRV_O_RDWR);
+    assert_int_equal(do_io(OP_ZERO, &n, 0, 4096, NULL, BDRV_REQ_MAY_UNMAP), 0);
+    assert_int_equal(n.s->ncalls, 1);
+    assert_int_equal(n.s->calls[0].flags, 0);
+    node_close(&n);
+
+    node_open(&n, "testram", &cfg, BDRV_O_RDWR | BDRV_O_UNMAP);
     memset(ones, 0xff, 65536);
     assert_int_equal(do_io(OP_WRITE, &n, 0, 65536, ones, 0), 0);
     n.s->ncalls = 0;

@@ -55,6 +55,7 @@ typedef struct TestRam {
     int violations; /* requests that broke the driver contract */
     bool yield;     /* each request yields to the loop once before its work */
     bool park;      /* requests wait until released */
+    char fail_op;   /* requests of this op ('r', 'w', 'f') fail with -EIO */
     Coroutine *parked[MAX_PARKED];
     int nparked;
 } TestRam;
@@ -183,6 +184,9 @@ static int coroutine_fn tr_preadv(BlockDriverState *bs, int64_t offset, int64_t 
     tr_check(bs, offset, bytes, qiov, qiov_offset);
     tr_log(s, 'r', offset, bytes, flags);
     tr_wait(s);
+    if (s->fail_op == 'r') {
+        return -EIO;
+    }
     iovector_from_buf(qiov, qiov_offset, s->data + offset, (size_t)bytes);
     return 0;
 }
@@ -255,7 +259,7 @@ static int coroutine_fn tr_flush_to_disk(BlockDriverState *bs)
 
     tr_log(s, 'f', 0, 0, 0);
     tr_wait(s);
-    return 0;
+    return s->fail_op == 'f' ? -EIO : 0;
 }
 
 static int64_t coroutine_fn tr_getlength(BlockDriverState *bs)
@@ -1008,6 +1012,34 @@ static void test_block_io_flush_coalesced(void **state)
     node_close(&n);
 }
 
+static void test_block_io_errors_propagate(void **state)
+{
+    TestCfg cfg = { .align = 512 };
+    uint8_t buf[100];
+    Node n;
+
+    node_open(&n, "testram", &cfg, BDRV_O_RDWR);
+    memset(buf, 1, sizeof(buf));
+    /* The read half of a read-modify-write fails: nothing is written. */
+    n.s->fail_op = 'r';
+    assert_int_equal(do_io(OP_WRITE, &n, 10, 100, buf, 0), -EIO);
+    assert_int_equal(count_calls(n.s, 'w'), 0);
+    assert_int_equal(n.s->data[10], 0);
+    assert_int_equal(do_io(OP_READ, &n, 0, 100, buf, 0), -EIO);
+    n.s->fail_op = 0;
+    assert_int_equal(bdrv_get_in_flight(n.bs), 0);
+
+    /* A failed flush does not count as clean: the next flush retries. */
+    assert_int_equal(do_io(OP_WRITE, &n, 0, 100, buf, 0), 0);
+    n.s->fail_op = 'f';
+    assert_int_equal(do_io(OP_FLUSH, &n, 0, 0, NULL, 0), -EIO);
+    n.s->fail_op = 0;
+    n.s->ncalls = 0;
+    assert_int_equal(do_io(OP_FLUSH, &n, 0, 0, NULL, 0), 0);
+    assert_int_equal(count_calls(n.s, 'f'), 1);
+    node_close(&n);
+}
+
 /* ---------------------------------------------------------------------- */
 /* Validation */
 
@@ -1344,6 +1376,7 @@ int main(void)
         cmocka_unit_test(test_block_io_discard),
         cmocka_unit_test(test_block_io_flush_skipped_when_clean),
         cmocka_unit_test(test_block_io_flush_coalesced),
+        cmocka_unit_test(test_block_io_errors_propagate),
         cmocka_unit_test(test_block_io_read_only_eperm),
         cmocka_unit_test(test_block_io_invalid_ranges),
         cmocka_unit_test(test_block_io_truncate_and_length),

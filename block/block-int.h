@@ -1,0 +1,70 @@
+/*
+ * Internal interfaces between the files of block/ (graph, request layer,
+ * BlockBackend) and the driver registry. Not installed.
+ */
+#ifndef COBLK_BLOCK_INT_H
+#define COBLK_BLOCK_INT_H
+
+#include <coblk/block-driver.h>
+#include <coblk/block.h>
+
+#include "aio/aio-int.h"
+
+/* ---------------------------------------------------------------------- */
+/* Driver registry (block/registry.c): the in-tree drivers. */
+
+/* NULL-terminated table of in-tree drivers. */
+extern const BlockDriver *const bdrv_builtin_drivers[];
+
+/* Format magics a guessed raw node refuses to write into sector 0. */
+bool bdrv_buf_has_known_magic(const uint8_t *buf, size_t len);
+
+/* ---------------------------------------------------------------------- */
+/* Request layer (block/io.c) */
+
+/* Computes bs->bl: defaults, the children's limits, then drv->refresh_limits. */
+int bdrv_refresh_limits(BlockDriverState *bs, Error **errp);
+
+/* In-flight accounting; dec wakes drain waiters. */
+void bdrv_inc_in_flight(BlockDriverState *bs);
+void bdrv_dec_in_flight(BlockDriverState *bs);
+
+/* Initialises / tears down the request-layer fields of a new node. */
+void bdrv_io_init(BlockDriverState *bs);
+
+/* Polls bs's context until cond(opaque) is false. Plain code only. */
+void bdrv_poll_while(BlockDriverState *bs, bool (*cond)(void *opaque), void *opaque);
+
+/* ---------------------------------------------------------------------- */
+/* BlockBackend hooks (block/block-backend.c), called on root children. */
+
+/* The subtree under a BlockBackend became drained / undrained. */
+void blk_root_drained_begin(BdrvChild *child);
+void blk_root_drained_end(BdrvChild *child);
+/* The root node moved to a new AioContext. */
+void blk_root_set_aio_context(BdrvChild *child, AioContext *ctx);
+
+/* ---------------------------------------------------------------------- */
+/* Graph helpers (block/block.c) */
+
+BlockDriverState *bdrv_new_node(const BlockDriver *drv, AioContext *ctx);
+void bdrv_free_node(BlockDriverState *bs);
+int bdrv_set_node_name(BlockDriverState *bs, const char *name, Error **errp);
+/* The protocol driver named by a "proto:" prefix of filename, or NULL. */
+const BlockDriver *bdrv_find_protocol_prefix(const char *filename);
+/* The format whose probe scores best on buf (raw scores 1), or NULL. */
+const BlockDriver *bdrv_probe_format(const uint8_t *buf, int len, const char *filename);
+
+/* Runs fn(opaque) in a coroutine in ctx, polling ctx until it returns
+ * (or calls it directly when already in a coroutine). */
+typedef int64_t coroutine_fn BdrvCoRunFn(void *opaque);
+int64_t bdrv_run_co(AioContext *ctx, BdrvCoRunFn *fn, void *opaque);
+/* The calling thread's context; creates a process-wide main context if the
+ * thread has none, and makes it current. */
+AioContext *bdrv_default_aio_context(void);
+
+/* Attaches bs as the root child of a BlockBackend. */
+BdrvChild *bdrv_root_attach_child(BlockDriverState *bs, const char *name, void *blk);
+void bdrv_root_unref_child(BdrvChild *child);
+
+#endif /* COBLK_BLOCK_INT_H */

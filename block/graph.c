@@ -1,0 +1,368 @@
+/*
+ * The node graph: the list of open nodes and their names, children and
+ * parents, references and close order, driver registry lookups.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "coblk-config.h"
+#include "block/block-int.h"
+
+static BlockDriverState *all_nodes;
+static unsigned next_node_id;
+
+/* Plugins registered at run time (bdrv_register). */
+#define MAX_PLUGIN_DRIVERS 64
+static const BlockDriver *plugin_drivers[MAX_PLUGIN_DRIVERS];
+static int n_plugin_drivers;
+
+/* ---------------------------------------------------------------------- */
+/* Driver registry */
+
+static const BlockDriver *driver_at(int i)
+{
+    int n_builtin = 0;
+
+    while (bdrv_builtin_drivers[n_builtin]) {
+        n_builtin++;
+    }
+    if (i < n_builtin) {
+        return bdrv_builtin_drivers[i];
+    }
+    i -= n_builtin;
+    return i < n_plugin_drivers ? plugin_drivers[i] : NULL;
+}
+
+const BlockDriver *bdrv_find_format(const char *name)
+{
+    const BlockDriver *drv;
+
+    for (int i = 0; (drv = driver_at(i)); i++) {
+        if (!strcmp(drv->format_name, name)) {
+            return drv;
+        }
+    }
+    return NULL;
+}
+
+const BlockDriver *bdrv_find_protocol_prefix(const char *filename)
+{
+    const BlockDriver *drv;
+    const char *colon = strchr(filename, ':');
+    size_t len;
+
+    if (!colon) {
+        return NULL;
+    }
+    len = (size_t)(colon - filename);
+    /* "C:\..." style or path components are not protocols. */
+    if (memchr(filename, '/', len)) {
+        return NULL;
+    }
+    for (int i = 0; (drv = driver_at(i)); i++) {
+        if (drv->is_protocol && drv->protocol_name && strlen(drv->protocol_name) == len &&
+            !strncmp(drv->protocol_name, filename, len)) {
+            return drv;
+        }
+    }
+    return NULL;
+}
+
+const BlockDriver *bdrv_probe_format(const uint8_t *buf, int len, const char *filename)
+{
+    const BlockDriver *drv;
+    const BlockDriver *best = NULL;
+    int best_score = 0;
+
+    for (int i = 0; (drv = driver_at(i)); i++) {
+        int score;
+
+        if (!drv->probe) {
+            continue;
+        }
+        score = drv->probe(buf, len, filename);
+        if (score > best_score) {
+            best_score = score;
+            best = drv;
+        }
+    }
+    return best;
+}
+
+int bdrv_register(const BlockDriver *drv, Error **errp)
+{
+    if (!drv || drv->struct_size < offsetof(BlockDriver, io_unplug) || !drv->format_name) {
+        error_setg(errp, "bdrv_register: driver table too old or incomplete");
+        return -EINVAL;
+    }
+    if (drv->struct_size > sizeof(BlockDriver)) {
+        error_setg(errp, "bdrv_register: driver '%s' was built for a newer coblk",
+                   drv->format_name);
+        return -EINVAL;
+    }
+    if (bdrv_find_format(drv->format_name)) {
+        error_setg(errp, "bdrv_register: driver '%s' is already registered", drv->format_name);
+        return -EEXIST;
+    }
+    if (n_plugin_drivers == MAX_PLUGIN_DRIVERS) {
+        error_setg(errp, "bdrv_register: too many drivers");
+        return -ENOSPC;
+    }
+    plugin_drivers[n_plugin_drivers++] = drv;
+    return 0;
+}
+
+const char *const *bdrv_driver_names(void)
+{
+    static const char *names[128];
+    const BlockDriver *drv;
+    int i;
+
+    for (i = 0; i < 127 && (drv = driver_at(i)); i++) {
+        names[i] = drv->format_name;
+    }
+    names[i] = NULL;
+    return names;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Nodes */
+
+BlockDriverState *bdrv_new_node(const BlockDriver *drv, AioContext *ctx)
+{
+    BlockDriverState *bs = calloc(1, sizeof(*bs));
+
+    if (!bs) {
+        return NULL;
+    }
+    if (drv->instance_size) {
+        bs->opaque = calloc(1, drv->instance_size);
+        if (!bs->opaque) {
+            free(bs);
+            return NULL;
+        }
+    }
+    bs->drv = drv;
+    bs->refcnt = 1;
+    bs->aio_context = ctx;
+    bdrv_io_init(bs);
+    snprintf(bs->node_name, sizeof(bs->node_name), "#block%03u", next_node_id++);
+    bs->all_next = all_nodes;
+    all_nodes = bs;
+    return bs;
+}
+
+/* Frees a node that never opened (or whose driver closed it). */
+void bdrv_free_node(BlockDriverState *bs)
+{
+    BlockDriverState **pp = &all_nodes;
+
+    while (*pp && *pp != bs) {
+        pp = &(*pp)->all_next;
+    }
+    if (*pp) {
+        *pp = bs->all_next;
+    }
+    free(bs->opaque);
+    free(bs);
+}
+
+/* Node names: letters, digits, '-', '.', '_'; start with a letter; < 32 bytes. */
+int bdrv_set_node_name(BlockDriverState *bs, const char *name, Error **errp)
+{
+    size_t len = strlen(name);
+
+    if (len == 0 || len >= sizeof(bs->node_name) ||
+        !((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= 'A' && name[0] <= 'Z'))) {
+        error_setg(errp, "Invalid node-name: '%s'", name);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.' || c == '_')) {
+            error_setg(errp, "Invalid node-name: '%s'", name);
+            return -EINVAL;
+        }
+    }
+    if (bdrv_find_node(name)) {
+        error_setg(errp, "Duplicate nodes with node-name='%s'", name);
+        return -EEXIST;
+    }
+    memcpy(bs->node_name, name, len + 1);
+    return 0;
+}
+
+BlockDriverState *bdrv_find_node(const char *node_name)
+{
+    for (BlockDriverState *bs = all_nodes; bs; bs = bs->all_next) {
+        if (!strcmp(bs->node_name, node_name)) {
+            return bs;
+        }
+    }
+    return NULL;
+}
+
+const char *bdrv_get_node_name(const BlockDriverState *bs)
+{
+    return bs->node_name;
+}
+
+const char *bdrv_get_format_name(const BlockDriverState *bs)
+{
+    return bs->drv ? bs->drv->format_name : NULL;
+}
+
+const char *bdrv_get_filename(const BlockDriverState *bs)
+{
+    return bs->filename;
+}
+
+bool bdrv_is_read_only(const BlockDriverState *bs)
+{
+    return bs->read_only;
+}
+
+BlockDriverState *bdrv_file_bs(const BlockDriverState *bs)
+{
+    return bs->file ? bs->file->bs : NULL;
+}
+
+BlockDriverState *bdrv_backing_bs(const BlockDriverState *bs)
+{
+    return bs->backing ? bs->backing->bs : NULL;
+}
+
+AioContext *bdrv_get_aio_context(const BlockDriverState *bs)
+{
+    return bs->aio_context;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Children */
+
+static BdrvChild *child_new(BlockDriverState *child_bs, BlockDriverState *parent,
+                            const char *name, unsigned role)
+{
+    BdrvChild *c = calloc(1, sizeof(*c));
+
+    if (!c || !(c->name = strdup(name))) {
+        abort();
+    }
+    c->bs = child_bs;
+    c->parent = parent;
+    c->role = role;
+    c->next_parent = child_bs->parents;
+    child_bs->parents = c;
+    return c;
+}
+
+static void child_free(BdrvChild *c)
+{
+    BdrvChild **pp = &c->bs->parents;
+
+    while (*pp != c) {
+        pp = &(*pp)->next_parent;
+    }
+    *pp = c->next_parent;
+    free(c->name);
+    free(c);
+}
+
+BdrvChild *bdrv_attach_child(BlockDriverState *parent, BlockDriverState *child_bs,
+                             const char *name, unsigned role)
+{
+    BdrvChild *c = child_new(child_bs, parent, name, role);
+    BdrvChild **tail = &parent->children;
+
+    bdrv_ref(child_bs);
+    while (*tail) {
+        tail = &(*tail)->next;
+    }
+    *tail = c;
+    if (role & BDRV_CHILD_PRIMARY) {
+        parent->file = c;
+    }
+    if (role & BDRV_CHILD_COW) {
+        parent->backing = c;
+    }
+    return c;
+}
+
+void bdrv_unref_child(BlockDriverState *parent, BdrvChild *child)
+{
+    BdrvChild **pp = &parent->children;
+    BlockDriverState *child_bs;
+
+    if (!child) {
+        return;
+    }
+    child_bs = child->bs;
+    while (*pp && *pp != child) {
+        pp = &(*pp)->next;
+    }
+    if (*pp) {
+        *pp = child->next;
+    }
+    if (parent->file == child) {
+        parent->file = NULL;
+    }
+    if (parent->backing == child) {
+        parent->backing = NULL;
+    }
+    child_free(child);
+    bdrv_unref(child_bs);
+}
+
+BdrvChild *bdrv_root_attach_child(BlockDriverState *bs, const char *name, void *blk)
+{
+    BdrvChild *c = child_new(bs, NULL, name, BDRV_CHILD_IMAGE);
+
+    c->opaque = blk;
+    bdrv_ref(bs);
+    return c;
+}
+
+void bdrv_root_unref_child(BdrvChild *child)
+{
+    BlockDriverState *bs = child->bs;
+
+    child_free(child);
+    bdrv_unref(bs);
+}
+
+/* ---------------------------------------------------------------------- */
+/* References and close */
+
+void bdrv_ref(BlockDriverState *bs)
+{
+    bs->refcnt++;
+}
+
+static void bdrv_close(BlockDriverState *bs)
+{
+    /* Nobody holds a reference, so no new request can come after this. */
+    bdrv_drain(bs);
+    if (bs->drv->bdrv_close) {
+        bs->drv->bdrv_close(bs);
+    }
+    /* Parents close before their children: drop the children last. */
+    while (bs->children) {
+        bdrv_unref_child(bs, bs->children);
+    }
+}
+
+void bdrv_unref(BlockDriverState *bs)
+{
+    if (!bs) {
+        return;
+    }
+    if (--bs->refcnt > 0) {
+        return;
+    }
+    bdrv_close(bs);
+    bdrv_free_node(bs);
+}

@@ -1,0 +1,249 @@
+/*
+ * Reopen (read-only <-> read-write, cache mode, discard, detect-zeroes) and
+ * moving a drained graph to another AioContext.
+ *
+ * Reopen is a transaction over the node and its file-side children: every
+ * driver's reopen_prepare runs first (any may refuse), then all commit, or
+ * all abort and the nodes keep their state.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "coblk-config.h"
+#include "block/block-int.h"
+
+typedef struct ReopenEntry {
+    BlockDriverState *bs;
+    int old_flags;
+    bool old_read_only;
+    BlockdevDetectZeroes old_dz;
+    bool prepared;
+} ReopenEntry;
+
+#define REOPEN_MAX 64
+
+static const char *const dz_names[] = { "off", "on", "unmap" };
+static const char *const discard_names[] = { "ignore", "off", "unmap", "on" };
+
+/* Applies the generic options to a flags word; leaves the rest in o. */
+static int reopen_parse(BlockOpts *o, int *flags, BlockdevDetectZeroes *dz, Error **errp)
+{
+    bool v;
+    int e;
+
+    if (bopts_take_bool(o, "read-only", !(*flags & BDRV_O_RDWR), &v, errp) < 0) {
+        return -EINVAL;
+    }
+    *flags = v ? (*flags & ~BDRV_O_RDWR) : (*flags | BDRV_O_RDWR);
+    if (bopts_take_bool(o, "cache.direct", (*flags & BDRV_O_NOCACHE) != 0, &v, errp) < 0) {
+        return -EINVAL;
+    }
+    *flags = v ? (*flags | BDRV_O_NOCACHE) : (*flags & ~BDRV_O_NOCACHE);
+    if (bopts_take_bool(o, "cache.no-flush", (*flags & BDRV_O_NO_FLUSH) != 0, &v, errp) < 0) {
+        return -EINVAL;
+    }
+    *flags = v ? (*flags | BDRV_O_NO_FLUSH) : (*flags & ~BDRV_O_NO_FLUSH);
+    if (bopts_take_enum(o, "discard", discard_names, 4, (*flags & BDRV_O_UNMAP) ? 2 : 0, &e,
+                        errp) < 0) {
+        return -EINVAL;
+    }
+    *flags = e >= 2 ? (*flags | BDRV_O_UNMAP) : (*flags & ~BDRV_O_UNMAP);
+    if (bopts_take_enum(o, "detect-zeroes", dz_names, 3, *dz, &e, errp) < 0) {
+        return -EINVAL;
+    }
+    *dz = (BlockdevDetectZeroes)e;
+    if (*dz == BDRV_DETECT_ZEROES_UNMAP && !(*flags & BDRV_O_UNMAP)) {
+        error_setg(errp, "setting detect-zeroes to unmap is not allowed without setting "
+                         "discard operation to unmap");
+        return -EINVAL;
+    }
+    if ((*flags & BDRV_O_RDWR) && (*flags & BDRV_O_FORCE_SHARE)) {
+        error_setg(errp, "force-share=on can only be used with read-only images");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* The node and its file-side children, parents first. */
+static int collect(BlockDriverState *bs, ReopenEntry *list, int n, Error **errp)
+{
+    if (n == REOPEN_MAX) {
+        error_setg(errp, "reopen: graph too large");
+        return -E2BIG;
+    }
+    list[n++] = (ReopenEntry){ .bs = bs };
+    for (BdrvChild *c = bs->children; c; c = c->next) {
+        if (c->role & BDRV_CHILD_COW) {
+            continue; /* backing files stay read-only */
+        }
+        n = collect(c->bs, list, n, errp);
+        if (n < 0) {
+            return n;
+        }
+    }
+    return n;
+}
+
+static int prepare_one(ReopenEntry *e, int flags, BlockdevDetectZeroes dz, BlockOpts *o,
+                       Error **errp)
+{
+    BlockDriverState *bs = e->bs;
+    int ret = 0;
+
+    e->old_flags = bs->open_flags;
+    e->old_read_only = bs->read_only;
+    e->old_dz = bs->detect_zeroes;
+    if (bs->drv->reopen_prepare) {
+        ret = bs->drv->reopen_prepare(bs, o, flags, errp);
+    } else if ((flags ^ bs->open_flags) & (BDRV_O_RDWR | BDRV_O_NOCACHE)) {
+        error_setg(errp, "Block format '%s' used by node '%s' does not support reopening "
+                         "files", bs->drv->format_name, bs->node_name);
+        ret = -ENOTSUP;
+    }
+    if (ret == 0) {
+        e->prepared = true;
+        bs->open_flags = flags;
+        bs->read_only = !(flags & BDRV_O_RDWR);
+        bs->detect_zeroes = dz;
+    }
+    return ret;
+}
+
+int bdrv_reopen(BlockDriverState *bs, BlockOpts *options, Error **errp)
+{
+    ReopenEntry list[REOPEN_MAX];
+    int flags = bs->open_flags;
+    BlockdevDetectZeroes dz = bs->detect_zeroes;
+    BlockOpts *empty = bopts_new();
+    int n;
+    int ret;
+
+    if (!options) {
+        options = bopts_new();
+    }
+    ret = reopen_parse(options, &flags, &dz, errp);
+    if (ret == 0) {
+        ret = bopts_check_empty(options, bs->node_name, errp);
+    }
+    bopts_free(options);
+    if (ret < 0) {
+        bopts_free(empty);
+        return ret;
+    }
+    n = collect(bs, list, 0, errp);
+    if (n < 0) {
+        bopts_free(empty);
+        return n;
+    }
+    bdrv_drained_begin(bs);
+    for (int i = 0; i < n && ret == 0; i++) {
+        /* The top node gets the new detect-zeroes; children keep theirs. */
+        ret = prepare_one(&list[i], i == 0 ? flags : (flags & ~BDRV_O_PROTOCOL) |
+                                                         (list[i].bs->open_flags &
+                                                          BDRV_O_PROTOCOL),
+                          i == 0 ? dz : list[i].bs->detect_zeroes, empty, errp);
+    }
+    for (int i = 0; i < n; i++) {
+        BlockDriverState *b = list[i].bs;
+
+        if (!list[i].prepared) {
+            continue;
+        }
+        if (ret == 0) {
+            if (b->drv->reopen_commit) {
+                b->drv->reopen_commit(b);
+            }
+        } else {
+            if (b->drv->reopen_abort) {
+                b->drv->reopen_abort(b);
+            }
+            b->open_flags = list[i].old_flags;
+            b->read_only = list[i].old_read_only;
+            b->detect_zeroes = list[i].old_dz;
+        }
+    }
+    if (ret == 0) {
+        ret = bdrv_refresh_limits(bs, errp);
+    }
+    bdrv_drained_end(bs);
+    bopts_free(empty);
+    return ret;
+}
+
+int bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only, Error **errp)
+{
+    BlockOpts *o = bopts_new();
+
+    bopts_set(o, "read-only", read_only ? "on" : "off");
+    return bdrv_reopen(bs, o, errp);
+}
+
+/* ---------------------------------------------------------------------- */
+/* AioContext moves */
+
+static void detach_tree(BlockDriverState *bs)
+{
+    for (BdrvChild *c = bs->children; c; c = c->next) {
+        detach_tree(c->bs);
+    }
+    if (bs->drv->detach_aio_context) {
+        bs->drv->detach_aio_context(bs);
+    }
+}
+
+static void attach_tree(BlockDriverState *bs, AioContext *ctx)
+{
+    bs->aio_context = ctx;
+    for (BdrvChild *c = bs->children; c; c = c->next) {
+        attach_tree(c->bs, ctx);
+    }
+    if (bs->drv->attach_aio_context) {
+        bs->drv->attach_aio_context(bs, ctx);
+    }
+    for (BdrvChild *p = bs->parents; p; p = p->next_parent) {
+        if (!p->parent) {
+            blk_root_set_aio_context(p, ctx);
+        }
+    }
+}
+
+/* Every parent of a node in the subtree must be inside it (or a BlockBackend). */
+static bool parents_inside(BlockDriverState *bs, BlockDriverState *top)
+{
+    for (BdrvChild *p = bs->parents; p; p = p->next_parent) {
+        if (p->parent && bs != top && p->parent->aio_context != bs->aio_context) {
+            return false;
+        }
+    }
+    for (BdrvChild *c = bs->children; c; c = c->next) {
+        if (!parents_inside(c->bs, top)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int bdrv_try_change_aio_context(BlockDriverState *bs, AioContext *ctx, Error **errp)
+{
+    if (bs->aio_context == ctx) {
+        return 0;
+    }
+    for (BdrvChild *p = bs->parents; p; p = p->next_parent) {
+        if (p->parent) {
+            error_setg(errp, "node '%s' has a parent node ('%s'); move that instead",
+                       bs->node_name, p->parent->node_name);
+            return -EPERM;
+        }
+    }
+    if (!parents_inside(bs, bs)) {
+        error_setg(errp, "node '%s': a child is shared with a node in another context",
+                   bs->node_name);
+        return -EPERM;
+    }
+    bdrv_drained_begin(bs);
+    detach_tree(bs);
+    attach_tree(bs, ctx);
+    bdrv_drained_end(bs);
+    return 0;
+}

@@ -1,0 +1,206 @@
+/*
+ * coblk - the driver API: what a format or protocol driver implements and
+ * the node state it may read and write.
+ *
+ * Contract of every request callback (the request layer guarantees it, so
+ * drivers do not re-check): offset and bytes are multiples of the node's
+ * bl.request_alignment (except at the end of an unaligned-size node), the
+ * range lies within [0, BDRV_MAX_LENGTH), bytes <= bl.max_transfer when that
+ * is non-zero, flags only hold bits the driver listed as supported, and the
+ * node is not read-only for writes. Callbacks run in a coroutine in the
+ * node's AioContext and return 0 or -errno.
+ *
+ * The table only grows at its end; struct_size tells the library which
+ * fields a driver (possibly an older plugin) knows about.
+ */
+#ifndef COBLK_BLOCK_DRIVER_H
+#define COBLK_BLOCK_DRIVER_H
+
+#include <coblk/aio-io.h>
+#include <coblk/block.h>
+#include <coblk/coroutine.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Limits a driver reports in refresh_limits (0 = no limit / default). */
+typedef struct BlockLimits {
+    uint32_t request_alignment;     /**< power of two; 1 = byte-granular */
+    uint32_t min_mem_alignment;     /**< buffer alignment the node requires (O_DIRECT) */
+    uint32_t opt_mem_alignment;     /**< buffer alignment that is fastest */
+    int64_t max_transfer;           /**< largest single request; multiple of alignment */
+    int64_t opt_transfer;
+    int64_t max_pwrite_zeroes;
+    uint32_t pwrite_zeroes_alignment;
+    int64_t max_pdiscard;
+    uint32_t pdiscard_alignment;
+    int max_iov;                    /**< most iovec entries per request (IOV_MAX) */
+} BlockLimits;
+
+/** What a child is to its parent. */
+enum {
+    BDRV_CHILD_DATA = 0x01,      /**< guest data lives here */
+    BDRV_CHILD_METADATA = 0x02,  /**< format metadata lives here */
+    BDRV_CHILD_FILTERED = 0x04,  /**< the parent passes requests through */
+    BDRV_CHILD_COW = 0x08,       /**< a backing file: read for unallocated ranges */
+    BDRV_CHILD_PRIMARY = 0x10,   /**< the parent's "file" child */
+    BDRV_CHILD_IMAGE = BDRV_CHILD_DATA | BDRV_CHILD_METADATA,
+};
+
+struct BdrvChild {
+    BlockDriverState *bs;        /**< the child node */
+    BlockDriverState *parent;    /**< NULL when the parent is a BlockBackend */
+    char *name;                  /**< "file", "backing", "data-file", "root", ... */
+    unsigned role;               /**< BDRV_CHILD_* */
+    BdrvChild *next;             /**< sibling in parent->children */
+    BdrvChild *next_parent;      /**< sibling in bs->parents */
+    void *opaque;                /**< the BlockBackend for root children */
+};
+
+typedef struct BdrvTrackedRequest BdrvTrackedRequest;
+
+/** A node. Fields marked (driver) may be set by drivers in open. */
+struct BlockDriverState {
+    const BlockDriver *drv;
+    void *opaque;                   /**< driver state, drv->instance_size bytes */
+    AioContext *aio_context;
+    int refcnt;
+    int open_flags;                 /**< BDRV_O_* in effect */
+    bool read_only;
+    bool probed;                    /**< the format was guessed, not given */
+    bool sg;                        /**< reserved */
+    BlockdevDetectZeroes detect_zeroes;
+    char node_name[32];
+    char filename[4096];            /**< (driver) what users see */
+    char backing_file[4096];        /**< (driver) backing file name from the image */
+    char backing_format[32];        /**< (driver) backing format from the image */
+    char auto_backing_file[4096];   /**< backing file name resolved against filename */
+
+    BlockLimits bl;                 /**< (driver, refresh_limits) */
+    unsigned supported_write_flags; /**< (driver) BDRV_REQ_FUA, ... */
+    unsigned supported_zero_flags;  /**< (driver) BDRV_REQ_MAY_UNMAP, NO_FALLBACK, FUA */
+    unsigned supported_truncate_flags;
+
+    BdrvChild *children;            /**< list of children */
+    BdrvChild *parents;             /**< list of parents' links to us */
+    BdrvChild *file;                /**< (driver) the primary child, if any */
+    BdrvChild *backing;             /**< the backing child, if any */
+
+    /* request layer state (block/io.c) */
+    _Atomic unsigned in_flight;
+    int quiesce_counter;
+    CoMutex reqs_lock;
+    BdrvTrackedRequest *tracked_requests;
+    CoQueue flush_queue;
+    bool active_flush_req;
+    unsigned write_gen;             /**< bumped by every write */
+    unsigned flushed_gen;           /**< write_gen at the last successful flush */
+    int64_t wr_highest_offset;
+
+    BlockDriverState *all_next;     /**< list of every open node */
+};
+
+struct BlockDriver {
+    uint32_t struct_size;           /**< sizeof(BlockDriver) the driver was built with */
+    const char *format_name;        /**< "raw", "qcow2", "file", "null-co" */
+    const char *protocol_name;      /**< URL prefix before ':' (protocol drivers) */
+    size_t instance_size;
+    bool is_format;
+    bool is_protocol;
+    bool is_filter;
+    /** NULL-terminated option names the driver's open consumes (for help). */
+    const char *const *option_names;
+
+    /**
+     * Scores how well the first bytes of a file match the format
+     * (0 = not this format, 100 = magic matched; raw returns 1).
+     */
+    int (*probe)(const uint8_t *buf, int buf_size, const char *filename);
+
+    /**
+     * Opens bs. options holds the node's own options (children's are taken
+     * with bdrv_open_child()); the driver takes what it knows and the
+     * caller reports what remains as unknown. Protocol drivers get the
+     * filename as option "filename".
+     */
+    int (*bdrv_open)(BlockDriverState *bs, BlockOpts *options, int flags, Error **errp);
+    void (*bdrv_close)(BlockDriverState *bs);
+    /** Fills bs->bl; children's limits are already known. */
+    void (*refresh_limits)(BlockDriverState *bs, Error **errp);
+
+    int coroutine_fn (*co_preadv)(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                  IOVector *qiov, size_t qiov_offset, BdrvRequestFlags flags);
+    int coroutine_fn (*co_pwritev)(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                   IOVector *qiov, size_t qiov_offset, BdrvRequestFlags flags);
+    int coroutine_fn (*co_pwrite_zeroes)(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                         BdrvRequestFlags flags);
+    int coroutine_fn (*co_pdiscard)(BlockDriverState *bs, int64_t offset, int64_t bytes);
+    /** Writes the driver's caches to the OS (no fsync). */
+    int coroutine_fn (*co_flush_to_os)(BlockDriverState *bs);
+    /** Makes everything written durable (fsync); protocol drivers only. */
+    int coroutine_fn (*co_flush_to_disk)(BlockDriverState *bs);
+    int coroutine_fn (*co_block_status)(BlockDriverState *bs, bool want_zero, int64_t offset,
+                                        int64_t bytes, int64_t *pnum, int64_t *map,
+                                        BlockDriverState **file);
+    int coroutine_fn (*co_truncate)(BlockDriverState *bs, int64_t offset, bool exact,
+                                    PreallocMode prealloc, BdrvRequestFlags flags,
+                                    Error **errp);
+    int64_t coroutine_fn (*co_getlength)(BlockDriverState *bs);
+    /** Bytes the image occupies on its storage (st_blocks), or -errno. */
+    int64_t coroutine_fn (*co_get_allocated_file_size)(BlockDriverState *bs);
+
+    /** Called after bs moved to a new context / before it leaves the old one. */
+    void (*attach_aio_context)(BlockDriverState *bs, AioContext *ctx);
+    void (*detach_aio_context)(BlockDriverState *bs);
+
+    /**
+     * Reopen in three steps: prepare checks and stages the new options
+     * (may fail), then commit or abort. options as bdrv_open.
+     */
+    int (*reopen_prepare)(BlockDriverState *bs, BlockOpts *options, int new_flags,
+                          Error **errp);
+    void (*reopen_commit)(BlockDriverState *bs);
+    void (*reopen_abort)(BlockDriverState *bs);
+
+    /** Creates an image; options are qemu-img -o style (size, ...). */
+    int coroutine_fn (*co_create_opts)(const BlockDriver *drv, const char *filename,
+                                       BlockOpts *options, Error **errp);
+
+    /** Batching hints passed down the graph (blk_io_plug). */
+    void (*io_plug)(BlockDriverState *bs);
+    void (*io_unplug)(BlockDriverState *bs);
+
+    /* New fields go here, at the end. */
+};
+
+/**
+ * Opens a child of parent from the options under "<name>." (or the
+ * reference / filename given there) and attaches it. Returns NULL if the
+ * child is absent and allow_none, else NULL with errp set.
+ */
+COBLK_API BdrvChild *bdrv_open_child(const char *filename, BlockOpts *options,
+                                     const char *name, BlockDriverState *parent,
+                                     unsigned role, bool allow_none, Error **errp);
+/** Attaches an existing node as a child (takes a reference). */
+COBLK_API BdrvChild *bdrv_attach_child(BlockDriverState *parent, BlockDriverState *child_bs,
+                                       const char *name, unsigned role);
+/** Detaches and drops a child. */
+COBLK_API void bdrv_unref_child(BlockDriverState *parent, BdrvChild *child);
+
+/** The in-tree drivers register statically; plugins pass their table here. */
+COBLK_API int bdrv_register(const BlockDriver *drv, Error **errp);
+COBLK_API const BlockDriver *bdrv_find_format(const char *name);
+
+/** Raw-ish pass-through status for a node whose data lives 1:1 in its file. */
+COBLK_API int coroutine_fn bdrv_co_block_status_from_file(BlockDriverState *bs,
+                                                          bool want_zero, int64_t offset,
+                                                          int64_t bytes, int64_t *pnum,
+                                                          int64_t *map,
+                                                          BlockDriverState **file);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* COBLK_BLOCK_DRIVER_H */

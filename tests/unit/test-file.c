@@ -22,8 +22,20 @@ static int setup(void **state)
     return 0;
 }
 
+/* The loop device of the host_device test, detached in teardown even if it failed. */
+static char loopdev[256];
+
 static int teardown(void **state)
 {
+    char cmd[512];
+
+    if (loopdev[0]) {
+        snprintf(cmd, sizeof(cmd), "losetup -d '%s'", loopdev);
+        if (system(cmd) != 0) {
+            fprintf(stderr, "could not detach %s\n", loopdev);
+        }
+        loopdev[0] = '\0';
+    }
     unlink(img);
     return 0;
 }
@@ -461,13 +473,15 @@ static bool run_cmd(const char *cmd, char *out, size_t outlen)
 
 static void test_file_host_device(void **state)
 {
-    char cmd[8192], dev[256], opts[512];
+    char cmd[8192], opts[8192];
+    char *dev = loopdev;
     uint8_t *buf = malloc(MiB), *want = malloc(MiB);
     BlockBackend *blk;
 
     drv_test_make_file(img, 8 * MiB, 0x44);
     snprintf(cmd, sizeof(cmd), "losetup -f --show '%s' 2>/dev/null", img);
-    if (!run_cmd(cmd, dev, sizeof(dev))) {
+    if (!run_cmd(cmd, dev, sizeof(loopdev))) {
+        dev[0] = '\0';
         print_message("skipping: no loop device (losetup failed)\n");
         free(buf);
         free(want);
@@ -492,8 +506,6 @@ static void test_file_host_device(void **state)
     blk_unref(blk);
     snprintf(opts, sizeof(opts), "driver=host_device,filename=%s", img);
     drv_test_open_fails(opts, 0, "is not a block device");
-    snprintf(cmd, sizeof(cmd), "losetup -d '%s'", dev);
-    assert_true(run_cmd(cmd, NULL, 0));
     free(buf);
     free(want);
 }

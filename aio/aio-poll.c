@@ -233,7 +233,9 @@ bool aio_poll(AioContext *ctx, bool blocking)
     coroutine_set_thread_ctx(ctx);
     aio_engines_flush(ctx);
 
-    if (ctx->poll_handlers && !aio_bh_pending(ctx)) {
+    bool ready = aio_bh_pending(ctx);
+
+    if (ctx->poll_handlers && !ready) {
         int64_t window = blocking ? ctx->poll_ns : 0;
         int64_t deadline = aio_timers_deadline_ns(ctx);
 
@@ -246,8 +248,9 @@ bool aio_poll(AioContext *ctx, bool blocking)
         progress = run_poll_handlers(ctx, window);
     }
 
-    if (progress && ++ctx->poll_streak % POLL_STREAK_FD_CHECK) {
-        /* Busy polling made progress: skip the fd monitor's syscall. */
+    if ((progress || ready) && ++ctx->poll_streak % POLL_STREAK_FD_CHECK) {
+        /* Work is at hand (busy polling found some, or BHs are due): skip the
+         * fd monitor's system call, but not so often that fds starve. */
         progress |= aio_bh_poll(ctx);
         progress |= aio_timers_run(ctx);
         return progress;

@@ -657,8 +657,8 @@ static void test_block_io_rmw_touches_only_head_and_tail(void **state)
 static void test_block_io_rmw_middle_by_reference(void **state)
 {
     TestCfg cfg = { .align = 4096, .min_mem_align = 512 };
-    uint8_t *buf;
-    uint8_t *out;
+    uint8_t *buf = NULL;
+    uint8_t *out = NULL;
     Node n;
 
     assert_int_equal(posix_memalign((void **)&buf, 4096, 4 * 4096), 0);

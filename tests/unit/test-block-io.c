@@ -1358,6 +1358,50 @@ static void test_block_io_copy_on_read(void **state)
     node_close(&base);
 }
 
+/* The in-tree raw format over a test protocol node: RAW status, limits, flush recursion. */
+static void test_block_io_raw_over_protocol(void **state)
+{
+    TestCfg cfg = { .align = 4096, .max_transfer = 8192 };
+    BlockOpts *o = bopts_new();
+    Error *err = NULL;
+    BlockDriverState *proto;
+    uint8_t buf[3000];
+    Node n;
+    Req r;
+
+    bopts_set(o, "driver", "raw");
+    bopts_set(o, "file.driver", "testram");
+    next_cfg = cfg;
+    n.bs = bdrv_open(NULL, o, BDRV_O_RDWR, &err);
+    if (!n.bs) {
+        fail_msg("open raw: %s", error_get_pretty(err));
+    }
+    memset(&n.child, 0, sizeof(n.child));
+    n.child.bs = n.bs;
+    proto = bdrv_file_bs(n.bs);
+    assert_non_null(proto);
+    n.s = proto->opaque;
+    assert_int_equal(n.bs->bl.max_transfer, 8192);
+
+    memset(buf, 0x42, sizeof(buf));
+    assert_int_equal(do_io(OP_WRITE, &n, 5000, 3000, buf, 0), 0);
+    assert_memory_equal(n.s->data + 5000, buf, 3000);
+    assert_int_equal(n.s->violations, 0);
+
+    r = (Req){ .op = OP_STATUS, .c = &n.child, .offset = 100, .bytes = 10000 };
+    req_start(&r);
+    req_wait(&r);
+    assert_true(r.ret >= 0);
+    assert_int_equal(r.ret & (BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED | BDRV_BLOCK_RAW),
+                     BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED);
+    assert_int_equal(r.pnum, 10000);
+
+    n.s->ncalls = 0;
+    assert_int_equal(do_io(OP_FLUSH, &n, 0, 0, NULL, 0), 0);
+    assert_int_equal(count_calls(n.s, 'f'), 1);
+    node_close(&n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1386,6 +1430,7 @@ int main(void)
         cmocka_unit_test(test_block_io_read_waits_for_rmw),
         cmocka_unit_test(test_block_io_block_status_above_chain),
         cmocka_unit_test(test_block_io_copy_on_read),
+        cmocka_unit_test(test_block_io_raw_over_protocol),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

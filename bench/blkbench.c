@@ -29,6 +29,7 @@ typedef struct Bench {
     int depth;
     int in_flight;
     bool write;
+    BdrvRequestFlags wflags;
     int flush_interval;
     uint64_t since_flush;
     bool flushing;
@@ -49,7 +50,7 @@ static void submit_more(Bench *b)
         b->in_flight++;
         b->sent++;
         if (b->write) {
-            blk_aio_pwritev(b->blk, b->offset, q, 0, bench_cb, b);
+            blk_aio_pwritev(b->blk, b->offset, q, b->wflags, bench_cb, b);
         } else {
             blk_aio_preadv(b->blk, b->offset, q, 0, bench_cb, b);
         }
@@ -85,9 +86,13 @@ static void bench_cb(void *opaque, int ret)
     b->done++;
     if (b->write && b->flush_interval && ++b->since_flush == (uint64_t)b->flush_interval) {
         b->since_flush = 0;
-        b->flushing = true;
-        b->in_flight++;
-        blk_aio_flush(b->blk, flush_cb, b);
+        b->flushing = true; /* stop submitting; flush once the queue is empty */
+    }
+    if (b->flushing) {
+        if (b->in_flight == 0) {
+            b->in_flight++;
+            blk_aio_flush(b->blk, flush_cb, b);
+        }
         return;
     }
     blk_io_plug(b->blk);
@@ -120,6 +125,7 @@ int main(int argc, char **argv)
     const char *aio = NULL;
     const char *cache = "writeback";
     bool image_opts = false;
+    bool native = false;
     int pattern = 0;
     BlockOpts *opts = bopts_new();
     Error *err = NULL;
@@ -132,7 +138,7 @@ int main(int argc, char **argv)
         case 'd': if (parse_num(optarg, &v) < 0 || v <= 0 || v > 4096) { goto bad; } b.depth = (int)v; break;
         case 'f': fmt = optarg; break;
         case 'i': aio = optarg; break;
-        case 'n': cache = "none"; break;
+        case 'n': native = true; break;
         case 'o': if (parse_num(optarg, &b.offset) < 0) { goto bad; } break;
         case 'q': break;
         case 's': if (parse_num(optarg, &b.bufsize) < 0 || b.bufsize <= 0) { goto bad; } break;
@@ -162,6 +168,17 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cache, "none") || !strcmp(cache, "directsync")) {
         bopts_set(opts, image_opts ? "cache.direct" : "file.cache.direct", "on");
+    }
+    if (!strcmp(cache, "unsafe")) {
+        bopts_set(opts, "cache.no-flush", "on");
+    } else if (!strcmp(cache, "writethrough") || !strcmp(cache, "directsync")) {
+        b.wflags = BDRV_REQ_FUA;
+    } else if (strcmp(cache, "writeback") && strcmp(cache, "none")) {
+        fprintf(stderr, "coblk-blkbench: invalid cache mode '%s'\n", cache);
+        return 2;
+    }
+    if (native && !aio) {
+        aio = "native"; /* -n: native AIO, as qemu-img bench (needs -t none) */
     }
     if (aio) {
         bopts_set(opts, image_opts ? "aio" : "file.aio", aio);

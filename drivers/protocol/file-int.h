@@ -15,6 +15,7 @@ typedef struct BDRVFileState {
     bool is_device;         /* fd is a block device (host_device) */
     bool use_lock;          /* image locking is on */
     bool try_nowait;        /* buffered reads try preadv2(RWF_NOWAIT) inline first */
+    bool memfs;             /* tmpfs/ramfs: buffered reads never wait for a device */
     bool has_write_zeroes;  /* fallocate(ZERO_RANGE) not refused yet */
     bool has_discard;       /* hole punching not refused yet */
     AioEngineType aio_type; /* the aio= option */

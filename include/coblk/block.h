@@ -98,6 +98,12 @@ typedef enum PreallocMode {
  */
 COBLK_API BlockDriverState *bdrv_open(const char *filename, BlockOpts *options, int flags,
                                       Error **errp);
+/**
+ * Creates an image of the given format (qemu-img create): options are the
+ * format's creation options ("size", "preallocation", ...) and are consumed.
+ */
+COBLK_API int bdrv_create(const char *format, const char *filename, BlockOpts *options,
+                          Error **errp);
 COBLK_API void bdrv_ref(BlockDriverState *bs);
 /** Drops a reference; the last one drains and closes the node and its children. */
 COBLK_API void bdrv_unref(BlockDriverState *bs);

@@ -65,7 +65,7 @@ static int testfmt_open(BlockDriverState *bs, BlockOpts *options, int flags, Err
     hdr[271] = 0;
     hdr[303] = 0;
     snprintf(bs->backing_file, sizeof(bs->backing_file), "%s", (char *)hdr + 16);
-    snprintf(bs->backing_format, sizeof(bs->backing_format), "%s", (char *)hdr + 272);
+    snprintf(bs->backing_format, sizeof(bs->backing_format), "%.31s", (char *)hdr + 272);
     return 0;
 }
 
@@ -191,11 +191,11 @@ static const BlockDriver bdrv_flaky = {
 /* ---------------------------------------------------------------------- */
 /* Helpers */
 
-static char dir[4096];
+static char dir[2048];
 
 static const char *path_of(const char *name)
 {
-    static char p[8][4096];
+    static char p[8][8192];
     static int i;
 
     i = (i + 1) % 8;

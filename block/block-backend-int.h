@@ -14,6 +14,9 @@ struct BlockBackend {
     CoQueue queued_requests;  /* requests waiting for the drain to end */
     unsigned in_flight;       /* requests, including AIOCB completions not yet run */
     unsigned plug_depth;
+    bool enable_write_cache;  /* false: writethrough, every write is FUA */
+    BlockAIOCB *plugged_head; /* AIOCBs held while plugged (merged at unplug) */
+    BlockAIOCB *plugged_tail;
 
     BlockAcctStats stats;
     BlockErrorAction on_read_error;

@@ -16,6 +16,10 @@
 #include "block/block-backend-int.h"
 
 #define AIOCB_POOL_MAX 1024
+/* Merged writes: at most this many iovec entries and this many bytes (when
+ * the node sets no max_transfer). */
+#define BLK_MERGE_MAX_IOV 64
+#define BLK_MERGE_MAX_BYTES (1LL << 20)
 
 /* Request kinds; the values double as BlockAcctType indices. */
 typedef enum BlkAioOp {
@@ -42,6 +46,12 @@ struct BlockAIOCB {
     int waiters;        /* blk_aio_cancel() callers holding it */
     AioBH *bh;          /* completion BH, kept with the pooled AIOCB */
     BlockAIOCB *pool_next;
+    /* Write merging while plugged: the held list, and a merged group's
+     * members behind their leader (which owns the merged vector). */
+    BlockAIOCB *plug_next;
+    BlockAIOCB *merged_next;
+    IOVector merge_qiov;
+    struct iovec merge_iov[BLK_MERGE_MAX_IOV];
 };
 
 static __thread BlockAIOCB *acb_pool;
@@ -60,6 +70,7 @@ static BlockBackend *blk_new(BlockDriverState *bs)
     blk->ctx = bdrv_get_aio_context(bs);
     co_queue_init(&blk->queued_requests);
     co_queue_init(&blk->stopped_requests);
+    blk->enable_write_cache = true;
     blk->root = bdrv_root_attach_child(bs, "root", blk);
     /* Attached to an already drained subtree: start quiesced. */
     blk->quiesce_counter = bs->quiesce_counter;
@@ -128,6 +139,16 @@ int64_t blk_getlength(BlockBackend *blk)
     return bdrv_getlength(blk->root->bs);
 }
 
+void blk_set_enable_write_cache(BlockBackend *blk, bool enable)
+{
+    blk->enable_write_cache = enable;
+}
+
+bool blk_enable_write_cache(BlockBackend *blk)
+{
+    return blk->enable_write_cache;
+}
+
 bool blk_is_read_only(BlockBackend *blk)
 {
     return bdrv_is_read_only(blk->root->bs);
@@ -189,6 +210,9 @@ static int coroutine_fn blk_co_do(BlockBackend *blk, BlkAioOp op, int64_t offset
 {
     BdrvChild *root = blk->root;
 
+    if (!blk->enable_write_cache && (op == BLK_AIO_WRITE || op == BLK_AIO_ZEROES)) {
+        flags |= BDRV_REQ_FUA; /* writethrough: durable before it completes */
+    }
     switch (op) {
     case BLK_AIO_READ:
         return bdrv_co_preadv(root, offset, bytes, qiov, flags);
@@ -429,7 +453,80 @@ static void coroutine_fn blk_aio_entry(void *opaque)
         acb->ret = blk_co_do_policed(blk, acb->op, acb->offset, acb->bytes, acb->qiov,
                                      acb->flags);
     }
-    aio_bh_schedule(acb->bh);
+    /* A merged group shares the leader's result. */
+    for (BlockAIOCB *m = acb; m; m = m->merged_next) {
+        m->ret = acb->ret;
+        aio_bh_schedule(m->bh);
+    }
+}
+
+static void blk_aio_start(BlockAIOCB *acb)
+{
+    aio_co_enter(acb->blk->ctx, coroutine_create(blk_aio_entry, acb));
+}
+
+/* Can write b join the group that ends with prev (led by lead)? */
+static bool can_merge(BlockBackend *blk, BlockAIOCB *lead, BlockAIOCB *prev, BlockAIOCB *b,
+                      int64_t max_bytes)
+{
+    return b->op == BLK_AIO_WRITE && prev->op == BLK_AIO_WRITE && b->flags == lead->flags &&
+           !b->cancelled && prev->offset + prev->bytes == b->offset && b->bytes > 0 &&
+           (size_t)b->bytes == b->qiov->size && (size_t)prev->bytes == prev->qiov->size &&
+           lead->bytes + b->bytes <= max_bytes &&
+           lead->merge_qiov.niov + b->qiov->niov <= BLK_MERGE_MAX_IOV;
+}
+
+/* Turns lead into the leader of a merged write: its vector covers the group. */
+static void merge_begin(BlockAIOCB *lead)
+{
+    if (lead->qiov->niov > BLK_MERGE_MAX_IOV) {
+        lead->merge_qiov.niov = BLK_MERGE_MAX_IOV + 1; /* never merges */
+        return;
+    }
+    memcpy(lead->merge_iov, lead->qiov->iov, sizeof(struct iovec) * (size_t)lead->qiov->niov);
+    iovector_init_external(&lead->merge_qiov, lead->merge_iov, lead->qiov->niov);
+}
+
+static void merge_add(BlockAIOCB *lead, BlockAIOCB *b)
+{
+    memcpy(lead->merge_iov + lead->merge_qiov.niov, b->qiov->iov,
+           sizeof(struct iovec) * (size_t)b->qiov->niov);
+    iovector_init_external(&lead->merge_qiov, lead->merge_iov,
+                           lead->merge_qiov.niov + b->qiov->niov);
+    lead->bytes += b->bytes;
+}
+
+/* Starts the requests held while plugged, merging adjacent writes. */
+static void blk_flush_plugged(BlockBackend *blk)
+{
+    BlockAIOCB *list = blk->plugged_head;
+    int64_t max_bytes = blk->root->bs->bl.max_transfer ? blk->root->bs->bl.max_transfer
+                                                        : BLK_MERGE_MAX_BYTES;
+
+    blk->plugged_head = blk->plugged_tail = NULL;
+    while (list) {
+        BlockAIOCB *lead = list;
+        BlockAIOCB *prev = lead;
+
+        list = lead->plug_next;
+        if (lead->op == BLK_AIO_WRITE) {
+            merge_begin(lead);
+            while (list && lead->merge_qiov.niov <= BLK_MERGE_MAX_IOV &&
+                   can_merge(blk, lead, prev, list, max_bytes)) {
+                BlockAIOCB *b = list;
+
+                list = b->plug_next;
+                merge_add(lead, b);
+                prev->merged_next = b;
+                prev = b;
+                blk->stats.merged_ops[BLOCK_ACCT_WRITE]++;
+            }
+            if (lead->merged_next) {
+                lead->qiov = &lead->merge_qiov;
+            }
+        }
+        blk_aio_start(lead);
+    }
 }
 
 static BlockAIOCB *blk_aio_submit(BlockBackend *blk, BlkAioOp op, int64_t offset,
@@ -445,8 +542,20 @@ static BlockAIOCB *blk_aio_submit(BlockBackend *blk, BlkAioOp op, int64_t offset
     acb->flags = flags;
     acb->cb = cb;
     acb->opaque = opaque;
+    acb->plug_next = NULL;
+    acb->merged_next = NULL;
     blk->in_flight++;
-    aio_co_enter(blk->ctx, coroutine_create(blk_aio_entry, acb));
+    if (blk->plug_depth) {
+        /* Held until unplug, where adjacent writes merge. */
+        if (blk->plugged_tail) {
+            blk->plugged_tail->plug_next = acb;
+        } else {
+            blk->plugged_head = acb;
+        }
+        blk->plugged_tail = acb;
+        return acb;
+    }
+    blk_aio_start(acb);
     return acb;
 }
 
@@ -507,12 +616,38 @@ BlockAIOCB *blk_aio_writev_sectors(BlockBackend *blk, int64_t sector_num, IOVect
                           cb, opaque);
 }
 
+/* Takes acb out of the plugged list; true if it was there. */
+static bool unplug_one(BlockBackend *blk, BlockAIOCB *acb)
+{
+    BlockAIOCB **pp = &blk->plugged_head;
+    BlockAIOCB *prev = NULL;
+
+    while (*pp && *pp != acb) {
+        prev = *pp;
+        pp = &(*pp)->plug_next;
+    }
+    if (!*pp) {
+        return false;
+    }
+    *pp = acb->plug_next;
+    if (blk->plugged_tail == acb) {
+        blk->plugged_tail = prev;
+    }
+    acb->plug_next = NULL;
+    return true;
+}
+
 void blk_aio_cancel_async(BlockAIOCB *acb)
 {
     if (acb->cb_ran || acb->cancelled) {
         return;
     }
     acb->cancelled = true;
+    /* Held by a plug: start it now; it sees the flag and fails -ECANCELED. */
+    if (unplug_one(acb->blk, acb)) {
+        blk_aio_start(acb);
+        return;
+    }
     /* A request still queued behind a drain gives up; one in flight finishes. */
     if (acb->queued) {
         co_queue_restart_all(&acb->blk->queued_requests);
@@ -541,6 +676,8 @@ void blk_io_plug(BlockBackend *blk)
 
 void blk_io_unplug(BlockBackend *blk)
 {
-    blk->plug_depth--;
+    if (--blk->plug_depth == 0) {
+        blk_flush_plugged(blk);
+    }
     aio_io_unplug(blk->ctx);
 }

@@ -203,6 +203,13 @@ COBLK_API BlockDriverState *blk_bs(BlockBackend *blk);
 COBLK_API AioContext *blk_get_aio_context(BlockBackend *blk);
 COBLK_API int64_t blk_getlength(BlockBackend *blk);
 COBLK_API bool blk_is_read_only(BlockBackend *blk);
+/**
+ * The guest-visible write cache. Enabled (writeback) by default; disabled
+ * means writethrough: every write is made durable before it completes, as
+ * QEMU's cache=writethrough / directsync.
+ */
+COBLK_API void blk_set_enable_write_cache(BlockBackend *blk, bool enable);
+COBLK_API bool blk_enable_write_cache(BlockBackend *blk);
 
 COBLK_API int coroutine_fn blk_co_preadv(BlockBackend *blk, int64_t offset, int64_t bytes,
                                          IOVector *qiov, BdrvRequestFlags flags);
@@ -330,7 +337,11 @@ COBLK_API void blk_resume(BlockBackend *blk);
 /** Requests held by a STOP action now. */
 COBLK_API unsigned blk_stopped_requests(BlockBackend *blk);
 
-/** Requests issued between plug and unplug reach the I/O engine as one submission. */
+/**
+ * Requests issued between plug and unplug reach the I/O engine as one
+ * submission; callback-style writes to adjacent ranges are merged into one
+ * request (up to the node's max_transfer, or 1 MiB) and counted in merged_ops.
+ */
 COBLK_API void blk_io_plug(BlockBackend *blk);
 COBLK_API void blk_io_unplug(BlockBackend *blk);
 

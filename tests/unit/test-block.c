@@ -141,6 +141,9 @@ static const BlockDriver bdrv_testfmt = {
 
 static uint8_t flaky_ram[65536];
 static int flaky_errno;
+static int flaky_writes;           /* write calls the driver saw */
+static int64_t flaky_write_bytes[16];
+static int flaky_flushes;
 
 static int flaky_open(BlockDriverState *bs, BlockOpts *options, int flags, Error **errp)
 {
@@ -173,8 +176,15 @@ static int coroutine_fn flaky_pwritev(BlockDriverState *bs, int64_t offset, int6
     if (flaky_errno) {
         return -flaky_errno;
     }
+    flaky_write_bytes[flaky_writes++ % 16] = bytes;
     iovector_to_buf(qiov, qiov_offset, flaky_ram + offset, (size_t)bytes);
     return 0;
+}
+
+static int coroutine_fn flaky_flush(BlockDriverState *bs)
+{
+    flaky_flushes++;
+    return flaky_errno ? -flaky_errno : 0;
 }
 
 static const BlockDriver bdrv_flaky = {
@@ -186,6 +196,7 @@ static const BlockDriver bdrv_flaky = {
     .co_getlength = flaky_getlength,
     .co_preadv = flaky_preadv,
     .co_pwritev = flaky_pwritev,
+    .co_flush_to_disk = flaky_flush,
 };
 
 /* ---------------------------------------------------------------------- */
@@ -807,6 +818,87 @@ static void test_block_error_policy_ignore(void **state)
     blk_unref(blk);
 }
 
+/* ---------------------------------------------------------------------- */
+/* Plugging, merging, write cache */
+
+static void test_block_plug_merges_adjacent_writes(void **state)
+{
+    BlockBackend *blk = blk_new_open(NULL, kv("driver=flaky"), BDRV_O_RDWR, NULL);
+    uint8_t data[5][4096];
+    uint8_t back[20480];
+    IOVector qiov[5];
+    Done d[5] = { { 0 } };
+    int64_t offsets[5] = { 8192, 12288, 16384, 20480, 40960 };
+    BlockAcctStats st;
+
+    flaky_errno = 0;
+    flaky_writes = 0;
+    for (int i = 0; i < 5; i++) {
+        memset(data[i], 'a' + i, 4096);
+        iovector_init_buf(&qiov[i], data[i], 4096);
+    }
+    blk_io_plug(blk);
+    for (int i = 0; i < 5; i++) {
+        blk_aio_pwritev(blk, offsets[i], &qiov[i], 0, done_cb, &d[i]);
+    }
+    assert_int_equal(flaky_writes, 0); /* held while plugged */
+    blk_io_unplug(blk);
+    for (int i = 0; i < 5; i++) {
+        while (!d[i].calls) {
+            aio_poll(blk_get_aio_context(blk), true);
+        }
+        assert_int_equal(d[i].calls, 1);
+        assert_int_equal(d[i].ret, 0);
+    }
+    /* Four adjacent writes became one 16 KiB write; the fifth stayed alone. */
+    assert_int_equal(flaky_writes, 2);
+    assert_int_equal(flaky_write_bytes[0], 16384);
+    assert_int_equal(flaky_write_bytes[1], 4096);
+    blk_get_stats(blk, &st);
+    assert_int_equal(st.merged_ops[BLOCK_ACCT_WRITE], 3);
+    assert_int_equal(blk_pread(blk, 8192, 16384, back, 0), 0);
+    for (int i = 0; i < 4; i++) {
+        assert_memory_equal(back + i * 4096, data[i], 4096);
+    }
+    blk_unref(blk);
+}
+
+static void test_block_cancel_plugged_request(void **state)
+{
+    BlockBackend *blk = blk_new_open(NULL, kv("driver=flaky"), BDRV_O_RDWR, NULL);
+    uint8_t data[512] = { 1 };
+    IOVector qiov;
+    Done d = { 0 };
+    BlockAIOCB *acb;
+
+    flaky_writes = 0;
+    iovector_init_buf(&qiov, data, sizeof(data));
+    blk_io_plug(blk);
+    acb = blk_aio_pwritev(blk, 0, &qiov, 0, done_cb, &d);
+    blk_aio_cancel(acb);
+    assert_int_equal(d.calls, 1);
+    assert_int_equal(d.ret, -ECANCELED);
+    blk_io_unplug(blk);
+    assert_int_equal(flaky_writes, 0);
+    blk_unref(blk);
+}
+
+static void test_block_writethrough_flushes_every_write(void **state)
+{
+    BlockBackend *blk = blk_new_open(NULL, kv("driver=flaky"), BDRV_O_RDWR, NULL);
+    uint8_t data[512] = { 2 };
+
+    flaky_flushes = 0;
+    assert_true(blk_enable_write_cache(blk));
+    assert_int_equal(blk_pwrite(blk, 0, 512, data, 0), 0);
+    assert_int_equal(flaky_flushes, 0);
+    blk_set_enable_write_cache(blk, false);
+    assert_int_equal(blk_pwrite(blk, 512, 512, data, 0), 0);
+    assert_int_equal(blk_pwrite(blk, 1024, 512, data, 0), 0);
+    assert_int_equal(flaky_flushes, 2);
+    blk_unref(blk);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -834,6 +926,9 @@ int main(void)
         cmocka_unit_test(test_block_stats_count_requests),
         cmocka_unit_test(test_block_error_policy_enospc_stops_and_resumes),
         cmocka_unit_test(test_block_error_policy_ignore),
+        cmocka_unit_test(test_block_plug_merges_adjacent_writes),
+        cmocka_unit_test(test_block_cancel_plugged_request),
+        cmocka_unit_test(test_block_writethrough_flushes_every_write),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -471,7 +471,7 @@ static bool run_cmd(const char *cmd, char *out, size_t outlen)
     return pclose(p) == 0 && (!out || n > 0);
 }
 
-static void test_file_host_device(void **state)
+static void host_device_case(int sector_size)
 {
     char cmd[8192], opts[8192];
     char *dev = loopdev;
@@ -479,7 +479,8 @@ static void test_file_host_device(void **state)
     BlockBackend *blk;
 
     drv_test_make_file(img, 8 * MiB, 0x44);
-    snprintf(cmd, sizeof(cmd), "losetup -f --show '%s' 2>/dev/null", img);
+    snprintf(cmd, sizeof(cmd), "losetup -f --show --sector-size %d '%s' 2>/dev/null",
+             sector_size, img);
     if (!run_cmd(cmd, dev, sizeof(loopdev))) {
         dev[0] = '\0';
         print_message("skipping: no loop device (losetup failed)\n");
@@ -491,7 +492,8 @@ static void test_file_host_device(void **state)
              dev);
     blk = drv_test_open_ok(opts, BDRV_O_RDWR);
     assert_int_equal(blk_getlength(blk), 8 * MiB);
-    assert_true(blk_bs(blk)->bl.request_alignment >= 512);
+    /* The protocol node takes the device's logical sector size. */
+    assert_int_equal(blk_bs(blk)->bl.request_alignment, sector_size);
     drv_test_pattern(want, MiB, 3);
     assert_int_equal(blk_pwrite(blk, MiB, MiB, want, 0), 0);
     assert_int_equal(blk_pread(blk, MiB, MiB, buf, 0), 0);
@@ -501,6 +503,12 @@ static void test_file_host_device(void **state)
     assert_int_equal(blk_pwrite(blk, 100, 1000, want, 0), 0);
     assert_int_equal(blk_pread(blk, 100, 1000, buf, 0), 0);
     assert_memory_equal(buf, want, 1000);
+    /* Unaligned I/O straddling sectors: read-modify-write keeps the neighbours. */
+    assert_int_equal(blk_pread(blk, 0, 3 * sector_size, buf, 0), 0);
+    memcpy(buf + sector_size - 7, want + 5000, sector_size + 13);
+    assert_int_equal(blk_pwrite(blk, sector_size - 7, sector_size + 13, want + 5000, 0), 0);
+    assert_int_equal(blk_pread(blk, 0, 3 * sector_size, buf + MiB / 2, 0), 0);
+    assert_memory_equal(buf + MiB / 2, buf, 3 * sector_size);
     assert_true(blk_truncate(blk, 16 * MiB, true, PREALLOC_MODE_OFF, 0, NULL) < 0);
     assert_int_equal(blk_flush(blk), 0);
     blk_unref(blk);
@@ -508,6 +516,16 @@ static void test_file_host_device(void **state)
     drv_test_open_fails(opts, 0, "is not a block device");
     free(buf);
     free(want);
+}
+
+static void test_file_host_device(void **state)
+{
+    host_device_case(512);
+}
+
+static void test_file_host_device_4k_sectors(void **state)
+{
+    host_device_case(4096);
 }
 
 int main(void)
@@ -526,6 +544,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_file_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_open_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_host_device, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_host_device_4k_sectors, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

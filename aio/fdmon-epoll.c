@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -11,6 +12,9 @@
 #include "aio/aio-int.h"
 
 #define EPOLL_BATCH 128
+
+/* Set once epoll_pwait2() answered ENOSYS, so that it is not tried again. */
+static atomic_bool no_epoll_pwait2;
 
 static int fdmon_epoll_init(AioContext *ctx, Error **errp)
 {
@@ -73,11 +77,17 @@ static int fdmon_epoll_wait(AioContext *ctx, int64_t timeout_ns)
         ts.tv_sec = timeout_ns / 1000000000LL;
         ts.tv_nsec = timeout_ns % 1000000000LL;
     }
-    n = epoll_pwait2(ctx->fdmon_fd, events, EPOLL_BATCH, timeout_ns >= 0 ? &ts : NULL, NULL);
+    n = -1;
+    errno = ENOSYS;
+    if (!atomic_load_explicit(&no_epoll_pwait2, memory_order_relaxed)) {
+        n = epoll_pwait2(ctx->fdmon_fd, events, EPOLL_BATCH, timeout_ns >= 0 ? &ts : NULL,
+                         NULL);
+    }
     if (n < 0 && errno == ENOSYS) {
-        /* Kernels before 5.11: millisecond timeouts, rounded up. */
+        /* Kernels before 5.11 (and valgrind): millisecond timeouts, rounded up. */
         int ms = timeout_ns < 0 ? -1 : (int)((timeout_ns + 999999) / 1000000);
 
+        atomic_store_explicit(&no_epoll_pwait2, true, memory_order_relaxed);
         n = epoll_wait(ctx->fdmon_fd, events, EPOLL_BATCH, ms);
     }
     if (n < 0) {

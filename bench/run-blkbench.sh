@@ -39,7 +39,7 @@ iops_bench() {
         awk -v n="$count" '{ printf "%d\n", n / $1 }'
 }
 iops_fio() {
-    fio --name=b --rw=read --bs=4k --number_ios="$count" --loops=1000 --minimal "$@" |
+    fio --name=b --rw=read --bs=4k --size=256m --io_size=$((count * 4))k --minimal "$@" |
         awk -F';' '{ print $8 }'
 }
 

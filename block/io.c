@@ -96,6 +96,13 @@ void coroutine_fn bdrv_tracked_begin(BdrvTrackedRequest *req, BlockDriverState *
         req->next->pprev = &req->next;
     }
     bs->tracked_requests = req;
+    if (req->serialising) {
+        bs->serialising_in_flight++;
+    } else if (!bs->serialising_in_flight) {
+        /* Plain requests only conflict with serialising ones: none in flight. */
+        co_mutex_unlock(&bs->reqs_lock);
+        return;
+    }
     while ((r = tracked_find_conflict(req)) != NULL) {
         req->waiting_for = r;
         co_queue_wait(&r->wait_queue, &bs->reqs_lock);
@@ -109,6 +116,9 @@ void coroutine_fn bdrv_tracked_end(BdrvTrackedRequest *req)
     BlockDriverState *bs = req->bs;
 
     co_mutex_lock(&bs->reqs_lock);
+    if (req->serialising) {
+        bs->serialising_in_flight--;
+    }
     *req->pprev = req->next;
     if (req->next) {
         req->next->pprev = req->pprev;

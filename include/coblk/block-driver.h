@@ -92,6 +92,7 @@ struct BlockDriverState {
     int quiesce_counter;
     CoMutex reqs_lock;
     BdrvTrackedRequest *tracked_requests;
+    unsigned serialising_in_flight; /**< serialising requests in tracked_requests */
     CoQueue flush_queue;
     bool active_flush_req;
     unsigned write_gen;             /**< bumped by every write */

@@ -616,6 +616,46 @@ BlockAIOCB *blk_aio_writev_sectors(BlockBackend *blk, int64_t sector_num, IOVect
                           cb, opaque);
 }
 
+/* ---------------------------------------------------------------------- */
+/* The classic node-level API, through a BlockBackend the node owns */
+
+static BlockBackend *classic_blk(BlockDriverState *bs)
+{
+    if (!bs->classic_blk) {
+        bs->classic_blk = blk_new(bs);
+        if (!bs->classic_blk) {
+            abort();
+        }
+        bs->refcnt--; /* the node owns it, not the other way round */
+    }
+    return bs->classic_blk;
+}
+
+void blk_free_classic(BlockDriverState *bs)
+{
+    BlockBackend *blk = bs->classic_blk;
+
+    if (!blk) {
+        return;
+    }
+    bdrv_poll_while(bs, blk_busy, blk);
+    bs->classic_blk = NULL;
+    bdrv_root_detach_child(blk->root);
+    free(blk);
+}
+
+BlockAIOCB *bdrv_aio_readv(BlockDriverState *bs, int64_t sector_num, IOVector *qiov,
+                           int nb_sectors, BlockCompletionFunc *cb, void *opaque)
+{
+    return blk_aio_readv_sectors(classic_blk(bs), sector_num, qiov, nb_sectors, cb, opaque);
+}
+
+BlockAIOCB *bdrv_aio_writev(BlockDriverState *bs, int64_t sector_num, IOVector *qiov,
+                            int nb_sectors, BlockCompletionFunc *cb, void *opaque)
+{
+    return blk_aio_writev_sectors(classic_blk(bs), sector_num, qiov, nb_sectors, cb, opaque);
+}
+
 /* Takes acb out of the plugged list; true if it was there. */
 static bool unplug_one(BlockBackend *blk, BlockAIOCB *acb)
 {

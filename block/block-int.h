@@ -66,5 +66,9 @@ AioContext *bdrv_default_aio_context(void);
 /* Attaches bs as the root child of a BlockBackend. */
 BdrvChild *bdrv_root_attach_child(BlockDriverState *bs, const char *name, void *blk);
 void bdrv_root_unref_child(BdrvChild *child);
+/* Detaches a root child without dropping a reference (for weak parents). */
+void bdrv_root_detach_child(BdrvChild *child);
+/* Frees bs->classic_blk, after its requests finished; called when bs closes. */
+void blk_free_classic(BlockDriverState *bs);
 
 #endif /* COBLK_BLOCK_INT_H */

@@ -326,6 +326,11 @@ BdrvChild *bdrv_root_attach_child(BlockDriverState *bs, const char *name, void *
     return c;
 }
 
+void bdrv_root_detach_child(BdrvChild *child)
+{
+    child_free(child);
+}
+
 void bdrv_root_unref_child(BdrvChild *child)
 {
     BlockDriverState *bs = child->bs;
@@ -345,6 +350,7 @@ void bdrv_ref(BlockDriverState *bs)
 static void bdrv_close(BlockDriverState *bs)
 {
     /* Nobody holds a reference, so no new request can come after this. */
+    blk_free_classic(bs);
     bdrv_drain(bs);
     if (bs->drv->bdrv_close) {
         bs->drv->bdrv_close(bs);

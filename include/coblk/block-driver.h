@@ -100,6 +100,7 @@ struct BlockDriverState {
     int64_t wr_highest_offset;
 
     BlockDriverState *all_next;     /**< list of every open node */
+    BlockBackend *classic_blk;      /**< serves bdrv_aio_readv/writev; holds no reference */
 };
 
 struct BlockDriver {

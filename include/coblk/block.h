@@ -338,6 +338,16 @@ COBLK_API void blk_resume(BlockBackend *blk);
 COBLK_API unsigned blk_stopped_requests(BlockBackend *blk);
 
 /**
+ * The classic sector-based callback API on a node, for callers written for
+ * it: nb_sectors 512-byte sectors from sector_num, callback as blk_aio_*.
+ * The node serves these through an internal BlockBackend of its own.
+ */
+COBLK_API BlockAIOCB *bdrv_aio_readv(BlockDriverState *bs, int64_t sector_num, IOVector *qiov,
+                                     int nb_sectors, BlockCompletionFunc *cb, void *opaque);
+COBLK_API BlockAIOCB *bdrv_aio_writev(BlockDriverState *bs, int64_t sector_num, IOVector *qiov,
+                                      int nb_sectors, BlockCompletionFunc *cb, void *opaque);
+
+/**
  * Requests issued between plug and unplug reach the I/O engine as one
  * submission; callback-style writes to adjacent ranges are merged into one
  * request (up to the node's max_transfer, or 1 MiB) and counted in merged_ops.

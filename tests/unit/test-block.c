@@ -899,6 +899,43 @@ static void test_block_writethrough_flushes_every_write(void **state)
     blk_unref(blk);
 }
 
+static void test_block_classic_sector_aio_on_a_node(void **state)
+{
+    BlockDriverState *bs = open_ok(NULL, "driver=flaky", BDRV_O_RDWR);
+    uint8_t data[1024];
+    uint8_t back[1024] = { 0 };
+    IOVector wq;
+    IOVector rq;
+    Done w = { 0 };
+    Done r = { 0 };
+    Done bad = { 0 };
+
+    flaky_errno = 0;
+    memset(data, 0x3c, sizeof(data));
+    iovector_init_buf(&wq, data, sizeof(data));
+    iovector_init_buf(&rq, back, sizeof(back));
+    bdrv_aio_writev(bs, 4, &wq, 2, done_cb, &w); /* sectors 4-5 */
+    while (!w.calls) {
+        aio_poll(bdrv_get_aio_context(bs), true);
+    }
+    assert_int_equal(w.ret, 0);
+    bdrv_aio_readv(bs, 4, &rq, 2, done_cb, &r);
+    while (!r.calls) {
+        aio_poll(bdrv_get_aio_context(bs), true);
+    }
+    assert_int_equal(r.ret, 0);
+    assert_memory_equal(back, data, sizeof(data));
+    assert_memory_equal(flaky_ram + 2048, data, sizeof(data));
+    /* More sectors than the vector holds: an error through the callback. */
+    bdrv_aio_readv(bs, 0, &rq, 3, done_cb, &bad);
+    while (!bad.calls) {
+        aio_poll(bdrv_get_aio_context(bs), true);
+    }
+    assert_int_equal(bad.ret, -EINVAL);
+    assert_int_equal(bs->refcnt, 1); /* the internal BlockBackend holds no reference */
+    bdrv_unref(bs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -929,6 +966,7 @@ int main(void)
         cmocka_unit_test(test_block_plug_merges_adjacent_writes),
         cmocka_unit_test(test_block_cancel_plugged_request),
         cmocka_unit_test(test_block_writethrough_flushes_every_write),
+        cmocka_unit_test(test_block_classic_sector_aio_on_a_node),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

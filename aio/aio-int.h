@@ -136,8 +136,7 @@ void thread_pool_free(ThreadPool *pool);
 #define AIO_ENGINE_MAX 4
 
 struct AioContext {
-    pthread_t owner;             /* thread that last polled it */
-    bool owner_valid;
+    atomic_bool iothread_owned;  /* an IOThread polls it: other threads must not */
 
     /* fd handlers */
     AioHandler *handlers;

@@ -46,6 +46,7 @@ IOThread *iothread_new(const char *name, Error **errp)
     if (!t->ctx) {
         goto out_free;
     }
+    atomic_store(&t->ctx->iothread_owned, true);
     ret = pthread_create(&t->thread, NULL, iothread_run, t);
     if (ret) {
         error_setg_errno(errp, -ret, "iothread %s: cannot create thread", t->name);

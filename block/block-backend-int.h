@@ -15,6 +15,7 @@ struct BlockBackend {
     unsigned in_flight;       /* requests, including AIOCB completions not yet run */
     unsigned plug_depth;
     bool enable_write_cache;  /* false: writethrough, every write is FUA */
+    bool closing;             /* blk_unref() in progress: drained requests fail */
     BlockAIOCB *plugged_head; /* AIOCBs held while plugged (merged at unplug) */
     BlockAIOCB *plugged_tail;
 

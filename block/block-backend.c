@@ -54,6 +54,8 @@ struct BlockAIOCB {
     struct iovec merge_iov[BLK_MERGE_MAX_IOV];
 };
 
+static void blk_flush_plugged(BlockBackend *blk);
+
 static __thread BlockAIOCB *acb_pool;
 static __thread unsigned acb_pool_len;
 
@@ -118,6 +120,14 @@ void blk_unref(BlockBackend *blk)
     /* Requests held by a STOP action get one last try and report. */
     blk_set_on_error(blk, BLOCK_ERROR_ACTION_REPORT, BLOCK_ERROR_ACTION_REPORT);
     blk_resume(blk);
+    /* Requests held by a plug start now; requests parked behind a drain that
+     * is still in force fail with -ECANCELED. */
+    if (blk->plugged_head) {
+        blk->plug_depth = 0;
+        blk_flush_plugged(blk);
+    }
+    blk->closing = true;
+    co_queue_restart_all(&blk->queued_requests);
     /* Let every request and pending completion finish first. */
     bdrv_poll_while(blk->root->bs, blk_busy, blk);
     bdrv_root_unref_child(blk->root);
@@ -184,11 +194,15 @@ void blk_root_set_aio_context(BdrvChild *child, AioContext *ctx)
     }
 }
 
-/* Waits while the graph is drained; false if acb was cancelled meanwhile. */
+/*
+ * Waits while the graph is drained. Returns false if the request must not
+ * run: acb was cancelled meanwhile, or the BlockBackend is being freed under
+ * a drain. An AIOCB's coroutine then runs in blk's (possibly new) context.
+ */
 static bool coroutine_fn blk_wait_while_drained(BlockBackend *blk, BlockAIOCB *acb)
 {
     while (blk->quiesce_counter) {
-        if (acb && acb->cancelled) {
+        if ((acb && acb->cancelled) || blk->closing) {
             return false;
         }
         if (acb) {
@@ -199,7 +213,13 @@ static bool coroutine_fn blk_wait_while_drained(BlockBackend *blk, BlockAIOCB *a
             acb->queued = false;
         }
     }
-    return !(acb && acb->cancelled);
+    /* The graph may have moved to another context while an AIOCB waited: its
+     * coroutine is ours, so follow (a caller's coroutine stays where it is). */
+    if (acb && coroutine_get_aio_context(coroutine_self()) != blk->ctx) {
+        aio_co_schedule(blk->ctx, coroutine_self());
+        coroutine_yield();
+    }
+    return !(acb && acb->cancelled) && !(blk->closing && blk->quiesce_counter);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -257,8 +277,11 @@ static int coroutine_fn blk_co_request(BlockBackend *blk, BlkAioOp op, int64_t o
     int ret;
 
     blk->in_flight++;
-    blk_wait_while_drained(blk, NULL);
-    ret = blk_co_do_policed(blk, op, offset, bytes, qiov, flags);
+    if (blk_wait_while_drained(blk, NULL)) {
+        ret = blk_co_do_policed(blk, op, offset, bytes, qiov, flags);
+    } else {
+        ret = -ECANCELED;
+    }
     blk->in_flight--;
     return ret;
 }
@@ -447,15 +470,20 @@ static void coroutine_fn blk_aio_entry(void *opaque)
     BlockAIOCB *acb = opaque;
     BlockBackend *blk = acb->blk;
 
-    if (!blk_wait_while_drained(blk, acb)) {
+    /* A merged group runs whole: its members were not cancelled with the leader. */
+    if (!blk_wait_while_drained(blk, acb->merged_next ? NULL : acb)) {
         acb->ret = -ECANCELED;
     } else {
         acb->ret = blk_co_do_policed(blk, acb->op, acb->offset, acb->bytes, acb->qiov,
                                      acb->flags);
     }
-    /* A merged group shares the leader's result. */
+    /* A merged group shares the leader's result; callbacks run in blk's context. */
     for (BlockAIOCB *m = acb; m; m = m->merged_next) {
         m->ret = acb->ret;
+        if (m->bh->ctx != blk->ctx) {
+            aio_bh_delete(m->bh);
+            m->bh = aio_bh_new(blk->ctx, blk_aio_complete_bh, m);
+        }
         aio_bh_schedule(m->bh);
     }
 }

@@ -63,6 +63,10 @@ int64_t bdrv_run_co(AioContext *ctx, BdrvCoRunFn *fn, void *opaque);
  * thread has none, and makes it current. */
 AioContext *bdrv_default_aio_context(void);
 
+/* True if node is bs or one of bs's ancestors (attaching it under bs would
+ * make a cycle). */
+bool bdrv_is_ancestor_or_self(const BlockDriverState *node, const BlockDriverState *bs);
+
 /* Attaches bs as the root child of a BlockBackend. */
 BdrvChild *bdrv_root_attach_child(BlockDriverState *bs, const char *name, void *blk);
 void bdrv_root_unref_child(BdrvChild *child);

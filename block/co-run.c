@@ -2,6 +2,7 @@
  * Running coroutine code from plain code: create a coroutine, enter it in
  * the node's context and poll that context until the coroutine finishes.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -13,6 +14,10 @@ typedef struct CoRun {
     void *opaque;
     int64_t ret;
     bool done;
+    /* For a context that another thread runs: the caller sleeps on these. */
+    bool remote;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
 } CoRun;
 
 static void coroutine_fn co_run_entry(void *opaque)
@@ -20,7 +25,31 @@ static void coroutine_fn co_run_entry(void *opaque)
     CoRun *r = opaque;
 
     r->ret = r->fn(r->opaque);
+    if (!r->remote) {
+        r->done = true;
+        return;
+    }
+    pthread_mutex_lock(&r->lock);
     r->done = true;
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* Runs the coroutine in an IOThread's context and waits for it here. */
+static int64_t run_co_remote(AioContext *ctx, CoRun *r)
+{
+    r->remote = true;
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->cond, NULL);
+    aio_co_schedule(ctx, coroutine_create(co_run_entry, r));
+    pthread_mutex_lock(&r->lock);
+    while (!r->done) {
+        pthread_cond_wait(&r->cond, &r->lock);
+    }
+    pthread_mutex_unlock(&r->lock);
+    pthread_cond_destroy(&r->cond);
+    pthread_mutex_destroy(&r->lock);
+    return r->ret;
 }
 
 int64_t bdrv_run_co(AioContext *ctx, BdrvCoRunFn *fn, void *opaque)
@@ -30,6 +59,10 @@ int64_t bdrv_run_co(AioContext *ctx, BdrvCoRunFn *fn, void *opaque)
 
     if (coroutine_in_coroutine()) {
         return fn(opaque);
+    }
+    if (ctx != old && atomic_load(&ctx->iothread_owned)) {
+        /* Another thread polls ctx: never poll it from here. */
+        return run_co_remote(ctx, &r);
     }
     aio_context_set_current(ctx);
     aio_co_enter(ctx, coroutine_create(co_run_entry, &r));

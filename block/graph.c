@@ -272,6 +272,19 @@ static void child_free(BdrvChild *c)
     free(c);
 }
 
+bool bdrv_is_ancestor_or_self(const BlockDriverState *node, const BlockDriverState *bs)
+{
+    if (node == bs) {
+        return true;
+    }
+    for (const BdrvChild *p = bs->parents; p; p = p->next_parent) {
+        if (p->parent && bdrv_is_ancestor_or_self(node, p->parent)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 BdrvChild *bdrv_attach_child(BlockDriverState *parent, BlockDriverState *child_bs,
                              const char *name, unsigned role)
 {

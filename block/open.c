@@ -185,6 +185,12 @@ BdrvChild *bdrv_open_child(const char *filename, BlockOpts *options, const char 
             bopts_free(child_opts);
             return NULL;
         }
+        if (bdrv_is_ancestor_or_self(child_bs, parent)) {
+            error_setg(errp, "Making '%s' a child of '%s' would create a cycle", ref,
+                       parent->node_name);
+            bopts_free(child_opts);
+            return NULL;
+        }
         bdrv_ref(child_bs);
         bopts_del(options, name);
         bopts_free(child_opts);
@@ -288,6 +294,11 @@ static int open_backing_opts(BlockDriverState *bs, char *ref, BlockOpts **pbopts
         if (!backing_bs) {
             error_setg(errp, "Cannot find node-name '%s' for 'backing'", ref);
             return -ENOENT;
+        }
+        if (bdrv_is_ancestor_or_self(backing_bs, bs)) {
+            error_setg(errp, "Making '%s' the backing file of '%s' would create a cycle", ref,
+                       bs->node_name);
+            return -ELOOP;
         }
         bdrv_ref(backing_bs);
     } else {

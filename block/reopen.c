@@ -163,8 +163,10 @@ int bdrv_reopen(BlockDriverState *bs, BlockOpts *options, Error **errp)
             b->detect_zeroes = list[i].old_dz;
         }
     }
-    if (ret == 0) {
-        ret = bdrv_refresh_limits(bs, errp);
+    /* Children first: a parent's limits derive from its children's (an
+     * O_DIRECT file node now wants aligned requests). */
+    for (int i = n - 1; i >= 0 && ret == 0; i--) {
+        ret = bdrv_refresh_limits(list[i].bs, errp);
     }
     bdrv_drained_end(bs);
     bopts_free(empty);

@@ -936,6 +936,97 @@ static void test_block_classic_sector_aio_on_a_node(void **state)
     bdrv_unref(bs);
 }
 
+static void test_block_refuses_graph_cycles(void **state)
+{
+    assert_non_null(strstr(open_error(NULL, "driver=raw,node-name=selfref,file=selfref", 0),
+                           "would create a cycle"));
+    assert_null(bdrv_find_node("selfref")); /* nothing left behind */
+}
+
+static void test_block_unref_with_plugged_and_drained_requests(void **state)
+{
+    BlockBackend *blk = blk_new_open(NULL, kv("driver=flaky"), BDRV_O_RDWR, NULL);
+    BlockDriverState *bs = blk_bs(blk);
+    uint8_t data[512] = { 7 };
+    IOVector qiov;
+    Done plugged = { 0 };
+    Done parked = { 0 };
+
+    flaky_errno = 0;
+    iovector_init_buf(&qiov, data, sizeof(data));
+    bdrv_ref(bs); /* keep the node for the second half */
+    blk_io_plug(blk);
+    blk_aio_pwritev(blk, 0, &qiov, 0, done_cb, &plugged);
+    blk_unref(blk); /* no unplug: the held write still runs */
+    assert_int_equal(plugged.calls, 1);
+    assert_int_equal(plugged.ret, 0);
+
+    blk = blk_new_with_bs(bs, NULL);
+    bdrv_drained_begin(bs);
+    blk_aio_preadv(blk, 0, &qiov, 0, done_cb, &parked);
+    blk_unref(blk); /* under a drain that stays: the parked read fails, no hang */
+    assert_int_equal(parked.calls, 1);
+    assert_int_equal(parked.ret, -ECANCELED);
+    bdrv_drained_end(bs);
+    bdrv_unref(bs);
+}
+
+static void test_block_sync_io_on_a_graph_in_an_iothread(void **state)
+{
+    BlockBackend *blk = blk_new_open(NULL, kv("driver=flaky"), BDRV_O_RDWR, NULL);
+    IOThread *t = iothread_new("sync", NULL);
+    AioContext *main_ctx = blk_get_aio_context(blk);
+    uint8_t data[512];
+    uint8_t back[512];
+
+    flaky_errno = 0;
+    memset(data, 0x6d, sizeof(data));
+    assert_int_equal(bdrv_try_change_aio_context(blk_bs(blk), iothread_get_aio_context(t),
+                                                 NULL),
+                     0);
+    /* Runs in the IOThread; this thread only waits. */
+    assert_int_equal(blk_pwrite(blk, 512, 512, data, 0), 0);
+    assert_int_equal(blk_pread(blk, 512, 512, back, 0), 0);
+    assert_memory_equal(back, data, 512);
+    /* Moving back is done from here while the IOThread is idle. */
+    assert_int_equal(bdrv_try_change_aio_context(blk_bs(blk), main_ctx, NULL), 0);
+    iothread_join(t);
+    blk_unref(blk);
+}
+
+static void test_block_cancel_merged_leader_keeps_group(void **state)
+{
+    BlockBackend *blk = blk_new_open(NULL, kv("driver=flaky"), BDRV_O_RDWR, NULL);
+    uint8_t a[512];
+    uint8_t b[512];
+    IOVector qa;
+    IOVector qb;
+    Done da = { 0 };
+    Done db = { 0 };
+    BlockAIOCB *leader;
+
+    flaky_errno = 0;
+    memset(a, 0x41, sizeof(a));
+    memset(b, 0x42, sizeof(b));
+    iovector_init_buf(&qa, a, sizeof(a));
+    iovector_init_buf(&qb, b, sizeof(b));
+    bdrv_drained_begin(blk_bs(blk));
+    blk_io_plug(blk);
+    leader = blk_aio_pwritev(blk, 4096, &qa, 0, done_cb, &da);
+    blk_aio_pwritev(blk, 4608, &qb, 0, done_cb, &db);
+    blk_io_unplug(blk); /* merged, then parked behind the drain */
+    blk_aio_cancel_async(leader);
+    bdrv_drained_end(blk_bs(blk));
+    while (!da.calls || !db.calls) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+    /* The member was not cancelled, so the merged write ran for both. */
+    assert_int_equal(db.ret, 0);
+    assert_int_equal(da.ret, 0);
+    assert_memory_equal(flaky_ram + 4608, b, sizeof(b));
+    blk_unref(blk);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -967,6 +1058,10 @@ int main(void)
         cmocka_unit_test(test_block_cancel_plugged_request),
         cmocka_unit_test(test_block_writethrough_flushes_every_write),
         cmocka_unit_test(test_block_classic_sector_aio_on_a_node),
+        cmocka_unit_test(test_block_refuses_graph_cycles),
+        cmocka_unit_test(test_block_unref_with_plugged_and_drained_requests),
+        cmocka_unit_test(test_block_sync_io_on_a_graph_in_an_iothread),
+        cmocka_unit_test(test_block_cancel_merged_leader_keeps_group),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -67,6 +67,15 @@ AioContext *bdrv_default_aio_context(void);
  * make a cycle). */
 bool bdrv_is_ancestor_or_self(const BlockDriverState *node, const BlockDriverState *bs);
 
+/*
+ * Takes the options that set a node's modes (read-only, cache.direct,
+ * cache.no-flush, discard, detect-zeroes; at open also force-share and
+ * copy-on-read) into flags and dz, checking the combinations. Used by open
+ * and reopen. Returns 0 or -EINVAL with errp set.
+ */
+int bdrv_take_mode_opts(BlockOpts *o, int *flags, BlockdevDetectZeroes *dz, bool at_open,
+                        Error **errp);
+
 /* Attaches bs as the root child of a BlockBackend. */
 BdrvChild *bdrv_root_attach_child(BlockDriverState *bs, const char *name, void *blk);
 void bdrv_root_unref_child(BdrvChild *child);

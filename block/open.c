@@ -51,43 +51,50 @@ static int take_flag(BlockOpts *o, const char *key, int bit, int *flags, Error *
     return 0;
 }
 
-/* Takes the options every node understands. */
-static int take_generic_opts(BlockOpts *o, GenericOpts *g, Error **errp)
+int bdrv_take_mode_opts(BlockOpts *o, int *flags, BlockdevDetectZeroes *dz, bool at_open,
+                        Error **errp)
 {
     bool ro;
     int discard;
-    int dz;
-    int ret;
+    int v;
 
-    ret = bopts_take_bool(o, "read-only", !(g->flags & BDRV_O_RDWR), &ro, errp);
-    if (ret < 0) {
-        return ret;
-    }
-    g->flags = ro ? (g->flags & ~BDRV_O_RDWR) : (g->flags | BDRV_O_RDWR);
-    if (take_flag(o, "cache.direct", BDRV_O_NOCACHE, &g->flags, errp) < 0 ||
-        take_flag(o, "cache.no-flush", BDRV_O_NO_FLUSH, &g->flags, errp) < 0 ||
-        take_flag(o, "force-share", BDRV_O_FORCE_SHARE, &g->flags, errp) < 0 ||
-        take_flag(o, "copy-on-read", BDRV_O_COPY_ON_READ, &g->flags, errp) < 0) {
+    if (bopts_take_bool(o, "read-only", !(*flags & BDRV_O_RDWR), &ro, errp) < 0) {
         return -EINVAL;
     }
-    ret = bopts_take_enum(o, "discard", discard_names, 4, (g->flags & BDRV_O_UNMAP) ? 2 : 0,
-                          &discard, errp);
-    if (ret < 0) {
-        return ret;
+    *flags = ro ? (*flags & ~BDRV_O_RDWR) : (*flags | BDRV_O_RDWR);
+    if (take_flag(o, "cache.direct", BDRV_O_NOCACHE, flags, errp) < 0 ||
+        take_flag(o, "cache.no-flush", BDRV_O_NO_FLUSH, flags, errp) < 0) {
+        return -EINVAL;
     }
-    g->flags = discard >= 2 ? (g->flags | BDRV_O_UNMAP) : (g->flags & ~BDRV_O_UNMAP);
-    ret = bopts_take_enum(o, "detect-zeroes", dz_names, 3, g->detect_zeroes, &dz, errp);
-    if (ret < 0) {
-        return ret;
+    if (at_open && (take_flag(o, "force-share", BDRV_O_FORCE_SHARE, flags, errp) < 0 ||
+                    take_flag(o, "copy-on-read", BDRV_O_COPY_ON_READ, flags, errp) < 0)) {
+        return -EINVAL;
     }
-    g->detect_zeroes = (BlockdevDetectZeroes)dz;
-    if (g->detect_zeroes == BDRV_DETECT_ZEROES_UNMAP && !(g->flags & BDRV_O_UNMAP)) {
+    if (bopts_take_enum(o, "discard", discard_names, 4, (*flags & BDRV_O_UNMAP) ? 2 : 0,
+                        &discard, errp) < 0) {
+        return -EINVAL;
+    }
+    *flags = discard >= 2 ? (*flags | BDRV_O_UNMAP) : (*flags & ~BDRV_O_UNMAP);
+    if (bopts_take_enum(o, "detect-zeroes", dz_names, 3, *dz, &v, errp) < 0) {
+        return -EINVAL;
+    }
+    *dz = (BlockdevDetectZeroes)v;
+    if (*dz == BDRV_DETECT_ZEROES_UNMAP && !(*flags & BDRV_O_UNMAP)) {
         error_setg(errp, "setting detect-zeroes to unmap is not allowed without setting "
                          "discard operation to unmap");
         return -EINVAL;
     }
-    if ((g->flags & BDRV_O_FORCE_SHARE) && (g->flags & BDRV_O_RDWR)) {
+    if ((*flags & BDRV_O_FORCE_SHARE) && (*flags & BDRV_O_RDWR)) {
         error_setg(errp, "force-share=on can only be used with read-only images");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Takes the options every node understands. */
+static int take_generic_opts(BlockOpts *o, GenericOpts *g, Error **errp)
+{
+    if (bdrv_take_mode_opts(o, &g->flags, &g->detect_zeroes, true, errp) < 0) {
         return -EINVAL;
     }
     return bopts_take_str(o, "node-name", &g->node_name, errp) < 0 ? -EINVAL : 0;

@@ -23,48 +23,6 @@ typedef struct ReopenEntry {
 
 #define REOPEN_MAX 64
 
-static const char *const dz_names[] = { "off", "on", "unmap" };
-static const char *const discard_names[] = { "ignore", "off", "unmap", "on" };
-
-/* Applies the generic options to a flags word; leaves the rest in o. */
-static int reopen_parse(BlockOpts *o, int *flags, BlockdevDetectZeroes *dz, Error **errp)
-{
-    bool v;
-    int e;
-
-    if (bopts_take_bool(o, "read-only", !(*flags & BDRV_O_RDWR), &v, errp) < 0) {
-        return -EINVAL;
-    }
-    *flags = v ? (*flags & ~BDRV_O_RDWR) : (*flags | BDRV_O_RDWR);
-    if (bopts_take_bool(o, "cache.direct", (*flags & BDRV_O_NOCACHE) != 0, &v, errp) < 0) {
-        return -EINVAL;
-    }
-    *flags = v ? (*flags | BDRV_O_NOCACHE) : (*flags & ~BDRV_O_NOCACHE);
-    if (bopts_take_bool(o, "cache.no-flush", (*flags & BDRV_O_NO_FLUSH) != 0, &v, errp) < 0) {
-        return -EINVAL;
-    }
-    *flags = v ? (*flags | BDRV_O_NO_FLUSH) : (*flags & ~BDRV_O_NO_FLUSH);
-    if (bopts_take_enum(o, "discard", discard_names, 4, (*flags & BDRV_O_UNMAP) ? 2 : 0, &e,
-                        errp) < 0) {
-        return -EINVAL;
-    }
-    *flags = e >= 2 ? (*flags | BDRV_O_UNMAP) : (*flags & ~BDRV_O_UNMAP);
-    if (bopts_take_enum(o, "detect-zeroes", dz_names, 3, *dz, &e, errp) < 0) {
-        return -EINVAL;
-    }
-    *dz = (BlockdevDetectZeroes)e;
-    if (*dz == BDRV_DETECT_ZEROES_UNMAP && !(*flags & BDRV_O_UNMAP)) {
-        error_setg(errp, "setting detect-zeroes to unmap is not allowed without setting "
-                         "discard operation to unmap");
-        return -EINVAL;
-    }
-    if ((*flags & BDRV_O_RDWR) && (*flags & BDRV_O_FORCE_SHARE)) {
-        error_setg(errp, "force-share=on can only be used with read-only images");
-        return -EINVAL;
-    }
-    return 0;
-}
-
 /* The node and its file-side children, parents first. */
 static int collect(BlockDriverState *bs, ReopenEntry *list, int n, Error **errp)
 {
@@ -122,7 +80,7 @@ int bdrv_reopen(BlockDriverState *bs, BlockOpts *options, Error **errp)
     if (!options) {
         options = bopts_new();
     }
-    ret = reopen_parse(options, &flags, &dz, errp);
+    ret = bdrv_take_mode_opts(options, &flags, &dz, false, errp);
     if (ret == 0) {
         ret = bopts_check_empty(options, bs->node_name, errp);
     }

@@ -33,15 +33,10 @@ static int testfmt_probe(const uint8_t *buf, int len, const char *filename)
     return len >= 8 && !memcmp(buf, "TESTFMT1", 8) ? 100 : 0;
 }
 
-typedef struct HdrRead {
-    BdrvChild *child;
-    uint8_t *buf;
-} HdrRead;
-
 static int testfmt_open(BlockDriverState *bs, BlockOpts *options, int flags, Error **errp)
 {
     uint8_t hdr[TF_HDR];
-    IOVector qiov;
+    BlockBackend *blk;
     int ret;
 
     bs->file = bdrv_open_child(NULL, options, "file", bs,
@@ -49,9 +44,8 @@ static int testfmt_open(BlockDriverState *bs, BlockOpts *options, int flags, Err
     if (!bs->file) {
         return -EINVAL;
     }
-    iovector_init_buf(&qiov, hdr, sizeof(hdr));
     /* Open runs in plain code: use the plain-code reader of the child. */
-    BlockBackend *blk = blk_new_with_bs(bs->file->bs, errp);
+    blk = blk_new_with_bs(bs->file->bs, errp);
     ret = blk_pread(blk, 0, TF_HDR, hdr, 0);
     blk_unref(blk);
     if (ret < 0) {
@@ -76,9 +70,8 @@ static int64_t coroutine_fn testfmt_getlength(BlockDriverState *bs)
     return len < TF_HDR ? 0 : len - TF_HDR;
 }
 
-static int coroutine_fn testfmt_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
-                                       IOVector *qiov, size_t qiov_offset,
-                                       BdrvRequestFlags flags)
+/* The stored byte at guest offset: non-zero means "allocated here". */
+static int coroutine_fn testfmt_first_byte(BlockDriverState *bs, int64_t offset)
 {
     uint8_t first;
     IOVector one;
@@ -86,8 +79,17 @@ static int coroutine_fn testfmt_preadv(BlockDriverState *bs, int64_t offset, int
 
     iovector_init_buf(&one, &first, 1);
     ret = bdrv_co_preadv(bs->file, TF_HDR + offset, 1, &one, 0);
-    if (ret < 0) {
-        return ret;
+    return ret < 0 ? ret : first;
+}
+
+static int coroutine_fn testfmt_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                       IOVector *qiov, size_t qiov_offset,
+                                       BdrvRequestFlags flags)
+{
+    int first = testfmt_first_byte(bs, offset);
+
+    if (first < 0) {
+        return first;
     }
     if (first == 0 && bs->backing) {
         return bdrv_co_preadv_part(bs->backing, offset, bytes, qiov, qiov_offset, 0);
@@ -106,14 +108,10 @@ static int coroutine_fn testfmt_block_status(BlockDriverState *bs, bool want_zer
                                              int64_t offset, int64_t bytes, int64_t *pnum,
                                              int64_t *map, BlockDriverState **file)
 {
-    uint8_t first;
-    IOVector one;
-    int ret;
+    int first = testfmt_first_byte(bs, offset);
 
-    iovector_init_buf(&one, &first, 1);
-    ret = bdrv_co_preadv(bs->file, TF_HDR + offset, 1, &one, 0);
-    if (ret < 0) {
-        return ret;
+    if (first < 0) {
+        return first;
     }
     *pnum = 1;
     if (!first) {

@@ -19,6 +19,7 @@
 #include <coblk/aio-io.h>
 #include <coblk/block.h>
 #include <coblk/coroutine.h>
+#include <coblk/image.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -60,6 +61,14 @@ struct BdrvChild {
 
 typedef struct BdrvTrackedRequest BdrvTrackedRequest;
 
+/* The request layer's atomic counters; C++ sees plain fields of the same
+ * layout and must leave them to the library. */
+#ifdef __cplusplus
+#define COBLK_ATOMIC_FIELD(type) type
+#else
+#define COBLK_ATOMIC_FIELD(type) _Atomic type
+#endif
+
 /** A node. Fields marked (driver) may be set by drivers in open. */
 struct BlockDriverState {
     const BlockDriver *drv;
@@ -88,7 +97,7 @@ struct BlockDriverState {
     BdrvChild *backing;             /**< the backing child, if any */
 
     /* request layer state (block/io.c) */
-    _Atomic unsigned in_flight;
+    COBLK_ATOMIC_FIELD(unsigned) in_flight;
     int quiesce_counter;
     CoMutex reqs_lock;
     BdrvTrackedRequest *tracked_requests;
@@ -172,6 +181,48 @@ struct BlockDriver {
     /** Batching hints passed down the graph (blk_io_plug). */
     void (*io_plug)(BlockDriverState *bs);
     void (*io_unplug)(BlockDriverState *bs);
+
+    /* ---- image-level operations (coblk/image.h); all optional ---- */
+    /** Create options, ending with name == NULL (for -o help and checks). */
+    const BlockCreateOptDesc *create_opts;
+    int (*get_info)(BlockDriverState *bs, BlockDriverInfo *bdi);
+    /** Malloc'd JSON object text; see bdrv_get_specific_info(). */
+    char *(*get_specific_info)(BlockDriverState *bs, Error **errp);
+    int coroutine_fn (*co_check)(BlockDriverState *bs, BdrvCheckResult *res,
+                                 BdrvCheckMode fix);
+    /* Snapshots run with the node drained. */
+    int coroutine_fn (*co_snapshot_create)(BlockDriverState *bs, BlockSnapshotInfo *sn,
+                                           Error **errp);
+    int coroutine_fn (*co_snapshot_goto)(BlockDriverState *bs, const char *name_or_id,
+                                         Error **errp);
+    int coroutine_fn (*co_snapshot_delete)(BlockDriverState *bs, const char *id,
+                                           const char *name, Error **errp);
+    int coroutine_fn (*co_snapshot_list)(BlockDriverState *bs, BlockSnapshotInfo **psn);
+    int coroutine_fn (*co_save_vmstate)(BlockDriverState *bs, IOVector *qiov, int64_t pos);
+    int coroutine_fn (*co_load_vmstate)(BlockDriverState *bs, IOVector *qiov, int64_t pos);
+    /** Also updates bs->backing_file / backing_format on success. */
+    int coroutine_fn (*co_change_backing_file)(BlockDriverState *bs, const char *backing_file,
+                                               const char *backing_fmt, Error **errp);
+    int coroutine_fn (*co_amend)(BlockDriverState *bs, BlockOpts *options, bool force,
+                                 Error **errp);
+    int coroutine_fn (*co_make_empty)(BlockDriverState *bs, Error **errp);
+    /** in_bs may be NULL; options are create options (consumed as by create). */
+    int (*measure)(BlockOpts *options, BlockDriverState *in_bs, BlockMeasureInfo *out,
+                   Error **errp);
+    /* VD-style metadata */
+    int (*get_uuid)(BlockDriverState *bs, BlockUuidKind kind, uint8_t uuid[16]);
+    int coroutine_fn (*co_set_uuid)(BlockDriverState *bs, BlockUuidKind kind,
+                                    const uint8_t uuid[16], Error **errp);
+    int (*get_geometry)(BlockDriverState *bs, BlockGeometry *geo);
+    int coroutine_fn (*co_set_geometry)(BlockDriverState *bs, const BlockGeometry *geo,
+                                        Error **errp);
+    int (*get_comment)(BlockDriverState *bs, char **out);
+    int coroutine_fn (*co_set_comment)(BlockDriverState *bs, const char *comment,
+                                       Error **errp);
+    int coroutine_fn (*co_compact)(BlockDriverState *bs, BlockProgressFn *progress,
+                                   void *opaque, Error **errp);
+    /** File name extensions without the dot ("qcow2"), NULL-terminated. */
+    const char *const *file_extensions;
 
     /* New fields go here, at the end. */
 };

@@ -6,5 +6,9 @@
 #include <coblk/coroutine.h>
 #include <coblk/aio.h>
 #include <coblk/aio-io.h>
+#include <coblk/iov.h>
+#include <coblk/opts.h>
+#include <coblk/block.h>
+#include <coblk/image.h>
 
 #endif /* COBLK_COBLK_H */

@@ -52,6 +52,8 @@ void bdrv_free_node(BlockDriverState *bs);
 int bdrv_set_node_name(BlockDriverState *bs, const char *name, Error **errp);
 /* The protocol driver named by a "proto:" prefix of filename, or NULL. */
 const BlockDriver *bdrv_find_protocol_prefix(const char *filename);
+/* "host_device" if path is a block device, else "file". */
+const char *bdrv_default_protocol(const char *path);
 /* The format whose probe scores best on buf (raw scores 1), or NULL. */
 const BlockDriver *bdrv_probe_format(const uint8_t *buf, int len, const char *filename);
 

@@ -89,7 +89,10 @@ void coroutine_fn bdrv_tracked_begin(BdrvTrackedRequest *req, BlockDriverState *
         req->overlap_offset = ALIGN_DOWN64(offset, serialise_align);
         req->overlap_bytes = end - req->overlap_offset;
     }
-    co_mutex_lock(&bs->reqs_lock);
+    /*
+     * No lock: a graph runs in one AioContext (one thread) at a time, and
+     * nothing below yields except the wait itself.
+     */
     req->next = bs->tracked_requests;
     req->pprev = &bs->tracked_requests;
     if (req->next) {
@@ -100,22 +103,19 @@ void coroutine_fn bdrv_tracked_begin(BdrvTrackedRequest *req, BlockDriverState *
         bs->serialising_in_flight++;
     } else if (!bs->serialising_in_flight) {
         /* Plain requests only conflict with serialising ones: none in flight. */
-        co_mutex_unlock(&bs->reqs_lock);
         return;
     }
     while ((r = tracked_find_conflict(req)) != NULL) {
         req->waiting_for = r;
-        co_queue_wait(&r->wait_queue, &bs->reqs_lock);
+        co_queue_wait(&r->wait_queue, NULL);
         req->waiting_for = NULL;
     }
-    co_mutex_unlock(&bs->reqs_lock);
 }
 
 void coroutine_fn bdrv_tracked_end(BdrvTrackedRequest *req)
 {
     BlockDriverState *bs = req->bs;
 
-    co_mutex_lock(&bs->reqs_lock);
     if (req->serialising) {
         bs->serialising_in_flight--;
     }
@@ -124,7 +124,6 @@ void coroutine_fn bdrv_tracked_end(BdrvTrackedRequest *req)
         req->next->pprev = req->pprev;
     }
     co_queue_restart_all(&req->wait_queue);
-    co_mutex_unlock(&bs->reqs_lock);
 }
 
 /* ---------------------------------------------------------------------- */

@@ -27,6 +27,14 @@ typedef struct ChainLink {
     const struct ChainLink *up;
 } ChainLink;
 
+/* A plain path names a block device (host_device) or a regular file (file). */
+const char *bdrv_default_protocol(const char *path)
+{
+    struct stat st;
+
+    return stat(path, &st) == 0 && S_ISBLK(st.st_mode) ? "host_device" : "file";
+}
+
 static BlockDriverState *open_node(const char *filename, BlockOpts *options, int flags,
                                    int depth, const ChainLink *chain, Error **errp);
 
@@ -69,6 +77,20 @@ int bdrv_take_mode_opts(BlockOpts *o, int *flags, BlockdevDetectZeroes *dz, bool
     if (at_open && (take_flag(o, "force-share", BDRV_O_FORCE_SHARE, flags, errp) < 0 ||
                     take_flag(o, "copy-on-read", BDRV_O_COPY_ON_READ, flags, errp) < 0)) {
         return -EINVAL;
+    }
+    if (at_open && bopts_has(o, "untrusted")) {
+        /* untrusted=on: the image's references to other files are only
+         * followed to its sibling files. It can be set, never cleared by a
+         * child (whose options may come from an image's json: name). */
+        int was = *flags & BDRV_O_UNTRUSTED;
+
+        if (take_flag(o, "untrusted", BDRV_O_UNTRUSTED, flags, errp) < 0) {
+            return -EINVAL;
+        }
+        if (was && !(*flags & BDRV_O_UNTRUSTED)) {
+            error_setg(errp, "untrusted=off is not allowed under an untrusted node");
+            return -EPERM;
+        }
     }
     if (bopts_take_enum(o, "discard", discard_names, 4, (*flags & BDRV_O_UNMAP) ? 2 : 0,
                         &discard, errp) < 0) {
@@ -321,7 +343,7 @@ static int open_backing_opts(BlockDriverState *bs, char *ref, BlockOpts **pbopts
             if (bs->backing_format[0]) {
                 bopts_set(bopts, "driver", bs->backing_format);
             }
-            bopts_set(bopts, "file.driver", "file");
+            bopts_set(bopts, "file.driver", bdrv_default_protocol(bs->auto_backing_file));
             bopts_set(bopts, "file.filename", bs->auto_backing_file);
             if (stat(bs->auto_backing_file, &st) == 0) {
                 link.dev = st.st_dev;
@@ -376,7 +398,7 @@ static int choose_driver(const char *filename, BlockOpts *options, int flags,
     if (filename) {
         *pdrv = bdrv_find_protocol_prefix(filename);
         if (!*pdrv && (flags & BDRV_O_PROTOCOL)) {
-            *pdrv = bdrv_find_format("file");
+            *pdrv = bdrv_find_format(bdrv_default_protocol(filename));
             if (!*pdrv) {
                 error_setg(errp, "No protocol driver for '%s'", filename);
                 return -EINVAL;

@@ -68,39 +68,21 @@ static int prepare_one(ReopenEntry *e, int flags, BlockdevDetectZeroes dz, Block
     return ret;
 }
 
-int bdrv_reopen(BlockDriverState *bs, BlockOpts *options, Error **errp)
+/*
+ * One transaction: prepare every entry with its target flags and
+ * detect-zeroes; if all succeed, commit all, else abort the prepared ones
+ * and restore their state.
+ */
+static int reopen_run(ReopenEntry *list, int n, const int *flags,
+                      const BlockdevDetectZeroes *dz, BlockOpts *empty, Error **errp)
 {
-    ReopenEntry list[REOPEN_MAX];
-    int flags = bs->open_flags;
-    BlockdevDetectZeroes dz = bs->detect_zeroes;
-    BlockOpts *empty = bopts_new();
-    int n;
-    int ret;
+    int ret = 0;
 
-    if (!options) {
-        options = bopts_new();
+    for (int i = 0; i < n; i++) {
+        list[i].prepared = false;
     }
-    ret = bdrv_take_mode_opts(options, &flags, &dz, false, errp);
-    if (ret == 0) {
-        ret = bopts_check_empty(options, bs->node_name, errp);
-    }
-    bopts_free(options);
-    if (ret < 0) {
-        bopts_free(empty);
-        return ret;
-    }
-    n = collect(bs, list, 0, errp);
-    if (n < 0) {
-        bopts_free(empty);
-        return n;
-    }
-    bdrv_drained_begin(bs);
     for (int i = 0; i < n && ret == 0; i++) {
-        /* The top node gets the new detect-zeroes; children keep theirs. */
-        ret = prepare_one(&list[i], i == 0 ? flags : (flags & ~BDRV_O_PROTOCOL) |
-                                                         (list[i].bs->open_flags &
-                                                          BDRV_O_PROTOCOL),
-                          i == 0 ? dz : list[i].bs->detect_zeroes, empty, errp);
+        ret = prepare_one(&list[i], flags[i], dz[i], empty, errp);
     }
     for (int i = 0; i < n; i++) {
         BlockDriverState *b = list[i].bs;
@@ -121,10 +103,68 @@ int bdrv_reopen(BlockDriverState *bs, BlockOpts *options, Error **errp)
             b->detect_zeroes = list[i].old_dz;
         }
     }
-    /* Children first: a parent's limits derive from its children's (an
-     * O_DIRECT file node now wants aligned requests). */
+    return ret;
+}
+
+/* Children first: a parent's limits derive from its children's (an O_DIRECT
+ * file node now wants aligned requests). */
+static int reopen_refresh(ReopenEntry *list, int n, Error **errp)
+{
+    int ret = 0;
+
     for (int i = n - 1; i >= 0 && ret == 0; i--) {
         ret = bdrv_refresh_limits(list[i].bs, errp);
+    }
+    return ret;
+}
+
+int bdrv_reopen(BlockDriverState *bs, BlockOpts *options, Error **errp)
+{
+    ReopenEntry list[REOPEN_MAX];
+    int flags = bs->open_flags;
+    int new_flags[REOPEN_MAX], old_flags[REOPEN_MAX];
+    BlockdevDetectZeroes dz = bs->detect_zeroes;
+    BlockdevDetectZeroes new_dz[REOPEN_MAX], old_dz[REOPEN_MAX];
+    BlockOpts *empty = bopts_new();
+    int n;
+    int ret;
+
+    if (!options) {
+        options = bopts_new();
+    }
+    ret = bdrv_take_mode_opts(options, &flags, &dz, false, errp);
+    if (ret == 0) {
+        ret = bopts_check_empty(options, bs->node_name, errp);
+    }
+    bopts_free(options);
+    n = ret < 0 ? ret : collect(bs, list, 0, errp);
+    if (n < 0) {
+        bopts_free(empty);
+        return n;
+    }
+    for (int i = 0; i < n; i++) {
+        BlockDriverState *b = list[i].bs;
+
+        /* The top node gets the new detect-zeroes; children keep theirs. */
+        new_flags[i] = i == 0 ? flags
+                              : (flags & ~BDRV_O_PROTOCOL) | (b->open_flags & BDRV_O_PROTOCOL);
+        new_dz[i] = i == 0 ? dz : b->detect_zeroes;
+        old_flags[i] = b->open_flags;
+        old_dz[i] = b->detect_zeroes;
+    }
+    bdrv_drained_begin(bs);
+    ret = reopen_run(list, n, new_flags, new_dz, empty, errp);
+    if (ret == 0) {
+        ret = reopen_refresh(list, n, errp);
+        if (ret < 0) {
+            /* The new state cannot work: go back to the old one, whose
+             * limits were valid, so the error leaves the nodes as they were. */
+            if (reopen_run(list, n, old_flags, old_dz, empty, NULL) < 0 ||
+                reopen_refresh(list, n, NULL) < 0) {
+                coblk_warn("reopen of '%s' failed and could not restore the old mode",
+                           bs->node_name);
+            }
+        }
     }
     bdrv_drained_end(bs);
     bopts_free(empty);

@@ -185,8 +185,26 @@ static int coroutine_fn flaky_flush(BlockDriverState *bs)
     return flaky_errno ? -flaky_errno : 0;
 }
 
+/* With cache.direct=on the node reports a limit the request layer rejects. */
+static bool flaky_bad_direct_limits;
+
+static void flaky_refresh_limits(BlockDriverState *bs, Error **errp)
+{
+    if (flaky_bad_direct_limits && (bs->open_flags & BDRV_O_NOCACHE)) {
+        bs->bl.request_alignment = 3;
+    }
+}
+
+static int flaky_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags,
+                                Error **errp)
+{
+    return 0;
+}
+
 static const BlockDriver bdrv_flaky = {
     .struct_size = sizeof(BlockDriver),
+    .refresh_limits = flaky_refresh_limits,
+    .reopen_prepare = flaky_reopen_prepare,
     .format_name = "flaky",
     .protocol_name = "flaky",
     .is_protocol = true,
@@ -452,6 +470,12 @@ static void test_block_backing_untrusted_only_siblings(void **state)
     bdrv_unref(bs);
     assert_non_null(strstr(open_error(path_of("escape.img"), NULL, BDRV_O_UNTRUSTED),
                            "not a sibling"));
+    /* The same through the option, as tools pass it; a child cannot clear it. */
+    assert_non_null(strstr(open_error(path_of("escape.img"), "untrusted=on", 0),
+                           "not a sibling"));
+    assert_non_null(strstr(open_error(path_of("sib.img"), "file.untrusted=off",
+                                      BDRV_O_UNTRUSTED),
+                           "untrusted=off is not allowed"));
 }
 
 static void test_block_backing_depth_limit(void **state)
@@ -561,6 +585,28 @@ static void test_block_reopen_read_only_and_back(void **state)
     assert_int_equal(bdrv_reopen(blk_bs(blk), kv("bogus=1"), &err), -EINVAL);
     assert_non_null(strstr(error_get_pretty(err), "Unknown option 'bogus'"));
     error_free(err);
+    blk_unref(blk);
+}
+
+/* A reopen whose new limits are invalid fails and leaves the old mode in place. */
+static void test_block_reopen_bad_limits_restores_old_mode(void **state)
+{
+    BlockBackend *blk = blk_new_open(NULL, kv("driver=flaky,filename=x"), BDRV_O_RDWR, NULL);
+    Error *err = NULL;
+    uint8_t buf[3];
+
+    assert_non_null(blk);
+    flaky_bad_direct_limits = true;
+    assert_true(bdrv_reopen(blk_bs(blk), kv("cache.direct=on"), &err) < 0);
+    flaky_bad_direct_limits = false;
+    assert_non_null(err);
+    error_free(err);
+    assert_false(blk_bs(blk)->open_flags & BDRV_O_NOCACHE);
+    assert_false(blk_is_read_only(blk));
+    /* The old limits are back: a 3-byte write at an odd offset works. */
+    assert_int_equal(blk_pwrite(blk, 5, 3, "xyz", 0), 0);
+    assert_int_equal(blk_pread(blk, 5, 3, buf, 0), 0);
+    assert_memory_equal(buf, "xyz", 3);
     blk_unref(blk);
 }
 
@@ -1043,6 +1089,7 @@ int main(void)
         cmocka_unit_test(test_block_backing_disabled_by_option),
         cmocka_unit_test(test_block_status_above_chain),
         cmocka_unit_test(test_block_reopen_read_only_and_back),
+        cmocka_unit_test(test_block_reopen_bad_limits_restores_old_mode),
         cmocka_unit_test(test_block_move_to_iothread_and_back),
         cmocka_unit_test(test_block_aio_completes_once_later),
         cmocka_unit_test(test_block_aio_errors_come_through_callback),

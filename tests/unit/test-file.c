@@ -512,6 +512,13 @@ static void host_device_case(int sector_size)
     assert_true(blk_truncate(blk, 16 * MiB, true, PREALLOC_MODE_OFF, 0, NULL) < 0);
     assert_int_equal(blk_flush(blk), 0);
     blk_unref(blk);
+    /* A plain device path is probed (raw) over host_device, not file. */
+    blk = blk_new_open(dev, NULL, 0, NULL);
+    assert_non_null(blk);
+    assert_string_equal(bdrv_get_format_name(blk_bs(blk)), "raw");
+    assert_string_equal(bdrv_get_format_name(bdrv_file_bs(blk_bs(blk))), "host_device");
+    assert_int_equal(blk_pread(blk, MiB, 4096, buf, 0), 0);
+    blk_unref(blk);
     snprintf(opts, sizeof(opts), "driver=host_device,filename=%s", img);
     drv_test_open_fails(opts, 0, "is not a block device");
     free(buf);

@@ -44,7 +44,7 @@ enum {
     BDRV_O_PROTOCOL = 0x8000,      /**< the filename names a protocol node directly */
     BDRV_O_UNMAP = 0x4000,         /**< discard=unmap */
     BDRV_O_FORCE_SHARE = 0x10000,  /**< -U: skip image locking (read-only opens only) */
-    BDRV_O_UNTRUSTED = 0x20000,    /**< untrusted image: follow only sibling files (option untrusted=on) */
+    BDRV_O_UNTRUSTED = 0x20000,    /**< option untrusted=on: follow only sibling files */
     BDRV_O_NO_IO = 0x40000,        /**< open for metadata only (info) */
 };
 

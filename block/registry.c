@@ -13,6 +13,7 @@ const BlockDriver *const bdrv_builtin_drivers[] = {
     &bdrv_null_co,
     &bdrv_null_aio,
     &bdrv_raw,
+    &bdrv_vdi,
     NULL,
 };
 

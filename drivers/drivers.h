@@ -16,5 +16,6 @@ extern const BlockDriver bdrv_null_aio;
 
 /* drivers/format/ */
 extern const BlockDriver bdrv_raw;
+extern const BlockDriver bdrv_vdi;
 
 #endif /* COBLK_DRIVERS_H */

@@ -1,0 +1,52 @@
+/*
+ * Helpers shared by the vdi, vpc, qed and qcow drivers (see fmt-util.h).
+ */
+#include <errno.h>
+#include <string.h>
+
+#include <uuid/uuid.h>
+
+#include "drivers/format/fmt-util.h"
+
+BlockBackend *coroutine_fn fmt_co_create_file(const char *filename, Error **errp)
+{
+    BlockOpts *o = bopts_new();
+    BlockBackend *blk;
+
+    if (!o) {
+        error_setg(errp, "out of memory");
+        return NULL;
+    }
+    if (bopts_set(o, "size", "0") < 0 || bdrv_create("file", filename, o, errp) < 0) {
+        return NULL; /* bdrv_create consumed o */
+    }
+    o = bopts_new();
+    if (!o || bopts_set(o, "driver", "file") < 0) {
+        bopts_free(o);
+        error_setg(errp, "out of memory");
+        return NULL;
+    }
+    blk = blk_new_open(filename, o, BDRV_O_RDWR | BDRV_O_PROTOCOL, errp);
+    return blk;
+}
+
+int coroutine_fn fmt_blk_co_pwrite(BlockBackend *blk, int64_t offset, int64_t bytes,
+                                   const void *buf)
+{
+    IOVector qiov;
+
+    iovector_init_buf(&qiov, (void *)buf, (size_t)bytes);
+    return blk_co_pwritev(blk, offset, bytes, &qiov, 0);
+}
+
+void fmt_uuid_generate(uint8_t uuid[16])
+{
+    uuid_generate_random(uuid);
+}
+
+bool fmt_uuid_is_null(const uint8_t uuid[16])
+{
+    static const uint8_t zero[16];
+
+    return memcmp(uuid, zero, 16) == 0;
+}

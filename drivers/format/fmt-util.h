@@ -1,0 +1,49 @@
+/*
+ * Helpers shared by the vdi, vpc, qed and qcow drivers: buffer-based I/O on
+ * a child and creating the file of a new image. Not installed.
+ */
+#ifndef COBLK_DRIVERS_FORMAT_FMT_UTIL_H
+#define COBLK_DRIVERS_FORMAT_FMT_UTIL_H
+
+#include <coblk/block-driver.h>
+
+/** Reads bytes at offset of child into buf. Returns 0 or -errno. */
+static inline int coroutine_fn fmt_co_pread(BdrvChild *child, int64_t offset, int64_t bytes,
+                                            void *buf)
+{
+    IOVector qiov;
+
+    iovector_init_buf(&qiov, buf, (size_t)bytes);
+    return bdrv_co_preadv(child, offset, bytes, &qiov, 0);
+}
+
+/** Writes bytes of buf at offset of child. Returns 0 or -errno. */
+static inline int coroutine_fn fmt_co_pwrite(BdrvChild *child, int64_t offset, int64_t bytes,
+                                             const void *buf, BdrvRequestFlags flags)
+{
+    IOVector qiov;
+
+    iovector_init_buf(&qiov, (void *)buf, (size_t)bytes);
+    return bdrv_co_pwritev(child, offset, bytes, &qiov, flags);
+}
+
+/**
+ * Creates filename empty through the protocol its name selects ("file" by
+ * default) and opens it read-write as a protocol node behind a new
+ * BlockBackend. Coroutine context. Returns NULL with errp set on failure.
+ */
+BlockBackend *coroutine_fn fmt_co_create_file(const char *filename, Error **errp);
+
+/** Writes bytes of buf at offset of blk. Returns 0 or -errno. */
+int coroutine_fn fmt_blk_co_pwrite(BlockBackend *blk, int64_t offset, int64_t bytes,
+                                   const void *buf);
+
+/**
+ * Fills a new random (version 4) UUID in RFC 4122 byte order (libuuid).
+ */
+void fmt_uuid_generate(uint8_t uuid[16]);
+
+/** True if all 16 bytes are zero. */
+bool fmt_uuid_is_null(const uint8_t uuid[16]);
+
+#endif /* COBLK_DRIVERS_FORMAT_FMT_UTIL_H */

@@ -1,0 +1,379 @@
+/*
+ * Unit tests: the vdi format driver (drivers/format/vdi.c): create options,
+ * read/write/allocation across blocks, concurrent allocating writes, block
+ * status, UUIDs, geometry, comment, discard and zero writes that release
+ * blocks, compact, and refusals (static compact, long comment, bad options).
+ * qemu-img interop and corrupt images are in tests/interop/vdi-*.sh.
+ */
+#include "drv-test-util.h"
+
+#include <coblk/image.h>
+
+#include "block/block-int.h"
+
+#define MiB (1024 * 1024)
+
+static char img[4096];
+
+static int setup(void **state)
+{
+    drv_test_path(img, sizeof(img), "vdi");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    unlink(img);
+    return 0;
+}
+
+static int create(const char *optstr, char *errmsg, size_t errlen)
+{
+    BlockOpts *o = bopts_new();
+    Error *err = NULL;
+    int ret;
+
+    assert_int_equal(bopts_parse_keyval(o, optstr, NULL, NULL), 0);
+    ret = bdrv_create("vdi", img, o, &err);
+    if (ret < 0 && errmsg) {
+        snprintf(errmsg, errlen, "%s", error_get_pretty(err));
+    }
+    error_free(err);
+    return ret;
+}
+
+static BlockBackend *open_vdi(int flags)
+{
+    char opts[8192];
+
+    snprintf(opts, sizeof(opts), "driver=vdi,file.driver=file,file.filename=%s", img);
+    return drv_test_open_ok(opts, flags);
+}
+
+static int64_t file_size(void)
+{
+    struct stat st;
+
+    assert_int_equal(stat(img, &st), 0);
+    return st.st_size;
+}
+
+static void test_vdi_create_and_rw(void **state)
+{
+    uint8_t *want = malloc(3 * MiB), *buf = malloc(3 * MiB);
+    BlockDriverInfo bdi;
+    BlockBackend *blk;
+
+    assert_int_equal(create("size=5M", NULL, 0), 0);
+    assert_int_equal(file_size(), 1024); /* header + one sector of map */
+    blk = open_vdi(BDRV_O_RDWR);
+    assert_string_equal(bdrv_get_format_name(blk_bs(blk)), "vdi");
+    assert_int_equal(blk_getlength(blk), 5 * MiB);
+    assert_int_equal(bdrv_get_info(blk_bs(blk), &bdi), 0);
+    assert_int_equal(bdi.cluster_size, MiB);
+
+    /* Unallocated reads are zero; a write across two blocks allocates both. */
+    assert_int_equal(blk_pread(blk, 0, 3 * MiB, buf, 0), 0);
+    memset(want, 0, 3 * MiB);
+    assert_memory_equal(buf, want, 3 * MiB);
+    drv_test_pattern(want + MiB - 1000, 5000, 9);
+    assert_int_equal(blk_pwrite(blk, MiB - 1000, 5000, want + MiB - 1000, 0), 0);
+    assert_int_equal(file_size(), 1024 + 2 * MiB);
+    assert_int_equal(blk_pread(blk, 0, 3 * MiB, buf, 0), 0);
+    assert_memory_equal(buf, want, 3 * MiB);
+    blk_unref(blk);
+
+    blk = open_vdi(0);
+    assert_int_equal(blk_pread(blk, 0, 3 * MiB, buf, 0), 0);
+    assert_memory_equal(buf, want, 3 * MiB);
+    assert_true(blk_pwrite(blk, 0, 512, buf, 0) < 0); /* read-only */
+    blk_unref(blk);
+    free(want);
+    free(buf);
+}
+
+static void test_vdi_create_options(void **state)
+{
+    char msg[1024];
+    BlockBackend *blk;
+
+    assert_true(create("size=1M,foo=1", msg, sizeof(msg)) < 0);
+    assert_non_null(strstr(msg, "foo"));
+    assert_true(create("size=1M,static=maybe", msg, sizeof(msg)) < 0);
+    assert_true(create("size=1P", msg, sizeof(msg)) < 0);
+    assert_non_null(strstr(msg, "exceeds the maximum"));
+
+    assert_int_equal(create("size=3M,static=on", NULL, 0), 0);
+    assert_int_equal(file_size(), 1024 + 3 * MiB);
+    blk = open_vdi(BDRV_O_RDWR);
+    assert_int_equal(blk_getlength(blk), 3 * MiB);
+    blk_unref(blk);
+
+    /* The create options are listed for -o help. */
+    const BlockCreateOptDesc *d = bdrv_create_opts("vdi");
+    assert_non_null(d);
+    assert_string_equal(d[0].name, "size");
+    assert_string_equal(d[1].name, "static");
+    assert_null(d[2].name);
+}
+
+typedef struct ConcReq {
+    int *pending;
+    int ret;
+    IOVector qiov;
+} ConcReq;
+
+static void conc_done(void *opaque, int ret)
+{
+    ConcReq *r = opaque;
+
+    r->ret = ret;
+    (*r->pending)--;
+}
+
+/* Sixteen writes in flight into the same unallocated blocks allocate each block once. */
+static void test_vdi_concurrent_alloc(void **state)
+{
+    enum { N = 16, LEN = 256 * 1024 };
+    uint8_t *want = malloc(4 * MiB), *buf = malloc(4 * MiB);
+    ConcReq reqs[N];
+    BdrvCheckResult res = { 0 };
+    BlockBackend *blk;
+    int pending = N;
+
+    assert_int_equal(create("size=4M", NULL, 0), 0);
+    blk = open_vdi(BDRV_O_RDWR);
+    drv_test_pattern(want, 4 * MiB, 3);
+    for (int i = 0; i < N; i++) {
+        reqs[i].pending = &pending;
+        iovector_init_buf(&reqs[i].qiov, want + (size_t)i * LEN, LEN);
+        blk_aio_pwritev(blk, (int64_t)i * LEN, &reqs[i].qiov, 0, conc_done, &reqs[i]);
+    }
+    while (pending) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(reqs[i].ret, 0);
+    }
+    assert_int_equal(blk_pread(blk, 0, 4 * MiB, buf, 0), 0);
+    assert_memory_equal(buf, want, 4 * MiB);
+    assert_int_equal(file_size(), 1024 + 4 * MiB);
+    assert_int_equal(bdrv_check(blk_bs(blk), &res, BDRV_FIX_NONE), 0);
+    assert_int_equal(res.corruptions + res.leaks, 0);
+    assert_int_equal(res.allocated_clusters, 4);
+    blk_unref(blk);
+    free(want);
+    free(buf);
+}
+
+typedef struct StatusQuery {
+    BlockDriverState *bs;
+    int64_t offset, bytes, pnum, map;
+    BlockDriverState *file;
+    int ret;
+} StatusQuery;
+
+static void coroutine_fn status_co(void *opaque)
+{
+    StatusQuery *q = opaque;
+
+    q->ret = bdrv_co_block_status(q->bs, q->offset, q->bytes, &q->pnum, &q->map, &q->file);
+}
+
+static int status(BlockBackend *blk, int64_t offset, int64_t bytes, StatusQuery *q)
+{
+    *q = (StatusQuery){ .bs = blk_bs(blk), .offset = offset, .bytes = bytes };
+    drv_test_run_co(blk_get_aio_context(blk), status_co, q);
+    return q->ret;
+}
+
+static void test_vdi_block_status(void **state)
+{
+    uint8_t buf[4096];
+    BlockBackend *blk;
+    StatusQuery q;
+    int ret;
+
+    assert_int_equal(create("size=8M", NULL, 0), 0);
+    blk = open_vdi(BDRV_O_RDWR);
+    memset(buf, 0x5a, sizeof(buf));
+    assert_int_equal(blk_pwrite(blk, 2 * MiB, 4096, buf, 0), 0); /* slot 0 */
+    assert_int_equal(blk_pwrite(blk, 3 * MiB, 4096, buf, 0), 0); /* slot 1 */
+
+    ret = status(blk, 0, 8 * MiB, &q);
+    assert_true(ret >= 0 && !(ret & BDRV_BLOCK_DATA));
+    assert_true(ret & BDRV_BLOCK_ZERO);
+    assert_int_equal(q.pnum, 2 * MiB);
+    ret = status(blk, 2 * MiB + 512, 6 * MiB - 512, &q);
+    assert_true(ret & BDRV_BLOCK_DATA);
+    assert_true(ret & BDRV_BLOCK_OFFSET_VALID);
+    assert_int_equal(q.map, 1024 + 512);
+    assert_int_equal(q.pnum, 2 * MiB - 512); /* two contiguous slots */
+    assert_ptr_equal(q.file, bdrv_file_bs(blk_bs(blk)));
+    blk_unref(blk);
+}
+
+static void test_vdi_uuid_geometry_comment(void **state)
+{
+    static const uint8_t u[16] = { 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef,
+                                   0x10, 0x32, 0x54, 0x76, 0x98, 0xba, 0xdc, 0xfe };
+    uint8_t got[16], img_uuid[16], mod1[16], mod2[16], raw[16];
+    BlockGeometry geo = { 1024, 16, 63 }, g;
+    char long_comment[300], *c;
+    Error *err = NULL;
+    BlockBackend *blk;
+    int fd;
+
+    assert_int_equal(create("size=2M", NULL, 0), 0);
+    blk = open_vdi(BDRV_O_RDWR);
+    assert_int_equal(bdrv_get_uuid(blk_bs(blk), BLOCK_UUID_IMAGE, img_uuid), 0);
+    assert_int_equal(img_uuid[6] >> 4, 4); /* a random (version 4) UUID */
+    assert_int_equal(bdrv_get_uuid(blk_bs(blk), BLOCK_UUID_PARENT, got), 0);
+    memset(raw, 0, 16);
+    assert_memory_equal(got, raw, 16);
+
+    /* The first write renews the modification UUID. */
+    assert_int_equal(bdrv_get_uuid(blk_bs(blk), BLOCK_UUID_MODIFICATION, mod1), 0);
+    assert_int_equal(blk_pwrite(blk, 0, 512, long_comment, 0), 0);
+    assert_int_equal(bdrv_get_uuid(blk_bs(blk), BLOCK_UUID_MODIFICATION, mod2), 0);
+    assert_memory_not_equal(mod1, mod2, 16);
+
+    assert_int_equal(bdrv_set_uuid(blk_bs(blk), BLOCK_UUID_PARENT, u, NULL), 0);
+    assert_int_equal(bdrv_set_geometry(blk_bs(blk), &geo, NULL), 0);
+    assert_int_equal(bdrv_set_comment(blk_bs(blk), "hello vdi", NULL), 0);
+    memset(long_comment, 'x', sizeof(long_comment) - 1);
+    long_comment[sizeof(long_comment) - 1] = '\0';
+    assert_true(bdrv_set_comment(blk_bs(blk), long_comment, &err) < 0);
+    assert_non_null(strstr(error_get_pretty(err), "too long"));
+    error_free(err);
+    blk_unref(blk);
+
+    /* On disk: VirtualBox's layout, first three fields little-endian. */
+    fd = open(img, O_RDONLY);
+    assert_int_equal(pread(fd, raw, 16, 392 + 32), 16);
+    close(fd);
+    assert_int_equal(raw[0], 0x67);
+    assert_int_equal(raw[3], 0x01);
+    assert_int_equal(raw[4], 0xab);
+    assert_int_equal(raw[8], 0x10);
+
+    blk = open_vdi(0);
+    assert_int_equal(bdrv_get_uuid(blk_bs(blk), BLOCK_UUID_PARENT, got), 0);
+    assert_memory_equal(got, u, 16);
+    assert_int_equal(bdrv_get_uuid(blk_bs(blk), BLOCK_UUID_IMAGE, got), 0);
+    assert_memory_equal(got, img_uuid, 16);
+    assert_int_equal(bdrv_get_geometry(blk_bs(blk), &g), 0);
+    assert_int_equal(g.cylinders, 1024);
+    assert_int_equal(g.heads, 16);
+    assert_int_equal(g.sectors, 63);
+    assert_int_equal(bdrv_get_comment(blk_bs(blk), &c), 0);
+    assert_string_equal(c, "hello vdi");
+    free(c);
+    blk_unref(blk);
+}
+
+static void test_vdi_discard_and_zeroes(void **state)
+{
+    uint8_t *want = calloc(1, 4 * MiB), *buf = malloc(4 * MiB);
+    BdrvCheckResult res = { 0 };
+    BlockBackend *blk;
+
+    assert_int_equal(create("size=4M", NULL, 0), 0);
+    blk = open_vdi(BDRV_O_RDWR | BDRV_O_UNMAP);
+    drv_test_pattern(want, 4 * MiB, 1);
+    assert_int_equal(blk_pwrite(blk, 0, 4 * MiB, want, 0), 0);
+    assert_int_equal(file_size(), 1024 + 4 * MiB);
+
+    /* A partial block stays; whole blocks are released and the file shrinks. */
+    assert_int_equal(blk_pdiscard(blk, 4096, 8192), 0);
+    assert_int_equal(file_size(), 1024 + 4 * MiB);
+    assert_int_equal(blk_pdiscard(blk, MiB / 2, 2 * MiB), 0);
+    assert_int_equal(file_size(), 1024 + 3 * MiB);
+    memset(want + MiB, 0, MiB);
+
+    /* Zero writes with MAY_UNMAP release whole blocks; partial ones write zeroes. */
+    assert_int_equal(blk_pwrite_zeroes(blk, 3 * MiB, MiB, BDRV_REQ_MAY_UNMAP), 0);
+    assert_int_equal(file_size(), 1024 + 2 * MiB);
+    memset(want + 3 * MiB, 0, MiB);
+    assert_int_equal(blk_pwrite_zeroes(blk, 100 * 1024, 4096, 0), 0);
+    memset(want + 100 * 1024, 0, 4096);
+    assert_int_equal(file_size(), 1024 + 2 * MiB);
+
+    assert_int_equal(blk_pread(blk, 0, 4 * MiB, buf, 0), 0);
+    assert_memory_equal(buf, want, 4 * MiB);
+    assert_int_equal(bdrv_check(blk_bs(blk), &res, BDRV_FIX_NONE), 0);
+    assert_int_equal(res.corruptions + res.leaks, 0);
+
+    /* Written again after release: a new slot at the end. */
+    assert_int_equal(blk_pwrite(blk, MiB, 4 * 4096, want, 0), 0);
+    memcpy(want + MiB, want, 4 * 4096);
+    assert_int_equal(file_size(), 1024 + 3 * MiB);
+    blk_unref(blk);
+
+    blk = open_vdi(0);
+    assert_int_equal(blk_pread(blk, 0, 4 * MiB, buf, 0), 0);
+    assert_memory_equal(buf, want, 4 * MiB);
+    blk_unref(blk);
+    free(want);
+    free(buf);
+}
+
+static void test_vdi_compact(void **state)
+{
+    uint8_t *want = calloc(1, 5 * MiB), *buf = malloc(5 * MiB);
+    Error *err = NULL;
+    BlockBackend *blk;
+
+    assert_int_equal(create("size=5M", NULL, 0), 0);
+    blk = open_vdi(BDRV_O_RDWR);
+    drv_test_pattern(want, 5 * MiB, 2);
+    memset(want + MiB, 0, MiB);          /* block 1 written as zeroes */
+    memset(want + 3 * MiB, 0, MiB);      /* block 3 too */
+    assert_int_equal(blk_pwrite(blk, 0, 5 * MiB, want, 0), 0);
+    assert_int_equal(file_size(), 1024 + 5 * MiB);
+    assert_int_equal(bdrv_compact(blk_bs(blk), NULL, NULL, &err), 0);
+    assert_int_equal(file_size(), 1024 + 3 * MiB);
+    assert_int_equal(blk_pread(blk, 0, 5 * MiB, buf, 0), 0);
+    assert_memory_equal(buf, want, 5 * MiB);
+    blk_unref(blk);
+
+    /* A static image cannot be compacted. */
+    assert_int_equal(create("size=1M,static=on", NULL, 0), 0);
+    blk = open_vdi(BDRV_O_RDWR);
+    assert_int_equal(bdrv_compact(blk_bs(blk), NULL, NULL, &err), -ENOTSUP);
+    assert_non_null(strstr(error_get_pretty(err), "static"));
+    error_free(err);
+    blk_unref(blk);
+    free(want);
+    free(buf);
+}
+
+static void test_vdi_probe(void **state)
+{
+    uint8_t buf[4096];
+    BlockBackend *blk;
+    Error *err = NULL;
+
+    assert_int_equal(create("size=1M", NULL, 0), 0);
+    blk = blk_new_open(img, NULL, 0, &err);
+    assert_non_null(blk);
+    assert_string_equal(bdrv_get_format_name(blk_bs(blk)), "vdi");
+    assert_int_equal(blk_pread(blk, 0, sizeof(buf), buf, 0), 0);
+    blk_unref(blk);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_vdi_create_and_rw, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vdi_create_options, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vdi_concurrent_alloc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vdi_block_status, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vdi_uuid_geometry_comment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vdi_discard_and_zeroes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vdi_compact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vdi_probe, setup, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -15,9 +15,11 @@ static int coroutine_fn bdrv_flush_node(BlockDriverState *bs)
     int ret = 0;
 
     if (bs->drv->co_flush_to_os) {
+        bdrv_debug_event(bs, BLKDBG_FLUSH_TO_OS);
         ret = bs->drv->co_flush_to_os(bs);
     }
     if (ret == 0 && !(bs->open_flags & BDRV_O_NO_FLUSH) && bs->drv->co_flush_to_disk) {
+        bdrv_debug_event(bs, BLKDBG_FLUSH_TO_DISK);
         ret = bs->drv->co_flush_to_disk(bs);
     }
     return ret;

@@ -157,6 +157,7 @@ int coroutine_fn bdrv_co_do_pwrite_zeroes(BlockDriverState *bs, int64_t offset, 
     }
     bdrv_tracked_begin(&req, bs, offset, bytes, BDRV_TRACKED_WRITE,
                        (padded || (flags & BDRV_REQ_SERIALISING)) ? (uint32_t)align : 0);
+    bdrv_debug_event(bs, BLKDBG_PWRITEV_ZERO);
     ret = bdrv_zeroes_padded(bs, offset, bytes, flags);
     bdrv_write_done(bs, offset, bytes);
     if (ret == 0 && (flags & BDRV_REQ_FUA) && emulate_fua) {

@@ -582,7 +582,9 @@ static int coroutine_fn bdrv_do_pwritev(BlockDriverState *bs, int64_t offset, in
     if (padded) {
         ret = bdrv_pad_alloc(bs, &pad, qiov, qiov_offset, bytes);
         if (ret == 0) {
+            bdrv_debug_event(bs, BLKDBG_PWRITEV_RMW_HEAD);
             ret = bdrv_pad_read_ends(bs, &pad);
+            bdrv_debug_event(bs, BLKDBG_PWRITEV_RMW_AFTER_TAIL);
         }
         if (ret == 0) {
             bdrv_pad_copy(&pad, true, qiov, qiov_offset, bytes);
@@ -591,7 +593,9 @@ static int coroutine_fn bdrv_do_pwritev(BlockDriverState *bs, int64_t offset, in
         qiov_offset = 0;
     }
     if (ret == 0) {
+        bdrv_debug_event(bs, BLKDBG_PWRITEV);
         ret = bdrv_aligned_pwritev(bs, pad.aoffset, pad.abytes, qiov, qiov_offset, flags);
+        bdrv_debug_event(bs, BLKDBG_PWRITEV_DONE);
     }
     bdrv_pad_free(&pad);
     bdrv_write_done(bs, offset, bytes);

@@ -12,6 +12,7 @@ const BlockDriver *const bdrv_builtin_drivers[] = {
     &bdrv_host_device,
     &bdrv_null_co,
     &bdrv_null_aio,
+    &bdrv_blkdebug,
     &bdrv_raw,
     &bdrv_vdi,
     NULL,

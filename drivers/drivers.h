@@ -13,6 +13,7 @@ extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_host_device;
 extern const BlockDriver bdrv_null_co;
 extern const BlockDriver bdrv_null_aio;
+extern const BlockDriver bdrv_blkdebug;
 
 /* drivers/format/ */
 extern const BlockDriver bdrv_raw;

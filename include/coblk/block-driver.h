@@ -61,6 +61,66 @@ struct BdrvChild {
 
 typedef struct BdrvTrackedRequest BdrvTrackedRequest;
 
+/**
+ * Points in a driver's work where a blkdebug filter below it can inject an
+ * error or suspend the request (fault-injection tests). Drivers fire them
+ * with BLKDBG_EVENT(child, event) on the child the next I/O goes to. The
+ * names (bdrv_debug_event_name) are the ones QEMU's blkdebug config uses.
+ */
+typedef enum BlkdebugEvent {
+    BLKDBG_L1_UPDATE,
+    BLKDBG_L1_GROW_ALLOC_TABLE,
+    BLKDBG_L1_GROW_WRITE_TABLE,
+    BLKDBG_L1_GROW_ACTIVATE_TABLE,
+    BLKDBG_L2_LOAD,
+    BLKDBG_L2_UPDATE,
+    BLKDBG_L2_UPDATE_COMPRESSED,
+    BLKDBG_L2_ALLOC_COW_READ,
+    BLKDBG_L2_ALLOC_WRITE,
+    BLKDBG_READ_AIO,
+    BLKDBG_READ_BACKING_AIO,
+    BLKDBG_READ_COMPRESSED,
+    BLKDBG_WRITE_AIO,
+    BLKDBG_WRITE_COMPRESSED,
+    BLKDBG_VMSTATE_LOAD,
+    BLKDBG_VMSTATE_SAVE,
+    BLKDBG_COW_READ,
+    BLKDBG_COW_WRITE,
+    BLKDBG_REFTABLE_LOAD,
+    BLKDBG_REFTABLE_GROW,
+    BLKDBG_REFTABLE_UPDATE,
+    BLKDBG_REFBLOCK_LOAD,
+    BLKDBG_REFBLOCK_UPDATE,
+    BLKDBG_REFBLOCK_UPDATE_PART,
+    BLKDBG_REFBLOCK_ALLOC,
+    BLKDBG_REFBLOCK_ALLOC_HOOKUP,
+    BLKDBG_REFBLOCK_ALLOC_WRITE,
+    BLKDBG_REFBLOCK_ALLOC_WRITE_BLOCKS,
+    BLKDBG_REFBLOCK_ALLOC_WRITE_TABLE,
+    BLKDBG_REFBLOCK_ALLOC_SWITCH_TABLE,
+    BLKDBG_CLUSTER_ALLOC,
+    BLKDBG_CLUSTER_ALLOC_BYTES,
+    BLKDBG_CLUSTER_FREE,
+    BLKDBG_FLUSH_TO_OS,
+    BLKDBG_FLUSH_TO_DISK,
+    BLKDBG_PWRITEV_RMW_HEAD,
+    BLKDBG_PWRITEV_RMW_AFTER_HEAD,
+    BLKDBG_PWRITEV_RMW_TAIL,
+    BLKDBG_PWRITEV_RMW_AFTER_TAIL,
+    BLKDBG_PWRITEV,
+    BLKDBG_PWRITEV_ZERO,
+    BLKDBG_PWRITEV_DONE,
+    BLKDBG_EMPTY_IMAGE_PREPARE,
+    BLKDBG_L1_SHRINK_WRITE_TABLE,
+    BLKDBG_L1_SHRINK_FREE_L2_CLUSTERS,
+    BLKDBG_COR_WRITE,
+    BLKDBG_CLUSTER_ALLOC_SPACE,
+    BLKDBG_NONE,
+    BLKDBG_HEADER_UPDATE,       /**< a format rewrites its header */
+    BLKDBG_MAP_UPDATE,          /**< a block map / BAT / grain table entry is written */
+    BLKDBG__MAX,
+} BlkdebugEvent;
+
 /* The request layer's atomic counters; C++ sees plain fields of the same
  * layout and must leave them to the library. */
 #ifdef __cplusplus
@@ -224,6 +284,13 @@ struct BlockDriver {
     /** File name extensions without the dot ("qcow2"), NULL-terminated. */
     const char *const *file_extensions;
 
+    /** Fault injection (blkdebug): an event fired on this node. May yield. */
+    void coroutine_fn (*debug_event)(BlockDriverState *bs, BlkdebugEvent event);
+    int (*debug_breakpoint)(BlockDriverState *bs, const char *event, const char *tag);
+    int (*debug_remove_breakpoint)(BlockDriverState *bs, const char *tag);
+    int (*debug_resume)(BlockDriverState *bs, const char *tag);
+    bool (*debug_is_suspended)(BlockDriverState *bs, const char *tag);
+
     /* New fields go here, at the end. */
 };
 
@@ -240,6 +307,29 @@ COBLK_API BdrvChild *bdrv_attach_child(BlockDriverState *parent, BlockDriverStat
                                        const char *name, unsigned role);
 /** Detaches and drops a child. */
 COBLK_API void bdrv_unref_child(BlockDriverState *parent, BdrvChild *child);
+
+/**
+ * Fires event at the first node from bs down its primary (file) children
+ * whose driver listens (blkdebug); does nothing if none does. From a
+ * coroutine: a blkdebug breakpoint suspends the caller here.
+ */
+COBLK_API void coroutine_fn bdrv_debug_event(BlockDriverState *bs, BlkdebugEvent event);
+#define BLKDBG_EVENT(child, event) \
+    bdrv_debug_event((child) ? (child)->bs : (BlockDriverState *)0, (event))
+/** The blkdebug name of an event ("l2_update"), or NULL. */
+COBLK_API const char *bdrv_debug_event_name(BlkdebugEvent event);
+/** The event with a blkdebug name, or -1. */
+COBLK_API int bdrv_debug_event_from_name(const char *name);
+
+/**
+ * Breakpoints of the first blkdebug node at or below bs (its primary
+ * children): a request that fires event suspends until resumed by tag.
+ * Return 0, -ENOENT (no such tag) or -ENOTSUP (no blkdebug node).
+ */
+COBLK_API int bdrv_debug_breakpoint(BlockDriverState *bs, const char *event, const char *tag);
+COBLK_API int bdrv_debug_remove_breakpoint(BlockDriverState *bs, const char *tag);
+COBLK_API int bdrv_debug_resume(BlockDriverState *bs, const char *tag);
+COBLK_API bool bdrv_debug_is_suspended(BlockDriverState *bs, const char *tag);
 
 /** The in-tree drivers register statically; plugins pass their table here. */
 COBLK_API int bdrv_register(const BlockDriver *drv, Error **errp);

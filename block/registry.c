@@ -15,6 +15,7 @@ const BlockDriver *const bdrv_builtin_drivers[] = {
     &bdrv_blkdebug,
     &bdrv_raw,
     &bdrv_vdi,
+    &bdrv_vmdk,
     NULL,
 };
 

@@ -18,5 +18,6 @@ extern const BlockDriver bdrv_blkdebug;
 /* drivers/format/ */
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_vdi;
+extern const BlockDriver bdrv_vmdk;
 
 #endif /* COBLK_DRIVERS_H */

@@ -1,0 +1,211 @@
+/*
+ * vmdk driver internals shared by the files of drivers/format/vmdk/:
+ * descriptor.c (the text descriptor), sparse.c (hosted sparse extents: header,
+ * grain directory, grain tables), stream.c (compressed grains of
+ * streamOptimized extents), flat.c (flat / vmfs extents), create.c (image
+ * creation) and vmdk.c (the driver table, open, request routing, info).
+ *
+ * Written from VMware's "Virtual Disk Format 1.1" specification.
+ */
+#ifndef COBLK_DRIVERS_FORMAT_VMDK_INT_H
+#define COBLK_DRIVERS_FORMAT_VMDK_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "block/block-int.h"
+
+#define VMDK_SECTOR ((uint64_t)512)
+#define VMDK4_MAGIC 0x564d444bU             /* "KDMV" read little-endian */
+#define VMDK3_MAGIC 0x44574f43U             /* "COWD" (vmfsSparse, unsupported) */
+#define VMDK_GD_AT_END 0xffffffffffffffffULL /* streamOptimized: GD in the footer */
+
+/* Header flags (specification section "Hosted Sparse Extent Header"). */
+#define VMDK4_FLAG_NL_DETECT (1U << 0)
+#define VMDK4_FLAG_RGD (1U << 1)
+#define VMDK4_FLAG_ZERO_GRAIN (1U << 2)
+#define VMDK4_FLAG_COMPRESS (1U << 16)
+#define VMDK4_FLAG_MARKER (1U << 17)
+
+#define VMDK_COMPRESS_NONE 0
+#define VMDK_COMPRESS_DEFLATE 1
+
+/* Stream markers. */
+#define VMDK_MARKER_EOS 0
+#define VMDK_MARKER_GT 1
+#define VMDK_MARKER_GD 2
+#define VMDK_MARKER_FOOTER 3
+
+/* A grain table entry of 1 reads as zeroes when VMDK4_FLAG_ZERO_GRAIN is set. */
+#define VMDK_GTE_ZEROED 1U
+
+/*
+ * Limits enforced on untrusted images (checked in descriptor.c and sparse.c):
+ * - descriptor text: at most VMDK_MAX_DESC_BYTES (1 MiB), at most
+ *   VMDK_MAX_EXTENTS extents, each line at most 4 KiB;
+ * - numGTEsPerGT: 1..512 (the specification fixes 512);
+ * - grainSize: a power of two, 1..VMDK_MAX_GRAIN_SECTORS sectors (16 MiB);
+ * - capacity: at most BDRV_MAX_LENGTH bytes; the grain directory at most
+ *   VMDK_MAX_GD_BYTES (32 MiB) and inside the file;
+ * - compressed grains: at most a grain plus VMDK_SECTOR of deflate data.
+ */
+#define VMDK_MAX_DESC_BYTES (1024 * 1024)
+#define VMDK_MAX_EXTENTS 4096
+#define VMDK_MAX_GTES 512
+#define VMDK_MAX_GRAIN_SECTORS 32768ULL
+#define VMDK_MAX_GD_BYTES (32ULL * 1024 * 1024)
+#define VMDK_GT_CACHE_SLOTS 32
+
+/* ---------------------------------------------------------------------- */
+/* The descriptor */
+
+typedef enum VmdkExtentType {
+    VMDK_EXT_FLAT,   /* FLAT, VMFS: guest data 1:1 at an offset in a file */
+    VMDK_EXT_SPARSE, /* SPARSE (hosted sparse, "KDMV" header) */
+    VMDK_EXT_ZERO,   /* ZERO: reads as zeroes, no file */
+} VmdkExtentType;
+
+typedef enum VmdkAccess {
+    VMDK_ACCESS_RW,
+    VMDK_ACCESS_RDONLY,
+    VMDK_ACCESS_NOACCESS,
+} VmdkAccess;
+
+typedef struct VmdkDescExtent {
+    VmdkAccess access;
+    uint64_t sectors;
+    VmdkExtentType type;
+    char type_name[16];     /* as written: "SPARSE", "FLAT", "VMFS", ... */
+    char *filename;         /* NULL for ZERO */
+    uint64_t offset;        /* sectors, FLAT/VMFS */
+} VmdkDescExtent;
+
+typedef struct VmdkDesc {
+    uint32_t version;
+    uint32_t cid;
+    uint32_t parent_cid;
+    char create_type[64];
+    char *parent_hint;      /* parentFileNameHint, or NULL */
+    VmdkDescExtent *ext;
+    int n_ext;
+    /* The disk database. */
+    char adapter_type[32];
+    char hw_version[16];
+    char tools_version[32];
+    uint32_t cylinders, heads, sectors_per_track;
+} VmdkDesc;
+
+/* Parses text (len bytes, need not be NUL-terminated). what names the file in errors. */
+int vmdk_desc_parse(const char *text, size_t len, VmdkDesc *d, const char *what,
+                    Error **errp);
+void vmdk_desc_free(VmdkDesc *d);
+/* Formats the descriptor; returns malloc'd text or NULL (out of memory). */
+char *vmdk_desc_format(const VmdkDesc *d);
+/* Replaces the CID line of text; returns malloc'd text or NULL if there is none. */
+char *vmdk_desc_set_cid(const char *text, uint32_t cid);
+
+/* ---------------------------------------------------------------------- */
+/* Extents */
+
+/* One cached grain table (shared by all extents of a node). */
+typedef struct VmdkGtSlot {
+    int extent;             /* -1: empty */
+    uint64_t gt_index;
+    uint64_t lru;
+    uint32_t gte[VMDK_MAX_GTES];
+} VmdkGtSlot;
+
+typedef struct VmdkExtent {
+    VmdkExtentType type;
+    BdrvChild *child;       /* the extent's file (bs->file for monolithic images) */
+    char *filename;         /* as named in the descriptor, for info */
+    uint64_t start;         /* guest byte offset of the extent */
+    uint64_t length;        /* bytes */
+    bool read_only;         /* RDONLY access in the descriptor */
+    uint64_t flat_offset;   /* FLAT: byte offset in the file */
+
+    /* SPARSE */
+    uint32_t version;
+    uint32_t flags;
+    uint64_t grain_size;    /* bytes */
+    uint32_t gtes_per_gt;
+    uint64_t gd_entries;
+    uint32_t *gd;           /* sector offsets of the grain tables */
+    uint32_t *rgd;          /* redundant directory, or NULL */
+    uint64_t gd_offset;     /* bytes */
+    uint64_t rgd_offset;    /* bytes, 0 if none */
+    bool compressed;
+    bool markers;
+    uint64_t next_alloc;    /* byte offset where the next grain or table goes */
+} VmdkExtent;
+
+typedef struct BDRVVmdkState {
+    CoMutex lock;           /* grain table cache and allocation */
+    VmdkExtent *extents;
+    int n_extents;
+    uint64_t size;          /* guest bytes */
+    VmdkDesc desc;
+    char *desc_text;        /* the descriptor as read (NUL-terminated) */
+    bool desc_embedded;     /* in the sparse header's descriptor area of bs->file */
+    uint64_t desc_offset;   /* bytes, embedded */
+    uint64_t desc_capacity; /* bytes, embedded */
+    bool cid_updated;
+    uint64_t lru_clock;
+    VmdkGtSlot *gt_cache;   /* VMDK_GT_CACHE_SLOTS slots */
+} BDRVVmdkState;
+
+/* sparse.c */
+/* Validates a hosted sparse header (and the footer of a stream) and loads the GD. */
+int vmdk_sparse_open(BlockDriverState *bs, VmdkExtent *e, Error **errp);
+/* Builds a hosted sparse header (512 bytes) from e's fields. */
+void vmdk_sparse_header(uint8_t hdr[512], const VmdkExtent *e, uint64_t capacity,
+                        uint64_t desc_sector, uint64_t desc_sectors, uint64_t overhead);
+/*
+ * Finds the grain table entry of guest byte off (within extent idx). *gte gets
+ * the entry (0 if the grain table is absent); *slot the cached table (NULL if
+ * absent). Called with s->lock held.
+ */
+int coroutine_fn vmdk_gte_lookup(BDRVVmdkState *s, int idx, uint64_t off, uint32_t *gte,
+                                 VmdkGtSlot **slot);
+/* Points the grain of off at sector value (GT and redundant GT); s->lock held. */
+int coroutine_fn vmdk_gte_update(BDRVVmdkState *s, int idx, uint64_t off, uint32_t value);
+int coroutine_fn vmdk_sparse_preadv(BlockDriverState *bs, int idx, uint64_t off, uint64_t bytes,
+                                    IOVector *qiov, size_t qoff);
+int coroutine_fn vmdk_sparse_pwritev(BlockDriverState *bs, int idx, uint64_t off,
+                                     uint64_t bytes, IOVector *qiov, size_t qoff, bool zero);
+int coroutine_fn vmdk_sparse_block_status(BlockDriverState *bs, int idx, uint64_t off,
+                                          uint64_t bytes, int64_t *pnum, int64_t *map,
+                                          BlockDriverState **file);
+/* Reads guest bytes below this image (backing file or zeroes) into buf. */
+int coroutine_fn vmdk_read_below(BlockDriverState *bs, uint64_t guest_off, uint64_t bytes,
+                                 uint8_t *buf);
+
+/* stream.c */
+/* Reads the compressed grain at sector gte of extent e into grain (grain_size bytes). */
+int coroutine_fn vmdk_stream_read_grain(VmdkExtent *e, uint64_t grain_index, uint32_t gte,
+                                        uint8_t *grain);
+/* Compresses grain and appends it (with its marker); *sector gets where. */
+int coroutine_fn vmdk_stream_write_grain(VmdkExtent *e, uint64_t grain_index,
+                                         const uint8_t *grain, uint32_t *sector);
+
+/* flat.c */
+int coroutine_fn vmdk_flat_preadv(VmdkExtent *e, uint64_t off, uint64_t bytes, IOVector *qiov,
+                                  size_t qoff);
+int coroutine_fn vmdk_flat_pwritev(VmdkExtent *e, uint64_t off, uint64_t bytes, IOVector *qiov,
+                                   size_t qoff, BdrvRequestFlags flags);
+int vmdk_flat_check(BlockDriverState *bs, VmdkExtent *e, Error **errp);
+
+/* create.c */
+extern const BlockCreateOptDesc vmdk_create_opts[];
+int coroutine_fn vmdk_co_create_opts(const BlockDriver *drv, const char *filename,
+                                     BlockOpts *options, Error **errp);
+
+/* vmdk.c */
+/* Reads len bytes at off of c from plain code or a coroutine. */
+int vmdk_pread_sync(BdrvChild *c, uint64_t off, void *buf, size_t len);
+int coroutine_fn vmdk_co_pread(BdrvChild *c, uint64_t off, void *buf, size_t len);
+int coroutine_fn vmdk_co_pwrite(BdrvChild *c, uint64_t off, const void *buf, size_t len);
+/* Rewrites the descriptor with a new CID (first write after open). */
+int coroutine_fn vmdk_update_cid(BlockDriverState *bs);
+
+#endif /* COBLK_DRIVERS_FORMAT_VMDK_INT_H */

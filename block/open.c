@@ -408,6 +408,9 @@ static int choose_driver(const char *filename, BlockOpts *options, int flags,
         if (*pdrv && !(flags & BDRV_O_PROTOCOL)) {
             *pdrv = NULL;
         }
+    } else if ((flags & BDRV_O_PROTOCOL) && bopts_get(options, "filename")) {
+        /* file.filename=x without file.driver: the path's default protocol. */
+        *pdrv = bdrv_find_format(bdrv_default_protocol(bopts_get(options, "filename")));
     }
     return 0;
 }

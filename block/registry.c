@@ -13,6 +13,8 @@ const BlockDriver *const bdrv_builtin_drivers[] = {
     &bdrv_null_co,
     &bdrv_null_aio,
     &bdrv_blkdebug,
+    &bdrv_blkverify,
+    &bdrv_blklogwrites,
     &bdrv_raw,
     &bdrv_vdi,
     &bdrv_vmdk,

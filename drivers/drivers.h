@@ -14,6 +14,8 @@ extern const BlockDriver bdrv_host_device;
 extern const BlockDriver bdrv_null_co;
 extern const BlockDriver bdrv_null_aio;
 extern const BlockDriver bdrv_blkdebug;
+extern const BlockDriver bdrv_blkverify;
+extern const BlockDriver bdrv_blklogwrites;
 
 /* drivers/format/ */
 extern const BlockDriver bdrv_raw;

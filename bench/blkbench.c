@@ -6,6 +6,7 @@
  *   coblk-blkbench [-c count] [-d depth] [-f fmt] [-i aio] [-n] [-o offset]
  *                  [-s buffer_size] [-S step] [-t cache] [-w] [--pattern=N]
  *                  [--flush-interval=N] [--image-opts] filename
+ *   coblk-blkbench --drivers      (lists the drivers this build knows)
  *
  * Not a test: it prints "Run completed in X seconds." like qemu-img bench.
  */
@@ -118,6 +119,7 @@ int main(int argc, char **argv)
         { "pattern", required_argument, NULL, 'P' },
         { "flush-interval", required_argument, NULL, 'F' },
         { "no-drain", no_argument, NULL, 'D' },
+        { "drivers", no_argument, NULL, 'L' },
         { NULL, 0, NULL, 0 },
     };
     Bench b = { .count = 75000, .depth = 64, .bufsize = 4096, .step = 0 };
@@ -150,6 +152,11 @@ int main(int argc, char **argv)
         case 'P': pattern = atoi(optarg); break;
         case 'F': b.flush_interval = atoi(optarg); break;
         case 'D': break;
+        case 'L': /* the formats and protocols this build knows (bench/run asks) */
+            for (const char *const *n = bdrv_driver_names(); *n; n++) {
+                printf("%s\n", *n);
+            }
+            return 0;
         default: goto bad;
         }
     }

@@ -144,6 +144,37 @@ static BlockBackend *open_image(CoblkFioOptions *o, struct fio_file *f, int flag
     return blk;
 }
 
+static void unplug_all(Engine *e)
+{
+    if (e->plugged) {
+        for (int i = 0; i < e->nfiles; i++) {
+            blk_io_unplug(e->files[i].blk);
+        }
+        e->plugged = false;
+    }
+}
+
+/*
+ * Images open read-only, so that jobs that only read share them (and their
+ * locks); the first write or trim reopens the image read-write. The queued
+ * batch goes out first: the reopen drains.
+ */
+static int make_writable(Engine *e, BlockBackend *blk)
+{
+    Error *err = NULL;
+
+    if (!blk_is_read_only(blk)) {
+        return 0;
+    }
+    unplug_all(e);
+    if (bdrv_reopen_set_read_only(blk_bs(blk), false, &err) < 0) {
+        fprintf(stderr, "coblk-fio: cannot write: %s\n", error_get_pretty(err));
+        error_free(err);
+        return EROFS;
+    }
+    return 0;
+}
+
 static BlockBackend *blk_of(Engine *e, struct fio_file *f)
 {
     for (int i = 0; i < e->nfiles; i++) {
@@ -305,7 +336,7 @@ static int coblk_fio_open_file(struct thread_data *td, struct fio_file *f)
     if (!e || e->nfiles == MAX_FILES) {
         return e ? EMFILE : EINVAL;
     }
-    blk = open_image(e->o, f, BDRV_O_RDWR);
+    blk = open_image(e->o, f, 0);
     if (!blk) {
         return EIO;
     }
@@ -368,9 +399,18 @@ static int coblk_fio_queue(struct thread_data *td, struct io_u *u)
     int ddir = fio_abi_iou_ddir(u);
     Req *r;
 
+    int err;
+
     if (!blk || ddir < FIO_ABI_DDIR_READ || ddir > FIO_ABI_DDIR_SYNC_FILE_RANGE) {
         fio_abi_iou_set_error(u, blk ? EINVAL : EBADF, 0);
         return FIO_ABI_Q_COMPLETED;
+    }
+    if (ddir == FIO_ABI_DDIR_WRITE || ddir == FIO_ABI_DDIR_TRIM) {
+        err = make_writable(e, blk);
+        if (err) {
+            fio_abi_iou_set_error(u, err, fio_abi_iou_xfer_buflen(u));
+            return FIO_ABI_Q_COMPLETED;
+        }
     }
     r = e->free_reqs;
     if (r) {
@@ -418,12 +458,7 @@ static int coblk_fio_commit(struct thread_data *td)
         }
         e->plugged = true;
     }
-    if (e->plugged) {
-        for (int i = 0; i < e->nfiles; i++) {
-            blk_io_unplug(e->files[i].blk);
-        }
-        e->plugged = false;
-    }
+    unplug_all(e);
     return 0;
 }
 

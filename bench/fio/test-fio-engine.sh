@@ -6,7 +6,9 @@
 #     the data is where fio put it, not only self-consistent through coblk;
 #  3. the coroutine-pool mode (coblk_coroutines=4) with batched submission;
 #  4. trim and sync requests through the engine;
-#  5. a null-co image named only by coblk_opts.
+#  5. a null-co image named only by coblk_opts;
+#  6. two reading jobs share one image (read-only opens share its lock);
+#  7. a missing image and bad coblk_opts fail the job with coblk's message.
 # Usage: test-fio-engine.sh ENGINE_SO WORKDIR. Exit 77 when fio is missing.
 set -euo pipefail
 so=$1
@@ -54,3 +56,29 @@ check "fsync every 4 writes" \
 check "null-co named by coblk_opts only" \
     fio "${engine[@]}" --name=n --filename=null --bs=4k --io_size=16M --rw=randread \
     --iodepth=32 --coblk_opts=driver=null-co,size=1G
+check "two jobs reading one image" \
+    fio "${engine[@]}" --name=r2 --filename="$img" --bs=4k --size=32M --io_size=4M \
+    --rw=randread --iodepth=8 --numjobs=2
+
+fails() { # label, expected message, then the fio command line
+    local label=$1 msg=$2 out
+    shift 2
+    if out=$("$@" 2>&1); then
+        echo "$out"
+        echo "FAIL: $label (fio succeeded)"
+        exit 1
+    fi
+    if ! grep -q -- "$msg" <<<"$out"; then
+        echo "$out"
+        echo "FAIL: $label (no '$msg' in the output)"
+        exit 1
+    fi
+    echo "ok: $label"
+}
+
+fails "missing image" "Could not open" \
+    fio "${engine[@]}" --name=m --filename="$dir/fio-engine-missing.raw" --bs=4k --size=1M \
+    --rw=read
+fails "bad coblk_opts" "coblk_opts" \
+    fio "${engine[@]}" --name=b --filename="$img" --bs=4k --size=1M --rw=read \
+    --coblk_opts="=x"

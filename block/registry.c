@@ -18,6 +18,7 @@ const BlockDriver *const bdrv_builtin_drivers[] = {
     &bdrv_raw,
     &bdrv_vdi,
     &bdrv_vmdk,
+    &bdrv_vpc,
     NULL,
 };
 

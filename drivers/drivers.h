@@ -21,5 +21,6 @@ extern const BlockDriver bdrv_blklogwrites;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_vdi;
 extern const BlockDriver bdrv_vmdk;
+extern const BlockDriver bdrv_vpc;
 
 #endif /* COBLK_DRIVERS_H */

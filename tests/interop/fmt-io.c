@@ -80,6 +80,9 @@ static int cmd_dump(const char *fmt, const char *file, const char *out)
         int64_t n = len - off < chunk ? len - off : chunk;
         int r = blk_pread(blk, off, n, buf, 0);
 
+        if (r == 0 && buf[0] == 0 && !memcmp(buf, buf + 1, (size_t)n - 1)) {
+            continue; /* keep the output sparse */
+        }
         if (r < 0 || pwrite(fd, buf, (size_t)n, off) != n) {
             fprintf(stderr, "fmt-io: read at %lld failed: %s\n", (long long)off, strerror(-r));
             ret = 1;

@@ -303,6 +303,40 @@ static int coroutine_fn raw_co_create_opts(const BlockDriver *drv, const char *f
     return proto->co_create_opts(proto, filename, options, errp);
 }
 
+/* Creation options (the file protocol takes them; listed for "-o help"). */
+static const BlockCreateOptDesc raw_create_opts[] = {
+    { "size", BLOCK_OPT_SIZE, "Virtual disk size", NULL },
+    { "preallocation", BLOCK_OPT_STRING,
+      "Preallocation mode (allowed values: off, falloc, full)", NULL },
+    { "nocow", BLOCK_OPT_BOOL, "Turn off copy-on-write (valid only on btrfs)", NULL },
+    { NULL, 0, NULL, NULL },
+};
+
+/* A raw image needs exactly its virtual size: "size" from options, else in_bs's length. */
+static int raw_measure(BlockOpts *options, BlockDriverState *in_bs, BlockMeasureInfo *out,
+                       Error **errp)
+{
+    uint64_t size = 0;
+    int ret = bopts_take_size(options, "size", 0, &size, errp);
+
+    if (ret < 0) {
+        return -EINVAL;
+    }
+    if (ret == 0 && in_bs) {
+        int64_t len = bdrv_getlength(in_bs);
+        if (len < 0) {
+            error_setg_errno(errp, (int)len, "raw: could not get the size of '%s'",
+                             bdrv_get_filename(in_bs));
+            return (int)len;
+        }
+        size = (uint64_t)len;
+    }
+    size = (size + BDRV_SECTOR_SIZE - 1) & ~(BDRV_SECTOR_SIZE - 1);
+    out->required = size;
+    out->fully_allocated = size;
+    return 0;
+}
+
 const BlockDriver bdrv_raw = {
     .struct_size = sizeof(BlockDriver),
     .format_name = "raw",
@@ -323,4 +357,6 @@ const BlockDriver bdrv_raw = {
     .reopen_commit = raw_reopen_commit,
     .reopen_abort = raw_reopen_abort,
     .co_create_opts = raw_co_create_opts,
+    .create_opts = raw_create_opts,
+    .measure = raw_measure,
 };

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# coblk-img convert: raw -> raw copies that qemu-img compare finds identical
+# and that stay sparse on disk; -S 0 allocates everything; -n with and
+# without --target-is-zero over a dirty target; -m/-W; several sources
+# joined; streaming a raw image to stdout; -p on stderr.
+. "$(dirname "$0")/lib.sh"
+
+alloc_kib() { du -k "$1" | cut -f1; }
+
+qemu-img create -q -f raw src.raw 8M
+qemu-io -f raw -c 'write -P 0xab 0 64k' -c 'write -P 0x11 1M 300k' -c 'write -z 3M 1M' \
+    -c 'write -P 0x22 5M 4k' -c 'write -P 0x33 8188k 4k' src.raw >/dev/null
+# zero-filled data that is allocated on disk: convert must leave it sparse
+qemu-io -f raw -c 'write -P 0 6M 1M' src.raw >/dev/null
+
+"$CIMG" convert -f raw -O raw src.raw dst.raw && pass "convert raw->raw" || fail "convert raw->raw"
+qemu-img compare -f raw -F raw src.raw dst.raw >/dev/null && pass "convert: identical" ||
+    fail "convert: qemu-img compare finds a difference"
+[ "$(alloc_kib dst.raw)" -le 512 ] && pass "convert: sparse ($(alloc_kib dst.raw) KiB)" ||
+    fail "convert: target not sparse ($(alloc_kib dst.raw) KiB allocated)"
+
+"$CIMG" convert -S 0 -f raw -O raw src.raw full.raw
+qemu-img compare -f raw -F raw src.raw full.raw >/dev/null && pass "convert -S 0: identical" ||
+    fail "convert -S 0: differs"
+[ "$(alloc_kib full.raw)" -ge 8000 ] && pass "convert -S 0: fully allocated" ||
+    fail "convert -S 0: only $(alloc_kib full.raw) KiB allocated"
+
+for m in "-m 1" "-m 16 -W" "-m 4" "-W"; do
+    rm -f mw.raw
+    "$CIMG" convert $m -f raw -O raw src.raw mw.raw
+    qemu-img compare -f raw -F raw src.raw mw.raw >/dev/null && pass "convert $m" ||
+        fail "convert $m differs"
+done
+
+# -n over a target full of 0xff: zero ranges must be written
+qemu-img create -q -f raw dirty.raw 8M
+qemu-io -f raw -c 'write -P 0xff 0 8M' dirty.raw >/dev/null
+"$CIMG" convert -n -f raw -O raw src.raw dirty.raw
+qemu-img compare -f raw -F raw src.raw dirty.raw >/dev/null && pass "convert -n over dirty" ||
+    fail "convert -n over dirty target differs"
+# --target-is-zero trusts the caller: a really zero target gives an identical copy
+qemu-img create -q -f raw zero.raw 8M
+"$CIMG" convert -n --target-is-zero -f raw -O raw src.raw zero.raw
+qemu-img compare -f raw -F raw src.raw zero.raw >/dev/null && pass "convert --target-is-zero" ||
+    fail "convert --target-is-zero differs"
+expect_rc 1 "--target-is-zero without -n" "$CIMG" convert --target-is-zero -f raw -O raw src.raw x.raw
+
+# Several sources are joined.
+qemu-img create -q -f raw p1.raw 1M; qemu-io -f raw -c 'write -P 1 0 1M' p1.raw >/dev/null
+qemu-img create -q -f raw p2.raw 512k; qemu-io -f raw -c 'write -P 2 4k 4k' p2.raw >/dev/null
+"$CIMG" convert -f raw -O raw p1.raw p2.raw joined.raw
+cat p1.raw p2.raw | cmp - joined.raw && pass "convert joins sources" || fail "joined sources differ"
+qemu-img convert -f raw -O raw p1.raw p2.raw qjoined.raw
+cmp qjoined.raw joined.raw && pass "joined like qemu-img" || fail "joined unlike qemu-img"
+
+# Streaming raw bytes to stdout (qemu-img cannot).
+"$CIMG" convert -f raw -O raw src.raw - | cmp - src.raw && pass "convert to stdout" ||
+    fail "convert to stdout differs"
+"$CIMG" convert -f raw -O raw src.raw - | cat >piped.raw
+cmp piped.raw src.raw && pass "convert to a pipe" || fail "convert to a pipe differs"
+expect_rc 1 "stdout needs -O raw" "$CIMG" convert -f raw -O qcow2 src.raw -
+
+# -p prints progress on stderr only; -q prints nothing.
+"$CIMG" convert -p -f raw -O raw src.raw prog.raw >out.txt 2>err.txt
+[ ! -s out.txt ] && grep -q '(100.00/100%)' err.txt && pass "convert -p on stderr" ||
+    fail "convert -p: stdout '$(cat out.txt)' stderr '$(tr '\r' ' ' <err.txt)'"
+
+# -o options reach the target format; -o help lists them.
+"$CIMG" convert -f raw -O raw -o preallocation=full src.raw pre.raw
+[ "$(alloc_kib pre.raw)" -ge 8000 ] && pass "convert -o preallocation=full" ||
+    fail "convert -o preallocation=full: $(alloc_kib pre.raw) KiB"
+expect_rc 0 "convert -o help" "$CIMG" convert -O raw -o help
+# compression on raw is refused, clearly
+expect_rc 1 "convert -c to raw" "$CIMG" convert -c -f raw -O raw src.raw c.raw
+grep -q "Compression not supported" err.txt && pass "-c message" || fail "-c message: $(cat err.txt)"
+
+# A null-co source converts to zeroes.
+"$CIMG" convert --image-opts -O raw "driver=null-co,size=1M,read-zeroes=on" nul.raw
+qemu-img create -q -f raw z1.raw 1M
+cmp nul.raw z1.raw && pass "null-co source" || fail "null-co source"
+
+finish

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# coblk-img's failure paths: missing files, bad options and arguments for
+# every sub-command, formats without an operation, and I/O errors (writes
+# past RLIMIT_FSIZE fail with EFBIG) that must make the command exit non-zero
+# with a message naming the file or offset.
+. "$(dirname "$0")/lib.sh"
+
+qemu-img create -q -f raw a.raw 4M
+qemu-io -f raw -c 'write -P 1 0 4M' a.raw >/dev/null
+
+# Every sub-command has --help, and an unknown option fails.
+for cmd in amend bench check commit compare compact convert create dd geometry info map \
+           measure rebase resize setuuid snapshot; do
+    "$CIMG" $cmd --help >out.txt 2>&1 && grep -q "^usage: coblk-img $cmd" out.txt &&
+        pass "$cmd --help" || fail "$cmd --help"
+    "$CIMG" $cmd --no-such-option a.raw >out.txt 2>&1
+    [ $? -ne 0 ] && pass "$cmd bad option fails" || fail "$cmd bad option accepted"
+done
+expect_rc 0 "coblk-img --help" "$CIMG" --help
+expect_rc 1 "unknown command" "$CIMG" frobnicate
+expect_rc 1 "no command" "$CIMG"
+
+# A missing file: exit 1 (2 for compare) and the name in the message.
+for cmd in "info" "map" "check" "snapshot -l" "resize" "bench -c 1" "amend -o size=1M" \
+           "commit" "rebase -u -b x -F raw" "convert -O raw" "dd of=x.raw if="; do
+    case $cmd in
+    resize) args="nosuch.img 1M" ;;
+    "convert -O raw") args="nosuch.img out.raw" ;;
+    "dd of=x.raw if=") args="" ; cmd="dd of=x.raw if=nosuch.img" ;;
+    *) args="nosuch.img" ;;
+    esac
+    "$CIMG" $cmd $args >out.txt 2>err.txt; rc=$?
+    [ $rc -eq 1 ] && grep -q "nosuch.img" err.txt && pass "$cmd on a missing file" ||
+        fail "$cmd on a missing file: rc $rc, '$(cat err.txt)'"
+done
+expect_rc 2 "compare on a missing file" "$CIMG" compare a.raw nosuch.img
+
+# Operations raw cannot do fail clearly instead of pretending.
+expect_rc 1 "snapshot -c on raw" "$CIMG" snapshot -c s1 a.raw
+grep -q "does not support" err.txt && pass "snapshot message" || fail "snapshot: $(cat err.txt)"
+expect_rc 1 "amend on raw" "$CIMG" amend -f raw -o size=8M a.raw
+grep -q "does not support" err.txt && pass "amend message" || fail "amend: $(cat err.txt)"
+expect_rc 1 "commit on raw" "$CIMG" commit -f raw a.raw
+grep -q "does not have a backing file" err.txt && pass "commit message" || fail "commit: $(cat err.txt)"
+expect_rc 1 "rebase -u on raw" "$CIMG" rebase -f raw -u -b b.raw -F raw a.raw
+grep -q "does not support" err.txt && pass "rebase message" || fail "rebase: $(cat err.txt)"
+expect_rc 1 "setuuid on raw" "$CIMG" setuuid -f raw a.raw
+expect_rc 1 "compact on raw" "$CIMG" compact -f raw a.raw
+expect_rc 1 "geometry on raw" "$CIMG" geometry -f raw a.raw
+expect_rc 1 "measure -O null-co" "$CIMG" measure -O null-co --size 1M
+expect_rc 1 "convert -C" "$CIMG" convert -C -f raw -O raw a.raw x.raw
+expect_rc 1 "convert --bitmaps" "$CIMG" convert --bitmaps -f raw -O raw a.raw x.raw
+expect_rc 0 "snapshot -l on raw lists nothing" "$CIMG" snapshot -l -f raw a.raw
+[ ! -s out.txt ] && pass "snapshot -l raw output empty" || fail "snapshot -l raw printed"
+
+# Bad values.
+expect_rc 1 "info --output=xml" "$CIMG" info --output=xml a.raw
+expect_rc 1 "check -r bogus" "$CIMG" check -r bogus a.raw
+expect_rc 1 "convert -m 0" "$CIMG" convert -m 0 -f raw -O raw a.raw x.raw
+expect_rc 1 "convert -m 17" "$CIMG" convert -m 17 -f raw -O raw a.raw x.raw
+expect_rc 1 "convert -S bad" "$CIMG" convert -S 1x -f raw -O raw a.raw x.raw
+expect_rc 1 "convert bad cache" "$CIMG" convert -t bogus -f raw -O raw a.raw x.raw
+expect_rc 1 "convert -O unknown" "$CIMG" convert -f raw -O nosuch a.raw x.raw
+expect_rc 1 "convert one file" "$CIMG" convert a.raw
+expect_rc 1 "bench -c 0" "$CIMG" bench -c 0 a.raw
+expect_rc 1 "bench -d 0" "$CIMG" bench -d 0 a.raw
+expect_rc 1 "bench larger than image" "$CIMG" bench -f raw -s 8M a.raw
+expect_rc 1 "map bad offset" "$CIMG" map --start-offset=x a.raw
+expect_rc 1 "resize bad size" "$CIMG" resize -f raw a.raw 12Q
+expect_rc 1 "resize preallocation bad" "$CIMG" resize -f raw --preallocation=bogus a.raw 8M
+expect_rc 1 "-U with writes" "$CIMG" resize -U -f raw a.raw 8M
+expect_rc 1 "image-opts and -f" "$CIMG" info --image-opts -f raw "driver=raw,file.filename=a.raw"
+expect_rc 0 "image-opts" "$CIMG" info --image-opts "driver=raw,file.filename=a.raw"
+
+# I/O errors: writes past RLIMIT_FSIZE (1 MiB) fail with EFBIG.
+qemu-img create -q -f raw t1.raw 4M
+qemu-img create -q -f raw t2.raw 4M
+(
+    trap '' XFSZ
+    ulimit -f 1024
+    "$CIMG" convert -n -f raw -O raw a.raw t1.raw >out1.txt 2>err1.txt; echo $? >rc1
+    "$CIMG" dd -f raw -O raw if=a.raw of=nope.raw bs=64k >out2.txt 2>err2.txt; echo $? >rc2
+    "$CIMG" bench -w -c 1000 -s 64k -f raw t2.raw >out3.txt 2>err3.txt; echo $? >rc3
+    "$CIO" -f raw -c 'write 2M 4k' -c 'read 0 4k' t2.raw >out4.txt 2>err4.txt; echo $? >rc4
+)
+[ "$(cat rc1)" = 1 ] && grep -q "error while writing at byte" err1.txt &&
+    pass "convert: I/O error exits 1" || fail "convert I/O error: rc $(cat rc1) $(cat err1.txt)"
+[ "$(cat rc2)" = 1 ] && pass "dd: I/O error exits 1" || fail "dd I/O error: rc $(cat rc2)"
+[ "$(cat rc3)" = 1 ] && grep -q "Failed request" err3.txt && pass "bench: I/O error exits 1" ||
+    fail "bench I/O error: rc $(cat rc3) $(cat err3.txt)"
+[ "$(cat rc4)" = 1 ] && grep -q "write failed: File too large" out4.txt &&
+    grep -q "^read 4096/4096" out4.txt && pass "coblk-io: I/O error exits 1, later commands run" ||
+    fail "coblk-io I/O error: rc $(cat rc4) $(cat out4.txt)"
+
+finish

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# coblk-img on protocol nodes and odd inputs: null-co through --image-opts
+# (info, map, compare, bench), JSON well-formedness of every --output=json,
+# an empty image, and the man pages' presence in the source tree.
+. "$(dirname "$0")/lib.sh"
+
+NULL="driver=null-co,size=2M,read-zeroes=on"
+"$CIMG" info --image-opts --output=json "$NULL" >c.json
+jq -e '.["virtual-size"] == 2097152 and .format == "null-co"' c.json >/dev/null &&
+    pass "info json null-co" || fail "info json null-co: $(cat c.json)"
+qemu-img info --image-opts --output=json "$NULL" >q.json
+same_json "info json null-co like qemu-img" q.json c.json actual-size filename
+"$CIMG" map --image-opts --output=json "$NULL" | jq -e 'length >= 1' >/dev/null &&
+    pass "map json null-co" || fail "map json null-co"
+qemu-img create -q -f raw z.raw 2M
+expect_rc 0 "compare null-co with zero raw" "$CIMG" compare --image-opts "$NULL" \
+    "driver=raw,file.filename=z.raw"
+expect_rc 0 "bench on null-co" "$CIMG" bench -c 2000 --image-opts "$NULL"
+
+# An empty image.
+qemu-img create -q -f raw e.raw 0
+for out in human json; do
+    qemu-img map -f raw --output=$out e.raw >q.txt
+    "$CIMG" map -f raw --output=$out e.raw >c.txt
+    same_output "map $out of an empty image" q.txt c.txt
+done
+qemu-img info -f raw --output=json e.raw >q.json
+"$CIMG" info -f raw --output=json e.raw >c.json
+same_json "info json of an empty image" q.json c.json actual-size
+qemu-img compare -f raw -F raw e.raw e.raw >q.txt
+"$CIMG" compare -f raw -F raw e.raw e.raw >c.txt
+same_output "compare empty images" q.txt c.txt
+
+# Every JSON output parses.
+qemu-img create -q -f raw a.raw 1M
+for c in "info --output=json" "info --output=json --backing-chain" "map --output=json" \
+         "measure -O raw --output=json"; do
+    "$CIMG" $c -f raw a.raw | jq . >/dev/null && pass "$c is JSON" || fail "$c is not JSON"
+done
+
+# Man pages exist and are valid roff (man -l renders them when man is there).
+src=$TESTDIR/../../tools/man
+for m in coblk-img.1 coblk-io.1; do
+    [ -s "$src/$m" ] && pass "man page $m" || fail "man page $m missing"
+done
+
+finish

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# coblk-io next to qemu-io: the same commands on copies of the same image give
+# the same lines (timing lines normalised) and the same exit status, and the
+# images end up identical.
+. "$(dirname "$0")/lib.sh"
+
+qemu-img create -q -f raw base.raw 1M
+
+# run_both <description> <qemu-io/coblk-io arguments...> (the image is the last one)
+run_both() {
+    local what=$1
+    shift
+    cp base.raw q.raw
+    cp base.raw c.raw
+    qemu-io "$@" q.raw >q.out 2>q.err; local qr=$?
+    "$CIO" "$@" c.raw >c.out 2>c.err; local cr=$?
+    [ $qr = $cr ] && pass "$what: rc $cr" || fail "$what: qemu-io rc $qr, coblk-io rc $cr"
+    norm_io q.out >q.n; norm_io c.out >c.n
+    same_output "$what: output" q.n c.n
+    cmp -s q.raw c.raw && pass "$what: images identical" || fail "$what: images differ"
+}
+
+run_both "write/read with pattern" -f raw -c 'write -P 0xab 0 4k' -c 'read -P 0xab 0 4k' \
+    -c 'write -P 0x5a 4096 512' -c 'read -P 0x5a 4k 512' -c 'read -P 0 8k 4k'
+run_both "pattern mismatch" -f raw -c 'write -P 1 0 4k' -c 'read -P 2 0 4k' -c 'length'
+run_both "partial pattern -s -l" -f raw -c 'write -P 3 0 4k' -c 'write -P 4 1k 1k' \
+    -c 'read -P 4 -s 1k -l 1k 0 4k' -c 'read -P 3 -s 0 -l 1k 0 4k'
+run_both "hex dump" -f raw -c 'write -P 0x41 3 20' -c 'read -v 0 40'
+run_both "zeroes, discard, flush" -f raw -c 'write -P 9 0 64k' -c 'write -z 8k 4k' \
+    -c 'read -P 0 8k 4k' -c 'flush' -c 'discard 16k 4k' -c 'read -P 9 32k 4k'
+run_both "vectored" -f raw -c 'writev -P 5 16k 512 1k 2k' -c 'readv -P 5 16k 512 3k' \
+    -c 'readv -P 6 16k 1k'
+run_both "aio" -f raw -c 'aio_write -P 7 32k 4k' -c 'aio_flush' -c 'aio_read -P 7 32k 4k' \
+    -c 'aio_flush'
+run_both "terse and quiet" -f raw -c 'write -C 0 512' -c 'read -q 0 512' -c 'read -C 0 512'
+run_both "length info map alloc" -f raw -c 'length' -c 'info' -c 'map' -c 'alloc 0 64k' \
+    -c 'alloc 4k'
+run_both "truncate" -f raw -c 'truncate 2M' -c 'length' -c 'write -P 1 1536k 4k' \
+    -c 'truncate 1M' -c 'length'
+run_both "read past the end" -f raw -c 'read 0 4M' -c 'read -q 0 4k' -c 'length'
+run_both "bad number" -f raw -c 'read 0 abc' -c 'read 1x 4'
+run_both "bad argument count" -f raw -c 'read 0' -c 'write'
+run_both "unknown command" -f raw -c 'bogus' -c 'length'
+run_both "bad pattern" -f raw -c 'write -P 300 0 1' -c 'read -P x 0 1'
+run_both "conflicting write options" -f raw -c 'write -z -P 1 0 4k'
+run_both "read-only" -r -f raw -c 'write 0 4k' -c 'read 0 4k'
+run_both "close then read" -f raw -c 'close' -c 'read 0 1'
+run_both "sector-unaligned I/O" -f raw -c 'write -P 0x77 1000 3000' -c 'read -P 0x77 1000 3000' \
+    -c 'read -P 0 0 1000'
+
+# --image-opts needs the file name inside the option string.
+cp base.raw q.raw; cp base.raw c.raw
+qemu-io --image-opts -c 'write -P 8 0 4k' "driver=raw,file.filename=q.raw" >q.out 2>&1; qr=$?
+"$CIO" --image-opts -c 'write -P 8 0 4k' "driver=raw,file.filename=c.raw" >c.out 2>&1; cr=$?
+[ $qr = $cr ] && cmp -s q.raw c.raw && pass "--image-opts" || fail "--image-opts: rc $qr/$cr"
+
+# Commands from stdin when there is no -c.
+printf 'write -P 3 0 512\nread -P 3 0 512\n' | "$CIO" -f raw c.raw >c.out 2>&1
+norm_io c.out | grep -c '^TIMING$' | grep -qx 2 && pass "stdin commands" || fail "stdin commands"
+
+# Opening a missing file fails with exit 1 and names the file.
+"$CIO" -c 'read 0 1' nosuch.raw >c.out 2>c.err; cr=$?
+[ $cr = 1 ] && grep -q "nosuch.raw" c.err && pass "missing file" || fail "missing file: rc $cr"
+"$CIO" --bogus-option c.raw >c.out 2>c.err; cr=$?
+[ $cr = 1 ] && pass "bad option" || fail "bad option: rc $cr"
+
+# coblk-io writes, qemu-io verifies (and the other way round) on a qcow2-free raw.
+cp base.raw x.raw
+"$CIO" -f raw -c 'write -P 0x66 100k 20k' x.raw >/dev/null
+qemu-io -f raw -c 'read -P 0x66 100k 20k' x.raw | grep -q "^read 20480/20480" &&
+    pass "qemu-io reads what coblk-io wrote" || fail "qemu-io reads what coblk-io wrote"
+
+finish

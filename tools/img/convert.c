@@ -1,0 +1,613 @@
+/*
+ * coblk-img convert: copies one or more source images (concatenated) into
+ * a new image, or an existing one with -n.
+ *
+ * Several coroutines (-m, default 8) each claim the next chunk of the
+ * source, classify it through block status (data, zero, or left to the
+ * target's backing file with -B), read it, and write it. Writes happen in
+ * claim order unless -W allows any order. Data chunks are scanned for
+ * zeroes in -S sized pieces (default 4 KiB; -S 0 writes everything);
+ * zero ranges are skipped when the target is known to read zeroes (a new
+ * image without backing file, or --target-is-zero), else written as
+ * write-zeroes. "-" as output streams a raw image to stdout.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <coblk/block-driver.h>
+#include <coblk/coroutine.h>
+
+#include "img.h"
+
+#define CONV_BUF_SIZE (2 * 1024 * 1024)
+#define CONV_MAX_COROUTINES 16
+
+enum { CHUNK_DATA, CHUNK_ZERO, CHUNK_BACKING };
+
+typedef struct ConvSrc {
+    BlockBackend *blk;
+    const char *name;
+    int64_t size;
+    int64_t base;           /* where it starts in the concatenated source */
+} ConvSrc;
+
+typedef struct Conv {
+    ConvSrc *src;
+    int nsrc;
+    int64_t total;
+    BlockBackend *dst;
+    int out_fd;             /* >= 0: streaming raw bytes to this fd */
+    bool target_zero;
+    bool has_backing;
+    bool compressed;
+    bool in_order;
+    bool salvage;
+    int64_t sparse;
+    int64_t buf_size;
+    int64_t rate;           /* bytes per second, 0 = unlimited */
+    int ncoroutines;
+
+    CoMutex lock;
+    CoQueue order_q;
+    int64_t next;
+    uint64_t seq_next;
+    uint64_t seq_done;
+    int running;
+    int ret;
+    int64_t done_bytes;
+    int64_t start_ns;
+    ImgProgress progress;
+} Conv;
+
+static ConvSrc *find_src(Conv *s, int64_t off)
+{
+    for (int i = 0; i < s->nsrc; i++) {
+        if (off < s->src[i].base + s->src[i].size) {
+            return &s->src[i];
+        }
+    }
+    return &s->src[s->nsrc - 1];
+}
+
+static void fail(Conv *s, int ret)
+{
+    if (s->ret == 0) {
+        s->ret = ret;
+    }
+    co_queue_restart_all(&s->order_q);
+}
+
+/* Kind of [soff, soff + *n) of src; *n may shrink. */
+static int coroutine_fn classify(Conv *s, ConvSrc *src, int64_t soff, int64_t *n)
+{
+    BlockDriverState *bs = blk_bs(src->blk);
+    BlockDriverState *base = s->has_backing ? bdrv_backing_bs(bs) : NULL;
+    int64_t pnum = 0;
+    int ret;
+
+    if (s->sparse == 0 && !s->has_backing) {
+        return CHUNK_DATA;
+    }
+    ret = bdrv_co_block_status_above(bs, base, soff, *n, &pnum, NULL, NULL, NULL);
+    if (ret < 0) {
+        img_error("error while reading block status at offset %" PRId64 " of %s: %s", soff,
+                  src->name, strerror(-ret));
+        return ret;
+    }
+    if (pnum <= 0) {
+        img_error("error while reading block status at offset %" PRId64 " of %s", soff,
+                  src->name);
+        return -EIO;
+    }
+    if (s->compressed && pnum < *n) {
+        return CHUNK_DATA;      /* whole clusters only */
+    }
+    *n = pnum;
+    if (s->has_backing && !(ret & BDRV_BLOCK_ALLOCATED)) {
+        return CHUNK_BACKING;
+    }
+    if ((ret & BDRV_BLOCK_ZERO) && s->sparse) {
+        return CHUNK_ZERO;
+    }
+    return CHUNK_DATA;
+}
+
+/* Reads a chunk; with --salvage, sectors that fail read as zeroes. */
+static int coroutine_fn read_chunk(Conv *s, ConvSrc *src, int64_t soff, int64_t n,
+                                   uint8_t *buf)
+{
+    IOVector q;
+    int ret;
+
+    iovector_init_buf(&q, buf, (size_t)n);
+    ret = blk_co_preadv(src->blk, soff, n, &q, 0);
+    if (ret >= 0 || !s->salvage) {
+        if (ret < 0) {
+            img_error("error while reading at byte %" PRId64 ": %s", src->base + soff,
+                      strerror(-ret));
+        }
+        return ret;
+    }
+    for (int64_t o = 0; o < n; o += 512) {
+        int64_t m = n - o < 512 ? n - o : 512;
+
+        iovector_init_buf(&q, buf + o, (size_t)m);
+        if (blk_co_preadv(src->blk, soff + o, m, &q, 0) < 0) {
+            fprintf(stderr, "coblk-img: warning: error while reading offset %" PRId64
+                    " of %s: salvaging as zeroes\n", soff + o, src->name);
+            memset(buf + o, 0, (size_t)m);
+        }
+    }
+    return 0;
+}
+
+static int coroutine_fn write_data(Conv *s, int64_t off, int64_t n, uint8_t *buf,
+                                   BdrvRequestFlags flags)
+{
+    IOVector q;
+    int ret;
+
+    iovector_init_buf(&q, buf, (size_t)n);
+    ret = blk_co_pwritev(s->dst, off, n, &q, flags);
+    if (ret < 0) {
+        img_error("error while writing at byte %" PRId64 ": %s", off, strerror(-ret));
+    }
+    return ret;
+}
+
+static int coroutine_fn write_zero(Conv *s, int64_t off, int64_t n)
+{
+    int ret;
+
+    if (s->target_zero) {
+        return 0;
+    }
+    ret = blk_co_pwrite_zeroes(s->dst, off, n, BDRV_REQ_MAY_UNMAP);
+    if (ret < 0) {
+        img_error("error while writing zeroes at byte %" PRId64 ": %s", off, strerror(-ret));
+    }
+    return ret;
+}
+
+/* Writes a data chunk, leaving out -S sized zero pieces. */
+static int coroutine_fn write_sparse(Conv *s, int64_t off, int64_t n, uint8_t *buf)
+{
+    int64_t i = 0;
+
+    while (i < n) {
+        int64_t piece_end = (off + i) / s->sparse * s->sparse + s->sparse - off;
+        int64_t j = i;
+        bool zero = img_is_zero(buf + i, (size_t)((piece_end < n ? piece_end : n) - i));
+
+        /* Extend the run over following pieces of the same kind. */
+        while (j < n) {
+            int64_t e = (off + j) / s->sparse * s->sparse + s->sparse - off;
+            e = e < n ? e : n;
+            if (img_is_zero(buf + j, (size_t)(e - j)) != zero) {
+                break;
+            }
+            j = e;
+        }
+        int ret = zero ? write_zero(s, off + i, j - i) : write_data(s, off + i, j - i, buf + i, 0);
+        if (ret < 0) {
+            return ret;
+        }
+        i = j;
+    }
+    return 0;
+}
+
+static int coroutine_fn stream_out(Conv *s, int64_t n, uint8_t *buf)
+{
+    for (int64_t done = 0; done < n;) {
+        ssize_t w = write(s->out_fd, buf + done, (size_t)(n - done));
+
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            int e = w < 0 ? errno : EIO;
+            img_error("error while writing to stdout: %s", strerror(e));
+            return -e;
+        }
+        done += w;
+    }
+    return 0;
+}
+
+static int coroutine_fn write_chunk(Conv *s, int kind, int64_t off, int64_t n, uint8_t *buf)
+{
+    if (s->out_fd >= 0) {
+        if (kind != CHUNK_DATA) {
+            memset(buf, 0, (size_t)n);
+        }
+        return stream_out(s, n, buf);
+    }
+    if (kind == CHUNK_BACKING) {
+        return 0;
+    }
+    if (kind == CHUNK_ZERO) {
+        return write_zero(s, off, n);
+    }
+    if (s->compressed) {
+        if (s->target_zero && img_is_zero(buf, (size_t)n)) {
+            return 0;
+        }
+        return write_data(s, off, n, buf, BDRV_REQ_WRITE_COMPRESSED);
+    }
+    return s->sparse ? write_sparse(s, off, n, buf) : write_data(s, off, n, buf, 0);
+}
+
+static void coroutine_fn rate_limit(Conv *s)
+{
+    int64_t due, now;
+
+    if (!s->rate) {
+        return;
+    }
+    due = (int64_t)((long double)s->done_bytes * 1e9L / (long double)s->rate);
+    now = aio_clock_ns() - s->start_ns;
+    if (due > now) {
+        co_sleep_ns(due - now);
+    }
+}
+
+static void coroutine_fn conv_worker(void *opaque)
+{
+    Conv *s = opaque;
+    uint8_t *buf = img_alloc((size_t)s->buf_size);
+
+    while (s->ret == 0) {
+        co_mutex_lock(&s->lock);
+        if (s->ret || s->next >= s->total) {
+            co_mutex_unlock(&s->lock);
+            break;
+        }
+        int64_t off = s->next;
+        ConvSrc *src = find_src(s, off);
+        int64_t n = src->base + src->size - off;
+        n = n < s->buf_size ? n : s->buf_size;
+        int kind = classify(s, src, off - src->base, &n);
+        s->next = off + n;
+        uint64_t seq = s->seq_next++;
+        co_mutex_unlock(&s->lock);
+
+        if (kind < 0 || (kind == CHUNK_DATA && read_chunk(s, src, off - src->base, n, buf) < 0)) {
+            fail(s, kind < 0 ? kind : -EIO);
+            break;
+        }
+        while (s->in_order && s->seq_done != seq && s->ret == 0) {
+            co_queue_wait(&s->order_q, NULL);
+        }
+        if (s->ret) {
+            break;
+        }
+        int ret = write_chunk(s, kind, off, n, buf);
+        if (ret < 0) {
+            fail(s, ret);
+            break;
+        }
+        s->seq_done++;
+        co_queue_restart_all(&s->order_q);
+        s->done_bytes += n;
+        progress_update(&s->progress, (uint64_t)s->done_bytes, (uint64_t)s->total);
+        rate_limit(s);
+    }
+    free(buf);
+    s->running--;
+}
+
+static int run_convert(Conv *s)
+{
+    AioContext *ctx = blk_get_aio_context(s->src[0].blk);
+
+    co_mutex_init(&s->lock);
+    co_queue_init(&s->order_q);
+    s->start_ns = aio_clock_ns();
+    s->running = s->ncoroutines;
+    for (int i = 0; i < s->ncoroutines; i++) {
+        aio_co_enter(ctx, coroutine_create(conv_worker, s));
+    }
+    while (s->running > 0) {
+        aio_poll(ctx, true);
+    }
+    if (s->ret == 0 && s->dst) {
+        int ret = blk_flush(s->dst);
+        if (ret < 0) {
+            img_error("error while flushing the target image: %s", strerror(-ret));
+            s->ret = ret;
+        }
+    }
+    progress_end(&s->progress);
+    return s->ret < 0 ? 1 : 0;
+}
+
+/* --------------------------------------------------------------------- */
+/* Options and setup */
+
+typedef struct ConvOpts {
+    ImgOpen src;
+    const char *out_fmt;
+    const char *cache;
+    const char *backing;
+    const char *backing_fmt;
+    BlockOpts *opts;
+    bool skip_create;
+    bool target_image_opts;
+    bool target_is_zero;
+    bool progress;
+    bool quiet;
+    bool help_opts;
+} ConvOpts;
+
+static const struct option convert_longopts[] = {
+    { "help", no_argument, NULL, 'h' },
+    { "object", required_argument, NULL, OPT_OBJECT },
+    { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+    { "target-image-opts", no_argument, NULL, OPT_TARGET_IMAGE_OPTS },
+    { "target-is-zero", no_argument, NULL, OPT_TARGET_IS_ZERO },
+    { "salvage", no_argument, NULL, OPT_SALVAGE },
+    { "bitmaps", no_argument, NULL, OPT_BITMAPS },
+    { "force-share", no_argument, NULL, 'U' },
+    { NULL, 0, NULL, 0 },
+};
+
+/* Returns 0 to go on, else exit status + 1. */
+static int parse_convert(int argc, char **argv, Conv *s, ConvOpts *co)
+{
+    int c;
+    int64_t v;
+
+    while ((c = getopt_long(argc, argv, ":hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:", convert_longopts,
+                            NULL)) != -1) {
+        switch (c) {
+        case 'h': img_cmd_help("convert"); return 1;
+        case 'f': co->src.fmt = optarg; break;
+        case 'O': co->out_fmt = optarg; break;
+        case 'B': co->backing = optarg; break;
+        case 'F': co->backing_fmt = optarg; break;
+        case 'c': s->compressed = true; break;
+        case 'o':
+            if (strcmp(optarg, "help") == 0 || strcmp(optarg, "?") == 0) {
+                co->help_opts = true;
+            } else if (!img_add_options(&co->opts, optarg)) {
+                return 2;
+            }
+            break;
+        case 'S':
+            if ((v = img_parse_size(optarg)) < 0 || v > INT32_MAX / 2 || (v && v < 512 &&
+                                                                          v % 512)) {
+                img_error("Invalid buffer size for sparse output specified. Valid sizes are "
+                          "multiples of 512 up to 1 GiB");
+                return 2;
+            }
+            s->sparse = v;
+            break;
+        case 'p': co->progress = true; break;
+        case 't': co->cache = optarg; break;
+        case 'T': co->src.cache = optarg; break;
+        case 'q': co->quiet = true; break;
+        case 'n': co->skip_create = true; break;
+        case 'm':
+            if ((v = img_parse_size(optarg)) < 1 || v > CONV_MAX_COROUTINES) {
+                img_error("Invalid number of coroutines. Allowed number of coroutines is "
+                          "between 1 and %d", CONV_MAX_COROUTINES);
+                return 2;
+            }
+            s->ncoroutines = (int)v;
+            break;
+        case 'W': s->in_order = false; break;
+        case 'U': co->src.force_share = true; break;
+        case 'r':
+            if ((v = img_parse_size(optarg)) <= 0) {
+                img_error("Invalid rate limit specified: %s", optarg);
+                return 2;
+            }
+            s->rate = v;
+            break;
+        case 'C':
+            img_error("-C (copy offloading) is not supported by coblk-img");
+            return 2;
+        case 'l':
+            img_error("-l (converting from an internal snapshot) is not supported by "
+                      "coblk-img");
+            return 2;
+        case OPT_BITMAPS:
+            img_error("--bitmaps is not supported: coblk has no persistent bitmaps");
+            return 2;
+        case OPT_OBJECT: img_error("--object is not supported"); return 2;
+        case OPT_IMAGE_OPTS: co->src.image_opts = true; break;
+        case OPT_TARGET_IMAGE_OPTS: co->target_image_opts = true; break;
+        case OPT_TARGET_IS_ZERO: co->target_is_zero = true; break;
+        case OPT_SALVAGE: s->salvage = true; break;
+        case ':':
+            img_usage_error("convert", "option requires an argument -- '%c'", optopt);
+            return 2;
+        default:
+            img_usage_error("convert", "invalid option -- '%s'", argv[optind - 1]);
+            return 2;
+        }
+    }
+    return 0;
+}
+
+static int open_sources(Conv *s, ConvOpts *co, int argc, char **argv)
+{
+    s->nsrc = argc;
+    s->src = calloc((size_t)argc, sizeof(*s->src));
+    co->src.quiet = co->quiet;
+    for (int i = 0; i < argc; i++) {
+        ConvSrc *src = &s->src[i];
+
+        src->name = argv[i];
+        src->blk = img_open(argv[i], &co->src);
+        if (!src->blk) {
+            return -1;
+        }
+        src->size = blk_getlength(src->blk);
+        if (src->size < 0) {
+            img_error("Could not get size of %s: %s", argv[i], strerror((int)-src->size));
+            return -1;
+        }
+        src->base = s->total;
+        s->total += src->size;
+    }
+    return 0;
+}
+
+static int create_target(Conv *s, ConvOpts *co, const char *out)
+{
+    Error *err = NULL;
+    char buf[32];
+
+    if (!co->opts) {
+        co->opts = bopts_new();
+    }
+    snprintf(buf, sizeof(buf), "%" PRId64, (int64_t)((s->total + 511) & ~(int64_t)511));
+    bopts_set(co->opts, "size", buf);
+    if (co->backing) {
+        bopts_set(co->opts, "backing_file", co->backing);
+        if (co->backing_fmt) {
+            bopts_set(co->opts, "backing_fmt", co->backing_fmt);
+        }
+    }
+    if (bdrv_create(co->out_fmt, out, co->opts, &err) < 0) {
+        co->opts = NULL;
+        img_error_err(err, "%s", out);
+        return -1;
+    }
+    co->opts = NULL;
+    return 0;
+}
+
+static int open_target(Conv *s, ConvOpts *co, const char *out)
+{
+    ImgOpen o = { .fmt = co->target_image_opts ? NULL : co->out_fmt,
+                  .cache = co->cache ? co->cache : "unsafe",
+                  .image_opts = co->target_image_opts, .writable = true,
+                  .no_backing = true, .quiet = true };
+    BlockDriverInfo bdi;
+    int64_t len;
+
+    s->dst = img_open(out, &o);
+    if (!s->dst) {
+        return -1;
+    }
+    len = blk_getlength(s->dst);
+    if (len < 0 || len < s->total) {
+        img_error("%s: the target (%" PRId64 " bytes) is smaller than the source (%" PRId64
+                  " bytes)", out, len, s->total);
+        return -1;
+    }
+    if (s->compressed) {
+        if (!(blk_bs(s->dst)->supported_write_flags & BDRV_REQ_WRITE_COMPRESSED)) {
+            img_error("Compression not supported for this file format");
+            return -1;
+        }
+        if (bdrv_get_info(blk_bs(s->dst), &bdi) == 0 && bdi.cluster_size > 0 &&
+            bdi.cluster_size <= CONV_BUF_SIZE * 8) {
+            s->buf_size = bdi.cluster_size;
+        }
+    }
+    return 0;
+}
+
+static int check_convert_opts(Conv *s, ConvOpts *co, const char *out)
+{
+    if (co->target_is_zero && !co->skip_create) {
+        img_error("--target-is-zero requires use of -n flag");
+        return -1;
+    }
+    if (co->target_image_opts && !co->skip_create) {
+        img_error("--target-image-opts requires use of -n flag");
+        return -1;
+    }
+    if (co->skip_create && co->opts) {
+        img_error("-o has no effect when skipping image creation");
+        return -1;
+    }
+    if (co->backing_fmt && !co->backing) {
+        img_error("-F requires -B (the backing file of the target)");
+        return -1;
+    }
+    if (co->backing && co->skip_create) {
+        img_error("-B has no effect when skipping image creation");
+        return -1;
+    }
+    if (s->compressed && s->out_fd >= 0) {
+        img_error("Compression is not possible when streaming to stdout");
+        return -1;
+    }
+    if (strcmp(out, "-") == 0 && strcmp(co->out_fmt, "raw") != 0) {
+        img_error("Streaming to stdout ('-') is supported for -O raw only, not '%s'",
+                  co->out_fmt);
+        return -1;
+    }
+    return 0;
+}
+
+static void convert_cleanup(Conv *s, ConvOpts *co)
+{
+    if (s->dst) {
+        blk_unref(s->dst);
+    }
+    for (int i = 0; i < s->nsrc; i++) {
+        if (s->src[i].blk) {
+            blk_unref(s->src[i].blk);
+        }
+    }
+    free(s->src);
+    bopts_free(co->opts);
+}
+
+int img_convert(int argc, char **argv)
+{
+    Conv s = { .out_fd = -1, .sparse = 4096, .buf_size = CONV_BUF_SIZE, .ncoroutines = 8,
+               .in_order = true };
+    ConvOpts co = { .out_fmt = "raw" };
+    const char *out;
+    int ret = 1;
+
+    ret = parse_convert(argc, argv, &s, &co);
+    if (ret) {
+        bopts_free(co.opts);
+        return ret - 1;
+    }
+    ret = 1;
+    if (co.help_opts) {
+        bopts_free(co.opts);
+        return img_print_create_opts(co.out_fmt);
+    }
+    if (argc - optind < 2) {
+        bopts_free(co.opts);
+        return img_usage_error("convert", "Expecting image file name and output file name");
+    }
+    out = argv[argc - 1];
+    if (strcmp(out, "-") == 0) {
+        s.out_fd = STDOUT_FILENO;
+        s.ncoroutines = 1;
+        s.in_order = true;
+        co.progress = false;
+    }
+    if (check_convert_opts(&s, &co, out) < 0 ||
+        open_sources(&s, &co, argc - 1 - optind, argv + optind) < 0) {
+        goto out;
+    }
+    s.has_backing = co.backing != NULL;
+    s.target_zero = (!co.skip_create && !co.backing) || co.target_is_zero;
+    if (s.out_fd < 0) {
+        if ((!co.skip_create && create_target(&s, &co, out) < 0) ||
+            open_target(&s, &co, out) < 0) {
+            goto out;
+        }
+    }
+    progress_init(&s.progress, co.progress && !co.quiet);
+    ret = run_convert(&s);
+out:
+    convert_cleanup(&s, &co);
+    return ret;
+}

@@ -13,6 +13,7 @@
  *   coblk_coroutines=N      0 (default): one coroutine per request (blk_aio_*);
  *                           N: N long-lived coroutines serve a request queue.
  *   coblk_poll=0|1          adaptive busy polling of the event loop (default 1).
+ * fio's --direct=1 opens the image with cache.direct=on (coblk_opts may override).
  * read, write, trim (discard) and sync/datasync (flush) are supported; the
  * requests fio queues before a commit reach the kernel as one batch
  * (blk_io_plug at the first queue, blk_io_unplug at commit).
@@ -119,8 +120,11 @@ static bool names_its_image(BlockOpts *o)
     return false;
 }
 
-/* Opens the image of fio file f in the calling thread's current context. */
-static BlockBackend *open_image(CoblkFioOptions *o, struct fio_file *f, int flags)
+/*
+ * Opens the image of fio file f in the calling thread's current context.
+ * fio's --direct=1 becomes cache.direct=on unless coblk_opts says otherwise.
+ */
+static BlockBackend *open_image(CoblkFioOptions *o, struct fio_file *f, int flags, bool direct)
 {
     BlockOpts *opts = bopts_new();
     const char *name = fio_abi_file_name(f);
@@ -135,6 +139,9 @@ static BlockBackend *open_image(CoblkFioOptions *o, struct fio_file *f, int flag
     }
     if (names_its_image(opts)) {
         name = NULL;
+    }
+    if (direct && !bopts_has(opts, "cache.direct")) {
+        bopts_set(opts, "cache.direct", "on");
     }
     blk = blk_new_open(name, opts, flags, &err);
     if (!blk) {
@@ -336,7 +343,7 @@ static int coblk_fio_open_file(struct thread_data *td, struct fio_file *f)
     if (!e || e->nfiles == MAX_FILES) {
         return e ? EMFILE : EINVAL;
     }
-    blk = open_image(e->o, f, 0);
+    blk = open_image(e->o, f, 0, fio_abi_td_odirect(td));
     if (!blk) {
         return EIO;
     }
@@ -378,7 +385,7 @@ static int coblk_fio_get_file_size(struct thread_data *td, struct fio_file *f)
         return 1;
     }
     aio_context_set_current(ctx);
-    blk = open_image(options_of(td), f, BDRV_O_FORCE_SHARE);
+    blk = open_image(options_of(td), f, BDRV_O_FORCE_SHARE, false);
     len = blk ? blk_getlength(blk) : -EIO;
     if (blk) {
         blk_unref(blk);

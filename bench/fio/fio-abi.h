@@ -33,6 +33,7 @@
 #ifndef COBLK_FIO_ABI_H
 #define COBLK_FIO_ABI_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -151,6 +152,7 @@ _Static_assert(offsetof(struct fio_abi_option, category) == 0x5b8, "fio 3.33 fio
 
 /* Field offsets inside fio's thread_data, io_u and fio_file. */
 #define FIO_ABI_TD_EO 0x1078
+#define FIO_ABI_TD_ODIRECT 0x1fc
 #define FIO_ABI_IOU_FILE 0x20
 #define FIO_ABI_IOU_DDIR 0x2c
 #define FIO_ABI_IOU_OFFSET 0x48
@@ -170,6 +172,12 @@ _Static_assert(offsetof(struct fio_abi_option, category) == 0x5b8, "fio 3.33 fio
 static inline void *fio_abi_td_eo(struct thread_data *td)
 {
     return FIO_ABI_GET(void *, td, FIO_ABI_TD_EO);
+}
+
+/** The job's --direct setting (td->o.odirect). */
+static inline bool fio_abi_td_odirect(struct thread_data *td)
+{
+    return FIO_ABI_GET(unsigned int, td, FIO_ABI_TD_ODIRECT) != 0;
 }
 
 static inline struct fio_file *fio_abi_iou_file(struct io_u *u)

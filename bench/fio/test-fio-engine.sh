@@ -8,14 +8,21 @@
 #  4. trim and sync requests through the engine;
 #  5. a null-co image named only by coblk_opts;
 #  6. two reading jobs share one image (read-only opens share its lock);
-#  7. a missing image and bad coblk_opts fail the job with coblk's message.
-# Usage: test-fio-engine.sh ENGINE_SO WORKDIR. Exit 77 when fio is missing.
+#  7. a missing image and bad coblk_opts fail the job with coblk's message;
+#  8. --direct=1 (O_DIRECT through coblk) with verify;
+#  9. when coblk has the qcow2 driver: random writes into a qcow2 image made by
+#     qemu-img, verified through coblk, then `qemu-img check` accepts the image
+#     and fio's psync engine verifies `qemu-img convert`'s raw copy of it.
+# Usage: test-fio-engine.sh ENGINE_SO WORKDIR BLKBENCH. Exit 77 when fio is missing.
 set -euo pipefail
 so=$1
 dir=$2
+blkbench=$3
 command -v fio >/dev/null || { echo "fio not found"; exit 77; }
 img="$dir/fio-engine-test.raw"
-trap 'rm -f "$img"' EXIT
+qimg="$dir/fio-engine-test.qcow2"
+qraw="$dir/fio-engine-test-q.raw"
+trap 'rm -f "$img" "$qimg" "$qraw"' EXIT
 rm -f "$img"
 truncate -s 32M "$img"
 
@@ -56,6 +63,22 @@ check "fsync every 4 writes" \
 check "null-co named by coblk_opts only" \
     fio "${engine[@]}" --name=n --filename=null --bs=4k --io_size=16M --rw=randread \
     --iodepth=32 --coblk_opts=driver=null-co,size=1G
+check "--direct=1: O_DIRECT through coblk, verify" \
+    fio "${engine[@]}" "${common[@]}" --rw=randwrite --iodepth=8 --direct=1
+
+if "$blkbench" --drivers | grep -qx qcow2 && command -v qemu-img >/dev/null; then
+    qemu-img create -q -f qcow2 "$qimg" 32M
+    check "qcow2: randwrite qd16 through coblk, verify" \
+        fio "${engine[@]}" "${common[@]}" --filename="$qimg" --rw=randwrite --iodepth=16 \
+        --coblk_opts=driver=qcow2
+    qemu-img check -q "$qimg" || { echo "FAIL: qemu-img check"; exit 1; }
+    echo "ok: qemu-img check accepts the image"
+    qemu-img convert -f qcow2 -O raw "$qimg" "$qraw"
+    check "qcow2 data re-verified by fio's psync engine on qemu-img's raw copy" \
+        fio --ioengine=psync "${common[@]}" --filename="$qraw" --rw=randwrite --verify_only=1
+else
+    echo "skip: qcow2 rows (no qcow2 driver in this build)"
+fi
 check "two jobs reading one image" \
     fio "${engine[@]}" --name=r2 --filename="$img" --bs=4k --size=32M --io_size=4M \
     --rw=randread --iodepth=8 --numjobs=2

@@ -1,0 +1,463 @@
+/*
+ * Power-cut test for a writable format:
+ *
+ *   powercut FORMAT DIR [create-options] [ops] [crashes-per-point]
+ *
+ * Creates an image, opens it over blklogwrites (which logs every write and
+ * flush the format driver does to its file), runs a random write /
+ * write-zeroes / discard workload through the format with a guest flush
+ * every few operations, and closes it. Then, from the log:
+ *  - for every guest flush: the image replayed to just after it passes
+ *    `qemu-img check` (no corruption; leaks allowed) and reads back exactly
+ *    the guest's data as of that flush;
+ *  - for every flush the driver issued (sampled above 1000), several power
+ *    cuts after it (random subsets of the later writes, some torn at sector
+ *    granularity): the image passes check, opens, and every guest sector
+ *    holds the data of the last guest flush before the cut or data a later
+ *    guest request put there.
+ * Exit 0 = pass, 1 = a violation (printed), 77 = skipped (no such format
+ * driver, or it cannot be written).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <coblk/block-driver.h>
+#include <coblk/image.h>
+
+#include "drivers/protocol/blklogwrites.h"
+#include "drivers/protocol/logwrites-format.h"
+#include "tools/logreplay/replay.h"
+
+#define GUEST_SIZE (4 << 20)
+#define SECTOR 512
+#define NSECT (GUEST_SIZE / SECTOR)
+#define MAX_OPS 4096
+
+typedef struct GuestOp {
+    int64_t off;
+    int64_t len;
+    int kind;          /* 0 write, 1 zeroes, 2 discard */
+    uint32_t seq;
+} GuestOp;
+
+static const char *fmt;
+static char img[4000], base[4096], logf[4096], work[4096];
+static GuestOp ops[MAX_OPS];
+static int nops;
+static int flush_after[MAX_OPS]; /* guest flush k happened after ops[0..flush_after[k]) */
+static int nflush;
+static uint8_t (*snap)[GUEST_SIZE]; /* guest data at each guest flush */
+
+static void die(const char *what)
+{
+    fprintf(stderr, "powercut %s: FAIL: %s\n", fmt, what);
+    exit(1);
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return *s >> 33;
+}
+
+/* The byte a write op puts at guest offset o. */
+static uint8_t op_byte(const GuestOp *op, int64_t o)
+{
+    uint64_t x = (uint64_t)o * 0x9e3779b1u + op->seq * 0x85ebca6bu;
+
+    return (uint8_t)(x >> 24 ^ x);
+}
+
+static void op_sector(const GuestOp *op, int64_t s, uint8_t *out)
+{
+    for (int i = 0; i < SECTOR; i++) {
+        out[i] = op->kind == 0 ? op_byte(op, s * SECTOR + i) : 0;
+    }
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    char cmd[9000];
+
+    snprintf(cmd, sizeof(cmd), "cp --sparse=always '%s' '%s'", from, to);
+    if (system(cmd) != 0) {
+        die("cp failed");
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Workload */
+
+static void run_workload(BlockBackend *blk, int nops_want, uint8_t *cur)
+{
+    uint64_t seed = 12345;
+    uint8_t *buf = malloc(65536);
+
+    for (int i = 0; i < nops_want; i++) {
+        GuestOp *op = &ops[nops];
+        int64_t s = (int64_t)(rnd(&seed) % NSECT);
+        int64_t n = 1 + (int64_t)(rnd(&seed) % 128);
+        unsigned k = (unsigned)(rnd(&seed) % 10);
+        int ret;
+
+        if (s + n > NSECT) {
+            n = NSECT - s;
+        }
+        *op = (GuestOp){ s * SECTOR, n * SECTOR, k == 0 ? 1 : k == 1 ? 2 : 0, (uint32_t)i + 1 };
+        if (op->kind == 0) {
+            for (int64_t b = 0; b < op->len; b++) {
+                buf[b] = op_byte(op, op->off + b);
+            }
+            ret = blk_pwrite(blk, op->off, op->len, buf, 0);
+        } else if (op->kind == 1) {
+            ret = blk_pwrite_zeroes(blk, op->off, op->len, BDRV_REQ_MAY_UNMAP);
+        } else {
+            ret = blk_pdiscard(blk, op->off, op->len);
+        }
+        if (ret < 0) {
+            fprintf(stderr, "op %d (kind %d at %lld+%lld): %s\n", i, op->kind,
+                    (long long)op->off, (long long)op->len, strerror(-ret));
+            die("a guest request failed");
+        }
+        if (op->kind == 2) {
+            /* Discarded data is undefined: read back what the format now has. */
+            if (blk_pread(blk, op->off, op->len, cur + op->off, 0) < 0) {
+                die("read after discard failed");
+            }
+        } else {
+            for (int64_t b = 0; b < op->len; b++) {
+                cur[op->off + b] = op->kind == 0 ? buf[b] : 0;
+            }
+        }
+        nops++;
+        if (rnd(&seed) % 6 == 0 || i == nops_want - 1) {
+            char mark[32];
+
+            if (blk_flush(blk) < 0) {
+                die("guest flush failed");
+            }
+            snprintf(mark, sizeof(mark), "guest-flush-%d", nflush);
+            if (blklogwrites_mark(blk_bs(blk), mark) < 0) {
+                die("cannot mark the log");
+            }
+            memcpy(snap[nflush], cur, GUEST_SIZE);
+            flush_after[nflush++] = nops;
+        }
+    }
+    free(buf);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Checks on a replayed image */
+
+/*
+ * vdi keeps a count of allocated blocks in its header, in another sector
+ * than the block map: no write order can keep the two equal across a power
+ * cut. The driver writes the count first, so a cut leaves a slot counted
+ * but not yet mapped: a leak (coblk's check says so, check -r reclaims it),
+ * which qemu-img check words as "allocated blocks mismatch, is M, should be
+ * H" with M mapped < H counted. That one message, in that direction, is
+ * accepted for vdi; anything else is corruption.
+ */
+static bool only_vdi_leak(const char *out)
+{
+    const char *p = out;
+    bool any = false;
+
+    if (strcmp(fmt, "vdi") != 0) {
+        return false;
+    }
+    while ((p = strstr(p, "ERROR")) != NULL) {
+        unsigned mapped, counted;
+
+        if (sscanf(p, "ERROR: allocated blocks mismatch, is %u, should be %u", &mapped,
+                   &counted) != 2 || mapped >= counted) {
+            return false;
+        }
+        any = true;
+        p++;
+    }
+    return any;
+}
+
+/* 0 = clean or leaks only; 1 = corruption or error; 63/-1 = cannot check. */
+static int qemu_check(const char *path)
+{
+    char cmd[9000], out[8192];
+    size_t n;
+    FILE *f;
+    int st;
+
+    snprintf(cmd, sizeof(cmd), "qemu-img check -f %s '%s' 2>&1", fmt, path);
+    f = popen(cmd, "r");
+    if (!f) {
+        return -1;
+    }
+    n = fread(out, 1, sizeof(out) - 1, f);
+    out[n] = '\0';
+    st = pclose(f);
+    if (st == -1 || !WIFEXITED(st)) {
+        return -1;
+    }
+    st = WEXITSTATUS(st);
+    if (st == 2 && only_vdi_leak(out)) {
+        return 0;
+    }
+    if (st != 0 && st != 3 && st != 63) {
+        fputs(out, stderr);
+    }
+    return st == 0 || st == 3 ? 0 : st == 63 ? 63 : 1;
+}
+
+/* coblk's own check of path: -1 if it finds corruption, else 0 (or unsupported). */
+static void quiet(void *opaque, const char *msg)
+{
+}
+
+static int coblk_check(const char *path)
+{
+    char opts[8192];
+    BlockOpts *o = bopts_new();
+    BdrvCheckResult res = { .report = quiet };
+    BlockDriverState *bs;
+    int ret;
+
+    snprintf(opts, sizeof(opts), "driver=%s,file.driver=file,file.filename=%s", fmt, path);
+    bopts_parse_keyval(o, opts, NULL, NULL);
+    bs = bdrv_open(NULL, o, 0, NULL);
+    if (!bs) {
+        return -1;
+    }
+    ret = bdrv_check(bs, &res, BDRV_FIX_NONE);
+    bdrv_unref(bs);
+    if (ret == -ENOTSUP) {
+        return 0;
+    }
+    if (ret < 0 || res.corruptions || res.check_errors) {
+        fprintf(stderr, "coblk check: %d corruptions, %d errors (ret %d)\n", res.corruptions,
+                res.check_errors, ret);
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads the guest view of path through coblk, or returns -errno. */
+static int read_guest(const char *path, uint8_t *out)
+{
+    char opts[8192];
+    BlockOpts *o = bopts_new();
+    Error *err = NULL;
+    BlockBackend *blk;
+    int ret;
+
+    snprintf(opts, sizeof(opts), "driver=%s,file.driver=file,file.filename=%s", fmt, path);
+    bopts_parse_keyval(o, opts, NULL, NULL);
+    blk = blk_new_open(NULL, o, 0, &err);
+    if (!blk) {
+        fprintf(stderr, "open of replayed image: %s\n", error_get_pretty(err));
+        error_free(err);
+        return -EIO;
+    }
+    ret = blk_pread(blk, 0, GUEST_SIZE, out, 0);
+    blk_unref(blk);
+    return ret;
+}
+
+/* Guest flush index in force at log entry i (-1: none yet). */
+static int guest_flush_before(const Wlog *log, uint64_t i)
+{
+    int k = -1;
+
+    for (int f = 0; f < nflush; f++) {
+        char mark[32];
+
+        snprintf(mark, sizeof(mark), "guest-flush-%d", f);
+        if ((uint64_t)wlog_find_mark(log, mark) < i) {
+            k = f;
+        }
+    }
+    return k;
+}
+
+/* Every sector is the flushed data of guest flush k or a later op's data. */
+static void check_sectors(const uint8_t *got, int k, const char *what)
+{
+    static const uint8_t zero[GUEST_SIZE];
+    const uint8_t *want = k >= 0 ? snap[k] : zero;
+    int first_op = k >= 0 ? flush_after[k] : 0;
+    uint8_t sec[SECTOR];
+
+    for (int64_t s = 0; s < NSECT; s++) {
+        bool ok = memcmp(got + s * SECTOR, want + s * SECTOR, SECTOR) == 0;
+
+        for (int i = first_op; i < nops && !ok; i++) {
+            const GuestOp *op = &ops[i];
+
+            if (s * SECTOR < op->off || s * SECTOR >= op->off + op->len) {
+                continue;
+            }
+            if (op->kind == 2) {
+                ok = true; /* discarded: any content is allowed */
+                break;
+            }
+            op_sector(op, s, sec);
+            ok = memcmp(got + s * SECTOR, sec, SECTOR) == 0;
+        }
+        if (!ok) {
+            fprintf(stderr, "%s: guest sector %lld holds data that was neither flushed "
+                            "(guest flush %d) nor written later\n", what, (long long)s, k);
+            die("lost or corrupted data");
+        }
+    }
+}
+
+static void replay_to(const Wlog *log, uint64_t upto, bool crash, uint64_t seed)
+{
+    int fd;
+
+    copy_file(base, work);
+    fd = open(work, O_WRONLY);
+    if (fd < 0 || (crash ? wlog_replay_crash(log, fd, upto, seed, seed & 1)
+                         : wlog_replay_range(log, fd, 0, upto)) < 0) {
+        die("replay failed");
+    }
+    close(fd);
+}
+
+static void verify_point(const Wlog *log, uint64_t upto, bool crash, uint64_t seed,
+                         uint8_t *got, bool *can_check)
+{
+    char what[128];
+    int k = guest_flush_before(log, upto);
+    int c;
+
+    snprintf(what, sizeof(what), "%s at log entry %llu (seed %llu)",
+             crash ? "power cut" : "replay", (unsigned long long)upto,
+             (unsigned long long)seed);
+    replay_to(log, upto, crash, seed);
+    if (*can_check) {
+        c = qemu_check(work);
+        if (c == 63 || c < 0) {
+            *can_check = false;
+        } else if (c != 0) {
+            fprintf(stderr, "%s: qemu-img check -f %s reports corruption (image kept as %s.bad)\n",
+                    what, fmt, work);
+            copy_file(work, strcat(strcpy(what, work), ".bad"));
+            die("qemu-img check failed");
+        }
+    }
+    if (coblk_check(work) < 0) {
+        fprintf(stderr, "%s: coblk's check of %s finds corruption\n", what, fmt);
+        die("coblk check failed");
+    }
+    if (read_guest(work, got) < 0) {
+        fprintf(stderr, "%s: the image cannot be read\n", what);
+        die("unreadable image");
+    }
+    if (!crash && k >= 0) {
+        if (memcmp(got, snap[k], GUEST_SIZE) != 0) {
+            fprintf(stderr, "%s: data differs from guest flush %d\n", what, k);
+            die("flushed data lost");
+        }
+    } else {
+        check_sectors(got, k, what);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *dir, *copts;
+    int want_ops, crashes;
+    uint8_t *cur, *got;
+    bool can_check = system("qemu-img --version >/dev/null 2>&1") == 0;
+    uint64_t nfl, step, points = 0;
+    char opts[16384], err[256];
+    BlockOpts *o;
+    Error *e = NULL;
+    BlockBackend *blk;
+    Wlog log;
+
+    if (argc < 3) {
+        fprintf(stderr, "usage: powercut FORMAT DIR [create-opts] [ops] [crashes]\n");
+        return 2;
+    }
+    fmt = argv[1];
+    dir = argv[2];
+    copts = argc > 3 ? argv[3] : "";
+    want_ops = argc > 4 ? atoi(argv[4]) : 300;
+    crashes = argc > 5 ? atoi(argv[5]) : 3;
+    if (want_ops < 1 || want_ops > MAX_OPS || !bdrv_find_format(fmt)) {
+        fprintf(stderr, "powercut: format '%s' is not available; skipping\n", fmt);
+        return 77;
+    }
+    snprintf(img, sizeof(img), "%s/pc-%s-%d.img", dir, fmt, (int)getpid());
+    snprintf(base, sizeof(base), "%s.base", img);
+    snprintf(logf, sizeof(logf), "%s.log", img);
+    snprintf(work, sizeof(work), "%s.work", img);
+    o = bopts_new();
+    snprintf(opts, sizeof(opts), "size=%d%s%s", GUEST_SIZE, *copts ? "," : "", copts);
+    bopts_parse_keyval(o, opts, NULL, NULL);
+    if (bdrv_create(fmt, img, o, &e) < 0) {
+        fprintf(stderr, "powercut: cannot create a %s image: %s; skipping\n", fmt,
+                error_get_pretty(e));
+        return 77;
+    }
+    copy_file(img, base);
+    close(open(logf, O_CREAT | O_TRUNC | O_WRONLY, 0644));
+    snprintf(opts, sizeof(opts),
+             "driver=%s,file.driver=blklogwrites,file.file.driver=file,file.file.filename=%s,"
+             "file.log.driver=file,file.log.filename=%s,discard=unmap", fmt, img, logf);
+    o = bopts_new();
+    bopts_parse_keyval(o, opts, NULL, NULL);
+    blk = blk_new_open(NULL, o, BDRV_O_RDWR | BDRV_O_UNMAP, &e);
+    if (!blk) {
+        fprintf(stderr, "powercut: open: %s\n", error_get_pretty(e));
+        return 1;
+    }
+    snap = calloc((size_t)want_ops + 1, GUEST_SIZE);
+    cur = calloc(1, GUEST_SIZE);
+    got = malloc(GUEST_SIZE);
+    run_workload(blk, want_ops, cur);
+    blk_unref(blk);
+
+    if (wlog_open(&log, logf, err, sizeof(err)) < 0) {
+        fprintf(stderr, "powercut: %s\n", err);
+        return 1;
+    }
+    /* Exactly after each guest flush. */
+    for (int k = 0; k < nflush; k++) {
+        char mark[32];
+
+        snprintf(mark, sizeof(mark), "guest-flush-%d", k);
+        verify_point(&log, (uint64_t)wlog_find_mark(&log, mark) + 1, false, 0, got,
+                     &can_check);
+    }
+    /* Power cuts after each flush the driver issued. */
+    nfl = wlog_count_flushes(&log);
+    step = nfl > 1000 ? nfl / 1000 : 1;
+    for (uint64_t f = 0; f < nfl; f += step) {
+        uint64_t upto = (uint64_t)wlog_find_flush(&log, f) + 1;
+
+        for (int c = 0; c < crashes; c++) {
+            verify_point(&log, upto, true, f * 131 + (uint64_t)c, got, &can_check);
+            points++;
+        }
+    }
+    printf("powercut %s: %d guest ops, %d guest flushes, %llu driver flushes, %llu power cuts "
+           "checked%s\n", fmt, nops, nflush, (unsigned long long)nfl,
+           (unsigned long long)points, can_check ? "" : " (qemu-img check unavailable)");
+    wlog_close(&log);
+    free(snap);
+    free(cur);
+    free(got);
+    unlink(img);
+    unlink(base);
+    unlink(logf);
+    unlink(work);
+    return 0;
+}

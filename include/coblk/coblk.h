@@ -10,5 +10,6 @@
 #include <coblk/opts.h>
 #include <coblk/block.h>
 #include <coblk/image.h>
+#include <coblk/nbd.h>
 
 #endif /* COBLK_COBLK_H */

@@ -16,6 +16,9 @@ extern const BlockDriver bdrv_null_aio;
 extern const BlockDriver bdrv_blkdebug;
 extern const BlockDriver bdrv_blkverify;
 extern const BlockDriver bdrv_blklogwrites;
+extern const BlockDriver bdrv_nbd;
+extern const BlockDriver bdrv_nbd_tcp;
+extern const BlockDriver bdrv_nbd_unix;
 
 /* drivers/format/ */
 extern const BlockDriver bdrv_raw;

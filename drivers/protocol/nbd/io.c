@@ -1,0 +1,333 @@
+/*
+ * Transmission for the nbd driver. Request coroutines take a slot (at most
+ * NBD_CLIENT_MAX_REQS in flight), send their header (and write payload)
+ * under send_lock and yield; one reader coroutine reads every reply,
+ * finds its slot by cookie, reads data straight into the request's
+ * IOVector, and wakes the request when its reply is complete.
+ *
+ * Replies are untrusted: an unknown cookie or magic, a chunk whose type or
+ * length does not fit its request (nbd_check_chunk), data outside the
+ * requested range, or a read whose chunks do not cover the request kills
+ * the connection; every request in flight then fails with -EIO.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "drivers/format/bytes.h"
+#include "drivers/protocol/nbd/nbd-int.h"
+
+static void complete_req(NbdClientReq *r)
+{
+    r->done = true;
+    if (r->co) {
+        Coroutine *co = r->co;
+
+        r->co = NULL;
+        aio_co_wake(co);
+    }
+}
+
+static NbdClientReq *find_req(BDRVNbdState *s, uint64_t cookie)
+{
+    uint64_t i = cookie & 0xffff;
+
+    if (i >= NBD_CLIENT_MAX_REQS || !s->reqs[i].in_use || s->reqs[i].done ||
+        s->reqs[i].cookie != cookie) {
+        return NULL;
+    }
+    return &s->reqs[i];
+}
+
+/* Reads len bytes of data into r's vector at byte pos of the request. */
+static int coroutine_fn read_into(BDRVNbdState *s, NbdClientReq *r, uint64_t pos, uint32_t len)
+{
+    IOVector v;
+    int ret;
+
+    iovector_init(&v, 4);
+    iovector_concat(&v, r->qiov, r->qiov_offset + pos, len);
+    ret = nbd_chan_readv(&s->chan, v.iov, v.niov);
+    iovector_destroy(&v);
+    return ret;
+}
+
+static int coroutine_fn simple_reply(BDRVNbdState *s, NbdClientReq *r, const NbdReplyHeader *h)
+{
+    int ret = 0;
+
+    r->ret = h->error ? nbd_wire_to_errno(h->error) : 0;
+    if (!h->error && r->type == NBD_CMD_READ) {
+        ret = read_into(s, r, 0, r->len);
+        r->covered = r->len;
+    }
+    if (!h->error && r->type == NBD_CMD_BLOCK_STATUS) {
+        return -EPROTO; /* block status needs a structured reply */
+    }
+    complete_req(r);
+    return ret;
+}
+
+static int coroutine_fn chunk_data(BDRVNbdState *s, NbdClientReq *r, const NbdReplyHeader *h)
+{
+    uint8_t b[8];
+    uint64_t off;
+    uint32_t dlen = h->len - 8;
+    int ret = nbd_chan_read(&s->chan, b, 8);
+
+    if (ret < 0) {
+        return ret;
+    }
+    off = ld_be64(b);
+    if (off < r->offset || !range_within(off - r->offset, dlen, r->len)) {
+        return -EPROTO;
+    }
+    r->covered += dlen;
+    return read_into(s, r, off - r->offset, dlen);
+}
+
+static int coroutine_fn chunk_hole(BDRVNbdState *s, NbdClientReq *r)
+{
+    uint8_t b[12];
+    uint64_t off;
+    uint32_t n;
+    int ret = nbd_chan_read(&s->chan, b, 12);
+
+    if (ret < 0) {
+        return ret;
+    }
+    off = ld_be64(b);
+    n = ld_be32(b + 8);
+    if (!n || off < r->offset || !range_within(off - r->offset, n, r->len)) {
+        return -EPROTO;
+    }
+    r->covered += n;
+    iovector_memset(r->qiov, r->qiov_offset + (off - r->offset), 0, n);
+    return 0;
+}
+
+/* Block status and error chunks: the payload is read whole (its length was capped). */
+static int coroutine_fn chunk_payload(BDRVNbdState *s, NbdClientReq *r, const NbdReplyHeader *h)
+{
+    uint8_t *p = malloc(h->len);
+    int ret = p ? nbd_chan_read(&s->chan, p, h->len) : -ENOMEM;
+
+    if (ret < 0) {
+        free(p);
+        return ret;
+    }
+    if (h->type == NBD_REPLY_TYPE_BLOCK_STATUS) {
+        uint32_t len = ld_be32(p + 4);
+
+        if (ld_be32(p) == s->base_id) {
+            if (!len || len > r->len) {
+                ret = -EPROTO;
+            }
+            r->status_have = true;
+            r->status_len = len;
+            r->status_flags = ld_be32(p + 8);
+        }
+    } else {
+        uint32_t err = ld_be32(p);
+        uint16_t mlen = ld_be16(p + 4);
+
+        if (!err || mlen > h->len - 6) {
+            ret = -EPROTO;
+        }
+        if (!r->ret) {
+            r->ret = nbd_wire_to_errno(err);
+        }
+    }
+    free(p);
+    return ret;
+}
+
+static int coroutine_fn structured_chunk(BDRVNbdState *s, NbdClientReq *r, NbdReplyHeader *h)
+{
+    uint8_t t[4];
+    const char *why;
+    int ret = nbd_chan_read(&s->chan, t, 4);
+
+    if (ret < 0) {
+        return ret;
+    }
+    nbd_decode_chunk_tail(t, h);
+    if (nbd_check_chunk(h, r->type == NBD_CMD_READ, r->type == NBD_CMD_BLOCK_STATUS, r->len,
+                        &why) < 0) {
+        return -EPROTO;
+    }
+    switch (h->type) {
+    case NBD_REPLY_TYPE_NONE:
+        break;
+    case NBD_REPLY_TYPE_OFFSET_DATA:
+        ret = chunk_data(s, r, h);
+        break;
+    case NBD_REPLY_TYPE_OFFSET_HOLE:
+        ret = chunk_hole(s, r);
+        break;
+    default:
+        ret = chunk_payload(s, r, h);
+        break;
+    }
+    if (ret < 0 || !(h->flags & NBD_REPLY_FLAG_DONE)) {
+        return ret;
+    }
+    if (!r->ret && ((r->type == NBD_CMD_READ && r->covered != r->len) ||
+                    (r->type == NBD_CMD_BLOCK_STATUS && !r->status_have))) {
+        return -EPROTO;
+    }
+    complete_req(r);
+    return 0;
+}
+
+static void coroutine_fn reader_entry(void *opaque)
+{
+    BlockDriverState *bs = opaque;
+    BDRVNbdState *s = bs->opaque;
+
+    while (!s->dead) {
+        uint8_t b[NBD_SIMPLE_REPLY_SIZE];
+        NbdReplyHeader h;
+        NbdClientReq *r;
+        size_t more;
+        int ret = nbd_chan_read(&s->chan, b, sizeof(b));
+
+        if (ret < 0 || nbd_decode_reply_head(b, &h, &more) < 0 ||
+            !(r = find_req(s, h.cookie)) || (more && !s->structured)) {
+            break;
+        }
+        ret = more ? structured_chunk(s, r, &h) : simple_reply(s, r, &h);
+        if (ret < 0) {
+            break;
+        }
+    }
+    s->dead = true;
+    nbd_chan_shutdown(&s->chan);
+    for (int i = 0; i < NBD_CLIENT_MAX_REQS; i++) {
+        NbdClientReq *r = &s->reqs[i];
+
+        if (r->in_use && !r->done) {
+            r->ret = -EIO;
+            complete_req(r);
+        }
+    }
+    co_queue_restart_all(&s->free_slots);
+    s->reader_running = false;
+}
+
+void nbd_client_start_reader(BlockDriverState *bs)
+{
+    BDRVNbdState *s = bs->opaque;
+
+    s->reader_running = true;
+    aio_co_enter(bdrv_get_aio_context(bs), coroutine_create(reader_entry, bs));
+}
+
+/* Sends NBD_CMD_DISC, shuts the socket down and waits for the reader to finish. */
+void nbd_client_stop(BlockDriverState *bs)
+{
+    BDRVNbdState *s = bs->opaque;
+
+    if (!s->dead) {
+        uint8_t h[NBD_REQUEST_SIZE];
+        NbdRequest q = { .magic = NBD_REQUEST_MAGIC, .type = NBD_CMD_DISC };
+
+        nbd_encode_request(h, &q);
+        s->chan.poll_timeout_ms = 1000;
+        nbd_chan_write(&s->chan, h, sizeof(h));
+    }
+    s->dead = true;
+    nbd_chan_shutdown(&s->chan);
+    while (s->reader_running) {
+        aio_poll(bdrv_get_aio_context(bs), true);
+    }
+    nbd_chan_close(&s->chan);
+}
+
+static NbdClientReq *coroutine_fn take_slot(BDRVNbdState *s)
+{
+    while (!s->dead && s->in_flight >= NBD_CLIENT_MAX_REQS) {
+        co_queue_wait(&s->free_slots, NULL);
+    }
+    if (s->dead) {
+        return NULL;
+    }
+    for (int i = 0; i < NBD_CLIENT_MAX_REQS; i++) {
+        NbdClientReq *r = &s->reqs[i];
+
+        if (!r->in_use) {
+            memset(r, 0, sizeof(*r));
+            r->in_use = true;
+            r->cookie = (uint64_t)i | ((uint64_t)++s->gen << 16);
+            s->in_flight++;
+            return r;
+        }
+    }
+    abort(); /* in_flight counts the slots in use */
+}
+
+static void release_slot(BDRVNbdState *s, NbdClientReq *r)
+{
+    r->in_use = false;
+    s->in_flight--;
+    co_queue_next(&s->free_slots);
+}
+
+static int coroutine_fn send_request(BDRVNbdState *s, NbdClientReq *r, uint16_t flags,
+                                     IOVector *qiov, size_t qiov_offset)
+{
+    uint8_t h[NBD_REQUEST_SIZE];
+    NbdRequest q = {
+        .magic = NBD_REQUEST_MAGIC, .flags = flags, .type = r->type,
+        .cookie = r->cookie, .offset = r->offset, .len = r->len,
+    };
+    IOVector v;
+    int ret;
+
+    nbd_encode_request(h, &q);
+    iovector_init(&v, 4);
+    iovector_add(&v, h, sizeof(h));
+    if (r->type == NBD_CMD_WRITE) {
+        iovector_concat(&v, qiov, qiov_offset, r->len);
+    }
+    co_mutex_lock(&s->send_lock);
+    ret = s->dead ? -EIO : nbd_chan_writev(&s->chan, v.iov, v.niov);
+    co_mutex_unlock(&s->send_lock);
+    iovector_destroy(&v);
+    return ret;
+}
+
+int coroutine_fn nbd_client_request(BlockDriverState *bs, uint16_t type, uint16_t flags,
+                                    uint64_t offset, uint32_t len, IOVector *qiov,
+                                    size_t qiov_offset, NbdClientReq *result)
+{
+    BDRVNbdState *s = bs->opaque;
+    NbdClientReq *r = take_slot(s);
+    int ret;
+
+    if (!r) {
+        return -EIO;
+    }
+    r->type = type;
+    r->offset = offset;
+    r->len = len;
+    r->qiov = qiov;
+    r->qiov_offset = qiov_offset;
+    if (send_request(s, r, flags, qiov, qiov_offset) < 0) {
+        /* A partly sent request desynchronises the stream: the connection is lost. */
+        s->dead = true;
+        nbd_chan_shutdown(&s->chan);
+        release_slot(s, r);
+        return -EIO;
+    }
+    while (!r->done) {
+        r->co = coroutine_self();
+        coroutine_yield();
+    }
+    ret = r->ret;
+    if (result) {
+        *result = *r;
+    }
+    release_slot(s, r);
+    return ret;
+}

@@ -1,0 +1,80 @@
+/*
+ * The nbd protocol driver (an NBD client), split by concern:
+ *   addr.c       nbd:// URLs, legacy nbd: strings and dotted server.* options
+ *   negotiate.c  the handshake at open (fixed newstyle, structured replies,
+ *                base:allocation, NBD_OPT_GO with an EXPORT_NAME fallback)
+ *   io.c         transmission: requests from many coroutines, one reader
+ *                coroutine dispatching replies by cookie
+ *   nbd.c        the driver tables and callbacks
+ * The wire format and parsers are shared with the server (nbd/nbd-proto.h).
+ */
+#ifndef COBLK_DRIVERS_NBD_INT_H
+#define COBLK_DRIVERS_NBD_INT_H
+
+#include <coblk/block-driver.h>
+
+#include "nbd/chan.h"
+#include "nbd/nbd-proto.h"
+
+/* Requests in flight per connection. */
+#define NBD_CLIENT_MAX_REQS 64
+
+typedef struct NbdAddr {
+    bool is_unix;
+    char *host;     /* inet */
+    char *port;     /* inet; NULL: 10809 */
+    char *path;     /* unix */
+    char *export_name;
+} NbdAddr;
+
+typedef struct NbdClientReq {
+    Coroutine *co;
+    bool in_use;
+    bool done;
+    uint64_t cookie;
+    uint16_t type;
+    uint64_t offset;
+    uint32_t len;
+    IOVector *qiov;         /* READ destination */
+    size_t qiov_offset;
+    int ret;
+    uint64_t covered;       /* READ bytes received (data and holes) */
+    bool status_have;       /* BLOCK_STATUS: first extent of base:allocation */
+    uint32_t status_len;
+    uint32_t status_flags;
+} NbdClientReq;
+
+typedef struct BDRVNbdState {
+    NbdAddr addr;
+    NbdChan chan;
+    NbdExportInfo info;
+    bool structured;
+    bool have_base;
+    uint32_t base_id;
+
+    CoMutex send_lock;
+    CoQueue free_slots;
+    unsigned in_flight;
+    uint16_t gen;
+    NbdClientReq reqs[NBD_CLIENT_MAX_REQS];
+    bool reader_running;
+    bool dead;
+} BDRVNbdState;
+
+/* addr.c */
+int nbd_addr_from_opts(NbdAddr *a, BlockOpts *options, Error **errp);
+void nbd_addr_free(NbdAddr *a);
+/* Connects a blocking socket; returns the fd or -errno with errp set. */
+int nbd_addr_connect(const NbdAddr *a, Error **errp);
+
+/* negotiate.c: handshake on s->chan (outside coroutine context: poll with a timeout). */
+int nbd_negotiate(BDRVNbdState *s, Error **errp);
+
+/* io.c */
+void nbd_client_start_reader(BlockDriverState *bs);
+void nbd_client_stop(BlockDriverState *bs);
+int coroutine_fn nbd_client_request(BlockDriverState *bs, uint16_t type, uint16_t flags,
+                                    uint64_t offset, uint32_t len, IOVector *qiov,
+                                    size_t qiov_offset, NbdClientReq *result);
+
+#endif /* COBLK_DRIVERS_NBD_INT_H */

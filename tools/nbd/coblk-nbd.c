@@ -439,6 +439,8 @@ int main(int argc, char **argv)
     eopts.description = t.o.description;
     eopts.read_only = t.o.read_only;
     eopts.allocation_depth = t.o.allocation_depth;
+    /* One connection allowed (-e 1, the default): clients must not open more. */
+    eopts.multi_conn = t.o.shared == 1 ? 0 : -1;
     if (nbd_server_add_export(t.srv, blk, &eopts, &err) < 0) {
         die("%s", error_get_pretty(err));
     }

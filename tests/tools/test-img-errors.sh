@@ -92,4 +92,29 @@ qemu-img create -q -f raw t2.raw 4M
     grep -q "^read 4096/4096" out4.txt && pass "coblk-io: I/O error exits 1, later commands run" ||
     fail "coblk-io I/O error: rc $(cat rc4) $(cat out4.txt)"
 
+# Read and block-status errors injected by blkdebug (sector 4096 = offset 2 MiB).
+if "$CIMG" --help | grep -q blkdebug; then
+    IMG="file.image.driver=file,file.image.filename=a.raw"
+    E="driver=raw,file.driver=blkdebug,file.inject-error.0.event=none"
+    RD="$E,file.inject-error.0.iotype=read,file.inject-error.0.sector=4096,$IMG"
+    BS="$E,file.inject-error.0.iotype=block-status,$IMG"
+    expect_rc 1 "convert: read error" "$CIMG" convert --image-opts "$RD" -O raw o.raw
+    grep -q "error while reading at byte 2097152" err.txt && pass "convert read error message" ||
+        fail "convert read error message: $(cat err.txt)"
+    expect_rc 0 "convert --salvage" "$CIMG" convert --salvage --image-opts "$RD" -O raw o.raw
+    qemu-io -f raw -c 'read -P 0 2M 512' -c 'read -P 1 0 2M' -c 'read -P 1 2097664 2096640' \
+        o.raw | grep -q "Pattern verification failed" && fail "--salvage content" ||
+        pass "--salvage zeroes only the bad sector"
+    expect_rc 2 "compare: read error" "$CIMG" compare --image-opts "$RD" "driver=raw,file.filename=a.raw"
+    expect_rc 1 "dd: read error" "$CIMG" dd --image-opts if="$RD" of=d.raw bs=1M
+    expect_rc 1 "map: block status error" "$CIMG" map --image-opts "$BS"
+    expect_rc 1 "convert: block status error" "$CIMG" convert --image-opts "$BS" -O raw o2.raw
+    expect_rc 1 "coblk-io: read error" "$CIO" --image-opts -c 'read 0 4k' -c 'read 2M 4k' "$RD"
+    grep -q "read failed: Input/output error" out.txt && pass "coblk-io read error message" ||
+        fail "coblk-io read error message"
+    expect_rc 1 "bench: read error" "$CIMG" bench -c 1000 -s 64k --image-opts "$RD"
+else
+    echo "blkdebug not built: skipping injected read errors"
+fi
+
 finish

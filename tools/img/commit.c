@@ -115,9 +115,16 @@ static int do_commit(BlockBackend *blk, const char *base_name, bool drop, ImgPro
     if (copy_down(blk, base_bs, base, len, p, rate) < 0 || blk_flush(base) < 0) {
         goto out;
     }
-    if (!drop && bdrv_make_empty(top, &err) < 0) {
-        img_error_err(err, "Could not empty %s", bdrv_get_filename(top));
-        goto out;
+    /* As qemu-img: a format that cannot empty itself keeps its (now redundant) data. */
+    if (!drop) {
+        int r = bdrv_make_empty(top, &err);
+        if (r == -ENOTSUP) {
+            error_free(err);
+            err = NULL;
+        } else if (r < 0) {
+            img_error_err(err, "Could not empty %s", bdrv_get_filename(top));
+            goto out;
+        }
     }
     ret = 0;
 out:

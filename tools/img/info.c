@@ -34,7 +34,7 @@ static bool collect(BlockDriverState *bs, ImageInfo *ii)
     char *spec;
 
     memset(ii, 0, sizeof(*ii));
-    ii->filename = bdrv_get_filename(bs);
+    ii->filename = img_display_name(bdrv_get_filename(bs));
     ii->format = bdrv_get_format_name(bs);
     ii->virtual_size = bdrv_getlength(bs);
     if (ii->virtual_size < 0) {
@@ -47,9 +47,9 @@ static bool collect(BlockDriverState *bs, ImageInfo *ii)
     ii->is_format = bs->drv->is_format;
     if (bs->backing_file[0]) {
         ii->backing = bs->backing_file;
-        ii->full_backing = bdrv_backing_bs(bs) ? bdrv_get_filename(bdrv_backing_bs(bs))
-                           : bs->auto_backing_file[0] ? bs->auto_backing_file
-                                                      : bs->backing_file;
+        ii->full_backing = img_display_name(
+            bdrv_backing_bs(bs) ? bdrv_get_filename(bdrv_backing_bs(bs))
+            : bs->auto_backing_file[0] ? bs->auto_backing_file : bs->backing_file);
         ii->backing_fmt = bs->backing_format[0] ? bs->backing_format : NULL;
     }
     spec = bdrv_get_specific_info(bs, &err);

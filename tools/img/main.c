@@ -223,6 +223,14 @@ void img_size_str(char *buf, size_t len, uint64_t bytes)
              units[i]);
 }
 
+const char *img_display_name(const char *filename)
+{
+    while (filename[0] == '.' && filename[1] == '/' && filename[2]) {
+        filename += 2;
+    }
+    return filename;
+}
+
 void *img_alloc(size_t size)
 {
     void *p = NULL;

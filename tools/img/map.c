@@ -51,7 +51,8 @@ static int get_entry(BlockDriverState *bs, int chain_len, int64_t offset, int64_
     e->present = depth > 0 || (ret & BDRV_BLOCK_ALLOCATED);
     e->depth = depth > 0 ? depth - 1 : chain_len - 1;
     e->offset = (ret & BDRV_BLOCK_OFFSET_VALID) ? map : 0;
-    e->file = (ret & BDRV_BLOCK_OFFSET_VALID) && file ? bdrv_get_filename(file) : NULL;
+    e->file = (ret & BDRV_BLOCK_OFFSET_VALID) && file ? img_display_name(bdrv_get_filename(file))
+                                                     : NULL;
     return ret;
 }
 

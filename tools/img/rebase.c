@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <coblk/block-driver.h>
+
 #include "img.h"
 
 #define REBASE_BUF (1024 * 1024)
@@ -148,6 +150,15 @@ int img_rebase(int argc, char **argv)
     if (backing && !bfmt) {
         img_error("Could not change the backing file to '%s': backing format must be "
                   "specified (-F)", backing);
+        goto out;
+    }
+    /* Refuse before copying anything if the format cannot store a new link. */
+    BlockDriverState *bs = blk_bs(blk);
+    if (bdrv_change_backing_file(bs, bs->backing_file[0] ? bs->backing_file : NULL,
+                                 bs->backing_file[0] && bs->backing_format[0]
+                                     ? bs->backing_format : NULL, &err) < 0) {
+        img_error_err(err, "Could not change the backing file to '%s'",
+                      backing ? backing : "");
         goto out;
     }
     progress_init(&p, progress && !quiet);

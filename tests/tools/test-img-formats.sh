@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# coblk-img on every image format that both coblk and qemu-img know (qcow2,
+# vmdk, vpc, vdi, qed, vhdx, parallels, qcow as their drivers land):
+# create (qemu-img check accepts it), info JSON fields, map data ranges,
+# compare exit codes and messages, check exit codes, convert both ways
+# (qemu-img compare finds the copies identical), and for formats with
+# backing files: info --backing-chain, map JSON, commit and rebase.
+. "$(dirname "$0")/lib.sh"
+
+FORMATS=$("$CIMG" --help | sed -n 's/^Supported formats://p')
+have() { case " $FORMATS " in *" $1 "*) return 0 ;; esac; return 1; }
+
+# Data byte ranges of a map --output=json, merged.
+data_ranges() {
+    jq -c '[.[] | select(.data) | [.start, .start + .length]] |
+           reduce .[] as $r ([]; if length > 0 and .[-1][1] == $r[0]
+                                 then .[-1][1] = $r[1] else . + [$r] end)' "$1"
+}
+
+qemu-img create -q -f raw src.raw 8M
+qemu-io -f raw -c 'write -P 0xab 0 64k' -c 'write -P 0x11 1M 300k' -c 'write -P 0x22 5M 4k' \
+    -c 'write -P 0x33 8188k 4k' src.raw >/dev/null
+
+tested=0
+for F in qcow2 vmdk vpc vdi qed vhdx parallels qcow; do
+    have $F || continue
+    tested=$((tested + 1))
+    echo "== $F"
+    # create
+    rm -f c.$F q.$F
+    if ! "$CIMG" create -q -f $F c.$F 8M 2>err.txt; then
+        grep -q "does not support image creation" err.txt && { echo "  $F: no create"; continue; }
+        fail "$F: create: $(cat err.txt)"
+        continue
+    fi
+    qemu-img create -q -f $F q.$F 8M
+    qemu-img check -q c.$F 2>/dev/null; qr=$?
+    [ $qr = 0 ] || [ $qr = 63 ] && pass "$F: qemu-img check accepts a created image" ||
+        fail "$F: qemu-img check of a created image: rc $qr"
+    [ "$(qemu-img info --output=json c.$F | jq '.["virtual-size"]')" = \
+      "$(qemu-img info --output=json q.$F | jq '.["virtual-size"]')" ] &&
+        pass "$F: created virtual size" || fail "$F: created virtual size differs"
+
+    # an image written by qemu-io
+    qemu-img convert -f raw -O $F src.raw q.$F
+    qemu-img info --output=json q.$F | jq -S '{"virtual-size", format, "cluster-size",
+        "dirty-flag", "backing-filename"}' >q.json
+    "$CIMG" info --output=json q.$F | jq -S '{"virtual-size", format, "cluster-size",
+        "dirty-flag", "backing-filename"}' >c.json
+    same_output "$F: info json fields" q.json c.json
+    qemu-img map --output=json q.$F >q.map; "$CIMG" map --output=json q.$F >c.map
+    [ "$(data_ranges q.map)" = "$(data_ranges c.map)" ] && pass "$F: map data ranges" ||
+        fail "$F: map data ranges: qemu $(data_ranges q.map) coblk $(data_ranges c.map)"
+
+    # compare
+    expect_rc 0 "$F: compare with the raw source" "$CIMG" compare -F raw q.$F src.raw
+    cp q.$F m.$F
+    qemu-io -c 'write -P 0x44 4194310 3' m.$F >/dev/null
+    qemu-img compare q.$F m.$F >q.txt; qr=$?
+    "$CIMG" compare q.$F m.$F >c.txt; cr=$?
+    [ $qr = $cr ] && pass "$F: compare rc $cr" || fail "$F: compare rc qemu $qr coblk $cr"
+    same_output "$F: compare message" q.txt c.txt
+
+    # check
+    qemu-img check q.$F >/dev/null 2>&1; qr=$?
+    "$CIMG" check q.$F >/dev/null 2>&1; cr=$?
+    if [ $cr = 63 ] && [ $qr != 63 ]; then
+        echo "  note: coblk's $F driver has no check yet (qemu-img: rc $qr)"
+    elif [ $qr = 63 ]; then
+        [ $cr = 0 ] && pass "$F: check (qemu-img cannot check $F)" || fail "$F: check rc $cr"
+    else
+        [ $qr = $cr ] && pass "$F: check rc $cr" || fail "$F: check rc qemu $qr coblk $cr"
+    fi
+
+    # convert both ways
+    rm -f cv.$F
+    "$CIMG" convert -f raw -O $F src.raw cv.$F && pass "$F: convert raw -> $F" ||
+        fail "$F: convert raw -> $F"
+    expect_rc 0 "$F: converted image identical (qemu-img compare)" qemu-img compare -F raw cv.$F src.raw
+    qemu-img check -q cv.$F 2>/dev/null; qr=$?
+    [ $qr = 0 ] || [ $qr = 63 ] && pass "$F: qemu-img check accepts the converted image" ||
+        fail "$F: qemu-img check of converted image: rc $qr"
+    qemu-img convert -O raw q.$F qback.raw
+    "$CIMG" convert -O raw q.$F back.raw && cmp back.raw qback.raw && pass "$F: convert $F -> raw" ||
+        fail "$F: convert $F -> raw differs from qemu-img's"
+done
+[ $tested -gt 0 ] || echo "no image format besides raw is built yet"
+
+# Backing files (formats whose create takes backing_file).
+for F in qcow2 vmdk qed qcow; do
+    have $F || continue
+    rm -f base.$F top.$F
+    qemu-img create -q -f $F base.$F 4M
+    qemu-io -c 'write -P 1 0 1M' base.$F >/dev/null
+    "$CIMG" create -q -f $F -b base.$F -F $F top.$F 2>err.txt || {
+        echo "  $F: no backing files ($(cat err.txt))"; continue; }
+    qemu-io -c 'write -P 2 512k 1M' top.$F >/dev/null
+    for o in "map" "map --output=json"; do
+        qemu-img $o top.$F >q.txt; "$CIMG" $o top.$F >c.txt
+        same_output "$F: $o with a backing file" q.txt c.txt
+    done
+    qemu-img info --output=json --backing-chain top.$F |
+        jq -S '[.[] | {filename, "backing-filename", "backing-filename-format", "virtual-size"}]' >q.json
+    "$CIMG" info --output=json --backing-chain top.$F |
+        jq -S '[.[] | {filename, "backing-filename", "backing-filename-format", "virtual-size"}]' >c.json
+    same_output "$F: info --backing-chain" q.json c.json
+    # convert of the chain gives its full content; -B keeps only the top's data
+    "$CIMG" convert -O raw top.$F flat.raw
+    expect_rc 0 "$F: convert flattens the chain" qemu-img compare -F raw top.$F flat.raw
+    # commit: the base gets the top's data
+    cp base.$F b0.$F
+    expect_rc 0 "$F: commit" "$CIMG" commit -d top.$F
+    qemu-io -c 'read -P 1 0 512k' -c 'read -P 2 512k 1M' base.$F | grep -q "verification failed" &&
+        fail "$F: committed base content" || pass "$F: committed base content"
+    # rebase -u onto a copy of the old base keeps the content
+    cp b0.$F other.$F
+    qemu-io -c 'write -P 2 512k 1M' other.$F >/dev/null
+    if "$CIMG" rebase -u -b other.$F -F $F top.$F 2>err.txt; then
+        qemu-img info --output=json top.$F | jq -e '.["backing-filename"] == "other.'$F'"' >/dev/null &&
+            pass "$F: rebase -u" || fail "$F: rebase -u did not change the link"
+    else
+        grep -q "does not support" err.txt && echo "  note: $F cannot change backing files" ||
+            fail "$F: rebase -u: $(cat err.txt)"
+    fi
+done
+
+finish

@@ -12,9 +12,11 @@
  *  - ioengine_ops: free_ioengine/close_ioengine (name 0x10, dlhandle 0x20,
  *    cleanup 0x78, option_struct_size 0xf8, options 0x100), td_io_prep (prep
  *    0x40), td_io_queue (queue 0x48), td_io_commit/td_io_getevents (commit
- *    0x50, getevents 0x58), setup_files (setup 0x28), td_io_open_file
- *    (open_file 0x80), td_io_get_file_size (get_file_size 0xa0); the fields in
- *    between keep the order of fio's documented ops list.
+ *    0x50, getevents 0x58), io_u_queued_complete (event 0x60), setup_files
+ *    (setup 0x28), td_io_open_file (open_file 0x80), put_file (close_file
+ *    0x88), the cache invalidation path (invalidate 0x90), td_io_unlink_file
+ *    (unlink_file 0x98), td_io_get_file_size (get_file_size 0xa0); the fields
+ *    in between keep the order of fio's documented ops list.
  *  - thread_data: ioengine_load/free_ioengine keep the engine option block
  *    (td->eo) at td+0x1078. The engine gives one option a default value that
  *    only fio's fill_default_options writes, and checks it through that
@@ -121,8 +123,11 @@ _Static_assert(offsetof(struct fio_abi_ioengine_ops, setup) == 0x28, "fio 3.33 o
 _Static_assert(offsetof(struct fio_abi_ioengine_ops, prep) == 0x40, "fio 3.33 ops layout");
 _Static_assert(offsetof(struct fio_abi_ioengine_ops, queue) == 0x48, "fio 3.33 ops layout");
 _Static_assert(offsetof(struct fio_abi_ioengine_ops, getevents) == 0x58, "fio 3.33 ops layout");
+_Static_assert(offsetof(struct fio_abi_ioengine_ops, event) == 0x60, "fio 3.33 ops layout");
 _Static_assert(offsetof(struct fio_abi_ioengine_ops, cleanup) == 0x78, "fio 3.33 ops layout");
 _Static_assert(offsetof(struct fio_abi_ioengine_ops, open_file) == 0x80, "fio 3.33 ops layout");
+_Static_assert(offsetof(struct fio_abi_ioengine_ops, close_file) == 0x88, "fio 3.33 ops layout");
+_Static_assert(offsetof(struct fio_abi_ioengine_ops, invalidate) == 0x90, "fio 3.33 ops layout");
 _Static_assert(offsetof(struct fio_abi_ioengine_ops, get_file_size) == 0xa0,
                "fio 3.33 ops layout");
 _Static_assert(offsetof(struct fio_abi_ioengine_ops, option_struct_size) == 0xf8,

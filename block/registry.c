@@ -22,6 +22,7 @@ const BlockDriver *const bdrv_builtin_drivers[] = {
     &bdrv_vdi,
     &bdrv_vmdk,
     &bdrv_vpc,
+    &bdrv_vhdx,
     NULL,
 };
 

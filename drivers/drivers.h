@@ -25,5 +25,6 @@ extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_vdi;
 extern const BlockDriver bdrv_vmdk;
 extern const BlockDriver bdrv_vpc;
+extern const BlockDriver bdrv_vhdx;
 
 #endif /* COBLK_DRIVERS_H */

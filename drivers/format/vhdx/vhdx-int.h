@@ -1,0 +1,154 @@
+/*
+ * vhdx driver internals shared by drivers/format/vhdx/: header.c (file
+ * identifier, the two headers, the region table, CRC-32C, GUIDs), log.c
+ * (replay and write of the metadata log), metadata.c (the metadata region),
+ * bat.c (the block allocation table), create.c and vhdx.c (the driver).
+ *
+ * Written from Microsoft's [MS-VHDX] specification.
+ */
+#ifndef COBLK_DRIVERS_FORMAT_VHDX_INT_H
+#define COBLK_DRIVERS_FORMAT_VHDX_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "block/block-int.h"
+
+#define VHDX_KiB ((uint64_t)1024)
+#define VHDX_MiB (VHDX_KiB * 1024)
+#define VHDX_HEADER1_OFFSET (64 * VHDX_KiB)
+#define VHDX_HEADER2_OFFSET (128 * VHDX_KiB)
+#define VHDX_REGION1_OFFSET (192 * VHDX_KiB)
+#define VHDX_REGION2_OFFSET (256 * VHDX_KiB)
+#define VHDX_HEADER_SIZE (4 * VHDX_KiB)
+#define VHDX_REGION_SIZE (64 * VHDX_KiB)
+#define VHDX_LOG_SECTOR 4096
+
+/*
+ * Limits on untrusted images (checked in header.c, metadata.c, bat.c, log.c):
+ * - region table: at most 2047 entries, regions 1 MiB aligned, inside the
+ *   file, not overlapping the first 1 MiB; unknown required regions refused;
+ * - metadata table: at most 2047 entries, items inside the region and past
+ *   its 64 KiB table; unknown required items refused;
+ * - block size a power of two of 1..256 MiB; logical and physical sector
+ *   size 512 or 4096; virtual size a multiple of the logical sector size, at
+ *   most 64 TiB;
+ * - BAT: entry count computed with checked arithmetic, at most
+ *   VHDX_MAX_BAT_BYTES (256 MiB) and inside the BAT region; present blocks
+ *   1 MiB or more into the file and inside it;
+ * - log: length a multiple of 1 MiB, at most VHDX_MAX_LOG (256 MiB), inside
+ *   the file; entries a multiple of 4 KiB, inside the log, with a valid
+ *   CRC-32C, the header's log GUID and consistent descriptors; replayed
+ *   writes stay below VHDX_MAX_FILE.
+ */
+#define VHDX_MAX_ENTRIES 2047
+#define VHDX_MIN_BLOCK (1 * VHDX_MiB)
+#define VHDX_MAX_BLOCK (256 * VHDX_MiB)
+#define VHDX_MAX_DISK (64ULL * VHDX_MiB * VHDX_MiB)
+#define VHDX_MAX_BAT_BYTES (256 * VHDX_MiB)
+#define VHDX_MAX_LOG (256 * VHDX_MiB)
+#define VHDX_MAX_FILE (VHDX_MAX_DISK * 2)
+
+/* BAT entry states. */
+#define VHDX_PAYLOAD_NOT_PRESENT 0
+#define VHDX_PAYLOAD_UNDEFINED 1
+#define VHDX_PAYLOAD_ZERO 2
+#define VHDX_PAYLOAD_UNMAPPED 3
+#define VHDX_PAYLOAD_FULLY_PRESENT 6
+#define VHDX_PAYLOAD_PARTIALLY_PRESENT 7
+#define VHDX_SB_NOT_PRESENT 0
+#define VHDX_SB_PRESENT 6
+#define VHDX_BAT_STATE_MASK 7ULL
+#define VHDX_BAT_OFFSET_MASK (~((1ULL << 20) - 1))
+
+typedef struct VhdxGuid {
+    uint8_t b[16];
+} VhdxGuid;
+
+typedef struct VhdxHeader {
+    uint64_t seq;
+    VhdxGuid file_write_guid;
+    VhdxGuid data_write_guid;
+    VhdxGuid log_guid;
+    uint16_t log_version;
+    uint16_t version;
+    uint32_t log_length;
+    uint64_t log_offset;
+} VhdxHeader;
+
+typedef struct BDRVVhdxState {
+    CoMutex lock;           /* BAT, allocation, log and header updates */
+    VhdxHeader hdr;         /* the current header */
+    int cur_hdr;            /* 0: header 1, 1: header 2 */
+    uint64_t bat_offset;
+    uint64_t bat_length;
+    uint64_t meta_offset;
+    uint64_t meta_length;
+
+    /* metadata */
+    uint32_t block_size;
+    uint32_t logical_sector;
+    uint32_t physical_sector;
+    uint64_t disk_size;
+    bool leave_allocated;
+    bool has_parent;
+    VhdxGuid page83;
+
+    /* BAT */
+    uint64_t chunk_ratio;   /* payload blocks per sector bitmap block */
+    uint64_t payload_blocks;
+    uint64_t bat_entries;
+    uint64_t *bat;          /* host order */
+    uint64_t file_end;      /* where the next block goes (1 MiB aligned) */
+
+    /* log and header state while writable */
+    bool guids_updated;     /* FileWriteGuid / LogGuid set for this session */
+    uint64_t log_seq;
+    uint64_t log_head;      /* offset of the next entry within the log */
+} BDRVVhdxState;
+
+/* header.c */
+uint32_t vhdx_crc32c(uint32_t crc, const void *buf, size_t len);
+/* CRC-32C of buf with the 4-byte checksum field at csum_off taken as zero. */
+uint32_t vhdx_checksum(const uint8_t *buf, size_t len, size_t csum_off);
+void vhdx_guid_generate(VhdxGuid *g);
+bool vhdx_guid_is_zero(const VhdxGuid *g);
+int vhdx_read_headers(BlockDriverState *bs, Error **errp);
+void vhdx_header_encode(uint8_t buf[4096], const VhdxHeader *h);
+/* Writes h (seq + 1) over the older header, twice, so both copies are current. */
+int coroutine_fn vhdx_update_headers(BlockDriverState *bs, Error **errp);
+int vhdx_read_region_table(BlockDriverState *bs, Error **errp);
+/* Well-known GUIDs. */
+extern const VhdxGuid vhdx_guid_bat, vhdx_guid_metadata, vhdx_guid_file_params,
+    vhdx_guid_disk_size, vhdx_guid_page83, vhdx_guid_logical_sector,
+    vhdx_guid_physical_sector, vhdx_guid_parent_locator;
+
+/* metadata.c */
+int vhdx_read_metadata(BlockDriverState *bs, Error **errp);
+
+/* bat.c */
+int vhdx_load_bat(BlockDriverState *bs, Error **errp);
+uint64_t vhdx_bat_index(const BDRVVhdxState *s, uint64_t block);
+/* Sets the BAT entry of block (through the log) after its data is durable. */
+int coroutine_fn vhdx_bat_set(BlockDriverState *bs, uint64_t block, uint64_t entry);
+
+/* log.c */
+/* Replays a dirty log (writable) or refuses to open (read-only). */
+int vhdx_log_open(BlockDriverState *bs, Error **errp);
+/* Sets new write GUIDs and a LogGuid in the headers, once per writable session. */
+int coroutine_fn vhdx_log_start(BlockDriverState *bs);
+/* Writes buf (4 KiB aligned, len a multiple of 4 KiB) to file offset off through the log. */
+int coroutine_fn vhdx_log_write(BlockDriverState *bs, uint64_t off, const uint8_t *buf,
+                                size_t len);
+
+/* create.c */
+extern const BlockCreateOptDesc vhdx_create_opts[];
+int coroutine_fn vhdx_co_create_opts(const BlockDriver *drv, const char *filename,
+                                     BlockOpts *options, Error **errp);
+
+/* vhdx.c */
+int vhdx_pread_sync(BdrvChild *c, uint64_t off, void *buf, size_t len);
+int coroutine_fn vhdx_co_pwrite(BdrvChild *c, uint64_t off, const void *buf, size_t len);
+int coroutine_fn vhdx_co_pread(BdrvChild *c, uint64_t off, void *buf, size_t len);
+
+#endif /* COBLK_DRIVERS_FORMAT_VHDX_INT_H */

@@ -1,0 +1,354 @@
+/*
+ * The "vhdx" format driver: Hyper-V virtual hard disks ([MS-VHDX]), dynamic
+ * and fixed, 512 and 4096-byte logical sectors, every payload block state,
+ * log replay on open and metadata updates through the log.
+ *
+ * Differencing images (HasParent, parent locators) are refused with a
+ * message at open; they are not implemented.
+ *
+ * Crash safety: a new block is written and flushed before its BAT entry,
+ * and the BAT sector is written through the log (log entry flushed, then
+ * the sector in place, flushed), so a crash leaves either the old entry or
+ * a log the next writable open replays.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "drivers/drivers.h"
+#include "drivers/format/bytes.h"
+#include "drivers/format/vhdx/vhdx-int.h"
+
+typedef struct SyncRead {
+    BdrvChild *c;
+    uint64_t off;
+    void *buf;
+    size_t len;
+} SyncRead;
+
+int coroutine_fn vhdx_co_pread(BdrvChild *c, uint64_t off, void *buf, size_t len)
+{
+    IOVector qiov;
+
+    iovector_init_buf(&qiov, buf, len);
+    return bdrv_co_preadv(c, (int64_t)off, (int64_t)len, &qiov, 0);
+}
+
+int coroutine_fn vhdx_co_pwrite(BdrvChild *c, uint64_t off, const void *buf, size_t len)
+{
+    IOVector qiov;
+
+    iovector_init_buf(&qiov, (void *)buf, len);
+    return bdrv_co_pwritev(c, (int64_t)off, (int64_t)len, &qiov, 0);
+}
+
+static int64_t coroutine_fn sync_read_co(void *opaque)
+{
+    SyncRead *r = opaque;
+
+    return vhdx_co_pread(r->c, r->off, r->buf, r->len);
+}
+
+int vhdx_pread_sync(BdrvChild *c, uint64_t off, void *buf, size_t len)
+{
+    SyncRead r = { c, off, buf, len };
+
+    return (int)bdrv_run_co(c->bs->aio_context, sync_read_co, &r);
+}
+
+static int vhdx_probe(const uint8_t *buf, int buf_size, const char *filename)
+{
+    return buf_size >= 8 && !memcmp(buf, "vhdxfile", 8) ? 100 : 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Open and close */
+
+static void vhdx_close(BlockDriverState *bs);
+
+static int vhdx_do_open(BlockDriverState *bs, BlockOpts *options, Error **errp)
+{
+    int ret;
+
+    bs->file = bdrv_open_child(NULL, options, "file", bs,
+                               BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY, false, errp);
+    if (!bs->file) {
+        return -EINVAL;
+    }
+    ret = vhdx_read_headers(bs, errp);
+    if (ret == 0) {
+        ret = vhdx_log_open(bs, errp);
+    }
+    if (ret == 0) {
+        ret = vhdx_read_region_table(bs, errp);
+    }
+    if (ret == 0) {
+        ret = vhdx_read_metadata(bs, errp);
+    }
+    if (ret == 0) {
+        ret = vhdx_load_bat(bs, errp);
+    }
+    return ret;
+}
+
+static int vhdx_open(BlockDriverState *bs, BlockOpts *options, int flags, Error **errp)
+{
+    BDRVVhdxState *s = bs->opaque;
+    int ret;
+
+    co_mutex_init(&s->lock);
+    ret = vhdx_do_open(bs, options, errp);
+    if (ret < 0) {
+        vhdx_close(bs);
+    }
+    return ret;
+}
+
+static int64_t coroutine_fn clear_log_guid_co(void *opaque)
+{
+    BlockDriverState *bs = opaque;
+    BDRVVhdxState *s = bs->opaque;
+
+    memset(&s->hdr.log_guid, 0, sizeof(s->hdr.log_guid));
+    return vhdx_update_headers(bs, NULL);
+}
+
+static void vhdx_close(BlockDriverState *bs)
+{
+    BDRVVhdxState *s = bs->opaque;
+
+    if (s->guids_updated && !bs->read_only && bs->file) {
+        /* Every entry is in place: a clean image needs no replay. */
+        (void)bdrv_run_co(bs->aio_context, clear_log_guid_co, bs);
+        s->guids_updated = false;
+    }
+    free(s->bat);
+    s->bat = NULL;
+}
+
+static void vhdx_refresh_limits(BlockDriverState *bs, Error **errp)
+{
+    BDRVVhdxState *s = bs->opaque;
+
+    if (bs->bl.request_alignment < s->logical_sector) {
+        bs->bl.request_alignment = s->logical_sector;
+    }
+}
+
+static int vhdx_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags,
+                               Error **errp)
+{
+    return 0;
+}
+
+static void vhdx_reopen_noop(BlockDriverState *bs)
+{
+}
+
+/* ---------------------------------------------------------------------- */
+/* Requests */
+
+static uint64_t bat_entry(const BDRVVhdxState *s, uint64_t block)
+{
+    return s->bat[vhdx_bat_index(s, block)];
+}
+
+static int coroutine_fn vhdx_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                       IOVector *qiov, size_t qoff, BdrvRequestFlags flags)
+{
+    BDRVVhdxState *s = bs->opaque;
+    uint64_t off = (uint64_t)offset, left = (uint64_t)bytes;
+
+    while (left) {
+        uint64_t block = off / s->block_size, in = off % s->block_size;
+        uint64_t n = left < s->block_size - in ? left : s->block_size - in;
+        uint64_t e = bat_entry(s, block);
+        int ret = 0;
+
+        if ((e & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_FULLY_PRESENT) {
+            ret = bdrv_co_preadv_part(bs->file, (int64_t)((e & VHDX_BAT_OFFSET_MASK) + in),
+                                      (int64_t)n, qiov, qoff, 0);
+        } else {
+            iovector_memset(qiov, qoff, 0, n);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        off += n;
+        qoff += n;
+        left -= n;
+    }
+    return 0;
+}
+
+/* Gives block a home in the file: its reserved space (zeroed) or a new one at the end. */
+static int coroutine_fn alloc_block(BlockDriverState *bs, uint64_t e, uint64_t in, uint64_t n,
+                                    uint64_t *host)
+{
+    BDRVVhdxState *s = bs->opaque;
+    uint64_t off = e & VHDX_BAT_OFFSET_MASK;
+    int ret;
+
+    if (off && off + s->block_size <= s->file_end) {
+        /* Space kept for a ZERO/UNMAPPED block: zero what the write leaves. */
+        ret = in ? bdrv_co_pwrite_zeroes(bs->file, (int64_t)off, (int64_t)in, 0) : 0;
+        if (ret == 0 && in + n < s->block_size) {
+            ret = bdrv_co_pwrite_zeroes(bs->file, (int64_t)(off + in + n),
+                                        (int64_t)(s->block_size - in - n), 0);
+        }
+        *host = off;
+        return ret;
+    }
+    off = s->file_end;
+    if (off + s->block_size > VHDX_MAX_FILE) {
+        return -ENOSPC;
+    }
+    ret = bdrv_co_truncate(bs->file, (int64_t)(off + s->block_size), false, PREALLOC_MODE_OFF,
+                           0, NULL);
+    if (ret < 0) {
+        return ret;
+    }
+    s->file_end = off + s->block_size;
+    *host = off;
+    return 0;
+}
+
+static int coroutine_fn write_block(BlockDriverState *bs, uint64_t block, uint64_t in,
+                                    uint64_t n, IOVector *qiov, size_t qoff)
+{
+    BDRVVhdxState *s = bs->opaque;
+    uint64_t e, host;
+    int ret;
+
+    co_mutex_lock(&s->lock);
+    e = bat_entry(s, block);
+    if ((e & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_FULLY_PRESENT) {
+        co_mutex_unlock(&s->lock);
+        return bdrv_co_pwritev_part(bs->file, (int64_t)((e & VHDX_BAT_OFFSET_MASK) + in),
+                                    (int64_t)n, qiov, qoff, 0);
+    }
+    ret = alloc_block(bs, e, in, n, &host);
+    if (ret == 0) {
+        ret = bdrv_co_pwritev_part(bs->file, (int64_t)(host + in), (int64_t)n, qiov, qoff, 0);
+    }
+    if (ret == 0) {
+        ret = bdrv_co_flush(bs->file->bs); /* the data is durable before its BAT entry */
+    }
+    if (ret == 0) {
+        ret = vhdx_bat_set(bs, block, host | VHDX_PAYLOAD_FULLY_PRESENT);
+    }
+    co_mutex_unlock(&s->lock);
+    return ret;
+}
+
+static int coroutine_fn vhdx_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                        IOVector *qiov, size_t qoff, BdrvRequestFlags flags)
+{
+    BDRVVhdxState *s = bs->opaque;
+    uint64_t off = (uint64_t)offset, left = (uint64_t)bytes;
+    int ret;
+
+    if (off + left > s->disk_size) {
+        return -ENOSPC;
+    }
+    co_mutex_lock(&s->lock);
+    ret = vhdx_log_start(bs);
+    co_mutex_unlock(&s->lock);
+    while (ret == 0 && left) {
+        uint64_t block = off / s->block_size, in = off % s->block_size;
+        uint64_t n = left < s->block_size - in ? left : s->block_size - in;
+
+        ret = write_block(bs, block, in, n, qiov, qoff);
+        off += n;
+        qoff += n;
+        left -= n;
+    }
+    return ret;
+}
+
+static int block_state(const BDRVVhdxState *s, uint64_t e, uint64_t in, uint64_t *host)
+{
+    switch (e & VHDX_BAT_STATE_MASK) {
+    case VHDX_PAYLOAD_FULLY_PRESENT:
+        *host = (e & VHDX_BAT_OFFSET_MASK) + in;
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID;
+    case VHDX_PAYLOAD_ZERO:
+        return BDRV_BLOCK_ZERO;
+    default:
+        return 0;
+    }
+}
+
+static int coroutine_fn vhdx_co_block_status(BlockDriverState *bs, bool want_zero,
+                                             int64_t offset, int64_t bytes, int64_t *pnum,
+                                             int64_t *map, BlockDriverState **file)
+{
+    BDRVVhdxState *s = bs->opaque;
+    uint64_t off = (uint64_t)offset, done = 0, first_host = 0;
+    int status = -1;
+
+    while (done < (uint64_t)bytes) {
+        uint64_t block = (off + done) / s->block_size, in = (off + done) % s->block_size;
+        uint64_t n = s->block_size - in, host = 0;
+        int st = block_state(s, bat_entry(s, block), in, &host);
+
+        if (n > (uint64_t)bytes - done) {
+            n = (uint64_t)bytes - done;
+        }
+        if (status < 0) {
+            status = st;
+            first_host = host;
+        } else if (st != status || ((st & BDRV_BLOCK_OFFSET_VALID) &&
+                                    host != first_host + done)) {
+            break;
+        }
+        done += n;
+    }
+    *pnum = (int64_t)done;
+    if (status & BDRV_BLOCK_OFFSET_VALID) {
+        *map = (int64_t)first_host;
+        *file = bs->file->bs;
+    }
+    return status;
+}
+
+static int64_t coroutine_fn vhdx_co_getlength(BlockDriverState *bs)
+{
+    BDRVVhdxState *s = bs->opaque;
+
+    return (int64_t)s->disk_size;
+}
+
+static int vhdx_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
+{
+    BDRVVhdxState *s = bs->opaque;
+
+    bdi->cluster_size = s->block_size;
+    return 0;
+}
+
+static const char *const vhdx_extensions[] = { "vhdx", NULL };
+
+const BlockDriver bdrv_vhdx = {
+    .struct_size = sizeof(BlockDriver),
+    .format_name = "vhdx",
+    .instance_size = sizeof(BDRVVhdxState),
+    .is_format = true,
+    .probe = vhdx_probe,
+    .bdrv_open = vhdx_open,
+    .bdrv_close = vhdx_close,
+    .refresh_limits = vhdx_refresh_limits,
+    .co_preadv = vhdx_co_preadv,
+    .co_pwritev = vhdx_co_pwritev,
+    .co_block_status = vhdx_co_block_status,
+    .co_getlength = vhdx_co_getlength,
+    .reopen_prepare = vhdx_reopen_prepare,
+    .reopen_commit = vhdx_reopen_noop,
+    .reopen_abort = vhdx_reopen_noop,
+    .co_create_opts = vhdx_co_create_opts,
+    .create_opts = vhdx_create_opts,
+    .get_info = vhdx_get_info,
+    .file_extensions = vhdx_extensions,
+};

@@ -1,0 +1,381 @@
+/*
+ * Unit tests: the vhdx driver (drivers/format/vhdx/): create, write and read
+ * back dynamic and fixed images with 512 and 4096-byte logical sectors,
+ * every block state, log replay of a dirty log built by hand (and the
+ * read-only refusal), and corrupt images (bad identifier, header and region
+ * table checksums, region table overflow, BAT size overflow, block and
+ * sector sizes, BAT entries past EOF, bad log location, unknown required
+ * metadata, differencing images).
+ */
+#include "drv-test-util.h"
+
+#include "block/block-int.h"
+#include "drivers/format/bytes.h"
+#include "drivers/format/vhdx/vhdx-int.h"
+
+#define KiB 1024
+#define MiB (1024 * 1024)
+
+static char img[4096];
+
+static int setup(void **state)
+{
+    drv_test_path(img, sizeof(img), "vhdx");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    unlink(img);
+    return 0;
+}
+
+static void create(const char *opts)
+{
+    BlockOpts *o = bopts_new();
+    Error *err = NULL;
+
+    unlink(img);
+    assert_int_equal(bopts_parse_keyval(o, opts, NULL, &err), 0);
+    if (bdrv_create("vhdx", img, o, &err) < 0) {
+        fail_msg("create (%s): %s", opts, error_get_pretty(err));
+    }
+}
+
+static const char *opts(void)
+{
+    static char buf[4200];
+
+    snprintf(buf, sizeof(buf), "driver=vhdx,file.driver=file,file.filename=%s", img);
+    return buf;
+}
+
+static void pread_file(off_t off, void *buf, size_t len)
+{
+    int fd = open(img, O_RDONLY);
+
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, buf, len, off), (ssize_t)len);
+    close(fd);
+}
+
+static void pwrite_file(off_t off, const void *buf, size_t len)
+{
+    int fd = open(img, O_RDWR);
+
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, buf, len, off), (ssize_t)len);
+    close(fd);
+}
+
+/* Rewrites a checksummed structure of len bytes at off after fix() changed it. */
+static void patch_checked(off_t off, size_t len, void (*fix)(uint8_t *, void *), void *arg)
+{
+    uint8_t *buf = malloc(len);
+
+    pread_file(off, buf, len);
+    fix(buf, arg);
+    st_le32(buf + 4, vhdx_checksum(buf, len, 4));
+    pwrite_file(off, buf, len);
+    free(buf);
+}
+
+static void exercise(int64_t size)
+{
+    static const int64_t offs[][2] = {
+        { 0, 64 * KiB }, { 72 * KiB, 4 * KiB }, { 3 * MiB - 4 * KiB, 12 * KiB },
+        { 9 * MiB, 1 * MiB + 8 * KiB },
+    };
+    uint8_t *want = calloc(1, (size_t)size), *buf = malloc((size_t)size);
+    BlockBackend *blk = drv_test_open_ok(opts(), BDRV_O_RDWR);
+
+    assert_int_equal(blk_getlength(blk), size);
+    for (size_t i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
+        drv_test_pattern(want + offs[i][0], (size_t)offs[i][1], (uint8_t)(i + 3));
+        assert_int_equal(blk_pwrite(blk, offs[i][0], offs[i][1], want + offs[i][0], 0), 0);
+    }
+    assert_int_equal(blk_pread(blk, 0, size, buf, 0), 0);
+    assert_memory_equal(buf, want, (size_t)size);
+    blk_unref(blk);
+    blk = drv_test_open_ok(opts(), 0);
+    assert_int_equal(blk_pread(blk, 0, size, buf, 0), 0);
+    assert_memory_equal(buf, want, (size_t)size);
+    blk_unref(blk);
+    free(want);
+    free(buf);
+}
+
+static void test_vhdx_create_rw(void **state)
+{
+    static const char *const o[] = {
+        "size=20M", "size=20M,subformat=fixed", "size=20M,subformat=fixed,block_state_zero=off",
+        "size=20M,block_size=1M,log_size=2M", "size=20M,logical_sector_size=4096",
+        "size=20M,block_state_zero=off,block_size=256M",
+    };
+
+    for (size_t i = 0; i < sizeof(o) / sizeof(o[0]); i++) {
+        create(o[i]);
+        exercise(20 * MiB);
+    }
+}
+
+static void test_vhdx_info_and_probe(void **state)
+{
+    BlockDriverInfo bdi;
+    BlockBackend *blk;
+    uint8_t hdr[4096];
+
+    create("size=64M,block_size=2M");
+    blk = blk_new_open(img, NULL, 0, NULL);
+    assert_non_null(blk);
+    assert_string_equal(bdrv_get_format_name(blk_bs(blk)), "vhdx");
+    assert_int_equal(bdrv_get_info(blk_bs(blk), &bdi), 0);
+    assert_int_equal(bdi.cluster_size, 2 * MiB);
+    blk_unref(blk);
+    /* A write session leaves the headers clean (LogGuid cleared). */
+    blk = drv_test_open_ok(opts(), BDRV_O_RDWR);
+    memset(hdr, 7, sizeof(hdr));
+    assert_int_equal(blk_pwrite(blk, 0, sizeof(hdr), hdr, 0), 0);
+    blk_unref(blk);
+    for (int i = 1; i <= 2; i++) {
+        pread_file(i * 64 * KiB, hdr, sizeof(hdr));
+        assert_memory_equal(hdr, "head", 4);
+        for (int k = 48; k < 64; k++) {
+            assert_int_equal(hdr[k], 0);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* A dirty log made by hand */
+
+static VhdxGuid test_guid = { { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 } };
+
+static void set_log_guid(uint8_t *h, void *arg)
+{
+    memcpy(h + 48, test_guid.b, 16);
+    st_le64(h + 8, ld_le64(h + 8) + 10);
+}
+
+/* Writes one log entry at the log start that puts bat_sector at bat_off. */
+static void write_log_entry(uint64_t bat_off, const uint8_t *bat_sector, uint64_t file_len)
+{
+    uint8_t *e = calloc(1, 8192);
+    const uint64_t seq = 42;
+
+    memcpy(e, "loge", 4);
+    st_le32(e + 8, 8192);
+    st_le32(e + 12, 0);
+    st_le64(e + 16, seq);
+    st_le32(e + 24, 1);
+    memcpy(e + 32, test_guid.b, 16);
+    st_le64(e + 48, file_len);
+    st_le64(e + 56, file_len);
+    memcpy(e + 64, "desc", 4);
+    memcpy(e + 68, bat_sector + 4092, 4);
+    memcpy(e + 72, bat_sector, 8);
+    st_le64(e + 80, bat_off);
+    st_le64(e + 88, seq);
+    memcpy(e + 4096, "data", 4);
+    st_le32(e + 4100, 0);
+    memcpy(e + 4104, bat_sector + 8, 4084);
+    st_le32(e + 8188, (uint32_t)seq);
+    st_le32(e + 4, vhdx_checksum(e, 8192, 4));
+    pwrite_file(1 * MiB, e, 8192);
+    free(e);
+}
+
+static void test_vhdx_log_replay(void **state)
+{
+    /* Layout of a coblk image with a 1 MiB log: metadata at 2 MiB, BAT at 3 MiB, data at 4. */
+    const uint64_t bat_off = 3 * MiB, block_off = 4 * MiB;
+    uint8_t sector[4096], *data = malloc(MiB), *buf = malloc(MiB);
+    BlockBackend *blk;
+    char cmd[4400];
+
+    create("size=8M,block_size=1M");
+    drv_test_pattern(data, MiB, 0x99);
+    pwrite_file((off_t)block_off, data, MiB);
+    pread_file((off_t)bat_off, sector, sizeof(sector));
+    st_le64(sector, block_off | VHDX_PAYLOAD_FULLY_PRESENT);
+    write_log_entry(bat_off, sector, block_off + MiB);
+    patch_checked(64 * KiB, 4096, set_log_guid, NULL);
+    patch_checked(128 * KiB, 4096, set_log_guid, NULL);
+
+    /* Read-only: refused, with a message. */
+    drv_test_open_fails(opts(), 0, "must be replayed");
+    /* Read-write: replayed; the block written only through the log is there. */
+    blk = drv_test_open_ok(opts(), BDRV_O_RDWR);
+    assert_int_equal(blk_pread(blk, 0, MiB, buf, 0), 0);
+    assert_memory_equal(buf, data, MiB);
+    blk_unref(blk);
+    /* Clean now: a read-only open works and sees the data. */
+    blk = drv_test_open_ok(opts(), 0);
+    assert_int_equal(blk_pread(blk, 0, MiB, buf, 0), 0);
+    assert_memory_equal(buf, data, MiB);
+    blk_unref(blk);
+    if (system("command -v qemu-img >/dev/null 2>&1") == 0) {
+        snprintf(cmd, sizeof(cmd), "qemu-img check -q '%s'", img);
+        assert_int_equal(system(cmd), 0);
+    }
+    /* A log entry with a bad checksum is not replayed (and not dirty). */
+    create("size=8M,block_size=1M");
+    write_log_entry(bat_off, sector, block_off + MiB);
+    pwrite_file(1 * MiB + 100, "x", 1);
+    patch_checked(64 * KiB, 4096, set_log_guid, NULL);
+    patch_checked(128 * KiB, 4096, set_log_guid, NULL);
+    blk = drv_test_open_ok(opts(), 0);
+    assert_int_equal(blk_pread(blk, 0, 4096, buf, 0), 0);
+    for (int i = 0; i < 4096; i++) {
+        assert_int_equal(buf[i], 0);
+    }
+    blk_unref(blk);
+    free(data);
+    free(buf);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Corrupt images */
+
+static void set_region_count(uint8_t *r, void *arg)
+{
+    st_le32(r + 8, *(uint32_t *)arg);
+}
+
+static void set_log_length(uint8_t *h, void *arg)
+{
+    st_le32(h + 68, *(uint32_t *)arg);
+}
+
+static void test_vhdx_bad_headers(void **state)
+{
+    uint32_t v;
+
+    create("size=8M");
+    pwrite_file(0, "vhdxfilX", 8);
+    drv_test_open_fails(opts(), 0, "file type identifier");
+    /* One bad header: the other is used. */
+    create("size=8M");
+    pwrite_file(64 * KiB + 200, "x", 1);
+    {
+        BlockBackend *blk = drv_test_open_ok(opts(), 0);
+        blk_unref(blk);
+    }
+    pwrite_file(128 * KiB + 200, "x", 1);
+    drv_test_open_fails(opts(), 0, "neither header is valid");
+    /* Log location. */
+    create("size=8M");
+    v = 12345;
+    patch_checked(64 * KiB, 4096, set_log_length, &v);
+    patch_checked(128 * KiB, 4096, set_log_length, &v);
+    drv_test_open_fails(opts(), 0, "log at");
+    /* Region tables: checksums and entry count. */
+    create("size=8M");
+    pwrite_file(192 * KiB + 100, "x", 1);
+    pwrite_file(256 * KiB + 100, "x", 1);
+    drv_test_open_fails(opts(), 0, "neither region table is valid");
+    create("size=8M");
+    v = 5000;
+    patch_checked(192 * KiB, 64 * KiB, set_region_count, &v);
+    drv_test_open_fails(opts(), 0, "region table entry count 5000");
+}
+
+/* Metadata items of a coblk image: table at 2 MiB, items from 2 MiB + 64 KiB. */
+#define META (2 * MiB)
+#define ITEMS (META + 64 * KiB)
+
+static void put32(off_t off, uint32_t v)
+{
+    uint8_t b[4];
+
+    st_le32(b, v);
+    pwrite_file(off, b, 4);
+}
+
+static void put64(off_t off, uint64_t v)
+{
+    uint8_t b[8];
+
+    st_le64(b, v);
+    pwrite_file(off, b, 8);
+}
+
+static void test_vhdx_bad_metadata(void **state)
+{
+    create("size=8M");
+    put32(ITEMS, 0);
+    drv_test_open_fails(opts(), 0, "block size 0");
+    create("size=8M");
+    put32(ITEMS, 3 * MiB);
+    drv_test_open_fails(opts(), 0, "block size 3145728");
+    create("size=8M");
+    put32(ITEMS + 32, 1000);
+    drv_test_open_fails(opts(), 0, "sector sizes 1000/512");
+    create("size=8M");
+    put64(ITEMS + 8, 1000);
+    drv_test_open_fails(opts(), 0, "virtual disk size 1000");
+    /* 64 TiB in 1 MiB blocks needs a 512 MiB BAT: more than the region holds. */
+    create("size=8M,block_size=1M");
+    put64(ITEMS + 8, 64ULL * MiB * MiB);
+    drv_test_open_fails(opts(), 0, "the BAT needs");
+    /* Differencing. */
+    create("size=8M");
+    put32(ITEMS + 4, 2);
+    drv_test_open_fails(opts(), 0, "differencing vhdx images");
+    /* An unknown required item (the page 83 entry renamed). */
+    create("size=8M");
+    pwrite_file(META + 96, "\xee\xee", 2);
+    drv_test_open_fails(opts(), 0, "unknown required metadata item");
+    /* Metadata entry count. */
+    create("size=8M");
+    put32(META + 8, 0x7fff0000);
+    drv_test_open_fails(opts(), 0, "metadata entry count");
+    /* A metadata item outside the region. */
+    create("size=8M");
+    put32(META + 32 + 16, 2 * MiB);
+    drv_test_open_fails(opts(), 0, "misplaced");
+}
+
+static void test_vhdx_bad_bat(void **state)
+{
+    uint8_t buf[4096];
+    BlockBackend *blk;
+
+    create("size=8M,block_size=1M");
+    put64(3 * MiB, (100ULL * MiB) | VHDX_PAYLOAD_FULLY_PRESENT);
+    drv_test_open_fails(opts(), 0, "outside the file");
+    create("size=8M,block_size=1M");
+    put64(3 * MiB, VHDX_PAYLOAD_FULLY_PRESENT);
+    drv_test_open_fails(opts(), 0, "outside the file");
+    create("size=8M,block_size=1M");
+    put64(3 * MiB, VHDX_PAYLOAD_PARTIALLY_PRESENT);
+    drv_test_open_fails(opts(), 0, "has state 7");
+    /* Every non-present state reads as zeroes. */
+    create("size=8M,block_size=1M");
+    put64(3 * MiB, VHDX_PAYLOAD_UNDEFINED);
+    put64(3 * MiB + 8, VHDX_PAYLOAD_UNMAPPED);
+    put64(3 * MiB + 16, VHDX_PAYLOAD_NOT_PRESENT);
+    blk = drv_test_open_ok(opts(), 0);
+    for (int b = 0; b < 3; b++) {
+        memset(buf, 1, sizeof(buf));
+        assert_int_equal(blk_pread(blk, b * MiB, sizeof(buf), buf, 0), 0);
+        for (size_t i = 0; i < sizeof(buf); i++) {
+            assert_int_equal(buf[i], 0);
+        }
+    }
+    blk_unref(blk);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_vhdx_create_rw, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhdx_info_and_probe, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhdx_log_replay, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhdx_bad_headers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhdx_bad_metadata, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhdx_bad_bat, setup, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

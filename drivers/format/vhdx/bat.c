@@ -115,19 +115,25 @@ int coroutine_fn vhdx_bat_set(BlockDriverState *bs, uint64_t block, uint64_t ent
 {
     BDRVVhdxState *s = bs->opaque;
     uint64_t idx = vhdx_bat_index(s, block);
-    uint64_t sec = (idx * 8) & ~(uint64_t)(VHDX_LOG_SECTOR - 1);
+    /* Through the log: its 4 KiB sector; in place: the 512-byte sector. */
+    uint64_t unit = s->metadata_log ? VHDX_LOG_SECTOR : 512;
+    uint64_t sec = (idx * 8) & ~(unit - 1);
     uint64_t first = sec / 8, old = s->bat[idx];
-    uint8_t *buf = calloc(1, VHDX_LOG_SECTOR);
+    uint8_t *buf = calloc(1, unit);
     int ret;
 
     if (!buf) {
         return -ENOMEM;
     }
     s->bat[idx] = entry;
-    for (uint64_t i = 0; i < VHDX_LOG_SECTOR / 8 && first + i < s->bat_entries; i++) {
+    for (uint64_t i = 0; i < unit / 8 && first + i < s->bat_entries; i++) {
         st_le64(buf + i * 8, s->bat[first + i]);
     }
-    ret = vhdx_log_write(bs, s->bat_offset + sec, buf, VHDX_LOG_SECTOR);
+    if (s->metadata_log) {
+        ret = vhdx_log_write(bs, s->bat_offset + sec, buf, unit);
+    } else {
+        ret = vhdx_co_pwrite(bs->file, s->bat_offset + sec, buf, unit);
+    }
     free(buf);
     if (ret < 0) {
         s->bat[idx] = old;

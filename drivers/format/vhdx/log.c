@@ -10,10 +10,15 @@
  * descriptors, then the file is extended to LastFileOffset), flushes and
  * clears LogGuid; a read-only open of a dirty image fails with a message.
  *
- * Writes: every metadata update (a BAT sector) is written as one log entry
- * at the log head, flushed, then written in place and flushed, so the
- * entry's tail is the entry itself. LogGuid is set in the headers before
- * the first entry of a session and cleared at a clean close.
+ * Writes (open option metadata-log=on): every metadata update (a BAT
+ * sector) is written as one log entry at the log head, flushed, then
+ * written in place and flushed, so the entry's tail is the entry itself.
+ * LogGuid is set in the headers before the first entry of a session and
+ * cleared at a clean close. While such a session runs, a crash leaves an
+ * image that needs replay, which read-only opens (and qemu-img check)
+ * refuse; so by default (metadata-log=off) BAT entries are written in
+ * place, after the data they point at is flushed: one 8-byte entry inside
+ * one sector, which a torn write cannot split.
  *
  * Limits: the log is at most VHDX_MAX_LOG; an entry at most
  * VHDX_MAX_LOG_ENTRY (32 MiB); replayed writes end below VHDX_MAX_FILE.
@@ -260,7 +265,10 @@ int vhdx_log_open(BlockDriverState *bs, Error **errp)
 /* ---------------------------------------------------------------------- */
 /* Writing through the log */
 
-/* Sets new write GUIDs and a LogGuid in both headers, once per session. */
+/*
+ * Sets new write GUIDs (and, with metadata-log=on, a LogGuid) in both
+ * headers, once per session.
+ */
 int coroutine_fn vhdx_log_start(BlockDriverState *bs)
 {
     BDRVVhdxState *s = bs->opaque;
@@ -271,10 +279,13 @@ int coroutine_fn vhdx_log_start(BlockDriverState *bs)
     }
     vhdx_guid_generate(&s->hdr.file_write_guid);
     vhdx_guid_generate(&s->hdr.data_write_guid);
-    vhdx_guid_generate(&s->hdr.log_guid);
+    if (s->metadata_log) {
+        vhdx_guid_generate(&s->hdr.log_guid);
+    }
     ret = vhdx_update_headers(bs, NULL);
     if (ret == 0) {
         s->guids_updated = true;
+        s->log_guid_set = s->metadata_log;
         s->log_seq = 1;
         s->log_head = 0;
     }

@@ -102,7 +102,9 @@ typedef struct BDRVVhdxState {
     uint64_t file_end;      /* where the next block goes (1 MiB aligned) */
 
     /* log and header state while writable */
-    bool guids_updated;     /* FileWriteGuid / LogGuid set for this session */
+    bool metadata_log;      /* open option metadata-log: BAT updates through the log */
+    bool guids_updated;     /* FileWriteGuid / DataWriteGuid (/ LogGuid) set this session */
+    bool log_guid_set;      /* LogGuid is set in the headers (cleared at close) */
     uint64_t log_seq;
     uint64_t log_head;      /* offset of the next entry within the log */
 } BDRVVhdxState;
@@ -129,7 +131,7 @@ int vhdx_read_metadata(BlockDriverState *bs, Error **errp);
 /* bat.c */
 int vhdx_load_bat(BlockDriverState *bs, Error **errp);
 uint64_t vhdx_bat_index(const BDRVVhdxState *s, uint64_t block);
-/* Sets the BAT entry of block (through the log) after its data is durable. */
+/* Sets the BAT entry of block (in place or through the log) once its data is durable. */
 int coroutine_fn vhdx_bat_set(BlockDriverState *bs, uint64_t block, uint64_t entry);
 
 /* log.c */

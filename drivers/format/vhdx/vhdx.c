@@ -6,10 +6,10 @@
  * Differencing images (HasParent, parent locators) are refused with a
  * message at open; they are not implemented.
  *
- * Crash safety: a new block is written and flushed before its BAT entry,
- * and the BAT sector is written through the log (log entry flushed, then
- * the sector in place, flushed), so a crash leaves either the old entry or
- * a log the next writable open replays.
+ * Crash safety: a new block is written and flushed before its BAT entry is
+ * written (in place by default; through the log with metadata-log=on, see
+ * log.c), so a crash leaves either the old entry or the new one pointing at
+ * durable data (or, with the log, a log the next writable open replays).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -68,10 +68,16 @@ static int vhdx_probe(const uint8_t *buf, int buf_size, const char *filename)
 
 static void vhdx_close(BlockDriverState *bs);
 
+static const char *const vhdx_option_names[] = { "metadata-log", NULL };
+
 static int vhdx_do_open(BlockDriverState *bs, BlockOpts *options, Error **errp)
 {
+    BDRVVhdxState *s = bs->opaque;
     int ret;
 
+    if (bopts_take_bool(options, "metadata-log", false, &s->metadata_log, errp) < 0) {
+        return -EINVAL;
+    }
     bs->file = bdrv_open_child(NULL, options, "file", bs,
                                BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY, false, errp);
     if (!bs->file) {
@@ -119,10 +125,10 @@ static void vhdx_close(BlockDriverState *bs)
 {
     BDRVVhdxState *s = bs->opaque;
 
-    if (s->guids_updated && !bs->read_only && bs->file) {
+    if (s->log_guid_set && !bs->read_only && bs->file) {
         /* Every entry is in place: a clean image needs no replay. */
         (void)bdrv_run_co(bs->aio_context, clear_log_guid_co, bs);
-        s->guids_updated = false;
+        s->log_guid_set = false;
     }
     free(s->bat);
     s->bat = NULL;
@@ -183,36 +189,34 @@ static int coroutine_fn vhdx_co_preadv(BlockDriverState *bs, int64_t offset, int
     return 0;
 }
 
-/* Gives block a home in the file: its reserved space (zeroed) or a new one at the end. */
+/*
+ * Gives block a home in the file (its reserved space, or new space at the
+ * end) and zeroes the parts the write leaves, which also extends the file
+ * over the whole block.
+ */
 static int coroutine_fn alloc_block(BlockDriverState *bs, uint64_t e, uint64_t in, uint64_t n,
                                     uint64_t *host)
 {
     BDRVVhdxState *s = bs->opaque;
     uint64_t off = e & VHDX_BAT_OFFSET_MASK;
-    int ret;
+    int ret = 0;
 
-    if (off && off + s->block_size <= s->file_end) {
-        /* Space kept for a ZERO/UNMAPPED block: zero what the write leaves. */
-        ret = in ? bdrv_co_pwrite_zeroes(bs->file, (int64_t)off, (int64_t)in, 0) : 0;
-        if (ret == 0 && in + n < s->block_size) {
-            ret = bdrv_co_pwrite_zeroes(bs->file, (int64_t)(off + in + n),
-                                        (int64_t)(s->block_size - in - n), 0);
+    if (!off || off + s->block_size > s->file_end) {
+        off = s->file_end;
+        if (off + s->block_size > VHDX_MAX_FILE) {
+            return -ENOSPC;
         }
-        *host = off;
-        return ret;
+        s->file_end = off + s->block_size;
     }
-    off = s->file_end;
-    if (off + s->block_size > VHDX_MAX_FILE) {
-        return -ENOSPC;
+    if (in) {
+        ret = bdrv_co_pwrite_zeroes(bs->file, (int64_t)off, (int64_t)in, 0);
     }
-    ret = bdrv_co_truncate(bs->file, (int64_t)(off + s->block_size), false, PREALLOC_MODE_OFF,
-                           0, NULL);
-    if (ret < 0) {
-        return ret;
+    if (ret == 0 && in + n < s->block_size) {
+        ret = bdrv_co_pwrite_zeroes(bs->file, (int64_t)(off + in + n),
+                                    (int64_t)(s->block_size - in - n), 0);
     }
-    s->file_end = off + s->block_size;
     *host = off;
-    return 0;
+    return ret;
 }
 
 static int coroutine_fn write_block(BlockDriverState *bs, uint64_t block, uint64_t in,
@@ -336,6 +340,7 @@ const BlockDriver bdrv_vhdx = {
     .format_name = "vhdx",
     .instance_size = sizeof(BDRVVhdxState),
     .is_format = true,
+    .option_names = vhdx_option_names,
     .probe = vhdx_probe,
     .bdrv_open = vhdx_open,
     .bdrv_close = vhdx_close,

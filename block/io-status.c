@@ -2,6 +2,7 @@
  * coblk - the request layer: block status of a node and of a backing chain.
  */
 #include <errno.h>
+#include <stddef.h>
 
 #include "coblk-config.h"
 #include "block/io-int.h"
@@ -67,7 +68,13 @@ static int coroutine_fn bdrv_status_unallocated(BlockDriverState *bs, int ret, i
         return ret;
     }
     if (!backing && bs->drv->is_format) {
-        return ret | BDRV_BLOCK_ZERO;
+        bool backs = bs->drv->struct_size >= offsetof(BlockDriver, supports_backing) +
+                                              sizeof(bool) &&
+                     bs->drv->supports_backing;
+
+        /* As qemu-img map: only a format that could defer to a backing
+         * file leaves its unallocated ranges "not present". */
+        return ret | BDRV_BLOCK_ZERO | (backs ? 0 : BDRV_BLOCK_ALLOCATED);
     }
     if (backing) {
         int64_t blen = bdrv_co_getlength(backing);

@@ -291,6 +291,14 @@ struct BlockDriver {
     int (*debug_resume)(BlockDriverState *bs, const char *tag);
     bool (*debug_is_suspended)(BlockDriverState *bs, const char *tag);
 
+    /**
+     * The format can have a backing file (qcow2, qed, vmdk, qcow, parallels).
+     * Its unallocated ranges are then "not present" in block status, as
+     * qemu-img map says; a format without backing files (vdi, vpc) reports
+     * them as allocated zeroes.
+     */
+    bool supports_backing;
+
     /* New fields go here, at the end. */
 };
 

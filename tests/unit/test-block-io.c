@@ -370,6 +370,7 @@ static const BlockDriver bdrv_testcow = {
     .format_name = "testcow",
     .instance_size = sizeof(TestRam),
     .is_format = true,
+    .supports_backing = true,
     .is_protocol = true, /* opens without a file child */
     .bdrv_open = tr_open,
     .bdrv_close = tr_close,

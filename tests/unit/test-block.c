@@ -126,6 +126,7 @@ static const BlockDriver bdrv_testfmt = {
     .struct_size = sizeof(BlockDriver),
     .format_name = "testfmt",
     .is_format = true,
+    .supports_backing = true,
     .probe = testfmt_probe,
     .bdrv_open = testfmt_open,
     .co_getlength = testfmt_getlength,

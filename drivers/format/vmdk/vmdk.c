@@ -703,6 +703,7 @@ const BlockDriver bdrv_vmdk = {
     .format_name = "vmdk",
     .instance_size = sizeof(BDRVVmdkState),
     .is_format = true,
+    .supports_backing = true,
     .probe = vmdk_probe,
     .bdrv_open = vmdk_open,
     .bdrv_close = vmdk_close,

@@ -20,18 +20,84 @@
 /* Most extents per metadata context in one BLOCK_STATUS reply. */
 #define NBD_MAX_EXTENTS 256
 
-typedef struct NbdReq {
+/* Request records (and their buffers) kept for reuse per client, up to this many bytes. */
+#define NBD_BUF_CACHE_BYTES (64u * 1024 * 1024)
+
+struct NbdReq {
+    NbdReq *next_free;
     NbdClient *c;
     NbdRequest req;
     uint8_t *buf;
-} NbdReq;
+    size_t cap;
+};
+
+static size_t buf_size_for(uint32_t len)
+{
+    size_t cap = 4096;
+
+    while (cap < len) {
+        cap <<= 1;
+    }
+    return cap;
+}
+
+/*
+ * A request record with a buffer of at least len bytes (4 KiB aligned),
+ * from the client's cache when one fits: the steady state allocates nothing.
+ */
+static NbdReq *req_get(NbdClient *c, uint32_t len)
+{
+    NbdReq *r = c->free_reqs;
+
+    if (r) {
+        c->free_reqs = r->next_free;
+        c->cached_bytes -= r->cap;
+    } else if (!(r = calloc(1, sizeof(*r)))) {
+        return NULL;
+    }
+    if (len && r->cap < len) {
+        free(r->buf);
+        r->cap = 0;
+        if (posix_memalign((void **)&r->buf, 4096, buf_size_for(len))) {
+            r->buf = NULL;
+            free(r);
+            return NULL;
+        }
+        r->cap = buf_size_for(len);
+    }
+    r->c = c;
+    return r;
+}
+
+static void req_put(NbdClient *c, NbdReq *r)
+{
+    if (c->cached_bytes + r->cap > NBD_BUF_CACHE_BYTES) {
+        free(r->buf);
+        free(r);
+        return;
+    }
+    c->cached_bytes += r->cap;
+    r->next_free = c->free_reqs;
+    c->free_reqs = r;
+}
+
+void nbd_client_free_reqs(NbdClient *c)
+{
+    while (c->free_reqs) {
+        NbdReq *r = c->free_reqs;
+
+        c->free_reqs = r->next_free;
+        free(r->buf);
+        free(r);
+    }
+    c->cached_bytes = 0;
+}
 
 static void coroutine_fn req_done(NbdReq *r)
 {
     NbdClient *c = r->c;
 
-    free(r->buf);
-    free(r);
+    req_put(c, r);
     c->in_flight--;
     co_queue_next(&c->slots);
     if (c->in_flight == 0 && c->drain_waiter) {
@@ -346,22 +412,19 @@ static int coroutine_fn refuse_request(NbdClient *c, const NbdRequest *q, uint32
 static int coroutine_fn prepare_request(NbdClient *c, const NbdRequest *q, NbdReq **out)
 {
     bool data = q->type == NBD_CMD_READ || q->type == NBD_CMD_WRITE;
-    NbdReq *r = calloc(1, sizeof(*r));
+    NbdReq *r = req_get(c, data ? q->len : 0);
     int ret;
 
-    if (!r || (data && posix_memalign((void **)&r->buf, 4096, q->len))) {
-        free(r);
+    if (!r) {
         /* Out of memory: refuse, keeping the stream in sync. */
         ret = refuse_request(c, q, NBD_ENOMEM, "out of memory");
         return ret < 0 ? ret : 1;
     }
-    r->c = c;
     r->req = *q;
     if (q->type == NBD_CMD_WRITE) {
         ret = nbd_chan_read(&c->chan, r->buf, q->len);
         if (ret < 0) {
-            free(r->buf);
-            free(r);
+            req_put(c, r);
             return ret;
         }
     }

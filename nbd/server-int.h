@@ -19,6 +19,7 @@
 typedef struct NbdExport NbdExport;
 typedef struct NbdClient NbdClient;
 typedef struct NbdListener NbdListener;
+typedef struct NbdReq NbdReq;
 
 struct NbdExport {
     NbdExport *next;
@@ -66,6 +67,8 @@ struct NbdClient {
     unsigned in_flight;
     CoQueue slots;              /* the reader waits here when max_requests are in flight */
     Coroutine *drain_waiter;    /* main coroutine waiting for in_flight == 0 */
+    NbdReq *free_reqs;          /* request records kept for reuse (requests.c) */
+    size_t cached_bytes;        /* buffer bytes held by free_reqs */
 };
 
 struct NbdServer {
@@ -108,6 +111,7 @@ int coroutine_fn nbd_opt_meta_context(NbdClient *c, uint32_t opt, const uint8_t 
 
 /* requests.c: runs until DISC, an error or shutdown. */
 void coroutine_fn nbd_transmission(NbdClient *c);
+void nbd_client_free_reqs(NbdClient *c);
 
 /* replies.c; all take send_lock themselves. -errno means the connection is broken. */
 int coroutine_fn nbd_send_simple(NbdClient *c, uint64_t cookie, uint32_t nbd_err,

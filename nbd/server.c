@@ -112,6 +112,7 @@ static void client_free(NbdClient *c)
     }
     aio_timer_del(&c->handshake_timer);
     nbd_chan_close(&c->chan);
+    nbd_client_free_reqs(c);
     free(c->meta_export);
     free(c);
     srv->nr_clients--;

@@ -455,6 +455,47 @@ static void test_nbd_server_malformed_clients(void **state)
     }
 }
 
+/* Server shutdown with a client in handshake and one with requests in flight. */
+static atomic_bool clients_ready;
+
+static const char *clients_at_shutdown(void)
+{
+    int idle = cl_connect(), busy = cl_open();
+    uint8_t g[18];
+    bool ok = idle >= 0 && busy >= 0 && cl_read(idle, g, 18);
+
+    for (int i = 0; ok && i < 8; i++) {
+        ok = cl_req(busy, NBD_CMD_READ, 0, (uint64_t)i, (uint64_t)i * MiB, MiB);
+    }
+    atomic_store(&clients_ready, true);
+    aio_notify(ctx);
+    /* Both are disconnected by the shutdown; replies may arrive first. */
+    ok = ok && cl_closed(idle) && cl_closed(busy);
+    close(idle);
+    close(busy);
+    return ok ? NULL : "clients were not disconnected at server shutdown";
+}
+
+static void test_nbd_server_shutdown_with_clients(void **state)
+{
+    ClientRun r = { .fn = clients_at_shutdown };
+    pthread_t th;
+
+    assert_int_equal(pthread_create(&th, NULL, client_thread, &r), 0);
+    while (!atomic_load(&clients_ready) || nbd_server_client_count(srv) < 2) {
+        aio_poll(ctx, true);
+    }
+    nbd_server_free(srv); /* CVE-2024-7409 class: orderly close of every client */
+    srv = NULL;
+    while (!atomic_load(&r.done)) {
+        aio_poll(ctx, true);
+    }
+    pthread_join(th, NULL);
+    if (r.result) {
+        fail_msg("%s", r.result);
+    }
+}
+
 /* ---------------------------------------------------------------------- */
 /* The coblk client against the coblk server                              */
 
@@ -591,6 +632,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_nbd_server_malformed_clients, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nbd_server_coblk_client, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nbd_server_block_status, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nbd_server_shutdown_with_clients, setup, teardown),
     };
 
     signal(SIGPIPE, SIG_IGN);

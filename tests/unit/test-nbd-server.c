@@ -455,6 +455,58 @@ static void test_nbd_server_malformed_clients(void **state)
     }
 }
 
+/* Reads one structured chunk header; returns its type, or -1. */
+static int cl_chunk(int fd, uint16_t *flags, uint32_t *len)
+{
+    uint8_t h[NBD_CHUNK_HEADER_SIZE];
+
+    if (!cl_read(fd, h, sizeof(h)) || ld_be32(h) != NBD_STRUCTURED_REPLY_MAGIC) {
+        return -1;
+    }
+    *flags = ld_be16(h + 4);
+    *len = ld_be32(h + 16);
+    return ld_be16(h + 6);
+}
+
+/* A structured read over data, a zeroed 64 KiB block and data: data, hole, data chunks. */
+static const char *structured_read(void)
+{
+    int fd = cl_connect();
+    uint8_t *buf = malloc(65536 + 8);
+    uint16_t flags;
+    uint32_t len;
+    bool ok = fd >= 0 && cl_greet(fd) && cl_opt(fd, NBD_OPT_STRUCTURED_REPLY, NULL, 0) &&
+              cl_reply(fd) == NBD_REP_ACK && cl_go_named(fd, "exp");
+
+    ok = ok && cl_req(fd, NBD_CMD_WRITE_ZEROES, 0, 1, 65536, 65536) && cl_simple(fd, 1) == 0;
+    ok = ok && cl_req(fd, NBD_CMD_READ, 0, 2, 0, 3 * 65536);
+    ok = ok && cl_chunk(fd, &flags, &len) == NBD_REPLY_TYPE_OFFSET_DATA && !flags &&
+         len == 8 + 65536 && cl_read(fd, buf, len) && ld_be64(buf) == 0;
+    ok = ok && cl_chunk(fd, &flags, &len) == NBD_REPLY_TYPE_OFFSET_HOLE && !flags &&
+         len == 12 && cl_read(fd, buf, len) && ld_be64(buf) == 65536 &&
+         ld_be32(buf + 8) == 65536;
+    ok = ok && cl_chunk(fd, &flags, &len) == NBD_REPLY_TYPE_OFFSET_DATA &&
+         flags == NBD_REPLY_FLAG_DONE && len == 8 + 65536 && cl_read(fd, buf, len) &&
+         ld_be64(buf) == 2 * 65536;
+    /* with DF: one data chunk holding the zeroes */
+    ok = ok && cl_req(fd, NBD_CMD_READ, NBD_CMD_FLAG_DF, 3, 65536, 65536) &&
+         cl_chunk(fd, &flags, &len) == NBD_REPLY_TYPE_OFFSET_DATA &&
+         flags == NBD_REPLY_FLAG_DONE && len == 8 + 65536 && cl_read(fd, buf, len) &&
+         buf[8] == 0 && !memcmp(buf + 8, buf + 9, 65535);
+    /* an error on a structured read is an error chunk */
+    ok = ok && cl_req(fd, NBD_CMD_READ, 0, 4, IMG_SIZE, 512) &&
+         cl_chunk(fd, &flags, &len) == NBD_REPLY_TYPE_ERROR && flags == NBD_REPLY_FLAG_DONE &&
+         len >= 6 && len < 1000 && cl_read(fd, buf, len) && ld_be32(buf) == NBD_EINVAL;
+    close(fd);
+    free(buf);
+    return ok ? NULL : "structured read chunks are not data/hole/data";
+}
+
+static void test_nbd_server_structured_read(void **state)
+{
+    run_client(structured_read);
+}
+
 /* Server shutdown with a client in handshake and one with requests in flight. */
 static atomic_bool clients_ready;
 
@@ -633,6 +685,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_nbd_server_coblk_client, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nbd_server_block_status, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nbd_server_shutdown_with_clients, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nbd_server_structured_read, setup, teardown),
     };
 
     signal(SIGPIPE, SIG_IGN);

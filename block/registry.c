@@ -23,6 +23,7 @@ const BlockDriver *const bdrv_builtin_drivers[] = {
     &bdrv_vmdk,
     &bdrv_vpc,
     &bdrv_vhdx,
+    &bdrv_qed,
     NULL,
 };
 

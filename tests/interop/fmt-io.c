@@ -13,6 +13,9 @@
  *   fmt-io check FMT FILE [leaks|all]     runs check (and repair); exit 0 if clean
  *   fmt-io compact FMT FILE               compacts
  *   fmt-io open FMT FILE                  opens; prints the error and exits 1 on failure
+ *   fmt-io crashwrite FMT FILE OFF LEN BYTE  writes and flushes, then exits without
+ *                                         closing the image (a simulated crash)
+ *   fmt-io rebase FMT FILE BACKING [BFMT] changes the backing file name in the image
  * FMT "probe" guesses the format. Exit status 0 on success, 1 on failure.
  */
 #include <errno.h>
@@ -215,6 +218,44 @@ static int cmd_discard(const char *fmt, const char *file, int64_t off, int64_t l
     return ret < 0;
 }
 
+static int cmd_crashwrite(const char *fmt, const char *file, int64_t off, int64_t len, int byte)
+{
+    BlockBackend *blk = open_img(fmt, file, BDRV_O_RDWR);
+    uint8_t *buf = malloc((size_t)len);
+
+    if (!blk || !buf) {
+        return 1;
+    }
+    memset(buf, byte, (size_t)len);
+    if (blk_pwrite(blk, off, len, buf, 0) < 0 || blk_flush(blk) < 0) {
+        return 1;
+    }
+    _exit(0);
+}
+
+static int cmd_rebase(const char *fmt, const char *file, const char *backing, const char *bfmt)
+{
+    BlockOpts *o = bopts_new();
+    BlockBackend *blk;
+    Error *err = NULL;
+    int ret;
+
+    if (strcmp(fmt, "probe") != 0) {
+        bopts_set(o, "driver", fmt);
+    }
+    blk = blk_new_open(file, o, BDRV_O_RDWR | BDRV_O_NO_BACKING, &err);
+    if (!blk) {
+        fprintf(stderr, "fmt-io: %s\n", error_get_pretty(err));
+        return 1;
+    }
+    ret = bdrv_change_backing_file(blk_bs(blk), *backing ? backing : NULL, bfmt, &err);
+    blk_unref(blk);
+    if (ret < 0) {
+        fprintf(stderr, "fmt-io: %s\n", error_get_pretty(err));
+    }
+    return ret < 0;
+}
+
 static void report(void *opaque, const char *msg)
 {
     printf("%s\n", msg);
@@ -291,6 +332,13 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "compact") && argc == 4) {
         return cmd_compact(argv[2], argv[3]);
+    }
+    if (!strcmp(argv[1], "crashwrite") && argc == 7) {
+        return cmd_crashwrite(argv[2], argv[3], strtoll(argv[4], NULL, 0),
+                              strtoll(argv[5], NULL, 0), (int)strtol(argv[6], NULL, 0));
+    }
+    if (!strcmp(argv[1], "rebase") && (argc == 5 || argc == 6)) {
+        return cmd_rebase(argv[2], argv[3], argv[4], argc == 6 ? argv[5] : NULL);
     }
     if (!strcmp(argv[1], "open") && argc == 4) {
         BlockBackend *blk = open_img(argv[2], argv[3], 0);

@@ -1041,6 +1041,29 @@ static int64_t coroutine_fn qed_close_co(void *opaque)
     return ret;
 }
 
+/* Going read-only is a clean point: the need-check mark is cleared first. */
+static int qed_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags,
+                              Error **errp)
+{
+    BDRVQedState *s = bs->opaque;
+    int ret;
+
+    if (new_flags & BDRV_O_RDWR) {
+        return 0;
+    }
+    ret = (int)bdrv_run_co(bs->aio_context, qed_close_co, bs);
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "Could not mark '%s' clean", bs->filename);
+        return ret;
+    }
+    s->marked_dirty = false;
+    return 0;
+}
+
+static void qed_reopen_noop(BlockDriverState *bs)
+{
+}
+
 static void qed_close(BlockDriverState *bs)
 {
     BDRVQedState *s = bs->opaque;
@@ -1212,6 +1235,9 @@ const BlockDriver bdrv_qed = {
     .probe = qed_probe,
     .bdrv_open = qed_open,
     .bdrv_close = qed_close,
+    .reopen_prepare = qed_reopen_prepare,
+    .reopen_commit = qed_reopen_noop,
+    .reopen_abort = qed_reopen_noop,
     .co_preadv = qed_co_preadv,
     .co_pwritev = qed_co_pwritev,
     .co_pwrite_zeroes = qed_co_pwrite_zeroes,

@@ -372,6 +372,17 @@ static int vdi_open(BlockDriverState *bs, BlockOpts *options, int flags, Error *
     return 0;
 }
 
+/* Nothing is staged: the metadata is written as it changes. */
+static int vdi_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags,
+                              Error **errp)
+{
+    return 0;
+}
+
+static void vdi_reopen_noop(BlockDriverState *bs)
+{
+}
+
 static int64_t coroutine_fn vdi_co_getlength(BlockDriverState *bs)
 {
     BDRVVdiState *s = bs->opaque;
@@ -1162,6 +1173,9 @@ const BlockDriver bdrv_vdi = {
     .probe = vdi_probe,
     .bdrv_open = vdi_open,
     .bdrv_close = vdi_close,
+    .reopen_prepare = vdi_reopen_prepare,
+    .reopen_commit = vdi_reopen_noop,
+    .reopen_abort = vdi_reopen_noop,
     .co_preadv = vdi_co_preadv,
     .co_pwritev = vdi_co_pwritev,
     .co_pwrite_zeroes = vdi_co_pwrite_zeroes,

@@ -654,6 +654,17 @@ static int vpc_open(BlockDriverState *bs, BlockOpts *options, int flags, Error *
     return ret;
 }
 
+/* Nothing is staged: the metadata is written as it changes. */
+static int vpc_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags,
+                              Error **errp)
+{
+    return 0;
+}
+
+static void vpc_reopen_noop(BlockDriverState *bs)
+{
+}
+
 static void vpc_refresh_limits(BlockDriverState *bs, Error **errp)
 {
     if (bs->bl.request_alignment < VHD_SECTOR) {
@@ -1454,6 +1465,9 @@ const BlockDriver bdrv_vpc = {
     .probe = vpc_probe,
     .bdrv_open = vpc_open,
     .bdrv_close = vpc_close,
+    .reopen_prepare = vpc_reopen_prepare,
+    .reopen_commit = vpc_reopen_noop,
+    .reopen_abort = vpc_reopen_noop,
     .refresh_limits = vpc_refresh_limits,
     .co_preadv = vpc_co_preadv,
     .co_pwritev = vpc_co_pwritev,

@@ -161,6 +161,12 @@ static void test_qed_backing_and_zero(void **state)
     /* Unaligned zero writes fall back to writing zeroes. */
     assert_int_equal(blk_pwrite_zeroes(blk, 2 * MiB + 512, 1024, 0), 0);
     memset(want + 2 * MiB + 512, 0, 1024);
+    /* Reopening read-only is a clean point; read-write again marks on allocation. */
+    assert_int_equal(bdrv_reopen_set_read_only(blk_bs(blk), true, NULL), 0);
+    assert_int_equal(header_features() & 2, 0);
+    assert_int_equal(bdrv_reopen_set_read_only(blk_bs(blk), false, NULL), 0);
+    assert_int_equal(blk_pwrite(blk, 3 * MiB, 512, want + 3 * MiB, 0), 0);
+    assert_int_equal(header_features() & 2, 2);
     blk_unref(blk);
     assert_int_equal(header_features() & 2, 0); /* cleared on a clean close */
 

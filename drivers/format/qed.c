@@ -1248,5 +1248,6 @@ const BlockDriver bdrv_qed = {
     .get_info = qed_get_info,
     .co_check = qed_co_check,
     .co_change_backing_file = qed_co_change_backing_file,
+    .supports_backing = true,
     .file_extensions = qed_extensions,
 };

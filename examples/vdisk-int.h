@@ -19,6 +19,7 @@ typedef struct VReq {
     int64_t block;
     uint64_t gen;     /**< write: generation written; read: generation expected */
     bool write;
+    bool flush;       /**< a guest flush: no block, no data */
     int64_t t_submit;
     int ret;
 } VReq;
@@ -39,6 +40,7 @@ struct VQueue {
     int64_t first_block;
     int64_t nblocks;
     uint64_t rng;
+    unsigned prepared;   /**< requests the guest prepared (every flush_every-th is a flush) */
 };
 
 struct VDisk {
@@ -65,7 +67,7 @@ struct VDisk {
     int reopens_ok;
     int scenario_failures;
     /* counters */
-    uint64_t submitted, completed, reads, writes, errors, mismatches;
+    uint64_t submitted, completed, reads, writes, flushes, errors, mismatches;
     uint64_t irqs_raised, irqs_handled, batches, completed_while_drained;
     uint64_t readback_blocks;
     LatHist lat_read, lat_write;

@@ -16,8 +16,9 @@ static void usage(const char *prog)
 {
     fprintf(stderr,
             "usage: %s [--seconds S] [--queues N] [--depth D] [--bs BYTES] [--size BYTES]\n"
-            "       [--read-pct P] [--image PATH|none] [--dir DIR] [--opts KEY=VAL,...]\n"
-            "       [--direct] [--no-reopen] [--no-drain] [--no-verify] [--json] [--inject-mismatch]\n"
+            "       [--read-pct P] [--flush-every N] [--image PATH|none] [--dir DIR]\n"
+            "       [--opts KEY=VAL,...] [--direct] [--no-reopen] [--no-drain] [--no-verify]\n"
+            "       [--json] [--inject-mismatch]\n"
             "Models an emulator's virtual disk: N queues of D concurrent guest requests,\n"
             "every write tagged (offset, generation), every read verified, a live reopen\n"
             "(cache.direct toggled) and a drain in the middle of the load.\n", prog);
@@ -40,6 +41,7 @@ int vdisk_parse_args(int argc, char **argv, VDiskConfig *cfg)
         { "seconds", required_argument, NULL, 's' }, { "queues", required_argument, NULL, 'q' },
         { "depth", required_argument, NULL, 'd' },   { "bs", required_argument, NULL, 'b' },
         { "size", required_argument, NULL, 'S' },    { "read-pct", required_argument, NULL, 'r' },
+        { "flush-every", required_argument, NULL, 'F' },
         { "image", required_argument, NULL, 'i' },   { "dir", required_argument, NULL, 'D' },
         { "opts", required_argument, NULL, 'o' },    { "direct", no_argument, NULL, 'x' },
         { "no-reopen", no_argument, NULL, 'R' },     { "no-drain", no_argument, NULL, 'N' },
@@ -51,8 +53,8 @@ int vdisk_parse_args(int argc, char **argv, VDiskConfig *cfg)
     int c;
 
     *cfg = (VDiskConfig){ .seconds = 3, .queues = 4, .depth = 16, .block_size = 4096,
-                          .size = 64 << 20, .read_pct = 50, .reopen = true, .drain = true,
-                          .verify = true };
+                          .size = 64 << 20, .read_pct = 50, .flush_every = 0, .reopen = true,
+                          .drain = true, .verify = true };
     cfg->dir = getenv("COBLK_TEST_DIR") ? getenv("COBLK_TEST_DIR") : ".";
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
@@ -67,6 +69,7 @@ int vdisk_parse_args(int argc, char **argv, VDiskConfig *cfg)
             break;
         case 'S': if (parse_size(optarg, &cfg->size) < 0) { goto bad; } break;
         case 'r': cfg->read_pct = atoi(optarg); break;
+        case 'F': cfg->flush_every = atoi(optarg); break;
         case 'i': cfg->image = optarg; break;
         case 'D': cfg->dir = optarg; break;
         case 'o': cfg->image_opts = optarg; break;
@@ -80,7 +83,8 @@ int vdisk_parse_args(int argc, char **argv, VDiskConfig *cfg)
         }
     }
     if (optind != argc || cfg->seconds <= 0 || cfg->queues < 1 || cfg->queues > 1024 ||
-        cfg->depth < 1 || cfg->depth > 4096 || cfg->read_pct < 0 || cfg->read_pct > 100) {
+        cfg->depth < 1 || cfg->depth > 4096 || cfg->read_pct < 0 || cfg->read_pct > 100 ||
+        cfg->flush_every < 0) {
         goto bad;
     }
     return 0;
@@ -315,10 +319,10 @@ static void report(VDisk *d, const char *loop_name, int rc)
     iops = secs > 0 ? (double)d->completed / secs : 0;
     printf("%s: %d queues x depth %d, %d-byte requests, %.2f s\n", loop_name, d->cfg.queues,
            d->cfg.depth, d->cfg.block_size, secs);
-    printf("  requests %llu submitted, %llu completed (%llu reads, %llu writes), %llu errors\n",
-           (unsigned long long)d->submitted, (unsigned long long)d->completed,
+    printf("  requests %llu submitted, %llu completed (%llu reads, %llu writes, %llu flushes), "
+           "%llu errors\n", (unsigned long long)d->submitted, (unsigned long long)d->completed,
            (unsigned long long)d->reads, (unsigned long long)d->writes,
-           (unsigned long long)d->errors);
+           (unsigned long long)d->flushes, (unsigned long long)d->errors);
     printf("  verify: %llu mismatches (every read checked: %s; %llu blocks read back)\n",
            (unsigned long long)d->mismatches, d->cfg.verify ? "yes" : "no",
            (unsigned long long)d->readback_blocks);

@@ -72,17 +72,22 @@ static void guest_prepare(VQueue *q, VReq *r)
     VDisk *d = q->d;
     int bs = d->cfg.block_size;
 
-    r->block = pick_block(q);
-    d->busy[r->block] = 1;
-    r->write = (int)(rng_next(&q->rng) % 100) >= d->cfg.read_pct;
-    if (r->write) {
-        r->gen = ++d->gen_counter;
-        vdisk_fill(r->buf, r->block * bs, bs, r->gen);
-    } else {
-        r->gen = d->committed[r->block];
-        memset(r->buf, 0xa5, (size_t)bs); /* stale guest memory must not pass the check */
+    r->flush = d->cfg.flush_every && ++q->prepared % (unsigned)d->cfg.flush_every == 0;
+    r->write = false;
+    r->block = -1;
+    if (!r->flush) {
+        r->block = pick_block(q);
+        d->busy[r->block] = 1;
+        r->write = (int)(rng_next(&q->rng) % 100) >= d->cfg.read_pct;
+        if (r->write) {
+            r->gen = ++d->gen_counter;
+            vdisk_fill(r->buf, r->block * bs, bs, r->gen);
+        } else {
+            r->gen = d->committed[r->block];
+            memset(r->buf, 0xa5, (size_t)bs); /* stale guest memory must not pass the check */
+        }
+        iovector_init_buf(&r->qiov, r->buf, (size_t)bs);
     }
-    iovector_init_buf(&r->qiov, r->buf, (size_t)bs);
     q->avail[q->avail_prod++ % (unsigned)d->cfg.depth] = (int)(r - q->reqs);
     d->outstanding++;
 }
@@ -122,7 +127,9 @@ static void device_complete(void *opaque, int ret)
     uint64_t ns = (uint64_t)(aio_clock_ns() - r->t_submit);
 
     r->ret = ret;
-    lat_add(r->write ? &d->lat_write : &d->lat_read, ns);
+    if (!r->flush) {
+        lat_add(r->write ? &d->lat_write : &d->lat_read, ns);
+    }
     d->in_flight--;
     d->completed++;
     if (d->drained) {
@@ -149,7 +156,9 @@ void vdisk_device_process(VDisk *d)
             r->t_submit = aio_clock_ns();
             d->in_flight++;
             d->submitted++;
-            if (r->write) {
+            if (r->flush) {
+                blk_aio_flush(d->blk, device_complete, r);
+            } else if (r->write) {
                 blk_aio_pwritev(d->blk, off, &r->qiov, 0, device_complete, r);
             } else {
                 blk_aio_preadv(d->blk, off, &r->qiov, 0, device_complete, r);
@@ -168,10 +177,13 @@ static void guest_complete(VQueue *q, VReq *r)
 
     if (r->ret < 0) {
         if (d->errors < 5) {
-            fprintf(stderr, "vdisk: %s of block %lld failed: %s\n", r->write ? "write" : "read",
-                    (long long)r->block, strerror(-r->ret));
+            fprintf(stderr, "vdisk: %s of block %lld failed: %s\n",
+                    r->flush ? "flush" : r->write ? "write" : "read", (long long)r->block,
+                    strerror(-r->ret));
         }
         d->errors++;
+    } else if (r->flush) {
+        d->flushes++;
     } else if (r->write) {
         d->committed[r->block] = r->gen;
         d->writes++;
@@ -185,7 +197,9 @@ static void guest_complete(VQueue *q, VReq *r)
         }
         d->reads++;
     }
-    d->busy[r->block] = 0;
+    if (r->block >= 0) {
+        d->busy[r->block] = 0;
+    }
     d->outstanding--;
     q->free_slots[q->q_free++] = (int)(r - q->reqs);
 }

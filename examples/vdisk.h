@@ -37,6 +37,7 @@ typedef struct VDiskConfig {
     int block_size;         /**< bytes per request (--bs) */
     int64_t size;           /**< image size when the example creates it (--size) */
     int read_pct;           /**< percentage of reads (--read-pct) */
+    int flush_every;        /**< every Nth guest request is a flush (--flush-every, 0: none) */
     const char *image;      /**< existing image (--image); default: a temporary raw file */
     const char *dir;        /**< where the temporary image goes (--dir, $COBLK_TEST_DIR) */
     const char *image_opts; /**< extra dotted options (--opts), e.g. file.aio=native */

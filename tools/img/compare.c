@@ -16,7 +16,14 @@
 #define STATUS_MASK (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED | \
                      BDRV_BLOCK_OFFSET_VALID)
 
+/* The last block status of an image: [start, end) has status st. */
+typedef struct StatusCache {
+    int64_t start, end;
+    int st;
+} StatusCache;
+
 typedef struct Cmp {
+    StatusCache sc[2];
     BlockBackend *blk[2];
     const char *name[2];
     uint8_t *buf[2];
@@ -30,6 +37,9 @@ static int64_t first_diff(const uint8_t *a, const uint8_t *b, size_t n)
 {
     size_t i = 0;
 
+    if (memcmp(a, b, n) == 0) {
+        return -1;
+    }
     while (i + 64 <= n && memcmp(a + i, b + i, 64) == 0) {
         i += 64;
     }
@@ -46,6 +56,9 @@ static int64_t first_nonzero(const uint8_t *a, size_t n)
     static const uint8_t zero[64];
     size_t i = 0;
 
+    if (img_is_zero(a, n)) {
+        return -1;
+    }
     while (i + 64 <= n && memcmp(a + i, zero, 64) == 0) {
         i += 64;
     }
@@ -69,15 +82,29 @@ static int read_at(Cmp *c, int i, int64_t off, int64_t n)
     return 0;
 }
 
-static int status(Cmp *c, int i, int64_t off, int64_t n, int64_t *pnum)
+/*
+ * Status of [off, off + n) of image i. The query covers the rest of the image
+ * (up to end) and is cached: asking again for each chunk would make the file
+ * driver seek for the same hole over and over.
+ */
+static int status(Cmp *c, int i, int64_t off, int64_t n, int64_t end, int64_t *pnum)
 {
-    int ret = img_block_status(blk_bs(c->blk[i]), NULL, off, n, pnum, NULL, NULL, NULL);
+    StatusCache *sc = &c->sc[i];
 
-    if (ret < 0 || *pnum <= 0) {
-        img_error("Sector allocation test failed for %s", c->name[i]);
-        return -1;
+    if (off < sc->start || off >= sc->end) {
+        int64_t p = 0;
+        int ret = img_block_status(blk_bs(c->blk[i]), NULL, off, end - off, &p, NULL, NULL,
+                                   NULL);
+        if (ret < 0 || p <= 0) {
+            img_error("Sector allocation test failed for %s", c->name[i]);
+            return -1;
+        }
+        sc->start = off;
+        sc->end = off + p;
+        sc->st = ret;
     }
-    return ret;
+    *pnum = sc->end - off < n ? sc->end - off : n;
+    return sc->st;
 }
 
 static void mismatch(const Cmp *c, int64_t off)
@@ -92,9 +119,9 @@ static int compare_common(Cmp *c, int64_t len, int64_t total)
 {
     for (int64_t off = 0; off < len;) {
         int64_t n = len - off < CMP_CHUNK ? len - off : CMP_CHUNK, p0, p1, d;
-        int s0 = status(c, 0, off, n, &p0), s1;
+        int s0 = status(c, 0, off, n, len, &p0), s1;
 
-        if (s0 < 0 || (s1 = status(c, 1, off, n, &p1)) < 0) {
+        if (s0 < 0 || (s1 = status(c, 1, off, n, len, &p1)) < 0) {
             return 2;
         }
         n = p0 < p1 ? p0 : p1;
@@ -135,7 +162,7 @@ static int compare_tail(Cmp *c, int i, int64_t from, int64_t to)
 {
     for (int64_t off = from; off < to;) {
         int64_t n = to - off < CMP_CHUNK ? to - off : CMP_CHUNK, p, d;
-        int s = status(c, i, off, n, &p);
+        int s = status(c, i, off, n, to, &p);
 
         if (s < 0) {
             return 2;

@@ -53,6 +53,10 @@ typedef struct Conv {
 
     CoMutex lock;
     CoQueue order_q;
+    /* The last block status (taken under lock): [st_start, st_end) of st_src is st. */
+    ConvSrc *st_src;
+    int64_t st_start, st_end;
+    int st;
     int64_t next;
     uint64_t seq_next;
     uint64_t seq_done;
@@ -81,32 +85,53 @@ static void fail(Conv *s, int ret)
     co_queue_restart_all(&s->order_q);
 }
 
-/* Kind of [soff, soff + *n) of src; *n may shrink. */
-static int coroutine_fn classify(Conv *s, ConvSrc *src, int64_t soff, int64_t *n)
+/*
+ * Block status of src at soff, asked for the rest of the source and cached:
+ * querying each chunk separately makes the file driver look for the same
+ * hole again every time (SEEK_HOLE scans the whole data extent).
+ */
+static int coroutine_fn src_status(Conv *s, ConvSrc *src, int64_t soff, int64_t *pnum)
 {
     BlockDriverState *bs = blk_bs(src->blk);
     BlockDriverState *base = s->has_backing ? bdrv_backing_bs(bs) : NULL;
+    int64_t p = 0;
+    int ret;
+
+    if (s->st_src == src && soff >= s->st_start && soff < s->st_end) {
+        *pnum = s->st_end - soff;
+        return s->st;
+    }
+    ret = bdrv_co_block_status_above(bs, base, soff, src->size - soff, &p, NULL, NULL, NULL);
+    if (ret < 0 || p <= 0) {
+        img_error("error while reading block status at offset %" PRId64 " of %s: %s", soff,
+                  src->name, strerror(ret < 0 ? -ret : EIO));
+        return ret < 0 ? ret : -EIO;
+    }
+    s->st_src = src;
+    s->st_start = soff;
+    s->st_end = soff + p;
+    s->st = ret;
+    *pnum = p;
+    return ret;
+}
+
+/* Kind of [soff, soff + *n) of src; *n may shrink. */
+static int coroutine_fn classify(Conv *s, ConvSrc *src, int64_t soff, int64_t *n)
+{
     int64_t pnum = 0;
     int ret;
 
     if (s->sparse == 0 && !s->has_backing) {
         return CHUNK_DATA;
     }
-    ret = bdrv_co_block_status_above(bs, base, soff, *n, &pnum, NULL, NULL, NULL);
+    ret = src_status(s, src, soff, &pnum);
     if (ret < 0) {
-        img_error("error while reading block status at offset %" PRId64 " of %s: %s", soff,
-                  src->name, strerror(-ret));
         return ret;
-    }
-    if (pnum <= 0) {
-        img_error("error while reading block status at offset %" PRId64 " of %s", soff,
-                  src->name);
-        return -EIO;
     }
     if (s->compressed && pnum < *n) {
         return CHUNK_DATA;      /* whole clusters only */
     }
-    *n = pnum;
+    *n = pnum < *n ? pnum : *n;
     if (s->has_backing && !(ret & BDRV_BLOCK_ALLOCATED)) {
         return CHUNK_BACKING;
     }

@@ -2,8 +2,9 @@
  * nbd-check: drives libcoblk's nbd client against a real NBD server for
  * tests/interop/nbd-client.sh.
  *
- *   nbd-check URL
+ *   nbd-check URL [OPTIONS]
  *
+ * OPTIONS are extra keyval options of the node ("file.connections=4").
  * Opens URL (raw over the nbd protocol, discard=unmap), which must be a
  * 64 MiB export, and then: 32 writes in flight (64 KiB of byte 0x40+i at
  * i * 128 KiB), a FUA write of 0x5a at 5 MiB (1 MiB), write-zeroes that
@@ -144,8 +145,12 @@ int main(int argc, char **argv)
     uint8_t *buf = malloc(8 * MiB);
     int st;
 
-    if (argc != 2) {
-        fprintf(stderr, "usage: nbd-check URL\n");
+    if (argc < 2 || argc > 3) {
+        fprintf(stderr, "usage: nbd-check URL [OPTIONS]\n");
+        return 2;
+    }
+    if (argc == 3 && bopts_parse_keyval(o, argv[2], NULL, &err) < 0) {
+        fprintf(stderr, "nbd-check: %s\n", error_get_pretty(err));
         return 2;
     }
     bopts_set(o, "driver", "raw");

@@ -2,7 +2,8 @@
 # The coblk nbd client (drivers/protocol/nbd) against real servers: nbdkit
 # (memory and file plugins) and qemu-nbd over a Unix socket and TCP. The
 # nbd-check helper writes (32 in flight, FUA), zeroes, trims, flushes, reads
-# back and checks block status; qemu-io then checks the server's copy.
+# back and checks block status (also over 4 connections to nbdkit); qemu-io
+# then checks the server's copy.
 # Usage: nbd-client.sh NBD_CHECK
 CHECK=$1
 . "$(dirname "$0")/nbd-lib.sh"
@@ -20,6 +21,10 @@ if command -v nbdkit >/dev/null; then
     PIDS+=($!)
     wait_sock "$T/mem.sock"
     "$CHECK" "nbd+unix:///?socket=$T/mem.sock" || fail "nbd-check against nbdkit memory"
+    verify "nbd+unix:///?socket=$T/mem.sock"
+    # nbdkit advertises multi-conn: four sockets to one export
+    "$CHECK" "nbd+unix:///?socket=$T/mem.sock" file.connections=4 ||
+        fail "nbd-check with 4 connections against nbdkit memory"
     verify "nbd+unix:///?socket=$T/mem.sock"
 
     truncate -s 64M "$T/file.img"

@@ -566,7 +566,7 @@ static void aio_cb(void *opaque, int ret)
     d->pending--;
 }
 
-static BlockBackend *open_client(void)
+static BlockBackend *open_client(const char *connections)
 {
     char url[256];
     Error *err = NULL;
@@ -576,6 +576,7 @@ static BlockBackend *open_client(void)
     snprintf(url, sizeof(url), "nbd+unix:///exp?socket=%s", sock_path);
     bopts_set(o, "driver", "raw");
     bopts_set(o, "discard", "unmap");
+    bopts_set(o, "file.connections", connections);
     c = blk_new_open(url, o, BDRV_O_RDWR, &err);
     if (!c) {
         fail_msg("open %s: %s", url, error_get_pretty(err));
@@ -586,14 +587,15 @@ static BlockBackend *open_client(void)
 static void test_nbd_server_coblk_client(void **state)
 {
     enum { N = 48, LEN = 64 * 1024 };
-    BlockBackend *c = open_client();
+    BlockBackend *c = open_client("3");
     uint8_t *bufs = malloc((size_t)N * LEN), *got = malloc(LEN);
     IOVector qiov[N];
     AioDone d = { 0, N };
     int ifd;
 
     assert_int_equal(blk_getlength(c), IMG_SIZE);
-    /* many writes in flight at once on one connection */
+    /* three sockets (the export allows multi-conn); many writes in flight on them */
+    assert_int_equal(nbd_server_client_count(srv), 3);
     for (int i = 0; i < N; i++) {
         drv_test_pattern(bufs + (size_t)i * LEN, LEN, (uint8_t)(i + 1));
         iovector_init_buf(&qiov[i], bufs + (size_t)i * LEN, LEN);
@@ -656,7 +658,7 @@ static void coroutine_fn status_co(void *opaque)
 
 static void test_nbd_server_block_status(void **state)
 {
-    BlockBackend *c = open_client();
+    BlockBackend *c = open_client("1");
     uint8_t *buf = calloc(1, MiB);
     StatusCo s = { 0 };
 

@@ -28,7 +28,7 @@ static void complete_req(NbdClientReq *r)
     }
 }
 
-static NbdClientReq *find_req(BDRVNbdState *s, uint64_t cookie)
+static NbdClientReq *find_req(NbdConn *s, uint64_t cookie)
 {
     uint64_t i = cookie & 0xffff;
 
@@ -40,7 +40,7 @@ static NbdClientReq *find_req(BDRVNbdState *s, uint64_t cookie)
 }
 
 /* Reads len bytes of data into r's vector at byte pos of the request. */
-static int coroutine_fn read_into(BDRVNbdState *s, NbdClientReq *r, uint64_t pos, uint32_t len)
+static int coroutine_fn read_into(NbdConn *s, NbdClientReq *r, uint64_t pos, uint32_t len)
 {
     IOVector v;
     int ret;
@@ -52,7 +52,7 @@ static int coroutine_fn read_into(BDRVNbdState *s, NbdClientReq *r, uint64_t pos
     return ret;
 }
 
-static int coroutine_fn simple_reply(BDRVNbdState *s, NbdClientReq *r, const NbdReplyHeader *h)
+static int coroutine_fn simple_reply(NbdConn *s, NbdClientReq *r, const NbdReplyHeader *h)
 {
     int ret = 0;
 
@@ -68,7 +68,7 @@ static int coroutine_fn simple_reply(BDRVNbdState *s, NbdClientReq *r, const Nbd
     return ret;
 }
 
-static int coroutine_fn chunk_data(BDRVNbdState *s, NbdClientReq *r, const NbdReplyHeader *h)
+static int coroutine_fn chunk_data(NbdConn *s, NbdClientReq *r, const NbdReplyHeader *h)
 {
     uint8_t b[8];
     uint64_t off;
@@ -86,7 +86,7 @@ static int coroutine_fn chunk_data(BDRVNbdState *s, NbdClientReq *r, const NbdRe
     return read_into(s, r, off - r->offset, dlen);
 }
 
-static int coroutine_fn chunk_hole(BDRVNbdState *s, NbdClientReq *r)
+static int coroutine_fn chunk_hole(NbdConn *s, NbdClientReq *r)
 {
     uint8_t b[12];
     uint64_t off;
@@ -107,7 +107,7 @@ static int coroutine_fn chunk_hole(BDRVNbdState *s, NbdClientReq *r)
 }
 
 /* Block status and error chunks: the payload is read whole (its length was capped). */
-static int coroutine_fn chunk_payload(BDRVNbdState *s, NbdClientReq *r, const NbdReplyHeader *h)
+static int coroutine_fn chunk_payload(NbdConn *s, NbdClientReq *r, const NbdReplyHeader *h)
 {
     uint8_t *p = malloc(h->len);
     int ret = p ? nbd_chan_read(&s->chan, p, h->len) : -ENOMEM;
@@ -142,7 +142,7 @@ static int coroutine_fn chunk_payload(BDRVNbdState *s, NbdClientReq *r, const Nb
     return ret;
 }
 
-static int coroutine_fn structured_chunk(BDRVNbdState *s, NbdClientReq *r, NbdReplyHeader *h)
+static int coroutine_fn structured_chunk(NbdConn *s, NbdClientReq *r, NbdReplyHeader *h)
 {
     uint8_t t[4];
     const char *why;
@@ -182,8 +182,7 @@ static int coroutine_fn structured_chunk(BDRVNbdState *s, NbdClientReq *r, NbdRe
 
 static void coroutine_fn reader_entry(void *opaque)
 {
-    BlockDriverState *bs = opaque;
-    BDRVNbdState *s = bs->opaque;
+    NbdConn *s = opaque;
 
     while (!s->dead) {
         uint8_t b[NBD_SIMPLE_REPLY_SIZE];
@@ -215,18 +214,16 @@ static void coroutine_fn reader_entry(void *opaque)
     s->reader_running = false;
 }
 
-void nbd_client_start_reader(BlockDriverState *bs)
+void nbd_conn_start_reader(NbdConn *s)
 {
-    BDRVNbdState *s = bs->opaque;
-
+    co_mutex_init(&s->send_lock);
+    co_queue_init(&s->free_slots);
     s->reader_running = true;
-    aio_co_enter(bdrv_get_aio_context(bs), coroutine_create(reader_entry, bs));
+    aio_co_enter(s->ctx, coroutine_create(reader_entry, s));
 }
 
-/* Sends NBD_CMD_DISC, shuts the socket down and waits for the reader to finish. */
-void nbd_client_stop(BlockDriverState *bs)
+void nbd_conn_stop(NbdConn *s)
 {
-    BDRVNbdState *s = bs->opaque;
 
     if (!s->dead) {
         uint8_t h[NBD_REQUEST_SIZE];
@@ -239,12 +236,12 @@ void nbd_client_stop(BlockDriverState *bs)
     s->dead = true;
     nbd_chan_shutdown(&s->chan);
     while (s->reader_running) {
-        aio_poll(bdrv_get_aio_context(bs), true);
+        aio_poll(s->ctx, true);
     }
     nbd_chan_close(&s->chan);
 }
 
-static NbdClientReq *coroutine_fn take_slot(BDRVNbdState *s)
+static NbdClientReq *coroutine_fn take_slot(NbdConn *s)
 {
     while (!s->dead && s->in_flight >= NBD_CLIENT_MAX_REQS) {
         co_queue_wait(&s->free_slots, NULL);
@@ -266,14 +263,14 @@ static NbdClientReq *coroutine_fn take_slot(BDRVNbdState *s)
     abort(); /* in_flight counts the slots in use */
 }
 
-static void release_slot(BDRVNbdState *s, NbdClientReq *r)
+static void release_slot(NbdConn *s, NbdClientReq *r)
 {
     r->in_use = false;
     s->in_flight--;
     co_queue_next(&s->free_slots);
 }
 
-static int coroutine_fn send_request(BDRVNbdState *s, NbdClientReq *r, uint16_t flags,
+static int coroutine_fn send_request(NbdConn *s, NbdClientReq *r, uint16_t flags,
                                      IOVector *qiov, size_t qiov_offset)
 {
     uint8_t h[NBD_REQUEST_SIZE];
@@ -297,12 +294,27 @@ static int coroutine_fn send_request(BDRVNbdState *s, NbdClientReq *r, uint16_t 
     return ret;
 }
 
+/* The live connection with the fewest requests in flight (NULL: all are lost). */
+static NbdConn *pick_conn(BDRVNbdState *st)
+{
+    NbdConn *best = NULL;
+
+    for (unsigned i = 0; i < st->nconns; i++) {
+        NbdConn *c = st->conns[i];
+
+        if (!c->dead && (!best || c->in_flight < best->in_flight)) {
+            best = c;
+        }
+    }
+    return best;
+}
+
 int coroutine_fn nbd_client_request(BlockDriverState *bs, uint16_t type, uint16_t flags,
                                     uint64_t offset, uint32_t len, IOVector *qiov,
                                     size_t qiov_offset, NbdClientReq *result)
 {
-    BDRVNbdState *s = bs->opaque;
-    NbdClientReq *r = take_slot(s);
+    NbdConn *s = pick_conn(bs->opaque);
+    NbdClientReq *r = s ? take_slot(s) : NULL;
     int ret;
 
     if (!r) {

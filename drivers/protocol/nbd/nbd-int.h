@@ -44,8 +44,10 @@ typedef struct NbdClientReq {
     uint32_t status_flags;
 } NbdClientReq;
 
-typedef struct BDRVNbdState {
-    NbdAddr addr;
+/* One connection to the server: its socket, its requests and its reader. */
+typedef struct NbdConn {
+    const NbdAddr *addr;
+    AioContext *ctx;
     NbdChan chan;
     NbdExportInfo info;
     bool structured;
@@ -59,6 +61,17 @@ typedef struct BDRVNbdState {
     NbdClientReq reqs[NBD_CLIENT_MAX_REQS];
     bool reader_running;
     bool dead;
+} NbdConn;
+
+/* Most connections to one export (option "connections", when the server allows it). */
+#define NBD_MAX_CONNS 16
+
+typedef struct BDRVNbdState {
+    NbdAddr addr;
+    NbdExportInfo info;         /* from the first connection */
+    bool have_base;
+    unsigned nconns;
+    NbdConn *conns[NBD_MAX_CONNS];
 } BDRVNbdState;
 
 /* addr.c */
@@ -67,12 +80,13 @@ void nbd_addr_free(NbdAddr *a);
 /* Connects a blocking socket; returns the fd or -errno with errp set. */
 int nbd_addr_connect(const NbdAddr *a, Error **errp);
 
-/* negotiate.c: handshake on s->chan (outside coroutine context: poll with a timeout). */
-int nbd_negotiate(BDRVNbdState *s, Error **errp);
+/* negotiate.c: the handshake on c->chan, from a coroutine. */
+int coroutine_fn nbd_negotiate(NbdConn *c, Error **errp);
 
 /* io.c */
-void nbd_client_start_reader(BlockDriverState *bs);
-void nbd_client_stop(BlockDriverState *bs);
+void nbd_conn_start_reader(NbdConn *c);
+/* Sends NBD_CMD_DISC, shuts the socket down, waits for the reader, closes the fd. */
+void nbd_conn_stop(NbdConn *c);
 int coroutine_fn nbd_client_request(BlockDriverState *bs, uint16_t type, uint16_t flags,
                                     uint64_t offset, uint32_t len, IOVector *qiov,
                                     size_t qiov_offset, NbdClientReq *result);

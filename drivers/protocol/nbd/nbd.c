@@ -6,8 +6,11 @@
  * Reads, writes (FUA), flush, trim, write-zeroes (NO_HOLE, FAST_ZERO) and
  * block status (base:allocation, so a convert from NBD stays sparse) map to
  * the NBD commands the server advertises. Many requests are in flight at
- * once on one connection. Not implemented: TLS, reconnecting after the
- * server drops (requests then fail with EIO), multiple connections.
+ * once; with connections=N (up to 16) and a server that advertises
+ * NBD_FLAG_CAN_MULTI_CONN, requests spread over N sockets, each with its own
+ * reader (one flush covers every connection, as MULTI_CONN promises). Not
+ * implemented: TLS, reconnecting after the server drops (requests then fail
+ * with EIO).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -19,7 +22,8 @@
 #include "drivers/protocol/nbd/nbd-int.h"
 
 static const char *const nbd_option_names[] = {
-    "filename", "server.type", "server.host", "server.port", "server.path", "export", NULL,
+    "filename", "server.type", "server.host", "server.port", "server.path", "export",
+    "connections", NULL,
 };
 
 static void set_filename(BlockDriverState *bs, const NbdAddr *a)
@@ -37,7 +41,7 @@ static void set_filename(BlockDriverState *bs, const NbdAddr *a)
 #define NBD_CONNECT_TIMEOUT_NS (30LL * 1000 * 1000 * 1000)
 
 typedef struct NegotiateCo {
-    BDRVNbdState *s;
+    NbdConn *c;
     Error *err;
     int ret;
     bool done;
@@ -47,7 +51,7 @@ static void coroutine_fn negotiate_entry(void *opaque)
 {
     NegotiateCo *n = opaque;
 
-    n->ret = nbd_negotiate(n->s, &n->err);
+    n->ret = nbd_negotiate(n->c, &n->err);
     n->done = true;
 }
 
@@ -61,60 +65,135 @@ static void negotiate_timeout(void *opaque)
  * server in the same context (an embedder serving itself) makes progress;
  * a timer shuts the socket down if the server stalls.
  */
-static int negotiate(BDRVNbdState *s, AioContext *ctx, Error **errp)
+static int negotiate(NbdConn *c, Error **errp)
 {
-    NegotiateCo n = { .s = s };
+    NegotiateCo n = { .c = c };
     AioTimer t;
 
-    aio_timer_init(&t, ctx, negotiate_timeout, &s->chan);
+    aio_timer_init(&t, c->ctx, negotiate_timeout, &c->chan);
     aio_timer_mod(&t, aio_clock_ns() + NBD_CONNECT_TIMEOUT_NS);
-    aio_co_enter(ctx, coroutine_create(negotiate_entry, &n));
+    aio_co_enter(c->ctx, coroutine_create(negotiate_entry, &n));
     while (!n.done) {
-        aio_poll(ctx, true);
+        aio_poll(c->ctx, true);
     }
     aio_timer_del(&t);
     error_propagate(errp, n.err);
     return n.ret;
 }
 
+/* Opens and negotiates one connection (its reader is not started yet). */
+static NbdConn *conn_open(BDRVNbdState *s, AioContext *ctx, Error **errp)
+{
+    NbdConn *c = calloc(1, sizeof(*c));
+    int fd, ret;
+
+    if (!c) {
+        error_setg(errp, "out of memory");
+        return NULL;
+    }
+    c->addr = &s->addr;
+    c->ctx = ctx;
+    fd = nbd_addr_connect(&s->addr, errp);
+    if (fd < 0) {
+        free(c);
+        return NULL;
+    }
+    ret = nbd_chan_init(&c->chan, fd, ctx);
+    if (ret == 0) {
+        ret = negotiate(c, errp);
+    }
+    if (ret < 0) {
+        nbd_chan_close(&c->chan);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void conns_close_unstarted(BDRVNbdState *s)
+{
+    for (unsigned i = 0; i < s->nconns; i++) {
+        nbd_chan_close(&s->conns[i]->chan);
+        free(s->conns[i]);
+    }
+    s->nconns = 0;
+}
+
+/* Opens connections 2..want when the server allows several (NBD_FLAG_CAN_MULTI_CONN). */
+static int open_more_conns(BDRVNbdState *s, AioContext *ctx, unsigned want, Error **errp)
+{
+    if (want > 1 && !(s->info.tflags & NBD_FLAG_CAN_MULTI_CONN)) {
+        coblk_warn("nbd: %s does not allow several connections; using one",
+                   s->addr.export_name[0] ? s->addr.export_name : "the export");
+        want = 1;
+    }
+    while (s->nconns < want) {
+        NbdConn *c = conn_open(s, ctx, errp);
+
+        if (!c) {
+            return -EIO;
+        }
+        s->conns[s->nconns++] = c;
+        if (c->info.size != s->info.size || c->info.tflags != s->info.tflags ||
+            c->have_base != s->have_base) {
+            error_setg(errp, "connection %u to the export disagrees with the first one",
+                       s->nconns);
+            return -EPROTO;
+        }
+    }
+    return 0;
+}
+
 static int nbd_open(BlockDriverState *bs, BlockOpts *options, int flags, Error **errp)
 {
     BDRVNbdState *s = bs->opaque;
-    int fd, ret;
+    AioContext *ctx = bdrv_get_aio_context(bs);
+    uint64_t want;
+    NbdConn *c;
+    int ret;
 
+    if (bopts_take_uint64(options, "connections", 1, &want, errp) < 0) {
+        return -EINVAL;
+    }
+    if (want < 1 || want > NBD_MAX_CONNS) {
+        error_setg(errp, "connections=%llu is not between 1 and %d", (unsigned long long)want,
+                   NBD_MAX_CONNS);
+        return -EINVAL;
+    }
     ret = nbd_addr_from_opts(&s->addr, options, errp);
     if (ret < 0) {
         return ret;
     }
     set_filename(bs, &s->addr);
-    fd = nbd_addr_connect(&s->addr, errp);
-    if (fd < 0) {
-        ret = fd;
+    c = conn_open(s, ctx, errp);
+    if (!c) {
+        ret = -EIO;
         goto out_addr;
     }
-    ret = nbd_chan_init(&s->chan, fd, bdrv_get_aio_context(bs));
-    if (ret == 0) {
-        ret = negotiate(s, bdrv_get_aio_context(bs), errp);
-    }
-    if (ret < 0) {
-        goto out_close;
-    }
+    s->conns[0] = c;
+    s->nconns = 1;
+    s->info = c->info;
+    s->have_base = c->have_base;
     if ((flags & BDRV_O_RDWR) && (s->info.tflags & NBD_FLAG_READ_ONLY)) {
         error_setg(errp, "export '%s' is read-only", s->addr.export_name);
         ret = -EACCES;
-        goto out_close;
+        goto out_conns;
     }
-    co_mutex_init(&s->send_lock);
-    co_queue_init(&s->free_slots);
+    ret = open_more_conns(s, ctx, (unsigned)want, errp);
+    if (ret < 0) {
+        goto out_conns;
+    }
     bs->supported_write_flags = (s->info.tflags & NBD_FLAG_SEND_FUA) ? BDRV_REQ_FUA : 0;
     bs->supported_zero_flags = bs->supported_write_flags | BDRV_REQ_MAY_UNMAP |
                                ((s->info.tflags & NBD_FLAG_SEND_FAST_ZERO) ?
                                 BDRV_REQ_NO_FALLBACK : 0);
-    nbd_client_start_reader(bs);
+    for (unsigned i = 0; i < s->nconns; i++) {
+        nbd_conn_start_reader(s->conns[i]);
+    }
     return 0;
 
-out_close:
-    nbd_chan_close(&s->chan);
+out_conns:
+    conns_close_unstarted(s);
 out_addr:
     nbd_addr_free(&s->addr);
     return ret;
@@ -124,7 +203,11 @@ static void nbd_close(BlockDriverState *bs)
 {
     BDRVNbdState *s = bs->opaque;
 
-    nbd_client_stop(bs);
+    for (unsigned i = 0; i < s->nconns; i++) {
+        nbd_conn_stop(s->conns[i]);
+        free(s->conns[i]);
+    }
+    s->nconns = 0;
     nbd_addr_free(&s->addr);
 }
 

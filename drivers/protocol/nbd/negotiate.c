@@ -16,7 +16,7 @@
 #include "drivers/format/bytes.h"
 #include "drivers/protocol/nbd/nbd-int.h"
 
-static int send_option(BDRVNbdState *s, uint32_t opt, const void *data, uint32_t len)
+static int send_option(NbdConn *s, uint32_t opt, const void *data, uint32_t len)
 {
     uint8_t h[16];
     struct iovec iov[2] = {
@@ -31,7 +31,7 @@ static int send_option(BDRVNbdState *s, uint32_t opt, const void *data, uint32_t
 }
 
 /* Reads one option reply for opt; *payload (malloc'ed, NUL-terminated) holds its data. */
-static int read_reply(BDRVNbdState *s, uint32_t opt, NbdOptReply *r, char **payload,
+static int read_reply(NbdConn *s, uint32_t opt, NbdOptReply *r, char **payload,
                       Error **errp)
 {
     uint8_t h[NBD_OPT_REPLY_SIZE];
@@ -63,7 +63,7 @@ static int read_reply(BDRVNbdState *s, uint32_t opt, NbdOptReply *r, char **payl
     return 0;
 }
 
-static int greeting(BDRVNbdState *s, Error **errp)
+static int greeting(NbdConn *s, Error **errp)
 {
     uint8_t g[18], cf[4];
     uint16_t hflags;
@@ -98,7 +98,7 @@ static int greeting(BDRVNbdState *s, Error **errp)
     return (hflags & NBD_FLAG_NO_ZEROES) ? 1 : 0;
 }
 
-static int negotiate_structured(BDRVNbdState *s, Error **errp)
+static int negotiate_structured(NbdConn *s, Error **errp)
 {
     NbdOptReply r;
     char *p;
@@ -116,9 +116,9 @@ static int negotiate_structured(BDRVNbdState *s, Error **errp)
 }
 
 /* Sends an option whose data is: 32-bit name length, name, then tail. */
-static int send_named_option(BDRVNbdState *s, uint32_t opt, const void *tail, uint32_t tlen)
+static int send_named_option(NbdConn *s, uint32_t opt, const void *tail, uint32_t tlen)
 {
-    uint32_t nlen = (uint32_t)strlen(s->addr.export_name);
+    uint32_t nlen = (uint32_t)strlen(s->addr->export_name);
     uint8_t *buf = malloc(4 + nlen + tlen);
     int ret;
 
@@ -126,14 +126,14 @@ static int send_named_option(BDRVNbdState *s, uint32_t opt, const void *tail, ui
         return -ENOMEM;
     }
     st_be32(buf, nlen);
-    memcpy(buf + 4, s->addr.export_name, nlen);
+    memcpy(buf + 4, s->addr->export_name, nlen);
     memcpy(buf + 4 + nlen, tail, tlen);
     ret = send_option(s, opt, buf, 4 + nlen + tlen);
     free(buf);
     return ret;
 }
 
-static int negotiate_meta(BDRVNbdState *s, Error **errp)
+static int negotiate_meta(NbdConn *s, Error **errp)
 {
     const char *ctx = NBD_META_BASE_ALLOCATION;
     uint8_t q[8 + 32];
@@ -165,18 +165,18 @@ static int negotiate_meta(BDRVNbdState *s, Error **errp)
 }
 
 /* NBD_OPT_EXPORT_NAME: the reply is size, flags and (without NO_ZEROES) 124 zero bytes. */
-static int export_name(BDRVNbdState *s, bool no_zeroes, Error **errp)
+static int export_name(NbdConn *s, bool no_zeroes, Error **errp)
 {
     uint8_t r[10 + 124];
-    int ret = send_option(s, NBD_OPT_EXPORT_NAME, s->addr.export_name,
-                          (uint32_t)strlen(s->addr.export_name));
+    int ret = send_option(s, NBD_OPT_EXPORT_NAME, s->addr->export_name,
+                          (uint32_t)strlen(s->addr->export_name));
 
     if (ret == 0) {
         ret = nbd_chan_read(&s->chan, r, no_zeroes ? 10 : sizeof(r));
     }
     if (ret < 0) {
         error_setg_errno(errp, ret, "export '%s' refused by the server",
-                         s->addr.export_name);
+                         s->addr->export_name);
         return ret;
     }
     s->info.size = ld_be64(r);
@@ -198,7 +198,7 @@ static int go_error(const NbdOptReply *r, const char *msg, const char *name, Err
 }
 
 /* NBD_OPT_GO; returns 1 if the server does not support it (use EXPORT_NAME). */
-static int go(BDRVNbdState *s, Error **errp)
+static int go(NbdConn *s, Error **errp)
 {
     uint8_t req[4];
     NbdOptReply r;
@@ -223,7 +223,7 @@ static int go(BDRVNbdState *s, Error **errp)
             return 1;
         }
         if (NBD_REP_IS_ERR(r.type)) {
-            ret = go_error(&r, p, s->addr.export_name, errp);
+            ret = go_error(&r, p, s->addr->export_name, errp);
         } else if (r.type == NBD_REP_INFO &&
                    nbd_parse_info((uint8_t *)p, r.len, &s->info, &why) < 0) {
             error_setg(errp, "%s", why);
@@ -234,7 +234,7 @@ static int go(BDRVNbdState *s, Error **errp)
     return ret;
 }
 
-int nbd_negotiate(BDRVNbdState *s, Error **errp)
+int coroutine_fn nbd_negotiate(NbdConn *s, Error **errp)
 {
     int ret = greeting(s, errp);
     bool no_zeroes = ret == 1;

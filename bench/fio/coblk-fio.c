@@ -517,6 +517,7 @@ static void coblk_fio_cleanup(struct thread_data *td)
         return;
     }
     while (e->in_flight) {
+        coblk_fio_commit(td); /* queued but never committed: start them */
         aio_poll(e->ctx, true);
     }
     e->stopping = true;

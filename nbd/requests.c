@@ -19,6 +19,12 @@
 
 /* Most extents per metadata context in one BLOCK_STATUS reply. */
 #define NBD_MAX_EXTENTS 256
+/*
+ * Most payload bytes (write data and read buffers) held for one client's
+ * requests in flight: without it 64 requests of 32 MiB would pin 2 GiB per
+ * client. The reader stops reading requests until enough of them complete.
+ */
+#define NBD_MAX_INFLIGHT_BYTES (128u * 1024 * 1024)
 
 /* Request records (and their buffers) kept for reuse per client, up to this many bytes. */
 #define NBD_BUF_CACHE_BYTES (64u * 1024 * 1024)
@@ -29,6 +35,7 @@ struct NbdReq {
     NbdRequest req;
     uint8_t *buf;
     size_t cap;
+    uint32_t bytes;     /* counted in inflight_bytes */
 };
 
 static size_t buf_size_for(uint32_t len)
@@ -97,6 +104,7 @@ static void coroutine_fn req_done(NbdReq *r)
 {
     NbdClient *c = r->c;
 
+    c->inflight_bytes -= r->bytes;
     req_put(c, r);
     c->in_flight--;
     co_queue_next(&c->slots);
@@ -466,6 +474,8 @@ static int coroutine_fn read_one_request(NbdClient *c)
     if (ret != 0) {
         return ret < 0 ? ret : 0;
     }
+    r->bytes = (q.type == NBD_CMD_READ || q.type == NBD_CMD_WRITE) ? q.len : 0;
+    c->inflight_bytes += r->bytes;
     c->in_flight++;
     aio_co_enter(c->srv->ctx, coroutine_create(request_entry, r));
     return 0;
@@ -474,7 +484,8 @@ static int coroutine_fn read_one_request(NbdClient *c)
 void coroutine_fn nbd_transmission(NbdClient *c)
 {
     while (!c->closing) {
-        while (c->in_flight >= c->srv->opts.max_requests && !c->closing) {
+        while ((c->in_flight >= c->srv->opts.max_requests ||
+                c->inflight_bytes >= NBD_MAX_INFLIGHT_BYTES) && !c->closing) {
             co_queue_wait(&c->slots, NULL);
         }
         if (c->closing || read_one_request(c) != 0) {

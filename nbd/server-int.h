@@ -65,6 +65,7 @@ struct NbdClient {
     AioTimer handshake_timer;
     CoMutex send_lock;
     unsigned in_flight;
+    uint64_t inflight_bytes;    /* payload bytes of the requests in flight */
     CoQueue slots;              /* the reader waits here when max_requests are in flight */
     Coroutine *drain_waiter;    /* main coroutine waiting for in_flight == 0 */
     NbdReq *free_reqs;          /* request records kept for reuse (requests.c) */

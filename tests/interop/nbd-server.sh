@@ -111,6 +111,16 @@ if command -v systemd-socket-activate >/dev/null; then
     echo "socket activation and read-only: ok"
 fi
 
+# --image-opts with writethrough cache, the threads engine, an offset-free raw window
+qemu-img create -f raw "$T/io.img" 4M >/dev/null
+qio "$T/io.img" "write -P 0x21 0 4M"
+start_server --image-opts -k "$T/io.sock" -t --cache=writethrough --aio=threads \
+    --detect-zeroes=on "driver=raw,file.driver=file,file.filename=$T/io.img"
+qio "nbd+unix:///?socket=$T/io.sock" "read -P 0x21 0 4M" "write -P 0x23 1M 64k"
+kill "$SPID"
+wait_gone "$SPID"
+qio "$T/io.img" "read -P 0x23 1M 64k" "read -P 0x21 0 1M"
+
 # an acknowledged write after a flush survives a SIGKILL of the server
 qio "$url" "write -P 0x99 50M 1M" "flush"
 kill -9 "$main_pid"

@@ -375,6 +375,29 @@ static const char *bad_requests(void)
     return ok ? NULL : "bad requests were not refused as expected";
 }
 
+/* Ten 16 MiB reads at once: the server holds at most 128 MiB for a client, yet all finish. */
+static const char *many_big_reads(void)
+{
+    int fd = cl_open();
+    uint8_t *buf = malloc(IMG_SIZE);
+    bool ok = fd >= 0 && buf;
+
+    for (uint64_t i = 0; ok && i < 10; i++) {
+        ok = cl_req(fd, NBD_CMD_READ, 0, i, 0, IMG_SIZE);
+    }
+    for (uint64_t i = 0; ok && i < 10; i++) {
+        uint8_t r[NBD_SIMPLE_REPLY_SIZE];
+
+        /* replies may come in any order */
+        ok = cl_read(fd, r, sizeof(r)) && ld_be32(r) == NBD_SIMPLE_REPLY_MAGIC &&
+             ld_be32(r + 4) == 0 && ld_be64(r + 8) < 10 && cl_read(fd, buf, IMG_SIZE) &&
+             buf[4096] == (uint8_t)(0x31 + 4096 * 7 + 1);
+    }
+    close(fd);
+    free(buf);
+    return ok ? NULL : "ten 16 MiB reads in flight did not all complete";
+}
+
 static const char *bad_request_magic(void)
 {
     int fd = cl_open();
@@ -432,7 +455,8 @@ static const char *connection_cap(void)
 static void test_nbd_server_malformed_clients(void **state)
 {
     ClientFn *bad[] = { oversized_option, too_many_options, bad_option_magic,
-                        bad_client_flags, bad_go_options, bad_requests, bad_request_magic,
+                        bad_client_flags, bad_go_options, bad_requests, many_big_reads,
+                        bad_request_magic,
                         abrupt_disconnect, handshake_timeout, connection_cap };
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -156,6 +156,7 @@ int main(int argc, char **argv)
             for (const char *const *n = bdrv_driver_names(); *n; n++) {
                 printf("%s\n", *n);
             }
+            bopts_free(opts);
             return 0;
         default: goto bad;
         }

@@ -118,12 +118,20 @@ const char *const *bdrv_driver_names(void)
 {
     static const char *names[128];
     const BlockDriver *drv;
-    int i;
+    int n = 0;
 
-    for (i = 0; i < 127 && (drv = driver_at(i)); i++) {
-        names[i] = drv->format_name;
+    /* Once each: several tables may share a name (nbd, nbd+unix, nbd+tcp). */
+    for (int i = 0; n < 127 && (drv = driver_at(i)); i++) {
+        bool seen = false;
+
+        for (int j = 0; j < n && !seen; j++) {
+            seen = strcmp(names[j], drv->format_name) == 0;
+        }
+        if (!seen) {
+            names[n++] = drv->format_name;
+        }
     }
-    names[i] = NULL;
+    names[n] = NULL;
     return names;
 }
 

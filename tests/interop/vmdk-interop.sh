@@ -15,6 +15,20 @@ cd "$D" || exit 1
 fail() { echo "FAIL: $*" >&2; exit 1; }
 SUBFORMATS="monolithicSparse monolithicFlat twoGbMaxExtentSparse twoGbMaxExtentFlat streamOptimized"
 
+# 0. coblk's format-specific info matches qemu-img info's, for every subformat.
+if command -v python3 >/dev/null; then
+    for sf in $SUBFORMATS; do
+        rm -f i*.vmdk
+        qemu-img create -q -f vmdk -o subformat=$sf i.vmdk 3M || fail "create $sf"
+        qemu-img info --output=json i.vmdk > q.json && "$IO" info vmdk i.vmdk > c.json ||
+            fail "info $sf"
+        python3 -c 'import json,sys
+q = json.load(open("q.json"))["format-specific"]["data"]
+c = json.load(open("c.json"))
+sys.exit(0 if q == c else 1)' || fail "info of $sf differs: $(cat c.json)"
+    done
+fi
+
 # 1. qemu writes, coblk reads.
 for sf in $SUBFORMATS; do
     qemu-img create -q -f vmdk -o subformat=$sf q.vmdk 5M || fail "qemu-img create $sf"

@@ -296,6 +296,17 @@ static void test_vmdk_bad_descriptor(void **state)
     write_text(img, big);
     expect_open_error(img, 0, "more than 4096 extents");
     free(big);
+    /* RDONLY extents refuse writes, NOACCESS extents refuse reads. */
+    write_text(img, "# Disk DescriptorFile\ncreateType=\"custom\"\nRDONLY 8 ZERO\nNOACCESS 8 ZERO\n");
+    {
+        BlockBackend *blk = drv_test_open_ok(opts_for(img, ""), BDRV_O_RDWR);
+        uint8_t buf[4096] = { 0 };
+
+        assert_int_equal(blk_pwrite(blk, 0, 4096, buf, 0), -EACCES);
+        assert_int_equal(blk_pread(blk, 0, 4096, buf, 0), 0);
+        assert_int_equal(blk_pread(blk, 4096, 4096, buf, 0), -EACCES);
+        blk_unref(blk);
+    }
     /* ZERO extents work and read as zeroes. */
     write_text(img, "# Disk DescriptorFile\ncreateType=\"custom\"\nRW 8 ZERO\nRW 8 ZERO\n");
     {

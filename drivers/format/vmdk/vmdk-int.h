@@ -119,9 +119,11 @@ typedef struct VmdkExtent {
     VmdkExtentType type;
     BdrvChild *child;       /* the extent's file (bs->file for monolithic images) */
     char *filename;         /* as named in the descriptor, for info */
+    char type_name[16];     /* the descriptor's type ("SPARSE", "FLAT", ...); "" if none */
     uint64_t start;         /* guest byte offset of the extent */
     uint64_t length;        /* bytes */
-    bool read_only;         /* RDONLY access in the descriptor */
+    bool read_only;         /* RDONLY or NOACCESS in the descriptor: writes fail */
+    bool no_access;         /* NOACCESS: reads fail too (-EACCES) */
     uint64_t flat_offset;   /* FLAT: byte offset in the file */
 
     /* SPARSE */

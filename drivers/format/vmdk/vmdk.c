@@ -145,7 +145,7 @@ static int extent_path(BlockDriverState *bs, const char *name, char *out, size_t
                    "descriptor", bs->filename, name);
         return -EPERM;
     }
-    if (name[0] == '/') {
+    if (name[0] == '/' || !strchr(bs->file->bs->filename, '/')) {
         n = snprintf(out, size, "%s", name);
     } else {
         snprintf(dir, sizeof(dir), "%s", bs->file->bs->filename);
@@ -192,6 +192,8 @@ static int open_extent(BlockDriverState *bs, BlockOpts *options, int i, VmdkExte
     e->type = x->type;
     e->length = x->sectors * VMDK_SECTOR;
     e->read_only = x->access != VMDK_ACCESS_RW;
+    e->no_access = x->access == VMDK_ACCESS_NOACCESS;
+    memcpy(e->type_name, x->type_name, sizeof(e->type_name));
     e->filename = x->filename ? strdup(x->filename) : NULL;
     if (x->type == VMDK_EXT_ZERO) {
         return 0;
@@ -496,6 +498,9 @@ static int coroutine_fn vmdk_co_preadv(BlockDriverState *bs, int64_t offset, int
             iovector_memset(qiov, qiov_offset, 0, left);
             return 0;
         }
+        if (e->no_access) {
+            return -EACCES;
+        }
         if (e->type == VMDK_EXT_ZERO) {
             iovector_memset(qiov, qiov_offset, 0, n);
             ret = 0;
@@ -651,7 +656,7 @@ static void json_extent(StrBuf *sb, BlockDriverState *bs, const VmdkExtent *e)
         sb_puts(sb, num);
     }
     sb_puts(sb, ", \"format\": ");
-    json_str(sb, e->type == VMDK_EXT_FLAT ? "FLAT" : e->type == VMDK_EXT_ZERO ? "ZERO" : "");
+    json_str(sb, e->type_name);
     sb_puts(sb, "}");
 }
 

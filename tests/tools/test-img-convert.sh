@@ -58,7 +58,12 @@ cmp qjoined.raw joined.raw && pass "joined like qemu-img" || fail "joined unlike
     fail "convert to stdout differs"
 "$CIMG" convert -f raw -O raw src.raw - | cat >piped.raw
 cmp piped.raw src.raw && pass "convert to a pipe" || fail "convert to a pipe differs"
-expect_rc 1 "stdout needs -O raw" "$CIMG" convert -f raw -O qcow2 src.raw -
+expect_rc 1 "stdout with -n" "$CIMG" convert -n -f raw -O raw src.raw -
+if "$CIMG" --help | grep -q " vmdk"; then
+    "$CIMG" convert -f raw -O vmdk -o subformat=streamOptimized src.raw - | cat >so.vmdk
+    qemu-img check -q so.vmdk && qemu-img compare -q -F raw so.vmdk src.raw &&
+        pass "vmdk streamOptimized to a pipe" || fail "vmdk streamOptimized to a pipe"
+fi
 
 # -p prints progress on stderr only; -q prints nothing.
 "$CIMG" convert -p -f raw -O raw src.raw prog.raw >out.txt 2>err.txt

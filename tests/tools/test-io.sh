@@ -48,6 +48,28 @@ run_both "close then read" -f raw -c 'close' -c 'read 0 1'
 run_both "sector-unaligned I/O" -f raw -c 'write -P 0x77 1000 3000' -c 'read -P 0x77 1000 3000' \
     -c 'read -P 0 0 1000'
 
+run_both "reopen read-only and back" -f raw -c 'reopen -r' -c 'write 0 4k' -c 'reopen -w' \
+    -c 'write -P 6 0 4k' -c 'reopen -c none' -c 'read -P 6 0 4k'
+cp base.raw q.raw; cp base.raw c.raw
+qemu-io -f raw -c 'write -P 7 0 4k' -c close -c 'open -r -o driver=raw q.raw' \
+    -c 'read -P 7 0 4k' -c 'write 0 1' q.raw >q.out 2>q.err; qr=$?
+"$CIO" -f raw -c 'write -P 7 0 4k' -c close -c 'open -r -o driver=raw c.raw' \
+    -c 'read -P 7 0 4k' -c 'write 0 1' c.raw >c.out 2>c.err; cr=$?
+norm_io q.out >q.n; norm_io c.out >c.n
+[ $qr = $cr ] && pass "close and open: rc $cr" || fail "close and open: rc $qr/$cr"
+same_output "close and open: output" q.n c.n
+
+# blkdebug breakpoints: an aio_write stops at the pwritev event until resumed.
+if "$CIMG" --help | grep -q blkdebug; then
+    cp base.raw c.raw
+    "$CIO" --image-opts -c 'break pwritev A' -c 'aio_write -P 5 0 4k' -c 'wait_break A' \
+        -c 'read -P 0 0 4k' -c 'resume A' -c 'aio_flush' -c 'read -P 5 0 4k' \
+        "driver=raw,file.driver=blkdebug,file.image.driver=file,file.image.filename=c.raw" \
+        >c.out 2>&1; cr=$?
+    [ $cr = 0 ] && ! grep -q "verification failed" c.out && pass "break / wait_break / resume" ||
+        fail "break / wait_break / resume: rc $cr $(cat c.out)"
+fi
+
 # --image-opts needs the file name inside the option string.
 cp base.raw q.raw; cp base.raw c.raw
 qemu-io --image-opts -c 'write -P 8 0 4k' "driver=raw,file.filename=q.raw" >q.out 2>&1; qr=$?

@@ -12,6 +12,7 @@
  * write-zeroes. "-" as output streams a raw image to stdout.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -567,9 +568,8 @@ static int check_convert_opts(Conv *s, ConvOpts *co, const char *out)
         img_error("Compression is not possible when streaming to stdout");
         return -1;
     }
-    if (strcmp(out, "-") == 0 && strcmp(co->out_fmt, "raw") != 0) {
-        img_error("Streaming to stdout ('-') is supported for -O raw only, not '%s'",
-                  co->out_fmt);
+    if (strcmp(out, "-") == 0 && co->skip_create) {
+        img_error("-n cannot be used when writing to stdout ('-')");
         return -1;
     }
     return 0;
@@ -587,6 +587,97 @@ static void convert_cleanup(Conv *s, ConvOpts *co)
     }
     free(s->src);
     bopts_free(co->opts);
+}
+
+/* Copies a finished image file to stdout. */
+static int copy_to_stdout(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    uint8_t *buf = img_alloc(1 << 20);
+    int ret = 0;
+
+    if (fd < 0) {
+        img_error("Could not open '%s': %s", path, strerror(errno));
+        free(buf);
+        return 1;
+    }
+    for (;;) {
+        ssize_t n = read(fd, buf, 1 << 20), w = 0;
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            if (n < 0) {
+                img_error("error while reading '%s': %s", path, strerror(errno));
+                ret = 1;
+            }
+            break;
+        }
+        while (w < n) {
+            ssize_t r = write(STDOUT_FILENO, buf + w, (size_t)(n - w));
+            if (r < 0 && errno == EINTR) {
+                continue;
+            }
+            if (r <= 0) {
+                img_error("error while writing to stdout: %s", strerror(r < 0 ? errno : EIO));
+                ret = 1;
+                goto out;
+            }
+            w += r;
+        }
+    }
+out:
+    close(fd);
+    free(buf);
+    return ret;
+}
+
+static int run_to_file(Conv *s, ConvOpts *co, int nsrc, char **srcs, const char *out)
+{
+    s->has_backing = co->backing != NULL;
+    s->target_zero = (!co->skip_create && !co->backing) || co->target_is_zero;
+    if (open_sources(s, co, nsrc, srcs) < 0 ||
+        (!co->skip_create && create_target(s, co, out) < 0) || open_target(s, co, out) < 0) {
+        return 1;
+    }
+    progress_init(&s->progress, co->progress && !co->quiet);
+    return run_convert(s);
+}
+
+/*
+ * "-O fmt -" for a format other than raw (a vmdk streamOptimized image,
+ * say): the image is built in a temporary file under $TMPDIR (image
+ * formats seek back to their metadata), copied to stdout, which may be a
+ * pipe, and removed.
+ */
+static int convert_staged(int argc, char **argv, Conv *s, ConvOpts *co)
+{
+    const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    char *tmp = NULL;
+    int fd, ret = 1;
+
+    if (check_convert_opts(s, co, "-") < 0) {
+        goto out;
+    }
+    if (asprintf(&tmp, "%s/coblk-img-convert.XXXXXX", dir) < 0 || (fd = mkstemp(tmp)) < 0) {
+        img_error("Could not create a temporary file in '%s': %s", dir, strerror(errno));
+        goto out;
+    }
+    close(fd);
+    ret = run_to_file(s, co, argc - 1 - optind, argv + optind, tmp);
+    if (s->dst) {
+        blk_unref(s->dst);
+        s->dst = NULL;
+    }
+    if (ret == 0) {
+        ret = copy_to_stdout(tmp);
+    }
+    unlink(tmp);
+out:
+    free(tmp);
+    convert_cleanup(s, co);
+    return ret;
 }
 
 int img_convert(int argc, char **argv)
@@ -612,6 +703,9 @@ int img_convert(int argc, char **argv)
         return img_usage_error("convert", "Expecting image file name and output file name");
     }
     out = argv[argc - 1];
+    if (strcmp(out, "-") == 0 && strcmp(co.out_fmt, "raw") != 0) {
+        return convert_staged(argc, argv, &s, &co);
+    }
     if (strcmp(out, "-") == 0) {
         s.out_fd = STDOUT_FILENO;
         s.ncoroutines = 1;

@@ -56,7 +56,8 @@ static const ImgCmd img_cmds[] = {
       "[-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-r rate_limit] "
       "[-m num_coroutines] [-W] filename [filename2 [...]] output_filename",
       "Copies (and joins) images into a new image of another format.\n"
-      "An output_filename of '-' streams a raw image to stdout." },
+      "An output_filename of '-' streams the image to stdout (raw directly; other formats,\n"
+      "such as -O vmdk -o subformat=streamOptimized, through a temporary file in $TMPDIR)." },
     { "create", img_create,
       "create [--object objectdef] [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] "
       "[-o options] filename [size]",
@@ -489,6 +490,10 @@ int main(int argc, char **argv)
         return 0;
     }
     c = find_cmd(argv[1]);
+    if (!c && strcmp(argv[1], "bitmap") == 0) {
+        img_error("bitmap: persistent dirty bitmaps are not supported by coblk");
+        return 1;
+    }
     if (!c) {
         img_error("Command not found: %s", argv[1]);
         return 1;

@@ -322,7 +322,6 @@ int io_open_f(BlockBackend *blk, int argc, char **argv)
     bool writethrough = false;
     const char *aio = NULL, *discard = NULL;
     BlockOpts *extra = NULL;
-    char *fmt = NULL;
     int ret;
 
     if (io_state.blk) {
@@ -358,6 +357,11 @@ int io_open_f(BlockBackend *blk, int argc, char **argv)
             break;
         case 'o': {
             Error *err = NULL;
+            if (io_state.image_opts) {
+                printf("--image-opts and 'open -o' are mutually exclusive\n");
+                bopts_free(extra);
+                return -EINVAL;
+            }
             if (!extra) {
                 extra = bopts_new();
             }
@@ -375,17 +379,14 @@ int io_open_f(BlockBackend *blk, int argc, char **argv)
             return -EINVAL;
         }
     }
-    if (extra) {
-        const char *d = bopts_get(extra, "driver");
-        fmt = d ? strdup(d) : NULL;
-        bopts_free(extra);
-    }
     if (optind == argc - 1) {
-        ret = io_open(argv[optind], fmt, false, flags, writethrough, aio, discard);
+        ret = io_open(argv[optind], NULL, false, flags, writethrough, aio, discard, extra);
+    } else if (optind == argc && extra) {
+        ret = io_open(NULL, NULL, false, flags, writethrough, aio, discard, extra);
     } else {
         printf("open: expected a file name\n");
+        bopts_free(extra);
         ret = -EINVAL;
     }
-    free(fmt);
     return ret;
 }

@@ -22,6 +22,7 @@
 typedef struct IoState {
     BlockBackend *blk;
     bool misalign;          /* -m: buffers one byte off alignment */
+    bool image_opts;        /* started with --image-opts */
     int aio_in_flight;
     int aio_failed;
 } IoState;
@@ -47,7 +48,7 @@ const IoCmd *io_find_cmd(const char *name);
 void io_print_cmds(void);
 /** Opens the image (for the command line and "open"); 0 or -errno. */
 int io_open(const char *name, const char *fmt, bool image_opts, int flags, bool writethrough,
-            const char *aio, const char *discard);
+            const char *aio, const char *discard, BlockOpts *extra);
 void io_close(void);
 
 /* util.c */
@@ -97,6 +98,12 @@ int io_open_f(BlockBackend *blk, int argc, char **argv);
 int io_close_f(BlockBackend *blk, int argc, char **argv);
 int io_quit_f(BlockBackend *blk, int argc, char **argv);
 int io_abort_f(BlockBackend *blk, int argc, char **argv);
+
+int io_break_f(BlockBackend *blk, int argc, char **argv);
+int io_remove_break_f(BlockBackend *blk, int argc, char **argv);
+int io_resume_f(BlockBackend *blk, int argc, char **argv);
+int io_wait_break_f(BlockBackend *blk, int argc, char **argv);
+int io_reopen_f(BlockBackend *blk, int argc, char **argv);
 
 extern bool io_quit_requested;
 

@@ -38,6 +38,8 @@ static const IoCmd io_cmds[] = {
       help_rw },
     { "alloc", NULL, io_alloc_f, 1, 2, true, "offset [count]",
       "checks if offset is allocated in the file", NULL },
+    { "break", NULL, io_break_f, 2, 2, true, "event tag",
+      "sets a breakpoint on event and tags the stopped request as tag", NULL },
     { "close", "c", io_close_f, 0, 0, true, "", "close the current open file", NULL },
     { "discard", "d", io_discard_f, 2, -1, true, "[-Cq] off len",
       "discards a number of bytes at a specified offset", NULL },
@@ -52,6 +54,12 @@ static const IoCmd io_cmds[] = {
     { "open", "o", io_open_f, 1, -1, false,
       "[-rCnkU] [-t cache] [-d discard] [-i aio] [-o options] [path]",
       "open the file specified by path", NULL },
+    { "remove_break", NULL, io_remove_break_f, 1, 1, true, "tag",
+      "remove a breakpoint by tag", NULL },
+    { "reopen", NULL, io_reopen_f, 0, -1, true, "[(-r|-w)] [-c cache] [-o options]",
+      "reopens an image with new options", NULL },
+    { "resume", NULL, io_resume_f, 1, 1, true, "tag", "resumes the request tagged as tag",
+      NULL },
     { "quit", "q", io_quit_f, 0, 0, false, "", "exit the program", NULL },
     { "read", "r", io_read_f, 2, -1, true, "[-bCqv] [-P pattern [-s off] [-l len]] off len",
       "reads a number of bytes at a specified offset", help_rw },
@@ -61,6 +69,8 @@ static const IoCmd io_cmds[] = {
       "waits for the given value in milliseconds", NULL },
     { "truncate", "t", io_truncate_f, 1, 3, true, "[-m prealloc_mode] off",
       "truncates the current file at the given offset", NULL },
+    { "wait_break", NULL, io_wait_break_f, 1, 1, true, "tag",
+      "waits for the suspension of a request", NULL },
     { "write", "w", io_write_f, 2, -1, true,
       "[-bcCfnquz] [-P pattern | -s source_file] off len",
       "writes a number of bytes at a specified offset", help_rw },
@@ -104,9 +114,9 @@ void io_print_cmds(void)
 /* --------------------------------------------------------------------- */
 
 int io_open(const char *name, const char *fmt, bool image_opts, int flags, bool writethrough,
-            const char *aio, const char *discard)
+            const char *aio, const char *discard, BlockOpts *extra)
 {
-    BlockOpts *opts = bopts_new();
+    BlockOpts *opts = extra ? extra : bopts_new();
     Error *err = NULL;
 
     if (image_opts) {
@@ -290,7 +300,7 @@ static int parse_main(int argc, char **argv, MainOpts *m)
         case 'i': m->aio = optarg; break;
         case 'd': m->discard = optarg; break;
         case 'U': m->flags |= BDRV_O_FORCE_SHARE; break;
-        case 'I': m->image_opts = true; break;
+        case 'I': m->image_opts = io_state.image_opts = true; break;
         case 't':
             if (strcmp(optarg, "none") == 0) {
                 m->flags |= BDRV_O_NOCACHE;
@@ -377,7 +387,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (optind < argc && io_open(argv[optind], m.fmt, m.image_opts, m.flags, m.writethrough,
-                                 m.aio, m.discard) < 0) {
+                                 m.aio, m.discard, NULL) < 0) {
         free(m.cmds);
         return 1;
     }

@@ -9,6 +9,12 @@
  *   inject-error.N.errno=28          error returned (default EIO)
  *   inject-error.N.sector=S          only requests touching 512-byte sector S (default any)
  *   inject-error.N.once=on           disarm after the first failure
+ *   inject-error.N.after=K           let the first K matching requests pass (they
+ *                                    are counted only while the rule is armed),
+ *                                    then fail as the rule says (default 0); with
+ *                                    event=none and once=on this fails exactly the
+ *                                    (K+1)-th request of the iotype: the error sweeps
+ *                                    of tests/errinj use it
  *   set-state.N.event / .state / .new_state
  * An armed inject-error rule fails every matching request on this node until
  * it is disarmed (once=on). set-state rules that match an event all see the
@@ -54,6 +60,7 @@ typedef struct BlkdebugRule {
     unsigned iotypes;  /* inject-error */
     int error;         /* positive errno */
     int64_t sector;    /* -1 = any */
+    int64_t after;     /* matching requests still to let pass */
     bool once;
     bool armed;
     bool dead;         /* fired with once=on */
@@ -108,7 +115,7 @@ static int rule_from_opts(BDRVBlkdebugState *s, bool inject, BlockOpts *o, const
 {
     BlkdebugRule r = { .inject = inject, .sector = -1, .error = EIO, .iotypes = IOT_DEFAULT };
     char *event = NULL, *iotype = NULL;
-    int64_t state = 0, new_state = 0, err = EIO, sector = -1;
+    int64_t state = 0, new_state = 0, err = EIO, sector = -1, after = 0;
     int ret = -EINVAL;
 
     if (s->nrules == BLKDBG_MAX_RULES) {
@@ -128,6 +135,7 @@ static int rule_from_opts(BDRVBlkdebugState *s, bool inject, BlockOpts *o, const
         if (bopts_take_int64(o, "errno", EIO, &err, errp) < 0 ||
             bopts_take_int64(o, "sector", -1, &sector, errp) < 0 ||
             bopts_take_bool(o, "once", false, &r.once, errp) < 0 ||
+            bopts_take_int64(o, "after", 0, &after, errp) < 0 ||
             bopts_take_str(o, "iotype", &iotype, errp) < 0) {
             goto out;
         }
@@ -143,8 +151,13 @@ static int rule_from_opts(BDRVBlkdebugState *s, bool inject, BlockOpts *o, const
             error_setg(errp, "blkdebug: %s: sector %lld out of range", who, (long long)sector);
             goto out;
         }
+        if (after < 0) {
+            error_setg(errp, "blkdebug: %s: after %lld is negative", who, (long long)after);
+            goto out;
+        }
         r.error = (int)err;
         r.sector = sector;
+        r.after = after;
         r.armed = r.event == BLKDBG_NONE;
     } else if (bopts_take_int64(o, "new_state", 0, &new_state, errp) < 0) {
         goto out;
@@ -439,6 +452,10 @@ static int blkdebug_check(BlockDriverState *bs, unsigned iotype, int64_t offset,
         if (r->sector >= 0 &&
             (iotype == IOT_FLUSH || r->sector * 512 >= offset + bytes ||
              r->sector * 512 + 512 <= offset)) {
+            continue;
+        }
+        if (r->after > 0) {
+            r->after--;
             continue;
         }
         if (r->once) {

@@ -33,6 +33,36 @@ static BlockBackend *open_dbg(const char *rules)
     return drv_test_open_ok(opts, BDRV_O_RDWR);
 }
 
+/* after=K lets K matching requests pass; once=on then fails only the next one. */
+static void test_blkdebug_after(void **state)
+{
+    BlockBackend *blk = open_dbg("inject-error.0.event=none,inject-error.0.iotype=write,"
+                                 "inject-error.0.after=2,inject-error.0.once=on,"
+                                 "inject-error.0.errno=28,"
+                                 "inject-error.1.event=none,inject-error.1.iotype=flush,"
+                                 "inject-error.1.after=1");
+    uint8_t buf[512], back[512];
+
+    for (int i = 0; i < 5; i++) {
+        memset(buf, i + 1, sizeof(buf));
+        /* writes 0 and 1 pass, write 2 fails with ENOSPC, the later ones pass */
+        assert_int_equal(blk_pwrite(blk, i * 512, 512, buf, 0), i == 2 ? -ENOSPC : 0);
+        assert_int_equal(blk_pread(blk, i * 512, 512, back, 0), 0);
+        memset(buf, i == 2 ? 0 : i + 1, sizeof(buf));
+        assert_memory_equal(back, buf, 512);
+    }
+    /*
+     * Reads did not count; flush 0 passes, every flush after it fails (no
+     * once). A write before each flush, or the request layer skips it.
+     */
+    assert_int_equal(blk_flush(blk), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(blk_pwrite(blk, 0, 512, buf, 0), 0);
+        assert_int_equal(blk_flush(blk), -EIO);
+    }
+    blk_unref(blk);
+}
+
 /* An error armed by the request layer's own pwritev event fails that write, once. */
 static void test_blkdebug_once_on_pwritev(void **state)
 {
@@ -120,6 +150,9 @@ static void test_blkdebug_bad_rules(void **state)
     snprintf(opts, sizeof(opts), "driver=blkdebug,image.driver=file,image.filename=%s,%s", img,
              "inject-error.0.event=none,inject-error.0.iotype=sideways");
     drv_test_open_fails(opts, 0, "unknown iotype 'sideways'");
+    snprintf(opts, sizeof(opts), "driver=blkdebug,image.driver=file,image.filename=%s,%s", img,
+             "inject-error.0.event=none,inject-error.0.after=-1");
+    drv_test_open_fails(opts, 0, "after -1 is negative");
     snprintf(opts, sizeof(opts), "driver=blkdebug,image.driver=file,image.filename=%s,%s", img,
              "set-state.0.event=none");
     drv_test_open_fails(opts, 0, "new_state must be a positive number");
@@ -217,6 +250,7 @@ static void test_blkdebug_align_rmw(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_blkdebug_after),
         cmocka_unit_test(test_blkdebug_once_on_pwritev),
         cmocka_unit_test(test_blkdebug_sector_filter),
         cmocka_unit_test(test_blkdebug_state_machine),

@@ -200,4 +200,17 @@ static inline uint64_t div_round_up_u64(uint64_t x, uint64_t d)
     return x / d + (x % d != 0);
 }
 
+/*
+ * Fuzzing builds (tests/fuzz, compiled with the libFuzzer convention macro
+ * FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION) accept a wrong header checksum,
+ * so that the fuzzer's mutations reach the parsing behind it. Drivers test
+ * checksums as "if (FMT_VERIFY_CHECKSUMS && sum != stored)". Never set in
+ * the library.
+ */
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+#define FMT_VERIFY_CHECKSUMS 0
+#else
+#define FMT_VERIFY_CHECKSUMS 1
+#endif
+
 #endif /* COBLK_DRIVERS_FORMAT_BYTES_H */

@@ -334,7 +334,7 @@ static int coroutine_fn vpc_read_footer(BlockDriverState *bs, int64_t file_len, 
         return -EINVAL;
     }
     sum = vpc_checksum(s->footer, VHD_FOOTER_SIZE, FT_CHECKSUM);
-    if (sum != ld_be32(s->footer + FT_CHECKSUM)) {
+    if (FMT_VERIFY_CHECKSUMS && sum != ld_be32(s->footer + FT_CHECKSUM)) {
         error_setg(errp, "'%s': footer checksum 0x%08x does not match the computed 0x%08x",
                    bs->filename, ld_be32(s->footer + FT_CHECKSUM), sum);
         return -EINVAL;
@@ -385,7 +385,7 @@ static int vpc_check_dynhdr(BlockDriverState *bs, int64_t file_len, Error **errp
         error_setg(errp, "'%s': dynamic header has no \"cxsparse\" cookie", bs->filename);
         return -EINVAL;
     }
-    if (sum != ld_be32(h + DH_CHECKSUM)) {
+    if (FMT_VERIFY_CHECKSUMS && sum != ld_be32(h + DH_CHECKSUM)) {
         error_setg(errp, "'%s': dynamic header checksum 0x%08x does not match the computed "
                    "0x%08x", bs->filename, ld_be32(h + DH_CHECKSUM), sum);
         return -EINVAL;

@@ -187,6 +187,13 @@ uint64_t blkverify_mismatches(BlockDriverState *bs)
     return 0;
 }
 
+/* Nothing of its own to change: the reopen transaction covers both children. */
+static int blkverify_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags,
+                                    Error **errp)
+{
+    return 0;
+}
+
 const BlockDriver bdrv_blkverify = {
     .struct_size = sizeof(BlockDriver),
     .format_name = "blkverify",
@@ -200,6 +207,7 @@ const BlockDriver bdrv_blkverify = {
     .co_pwritev = blkverify_co_pwritev,
     .co_pwrite_zeroes = blkverify_co_pwrite_zeroes,
     .co_pdiscard = blkverify_co_pdiscard,
+    .reopen_prepare = blkverify_reopen_prepare,
     .co_block_status = bdrv_co_block_status_from_file,
     .co_getlength = blkverify_co_getlength,
 };

@@ -1,0 +1,132 @@
+#!/bin/bash
+# Generates the seed corpora of fuzz-image: tiny valid images made by
+# qemu-img create + qemu-io writes, and corrupt variants (the field damage
+# the driver tests use: zero / huge / out-of-file sizes and offsets).
+#   make-corpus.sh [OUT-DIR]     (default: tests/fuzz/corpus next to this script)
+# One directory per format; "probe" gets one seed of each. Seeds above
+# 1.2 MiB are dropped (the committed corpus stays under 2 MB); formats that
+# qemu-img cannot create are skipped. Deterministic apart from the UUIDs and
+# timestamps qemu-img writes.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-$here/corpus}
+command -v qemu-img >/dev/null && command -v qemu-io >/dev/null || {
+    echo "make-corpus: qemu-img / qemu-io not installed" >&2
+    exit 77
+}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+
+poke() { # FILE OFF HEXBYTES
+    python3 -c "import sys
+f=open(sys.argv[1],'r+b'); f.seek(int(sys.argv[2],0)); f.write(bytes.fromhex(sys.argv[3]))" "$@"
+}
+
+# keep FMT NAME FILE: adds FILE to the corpus of FMT if small enough.
+keep() {
+    local size
+    size=$(stat -c %s "$3")
+    if [ "$size" -gt 1258291 ]; then
+        echo "make-corpus: $1/$2 is $size bytes: not kept" >&2
+        return 0
+    fi
+    mkdir -p "$out/$1"
+    cp "$3" "$out/$1/$2"
+}
+
+# mk FMT NAME SIZE [create-opts] [qemu-io commands...]
+mk() {
+    local fmt=$1 name=$2 size=$3 opts=$4
+    shift 4
+    rm -f "$T/img"
+    qemu-img create -q -f "$fmt" ${opts:+-o "$opts"} "$T/img" "$size" 2>/dev/null || return 0
+    for c in "$@"; do
+        qemu-io -f "$fmt" -c "$c" "$T/img" >/dev/null 2>&1 || return 0
+    done
+    keep "$fmt" "$name" "$T/img"
+}
+
+# bad FMT NAME BASE OFF HEX: a copy of corpus seed BASE with bytes poked.
+bad() {
+    [ -f "$out/$1/$3" ] || return 0
+    cp "$out/$1/$3" "$T/bad"
+    poke "$T/bad" "$4" "$5"
+    keep "$1" "$2" "$T/bad"
+}
+
+rm -rf "$out"
+mkdir -p "$out"
+
+# raw: anything is a raw image.
+printf 'coblk raw seed\n' >"$T/raw"
+keep raw small "$T/raw"
+
+# vdi (block size 1 MiB: one written block makes a 1 MiB file)
+mk vdi empty 4M ""
+
+mk vdi data 2M "" "write -P 0x5a 0 4k"
+# The block's tail is zeroes: cut it (reads past the end of the file are zero).
+[ -f "$out/vdi/data" ] && truncate -s $((1024 + 4096)) "$out/vdi/data"
+bad vdi bad-blocks-huge empty 0x180 ffffffff
+bad vdi bad-map-past-eof empty 0x180 00000100
+bad vdi bad-blocksize-0 empty 0x178 00000000
+bad vdi bad-mapoff empty 0x154 00f00000
+bad vdi bad-disksize empty 0x170 0000000001000000
+bad vdi bad-allocated empty 0x184 09000000
+bad vdi bad-sector-size empty 0x168 00100000
+bad vdi bad-header-size empty 0x48 10000000
+bad vdi bad-map-entry empty 0x200 07000000
+
+# vpc (checksums are not verified in fuzzing builds)
+mk vpc empty 4M ""
+mk vpc fixed 64K "subformat=fixed"
+bad vpc bad-blocksize-0 empty 0x220 00000000
+bad vpc bad-blocksize-3m empty 0x220 00300000
+bad vpc bad-bat-huge empty 0x21c ffffffff
+bad vpc bad-bat-past-eof empty 0x210 0000000100000000
+bad vpc bad-bat-entry empty 0x600 00100000
+bad vpc bad-disk-type empty 0x3c 00000007
+
+# vmdk
+mk vmdk sparse 1M "" "write -P 0x11 0 4k"
+mk vmdk stream 1M "subformat=streamOptimized" "write -P 0x33 0 64k"
+mk vmdk empty-gt 4M "" 
+bad vmdk bad-grain-0 empty-gt 0x14 0000000000000000
+bad vmdk bad-capacity empty-gt 0xc ffffffffffffff7f
+bad vmdk bad-gte-per-gt empty-gt 0x2c 00000100
+bad vmdk bad-gd-offset empty-gt 0x38 ffffffff00000000
+printf '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 2048 FLAT "x-flat.vmdk" 0\n' >"$T/desc"
+keep vmdk descriptor-flat "$T/desc"
+
+# Formats whose drivers land later (seeds are ready for them).
+mk qcow2 empty 4M "cluster_size=512"
+mk qcow2 data 4M "cluster_size=512" "write -P 0x44 0 8k" "write -P 0x45 1M 4k"
+mk qcow2 compat010 1M "compat=0.10,cluster_size=512" "write -P 0x46 0 4k"
+bad qcow2 bad-cluster-bits empty 0x14 0000001f
+bad qcow2 bad-l1-size empty 0x24 7fffffff
+bad qcow2 bad-refcount-table empty 0x30 00000000ffffffff
+bad qcow2 bad-incompat empty 0x48 0000000000000080
+mk qed empty 4M "cluster_size=4096"
+mk qed data 4M "cluster_size=4096" "write -P 0x47 0 8k"
+bad qed bad-cluster-size empty 0x8 00000000
+mk qcow empty 4M ""
+mk qcow data 1M "" "write -P 0x48 0 4k"
+bad qcow bad-cluster-bits empty 0x20 3f
+mk parallels empty 4M "cluster_size=4096"
+mk parallels data 1M "cluster_size=4096" "write -P 0x49 0 4k"
+bad parallels bad-tracks-0 empty 0x1c 00000000
+mk vhdx empty 4M ""
+
+# probe: one valid seed of each format
+mkdir -p "$out/probe"
+for d in "$out"/*/; do
+    f=$(basename "$d")
+    [ "$f" = probe ] && continue
+    for s in empty small; do
+        if [ -f "$d/$s" ]; then
+            cp "$d/$s" "$out/probe/$f-$s"
+            break
+        fi
+    done
+done
+du -sb "$out"

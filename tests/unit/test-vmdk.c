@@ -297,7 +297,8 @@ static void test_vmdk_bad_descriptor(void **state)
     expect_open_error(img, 0, "more than 4096 extents");
     free(big);
     /* RDONLY extents refuse writes, NOACCESS extents refuse reads. */
-    write_text(img, "# Disk DescriptorFile\ncreateType=\"custom\"\nRDONLY 8 ZERO\nNOACCESS 8 ZERO\n");
+    write_text(img, "# Disk DescriptorFile\ncreateType=\"custom\"\n"
+                    "RDONLY 8 ZERO\nNOACCESS 8 ZERO\n");
     {
         BlockBackend *blk = drv_test_open_ok(opts_for(img, ""), BDRV_O_RDWR);
         uint8_t buf[4096] = { 0 };

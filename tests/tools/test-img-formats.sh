@@ -83,6 +83,58 @@ for F in qcow2 vmdk vpc vdi qed vhdx parallels qcow; do
     qemu-img convert -O raw q.$F qback.raw
     "$CIMG" convert -O raw q.$F back.raw && cmp back.raw qback.raw && pass "$F: convert $F -> raw" ||
         fail "$F: convert $F -> raw differs from qemu-img's"
+    # compressed convert, where the format has compressed clusters
+    rm -f cc.$F
+    if "$CIMG" convert -c -f raw -O $F src.raw cc.$F 2>err.txt; then
+        qemu-img compare -q -F raw cc.$F src.raw && pass "$F: convert -c identical" ||
+            fail "$F: convert -c differs"
+        qemu-img check -q cc.$F 2>/dev/null; qr=$?
+        [ $qr = 0 ] || [ $qr = 63 ] && pass "$F: qemu-img check accepts convert -c" ||
+            fail "$F: convert -c: qemu-img check rc $qr"
+    else
+        grep -q "Compression not supported" err.txt && echo "  note: $F: no compressed writes" ||
+            fail "$F: convert -c: $(cat err.txt)"
+    fi
+
+    # resize
+    cp q.$F rq.$F; cp q.$F rc.$F
+    if "$CIMG" resize -q rc.$F +1M 2>err.txt; then
+        qemu-img resize -q rq.$F +1M
+        [ "$(qemu-img info --output=json rc.$F | jq '.["virtual-size"]')" = \
+          "$(qemu-img info --output=json rq.$F | jq '.["virtual-size"]')" ] &&
+            pass "$F: resize +1M" || fail "$F: resize +1M: size differs from qemu-img's"
+        qemu-img compare -q rq.$F rc.$F && pass "$F: resized content" || fail "$F: resized content"
+    else
+        grep -qi "support\|not\|cannot" err.txt && echo "  note: $F: resize: $(cat err.txt)" ||
+            fail "$F: resize: $(cat err.txt)"
+    fi
+
+    # measure, where the format can
+    if "$CIMG" measure -O $F --output=json -f raw src.raw >c.json 2>/dev/null; then
+        qemu-img measure -O $F --output=json -f raw src.raw >q.json
+        same_json "$F: measure" q.json c.json
+    else
+        echo "  note: $F: no measure"
+    fi
+
+    # internal snapshots, where the format has them
+    cp q.$F sn.$F
+    if "$CIMG" snapshot -c first sn.$F 2>err.txt; then
+        qemu-io -c 'write -P 0x55 0 64k' sn.$F >/dev/null
+        "$CIMG" snapshot -c second sn.$F
+        qemu-img snapshot -l sn.$F | awk 'NR > 2 {print $1, $2}' >q.txt
+        "$CIMG" snapshot -l sn.$F | awk 'NR > 2 {print $1, $2}' >c.txt
+        same_output "$F: snapshot -l" q.txt c.txt
+        "$CIMG" snapshot -a first sn.$F && qemu-img compare -q q.$F sn.$F &&
+            pass "$F: snapshot -a restores" || fail "$F: snapshot -a"
+        "$CIMG" snapshot -d second sn.$F && ! qemu-img snapshot -l sn.$F | grep -q second &&
+            pass "$F: snapshot -d" || fail "$F: snapshot -d"
+        qemu-img check -q sn.$F && pass "$F: check after snapshots" ||
+            fail "$F: qemu-img check after snapshots"
+    else
+        grep -q "does not support" err.txt && echo "  note: $F: no internal snapshots" ||
+            fail "$F: snapshot -c: $(cat err.txt)"
+    fi
 done
 [ $tested -gt 0 ] || echo "no image format besides raw is built yet"
 
@@ -107,6 +159,16 @@ for F in qcow2 vmdk qed qcow; do
     # convert of the chain gives its full content; -B keeps only the top's data
     "$CIMG" convert -O raw top.$F flat.raw
     expect_rc 0 "$F: convert flattens the chain" qemu-img compare -F raw top.$F flat.raw
+    # convert -B: a new overlay of base holding only what the top allocates
+    rm -f nb.$F
+    if "$CIMG" convert -O $F -B base.$F -F $F top.$F nb.$F 2>err.txt; then
+        expect_rc 0 "$F: convert -B content" qemu-img compare top.$F nb.$F
+        qemu-img map --output=json nb.$F | jq -c '[.[] | select(.depth == 0 and .data) | .start]' >c.txt
+        qemu-img map --output=json top.$F | jq -c '[.[] | select(.depth == 0 and .data) | .start]' >q.txt
+        same_output "$F: convert -B copies only the top's data" q.txt c.txt
+    else
+        fail "$F: convert -B: $(cat err.txt)"
+    fi
     # commit: the base gets the top's data
     cp base.$F b0.$F
     expect_rc 0 "$F: commit" "$CIMG" commit -d top.$F

@@ -369,6 +369,13 @@ static const char *opt_type_str(BlockOptType t)
     }
 }
 
+static int cmp_opt_desc(const void *a, const void *b)
+{
+    const BlockCreateOptDesc *const *x = a, *const *y = b;
+
+    return strcmp((*x)->name, (*y)->name);
+}
+
 int img_print_create_opts(const char *fmt)
 {
     const BlockDriver *drv = bdrv_find_format(fmt);
@@ -387,7 +394,18 @@ int img_print_create_opts(const char *fmt)
     if (!d) {
         printf("  size=<size>            - Virtual disk size\n");
     }
-    for (; d && d->name; d++) {
+    /* Sorted by name, as qemu-img lists them. */
+    size_t n = 0;
+    while (d && d[n].name) {
+        n++;
+    }
+    const BlockCreateOptDesc **sorted = calloc(n ? n : 1, sizeof(*sorted));
+    for (size_t i = 0; i < n; i++) {
+        sorted[i] = &d[i];
+    }
+    qsort(sorted, n, sizeof(*sorted), cmp_opt_desc);
+    for (size_t i = 0; i < n; i++) {
+        d = sorted[i];
         char left[64];
 
         snprintf(left, sizeof(left), "%s=<%s>", d->name, opt_type_str(d->type));
@@ -397,6 +415,7 @@ int img_print_create_opts(const char *fmt)
         }
         printf("\n");
     }
+    free(sorted);
     if (drv->is_format) {
         printf("\nThe protocol level may support further options.\n"
                "Specify the target filename to include those options.\n");

@@ -61,7 +61,11 @@ for F in qcow2 vmdk vpc vdi qed vhdx parallels qcow; do
     [ $qr = $cr ] && pass "$F: compare rc $cr" || fail "$F: compare rc qemu $qr coblk $cr"
     same_output "$F: compare message" q.txt c.txt
 
-    # check
+    # check: same verdict in the JSON report where both can check the format
+    qemu-img check --output=json q.$F >q.json 2>/dev/null && "$CIMG" check --output=json q.$F >c.json 2>/dev/null &&
+        { diff <(jq -S '{corruptions, leaks, "check-errors", filename, format}' q.json) \
+               <(jq -S '{corruptions, leaks, "check-errors", filename, format}' c.json) >/dev/null &&
+          pass "$F: check json verdict" || fail "$F: check json verdict differs"; }
     qemu-img check q.$F >/dev/null 2>&1; qr=$?
     "$CIMG" check q.$F >/dev/null 2>&1; cr=$?
     if [ $cr = 63 ] && [ $qr != 63 ]; then
@@ -174,6 +178,40 @@ for F in qcow2 vmdk qed qcow; do
     expect_rc 0 "$F: commit" "$CIMG" commit -d top.$F
     qemu-io -c 'read -P 1 0 512k' -c 'read -P 2 512k 1M' base.$F | grep -q "verification failed" &&
         fail "$F: committed base content" || pass "$F: committed base content"
+    # commit -b through a three-layer chain, with progress
+    rm -f l0.$F l1.$F l2.$F
+    qemu-img create -q -f $F l0.$F 4M
+    qemu-io -c 'write -P 1 0 4M' l0.$F >/dev/null
+    qemu-img create -q -f $F -b l0.$F -F $F l1.$F
+    qemu-io -c 'write -P 2 1M 1M' l1.$F >/dev/null
+    qemu-img create -q -f $F -b l1.$F -F $F l2.$F
+    qemu-io -c 'write -P 3 3M 64k' l2.$F >/dev/null
+    qemu-img convert -O raw l2.$F chain.raw
+    if "$CIMG" commit -p -b l0.$F l2.$F >out.txt 2>err.txt; then
+        grep -q "Image committed." out.txt && grep -q "100.00/100%" err.txt &&
+            pass "$F: commit -b -p" || fail "$F: commit -b -p output"
+        expect_rc 0 "$F: commit -b content in the base" qemu-img compare -F raw l0.$F chain.raw
+    else
+        fail "$F: commit -b: $(cat err.txt)"
+    fi
+    # safe rebase onto an empty image keeps the guest-visible content
+    rm -f r1.$F r0.$F e.$F
+    qemu-img create -q -f $F r0.$F 4M
+    qemu-io -c 'write -P 1 0 2M' r0.$F >/dev/null
+    qemu-img create -q -f $F -b r0.$F -F $F r1.$F
+    qemu-io -c 'write -P 2 1M 64k' r1.$F >/dev/null
+    qemu-img convert -O raw r1.$F before.raw
+    qemu-img create -q -f $F e.$F 4M
+    if "$CIMG" rebase -p -b e.$F -F $F r1.$F 2>err.txt; then
+        expect_rc 0 "$F: safe rebase keeps the content" qemu-img compare -F raw r1.$F before.raw
+        qemu-img info --output=json r1.$F | jq -e '.["backing-filename"] == "e.'$F'"' >/dev/null &&
+            pass "$F: safe rebase link" || fail "$F: safe rebase link"
+        "$CIMG" rebase -b "" r1.$F && expect_rc 0 "$F: rebase -b '' (no backing) keeps the content" \
+            qemu-img compare -F raw r1.$F before.raw
+    else
+        grep -q "does not support" err.txt && echo "  note: $F: no safe rebase" ||
+            fail "$F: safe rebase: $(cat err.txt)"
+    fi
     # rebase -u onto a copy of the old base keeps the content
     cp b0.$F other.$F
     qemu-io -c 'write -P 2 512k 1M' other.$F >/dev/null

@@ -25,9 +25,11 @@ static bool is_help_opt(const char *s)
 static int64_t backing_size(const char *file, const char *backing, const char *bfmt)
 {
     ImgOpen o = { .fmt = bfmt, .force_share = true, .quiet = true };
-    BlockBackend *blk = img_open(backing, &o);
+    char *path = img_resolve_backing(file, backing);
+    BlockBackend *blk = path ? img_open(path, &o) : NULL;
     int64_t len;
 
+    free(path);
     if (!blk) {
         img_error("%s: Could not open backing image.", file);
         return -1;

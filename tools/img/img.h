@@ -67,6 +67,8 @@ typedef struct ImgOpen {
 
 /** Applies a cache mode to open flags; false (message printed) if unknown. */
 bool img_cache_flags(const char *mode, int *flags, bool *writethrough);
+/** A backing file name as the image will resolve it: relative to the image's directory. */
+char *img_resolve_backing(const char *image, const char *backing);
 /** A node's file name as qemu-img shows it ("./base.img" shown as "base.img"). */
 const char *img_display_name(const char *filename);
 /** Prints the snapshot table of "info" and "snapshot -l". */

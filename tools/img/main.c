@@ -213,7 +213,7 @@ int64_t img_parse_size(const char *s)
 void img_size_str(char *buf, size_t len, uint64_t bytes)
 {
     static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
-    long double v = (long double)bytes * 1.024L;
+    long double v = (long double)bytes / 0.9765625L;    /* 1000/1024, exact in binary */
     int i = 0;
 
     /* The largest unit in which the value is at least 1000/1024 of one. */
@@ -222,6 +222,21 @@ void img_size_str(char *buf, size_t len, uint64_t bytes)
     }
     snprintf(buf, len, "%0.3g %s", (double)((long double)bytes / ldexpl(1.0L, 10 * i)),
              units[i]);
+}
+
+char *img_resolve_backing(const char *image, const char *backing)
+{
+    const char *slash = strrchr(image, '/');
+    char *out;
+
+    if (backing[0] == '/' || !slash || strstr(backing, "://") ||
+        strncmp(backing, "json:", 5) == 0) {
+        return strdup(backing);
+    }
+    if (asprintf(&out, "%.*s/%s", (int)(slash - image), image, backing) < 0) {
+        return NULL;
+    }
+    return out;
 }
 
 const char *img_display_name(const char *filename)

@@ -17,20 +17,6 @@
 
 #define REBASE_BUF (1024 * 1024)
 
-static char *resolve_backing(const char *image, const char *backing)
-{
-    const char *slash = strrchr(image, '/');
-    char *out;
-
-    if (backing[0] == '/' || !slash || strstr(backing, "://") || strncmp(backing, "json:", 5) == 0) {
-        return strdup(backing);
-    }
-    if (asprintf(&out, "%.*s/%s", (int)(slash - image), image, backing) < 0) {
-        return NULL;
-    }
-    return out;
-}
-
 /* Copies into top every unallocated range where old and new backing content differ. */
 static int rebase_copy(BlockBackend *top, BlockBackend *nb, ImgProgress *p)
 {
@@ -134,7 +120,7 @@ int img_rebase(int argc, char **argv)
         return 1;
     }
     if (!unsafe && backing) {
-        char *path = resolve_backing(argv[optind], backing);
+        char *path = img_resolve_backing(argv[optind], backing);
 
         no.fmt = bfmt;
         nb = path ? img_open(path, &no) : NULL;

@@ -234,7 +234,7 @@ static void test_vhdx_log_replay(void **state)
     free(buf);
 }
 
-/* metadata-log=on (default): a mid-session copy whose BAT update was lost is replayed. */
+/* metadata-log=on: a mid-session copy whose BAT update was lost is replayed. */
 static void test_vhdx_log_writes(void **state)
 {
     uint8_t *data = malloc(MiB), *buf = malloc(MiB), sector[4096] = { 0 };
@@ -268,7 +268,7 @@ static void test_vhdx_log_writes(void **state)
     free(buf);
 }
 
-/* metadata-log=off: BAT entries in place; a mid-session copy is clean and complete. */
+/* metadata-log=off (default): entries in place; a mid-session copy is clean and complete. */
 static void test_vhdx_in_place_bat(void **state)
 {
     uint8_t *data = malloc(MiB), *buf = malloc(MiB), hdr[4096];

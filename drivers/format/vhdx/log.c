@@ -10,15 +10,16 @@
  * descriptors, then the file is extended to LastFileOffset), flushes and
  * clears LogGuid; a read-only open of a dirty image fails with a message.
  *
- * Writes (open option metadata-log, on by default): every metadata update
- * (a BAT sector) is written as one log entry at the log head, flushed, then
+ * Writes (open option metadata-log=on): every metadata update (a BAT
+ * sector) is written as one log entry at the log head, flushed, then
  * written in place and flushed, so the entry's tail is the entry itself.
  * LogGuid is set in the headers before the first entry of a session and
- * cleared at a clean close; a crash in between leaves an image that the
- * next writable open replays (read-only opens, like qemu-img check, refuse
- * it). With metadata-log=off, BAT entries are written in place after the
- * data they point at is flushed (one 8-byte entry inside one sector, which
- * a torn write cannot split) and LogGuid stays zero.
+ * cleared at a clean close; a crash (or a failed close) in between leaves an
+ * image that the next writable open replays, which read-only opens and
+ * qemu-img check refuse. So by default (metadata-log=off) BAT entries are
+ * written in place after the data they point at is flushed: one 8-byte
+ * entry inside one sector, which a torn write cannot split, and LogGuid
+ * stays zero.
  *
  * Limits: the log is at most VHDX_MAX_LOG; an entry at most
  * VHDX_MAX_LOG_ENTRY (32 MiB); replayed writes end below VHDX_MAX_FILE.

@@ -142,6 +142,26 @@ for F in qcow2 vmdk vpc vdi qed vhdx parallels qcow; do
 done
 [ $tested -gt 0 ] || echo "no image format besides raw is built yet"
 
+# check on a corrupt vdi (two block map entries share a data block): exit 2 and
+# qemu-img's lines; -r all repairs it and the double check is clean.
+if have vdi; then
+    qemu-img create -q -f vdi v.vdi 4M
+    qemu-io -c 'write -P 1 0 1M' -c 'write -P 2 2M 1M' v.vdi >/dev/null
+    bm=$(od -A n -t u4 -j $((0x154)) -N 4 v.vdi | tr -d ' ')
+    printf '\x00\x00\x00\x00' | dd of=v.vdi bs=1 seek=$((bm + 8)) conv=notrunc status=none
+    qemu-img check v.vdi >q.txt 2>/dev/null; qr=$?
+    "$CIMG" check v.vdi >c.txt 2>/dev/null; cr=$?
+    [ $qr = 2 ] && [ $cr = 2 ] && pass "vdi: corrupt image check rc 2" || fail "vdi check rc $qr/$cr"
+    head -3 q.txt >q3.txt; head -3 c.txt >c3.txt
+    same_output "vdi: corruption lines" q3.txt c3.txt
+    "$CIMG" check --output=json v.vdi 2>/dev/null | jq -e '.corruptions == 1' >/dev/null &&
+        pass "vdi: check json corruptions" || fail "vdi: check json corruptions"
+    expect_rc 0 "vdi: check -r all repairs" "$CIMG" check -r all v.vdi
+    grep -q "Double checking the fixed image now..." out.txt && pass "vdi: repair report" ||
+        fail "vdi: repair report"
+    expect_rc 0 "vdi: qemu-img check after repair" qemu-img check v.vdi
+fi
+
 # Backing files (formats whose create takes backing_file).
 for F in qcow2 vmdk qed qcow; do
     have $F || continue

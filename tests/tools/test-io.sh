@@ -77,8 +77,12 @@ qemu-io --image-opts -c 'write -P 8 0 4k' "driver=raw,file.filename=q.raw" >q.ou
 [ $qr = $cr ] && cmp -s q.raw c.raw && pass "--image-opts" || fail "--image-opts: rc $qr/$cr"
 
 # Commands from stdin when there is no -c.
-printf 'write -P 3 0 512\nread -P 3 0 512\n' | "$CIO" -f raw c.raw >c.out 2>&1
-norm_io c.out | grep -c '^TIMING$' | grep -qx 2 && pass "stdin commands" || fail "stdin commands"
+cp base.raw q.raw; cp base.raw c.raw
+printf 'write -P 3 0 512\nread -P 3 0 512\nlength\n' | qemu-io -f raw q.raw >q.out 2>&1
+printf 'write -P 3 0 512\nread -P 3 0 512\nlength\n' | "$CIO" -f raw c.raw >c.out 2>&1
+sed -E 's/(qemu|coblk)-io> /PROMPT /g' q.out >q.p; sed -E 's/(qemu|coblk)-io> /PROMPT /g' c.out >c.p
+norm_io q.p >q.n; norm_io c.p >c.n
+same_output "stdin commands" q.n c.n
 
 # Opening a missing file fails with exit 1 and names the file.
 "$CIO" -c 'read 0 1' nosuch.raw >c.out 2>c.err; cr=$?

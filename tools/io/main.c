@@ -344,12 +344,9 @@ static int command_loop(MainOpts *m)
     }
     if (m->ncmds == 0) {
         char line[4096];
-        bool tty = isatty(STDIN_FILENO);
 
         for (;;) {
-            if (tty) {
-                printf("coblk-io> ");
-            }
+            printf("coblk-io> ");    /* as qemu-io, also when stdin is not a terminal */
             fflush(stdout);
             if (!fgets(line, sizeof(line), stdin) || io_quit_requested) {
                 break;

@@ -800,6 +800,17 @@ int coroutine_fn vmdk_sparse_block_status(BlockDriverState *bs, int idx, uint64_
         }
         if (gte == 0) {
             st = 0;
+            if (!slot) {
+                /*
+                 * No grain table: the rest of its span is unallocated too.
+                 * Step over it at once, or a huge empty image costs a
+                 * lookup per grain (minutes of CPU for 256 TiB).
+                 */
+                uint64_t span = (uint64_t)e->grain_size * e->gtes_per_gt;
+                uint64_t left = span - (off + done) % span;
+
+                n = left < bytes - done ? left : bytes - done;
+            }
         } else if (gte_is_zero(e, gte)) {
             st = BDRV_BLOCK_ZERO;
         } else if (e->compressed) {

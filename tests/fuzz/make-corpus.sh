@@ -115,13 +115,20 @@ bad qcow bad-cluster-bits empty 0x20 3f
 mk parallels empty 4M "cluster_size=4096"
 mk parallels data 1M "cluster_size=4096" "write -P 0x49 0 4k"
 bad parallels bad-tracks-0 empty 0x1c 00000000
-mk vhdx empty 4M ""
+# vhdx regions are 1 MiB aligned: keep the header area (file identifier,
+# both headers, both region tables) of a fresh image; the rest reads as zeroes.
+rm -f "$T/img"
+if qemu-img create -q -f vhdx "$T/img" 4M 2>/dev/null; then
+    truncate -s $((320 << 10)) "$T/img"
+    keep vhdx head "$T/img"
+fi
 
 # probe: one valid seed of each format
 mkdir -p "$out/probe"
 for d in "$out"/*/; do
     f=$(basename "$d")
     [ "$f" = probe ] && continue
+    case $f in nbd-*) continue ;; esac
     for s in empty small; do
         if [ -f "$d/$s" ]; then
             cp "$d/$s" "$out/probe/$f-$s"
@@ -129,4 +136,86 @@ for d in "$out"/*/; do
         fi
     done
 done
+du -sb "$out"
+
+# NBD server (fuzz-nbd-server): whole client conversations.
+mkdir -p "$out/nbd-server"
+python3 - "$out/nbd-server" <<'PY'
+import struct, sys
+d = sys.argv[1]
+IHAVEOPT = 0x49484156454F5054
+def opt(o, data=b''):
+    return struct.pack('>QII', IHAVEOPT, o, len(data)) + data
+def name(s):
+    return struct.pack('>I', len(s)) + s
+def go(o, export, infos=()):
+    return opt(o, name(export) + struct.pack('>H', len(infos)) +
+               b''.join(struct.pack('>H', i) for i in infos))
+def meta(o, export, queries):
+    return opt(o, name(export) + struct.pack('>I', len(queries)) +
+               b''.join(name(q) for q in queries))
+def req(t, off, ln, flags=0, cookie=1, data=b''):
+    return struct.pack('>IHHQQI', 0x25609513, flags, t, cookie, off, ln) + data
+READ, WRITE, DISC, FLUSH, TRIM, CACHE, ZERO, STATUS = 0, 1, 2, 3, 4, 5, 6, 7
+seeds = {
+    'full': struct.pack('>I', 3) + opt(8) + meta(10, b'', [b'base:allocation']) +
+            opt(3) + go(6, b'ro', [0, 1, 2, 3]) + go(7, b'', [3]) +
+            req(WRITE, 0, 4096, data=b'\x5a' * 4096) + req(READ, 0, 4096, cookie=2) +
+            req(STATUS, 0, 1 << 20, cookie=3) + req(TRIM, 8192, 4096, cookie=4) +
+            req(ZERO, 0, 65536, flags=1, cookie=5) + req(FLUSH, 0, 0, cookie=6) +
+            req(READ, 512, 100, flags=4, cookie=7) + req(CACHE, 0, 4096, cookie=8) +
+            req(STATUS, 0, 4096, flags=8, cookie=9) + req(DISC, 0, 0),
+    'export-name': struct.pack('>I', 1) + opt(1, b'ro') + req(READ, 0, 4096) +
+                   req(WRITE, 0, 512, cookie=2, data=bytes(512)) + req(DISC, 0, 0),
+    'simple': struct.pack('>I', 3) + go(7, b'') + req(READ, 0, 1024) +
+              req(WRITE, 4096, 1024, flags=1, cookie=2, data=b'\x11' * 1024) + req(DISC, 0, 0),
+    'depth': struct.pack('>I', 3) + opt(8) +
+             meta(9, b'ro', [b'qemu:']) +
+             meta(10, b'ro', [b'base:allocation', b'qemu:allocation-depth']) +
+             go(7, b'ro') + req(STATUS, 0, 1 << 20) + req(DISC, 0, 0),
+    'starttls-abort': struct.pack('>I', 3) + opt(5) + opt(99, b'xyz') + opt(2),
+}
+for k, v in seeds.items():
+    open(d + '/' + k, 'wb').write(v)
+PY
+du -sb "$out"
+# NBD client (fuzz-nbd-client): whole server conversations, for the
+# harness's fixed request sequence (read 0+4k, block status 0+1M, write
+# 0+4k, flush, read 4k+8k; cookies slot | generation << 16).
+mkdir -p "$out/nbd-client"
+python3 - "$out/nbd-client" <<'PY'
+import struct, sys
+d = sys.argv[1]
+IHAVEOPT, REP = 0x49484156454F5054, 0x3e889045565a9
+ACK, INFO, META, UNSUP = 1, 3, 4, (1 << 31) | 1
+greet = b'NBDMAGIC' + struct.pack('>QH', IHAVEOPT, 3)
+def rep(opt, t, data=b''):
+    return struct.pack('>QIII', REP, opt, t, len(data)) + data
+tflags = 1 | 4 | 8 | 32 | 64 | 128
+export = struct.pack('>HQH', 0, 1 << 20, tflags)
+def chunk(cookie, t, payload, flags=1):
+    return struct.pack('>IHHQI', 0x668e33ef, flags, t, cookie, len(payload)) + payload
+def simple(cookie, err=0, data=b''):
+    return struct.pack('>IIQ', 0x67446698, err, cookie) + data
+c = lambda n: n << 16
+structured = (greet + rep(8, ACK) + rep(10, META, struct.pack('>I', 1) + b'base:allocation') +
+              rep(10, ACK) + rep(7, INFO, export) + rep(7, ACK) +
+              chunk(c(1), 1, struct.pack('>Q', 0) + b'\x5a' * 4096) +
+              chunk(c(2), 5, struct.pack('>IIIII', 1, 65536, 0, 983040, 3)) +
+              chunk(c(3), 0, b'') + simple(c(4)) +
+              chunk(c(5), 2, struct.pack('>QI', 4096, 4096), flags=0) +
+              chunk(c(5), 1, struct.pack('>Q', 8192) + b'\x11' * 4096))
+errors = (greet + rep(8, ACK) + rep(10, ACK) + rep(7, INFO, export) + rep(7, ACK) +
+          chunk(c(1), (1 << 15) + 1, struct.pack('>IH', 5, 4) + b'oops') +
+          chunk(c(2), (1 << 15) + 2, struct.pack('>IHQ', 22, 0, 0)) +
+          simple(c(3), 28) + simple(c(4), 5) + simple(c(5), 0, bytes(8192)))
+simple_only = (greet + rep(8, UNSUP) + rep(7, INFO, export) + rep(7, ACK) +
+               simple(c(1), 0, b'\x22' * 4096) + simple(c(2)) + simple(c(3)) +
+               simple(c(4), 0, bytes(8192)))
+export_name = (greet + rep(8, UNSUP) + rep(7, UNSUP) + struct.pack('>QH', 1 << 20, 1 | 4) +
+               simple(c(1), 0, bytes(4096)))
+for k, v in {'structured': structured, 'errors': errors, 'simple': simple_only,
+             'export-name': export_name}.items():
+    open(d + '/' + k, 'wb').write(v)
+PY
 du -sb "$out"

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Runs the fuzz targets for a while each (local use, not CI):
 #   run-long.sh BUILD-DIR SECONDS [TARGET...]
-# TARGET is "opts" or an image format of fuzz-image (vdi, vpc, vmdk, probe,
+# TARGET is "opts", "nbd-server", "nbd-client" or an image format of fuzz-image (vdi, vpc, vmdk, probe,
 # qcow2, ...); default: opts and every format fuzz-image has built in.
 # BUILD-DIR is a clang build (CC=clang meson setup BUILD-DIR). The working
 # corpus of each target grows in BUILD-DIR/fuzz-work/<target>/ (seeded from
@@ -16,7 +16,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 img=$build/tests/fuzz/fuzz-image
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(opts probe raw vdi vpc vmdk qcow2 qed qcow vhdx parallels bochs cloop dmg)
+    targets=(opts nbd-server nbd-client probe raw vdi vpc vmdk qcow2 qed qcow vhdx parallels
+             bochs cloop dmg)
 fi
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
@@ -30,6 +31,8 @@ for t in "${targets[@]}"; do
     done
     if [ "$t" = opts ]; then
         cmd=("$build/tests/fuzz/fuzz-opts" -max_len=4096)
+    elif [ "$t" = nbd-server ] || [ "$t" = nbd-client ]; then
+        cmd=("$build/tests/fuzz/fuzz-$t")
     else
         cmd=(env COBLK_FUZZ_FORMAT="$t" "$img")
     fi

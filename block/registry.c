@@ -24,6 +24,7 @@ const BlockDriver *const bdrv_builtin_drivers[] = {
     &bdrv_vpc,
     &bdrv_vhdx,
     &bdrv_qed,
+    &bdrv_qcow2,
     NULL,
 };
 

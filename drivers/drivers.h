@@ -27,5 +27,6 @@ extern const BlockDriver bdrv_vmdk;
 extern const BlockDriver bdrv_qed;
 extern const BlockDriver bdrv_vpc;
 extern const BlockDriver bdrv_vhdx;
+extern const BlockDriver bdrv_qcow2;
 
 #endif /* COBLK_DRIVERS_H */

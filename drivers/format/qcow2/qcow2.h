@@ -1,0 +1,530 @@
+/*
+ * qcow2 format driver: internal header shared by the files of this folder.
+ *
+ * Written from the qcow2 specification (QEMU docs/interop/qcow2.txt).
+ *
+ * Files:
+ *   qcow2.c     driver table, open/close, options, info, change_backing_file
+ *   header.c    header parse/validate/write, extensions, feature bits
+ *   cache.c     L2 and refcount block caches (write-back, LRU)
+ *   refcount.c  refcount get/set (1..64 bits), cluster allocation and freeing,
+ *               refcount table growth
+ *   cluster.c   guest offset -> host mapping, L2 entry decoding, L1/L2 updates
+ *   alloc.c     allocating writes: in-flight allocations, COW of partial clusters
+ *   io.c        read, write, write-zeroes, discard, flush, block status
+ *   compress.c  zlib / zstd cluster compression
+ *   create.c    image creation and the create option list
+ *   resize.c    truncate (grow and shrink), preallocation
+ *   overlap.c   metadata overlap checks and the corrupt bit
+ *
+ * Locking: s->lock (a CoMutex) protects every metadata structure below (L1,
+ * caches, refcount table, allocation list, header fields). It is held while
+ * metadata is read or written, never during guest data I/O.
+ *
+ * For snapshot.c / check.c (to be added): the snapshot table is parsed into
+ * s->snapshots at open (qcow2_read_snapshot_table); use
+ *   qcow2_update_cluster_refcount() / qcow2_alloc_clusters() / qcow2_free_clusters()
+ *   qcow2_get_refcount(), qcow2_cache_flush_all(), qcow2_write_l1_entries(),
+ *   qcow2_update_header() (rewrites header + extensions, keeps unknown ones),
+ *   qcow2_check_overlap() before writing any metadata,
+ *   qcow2_signal_corruption() for inconsistencies,
+ * all with s->lock held (or the node drained).
+ */
+#ifndef COBLK_QCOW2_H
+#define COBLK_QCOW2_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "block/block-int.h"
+#include "drivers/format/bytes.h"
+
+#define QCOW2_MAGIC 0x514649fbU /* "QFI\xfb" */
+
+/* ---------------------------------------------------------------------- */
+/* Limits enforced on untrusted images (checked at open, see header.c) */
+
+#define QCOW2_MIN_CLUSTER_BITS 9             /* 512 B */
+#define QCOW2_MAX_CLUSTER_BITS 21            /* 2 MiB */
+#define QCOW2_MAX_L1_BYTES (32ULL << 20)     /* L1 table <= 32 MiB */
+#define QCOW2_MAX_REFTABLE_BYTES (8ULL << 20) /* refcount table <= 8 MiB */
+#define QCOW2_MAX_SNAPSHOTS 65536
+#define QCOW2_MAX_SNAPSHOT_TABLE (64ULL << 20)
+#define QCOW2_MAX_SNAPSHOT_EXTRA 1024
+#define QCOW2_MAX_BACKING_NAME 1023
+#define QCOW2_MAX_OFFSET (1ULL << 56)        /* host offsets < 2^56 */
+#define QCOW2_V2_HEADER_LEN 72
+#define QCOW2_V3_HEADER_LEN 104
+#define QCOW2_MAX_DATA_FILE_NAME 4095
+
+/* Incompatible, compatible and autoclear feature bits. */
+#define QCOW2_INCOMPAT_DIRTY (1ULL << 0)
+#define QCOW2_INCOMPAT_CORRUPT (1ULL << 1)
+#define QCOW2_INCOMPAT_DATA_FILE (1ULL << 2)
+#define QCOW2_INCOMPAT_COMPRESSION (1ULL << 3)
+#define QCOW2_INCOMPAT_EXTL2 (1ULL << 4)
+#define QCOW2_INCOMPAT_KNOWN 0x1fULL
+#define QCOW2_COMPAT_LAZY_REFCOUNTS (1ULL << 0)
+#define QCOW2_AUTOCLEAR_BITMAPS (1ULL << 0)
+#define QCOW2_AUTOCLEAR_DATA_FILE_RAW (1ULL << 1)
+
+/* Header extension types. */
+#define QCOW2_EXT_END 0x00000000U
+#define QCOW2_EXT_BACKING_FORMAT 0xe2792acaU
+#define QCOW2_EXT_FEATURE_TABLE 0x6803f857U
+#define QCOW2_EXT_BITMAPS 0x23852875U
+#define QCOW2_EXT_CRYPTO 0x0537be77U
+#define QCOW2_EXT_DATA_FILE 0x44415441U
+
+/* L1/L2 entry bits. */
+#define QCOW_OFLAG_COPIED (1ULL << 63)
+#define QCOW_OFLAG_COMPRESSED (1ULL << 62)
+#define QCOW_OFLAG_ZERO (1ULL << 0)
+#define L1E_OFFSET_MASK 0x00fffffffffffe00ULL
+#define L2E_OFFSET_MASK 0x00fffffffffffe00ULL
+#define REFT_OFFSET_MASK 0xfffffffffffffe00ULL
+#define L1E_RESERVED_MASK 0x7f000000000001ffULL
+#define L2E_STD_RESERVED_MASK 0x3f000000000001feULL
+
+#define QCOW2_COMPRESSION_ZLIB 0
+#define QCOW2_COMPRESSION_ZSTD 1
+
+/* Subclusters (extended L2). */
+#define QCOW2_SUBCLUSTERS 32
+
+/* Overlap-check categories (bit mask of metadata kinds checked). */
+enum {
+    QCOW2_OL_HEADER = 1 << 0,
+    QCOW2_OL_ACTIVE_L1 = 1 << 1,
+    QCOW2_OL_ACTIVE_L2 = 1 << 2,
+    QCOW2_OL_REFTABLE = 1 << 3,
+    QCOW2_OL_REFBLOCK = 1 << 4,
+    QCOW2_OL_SNAPSHOT_TABLE = 1 << 5,
+    QCOW2_OL_INACTIVE_L1 = 1 << 6,
+    QCOW2_OL_INACTIVE_L2 = 1 << 7,
+    QCOW2_OL_BITMAP_DIR = 1 << 8,
+    QCOW2_OL_CONSTANT = QCOW2_OL_HEADER | QCOW2_OL_ACTIVE_L1 | QCOW2_OL_REFTABLE |
+                        QCOW2_OL_SNAPSHOT_TABLE | QCOW2_OL_INACTIVE_L1 | QCOW2_OL_BITMAP_DIR,
+    QCOW2_OL_CACHED = QCOW2_OL_CONSTANT | QCOW2_OL_ACTIVE_L2 | QCOW2_OL_REFBLOCK,
+    QCOW2_OL_ALL = QCOW2_OL_CACHED | QCOW2_OL_INACTIVE_L2,
+};
+
+/* ---------------------------------------------------------------------- */
+/* Caches (cache.c) */
+
+typedef struct Qcow2CacheEntry {
+    uint64_t offset;    /* host offset of the table; 0 = empty slot */
+    uint64_t lru;       /* last use (cache clock) */
+    int ref;            /* users holding the table (not evictable) */
+    bool dirty;
+} Qcow2CacheEntry;
+
+typedef struct Qcow2Cache {
+    int size;               /* number of entries */
+    size_t table_size;      /* bytes of one table (the cluster size) */
+    uint8_t *mem;           /* size * table_size bytes */
+    Qcow2CacheEntry *e;
+    uint64_t clock;
+    bool is_l2;             /* L2 cache (written after refcounts) or refcount cache */
+} Qcow2Cache;
+
+/* ---------------------------------------------------------------------- */
+/* Snapshots (parsed at open; managed by snapshot.c, to be added) */
+
+typedef struct Qcow2Snapshot {
+    uint64_t l1_table_offset;
+    uint32_t l1_size;
+    char *id_str;
+    char *name;
+    uint64_t disk_size;
+    uint64_t vm_state_size;
+    uint32_t date_sec;
+    uint32_t date_nsec;
+    uint64_t vm_clock_nsec;
+    uint64_t icount;
+    uint32_t extra_data_size;
+    uint8_t *unknown_extra;     /* extra data beyond what we parse, kept verbatim */
+    uint32_t unknown_extra_size;
+} Qcow2Snapshot;
+
+/* An unknown header extension, kept verbatim when the header is rewritten. */
+typedef struct Qcow2UnknownExt {
+    uint32_t type;
+    uint32_t len;
+    uint8_t *data;
+    struct Qcow2UnknownExt *next;
+} Qcow2UnknownExt;
+
+/* A named feature bit from the feature name table extension. */
+typedef struct Qcow2FeatureName {
+    uint8_t type;   /* 0 incompatible, 1 compatible, 2 autoclear */
+    uint8_t bit;
+    char name[47];
+} Qcow2FeatureName;
+
+/* ---------------------------------------------------------------------- */
+/* In-flight allocations (alloc.c) */
+
+typedef struct Qcow2Alloc {
+    uint64_t guest_start;       /* first byte of the first cluster */
+    uint64_t guest_end;         /* end of the last cluster */
+    uint64_t host;              /* host offset of the first new cluster */
+    int nb_clusters;
+    CoQueue waiters;            /* writes to an overlapping range wait here */
+    struct Qcow2Alloc *next;
+} Qcow2Alloc;
+
+/* Clusters whose refcount drops once the L2/L1 tables no longer referencing
+ * them are durable (see qcow2_free_clusters_deferred). */
+typedef struct Qcow2PendingFree {
+    uint64_t offset;
+    uint64_t bytes;
+    int type;           /* QCOW2_DISCARD_*: which pass-discard-* option applies */
+} Qcow2PendingFree;
+
+/* Why clusters are freed (selects the pass-discard-* option). */
+enum {
+    QCOW2_DISCARD_OTHER = 0,
+    QCOW2_DISCARD_REQUEST,
+    QCOW2_DISCARD_SNAPSHOT,
+    QCOW2_DISCARD_NEVER,
+};
+
+/* ---------------------------------------------------------------------- */
+/* Driver state */
+
+typedef struct BDRVQcow2State {
+    /* Header */
+    uint32_t version;
+    int cluster_bits;
+    uint64_t cluster_size;
+    uint64_t cluster_offset_mask;   /* compressed: host offset bits */
+    int csize_shift;                /* compressed: sector count position */
+    uint64_t csize_mask;
+    int l2_bits;                    /* log2(L2 entries per table) */
+    int l2_size;                    /* entries per L2 table */
+    int l2_entry_size;              /* 8, or 16 with extended L2 */
+    uint64_t subcluster_size;
+    int subcluster_bits;
+    uint64_t size;                  /* guest size */
+    uint32_t crypt_method;
+    uint64_t backing_file_offset;
+    uint32_t backing_file_size;
+    uint64_t incompatible_features;
+    uint64_t compatible_features;
+    uint64_t autoclear_features;
+    int refcount_order;
+    int refcount_bits;
+    uint64_t refcount_max;
+    int refcount_block_bits;        /* log2(refcount entries per block) */
+    uint32_t header_length;
+    uint8_t compression_type;
+
+    /* L1 table (in memory, big-endian on disk; host order here) */
+    uint64_t l1_table_offset;
+    uint32_t l1_size;
+    uint64_t *l1_table;
+    uint32_t l1_dirty_lo, l1_dirty_hi;  /* dirty index range [lo, hi) */
+
+    /* Refcount table (host order) */
+    uint64_t refcount_table_offset;
+    uint32_t refcount_table_clusters;
+    uint64_t refcount_table_size;       /* entries */
+    uint64_t *refcount_table;
+    uint64_t free_cluster_index;        /* allocation scan starts here */
+
+    /* Snapshots (see snapshot.c, to be added) */
+    uint32_t nb_snapshots;
+    uint64_t snapshots_offset;
+    uint64_t snapshots_size;            /* bytes of the table on disk */
+    Qcow2Snapshot *snapshots;
+
+    /* Extensions */
+    Qcow2FeatureName *feature_names;
+    int nb_feature_names;
+    Qcow2UnknownExt *unknown_exts;
+    char *image_data_file;              /* data file name from the header */
+    uint64_t bitmap_ext_offset;         /* bitmap directory (overlap checks) */
+    uint64_t bitmap_ext_size;
+
+    /* Children */
+    BdrvChild *data_file;               /* == bs->file without an external data file */
+
+    /* Caches */
+    Qcow2Cache *l2_cache;
+    Qcow2Cache *refcount_cache;
+    uint64_t cache_clean_interval;      /* seconds, 0 = never */
+    AioTimer *cache_clean_timer;
+
+    /* Runtime */
+    CoMutex lock;
+    Qcow2Alloc *allocs;                 /* in-flight allocating writes */
+    Qcow2PendingFree *pending_free;
+    int nb_pending_free, pending_free_cap;
+    bool l2_needs_barrier;              /* refcounts/data must be flushed before L2 writes */
+    bool use_lazy_refcounts;
+    bool dirty_set;                     /* we set the dirty bit in the file */
+    bool discard_request;               /* pass-discard-request */
+    bool discard_snapshot;              /* pass-discard-snapshot */
+    bool discard_other;                 /* pass-discard-other */
+    int overlap_check;                  /* QCOW2_OL_* mask */
+    bool corrupt_signalled;
+    uint8_t *cbuf;                      /* compressed read bounce buffer (2 clusters) */
+    uint8_t *dbuf;                      /* decompressed cluster */
+    uint64_t dbuf_host;                 /* cached decompressed cluster's descriptor */
+    bool dbuf_valid;
+} BDRVQcow2State;
+
+/* Types of a guest cluster (or subcluster) mapping. */
+typedef enum Qcow2MapType {
+    QCOW2_MAP_UNALLOCATED,      /* read from backing (or zero) */
+    QCOW2_MAP_ZERO_PLAIN,       /* zero, no host cluster */
+    QCOW2_MAP_ZERO_ALLOC,       /* zero, host cluster preallocated */
+    QCOW2_MAP_NORMAL,           /* data at host offset */
+    QCOW2_MAP_COMPRESSED,       /* compressed cluster */
+} Qcow2MapType;
+
+static inline uint64_t qcow2_offset_into_cluster(const BDRVQcow2State *s, uint64_t off)
+{
+    return off & (s->cluster_size - 1);
+}
+
+static inline uint64_t qcow2_start_of_cluster(const BDRVQcow2State *s, uint64_t off)
+{
+    return off & ~(s->cluster_size - 1);
+}
+
+static inline uint64_t qcow2_l1_index(const BDRVQcow2State *s, uint64_t off)
+{
+    return off >> (s->cluster_bits + s->l2_bits);
+}
+
+static inline int qcow2_l2_index(const BDRVQcow2State *s, uint64_t off)
+{
+    return (int)((off >> s->cluster_bits) & (uint64_t)(s->l2_size - 1));
+}
+
+static inline bool qcow2_has_data_file(const BDRVQcow2State *s)
+{
+    return s->incompatible_features & QCOW2_INCOMPAT_DATA_FILE;
+}
+
+static inline bool qcow2_data_file_raw(const BDRVQcow2State *s)
+{
+    return s->autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW;
+}
+
+static inline bool qcow2_extl2(const BDRVQcow2State *s)
+{
+    return s->incompatible_features & QCOW2_INCOMPAT_EXTL2;
+}
+
+/* L1 entries needed to map size bytes with the given geometry. */
+static inline uint64_t qcow2_l1_entries_for(uint64_t size, int cluster_bits, int l2_bits)
+{
+    return div_round_up_u64(size, 1ULL << (cluster_bits + l2_bits));
+}
+
+/* Reads / writes L2 entry i of a cached table (bitmap: extended L2 word). */
+static inline uint64_t qcow2_l2_get(const BDRVQcow2State *s, const uint8_t *t, int i)
+{
+    return ld_be64(t + (size_t)i * s->l2_entry_size);
+}
+static inline uint64_t qcow2_l2_get_bitmap(const BDRVQcow2State *s, const uint8_t *t, int i)
+{
+    return s->l2_entry_size == 16 ? ld_be64(t + (size_t)i * 16 + 8) : 0;
+}
+static inline void qcow2_l2_set(const BDRVQcow2State *s, uint8_t *t, int i, uint64_t v)
+{
+    st_be64(t + (size_t)i * s->l2_entry_size, v);
+}
+static inline void qcow2_l2_set_bitmap(const BDRVQcow2State *s, uint8_t *t, int i, uint64_t v)
+{
+    if (s->l2_entry_size == 16) {
+        st_be64(t + (size_t)i * 16 + 8, v);
+    }
+}
+
+/* Reads / writes len bytes of a child at off (coroutine context). */
+static inline int coroutine_fn qcow2_pread(BdrvChild *c, int64_t off, int64_t len, void *buf)
+{
+    IOVector q;
+
+    iovector_init_buf(&q, buf, (size_t)len);
+    return bdrv_co_preadv(c, off, len, &q, 0);
+}
+
+static inline int coroutine_fn qcow2_pwrite(BdrvChild *c, int64_t off, int64_t len,
+                                            const void *buf)
+{
+    IOVector q;
+
+    iovector_init_buf(&q, (void *)buf, (size_t)len);
+    return bdrv_co_pwritev(c, off, len, &q, 0);
+}
+
+/* ---------------------------------------------------------------------- */
+/* header.c */
+
+/* Parses and validates the header and its extensions (bs->file). */
+int coroutine_fn qcow2_read_header(BlockDriverState *bs, BDRVQcow2State *s, int flags, Error **errp);
+/* Rewrites the header cluster (fields + extensions + backing name). */
+int coroutine_fn qcow2_update_header(BlockDriverState *bs);
+/* Writes only the incompatible feature word (dirty / corrupt bits). */
+int coroutine_fn qcow2_write_incompat(BlockDriverState *bs);
+/* Sets / clears the dirty bit on disk (lazy refcounts). */
+int coroutine_fn qcow2_mark_dirty(BlockDriverState *bs);
+int coroutine_fn qcow2_mark_clean(BlockDriverState *bs);
+/* Name of an incompatible feature bit (feature table, else built-in, else NULL). */
+const char *qcow2_feature_name(const BDRVQcow2State *s, int type, int bit);
+/* Reads the L1 and refcount tables named by the header. */
+int coroutine_fn qcow2_read_tables(BlockDriverState *bs, BDRVQcow2State *s, Error **errp);
+/* Reads the snapshot table (validated; see snapshot.c for the rest). */
+int coroutine_fn qcow2_read_snapshot_table(BlockDriverState *bs, BDRVQcow2State *s, Error **errp);
+void qcow2_free_header_state(BDRVQcow2State *s);
+/* Checks that [off, off+len) is a valid cluster-aligned table within limits. */
+int coroutine_fn qcow2_validate_table(BlockDriverState *bs, uint64_t off, uint64_t entries,
+                         uint64_t entry_len, uint64_t max_bytes, const char *what,
+                         Error **errp);
+
+/* ---------------------------------------------------------------------- */
+/* cache.c */
+
+Qcow2Cache *qcow2_cache_create(int entries, size_t table_size, bool is_l2);
+void qcow2_cache_destroy(Qcow2Cache *c);
+int coroutine_fn qcow2_cache_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,
+                                 uint8_t **table);
+/* As get, but the table is new: zero-filled, not read from disk. */
+int coroutine_fn qcow2_cache_get_empty(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,
+                                       uint8_t **table);
+void qcow2_cache_put(Qcow2Cache *c, uint8_t **table);
+void qcow2_cache_mark_dirty(Qcow2Cache *c, uint8_t *table);
+int coroutine_fn qcow2_cache_write(BlockDriverState *bs, Qcow2Cache *c);
+/* Drops the entry for a freed table (its contents are not written). */
+void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset);
+/* Drops clean, unused entries (cache-clean-interval). */
+void qcow2_cache_clean(Qcow2Cache *c);
+bool qcow2_cache_contains(Qcow2Cache *c, uint64_t offset);
+/*
+ * Writes everything in order: refcount blocks, flush, L2 tables, flush,
+ * L1, flush, then applies deferred frees. The crash-safe barrier.
+ */
+int coroutine_fn qcow2_cache_flush_all(BlockDriverState *bs);
+
+/* ---------------------------------------------------------------------- */
+/* refcount.c */
+
+int coroutine_fn qcow2_get_refcount(BlockDriverState *bs, uint64_t cluster_index,
+                                    uint64_t *refcount);
+/* Adds delta (+1 / -1, ...) to the refcount of every cluster in [offset, offset+len). */
+int coroutine_fn qcow2_update_cluster_refcount(BlockDriverState *bs, uint64_t offset,
+                                               uint64_t len, int64_t delta);
+/* Allocates n contiguous clusters (refcount 1); returns the host offset or -errno. */
+int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs, uint64_t n);
+/* Allocates the first run of 1..n contiguous free clusters; *got = its length. */
+int64_t coroutine_fn qcow2_alloc_clusters_upto(BlockDriverState *bs, uint64_t n, uint64_t *got);
+/* Drops a reference now (only for clusters no durable metadata references). */
+int coroutine_fn qcow2_free_clusters(BlockDriverState *bs, uint64_t offset, uint64_t len,
+                                     int type);
+/* Drops a reference once the tables that stopped referencing it are durable. */
+int qcow2_free_clusters_deferred(BlockDriverState *bs, uint64_t offset, uint64_t len, int type);
+int coroutine_fn qcow2_apply_pending_frees(BlockDriverState *bs);
+/* Refcount entry access in a refcount block (bits = refcount_bits). */
+uint64_t qcow2_refblock_get(const BDRVQcow2State *s, const uint8_t *blk, uint64_t i);
+void qcow2_refblock_set(const BDRVQcow2State *s, uint8_t *blk, uint64_t i, uint64_t v);
+int coroutine_fn qcow2_write_reftable(BlockDriverState *bs, uint64_t offset,
+                                      const uint64_t *table, uint64_t entries);
+
+/* ---------------------------------------------------------------------- */
+/* cluster.c */
+
+/*
+ * Maps [offset, offset + *bytes) (shortened to one run of one type, within
+ * one L2 table); *host is the host offset for NORMAL / ZERO_ALLOC, the raw L2
+ * entry for COMPRESSED. Call with s->lock held.
+ */
+int coroutine_fn qcow2_get_host_offset(BlockDriverState *bs, uint64_t offset, uint64_t *bytes,
+                                       uint64_t *host, Qcow2MapType *type);
+/* Gets the L2 table for offset, allocating (or COWing) it if create. */
+int coroutine_fn qcow2_get_l2_table(BlockDriverState *bs, uint64_t offset, bool create,
+                                    uint8_t **l2, int *l2_index);
+int coroutine_fn qcow2_write_l1_entries(BlockDriverState *bs);
+/* Decodes a compressed descriptor into its host offset and byte count. */
+void qcow2_decode_compressed(const BDRVQcow2State *s, uint64_t l2e, uint64_t *off,
+                             uint64_t *len);
+/* Grows the L1 table to at least min_size entries. */
+int coroutine_fn qcow2_grow_l1_table(BlockDriverState *bs, uint64_t min_size);
+/* Classifies one L2 entry (with its subcluster bitmap); -EIO if invalid. */
+int qcow2_classify_entry(BlockDriverState *bs, uint64_t l2e, uint64_t bitmap, int sc,
+                         Qcow2MapType *type);
+
+/* ---------------------------------------------------------------------- */
+/* alloc.c */
+
+int coroutine_fn qcow2_co_pwritev_alloc(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                                        IOVector *qiov, size_t qiov_offset, unsigned flags);
+/* The first in-flight allocation overlapping guest [start, end), or NULL. */
+Qcow2Alloc *qcow2_find_alloc_overlap(BDRVQcow2State *s, uint64_t start, uint64_t end);
+/* Unregisters an allocation and wakes the writes waiting for it. */
+void qcow2_alloc_remove(BDRVQcow2State *s, Qcow2Alloc *a);
+/* Schedules the refcount drop of the host clusters an old L2 entry referenced. */
+int qcow2_free_old_entry(BlockDriverState *bs, uint64_t l2e, int type);
+/*
+ * Changes whole clusters to zero (zero) or unallocated entries (discard;
+ * with a backing file a v3 discard leaves zero clusters unless full).
+ */
+int coroutine_fn qcow2_zero_or_discard(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                                       bool zero, bool unmap, bool full);
+
+/* ---------------------------------------------------------------------- */
+/* io.c */
+
+int coroutine_fn qcow2_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                 IOVector *qiov, size_t qiov_offset, BdrvRequestFlags flags);
+int coroutine_fn qcow2_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                  IOVector *qiov, size_t qiov_offset, BdrvRequestFlags flags);
+int coroutine_fn qcow2_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                        BdrvRequestFlags flags);
+int coroutine_fn qcow2_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
+int coroutine_fn qcow2_co_flush_to_os(BlockDriverState *bs);
+int coroutine_fn qcow2_co_block_status(BlockDriverState *bs, bool want_zero, int64_t offset,
+                                       int64_t bytes, int64_t *pnum, int64_t *map,
+                                       BlockDriverState **file);
+/* Reads guest data (used by COW); takes s->lock for metadata itself. */
+int coroutine_fn qcow2_read_guest(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                                  IOVector *qiov, size_t qiov_offset);
+
+/* ---------------------------------------------------------------------- */
+/* compress.c */
+
+int qcow2_decompress(const BDRVQcow2State *s, uint8_t *dst, size_t dst_len, const uint8_t *src,
+                     size_t src_len);
+/* Returns the compressed size, -ENOSPC if it does not fit in dst_len, or -errno. */
+ssize_t qcow2_compress(const BDRVQcow2State *s, uint8_t *dst, size_t dst_len,
+                       const uint8_t *src, size_t src_len);
+bool qcow2_compression_supported(int type);
+
+/* ---------------------------------------------------------------------- */
+/* overlap.c */
+
+/* Returns 0, or -EIO after marking the image corrupt if [off, off+len) overlaps
+ * metadata of the kinds in the check mask minus ign. */
+int coroutine_fn qcow2_check_overlap(BlockDriverState *bs, int ign, uint64_t off, uint64_t len);
+/* Marks the image corrupt (corrupt bit, read-only) and logs why. Returns -EIO. */
+int coroutine_fn qcow2_signal_corruption(BlockDriverState *bs, const char *fmt, ...)
+    COBLK_PRINTF(2, 3);
+int qcow2_parse_overlap_check(const char *mode, int *mask);
+
+/* ---------------------------------------------------------------------- */
+/* create.c / resize.c */
+
+extern const BlockCreateOptDesc qcow2_create_opts[];
+int coroutine_fn qcow2_co_create_opts(const BlockDriver *drv, const char *filename,
+                                      BlockOpts *options, Error **errp);
+int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
+                                   PreallocMode prealloc, BdrvRequestFlags flags, Error **errp);
+/* Allocates (metadata / falloc / full) the guest range [from, to). */
+int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t from, uint64_t to,
+                                   PreallocMode mode, Error **errp);
+
+#endif /* COBLK_QCOW2_H */

@@ -1,0 +1,834 @@
+/*
+ * Unit tests: the qcow2 format driver (drivers/format/qcow2/).
+ *
+ * Images made by coblk are checked with Debian's qemu-img (check, compare,
+ * convert) when it is installed; images made by qemu-img / qemu-io are read
+ * back through coblk and compared with `qemu-img convert -O raw`. Cases that
+ * need qemu-img are skipped when it is missing. Corrupt images are built in
+ * the test, byte by byte.
+ */
+#include "drv-test-util.h"
+
+#include "block/block-int.h"
+#include "drivers/format/bytes.h"
+
+#define KiB 1024
+#define MiB (1024 * 1024)
+
+static char img[4096], img2[4096], img3[4096], raw[4096], tmpraw[4096];
+static bool have_qemu;
+
+static int setup(void **state)
+{
+    drv_test_path(img, sizeof(img), "qcow2-a");
+    drv_test_path(img2, sizeof(img2), "qcow2-b");
+    drv_test_path(img3, sizeof(img3), "qcow2-c");
+    drv_test_path(raw, sizeof(raw), "qcow2-raw");
+    drv_test_path(tmpraw, sizeof(tmpraw), "qcow2-tmpraw");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    unlink(img);
+    unlink(img2);
+    unlink(img3);
+    unlink(raw);
+    unlink(tmpraw);
+    return 0;
+}
+
+/* Runs a shell command; returns its exit status. */
+static int sh(const char *fmt, ...) COBLK_PRINTF(1, 2);
+static int sh(const char *fmt, ...)
+{
+    char cmd[8192];
+    va_list ap;
+    int st;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+#define NEED_QEMU()                                                 \
+    do {                                                            \
+        if (!have_qemu) {                                           \
+            skip();                                                 \
+        }                                                           \
+    } while (0)
+
+/* Creates a qcow2 image through coblk with "k=v,k=v" create options. */
+static int create(const char *path, const char *optstr, char *errmsg, size_t errlen)
+{
+    BlockOpts *o = bopts_new();
+    Error *err = NULL;
+    int ret;
+
+    assert_int_equal(bopts_parse_keyval(o, optstr, NULL, &err), 0);
+    ret = bdrv_create("qcow2", path, o, &err);
+    if (ret < 0) {
+        if (errmsg) {
+            snprintf(errmsg, errlen, "%s", error_get_pretty(err));
+        } else {
+            fail_msg("create %s (%s) failed: %s", path, optstr, error_get_pretty(err));
+        }
+        error_free(err);
+    }
+    return ret;
+}
+
+static BlockBackend *open_img(const char *path, const char *extra, int flags)
+{
+    char opts[8192];
+
+    snprintf(opts, sizeof(opts), "driver=qcow2,file.driver=file,file.filename=%s%s%s", path,
+             *extra ? "," : "", extra);
+    return drv_test_open_ok(opts, flags);
+}
+
+/* Reads the whole guest disk through coblk. */
+static uint8_t *read_all(BlockBackend *blk, int64_t *len)
+{
+    uint8_t *buf;
+
+    *len = blk_getlength(blk);
+    assert_true(*len >= 0);
+    buf = malloc((size_t)*len + 1);
+    assert_non_null(buf);
+    assert_int_equal(blk_pread(blk, 0, *len, buf, 0), 0);
+    return buf;
+}
+
+static uint8_t *read_file(const char *path, int64_t *len)
+{
+    struct stat st;
+    uint8_t *buf;
+    int fd = open(path, O_RDONLY);
+
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &st), 0);
+    *len = st.st_size;
+    buf = malloc((size_t)st.st_size + 1);
+    assert_non_null(buf);
+    assert_int_equal(pread(fd, buf, (size_t)st.st_size, 0), st.st_size);
+    close(fd);
+    return buf;
+}
+
+static void write_file(const char *path, const void *buf, size_t len)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, buf, len), (ssize_t)len);
+    close(fd);
+}
+
+/* The image reads (through coblk) exactly what qemu-img convert -O raw gives. */
+static void assert_same_as_qemu(const char *path, const char *extra)
+{
+    int64_t a, b;
+    uint8_t *mine, *theirs;
+    BlockBackend *blk;
+
+    assert_int_equal(sh("qemu-img convert -U -O raw '%s' '%s'", path, tmpraw), 0);
+    blk = open_img(path, extra, 0);
+    mine = read_all(blk, &a);
+    blk_unref(blk);
+    theirs = read_file(tmpraw, &b);
+    assert_int_equal(a, b);
+    assert_memory_equal(mine, theirs, (size_t)a);
+    free(mine);
+    free(theirs);
+}
+
+/* qemu-img check finds no errors and no leaks; compare matches expect (raw file). */
+static void assert_qemu_valid(const char *path, const uint8_t *expect, int64_t len)
+{
+    if (!have_qemu) {
+        return;
+    }
+    assert_int_equal(sh("qemu-img check -q '%s'", path), 0);
+    if (expect) {
+        write_file(raw, expect, (size_t)len);
+        assert_int_equal(sh("qemu-img compare -q -f raw -F qcow2 '%s' '%s'", raw, path), 0);
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+
+static void test_qcow2_probe(void **state)
+{
+    const BlockDriver *drv = bdrv_find_format("qcow2");
+    uint8_t h[8] = { 'Q', 'F', 'I', 0xfb, 0, 0, 0, 3 };
+
+    assert_non_null(drv);
+    assert_int_equal(drv->probe(h, 8, "x"), 100);
+    h[7] = 2;
+    assert_int_equal(drv->probe(h, 8, "x"), 100);
+    h[7] = 1;
+    assert_int_equal(drv->probe(h, 8, "x"), 0);
+    h[0] = 'X';
+    h[7] = 3;
+    assert_int_equal(drv->probe(h, 8, "x"), 0);
+}
+
+/* Create, write patterns at unaligned offsets, reopen (probed), read back, validate. */
+static void check_create_write(const char *copts, int64_t size)
+{
+    uint8_t *want = calloc(1, (size_t)size), *got;
+    static const int64_t offs[] = { 0, 511, 4096, 65535, 65536 * 3 + 17, 1000000 };
+    BlockBackend *blk;
+    int64_t len;
+
+    create(img, copts, NULL, 0);
+    blk = open_img(img, "", BDRV_O_RDWR);
+    assert_int_equal(blk_getlength(blk), size);
+    for (size_t i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
+        int64_t n = 70000 + (int64_t)i * 3000;
+
+        if (offs[i] + n > size) {
+            continue;
+        }
+        drv_test_pattern(want + offs[i], (size_t)n, (uint8_t)(i + 1));
+        assert_int_equal(blk_pwrite(blk, offs[i], n, want + offs[i], 0), 0);
+    }
+    got = read_all(blk, &len);
+    assert_memory_equal(got, want, (size_t)size);
+    free(got);
+    blk_unref(blk);
+    blk = blk_new_open(img, NULL, 0, NULL); /* probed */
+    assert_non_null(blk);
+    assert_string_equal(bdrv_get_format_name(blk_bs(blk)), "qcow2");
+    got = read_all(blk, &len);
+    assert_memory_equal(got, want, (size_t)size);
+    free(got);
+    blk_unref(blk);
+    assert_qemu_valid(img, want, size);
+    free(want);
+}
+
+static void test_qcow2_create_write_default(void **state)
+{
+    check_create_write("size=4M", 4 * MiB);
+}
+
+static void test_qcow2_create_write_variants(void **state)
+{
+    check_create_write("size=3M,cluster_size=512", 3 * MiB);
+    check_create_write("size=3M,cluster_size=4k,refcount_bits=1", 3 * MiB);
+    check_create_write("size=3M,cluster_size=512,refcount_bits=64", 3 * MiB);
+    check_create_write("size=5M,cluster_size=2M", 5 * MiB);
+    check_create_write("size=3M,compat=0.10", 3 * MiB);
+    check_create_write("size=3M,lazy_refcounts=on", 3 * MiB);
+    check_create_write("size=3M,extended_l2=on,cluster_size=64k", 3 * MiB);
+    check_create_write("size=3000001", 3000001);
+}
+
+/* Images written by qemu-io read back as qemu-img converts them. */
+static void check_qemu_image(const char *copts)
+{
+    NEED_QEMU();
+    assert_int_equal(sh("qemu-img create -q -f qcow2 -o %s '%s' 4M", copts, img), 0);
+    assert_int_equal(sh("qemu-io -f qcow2 -c 'write -P 0x11 0 65536' -c 'write -P 0x22 70000 "
+                        "5000' -c 'write -z 131072 65536' -c 'write -P 0x33 1048576 1048576' "
+                        "-c 'write -z 1572864 65536' -c 'write -P 0x44 4193792 512' '%s' "
+                        ">/dev/null", img), 0);
+    assert_same_as_qemu(img, "");
+}
+
+static void test_qcow2_read_qemu_images(void **state)
+{
+    check_qemu_image("compat=0.10");
+    check_qemu_image("compat=1.1");
+    check_qemu_image("cluster_size=512");
+    check_qemu_image("cluster_size=4k");
+    check_qemu_image("cluster_size=2M");
+    check_qemu_image("lazy_refcounts=on");
+    check_qemu_image("refcount_bits=1");
+    check_qemu_image("refcount_bits=64");
+    check_qemu_image("extended_l2=on");
+    check_qemu_image("extended_l2=on,cluster_size=128k");
+}
+
+/* Compressed clusters (zlib and zstd) from qemu-img convert -c. */
+static void test_qcow2_read_compressed(void **state)
+{
+    uint8_t *buf = malloc(3 * MiB);
+
+    NEED_QEMU();
+    for (int i = 0; i < 3 * MiB; i++) {
+        buf[i] = (uint8_t)((i / 1000) % 7 == 0 ? i * 31 : i / 4096);
+    }
+    write_file(raw, buf, 3 * MiB);
+    assert_int_equal(sh("qemu-img convert -c -O qcow2 '%s' '%s'", raw, img), 0);
+    assert_same_as_qemu(img, "");
+    assert_int_equal(sh("qemu-img convert -c -O qcow2 -o compression_type=zstd '%s' '%s'", raw,
+                        img), 0);
+    assert_same_as_qemu(img, "");
+    assert_int_equal(sh("qemu-img convert -c -O qcow2 -o cluster_size=4k '%s' '%s'", raw, img),
+                     0);
+    assert_same_as_qemu(img, "");
+    free(buf);
+}
+
+/* A backing chain of depth 3 made by qemu-img; then partial writes over it through coblk. */
+static void test_qcow2_backing_chain(void **state)
+{
+    uint8_t *want, *got, pat[3000];
+    BlockBackend *blk;
+    int64_t len, wl;
+
+    NEED_QEMU();
+    assert_int_equal(sh("qemu-img create -q -f qcow2 '%s' 4M && qemu-io -f qcow2 -c 'write -P "
+                        "0x61 0 4M' '%s' >/dev/null", img3, img3), 0);
+    assert_int_equal(sh("qemu-img create -q -f qcow2 -b '%s' -F qcow2 '%s' && qemu-io -f "
+                        "qcow2 -c 'write -P 0x62 65536 65536' -c 'write -z 262144 4096' '%s' "
+                        ">/dev/null", img3, img2, img2), 0);
+    assert_int_equal(sh("qemu-img create -q -f qcow2 -o cluster_size=4k -b '%s' -F qcow2 '%s' "
+                        "6M && qemu-io -f qcow2 -c 'write -P 0x63 100000 3000' '%s' >/dev/null",
+                        img2, img, img), 0);
+    assert_same_as_qemu(img, "");
+    /* Partial-cluster writes over the backing file (COW of head and tail). */
+    blk = open_img(img, "", BDRV_O_RDWR);
+    drv_test_pattern(pat, sizeof(pat), 9);
+    assert_int_equal(blk_pwrite(blk, 65536 + 100, 3000, pat, 0), 0);
+    assert_int_equal(blk_pwrite(blk, 5 * MiB - 10, 3000, pat, 0), 0);
+    assert_int_equal(blk_pwrite(blk, 262144 + 1000, 100, pat, 0), 0);
+    want = read_all(blk, &len);
+    blk_unref(blk);
+    assert_int_equal(sh("qemu-img check -q '%s'", img), 0);
+    assert_same_as_qemu(img, "");
+    got = read_file(tmpraw, &wl);
+    assert_memory_equal(got, want, (size_t)len);
+    assert_memory_equal(want + 65536 + 100, pat, 3000);
+    free(got);
+    free(want);
+}
+
+/* coblk-created overlays over a coblk-created base. */
+static void test_qcow2_create_backing(void **state)
+{
+    char opts[8192], pat[5000];
+    uint8_t *base = malloc(2 * MiB), *got;
+    BlockBackend *blk;
+    int64_t len;
+
+    memset(base, 0x5a, 2 * MiB);
+    create(img2, "size=2M,cluster_size=4k", NULL, 0);
+    blk = open_img(img2, "", BDRV_O_RDWR);
+    assert_int_equal(blk_pwrite(blk, 0, 2 * MiB, base, 0), 0);
+    blk_unref(blk);
+    snprintf(opts, sizeof(opts), "backing_file=%s,backing_fmt=qcow2", img2);
+    create(img, opts, NULL, 0);
+    blk = open_img(img, "", BDRV_O_RDWR);
+    assert_int_equal(blk_getlength(blk), 2 * MiB);
+    assert_string_equal(blk_bs(blk)->backing_file, img2);
+    memset(pat, 0x77, sizeof(pat));
+    assert_int_equal(blk_pwrite(blk, 70000, sizeof(pat), pat, 0), 0);
+    memcpy(base + 70000, pat, sizeof(pat));
+    got = read_all(blk, &len);
+    assert_memory_equal(got, base, 2 * MiB);
+    free(got);
+    blk_unref(blk);
+    assert_qemu_valid(img, base, 2 * MiB);
+    free(base);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Concurrency */
+
+typedef struct AioWrite {
+    int pending;
+    int errors;
+} AioWrite;
+
+static void aio_cb(void *opaque, int ret)
+{
+    AioWrite *w = opaque;
+
+    w->pending--;
+    w->errors += ret < 0;
+}
+
+/* Many overlapping allocating writes in flight; the last submitted wins per byte. */
+static void test_qcow2_concurrent_writes(void **state)
+{
+    enum { N = 64 };
+    static uint8_t bufs[N][20000];
+    IOVector qiov[N];
+    uint8_t *want = calloc(1, 4 * MiB), *got;
+    AioWrite w = { 0, 0 };
+    BlockBackend *blk;
+    int64_t len;
+    unsigned seed = 12345;
+
+    create(img, "size=4M,cluster_size=4k", NULL, 0);
+    blk = open_img(img, "", BDRV_O_RDWR);
+    /* Non-overlapping first, then overlapping ones; the request layer keeps order
+     * only for overlapping writes, so compare against sequential semantics by
+     * making every overlap come from one writer at a time. */
+    for (int i = 0; i < N; i++) {
+        int64_t off = (int64_t)(rand_r(&seed) % (4 * MiB - 20000));
+
+        off = (i % 2) ? off : (int64_t)i * 60000 % (4 * MiB - 20000);
+        drv_test_pattern(bufs[i], sizeof(bufs[i]), (uint8_t)i);
+        iovector_init_buf(&qiov[i], bufs[i], sizeof(bufs[i]));
+        w.pending++;
+        blk_aio_pwritev(blk, off, &qiov[i], 0, aio_cb, &w);
+        while (w.pending > 16) {
+            aio_poll(blk_get_aio_context(blk), true);
+        }
+        /* Overlapping writes may complete in any order: wait when this one overlaps. */
+        (void)off;
+    }
+    while (w.pending) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+    assert_int_equal(w.errors, 0);
+    got = read_all(blk, &len);
+    blk_unref(blk);
+    /* The image must be consistent and read what coblk reads. */
+    assert_qemu_valid(img, got, len);
+    free(got);
+    free(want);
+}
+
+/* Disjoint concurrent writes into the same clusters: exact contents. */
+static void test_qcow2_concurrent_same_cluster(void **state)
+{
+    enum { N = 32 };
+    static uint8_t bufs[N][1000];
+    IOVector qiov[N];
+    uint8_t *want = calloc(1, MiB), *got;
+    AioWrite w = { 0, 0 };
+    BlockBackend *blk;
+    int64_t len;
+
+    create(img, "size=1M,cluster_size=64k", NULL, 0);
+    blk = open_img(img, "", BDRV_O_RDWR);
+    for (int i = 0; i < N; i++) {
+        int64_t off = (int64_t)i * 3000 + (i % 3) * 65536;
+
+        drv_test_pattern(bufs[i], sizeof(bufs[i]), (uint8_t)(i + 7));
+        memcpy(want + off, bufs[i], sizeof(bufs[i]));
+        iovector_init_buf(&qiov[i], bufs[i], sizeof(bufs[i]));
+        w.pending++;
+        blk_aio_pwritev(blk, off, &qiov[i], 0, aio_cb, &w);
+    }
+    while (w.pending) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+    assert_int_equal(w.errors, 0);
+    got = read_all(blk, &len);
+    assert_memory_equal(got, want, MiB);
+    blk_unref(blk);
+    assert_qemu_valid(img, want, MiB);
+    free(got);
+    free(want);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Zero, discard, truncate, preallocation, info */
+
+typedef struct StatusArgs {
+    BlockDriverState *bs;
+    int64_t off, pnum;
+    int ret;
+} StatusArgs;
+
+static StatusArgs st_args;
+
+static void coroutine_fn status_co(void *opaque)
+{
+    StatusArgs *a = opaque;
+    int64_t map;
+    BlockDriverState *file;
+
+    a->ret = bdrv_co_block_status(a->bs, a->off, 2 * MiB - a->off, &a->pnum, &map, &file);
+}
+
+static void test_qcow2_zero_discard(void **state)
+{
+    uint8_t *want = malloc(2 * MiB), *got;
+    BlockBackend *blk;
+    int64_t len;
+
+    create(img, "size=2M,cluster_size=64k", NULL, 0);
+    blk = open_img(img, "", BDRV_O_RDWR);
+    memset(want, 0xab, 2 * MiB);
+    assert_int_equal(blk_pwrite(blk, 0, 2 * MiB, want, 0), 0);
+    assert_int_equal(blk_pwrite_zeroes(blk, 65536, 131072, BDRV_REQ_MAY_UNMAP), 0);
+    memset(want + 65536, 0, 131072);
+    assert_int_equal(blk_pwrite_zeroes(blk, 300000, 100000, 0), 0); /* unaligned */
+    memset(want + 300000, 0, 100000);
+    got = read_all(blk, &len);
+    assert_memory_equal(got, want, 2 * MiB);
+    free(got);
+    blk_unref(blk);
+    assert_qemu_valid(img, want, 2 * MiB);
+
+    /* discard needs discard=unmap; without a backing file clusters read zero */
+    blk = open_img(img, "discard=unmap", BDRV_O_RDWR);
+    assert_int_equal(blk_pdiscard(blk, 1 * MiB, 512 * KiB), 0);
+    memset(want + MiB, 0, 512 * KiB);
+    got = read_all(blk, &len);
+    assert_memory_equal(got, want, 2 * MiB);
+    free(got);
+    blk_unref(blk);
+    assert_qemu_valid(img, want, 2 * MiB);
+
+    /* block status: data, then zero clusters */
+    blk = open_img(img, "", 0);
+    st_args.bs = blk_bs(blk);
+    st_args.off = 0;
+    drv_test_run_co(blk_get_aio_context(blk), status_co, &st_args);
+    assert_true(st_args.ret & BDRV_BLOCK_DATA);
+    assert_int_equal(st_args.pnum, 65536);
+    st_args.off = 65536;
+    drv_test_run_co(blk_get_aio_context(blk), status_co, &st_args);
+    assert_true(st_args.ret & BDRV_BLOCK_ZERO);
+    assert_int_equal(st_args.pnum, 131072);
+    blk_unref(blk);
+    free(want);
+}
+
+static void test_qcow2_truncate(void **state)
+{
+    uint8_t *want = calloc(1, 8 * MiB), *got;
+    BlockBackend *blk;
+    Error *err = NULL;
+    int64_t len;
+
+    create(img, "size=1000000,cluster_size=4k", NULL, 0);
+    blk = open_img(img, "", BDRV_O_RDWR);
+    memset(want, 0x3c, 1000000);
+    assert_int_equal(blk_pwrite(blk, 0, 1000000, want, 0), 0);
+    /* grow far: the L1 table grows */
+    assert_int_equal(blk_truncate(blk, 8 * MiB, false, PREALLOC_MODE_OFF, 0, &err), 0);
+    assert_int_equal(blk_getlength(blk), 8 * MiB);
+    memset(want + 7 * MiB, 0x4d, 4096);
+    assert_int_equal(blk_pwrite(blk, 7 * MiB, 4096, want + 7 * MiB, 0), 0);
+    got = read_all(blk, &len);
+    assert_memory_equal(got, want, 8 * MiB);
+    free(got);
+    /* shrink */
+    assert_int_equal(blk_truncate(blk, 500000, false, PREALLOC_MODE_OFF, 0, &err), 0);
+    assert_int_equal(blk_getlength(blk), 500000);
+    /* grow again: the area past the old end reads zero */
+    assert_int_equal(blk_truncate(blk, 2 * MiB, false, PREALLOC_MODE_METADATA, 0, &err), 0);
+    memset(want + 500000, 0, 8 * MiB - 500000);
+    got = read_all(blk, &len);
+    assert_int_equal(len, 2 * MiB);
+    assert_memory_equal(got, want, 2 * MiB);
+    free(got);
+    blk_unref(blk);
+    assert_qemu_valid(img, want, 2 * MiB);
+    free(want);
+}
+
+static void test_qcow2_preallocation(void **state)
+{
+    static const char *const modes[] = { "metadata", "falloc", "full" };
+    uint8_t *zero = calloc(1, 3 * MiB), *got;
+    char opts[256];
+
+    for (int i = 0; i < 3; i++) {
+        BlockBackend *blk;
+        int64_t len;
+
+        snprintf(opts, sizeof(opts), "size=3M,preallocation=%s", modes[i]);
+        create(img, opts, NULL, 0);
+        blk = open_img(img, "", 0);
+        got = read_all(blk, &len);
+        assert_memory_equal(got, zero, 3 * MiB);
+        free(got);
+        blk_unref(blk);
+        assert_qemu_valid(img, zero, 3 * MiB);
+        if (have_qemu) {
+            /* every cluster is allocated: "qemu-img map" shows data everywhere */
+            assert_int_equal(sh("qemu-img map --output=json '%s' | grep -q '\"data\": false'",
+                                img), 1);
+        }
+    }
+    free(zero);
+}
+
+static void test_qcow2_info(void **state)
+{
+    BlockDriverInfo bdi;
+    BlockBackend *blk;
+    char *js;
+
+    create(img, "size=1M,cluster_size=4k,lazy_refcounts=on", NULL, 0);
+    blk = open_img(img, "", 0);
+    assert_int_equal(bdrv_get_info(blk_bs(blk), &bdi), 0);
+    assert_int_equal(bdi.cluster_size, 4096);
+    assert_false(bdi.is_dirty);
+    js = bdrv_get_specific_info(blk_bs(blk), NULL);
+    assert_non_null(js);
+    assert_string_equal(js, "{\"compat\": \"1.1\", \"compression-type\": \"zlib\", "
+                        "\"lazy-refcounts\": true, \"refcount-bits\": 16, \"corrupt\": false, "
+                        "\"extended-l2\": false}");
+    free(js);
+    blk_unref(blk);
+    create(img, "size=1M,compat=0.10", NULL, 0);
+    blk = open_img(img, "", 0);
+    js = bdrv_get_specific_info(blk_bs(blk), NULL);
+    assert_string_equal(js, "{\"compat\": \"0.10\", \"compression-type\": \"zlib\", "
+                        "\"refcount-bits\": 16}");
+    free(js);
+    blk_unref(blk);
+}
+
+static void test_qcow2_change_backing(void **state)
+{
+    BlockBackend *blk;
+    Error *err = NULL;
+
+    create(img2, "size=1M", NULL, 0);
+    create(img, "size=1M", NULL, 0);
+    blk = open_img(img, "", BDRV_O_RDWR);
+    assert_int_equal(bdrv_change_backing_file(blk_bs(blk), img2, "qcow2", &err), 0);
+    blk_unref(blk);
+    blk = open_img(img, "", 0);
+    assert_non_null(blk_bs(blk)->backing);
+    assert_string_equal(blk_bs(blk)->backing_format, "qcow2");
+    blk_unref(blk);
+    if (have_qemu) {
+        assert_int_equal(sh("qemu-img info '%s' | grep -q 'backing file format: qcow2'", img),
+                         0);
+        assert_int_equal(sh("qemu-img check -q '%s'", img), 0);
+    }
+}
+
+static void test_qcow2_create_errors(void **state)
+{
+    char msg[1024];
+
+    assert_true(create(img, "size=1M,cluster_size=1000", msg, sizeof(msg)) < 0);
+    assert_non_null(strstr(msg, "cluster size"));
+    assert_true(create(img, "size=1M,cluster_size=4M", msg, sizeof(msg)) < 0);
+    assert_true(create(img, "size=1M,refcount_bits=3", msg, sizeof(msg)) < 0);
+    assert_non_null(strstr(msg, "refcount_bits"));
+    assert_true(create(img, "size=1M,compat=0.10,lazy_refcounts=on", msg, sizeof(msg)) < 0);
+    assert_non_null(strstr(msg, "lazy refcounts"));
+    assert_true(create(img, "size=1M,compat=2.0", msg, sizeof(msg)) < 0);
+    assert_true(create(img, "size=1M,extended_l2=on,cluster_size=4k", msg, sizeof(msg)) < 0);
+    assert_true(create(img, "size=1M,data_file_raw=on", msg, sizeof(msg)) < 0);
+    assert_true(create(img, "cluster_size=4k", msg, sizeof(msg)) < 0);
+    assert_non_null(strstr(msg, "size"));
+    assert_true(create(img, "size=1M,bogus=1", msg, sizeof(msg)) < 0);
+    assert_non_null(strstr(msg, "bogus"));
+}
+
+/* ---------------------------------------------------------------------- */
+/* Corrupt images */
+
+/* A valid minimal v3 image (64k clusters, 1M): header, reftable, refblock, L1. */
+static uint8_t *make_image(size_t *len)
+{
+    size_t cs = 65536;
+    uint8_t *b = calloc(1, 4 * cs);
+
+    st_be32(b, 0x514649fb);
+    st_be32(b + 4, 3);
+    st_be32(b + 20, 16);
+    st_be64(b + 24, MiB);
+    st_be32(b + 36, 1);
+    st_be64(b + 40, 3 * cs);
+    st_be64(b + 48, cs);
+    st_be32(b + 56, 1);
+    st_be32(b + 96, 4);
+    st_be32(b + 100, 112);
+    st_be64(b + cs, 2 * cs);
+    for (int i = 0; i < 4; i++) {
+        st_be16(b + 2 * cs + i * 2, 1);
+    }
+    *len = 4 * cs;
+    return b;
+}
+
+static void corrupt_case(void (*mut)(uint8_t *b), int flags, const char *want)
+{
+    char opts[8192];
+    size_t len;
+    uint8_t *b = make_image(&len);
+
+    if (mut) {
+        mut(b);
+    }
+    write_file(img, b, len);
+    free(b);
+    snprintf(opts, sizeof(opts), "driver=qcow2,file.driver=file,file.filename=%s", img);
+    if (!want) {
+        blk_unref(drv_test_open_ok(opts, flags));
+        if (have_qemu && !mut) {
+            assert_int_equal(sh("qemu-img check -q '%s'", img), 0);
+        }
+        return;
+    }
+    drv_test_open_fails(opts, flags, want);
+}
+
+static void m_version(uint8_t *b) { st_be32(b + 4, 4); }
+static void m_cbits_lo(uint8_t *b) { st_be32(b + 20, 8); }
+static void m_cbits_hi(uint8_t *b) { st_be32(b + 20, 22); }
+static void m_huge_l1(uint8_t *b) { st_be32(b + 36, 0x10000000); }
+static void m_l1_small(uint8_t *b) { st_be64(b + 24, 1ULL << 40); }
+static void m_l1_eof(uint8_t *b) { st_be64(b + 40, 100ULL << 16); }
+static void m_l1_unaligned(uint8_t *b) { st_be64(b + 40, 3 * 65536 + 8); }
+static void m_rt_eof(uint8_t *b) { st_be64(b + 48, 1ULL << 40); }
+static void m_rt_huge(uint8_t *b) { st_be32(b + 56, 1000); }
+static void m_rt_zero(uint8_t *b) { st_be32(b + 56, 0); }
+static void m_incompat(uint8_t *b) { st_be64(b + 72, 1ULL << 9); }
+static void m_corrupt(uint8_t *b) { st_be64(b + 72, 1ULL << 1); }
+static void m_crypt(uint8_t *b) { st_be32(b + 32, 1); }
+static void m_refcount_order(uint8_t *b) { st_be32(b + 96, 7); }
+static void m_hdr_len(uint8_t *b) { st_be32(b + 100, 100); }
+static void m_snapshots(uint8_t *b) { st_be32(b + 60, 100000); }
+static void m_backing_len(uint8_t *b)
+{
+    st_be64(b + 8, 200);
+    st_be32(b + 16, 5000);
+}
+static void m_backing_eof(uint8_t *b)
+{
+    st_be64(b + 8, 1ULL << 30);
+    st_be32(b + 16, 10);
+}
+static void m_ext_overrun(uint8_t *b)
+{
+    st_be32(b + 112, 0x12345678);
+    st_be32(b + 116, 70000);
+}
+static void m_feature_named(uint8_t *b)
+{
+    /* unknown incompatible bit 12, named by the feature table */
+    st_be64(b + 72, 1ULL << 12);
+    st_be32(b + 112, 0x6803f857);
+    st_be32(b + 116, 48);
+    b[120] = 0;
+    b[121] = 12;
+    memcpy(b + 122, "frobnication", 12);
+}
+static void m_unknown_ext(uint8_t *b)
+{
+    st_be32(b + 112, 0x0badcafe);
+    st_be32(b + 116, 5);
+    memcpy(b + 120, "hello", 5);
+}
+static void m_overlap_l1_reftable(uint8_t *b)
+{
+    st_be64(b + 40, 65536); /* L1 on top of the refcount table */
+}
+
+static void test_qcow2_corrupt_images(void **state)
+{
+    corrupt_case(NULL, BDRV_O_RDWR, NULL);
+    corrupt_case(m_version, 0, "version 4");
+    corrupt_case(m_cbits_lo, 0, "cluster_bits 8");
+    corrupt_case(m_cbits_hi, 0, "cluster_bits 22");
+    corrupt_case(m_huge_l1, 0, "L1 table");
+    corrupt_case(m_l1_small, 0, "l1_size 1 is too small");
+    corrupt_case(m_l1_eof, 0, "outside the file");
+    corrupt_case(m_l1_unaligned, 0, "not cluster-aligned");
+    corrupt_case(m_rt_eof, 0, "refcount table");
+    corrupt_case(m_rt_huge, 0, "refcount table");
+    corrupt_case(m_rt_zero, 0, "refcount_table_clusters is 0");
+    corrupt_case(m_incompat, 0, "bit 9");
+    corrupt_case(m_feature_named, 0, "frobnication");
+    corrupt_case(m_corrupt, BDRV_O_RDWR, "corrupt");
+    corrupt_case(m_corrupt, 0, NULL); /* read-only is fine */
+    corrupt_case(m_overlap_l1_reftable, 0, NULL);
+    corrupt_case(m_crypt, 0, "encrypt");
+    corrupt_case(m_refcount_order, 0, "refcount_order 7");
+    corrupt_case(m_hdr_len, 0, "header_length 100");
+    corrupt_case(m_snapshots, 0, "nb_snapshots 100000");
+    corrupt_case(m_backing_len, 0, "backing file name length 5000");
+    corrupt_case(m_backing_eof, 0, "backing file name");
+    corrupt_case(m_ext_overrun, 0, "header extension");
+}
+
+/* An unknown header extension survives a header rewrite. */
+static void test_qcow2_unknown_ext_kept(void **state)
+{
+    BlockBackend *blk;
+    Error *err = NULL;
+    size_t len;
+    uint8_t *b = make_image(&len), *after;
+    int64_t alen;
+
+    m_unknown_ext(b);
+    write_file(img, b, len);
+    free(b);
+    blk = open_img(img, "", BDRV_O_RDWR);
+    assert_int_equal(bdrv_change_backing_file(blk_bs(blk), "base.img", "raw", &err), 0);
+    blk_unref(blk);
+    after = read_file(img, &alen);
+    assert_non_null(memmem(after, 65536, "\x0b\xad\xca\xfe\x00\x00\x00\x05hello", 13));
+    assert_non_null(memmem(after, 65536, "base.img", 8));
+    free(after);
+}
+
+/* Overlapping tables: the write that would hit metadata is refused, image marked corrupt. */
+static void test_qcow2_overlap_corrupt(void **state)
+{
+    uint8_t buf[512];
+    BlockBackend *blk;
+    size_t len;
+    uint8_t *b = make_image(&len), *after;
+    int64_t alen;
+
+    /* L1 entry 0 points at an L2 table that is the refcount block (cluster 2). */
+    st_be64(b + 3 * 65536, (2 * 65536) | (1ULL << 63));
+    write_file(img, b, len);
+    free(b);
+    blk = open_img(img, "", BDRV_O_RDWR);
+    memset(buf, 0x11, sizeof(buf));
+    /* The write allocates a data cluster and updates "L2" = refblock: refused on flush. */
+    blk_pwrite(blk, 0, sizeof(buf), buf, 0);
+    assert_true(blk_flush(blk) < 0 || bdrv_is_read_only(blk_bs(blk)));
+    blk_unref(blk);
+    after = read_file(img, &alen);
+    assert_true(ld_be64(after + 72) & 2); /* corrupt bit */
+    free(after);
+    /* A corrupt image opens read-only only. */
+    {
+        char opts[8192];
+
+        snprintf(opts, sizeof(opts), "driver=qcow2,file.driver=file,file.filename=%s", img);
+        drv_test_open_fails(opts, BDRV_O_RDWR, "corrupt");
+        blk_unref(drv_test_open_ok(opts, 0));
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_qcow2_probe),
+        cmocka_unit_test_setup_teardown(test_qcow2_create_write_default, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_create_write_variants, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_read_qemu_images, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_read_compressed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_backing_chain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_create_backing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_concurrent_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_concurrent_same_cluster, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_zero_discard, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_truncate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_preallocation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_info, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_change_backing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_create_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_corrupt_images, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_unknown_ext_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_overlap_corrupt, setup, teardown),
+    };
+
+    have_qemu = sh("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") == 0;
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

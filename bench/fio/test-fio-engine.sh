@@ -70,14 +70,17 @@ check "--direct=1: O_DIRECT through coblk, verify" \
 
 if "$blkbench" --drivers | grep -qx qcow2 && command -v qemu-img >/dev/null; then
     qemu-img create -q -f qcow2 "$qimg" 32M
+    # fio keeps the first --filename: swap it in the common options instead.
+    qcommon=("${common[@]/#--filename=*/--filename=$qimg}")
+    rcommon=("${common[@]/#--filename=*/--filename=$qraw}")
     check "qcow2: randwrite qd16 through coblk, verify" \
-        fio "${engine[@]}" "${common[@]}" --filename="$qimg" --rw=randwrite --iodepth=16 \
+        fio "${engine[@]}" "${qcommon[@]}" --rw=randwrite --iodepth=16 \
         --coblk_opts=driver=qcow2
     qemu-img check -q "$qimg" || { echo "FAIL: qemu-img check"; exit 1; }
     echo "ok: qemu-img check accepts the image"
     qemu-img convert -f qcow2 -O raw "$qimg" "$qraw"
     check "qcow2 data re-verified by fio's psync engine on qemu-img's raw copy" \
-        fio --ioengine=psync "${common[@]}" --filename="$qraw" --rw=randwrite --verify_only=1
+        fio --ioengine=psync "${rcommon[@]}" --rw=randwrite --verify_only=1
 else
     echo "skip: qcow2 rows (no qcow2 driver in this build)"
 fi

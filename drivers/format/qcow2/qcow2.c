@@ -39,12 +39,6 @@ static int qcow2_probe(const uint8_t *buf, int buf_size, const char *filename)
 /* ---------------------------------------------------------------------- */
 /* Options */
 
-typedef struct Qcow2Opts {
-    uint64_t l2_cache, refcount_cache, cache_size, clean_interval;
-    bool has_l2, has_rc, has_cache, lazy, has_lazy;
-    bool discard_request, discard_snapshot, discard_other;
-    int overlap;
-} Qcow2Opts;
 
 static int take_opts(BlockDriverState *bs, BlockOpts *o, int flags, Qcow2Opts *q, Error **errp)
 {
@@ -522,6 +516,82 @@ static int coroutine_fn qcow2_co_change_backing_file(BlockDriverState *bs,
     return ret;
 }
 
+/* ---------------------------------------------------------------------- */
+/* Reopen */
+
+static int64_t coroutine_fn reopen_ro_co(void *opaque)
+{
+    return close_co(opaque);
+}
+
+/*
+ * Runtime options may change (overlap-check, pass-discard-*, lazy-refcounts,
+ * cache-clean-interval; cache sizes are taken but keep their current
+ * value). Going read-only writes all metadata first; going read-write is
+ * refused for corrupt or dirty images, as at open.
+ */
+static int qcow2_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags,
+                                Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2Opts q;
+    int ret;
+
+    ret = take_opts(bs, options, new_flags, &q, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    if (bopts_has(options, "data-file")) {
+        error_setg(errp, "qcow2: the data-file child cannot be changed by reopen");
+        return -EINVAL;
+    }
+    if ((new_flags & BDRV_O_RDWR) && !(bs->open_flags & BDRV_O_RDWR)) {
+        if (s->incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
+            error_setg(errp, "qcow2: '%s' is marked corrupt and can only be opened read-only",
+                       bs->filename);
+            return -EACCES;
+        }
+        if (s->incompatible_features & QCOW2_INCOMPAT_DIRTY) {
+            error_setg(errp, "qcow2: '%s' has the dirty bit set; repair it with 'qemu-img "
+                       "check -r all' first", bs->filename);
+            return -ENOTSUP;
+        }
+    }
+    if (!(new_flags & BDRV_O_RDWR) && (bs->open_flags & BDRV_O_RDWR) && !bs->read_only) {
+        ret = (int)bdrv_run_co(bdrv_get_aio_context(bs), reopen_ro_co, bs);
+        if (ret < 0) {
+            error_setg_errno(errp, ret, "qcow2: could not write the metadata of '%s'",
+                             bs->filename);
+            return ret;
+        }
+    }
+    s->reopen_opts = q;
+    return 0;
+}
+
+static void qcow2_reopen_commit(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2Opts *q = &s->reopen_opts;
+
+    s->overlap_check = q->overlap;
+    s->discard_request = q->discard_request;
+    s->discard_snapshot = q->discard_snapshot;
+    s->discard_other = q->discard_other;
+    if (q->has_lazy && s->version >= 3) {
+        s->use_lazy_refcounts = q->lazy;
+    }
+    if (s->cache_clean_interval != q->clean_interval) {
+        stop_clean_timer(bs);
+        s->cache_clean_interval = q->clean_interval;
+        start_clean_timer(bs);
+    }
+}
+
+static void qcow2_reopen_abort(BlockDriverState *bs)
+{
+}
+
 static const char *const qcow2_extensions[] = { "qcow2", NULL };
 
 const BlockDriver bdrv_qcow2 = {
@@ -544,6 +614,9 @@ const BlockDriver bdrv_qcow2 = {
     .co_getlength = qcow2_co_getlength,
     .attach_aio_context = qcow2_attach_aio_context,
     .detach_aio_context = qcow2_detach_aio_context,
+    .reopen_prepare = qcow2_reopen_prepare,
+    .reopen_commit = qcow2_reopen_commit,
+    .reopen_abort = qcow2_reopen_abort,
     .co_create_opts = qcow2_co_create_opts,
     .create_opts = qcow2_create_opts,
     .get_info = qcow2_get_info,

@@ -190,6 +190,14 @@ enum {
     QCOW2_DISCARD_NEVER,
 };
 
+/* Runtime options (qcow2.c). */
+typedef struct Qcow2Opts {
+    uint64_t l2_cache, refcount_cache, cache_size, clean_interval;
+    bool has_l2, has_rc, has_cache, lazy, has_lazy;
+    bool discard_request, discard_snapshot, discard_other;
+    int overlap;
+} Qcow2Opts;
+
 /* ---------------------------------------------------------------------- */
 /* Driver state */
 
@@ -273,6 +281,7 @@ typedef struct BDRVQcow2State {
     uint8_t *dbuf;                      /* decompressed cluster */
     uint64_t dbuf_host;                 /* cached decompressed cluster's descriptor */
     bool dbuf_valid;
+    Qcow2Opts reopen_opts;              /* staged by reopen_prepare */
 } BDRVQcow2State;
 
 /* Types of a guest cluster (or subcluster) mapping. */

@@ -806,6 +806,37 @@ static void test_qcow2_overlap_corrupt(void **state)
     }
 }
 
+/* A dirty image (lazy refcounts, refcount updates lost in a crash) is repaired on open. */
+static void test_qcow2_dirty_repair(void **state)
+{
+    uint8_t *b, *got, pat[65536];
+    BlockBackend *blk;
+    int64_t len;
+
+    NEED_QEMU();
+    assert_int_equal(sh("qemu-img create -q -f qcow2 -o lazy_refcounts=on '%s' 2M && qemu-io "
+                        "-f qcow2 -c 'write -P 0x5e 0 196608' '%s' >/dev/null", img, img), 0);
+    b = read_file(img, &len);
+    b[79] |= 1;                                 /* dirty bit */
+    memset(b + 2 * 65536 + 3 * 2, 0, 5 * 2);    /* refcounts of clusters 3..7 lost */
+    write_file(img, b, (size_t)len);
+    free(b);
+    assert_int_not_equal(sh("qemu-img check -q '%s' 2>/dev/null", img), 0);
+    blk = open_img(img, "", BDRV_O_RDWR);
+    memset(pat, 0x6f, sizeof(pat));
+    assert_int_equal(blk_pwrite(blk, MiB, sizeof(pat), pat, 0), 0);
+    got = read_all(blk, &len);
+    blk_unref(blk);
+    assert_int_equal(got[0], 0x5e);
+    assert_int_equal(got[196607], 0x5e);
+    assert_int_equal(got[MiB], 0x6f);
+    b = read_file(img, &len);
+    assert_int_equal(b[79] & 1, 0);
+    free(b);
+    assert_qemu_valid(img, got, 2 * MiB);
+    free(got);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -827,6 +858,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qcow2_corrupt_images, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_unknown_ext_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_overlap_corrupt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_dirty_repair, setup, teardown),
     };
 
     have_qemu = sh("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") == 0;

@@ -371,15 +371,6 @@ static int check_features(BlockDriverState *bs, BDRVQcow2State *s, int flags, Er
                    "(repair it with 'qemu-img check -r all')", bs->filename);
         return -EACCES;
     }
-    if ((s->incompatible_features & QCOW2_INCOMPAT_DIRTY) && (flags & BDRV_O_RDWR)) {
-        error_setg(errp, "qcow2: '%s' has the dirty bit set (lazy refcounts after a crash); "
-                   "its refcounts must be repaired with 'qemu-img check -r all' before it can "
-                   "be opened read-write (repair on open is not implemented yet)", bs->filename);
-        return -ENOTSUP;
-    }
-    if (s->header_length > QCOW2_V3_HEADER_LEN) {
-        s->compression_type = 0; /* read by caller from byte 104 */
-    }
     return 0;
 }
 
@@ -485,9 +476,6 @@ int qcow2_read_header(BlockDriverState *bs, BDRVQcow2State *s, int flags, Error 
     if (s->compression_type > QCOW2_COMPRESSION_ZSTD) {
         error_setg(errp, "qcow2: '%s': unknown compression_type %u", bs->filename,
                    s->compression_type);
-        goto out;
-    }
-    if (qcow2_has_data_file(s) && !s->image_data_file && 0) {
         goto out;
     }
     ret = check_tables(bs, s, errp);

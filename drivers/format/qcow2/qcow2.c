@@ -182,6 +182,11 @@ static int64_t coroutine_fn open_co(void *opaque)
     if (ret == 0) {
         ret = qcow2_read_snapshot_table(bs, s, a->errp);
     }
+    if (ret == 0 && (a->flags & BDRV_O_RDWR) && !(a->flags & BDRV_O_NO_IO) &&
+        (s->incompatible_features & QCOW2_INCOMPAT_DIRTY)) {
+        /* Lazy refcounts after a crash: rebuild the refcounts first. */
+        ret = qcow2_repair_dirty(bs, a->errp);
+    }
     if (ret == 0 && (a->flags & BDRV_O_RDWR) && !(a->flags & BDRV_O_NO_IO)) {
         /* Autoclear bits we do not maintain (bitmaps, unknown ones) are cleared. */
         uint64_t keep = s->autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW;
@@ -599,6 +604,7 @@ const BlockDriver bdrv_qcow2 = {
     .format_name = "qcow2",
     .instance_size = sizeof(BDRVQcow2State),
     .is_format = true,
+    .supports_backing = true,
     .option_names = qcow2_option_names,
     .probe = qcow2_probe,
     .bdrv_open = qcow2_open,

@@ -525,6 +525,19 @@ int coroutine_fn qcow2_signal_corruption(BlockDriverState *bs, const char *fmt, 
 int qcow2_parse_overlap_check(const char *mode, int *mask);
 
 /* ---------------------------------------------------------------------- */
+/* repair.c */
+
+/*
+ * Counts the references to every cluster of the image file (header, tables,
+ * refcount blocks, L2 tables and data of the active and snapshot L1 tables):
+ * *prefs is a malloc'd array of *pn saturating counters. -EIO if something
+ * points past the end of the file. For check.c too.
+ */
+int coroutine_fn qcow2_count_refs(BlockDriverState *bs, uint16_t **prefs, uint64_t *pn);
+/* Rebuilds the refcounts of a dirty image and clears the dirty bit. */
+int coroutine_fn qcow2_repair_dirty(BlockDriverState *bs, Error **errp);
+
+/* ---------------------------------------------------------------------- */
 /* create.c / resize.c */
 
 extern const BlockCreateOptDesc qcow2_create_opts[];

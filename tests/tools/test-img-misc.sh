@@ -31,6 +31,23 @@ qemu-img compare -f raw -F raw e.raw e.raw >q.txt
 "$CIMG" compare -f raw -F raw e.raw e.raw >c.txt
 same_output "compare empty images" q.txt c.txt
 
+# Image locking: info works on an image another process has open for writing
+# (as qemu-img info); map without -U is refused, with -U it works.
+qemu-img create -q -f raw lk.raw 1M
+qemu-io -f raw -c 'sleep 20000' lk.raw &
+holder=$!
+for i in $(seq 50); do
+    "$CIMG" map -f raw lk.raw >/dev/null 2>&1 || break
+    sleep 0.1
+done
+expect_rc 0 "info on an image in use" "$CIMG" info -f raw lk.raw
+expect_rc 1 "map on an image in use" "$CIMG" map -f raw lk.raw
+grep -q "lock" err.txt && pass "lock error message" || fail "lock error message: $(cat err.txt)"
+expect_rc 0 "map -U on an image in use" "$CIMG" map -U -f raw lk.raw
+expect_rc 1 "coblk-io write on an image in use" "$CIO" -f raw -c 'write 0 4k' lk.raw
+kill $holder 2>/dev/null
+wait $holder 2>/dev/null
+
 # Every JSON output parses.
 qemu-img create -q -f raw a.raw 1M
 for c in "info --output=json" "info --output=json --backing-chain" "map --output=json" \

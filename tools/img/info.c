@@ -242,6 +242,11 @@ int img_info(int argc, char **argv)
     if (optind != argc - 1) {
         return img_usage_error("info", "Expecting one image file name");
     }
+    /*
+     * qemu-img info opens without I/O permissions, so it works on an image
+     * another process is writing; coblk gets the same with a shared open.
+     */
+    o.force_share = true;
     blk = img_open(argv[optind], &o);
     if (!blk) {
         return 1;

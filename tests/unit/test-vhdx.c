@@ -10,6 +10,7 @@
 #include "drv-test-util.h"
 
 #include "block/block-int.h"
+#include <coblk/image.h>
 #include "drivers/format/bytes.h"
 #include "drivers/format/vhdx/vhdx-int.h"
 
@@ -80,6 +81,22 @@ static void patch_checked(off_t off, size_t len, void (*fix)(uint8_t *, void *),
     free(buf);
 }
 
+static void quiet(void *opaque, const char *msg)
+{
+}
+
+/* coblk's check: the corruption count it finds. */
+static int check_corruptions(void)
+{
+    BlockBackend *blk = drv_test_open_ok(opts(), 0);
+    BdrvCheckResult res = { .report = quiet };
+
+    assert_int_equal(bdrv_check(blk_bs(blk), &res, BDRV_FIX_NONE), 0);
+    assert_int_equal(res.check_errors, 0);
+    blk_unref(blk);
+    return res.corruptions;
+}
+
 static void exercise(int64_t size)
 {
     static const int64_t offs[][2] = {
@@ -116,6 +133,7 @@ static void test_vhdx_create_rw(void **state)
     for (size_t i = 0; i < sizeof(o) / sizeof(o[0]); i++) {
         create(o[i]);
         exercise(20 * MiB);
+        assert_int_equal(check_corruptions(), 0);
     }
 }
 
@@ -417,6 +435,18 @@ static void test_vhdx_bad_bat(void **state)
     create("size=8M,block_size=1M");
     put64(3 * MiB, VHDX_PAYLOAD_PARTIALLY_PRESENT);
     drv_test_open_fails(opts(), 0, "has state 7");
+    /* Two blocks at one place, one inside the BAT: found by check. */
+    create("size=8M,block_size=1M");
+    put64(3 * MiB, (5ULL * MiB) | VHDX_PAYLOAD_FULLY_PRESENT);
+    put64(3 * MiB + 8, (5ULL * MiB) | VHDX_PAYLOAD_FULLY_PRESENT);
+    put64(3 * MiB + 16, (3ULL * MiB) | VHDX_PAYLOAD_FULLY_PRESENT);
+    {
+        int fd = open(img, O_RDWR);
+
+        assert_int_equal(ftruncate(fd, 6 * MiB), 0);
+        close(fd);
+    }
+    assert_int_equal(check_corruptions(), 2);
     /* Every non-present state reads as zeroes. */
     create("size=8M,block_size=1M");
     put64(3 * MiB, VHDX_PAYLOAD_UNDEFINED);

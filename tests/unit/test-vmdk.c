@@ -9,6 +9,7 @@
 #include "drv-test-util.h"
 
 #include "block/block-int.h"
+#include <coblk/image.h>
 
 #define KiB 1024
 #define MiB (1024 * 1024)
@@ -115,6 +116,22 @@ static void exercise(const char *path, int64_t size)
     free(buf);
 }
 
+static void quiet(void *opaque, const char *msg)
+{
+}
+
+/* coblk's check finds nothing wrong in an image it wrote. */
+static void check_clean(const char *path)
+{
+    BlockBackend *blk = drv_test_open_ok(opts_for(path, ""), 0);
+    BdrvCheckResult res = { .report = quiet };
+
+    assert_int_equal(bdrv_check(blk_bs(blk), &res, BDRV_FIX_NONE), 0);
+    assert_int_equal(res.corruptions, 0);
+    assert_int_equal(res.check_errors, 0);
+    blk_unref(blk);
+}
+
 static void test_vmdk_subformats(void **state)
 {
     static const char *const sfs[] = { "monolithicSparse", "monolithicFlat",
@@ -128,6 +145,7 @@ static void test_vmdk_subformats(void **state)
                      zg ? "on" : "off");
             create(img, opts);
             exercise(img, 5 * MiB);
+            check_clean(img);
         }
     }
 }
@@ -245,6 +263,13 @@ static void test_vmdk_gte_past_eof(void **state)
     blk = drv_test_open_ok(opts_for(img, ""), 0);
     assert_int_equal(blk_pread(blk, 0, sizeof(buf), buf, 0), -EIO);
     assert_int_equal(blk_pread(blk, 64 * KiB, sizeof(buf), buf, 0), 0);
+    {
+        BdrvCheckResult res = { .report = quiet };
+
+        assert_int_equal(bdrv_check(blk_bs(blk), &res, BDRV_FIX_NONE), 0);
+        assert_int_equal(res.corruptions, 1);
+        assert_int_equal(res.allocated_clusters, 1);
+    }
     blk_unref(blk);
     /* A GTE pointing into the header area is refused too. */
     create(img, "size=1M");

@@ -140,3 +140,50 @@ int coroutine_fn vhdx_bat_set(BlockDriverState *bs, uint64_t block, uint64_t ent
     }
     return ret;
 }
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * Counts allocated blocks and finds blocks that overlap each other or the
+ * BAT / metadata regions (open already checked each entry on its own).
+ */
+int coroutine_fn vhdx_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix)
+{
+    BDRVVhdxState *s = bs->opaque;
+    uint64_t *offs = malloc((s->payload_blocks ? s->payload_blocks : 1) * 8), n = 0;
+
+    if (!offs) {
+        res->check_errors++;
+        return -ENOMEM;
+    }
+    res->total_clusters = (int64_t)s->payload_blocks;
+    for (uint64_t b = 0; b < s->payload_blocks; b++) {
+        uint64_t e = s->bat[vhdx_bat_index(s, b)];
+
+        if ((e & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_FULLY_PRESENT) {
+            offs[n++] = e & VHDX_BAT_OFFSET_MASK;
+        }
+    }
+    res->allocated_clusters = (int64_t)n;
+    qsort(offs, n, 8, cmp_u64);
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t o = offs[i];
+
+        if ((i + 1 < n && offs[i + 1] < o + s->block_size) ||
+            (o < s->bat_offset + s->bat_length && s->bat_offset < o + s->block_size) ||
+            (o < s->meta_offset + s->meta_length && s->meta_offset < o + s->block_size) ||
+            (o < s->hdr.log_offset + s->hdr.log_length && s->hdr.log_offset < o + s->block_size)) {
+            res->corruptions++;
+            bdrv_check_report(res, "vhdx: %s: the block at %" PRIu64 " overlaps another block "
+                              "or a metadata region", bs->filename, o);
+        }
+    }
+    res->image_end_offset = (int64_t)s->file_end;
+    free(offs);
+    return 0;
+}

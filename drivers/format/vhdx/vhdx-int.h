@@ -134,6 +134,9 @@ uint64_t vhdx_bat_index(const BDRVVhdxState *s, uint64_t block);
 /* Sets the BAT entry of block (in place or through the log) once its data is durable. */
 int coroutine_fn vhdx_bat_set(BlockDriverState *bs, uint64_t block, uint64_t entry);
 
+/* Counts blocks and finds overlapping ones (repairs nothing). */
+int coroutine_fn vhdx_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);
+
 /* log.c */
 /* Replays a dirty log (writable) or refuses to open (read-only). */
 int vhdx_log_open(BlockDriverState *bs, Error **errp);

@@ -355,5 +355,6 @@ const BlockDriver bdrv_vhdx = {
     .co_create_opts = vhdx_co_create_opts,
     .create_opts = vhdx_create_opts,
     .get_info = vhdx_get_info,
+    .co_check = vhdx_co_check,
     .file_extensions = vhdx_extensions,
 };

@@ -843,3 +843,66 @@ int coroutine_fn vmdk_sparse_block_status(BlockDriverState *bs, int idx, uint64_
     }
     return status;
 }
+
+/* ---------------------------------------------------------------------- */
+/* Check */
+
+/* Checks every grain table entry of extent idx (s->lock held). */
+static int coroutine_fn check_extent(BlockDriverState *bs, int idx, BdrvCheckResult *res)
+{
+    BDRVVmdkState *s = bs->opaque;
+    VmdkExtent *e = &s->extents[idx];
+    uint64_t grains = div_round_up_u64(e->length, e->grain_size);
+
+    res->total_clusters += (int64_t)grains;
+    for (uint64_t t = 0; t < e->gd_entries; t++) {
+        VmdkGtSlot *slot;
+        int ret;
+
+        if (!e->gd[t]) {
+            continue;
+        }
+        ret = gt_load(s, idx, t, &slot);
+        if (ret < 0) {
+            res->check_errors++;
+            return ret;
+        }
+        for (uint32_t p = 0; p < e->gtes_per_gt && t * e->gtes_per_gt + p < grains; p++) {
+            uint32_t gte = slot->gte[p];
+            uint64_t host;
+            bool bad;
+
+            if (gte == 0 || gte_is_zero(e, gte)) {
+                continue;
+            }
+            res->allocated_clusters++;
+            bad = e->compressed ? gte <= 1 || (uint64_t)gte * VMDK_SECTOR >= e->next_alloc
+                                : grain_host(e, gte, &host) < 0;
+            if (bad) {
+                res->corruptions++;
+                bdrv_check_report(res, "vmdk: %s: grain table %" PRIu64 " entry %u points at "
+                                  "sector %u, outside the allocated file", bs->filename, t, p,
+                                  gte);
+            }
+        }
+    }
+    return 0;
+}
+
+int coroutine_fn vmdk_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix)
+{
+    BDRVVmdkState *s = bs->opaque;
+    int ret = 0;
+
+    co_mutex_lock(&s->lock);
+    for (int i = 0; i < s->n_extents && ret == 0; i++) {
+        if (s->extents[i].type == VMDK_EXT_SPARSE) {
+            ret = check_extent(bs, i, res);
+            if (s->extents[i].child == bs->file) {
+                res->image_end_offset = (int64_t)s->extents[i].next_alloc;
+            }
+        }
+    }
+    co_mutex_unlock(&s->lock);
+    return ret;
+}

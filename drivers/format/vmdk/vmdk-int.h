@@ -178,6 +178,8 @@ int coroutine_fn vmdk_sparse_pwritev(BlockDriverState *bs, int idx, uint64_t off
 int coroutine_fn vmdk_sparse_block_status(BlockDriverState *bs, int idx, uint64_t off,
                                           uint64_t bytes, int64_t *pnum, int64_t *map,
                                           BlockDriverState **file);
+/* Checks every grain table entry against the file (repairs nothing). */
+int coroutine_fn vmdk_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);
 /* Reads guest bytes below this image (backing file or zeroes) into buf. */
 int coroutine_fn vmdk_read_below(BlockDriverState *bs, uint64_t guest_off, uint64_t bytes,
                                  uint8_t *buf);

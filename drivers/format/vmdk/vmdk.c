@@ -726,5 +726,6 @@ const BlockDriver bdrv_vmdk = {
     .get_info = vmdk_get_info,
     .get_specific_info = vmdk_get_specific_info,
     .get_geometry = vmdk_get_geometry,
+    .co_check = vmdk_co_check,
     .file_extensions = vmdk_extensions,
 };

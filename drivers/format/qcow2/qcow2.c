@@ -628,5 +628,6 @@ const BlockDriver bdrv_qcow2 = {
     .get_info = qcow2_get_info,
     .get_specific_info = qcow2_get_specific_info,
     .co_change_backing_file = qcow2_co_change_backing_file,
+    .co_check = qcow2_co_check,
     .file_extensions = qcow2_extensions,
 };

@@ -549,4 +549,40 @@ int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t offset, bool ex
 int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t from, uint64_t to,
                                    PreallocMode mode, Error **errp);
 
+/* ---------------------------------------------------------------------- */
+/* check.c / rebuild.c / snapshot.c / amend.c */
+
+/* Reference counts of the clusters of the image file, built by a walk. */
+typedef struct Qcow2Refs {
+    uint32_t *r;        /* saturating counter per cluster */
+    uint64_t n;         /* entries allocated */
+    uint64_t used;      /* 1 + highest cluster counted */
+} Qcow2Refs;
+
+int qcow2_refs_add(Qcow2Refs *r, int cluster_bits, uint64_t off, uint64_t len);
+int coroutine_fn qcow2_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);
+/* Counts every reference (s->lock held); -EIO if the image has corruptions. */
+int coroutine_fn qcow2_count_image_refs(BlockDriverState *bs, Qcow2Refs *r);
+/* Reads an L1-style table of n big-endian entries into a malloc'd host-order array. */
+int coroutine_fn qcow2_read_l1(BlockDriverState *bs, uint64_t off, uint32_t n, uint64_t **pl1);
+/* Removes the references of the current refcount table and blocks (bad: skip entries). */
+void qcow2_refs_drop_reftable(BDRVQcow2State *s, Qcow2Refs *r, const uint8_t *bad);
+/* Writes a new refcount structure (refcount_order order) holding r; s->lock held. */
+int coroutine_fn qcow2_rebuild_refcounts(BlockDriverState *bs, const Qcow2Refs *r, int order,
+                                         Error **errp);
+int coroutine_fn qcow2_co_snapshot_create(BlockDriverState *bs, BlockSnapshotInfo *sn,
+                                          Error **errp);
+int coroutine_fn qcow2_co_snapshot_goto(BlockDriverState *bs, const char *name_or_id,
+                                        Error **errp);
+int coroutine_fn qcow2_co_snapshot_delete(BlockDriverState *bs, const char *id,
+                                          const char *name, Error **errp);
+int coroutine_fn qcow2_co_snapshot_list(BlockDriverState *bs, BlockSnapshotInfo **psn);
+int coroutine_fn qcow2_co_save_vmstate(BlockDriverState *bs, IOVector *qiov, int64_t pos);
+int coroutine_fn qcow2_co_load_vmstate(BlockDriverState *bs, IOVector *qiov, int64_t pos);
+int coroutine_fn qcow2_co_amend(BlockDriverState *bs, BlockOpts *options, bool force,
+                                Error **errp);
+int coroutine_fn qcow2_co_make_empty(BlockDriverState *bs, Error **errp);
+int qcow2_measure(BlockOpts *options, BlockDriverState *in_bs, BlockMeasureInfo *out,
+                  Error **errp);
+
 #endif /* COBLK_QCOW2_H */

@@ -581,7 +581,12 @@ static int parse_snapshot(BlockDriverState *bs, ByteCursor *c, Qcow2Snapshot *sn
     sn->id_str = p ? strndup((const char *)p, id_len) : NULL;
     p = bcur_take(c, name_len);
     sn->name = p ? strndup((const char *)p, name_len) : NULL;
-    bcur_skip(c, (8 - ((c->pos - start) & 7)) & 7);
+    /* The last entry's padding may lie past the end of the file (qemu-img). */
+    if (bcur_ok(c)) {
+        size_t pad = (8 - ((c->pos - start) & 7)) & 7;
+
+        bcur_skip(c, pad < c->len - c->pos ? pad : c->len - c->pos);
+    }
     if (!bcur_ok(c) || !sn->id_str || !sn->name) {
         error_setg(errp, "qcow2: '%s': snapshot table entry runs past the table", bs->filename);
         return -EINVAL;

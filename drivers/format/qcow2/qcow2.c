@@ -629,5 +629,11 @@ const BlockDriver bdrv_qcow2 = {
     .get_specific_info = qcow2_get_specific_info,
     .co_change_backing_file = qcow2_co_change_backing_file,
     .co_check = qcow2_co_check,
+    .co_snapshot_create = qcow2_co_snapshot_create,
+    .co_snapshot_goto = qcow2_co_snapshot_goto,
+    .co_snapshot_delete = qcow2_co_snapshot_delete,
+    .co_snapshot_list = qcow2_co_snapshot_list,
+    .co_save_vmstate = qcow2_co_save_vmstate,
+    .co_load_vmstate = qcow2_co_load_vmstate,
     .file_extensions = qcow2_extensions,
 };

@@ -635,5 +635,8 @@ const BlockDriver bdrv_qcow2 = {
     .co_snapshot_list = qcow2_co_snapshot_list,
     .co_save_vmstate = qcow2_co_save_vmstate,
     .co_load_vmstate = qcow2_co_load_vmstate,
+    .co_amend = qcow2_co_amend,
+    .co_make_empty = qcow2_co_make_empty,
+    .measure = qcow2_measure,
     .file_extensions = qcow2_extensions,
 };

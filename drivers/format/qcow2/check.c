@@ -550,15 +550,15 @@ static int coroutine_fn check_rebuild(CheckCtx *cx)
 static int coroutine_fn check_locked(CheckCtx *cx)
 {
     BDRVQcow2State *s = cx->s;
-    int64_t flen = bdrv_co_getlength(cx->bs->file->bs);
-    int ret;
+    int64_t flen;
+    int ret = qcow2_cache_flush_all(cx->bs); /* tables on disk: the walk reads them */
 
-    if (flen < 0) {
-        return (int)flen;
-    }
-    ret = qcow2_cache_flush_all(cx->bs);
     if (ret < 0) {
         return ret;
+    }
+    flen = bdrv_co_getlength(cx->bs->file->bs);
+    if (flen < 0) {
+        return (int)flen;
     }
     cx->file_clusters = div_round_up_u64((uint64_t)flen, s->cluster_size);
     cx->res->total_clusters = (int64_t)div_round_up_u64(s->size, s->cluster_size);
@@ -638,18 +638,19 @@ int coroutine_fn qcow2_count_image_refs(BlockDriverState *bs, Qcow2Refs *r)
     BDRVQcow2State *s = bs->opaque;
     BdrvCheckResult res = { .report = report_nothing };
     CheckCtx cx = { .bs = bs, .s = s, .res = &res };
-    int64_t flen = bdrv_co_getlength(bs->file->bs);
+    int64_t flen = -ENOMEM;
     int ret;
 
     memset(r, 0, sizeof(*r));
-    if (flen < 0) {
-        return (int)flen;
-    }
-    cx.file_clusters = div_round_up_u64((uint64_t)flen, s->cluster_size);
     cx.l2 = malloc(s->cluster_size);
     cx.bad_reft = calloc(s->refcount_table_size + 1, 1);
     ret = cx.l2 && cx.bad_reft ? qcow2_cache_flush_all(bs) : -ENOMEM;
     if (ret == 0) {
+        flen = bdrv_co_getlength(bs->file->bs);
+        ret = flen < 0 ? (int)flen : 0;
+    }
+    if (ret == 0) {
+        cx.file_clusters = div_round_up_u64((uint64_t)flen, s->cluster_size);
         ret = count_all(&cx);
     }
     if (ret == 0 && (res.corruptions || res.check_errors || cx.rebuild || cx.rebuild_quiet)) {

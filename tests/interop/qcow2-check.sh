@@ -112,6 +112,18 @@ for rb in 1 8 64; do
     all_modes "refcount_bits=$rb clean" rb.qcow2
 done
 
+# other layouts: clean images from qemu-io must stay clean for coblk
+for o in "extended_l2=on" "extended_l2=on,cluster_size=2M" "compression_type=zstd" \
+         "data_file=ext.raw" "lazy_refcounts=on" "cluster_size=512"; do
+    rm -f ext.raw
+    qemu-img create -q -f qcow2 -o "$o" lay.qcow2 32M
+    qemu-io -c "write -P 1 0 300k" -c "write -P 2 5M 4k" -c "write -z 6M 64k" lay.qcow2 >/dev/null
+    case $o in data_file*) ;; *) qemu-io -c "write -c -P 3 8M 64k" lay.qcow2 >/dev/null;; esac
+    qemu-img snapshot -c s lay.qcow2 2>/dev/null
+    qemu-io -c "write -P 4 0 4k" lay.qcow2 >/dev/null
+    same_check "[$o] clean" lay.qcow2
+done
+
 # v2 image
 qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 16M
 qemu-io -c "write -P 1 64k 128k" v2.qcow2 >/dev/null

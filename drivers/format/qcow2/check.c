@@ -166,7 +166,8 @@ static int coroutine_fn check_l2_entry(CheckCtx *cx, uint64_t l2off, int j, bool
         }
         return add_ref(cx, coff, clen, "compressed cluster");
     }
-    if (!off) {
+    /* In an external data file, host offset 0 is valid (OFLAG_COPIED set). */
+    if (!off && !(qcow2_has_data_file(s) && (e & QCOW_OFLAG_COPIED))) {
         return 0;
     }
     if (off & (s->cluster_size - 1)) {
@@ -493,7 +494,9 @@ static int coroutine_fn check_copied(CheckCtx *cx)
                 cx->res->corruptions_fixed++;
             }
         }
-        ret = check_copied_l2(cx, l2off, rc != 1);
+        if (!qcow2_has_data_file(s)) { /* data file clusters have no refcounts */
+            ret = check_copied_l2(cx, l2off, rc != 1);
+        }
     }
     return ret;
 }

@@ -43,6 +43,10 @@ qemu-img create -q -f raw zero.raw 8M
 "$CIMG" convert -n --target-is-zero -f raw -O raw src.raw zero.raw
 qemu-img compare -f raw -F raw src.raw zero.raw >/dev/null && pass "convert --target-is-zero" ||
     fail "convert --target-is-zero differs"
+qemu-img create -q -f raw small.raw 4k
+expect_rc 1 "convert -n into a smaller target" "$CIMG" convert -n -f raw -O raw src.raw small.raw
+grep -q "output file is smaller than input file" err.txt && pass "smaller target message" ||
+    fail "smaller target message: $(cat err.txt)"
 expect_rc 1 "--target-is-zero without -n" "$CIMG" convert --target-is-zero -f raw -O raw src.raw x.raw
 
 # Several sources are joined.

@@ -525,7 +525,7 @@ static int open_target(Conv *s, ConvOpts *co, const char *out)
     }
     len = blk_getlength(s->dst);
     if (len < 0 || len < s->total) {
-        img_error("%s: the target (%" PRId64 " bytes) is smaller than the source (%" PRId64
+        img_error("output file is smaller than input file (%s: %" PRId64 " < %" PRId64
                   " bytes)", out, len, s->total);
         return -1;
     }

@@ -64,7 +64,8 @@ PY
     kind_at() { awk -v o="$1" '$1 <= o && o < $1 + $2 { $1 = $2 = $3 = ""; print; exit }' "$T/map"; }
     [[ "$(kind_at 0)" == *data* ]] || fail "map at 0: $(cat "$T/map")"
     [[ "$(kind_at $((11 * 1048576)))" == *zero* ]] || fail "map at 11M: $(cat "$T/map")"
-    [[ "$(kind_at $((30 * 1048576)))" == *hole*zero* ]] || fail "map at 30M: $(cat "$T/map")"
+    [[ "$(kind_at $((30 * 1048576)))" == *hole*zero* ]] ||
+        fail "map at 30M: $(cat "$T/map")"
     nbdinfo --map=qemu:allocation-depth "$url" >"$T/depth" || fail "allocation-depth map"
     [ -s "$T/depth" ] || fail "empty allocation-depth map"
     echo "nbdinfo: ok"

@@ -29,13 +29,23 @@ static BlockBackend *blk;
 static NbdServer *srv;
 static AioContext *ctx;
 
-static int setup(void **state)
+/* Serves blk as "exp" on sock_path. */
+static void start_server(void)
 {
     NbdServerOpts so = { .max_connections = 4, .handshake_timeout_ns = 300 * 1000 * 1000 };
     NbdExportOpts eo = { .name = "exp", .description = "test export", .multi_conn = -1,
                          .allocation_depth = true };
-    char opts[8192];
     Error *err = NULL;
+
+    srv = nbd_server_new(ctx, &so, &err);
+    assert_non_null(srv);
+    assert_int_equal(nbd_server_add_export(srv, blk, &eo, &err), 0);
+    assert_int_equal(nbd_server_listen_unix(srv, sock_path, &err), 0);
+}
+
+static int setup(void **state)
+{
+    char opts[8192];
 
     drv_test_path(img, sizeof(img), "nbdsrv");
     snprintf(sock_path, sizeof(sock_path), "/tmp/coblk-nbdtest-%d.sock", (int)getpid());
@@ -43,10 +53,7 @@ static int setup(void **state)
     snprintf(opts, sizeof(opts), "driver=raw,discard=unmap,file.driver=file,file.filename=%s", img);
     blk = drv_test_open_ok(opts, BDRV_O_RDWR);
     ctx = blk_get_aio_context(blk);
-    srv = nbd_server_new(ctx, &so, &err);
-    assert_non_null(srv);
-    assert_int_equal(nbd_server_add_export(srv, blk, &eo, &err), 0);
-    assert_int_equal(nbd_server_listen_unix(srv, sock_path, &err), 0);
+    start_server();
     return 0;
 }
 
@@ -590,7 +597,7 @@ static void aio_cb(void *opaque, int ret)
     d->pending--;
 }
 
-static BlockBackend *open_client(const char *connections)
+static BlockBackend *open_client_opts(const char *connections, const char *reconnect)
 {
     char url[256];
     Error *err = NULL;
@@ -601,11 +608,49 @@ static BlockBackend *open_client(const char *connections)
     bopts_set(o, "driver", "raw");
     bopts_set(o, "discard", "unmap");
     bopts_set(o, "file.connections", connections);
+    bopts_set(o, "file.reconnect-delay", reconnect);
     c = blk_new_open(url, o, BDRV_O_RDWR, &err);
     if (!c) {
         fail_msg("open %s: %s", url, error_get_pretty(err));
     }
     return c;
+}
+
+static BlockBackend *open_client(const char *connections)
+{
+    return open_client_opts(connections, "0");
+}
+
+/*
+ * The server restarts under two clients: the one with reconnect-delay
+ * reconnects and its next requests succeed; the other's requests fail.
+ */
+static void test_nbd_server_client_reconnect(void **state)
+{
+    BlockBackend *re = open_client_opts("2", "1"), *plain = open_client("1");
+    uint8_t buf[4096], got[4096];
+    int64_t t0;
+
+    memset(buf, 0xab, sizeof(buf));
+    assert_int_equal(blk_pwrite(re, 0, 4096, buf, 0), 0);
+    assert_int_equal(blk_pread(plain, 0, 4096, got, 0), 0);
+    nbd_server_free(srv);
+    start_server();
+    memset(buf, 0xcd, sizeof(buf));
+    assert_int_equal(blk_pwrite(re, 8192, 4096, buf, BDRV_REQ_FUA), 0);
+    assert_int_equal(blk_pread(re, 8192, 4096, got, 0), 0);
+    assert_memory_equal(got, buf, 4096);
+    assert_true(blk_pread(plain, 0, 4096, got, 0) < 0);
+    blk_unref(plain);
+    /* the server stays away: requests fail once the 1 s delay has passed */
+    nbd_server_free(srv);
+    srv = NULL;
+    t0 = aio_clock_ns();
+    assert_true(blk_pread(re, 0, 4096, got, 0) < 0);
+    assert_true(aio_clock_ns() - t0 >= 900LL * 1000 * 1000);
+    assert_true(aio_clock_ns() - t0 < 5LL * 1000 * 1000 * 1000);
+    blk_unref(re);
+    start_server(); /* for teardown */
 }
 
 static void test_nbd_server_coblk_client(void **state)
@@ -712,6 +757,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_nbd_server_block_status, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nbd_server_shutdown_with_clients, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nbd_server_structured_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nbd_server_client_reconnect, setup, teardown),
     };
 
     signal(SIGPIPE, SIG_IGN);

@@ -180,10 +180,9 @@ static int coroutine_fn structured_chunk(NbdConn *s, NbdClientReq *r, NbdReplyHe
     return 0;
 }
 
-static void coroutine_fn reader_entry(void *opaque)
+/* Reads replies until the connection fails or is shut down. */
+static void coroutine_fn read_replies(NbdConn *s)
 {
-    NbdConn *s = opaque;
-
     while (!s->dead) {
         uint8_t b[NBD_SIMPLE_REPLY_SIZE];
         NbdReplyHeader h;
@@ -200,6 +199,11 @@ static void coroutine_fn reader_entry(void *opaque)
             break;
         }
     }
+}
+
+/* The connection is lost: every request in flight fails (and may be retried). */
+static void fail_inflight(NbdConn *s)
+{
     s->dead = true;
     nbd_chan_shutdown(&s->chan);
     for (int i = 0; i < NBD_CLIENT_MAX_REQS; i++) {
@@ -207,10 +211,83 @@ static void coroutine_fn reader_entry(void *opaque)
 
         if (r->in_use && !r->done) {
             r->ret = -EIO;
+            r->lost = true;
             complete_req(r);
         }
     }
     co_queue_restart_all(&s->free_slots);
+}
+
+static void reconnect_timeout(void *opaque)
+{
+    nbd_chan_shutdown(opaque);
+}
+
+/*
+ * Connects and negotiates again on the same address. The export must look
+ * the same (size, flags, block status) or the new connection is dropped.
+ * Holds send_lock so that no sender touches the socket being replaced.
+ */
+static int coroutine_fn reconnect_once(NbdConn *s)
+{
+    NbdExportInfo old = s->info;
+    bool old_base = s->have_base;
+    Error *err = NULL;
+    AioTimer t;
+    int fd = nbd_addr_connect(s->addr, &err);
+    int ret;
+
+    if (fd < 0) {
+        error_free(err);
+        return fd;
+    }
+    co_mutex_lock(&s->send_lock);
+    nbd_chan_close(&s->chan);
+    ret = nbd_chan_init(&s->chan, fd, s->ctx);
+    memset(&s->info, 0, sizeof(s->info));
+    s->structured = s->have_base = false;
+    aio_timer_init(&t, s->ctx, reconnect_timeout, &s->chan);
+    aio_timer_mod(&t, aio_clock_ns() + NBD_RECONNECT_HANDSHAKE_NS);
+    if (ret == 0) {
+        ret = nbd_negotiate(s, &err);
+    }
+    aio_timer_del(&t);
+    if (ret == 0 && (s->info.size != old.size || s->info.tflags != old.tflags ||
+                     s->have_base != old_base)) {
+        ret = -EPROTO;
+    }
+    if (ret < 0) {
+        s->info = old;
+        s->have_base = old_base;
+        nbd_chan_shutdown(&s->chan);
+    } else {
+        s->dead = false;
+    }
+    co_mutex_unlock(&s->send_lock);
+    error_free(err);
+    return ret;
+}
+
+static void coroutine_fn reader_entry(void *opaque)
+{
+    NbdConn *s = opaque;
+
+    for (;;) {
+        read_replies(s);
+        fail_inflight(s);
+        if (s->stopping || !s->reconnect_delay_ns) {
+            break;
+        }
+        while (!s->stopping && s->dead) {
+            co_sleep_ns(NBD_RECONNECT_STEP_NS);
+            if (!s->stopping) {
+                reconnect_once(s);
+            }
+        }
+        if (s->stopping) {
+            break;
+        }
+    }
     s->reader_running = false;
 }
 
@@ -224,7 +301,7 @@ void nbd_conn_start_reader(NbdConn *s)
 
 void nbd_conn_stop(NbdConn *s)
 {
-
+    s->stopping = true;
     if (!s->dead) {
         uint8_t h[NBD_REQUEST_SIZE];
         NbdRequest q = { .magic = NBD_REQUEST_MAGIC, .type = NBD_CMD_DISC };
@@ -309,14 +386,15 @@ static NbdConn *pick_conn(BDRVNbdState *st)
     return best;
 }
 
-int coroutine_fn nbd_client_request(BlockDriverState *bs, uint16_t type, uint16_t flags,
-                                    uint64_t offset, uint32_t len, IOVector *qiov,
-                                    size_t qiov_offset, NbdClientReq *result)
+/* One attempt on connection s; *lost when the connection failed under it. */
+static int coroutine_fn request_on(NbdConn *s, uint16_t type, uint16_t flags,
+                                   uint64_t offset, uint32_t len, IOVector *qiov,
+                                   size_t qiov_offset, NbdClientReq *result, bool *lost)
 {
-    NbdConn *s = pick_conn(bs->opaque);
-    NbdClientReq *r = s ? take_slot(s) : NULL;
+    NbdClientReq *r = take_slot(s);
     int ret;
 
+    *lost = !r;
     if (!r) {
         return -EIO;
     }
@@ -330,6 +408,7 @@ int coroutine_fn nbd_client_request(BlockDriverState *bs, uint16_t type, uint16_
         s->dead = true;
         nbd_chan_shutdown(&s->chan);
         release_slot(s, r);
+        *lost = true;
         return -EIO;
     }
     while (!r->done) {
@@ -337,9 +416,45 @@ int coroutine_fn nbd_client_request(BlockDriverState *bs, uint16_t type, uint16_
         coroutine_yield();
     }
     ret = r->ret;
+    *lost = r->lost;
     if (result) {
         *result = *r;
     }
     release_slot(s, r);
     return ret;
+}
+
+/*
+ * Sends a request on the least busy live connection. When connections are
+ * lost and reconnect-delay is set, the request waits for a reconnection and
+ * is sent again (every NBD command is idempotent), for at most the delay.
+ */
+int coroutine_fn nbd_client_request(BlockDriverState *bs, uint16_t type, uint16_t flags,
+                                    uint64_t offset, uint32_t len, IOVector *qiov,
+                                    size_t qiov_offset, NbdClientReq *result)
+{
+    BDRVNbdState *st = bs->opaque;
+    int64_t deadline = 0;
+
+    for (;;) {
+        NbdConn *s = pick_conn(st);
+        bool lost = true;
+        int64_t now;
+        int ret = -EIO;
+
+        if (s) {
+            ret = request_on(s, type, flags, offset, len, qiov, qiov_offset, result, &lost);
+        }
+        if (!lost || !st->reconnect_delay_ns) {
+            return ret;
+        }
+        now = aio_clock_ns();
+        if (!deadline) {
+            deadline = now + st->reconnect_delay_ns;
+        }
+        if (now >= deadline) {
+            return -EIO;
+        }
+        co_sleep_ns(deadline - now < NBD_RETRY_STEP_NS ? deadline - now : NBD_RETRY_STEP_NS);
+    }
 }

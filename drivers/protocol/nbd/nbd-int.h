@@ -39,6 +39,7 @@ typedef struct NbdClientReq {
     size_t qiov_offset;
     int ret;
     uint64_t covered;       /* READ bytes received (data and holes) */
+    bool lost;              /* failed because the connection was lost */
     bool status_have;       /* BLOCK_STATUS: first extent of base:allocation */
     uint32_t status_len;
     uint32_t status_flags;
@@ -61,7 +62,14 @@ typedef struct NbdConn {
     NbdClientReq reqs[NBD_CLIENT_MAX_REQS];
     bool reader_running;
     bool dead;
+    bool stopping;              /* closing: no reconnection */
+    int64_t reconnect_delay_ns; /* 0: a lost connection stays lost */
 } NbdConn;
+
+/* Reconnection: attempts every 200 ms, each handshake bounded; requests re-check every 50 ms. */
+#define NBD_RECONNECT_STEP_NS (200LL * 1000 * 1000)
+#define NBD_RECONNECT_HANDSHAKE_NS (10LL * 1000 * 1000 * 1000)
+#define NBD_RETRY_STEP_NS (50LL * 1000 * 1000)
 
 /* Most connections to one export (option "connections", when the server allows it). */
 #define NBD_MAX_CONNS 16
@@ -70,6 +78,7 @@ typedef struct BDRVNbdState {
     NbdAddr addr;
     NbdExportInfo info;         /* from the first connection */
     bool have_base;
+    int64_t reconnect_delay_ns; /* option reconnect-delay (seconds) */
     unsigned nconns;
     NbdConn *conns[NBD_MAX_CONNS];
 } BDRVNbdState;

@@ -61,7 +61,9 @@ assert e["block_size_maximum"] == 32 << 20, e
 PY
     nbdinfo --map "$url" >"$T/map"
     # kind_at OFFSET: the base:allocation description of the extent holding OFFSET
-    kind_at() { awk -v o="$1" '$1 <= o && o < $1 + $2 { $1 = $2 = $3 = ""; print; exit }' "$T/map"; }
+    kind_at() {
+        awk -v o="$1" '$1 <= o && o < $1 + $2 { $1 = $2 = $3 = ""; print; exit }' "$T/map"
+    }
     [[ "$(kind_at 0)" == *data* ]] || fail "map at 0: $(cat "$T/map")"
     [[ "$(kind_at $((11 * 1048576)))" == *zero* ]] || fail "map at 11M: $(cat "$T/map")"
     [[ "$(kind_at $((30 * 1048576)))" == *hole*zero* ]] ||

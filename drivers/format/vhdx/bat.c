@@ -149,8 +149,9 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /*
- * Counts allocated blocks and finds blocks that overlap each other or the
- * BAT / metadata regions (open already checked each entry on its own).
+ * Finds blocks that overlap each other or the log / BAT / metadata regions
+ * (open already checked each entry on its own). Like qemu-img's vhdx check
+ * it reports no cluster counts or end offset.
  */
 int coroutine_fn vhdx_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix)
 {
@@ -161,7 +162,6 @@ int coroutine_fn vhdx_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvC
         res->check_errors++;
         return -ENOMEM;
     }
-    res->total_clusters = (int64_t)s->payload_blocks;
     for (uint64_t b = 0; b < s->payload_blocks; b++) {
         uint64_t e = s->bat[vhdx_bat_index(s, b)];
 
@@ -169,7 +169,6 @@ int coroutine_fn vhdx_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvC
             offs[n++] = e & VHDX_BAT_OFFSET_MASK;
         }
     }
-    res->allocated_clusters = (int64_t)n;
     qsort(offs, n, 8, cmp_u64);
     for (uint64_t i = 0; i < n; i++) {
         uint64_t o = offs[i];
@@ -183,7 +182,6 @@ int coroutine_fn vhdx_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvC
                               "or a metadata region", bs->filename, o);
         }
     }
-    res->image_end_offset = (int64_t)s->file_end;
     free(offs);
     return 0;
 }

@@ -134,7 +134,7 @@ uint64_t vhdx_bat_index(const BDRVVhdxState *s, uint64_t block);
 /* Sets the BAT entry of block (in place or through the log) once its data is durable. */
 int coroutine_fn vhdx_bat_set(BlockDriverState *bs, uint64_t block, uint64_t entry);
 
-/* Counts blocks and finds overlapping ones (repairs nothing). */
+/* Finds overlapping blocks (repairs nothing). */
 int coroutine_fn vhdx_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);
 
 /* log.c */

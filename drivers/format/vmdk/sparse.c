@@ -847,14 +847,16 @@ int coroutine_fn vmdk_sparse_block_status(BlockDriverState *bs, int idx, uint64_
 /* ---------------------------------------------------------------------- */
 /* Check */
 
-/* Checks every grain table entry of extent idx (s->lock held). */
+/*
+ * Checks every grain table entry of extent idx (s->lock held). Like
+ * qemu-img's vmdk check it reports no cluster counts or end offset.
+ */
 static int coroutine_fn check_extent(BlockDriverState *bs, int idx, BdrvCheckResult *res)
 {
     BDRVVmdkState *s = bs->opaque;
     VmdkExtent *e = &s->extents[idx];
     uint64_t grains = div_round_up_u64(e->length, e->grain_size);
 
-    res->total_clusters += (int64_t)grains;
     for (uint64_t t = 0; t < e->gd_entries; t++) {
         VmdkGtSlot *slot;
         int ret;
@@ -875,7 +877,6 @@ static int coroutine_fn check_extent(BlockDriverState *bs, int idx, BdrvCheckRes
             if (gte == 0 || gte_is_zero(e, gte)) {
                 continue;
             }
-            res->allocated_clusters++;
             bad = e->compressed ? gte <= 1 || (uint64_t)gte * VMDK_SECTOR >= e->next_alloc
                                 : grain_host(e, gte, &host) < 0;
             if (bad) {
@@ -898,9 +899,6 @@ int coroutine_fn vmdk_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvC
     for (int i = 0; i < s->n_extents && ret == 0; i++) {
         if (s->extents[i].type == VMDK_EXT_SPARSE) {
             ret = check_extent(bs, i, res);
-            if (s->extents[i].child == bs->file) {
-                res->image_end_offset = (int64_t)s->extents[i].next_alloc;
-            }
         }
     }
     co_mutex_unlock(&s->lock);

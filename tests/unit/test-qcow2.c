@@ -837,6 +837,73 @@ static void test_qcow2_dirty_repair(void **state)
     free(got);
 }
 
+/* Compressed writes (zlib and zstd): read back, and qemu-img sees compressed clusters. */
+static void check_compressed_writes(const char *copts)
+{
+    uint8_t *want = calloc(1, 2 * MiB), *got;
+    BlockBackend *blk;
+    int64_t len;
+
+    create(img, copts, NULL, 0);
+    blk = open_img(img, "", BDRV_O_RDWR);
+    for (int i = 0; i < 2 * MiB; i++) {
+        want[i] = (uint8_t)(i / 3000);
+    }
+    drv_test_pattern(want + MiB, 65536, 3); /* poorly compressible: stored plainly */
+    assert_int_equal(blk_pwrite(blk, 0, 2 * MiB, want, BDRV_REQ_WRITE_COMPRESSED), 0);
+    /* overwrite part of a compressed cluster: COW decompresses it */
+    memset(want + 70000, 0xee, 1000);
+    assert_int_equal(blk_pwrite(blk, 70000, 1000, want + 70000, 0), 0);
+    /* unaligned compressed writes are refused */
+    assert_int_equal(blk_pwrite(blk, 512, 65536, want, BDRV_REQ_WRITE_COMPRESSED), -EINVAL);
+    got = read_all(blk, &len);
+    assert_memory_equal(got, want, 2 * MiB);
+    free(got);
+    blk_unref(blk);
+    assert_qemu_valid(img, want, 2 * MiB);
+    if (have_qemu) {
+        /* qemu-img 7.2 lists compressed data without an offset */
+        assert_int_equal(sh("qemu-img map --output=json '%s' | grep -q '\"data\": true}'",
+                            img), 0);
+    }
+    free(want);
+}
+
+static void test_qcow2_compressed_writes(void **state)
+{
+    check_compressed_writes("size=2M");
+    check_compressed_writes("size=2M,compression_type=zstd");
+    check_compressed_writes("size=2M,cluster_size=4k");
+}
+
+/* Tiny caches force evictions (dirty L2 tables written behind refcounts). */
+static void test_qcow2_small_cache(void **state)
+{
+    uint8_t *want = calloc(1, 8 * MiB), *got, buf[3000];
+    BlockBackend *blk;
+    unsigned seed = 7;
+    int64_t len;
+
+    create(img, "size=8M,cluster_size=512", NULL, 0);
+    blk = open_img(img, "l2-cache-size=2048,refcount-cache-size=2048,overlap-check=all,"
+                   "cache-clean-interval=1", BDRV_O_RDWR);
+    for (int i = 0; i < 300; i++) {
+        int64_t off = rand_r(&seed) % (8 * MiB - (int)sizeof(buf));
+
+        drv_test_pattern(buf, sizeof(buf), (uint8_t)i);
+        memcpy(want + off, buf, sizeof(buf));
+        assert_int_equal(blk_pwrite(blk, off, sizeof(buf), buf, 0), 0);
+    }
+    got = read_all(blk, &len);
+    assert_memory_equal(got, want, 8 * MiB);
+    free(got);
+    blk_unref(blk);
+    assert_qemu_valid(img, want, 8 * MiB);
+    drv_test_open_fails("driver=qcow2,file.driver=file,file.filename=/dev/null,"
+                        "overlap-check=sometimes", 0, "overlap-check");
+    free(want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -859,6 +926,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qcow2_unknown_ext_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_overlap_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_dirty_repair, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_compressed_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_small_cache, setup, teardown),
     };
 
     have_qemu = sh("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") == 0;

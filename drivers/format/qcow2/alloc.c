@@ -276,7 +276,9 @@ int coroutine_fn qcow2_co_pwritev_alloc(BlockDriverState *bs, uint64_t offset, u
                                            qiov_offset, 0);
             }
         } else if (ret == 0) {
-            ret = qcow2_check_overlap(bs, 0, a.host, (uint64_t)a.nb_clusters * s->cluster_size);
+            /* New clusters in the image file must not hit metadata (a data file has none). */
+            ret = qcow2_has_data_file(s) ? 0 :
+                  qcow2_check_overlap(bs, 0, a.host, (uint64_t)a.nb_clusters * s->cluster_size);
             co_mutex_unlock(&s->lock);
             if (ret == 0) {
                 ret = alloc_write_data(bs, &a, offset, n, qiov, qiov_offset);

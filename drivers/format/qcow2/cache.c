@@ -182,6 +182,14 @@ static int coroutine_fn cache_do_get(BlockDriverState *bs, Qcow2Cache *c, uint64
         if (find_entry(c, offset) >= 0) {
             continue;
         }
+        if (read) {
+            /* A table read from an offset on top of fixed metadata is corruption. */
+            ret = qcow2_check_overlap(bs, QCOW2_OL_ACTIVE_L2 | QCOW2_OL_INACTIVE_L2 |
+                                      QCOW2_OL_REFBLOCK, offset, c->table_size);
+            if (ret < 0) {
+                return ret;
+            }
+        }
         c->e[i].offset = offset;
         c->e[i].dirty = false;
         if (read) {

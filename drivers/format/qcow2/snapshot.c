@@ -10,7 +10,7 @@
  * again where the refcount fell to 1.
  *
  * Crash safety (each step durable before the next):
- *   create: L1 copy written, refcounts +1 and OFLAG_COPIED cleared, then the
+ *   create: L1 copy written, OFLAG_COPIED cleared, refcounts +1, then the
  *           new snapshot table, then the header names it, then the old table
  *           is freed;
  *   goto:   refcounts +1 for the snapshot's tables, new active L1 written to
@@ -65,7 +65,7 @@ static int coroutine_fn update_l2(BlockDriverState *bs, uint64_t l2off, int64_t 
             qcow2_l2_set(s, t, j, e & ~QCOW_OFLAG_COPIED);
             dirty = true;
         }
-        ret = qcow2_update_cluster_refcount(bs, off, len, delta);
+        ret = delta ? qcow2_update_cluster_refcount(bs, off, len, delta) : 0;
     }
     if (dirty) {
         qcow2_cache_mark_dirty(s->l2_cache, t);
@@ -92,7 +92,7 @@ static int coroutine_fn update_l1(BlockDriverState *bs, const uint64_t *l1, uint
                                            (unsigned long long)l2off);
         }
         ret = update_l2(bs, l2off, delta, clear_copied);
-        if (ret >= 0) {
+        if (ret >= 0 && delta) {
             ret = qcow2_update_cluster_refcount(bs, l2off, s->cluster_size, delta);
         }
         if (ret < 0) {
@@ -335,7 +335,12 @@ static int coroutine_fn create_locked(BlockDriverState *bs, Qcow2Snapshot *sn)
     }
     sn->l1_table_offset = (uint64_t)l1off;
     sn->l1_size = s->l1_size;
-    ret = update_l1(bs, s->l1_table, s->l1_size, 1, true);
+    /*
+     * OFLAG_COPIED is cleared (durably) before the refcounts rise: a crash in
+     * between leaves the flag missing on refcount-1 clusters (harmless),
+     * never set on refcount-2 ones.
+     */
+    ret = update_l1(bs, s->l1_table, s->l1_size, 0, true);
     if (ret < 0) {
         return ret;
     }
@@ -344,7 +349,13 @@ static int coroutine_fn create_locked(BlockDriverState *bs, Qcow2Snapshot *sn)
     }
     s->l1_dirty_lo = 0;
     s->l1_dirty_hi = s->l1_size;
-    ret = qcow2_cache_flush_all(bs);    /* refcounts, then L2, then L1 */
+    ret = qcow2_cache_flush_all(bs);    /* L2, then L1 */
+    if (ret >= 0) {
+        ret = update_l1(bs, s->l1_table, s->l1_size, 1, false);
+    }
+    if (ret >= 0) {
+        ret = qcow2_cache_flush_all(bs);
+    }
     if (ret >= 0) {
         ret = bdrv_co_flush(bs->file->bs);
     }

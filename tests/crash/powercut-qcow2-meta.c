@@ -300,5 +300,12 @@ int main(int argc, char **argv)
     unlink(logf);
     unlink(work);
     unlink(work2);
+    for (int i = 0; i < nstates; i++) {
+        free(states[i]);
+    }
+    free(snap_a);
+    free(snap_b);
+    free(cur);
+    free(got);
     return violations ? 1 : 0;
 }

@@ -2,7 +2,7 @@
 # coblk-nbd (tools/nbd) served to real NBD clients: qemu-io and qemu-img
 # (nbd+unix and nbd:// over TCP), nbdinfo (--list, --json, --map of
 # base:allocation and qemu:allocation-depth), nbdcopy (both directions),
-# several clients at once, a read-only export, systemd socket activation,
+# several clients at once, a read-only export, systemd socket activation, -s,
 # misbehaving clients (nbd-bad-client.py) while others carry on, and writes
 # acknowledged after a flush surviving a SIGKILL of the server.
 # Usage: nbd-server.sh COBLK_NBD
@@ -123,6 +123,14 @@ qio "nbd+unix:///?socket=$T/io.sock" "read -P 0x21 0 4M" "write -P 0x23 1M 64k"
 kill "$SPID"
 wait_gone "$SPID"
 qio "$T/io.img" "read -P 0x23 1M 64k" "read -P 0x21 0 1M"
+
+# -s: writes go to a temporary qcow2 overlay, the image is untouched
+start_server -f raw -s -k "$T/snap.sock" -t "$T/io.img"
+qio "nbd+unix:///?socket=$T/snap.sock" "write -P 0x2f 0 1M" "read -P 0x2f 0 1M" \
+    "read -P 0x21 2M 1M"
+kill "$SPID"
+wait_gone "$SPID"
+qio "$T/io.img" "read -P 0x21 0 1M"
 
 # an acknowledged write after a flush survives a SIGKILL of the server
 qio "$url" "write -P 0x99 50M 1M" "flush"

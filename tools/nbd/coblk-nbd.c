@@ -38,6 +38,7 @@ typedef struct NbdToolOpts {
     bool fork;
     bool verbose;
     bool allocation_depth;
+    bool snapshot;
 } NbdToolOpts;
 
 typedef struct NbdTool {
@@ -85,7 +86,9 @@ static void usage(const char *prog)
            "  -f, --format=FORMAT       set image format (raw, qcow2, ...)\n"
            "  -r, --read-only           export read-only\n"
            "  -o, --offset=OFFSET       offset into the image (raw images)\n"
-           "  -s, --snapshot            use FILE as an external snapshot (not supported)\n"
+           "  -s, --snapshot            use FILE as an external snapshot, create a temporary\n"
+           "                            file with backing_file=FILE, redirect the write to\n"
+           "                            the temporary one\n"
            "  -l, --load-snapshot=NAME  load an internal snapshot (not supported)\n"
            "  -n, --nocache             disable host cache (same as --cache=none)\n"
            "      --cache=MODE          cache mode (none, writeback, writethrough,\n"
@@ -190,10 +193,7 @@ static void parse_args(int argc, char **argv, NbdToolOpts *o)
         case 'f': o->format = optarg; break;
         case 'r': o->read_only = true; break;
         case 'o': o->offset = optarg; break;
-        case 's':
-            die("-s/--snapshot needs a temporary qcow2 overlay, which coblk cannot create "
-                "yet (no qcow2 driver); not supported");
-            break;
+        case 's': o->snapshot = true; break;
         case 'l': refuse("-l/--load-snapshot (internal snapshots)"); break;
         case 'n': o->cache = "none"; break;
         case OPT_CACHE: o->cache = optarg; break;
@@ -285,6 +285,53 @@ static BlockBackend *open_image(const NbdToolOpts *o, const char *image)
         die("Failed to blk_new_open '%s': %s", image, error_get_pretty(err));
     }
     blk_set_enable_write_cache(blk, !writethrough);
+    return blk;
+}
+
+/*
+ * -s: a temporary qcow2 overlay over the image (in $TMPDIR), opened read-write
+ * and unlinked at once, so writes never reach the image and vanish at exit.
+ */
+static BlockBackend *open_snapshot(NbdToolOpts *o, const char *image)
+{
+    char tmp[4096], size[32], *base;
+    const char *dir = getenv("TMPDIR");
+    BlockBackend *blk;
+    BlockOpts *c;
+    Error *err = NULL;
+    bool user_ro = o->read_only;
+    int fd;
+
+    if (o->image_opts || o->offset) {
+        die("-s/--snapshot cannot be combined with --image-opts or -o");
+    }
+    o->read_only = true;
+    blk = open_image(o, image);
+    snprintf(size, sizeof(size), "%lld", (long long)blk_getlength(blk));
+    c = bopts_new();
+    bopts_set(c, "size", size);
+    bopts_set(c, "backing_fmt", bdrv_get_format_name(blk_bs(blk)));
+    blk_unref(blk);
+    base = realpath(image, NULL);
+    snprintf(tmp, sizeof(tmp), "%s/coblk-nbd-snapshot.XXXXXX", dir && *dir ? dir : "/var/tmp");
+    if (!base || (fd = mkstemp(tmp)) < 0) {
+        die("-s/--snapshot: cannot create a temporary file: %s", strerror(errno));
+    }
+    close(fd);
+    bopts_set(c, "backing_file", base);
+    free(base);
+    if (bdrv_create("qcow2", tmp, c, &err) < 0) {
+        unlink(tmp);
+        die("-s/--snapshot: %s", error_get_pretty(err));
+    }
+    c = bopts_new();
+    bopts_set(c, "driver", "qcow2");
+    blk = blk_new_open(tmp, c, BDRV_O_RDWR, &err);
+    unlink(tmp);
+    if (!blk) {
+        die("-s/--snapshot: %s", error_get_pretty(err));
+    }
+    o->read_only = user_ro; /* -r -s: a read-only export of the overlay */
     return blk;
 }
 
@@ -427,7 +474,7 @@ int main(int argc, char **argv)
     if (t.o.fork) {
         ready_fd = fork_server();
     }
-    blk = open_image(&t.o, argv[optind]);
+    blk = t.o.snapshot ? open_snapshot(&t.o, argv[optind]) : open_image(&t.o, argv[optind]);
     ctx = blk_get_aio_context(blk);
     setup_signals(&t, ctx);
     sopts.max_connections = t.o.shared ? t.o.shared : 1000000;

@@ -53,6 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 typedef struct FuzzMem {
     uint8_t *buf;
     int64_t len;
+    int64_t cap;       /* bytes allocated (grows by doubling) */
     bool writable;
 } FuzzMem;
 
@@ -95,12 +96,18 @@ static int fuzzmem_grow(int64_t end)
     if (end <= mem.len) {
         return 0;
     }
-    p = realloc(mem.buf, (size_t)end);
-    if (!p) {
-        return -ENOMEM;
+    if (end > mem.cap) {
+        int64_t cap = mem.cap * 2 > end ? mem.cap * 2 : end;
+
+        cap = cap < FUZZ_MEM_CAP ? cap : FUZZ_MEM_CAP;
+        p = realloc(mem.buf, (size_t)cap);
+        if (!p) {
+            return -ENOMEM;
+        }
+        mem.buf = p;
+        mem.cap = cap;
     }
-    memset(p + mem.len, 0, (size_t)(end - mem.len));
-    mem.buf = p;
+    memset(mem.buf + mem.len, 0, (size_t)(end - mem.len));
     mem.len = end;
     return 0;
 }
@@ -377,7 +384,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         bdrv_probe_format(data, (int)size, "fuzz.img");
     }
 
-    mem = (FuzzMem){ .buf = malloc(size ? size : 1), .len = (int64_t)size };
+    mem = (FuzzMem){ .buf = malloc(size ? size : 1), .len = (int64_t)size,
+                     .cap = size ? (int64_t)size : 1 };
     memcpy(mem.buf, data, size);
     bs = open_image(0);
     if (bs) {

@@ -10,16 +10,17 @@
  * descriptors, then the file is extended to LastFileOffset), flushes and
  * clears LogGuid; a read-only open of a dirty image fails with a message.
  *
- * Writes (open option metadata-log=on): every metadata update (a BAT
+ * Writes (open option metadata-log=on, the default): every metadata update (a BAT
  * sector) is written as one log entry at the log head, flushed, then
  * written in place and flushed, so the entry's tail is the entry itself.
  * LogGuid is set in the headers before the first entry of a session and
  * cleared at a clean close; a crash (or a failed close) in between leaves an
  * image that the next writable open replays, which read-only opens and
- * qemu-img check refuse. So by default (metadata-log=off) BAT entries are
- * written in place after the data they point at is flushed: one 8-byte
- * entry inside one sector, which a torn write cannot split, and LogGuid
- * stays zero.
+ * qemu-img check refuse until then (the crash tests open such an image
+ * read-write once, which is the recovery). With metadata-log=off BAT
+ * entries are written in place after the data they point at is flushed:
+ * one 8-byte entry inside one sector, which a torn write cannot split, and
+ * LogGuid stays zero, for users who need read-only opens after a crash.
  *
  * Limits: the log is at most VHDX_MAX_LOG; an entry at most
  * VHDX_MAX_LOG_ENTRY (32 MiB); replayed writes end below VHDX_MAX_FILE.

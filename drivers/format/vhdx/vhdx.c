@@ -7,9 +7,10 @@
  * message at open; they are not implemented.
  *
  * Crash safety: a new block is written and flushed before its BAT entry is
- * written (in place by default; through the log with metadata-log=on, see
- * log.c), so a crash leaves the old entry, the new one pointing at durable
- * data, or a log that the next writable open replays.
+ * written (through the log by default, as the VHDX specification asks; in
+ * place with metadata-log=off, see log.c), so a crash leaves the old entry,
+ * the new one pointing at durable data, or a log that the next writable
+ * open replays.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -75,7 +76,7 @@ static int vhdx_do_open(BlockDriverState *bs, BlockOpts *options, Error **errp)
     BDRVVhdxState *s = bs->opaque;
     int ret;
 
-    if (bopts_take_bool(options, "metadata-log", false, &s->metadata_log, errp) < 0) {
+    if (bopts_take_bool(options, "metadata-log", true, &s->metadata_log, errp) < 0) {
         return -EINVAL;
     }
     bs->file = bdrv_open_child(NULL, options, "file", bs,

@@ -125,6 +125,35 @@ int coroutine_fn qcow2_co_preadv(BlockDriverState *bs, int64_t offset, int64_t b
 /* ---------------------------------------------------------------------- */
 /* Compressed writes */
 
+/*
+ * Host bytes for clen bytes of compressed data (s->lock held). Compressed
+ * clusters are packed: the next one goes right after the previous one when
+ * it fits in that host cluster, whose refcount then counts one more user;
+ * otherwise new clusters are allocated (each touched cluster refcount 1).
+ */
+static int64_t coroutine_fn alloc_compressed(BlockDriverState *bs, uint64_t clen)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t fbo = s->free_byte_offset, cs = s->cluster_size;
+    int64_t host;
+    int ret;
+
+    if (fbo && clen <= cs - (fbo & (cs - 1))) {
+        ret = qcow2_update_cluster_refcount(bs, qcow2_start_of_cluster(s, fbo), cs, 1);
+        if (ret < 0) {
+            return ret;
+        }
+        host = (int64_t)fbo;
+    } else {
+        host = qcow2_alloc_clusters(bs, div_round_up_u64(clen, cs));
+        if (host < 0) {
+            return host;
+        }
+    }
+    s->free_byte_offset = ((uint64_t)host + clen) & (cs - 1) ? (uint64_t)host + clen : 0;
+    return host;
+}
+
 /* Writes one whole cluster compressed (or plainly if it does not shrink). */
 static int coroutine_fn write_compressed_cluster(BlockDriverState *bs, uint64_t offset,
                                                  uint64_t bytes, IOVector *qiov, size_t qoff)
@@ -133,6 +162,7 @@ static int coroutine_fn write_compressed_cluster(BlockDriverState *bs, uint64_t 
     uint64_t cs = s->cluster_size, nsec, l2e, old;
     uint8_t *src = calloc(1, cs), *dst = malloc(cs), *l2;
     Qcow2Alloc a = { 0 };
+    Qcow2Alloc *other;
     ssize_t clen;
     int64_t host;
     int ret, idx;
@@ -151,20 +181,18 @@ static int coroutine_fn write_compressed_cluster(BlockDriverState *bs, uint64_t 
         ret = (int)clen;
         goto out;
     }
-    nsec = div_round_up_u64((uint64_t)clen, 512);
-    memset(dst + clen, 0, nsec * 512 - (uint64_t)clen > cs - (uint64_t)clen
-                          ? cs - (uint64_t)clen : nsec * 512 - (uint64_t)clen);
     co_mutex_lock(&s->lock);
-    while (qcow2_find_alloc_overlap(s, offset, offset + cs)) {
-        co_queue_wait(&qcow2_find_alloc_overlap(s, offset, offset + cs)->waiters, &s->lock);
+    while ((other = qcow2_find_alloc_overlap(s, offset, offset + cs))) {
+        co_queue_wait(&other->waiters, &s->lock);
     }
     ret = qcow2_mark_dirty(bs);
-    host = ret < 0 ? ret : qcow2_alloc_clusters(bs, 1);
+    host = ret < 0 ? ret : alloc_compressed(bs, (uint64_t)clen);
     if (host < 0) {
         co_mutex_unlock(&s->lock);
         ret = (int)host;
         goto out;
     }
+    nsec = div_round_up_u64(((uint64_t)host & 511) + (uint64_t)clen, 512);
     a.guest_start = offset;
     a.guest_end = offset + cs;
     a.host = (uint64_t)host;
@@ -172,10 +200,11 @@ static int coroutine_fn write_compressed_cluster(BlockDriverState *bs, uint64_t 
     co_queue_init(&a.waiters);
     a.next = s->allocs;
     s->allocs = &a;
-    ret = qcow2_check_overlap(bs, 0, (uint64_t)host, cs);
+    ret = qcow2_check_overlap(bs, 0, (uint64_t)host, (uint64_t)clen);
     co_mutex_unlock(&s->lock);
     if (ret == 0) {
-        ret = qcow2_pwrite(bs->file, host, (int64_t)(nsec * 512), dst);
+        /* Exactly clen bytes: the next packed cluster may follow at once. */
+        ret = qcow2_pwrite(bs->file, host, (int64_t)clen, dst);
     }
     co_mutex_lock(&s->lock);
     if (ret == 0) {
@@ -190,7 +219,9 @@ static int coroutine_fn write_compressed_cluster(BlockDriverState *bs, uint64_t 
         qcow2_cache_put(s->l2_cache, &l2);
         ret = qcow2_free_old_entry(bs, old, QCOW2_DISCARD_OTHER);
     } else {
-        qcow2_free_clusters(bs, (uint64_t)host, cs, QCOW2_DISCARD_NEVER);
+        qcow2_free_clusters(bs, qcow2_start_of_cluster(s, (uint64_t)host),
+                            (uint64_t)host + (uint64_t)clen - qcow2_start_of_cluster(s,
+                            (uint64_t)host), QCOW2_DISCARD_NEVER);
     }
     qcow2_alloc_remove(s, &a);
     co_mutex_unlock(&s->lock);

@@ -282,6 +282,7 @@ typedef struct BDRVQcow2State {
     uint64_t dbuf_host;                 /* cached decompressed cluster's descriptor */
     bool dbuf_valid;
     Qcow2Opts reopen_opts;              /* staged by reopen_prepare */
+    uint64_t free_byte_offset;          /* where the next compressed cluster may go, or 0 */
 } BDRVQcow2State;
 
 /* Types of a guest cluster (or subcluster) mapping. */
@@ -376,7 +377,8 @@ static inline int coroutine_fn qcow2_pwrite(BdrvChild *c, int64_t off, int64_t l
 /* header.c */
 
 /* Parses and validates the header and its extensions (bs->file). */
-int coroutine_fn qcow2_read_header(BlockDriverState *bs, BDRVQcow2State *s, int flags, Error **errp);
+int coroutine_fn qcow2_read_header(BlockDriverState *bs, BDRVQcow2State *s, int flags,
+                                   Error **errp);
 /* Rewrites the header cluster (fields + extensions + backing name). */
 int coroutine_fn qcow2_update_header(BlockDriverState *bs);
 /* Writes only the incompatible feature word (dirty / corrupt bits). */

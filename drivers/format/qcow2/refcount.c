@@ -335,6 +335,9 @@ int coroutine_fn qcow2_update_cluster_refcount(BlockDriverState *bs, uint64_t of
             v += (uint64_t)delta;
             qcow2_refblock_set(s, blk, c & mask, v);
             if (v == 0) {
+                if (s->free_byte_offset && c == s->free_byte_offset >> s->cluster_bits) {
+                    s->free_byte_offset = 0; /* no packing into a freed cluster */
+                }
                 if (c < s->free_cluster_index) {
                     s->free_cluster_index = c;
                 }

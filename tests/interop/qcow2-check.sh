@@ -30,6 +30,13 @@ same_check() {
     if [ -z "$rep" ] && ! diff -u q.out c.out >d.txt; then
         fail "$what: reports differ"; sed 's/^/  /' d.txt; return
     fi
+    if [ -n "$rep" ] && [ -z "${FIXED_COUNTS_DIFFER:-}" ]; then
+        # the same "found and repaired" counts
+        sed -n '/following/,/Double/p' q.out >qf.txt; sed -n '/following/,/Double/p' c.out >cf.txt
+        if ! diff -u qf.txt cf.txt >d.txt; then
+            fail "$what -r $rep: repaired counts differ"; sed 's/^/  /' d.txt; return
+        fi
+    fi
     if [ -n "$rep" ]; then
         # the repaired images: both clean (or equally broken) for qemu-img
         qemu-img check q.img >q2.out 2>&1; local q2=$?
@@ -94,7 +101,9 @@ for cs in 65536 4096; do
     # refcount table entry pointing past the end of the file
     cp base.qcow2 rt.qcow2
     "$E" rt.qcow2 reftable 1 $(( 1 << 32 ))
-    all_modes "cs=$cs refcount block past EOF" rt.qcow2
+    # qemu-img grows the file to the block, coblk rebuilds the refcount
+    # structure: both clean afterwards, the repaired counts differ (2 vs 1)
+    FIXED_COUNTS_DIFFER=1 all_modes "cs=$cs refcount block past EOF" rt.qcow2
 
     # snapshots: refcount 1 on a cluster shared with a snapshot
     cp base.qcow2 snap.qcow2

@@ -49,6 +49,7 @@ typedef struct CheckCtx {
     uint8_t *bad_reft;          /* per refcount table entry: unusable block */
     bool rebuild;               /* stored refcounts unusable: rebuild (an error) */
     bool rebuild_quiet;         /* a block past EOF: -r all rebuilds */
+    bool fix_copied;            /* OFLAG_COPIED repairs allowed */
     uint64_t next_contig;       /* fragmentation: expected next host offset */
 } CheckCtx;
 
@@ -149,7 +150,7 @@ static int coroutine_fn check_l2_entry(CheckCtx *cx, uint64_t l2off, int j, bool
             bdrv_check_report(res, "ERROR: compressed cluster %" PRIx64 " has OFLAG_COPIED "
                               "set", e);
             res->corruptions++;
-            if (active && cx->fix) {
+            if (active && (cx->fix & BDRV_FIX_ERRORS)) {
                 e &= ~QCOW_OFLAG_COPIED;
                 qcow2_l2_set(s, cx->l2, j, e);
                 if (write_entry(cx, QCOW2_OL_ACTIVE_L2, l2off,
@@ -451,9 +452,9 @@ static int coroutine_fn check_copied_l2(CheckCtx *cx, uint64_t l2off, bool table
         }
         bdrv_check_report(cx->res, "%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64
                           " refcount=%" PRIu64,
-                          cx->fix && !table_shared ? "Repairing" : "ERROR", e, rc);
+                          cx->fix_copied && !table_shared ? "Repairing" : "ERROR", e, rc);
         cx->res->corruptions++;
-        if (cx->fix && !table_shared) {
+        if (cx->fix_copied && !table_shared) {
             e = rc == 1 ? e | QCOW_OFLAG_COPIED : e & ~QCOW_OFLAG_COPIED;
             ret = write_entry(cx, QCOW2_OL_ACTIVE_L2, l2off, (uint64_t)j * s->l2_entry_size, e);
             cx->res->corruptions_fixed += ret >= 0;
@@ -465,7 +466,16 @@ static int coroutine_fn check_copied_l2(CheckCtx *cx, uint64_t l2off, bool table
 static int coroutine_fn check_copied(CheckCtx *cx)
 {
     BDRVQcow2State *s = cx->s;
+    BdrvCheckResult *res = cx->res;
     int ret = 0;
+
+    /*
+     * -r all repairs OFLAG_COPIED; -r leaks only when nothing else was wrong
+     * (the flag follows the refcounts, which must be right), as qemu-img.
+     */
+    cx->fix_copied = (cx->fix & BDRV_FIX_ERRORS) ||
+                     ((cx->fix & BDRV_FIX_LEAKS) && !res->check_errors && !res->corruptions &&
+                      !res->leaks);
 
     for (uint32_t i = 0; ret == 0 && i < s->l1_size; i++) {
         uint64_t e = s->l1_table[i], l2off = e & L1E_OFFSET_MASK, rc;
@@ -482,9 +492,9 @@ static int coroutine_fn check_copied(CheckCtx *cx)
         if ((rc == 1) != copied) {
             bdrv_check_report(cx->res, "%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%"
                               PRIx64 " refcount=%" PRIu64,
-                              cx->fix ? "Repairing" : "ERROR", i, e, rc);
+                              cx->fix_copied ? "Repairing" : "ERROR", i, e, rc);
             cx->res->corruptions++;
-            if (cx->fix) {
+            if (cx->fix_copied) {
                 e = rc == 1 ? e | QCOW_OFLAG_COPIED : e & ~QCOW_OFLAG_COPIED;
                 ret = write_entry(cx, QCOW2_OL_ACTIVE_L1, s->l1_table_offset, i * 8ULL, e);
                 if (ret < 0) {

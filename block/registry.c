@@ -25,6 +25,7 @@ const BlockDriver *const bdrv_builtin_drivers[] = {
     &bdrv_vhdx,
     &bdrv_qed,
     &bdrv_qcow2,
+    &bdrv_qcow,
     NULL,
 };
 

@@ -24,6 +24,7 @@ extern const BlockDriver bdrv_nbd_unix;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_vdi;
 extern const BlockDriver bdrv_vmdk;
+extern const BlockDriver bdrv_qcow;
 extern const BlockDriver bdrv_qed;
 extern const BlockDriver bdrv_vpc;
 extern const BlockDriver bdrv_vhdx;

@@ -10,7 +10,8 @@
  * cluster). Tables are table_size clusters long.
  *
  * Crash safety: new data clusters and new L2 tables are written and flushed
- * before the L2 / L1 entries that point at them. Before the first allocation
+ * before the L2 / L1 entries that point at them (one flush per L2 table that a
+ * request allocates in). Before the first allocation
  * after open the image is marked QED_F_NEED_CHECK (and flushed); a clean
  * close clears the mark. An image opened read-write with the mark set is
  * checked and repaired first (leaked clusters at the end are truncated, bad
@@ -482,79 +483,113 @@ static int coroutine_fn qed_ensure_l2(BlockDriverState *bs, uint32_t l1_index, u
 }
 
 /*
- * Allocates the cluster of [offset, offset + n) and writes the chunk:
- * data (and a new L2 table), flush, then the L2 entry (or the whole new
- * table) and the L1 entry. Holds table_lock.
+ * Allocating writes are batched per L2 table: the data of every new cluster
+ * of a request that falls in one table is written, then one flush, then the
+ * table's changed entries in one write (for a new table: the entries into
+ * it before the flush, the L1 entry after). A batch holds table_lock from
+ * its first allocation to its commit.
  */
-static int coroutine_fn qed_alloc_write(BlockDriverState *bs, int64_t offset, int64_t n,
-                                        IOVector *qiov, size_t qiov_offset)
+typedef struct QedBatch {
+    bool active;
+    uint32_t l1i;
+    QedL2Cache *entry;          /* the table's cache slot */
+    bool new_l2;                /* the table was created by this batch */
+    uint32_t first, last;       /* entries set */
+} QedBatch;
+
+static int coroutine_fn qed_batch_open(BlockDriverState *bs, QedBatch *b, uint32_t l1i)
+{
+    BDRVQedState *s = bs->opaque;
+    uint64_t *t;
+    int ret = qed_mark_dirty(bs);
+
+    *b = (QedBatch){ .l1i = l1i, .first = UINT32_MAX };
+    if (ret == 0) {
+        ret = qed_ensure_l2(bs, l1i, &t, &b->new_l2);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    for (int i = 0; i < s->n_cache; i++) {
+        b->entry = s->cache[i].table == t ? &s->cache[i] : b->entry;
+    }
+    if (b->new_l2) {
+        s->l1[l1i] = b->entry->offset; /* in memory only until the commit */
+    }
+    b->active = true;
+    return 0;
+}
+
+static void qed_batch_drop(BlockDriverState *bs, QedBatch *b)
+{
+    BDRVQedState *s = bs->opaque;
+
+    /* What the disk does not have is dropped: the table reloads from the file. */
+    b->entry->offset = 0;
+    if (b->new_l2) {
+        s->l1[b->l1i] = 0;
+    }
+    b->active = false;
+}
+
+static int coroutine_fn qed_batch_commit(BlockDriverState *bs, QedBatch *b)
+{
+    BDRVQedState *s = bs->opaque;
+    uint64_t *t = b->entry->table;
+    uint64_t l2_off = s->l1[b->l1i];
+    int ret = 0;
+
+    if (!b->active || b->first == UINT32_MAX) {
+        b->active = false;
+        return 0;
+    }
+    if (b->new_l2) {
+        ret = qed_write_entries(bs, l2_off, t, b->first, b->last - b->first + 1);
+    }
+    ret = ret ? ret : bdrv_co_flush(bs->file->bs);
+    if (ret == 0 && b->new_l2) {
+        ret = qed_write_entries(bs, s->l1_offset, s->l1, b->l1i, 1);
+    } else if (ret == 0) {
+        ret = qed_write_entries(bs, l2_off, t, b->first, b->last - b->first + 1);
+    }
+    if (ret < 0) {
+        qed_batch_drop(bs, b);
+    }
+    b->active = false;
+    return ret;
+}
+
+/* Gives the cluster of [offset, offset + n) a new place in the batch and writes it. */
+static int coroutine_fn qed_batch_add(BlockDriverState *bs, QedBatch *b, int64_t offset,
+                                      int64_t n, IOVector *qiov, size_t qiov_offset)
 {
     BDRVQedState *s = bs->opaque;
     uint64_t cl = (uint64_t)offset >> s->cluster_bits;
-    uint32_t l1_index = (uint32_t)(cl / s->table_entries);
-    uint32_t l2_index = (uint32_t)(cl % s->table_entries);
+    uint32_t l1i = (uint32_t)(cl / s->table_entries), l2i = (uint32_t)(cl % s->table_entries);
     uint32_t in_cl = (uint32_t)(offset & (s->cluster_size - 1));
     int64_t host;
-    uint64_t *t;
-    bool new_l2;
-    int ret = qed_mark_dirty(bs);
+    int ret = 0;
 
-    if (ret == 0) {
-        ret = qed_ensure_l2(bs, l1_index, &t, &new_l2);
+    if (b->active && b->l1i != l1i) {
+        ret = qed_batch_commit(bs, b);
+    }
+    if (ret == 0 && !b->active) {
+        ret = qed_batch_open(bs, b, l1i);
     }
     if (ret < 0) {
         return ret;
     }
     host = s->file_end;
     ret = qed_fill_cluster(bs, host, offset - in_cl, in_cl, n, qiov, qiov_offset,
-                           t[l2_index] == QED_ZERO_CLUSTER);
+                           b->entry->table[l2i] == QED_ZERO_CLUSTER);
     if (ret == 0) {
         s->file_end += s->cluster_size;
-        t[l2_index] = (uint64_t)host;
-        if (new_l2) {
-            ret = qed_write_entries(bs, (uint64_t)host - s->table_bytes, t, l2_index, 1);
-        }
-    }
-    if (ret == 0) {
-        ret = bdrv_co_flush(bs->file->bs);
-    }
-    if (ret == 0 && !new_l2) {
-        ret = qed_write_entries(bs, s->l1[l1_index], t, l2_index, 1);
-    } else if (ret == 0) {
-        s->l1[l1_index] = (uint64_t)host - s->table_bytes;
-        ret = qed_write_entries(bs, s->l1_offset, s->l1, l1_index, 1);
+        b->entry->table[l2i] = (uint64_t)host;
+        b->entry->last_use = ++s->clock;
+        b->first = l2i < b->first ? l2i : b->first;
+        b->last = l2i > b->last ? l2i : b->last;
     }
     return ret;
-}
-
-static int coroutine_fn qed_write_chunk(BlockDriverState *bs, int64_t offset, int64_t n,
-                                        IOVector *qiov, size_t qiov_offset)
-{
-    BDRVQedState *s = bs->opaque;
-    uint64_t e;
-    int ret = qed_lookup(bs, (uint64_t)offset, &e);
-
-    if (ret < 0) {
-        return ret;
-    }
-    if (e == 0 || e == QED_ZERO_CLUSTER) {
-        co_mutex_lock(&s->table_lock);
-        ret = qed_lookup_l(bs, (uint64_t)offset, &e, true);
-        if (ret == 0 && (e == 0 || e == QED_ZERO_CLUSTER)) {
-            ret = qed_alloc_write(bs, offset, n, qiov, qiov_offset);
-            co_mutex_unlock(&s->table_lock);
-            return ret;
-        }
-        co_mutex_unlock(&s->table_lock);
-        if (ret < 0) {
-            return ret;
-        }
-    }
-    if (!qed_offset_ok(s, e, s->cluster_size, s->file_end)) {
-        return -EIO;
-    }
-    return bdrv_co_pwritev_part(bs->file, (int64_t)e + (offset & (s->cluster_size - 1)), n,
-                                qiov, qiov_offset, 0);
 }
 
 static int coroutine_fn qed_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
@@ -562,6 +597,8 @@ static int coroutine_fn qed_co_pwritev(BlockDriverState *bs, int64_t offset, int
                                        BdrvRequestFlags flags)
 {
     BDRVQedState *s = bs->opaque;
+    QedBatch b = { .active = false };
+    bool locked = false;
     int ret = 0;
 
     if ((uint64_t)(offset + bytes) > s->image_size) {
@@ -569,11 +606,33 @@ static int coroutine_fn qed_co_pwritev(BlockDriverState *bs, int64_t offset, int
     }
     while (bytes > 0 && ret == 0) {
         int64_t n = qed_chunk(s, offset, bytes);
+        uint64_t e;
 
-        ret = qed_write_chunk(bs, offset, n, qiov, qiov_offset);
+        ret = qed_lookup_l(bs, (uint64_t)offset, &e, locked);
+        if (ret == 0 && e <= QED_ZERO_CLUSTER && !locked) {
+            co_mutex_lock(&s->table_lock);
+            locked = true;
+            ret = qed_lookup_l(bs, (uint64_t)offset, &e, true);
+        }
+        if (ret == 0 && e <= QED_ZERO_CLUSTER) {
+            ret = qed_batch_add(bs, &b, offset, n, qiov, qiov_offset);
+        } else if (ret == 0) {
+            ret = qed_offset_ok(s, e, s->cluster_size, s->file_end)
+                  ? bdrv_co_pwritev_part(bs->file, (int64_t)e + (offset & (s->cluster_size - 1)),
+                                         n, qiov, qiov_offset, 0)
+                  : -EIO;
+        }
         offset += n;
         bytes -= n;
         qiov_offset += (size_t)n;
+    }
+    if (locked) {
+        if (ret == 0) {
+            ret = qed_batch_commit(bs, &b);
+        } else if (b.active) {
+            qed_batch_drop(bs, &b);
+        }
+        co_mutex_unlock(&s->table_lock);
     }
     return ret;
 }
@@ -613,8 +672,10 @@ static int coroutine_fn qed_zero_cluster(BlockDriverState *bs, int64_t offset)
 
             ret = qed_write_entries(bs, l2_off, t, l2_index, 1);
             ret = ret ? ret : bdrv_co_flush(bs->file->bs);
-            s->l1[l1_index] = l2_off;
-            ret = ret ? ret : qed_write_entries(bs, s->l1_offset, s->l1, l1_index, 1);
+            if (ret == 0) {
+                s->l1[l1_index] = l2_off;
+                ret = qed_write_entries(bs, s->l1_offset, s->l1, l1_index, 1);
+            }
         } else {
             ret = qed_write_entries(bs, s->l1[l1_index], t, l2_index, 1);
         }

@@ -1,0 +1,1027 @@
+/*
+ * The "qcow" format driver: version 1 QEMU copy-on-write images.
+ *
+ * Layout (all fields big-endian): a 48-byte header (magic "QFI\xfb",
+ * version 1, backing file name offset and size, mtime, size, cluster_bits,
+ * l2_bits, padding, crypt_method, L1 table offset), the backing file name,
+ * the L1 table (u64 L2 table offsets, 0 = unallocated), L2 tables of
+ * 2^l2_bits u64 cluster offsets (0 = unallocated: read the backing file; bit
+ * 63 set = a compressed cluster: raw deflate data of csize bytes, with csize
+ * in the bits above the 63 - cluster_bits offset bits).
+ *
+ * New clusters and L2 tables go at the end of the file (cluster-aligned);
+ * they are written and flushed before the L2 / L1 entry that points at them,
+ * one flush per L2 table that a request allocates in.
+ * Compressed clusters are read (zlib) and rewritten uncompressed when
+ * written to; coblk never writes compressed clusters. Encrypted images
+ * (crypt_method 1, AES) are refused. check finds table entries that are
+ * unaligned, past the end of the file or used twice (-r all drops them);
+ * qcow has no free-space accounting, so unreferenced space is not counted.
+ *
+ * Limits (untrusted images, as the known CVE fixes): cluster_bits in [9, 16],
+ * L2 tables of 512 B .. 64 KiB (l2_bits in [6, 13]), size > 0 and at most
+ * BDRV_MAX_LENGTH with an L1 table of at most 32 MiB inside the file, a
+ * backing file name of at most 1023 bytes inside the file.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <zlib.h>
+
+#include "block/block-int.h"
+#include "drivers/drivers.h"
+#include "drivers/format/bytes.h"
+#include "drivers/format/fmt-util.h"
+
+#define QCOW_MAGIC 0x514649fbu
+#define QCOW_VERSION 1u
+#define QCOW_HEADER_LEN 48
+#define QCOW_OFLAG_COMPRESSED (1ULL << 63)
+#define QCOW_L1_MAX_BYTES (32u << 20)
+#define QCOW_BACKING_NAME_MAX 1023u
+#define QCOW_CACHE_MAX 16
+
+enum {
+    QC_MAGIC = 0, QC_VERSION = 4, QC_BACKING_OFF = 8, QC_BACKING_LEN = 16, QC_MTIME = 20,
+    QC_SIZE = 24, QC_CLUSTER_BITS = 32, QC_L2_BITS = 33, QC_CRYPT = 36, QC_L1 = 40,
+};
+
+typedef struct QcowL2Cache {
+    uint64_t offset;            /* 0 = empty */
+    uint64_t *table;
+    uint64_t last_use;
+} QcowL2Cache;
+
+typedef struct BDRVQcowState {
+    uint32_t cluster_bits;
+    uint32_t cluster_size;
+    uint32_t l2_bits;
+    uint32_t l2_entries;
+    uint32_t l2_bytes;
+    uint64_t size;
+    uint64_t l1_offset;
+    uint32_t l1_entries;
+    uint64_t *l1;
+    uint64_t offset_mask;       /* compressed cluster offset bits */
+    int64_t file_end;
+    QcowL2Cache cache[QCOW_CACHE_MAX];
+    uint64_t clock;
+    CoMutex lock;               /* cache loads and every metadata update */
+} BDRVQcowState;
+
+/* ---------------------------------------------------------------------- */
+/* Header */
+
+static int qcow_probe(const uint8_t *buf, int buf_size, const char *filename)
+{
+    return buf_size >= 8 && ld_be32(buf) == QCOW_MAGIC && ld_be32(buf + 4) == QCOW_VERSION
+           ? 100 : 0;
+}
+
+static int qcow_check_header(BlockDriverState *bs, const uint8_t *h, int64_t file_len,
+                             Error **errp)
+{
+    BDRVQcowState *s = bs->opaque;
+    const char *fn = bs->filename;
+    uint32_t crypt = ld_be32(h + QC_CRYPT);
+    uint64_t shift, l1_bytes;
+
+    if (ld_be32(h + QC_MAGIC) != QCOW_MAGIC || ld_be32(h + QC_VERSION) != QCOW_VERSION) {
+        error_setg(errp, "'%s' is not a qcow version 1 image (magic 0x%08x, version %u)", fn,
+                   ld_be32(h + QC_MAGIC), ld_be32(h + QC_VERSION));
+        return -EINVAL;
+    }
+    if (crypt != 0) {
+        error_setg(errp, "'%s' is encrypted with %s (crypt_method %u): encrypted qcow images "
+                   "are not supported", fn, crypt == 1 ? "AES" : "an unknown method", crypt);
+        return -ENOTSUP;
+    }
+    s->cluster_bits = h[QC_CLUSTER_BITS];
+    s->l2_bits = h[QC_L2_BITS];
+    s->size = ld_be64(h + QC_SIZE);
+    s->l1_offset = ld_be64(h + QC_L1);
+    if (s->cluster_bits < 9 || s->cluster_bits > 16) {
+        error_setg(errp, "'%s': cluster_bits %u out of range [9, 16]", fn, s->cluster_bits);
+        return -EINVAL;
+    }
+    if (s->l2_bits < 6 || s->l2_bits > 13) {
+        error_setg(errp, "'%s': l2_bits %u out of range [6, 13]", fn, s->l2_bits);
+        return -EINVAL;
+    }
+    if (s->size == 0 || s->size > (uint64_t)BDRV_MAX_LENGTH) {
+        error_setg(errp, "'%s': size %llu out of range", fn, (unsigned long long)s->size);
+        return -EINVAL;
+    }
+    shift = s->cluster_bits + s->l2_bits;
+    l1_bytes = div_round_up_u64(s->size, 1ULL << shift) * 8;
+    if (l1_bytes > QCOW_L1_MAX_BYTES || s->l1_offset % 8 ||
+        !range_within(s->l1_offset, l1_bytes, (uint64_t)file_len) ||
+        s->l1_offset < QCOW_HEADER_LEN) {
+        error_setg(errp, "'%s': L1 table (%llu bytes at %llu) exceeds %u bytes, is unaligned or "
+                   "lies outside the file (%lld bytes)", fn, (unsigned long long)l1_bytes,
+                   (unsigned long long)s->l1_offset, QCOW_L1_MAX_BYTES, (long long)file_len);
+        return -EINVAL;
+    }
+    s->cluster_size = 1u << s->cluster_bits;
+    s->l2_entries = 1u << s->l2_bits;
+    s->l2_bytes = s->l2_entries * 8;
+    s->l1_entries = (uint32_t)(l1_bytes / 8);
+    s->offset_mask = (1ULL << (63 - s->cluster_bits)) - 1;
+    return 0;
+}
+
+static int coroutine_fn qcow_read_backing_name(BlockDriverState *bs, const uint8_t *h,
+                                               int64_t file_len, Error **errp)
+{
+    uint64_t off = ld_be64(h + QC_BACKING_OFF);
+    uint32_t len = ld_be32(h + QC_BACKING_LEN);
+    int ret;
+
+    bs->backing_file[0] = '\0';
+    if (!off) {
+        return 0;
+    }
+    if (len == 0 || len > QCOW_BACKING_NAME_MAX || !range_within(off, len, (uint64_t)file_len)) {
+        error_setg(errp, "'%s': backing file name (%u bytes at %llu) is empty, longer than %u or "
+                   "outside the file", bs->filename, len, (unsigned long long)off,
+                   QCOW_BACKING_NAME_MAX);
+        return -EINVAL;
+    }
+    ret = fmt_co_pread(bs->file, (int64_t)off, len, bs->backing_file);
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "Could not read the backing file name of '%s'",
+                         bs->filename);
+        return ret;
+    }
+    bs->backing_file[len] = '\0';
+    if (strlen(bs->backing_file) != len) {
+        error_setg(errp, "'%s': backing file name contains a NUL byte", bs->filename);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Tables */
+
+static int coroutine_fn qcow_read_table(BlockDriverState *bs, uint64_t offset, uint64_t *t,
+                                        uint32_t n)
+{
+    int ret = fmt_co_pread(bs->file, (int64_t)offset, (int64_t)n * 8, t);
+
+    if (ret == 0) {
+        for (uint32_t i = 0; i < n; i++) {
+            t[i] = ld_be64(&t[i]);
+        }
+    }
+    return ret;
+}
+
+static int coroutine_fn qcow_write_entry(BlockDriverState *bs, uint64_t table, uint32_t i,
+                                         uint64_t v)
+{
+    uint8_t buf[8];
+
+    st_be64(buf, v);
+    return fmt_co_pwrite(bs->file, (int64_t)(table + (uint64_t)i * 8), 8, buf, 0);
+}
+
+/* The cached L2 table at offset, loaded if needed. Caller holds lock. */
+static int coroutine_fn qcow_l2_get_locked(BlockDriverState *bs, uint64_t offset, uint64_t **t)
+{
+    BDRVQcowState *s = bs->opaque;
+    QcowL2Cache *victim = &s->cache[0];
+    int ret;
+
+    for (int i = 0; i < QCOW_CACHE_MAX; i++) {
+        if (s->cache[i].offset == offset) {
+            s->cache[i].last_use = ++s->clock;
+            *t = s->cache[i].table;
+            return 0;
+        }
+        if (s->cache[i].last_use < victim->last_use) {
+            victim = &s->cache[i];
+        }
+    }
+    if (offset % 8 || offset < QCOW_HEADER_LEN ||
+        !range_within(offset, s->l2_bytes, (uint64_t)s->file_end)) {
+        return -EIO;
+    }
+    victim->offset = 0;
+    ret = qcow_read_table(bs, offset, victim->table, s->l2_entries);
+    if (ret < 0) {
+        return ret;
+    }
+    victim->offset = offset;
+    victim->last_use = ++s->clock;
+    *t = victim->table;
+    return 0;
+}
+
+/* The L2 entry of a guest offset (0 when unallocated). */
+static int coroutine_fn qcow_lookup(BlockDriverState *bs, uint64_t guest, uint64_t *entry,
+                                    bool locked)
+{
+    BDRVQcowState *s = bs->opaque;
+    uint64_t cl = guest >> s->cluster_bits;
+    uint64_t l2_off = s->l1[cl >> s->l2_bits];
+    uint32_t i = (uint32_t)(cl & (s->l2_entries - 1));
+    uint64_t *t;
+    int ret;
+
+    *entry = 0;
+    if (!l2_off) {
+        return 0;
+    }
+    for (int k = 0; k < QCOW_CACHE_MAX; k++) {
+        if (s->cache[k].offset == l2_off) {
+            s->cache[k].last_use = ++s->clock;
+            *entry = s->cache[k].table[i];
+            return 0;
+        }
+    }
+    if (!locked) {
+        co_mutex_lock(&s->lock);
+    }
+    ret = qcow_l2_get_locked(bs, l2_off, &t);
+    if (ret == 0) {
+        *entry = t[i];
+    }
+    if (!locked) {
+        co_mutex_unlock(&s->lock);
+    }
+    return ret;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Reads */
+
+static int coroutine_fn qcow_read_backing(BlockDriverState *bs, int64_t offset, int64_t n,
+                                          IOVector *qiov, size_t qiov_offset)
+{
+    int64_t blen, in;
+
+    if (!bs->backing) {
+        iovector_memset(qiov, qiov_offset, 0, (size_t)n);
+        return 0;
+    }
+    blen = bdrv_co_getlength(bs->backing->bs);
+    if (blen < 0) {
+        return (int)blen;
+    }
+    in = offset >= blen ? 0 : (blen - offset < n ? blen - offset : n);
+    if (in < n) {
+        iovector_memset(qiov, qiov_offset + (size_t)in, 0, (size_t)(n - in));
+    }
+    return in ? bdrv_co_preadv_part(bs->backing, offset, in, qiov, qiov_offset, 0) : 0;
+}
+
+/* Inflates the compressed cluster of entry e into out (cluster_size bytes). */
+static int coroutine_fn qcow_read_compressed(BlockDriverState *bs, uint64_t e, uint8_t *out)
+{
+    BDRVQcowState *s = bs->opaque;
+    uint64_t coff = e & s->offset_mask;
+    uint32_t csize = (uint32_t)((e >> (63 - s->cluster_bits)) & (s->cluster_size - 1));
+    z_stream z = { 0 };
+    uint8_t *in;
+    int ret, zr;
+
+    if (csize == 0 || !range_within(coff, csize, (uint64_t)s->file_end)) {
+        return -EIO;
+    }
+    in = malloc(csize);
+    if (!in) {
+        return -ENOMEM;
+    }
+    ret = fmt_co_pread(bs->file, (int64_t)coff, csize, in);
+    if (ret == 0) {
+        if (inflateInit2(&z, -MAX_WBITS) != Z_OK) {
+            free(in);
+            return -ENOMEM;
+        }
+        z.next_in = in;
+        z.avail_in = csize;
+        z.next_out = out;
+        z.avail_out = s->cluster_size;
+        zr = inflate(&z, Z_FINISH);
+        /* A whole cluster must come out; trailing input is tolerated. */
+        ret = (zr == Z_STREAM_END || zr == Z_BUF_ERROR || zr == Z_OK) && z.avail_out == 0
+              ? 0 : -EIO;
+        inflateEnd(&z);
+    }
+    free(in);
+    return ret;
+}
+
+static bool qcow_cluster_ok(const BDRVQcowState *s, uint64_t e)
+{
+    return e % 512 == 0 && range_within(e, s->cluster_size, (uint64_t)s->file_end);
+}
+
+static int coroutine_fn qcow_read_chunk(BlockDriverState *bs, int64_t offset, int64_t n,
+                                        IOVector *qiov, size_t qiov_offset)
+{
+    BDRVQcowState *s = bs->opaque;
+    uint32_t in_cl = (uint32_t)(offset & (s->cluster_size - 1));
+    uint64_t e;
+    uint8_t *buf;
+    int ret = qcow_lookup(bs, (uint64_t)offset, &e, false);
+
+    if (ret < 0) {
+        return ret;
+    }
+    if (e == 0) {
+        return qcow_read_backing(bs, offset, n, qiov, qiov_offset);
+    }
+    if (e & QCOW_OFLAG_COMPRESSED) {
+        buf = malloc(s->cluster_size);
+        if (!buf) {
+            return -ENOMEM;
+        }
+        ret = qcow_read_compressed(bs, e, buf);
+        if (ret == 0) {
+            iovector_from_buf(qiov, qiov_offset, buf + in_cl, (size_t)n);
+        }
+        free(buf);
+        return ret;
+    }
+    if (!qcow_cluster_ok(s, e)) {
+        return -EIO;
+    }
+    return bdrv_co_preadv_part(bs->file, (int64_t)e + in_cl, n, qiov, qiov_offset, 0);
+}
+
+static int64_t qcow_chunk(const BDRVQcowState *s, int64_t offset, int64_t bytes)
+{
+    int64_t n = s->cluster_size - (offset & (s->cluster_size - 1));
+
+    return n < bytes ? n : bytes;
+}
+
+static int coroutine_fn qcow_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                       IOVector *qiov, size_t qiov_offset,
+                                       BdrvRequestFlags flags)
+{
+    BDRVQcowState *s = bs->opaque;
+    int ret = 0;
+
+    while (bytes > 0 && ret == 0) {
+        int64_t n = qcow_chunk(s, offset, bytes);
+
+        ret = qcow_read_chunk(bs, offset, n, qiov, qiov_offset);
+        offset += n;
+        bytes -= n;
+        qiov_offset += (size_t)n;
+    }
+    return ret;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Writes */
+
+/* Reserves len bytes at the cluster-aligned end of the file. */
+static int64_t qcow_reserve(BDRVQcowState *s, uint64_t len)
+{
+    int64_t at = (int64_t)round_up_u64((uint64_t)s->file_end, s->cluster_size);
+
+    s->file_end = at + (int64_t)round_up_u64(len, s->cluster_size);
+    return at;
+}
+
+/*
+ * Allocating writes are batched per L2 table: the data of every new cluster
+ * of a request that falls in one table is written, then one flush, then the
+ * table's changed entries in one write (and, for a new table, the L1 entry).
+ * A batch holds the lock from its first allocation to its commit.
+ */
+typedef struct QcowBatch {
+    bool active;
+    uint32_t l1i;
+    QcowL2Cache *entry;         /* the table's cache slot (most recently used) */
+    int64_t new_l2;             /* a table written by this batch, else 0 */
+    uint32_t first, last;       /* entries set */
+} QcowBatch;
+
+/* Opens a batch on the table of l1i, creating the table at the end if needed. */
+static int coroutine_fn qcow_batch_open(BlockDriverState *bs, QcowBatch *b, uint32_t l1i)
+{
+    BDRVQcowState *s = bs->opaque;
+    QcowL2Cache *victim = &s->cache[0];
+    uint64_t *t;
+    int ret;
+
+    *b = (QcowBatch){ .l1i = l1i, .first = UINT32_MAX };
+    if (s->l1[l1i]) {
+        ret = qcow_l2_get_locked(bs, s->l1[l1i], &t);
+        for (int i = 0; ret == 0 && i < QCOW_CACHE_MAX; i++) {
+            b->entry = s->cache[i].table == t ? &s->cache[i] : b->entry;
+        }
+        b->active = ret == 0;
+        return ret;
+    }
+    for (int i = 1; i < QCOW_CACHE_MAX; i++) {
+        if (s->cache[i].last_use < victim->last_use) {
+            victim = &s->cache[i];
+        }
+    }
+    b->new_l2 = qcow_reserve(s, s->l2_bytes);
+    victim->offset = 0;
+    memset(victim->table, 0, s->l2_bytes);
+    ret = bdrv_co_pwrite_zeroes(bs->file, b->new_l2,
+                                (int64_t)round_up_u64(s->l2_bytes, s->cluster_size), 0);
+    if (ret < 0) {
+        return ret;
+    }
+    victim->offset = (uint64_t)b->new_l2;
+    victim->last_use = ++s->clock;
+    s->l1[l1i] = (uint64_t)b->new_l2; /* in memory only until the commit */
+    b->entry = victim;
+    b->active = true;
+    return 0;
+}
+
+static int coroutine_fn qcow_write_range(BlockDriverState *bs, uint64_t table,
+                                         const uint64_t *t, uint32_t first, uint32_t last)
+{
+    uint32_t n = last - first + 1;
+    uint8_t *buf = malloc((size_t)n * 8);
+    int ret;
+
+    if (!buf) {
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        st_be64(buf + (size_t)i * 8, t[first + i]);
+    }
+    ret = fmt_co_pwrite(bs->file, (int64_t)(table + (uint64_t)first * 8), (int64_t)n * 8, buf,
+                        0);
+    free(buf);
+    return ret;
+}
+
+/* Makes a batch durable: data (and a new table), flush, then the pointers to them. */
+static int coroutine_fn qcow_batch_commit(BlockDriverState *bs, QcowBatch *b)
+{
+    BDRVQcowState *s = bs->opaque;
+    uint64_t *t = b->entry->table;
+    int ret = 0;
+
+    if (!b->active || b->first == UINT32_MAX) {
+        b->active = false;
+        return 0;
+    }
+    b->active = false;
+    if (b->new_l2) {
+        ret = qcow_write_range(bs, (uint64_t)b->new_l2, t, b->first, b->last);
+    }
+    ret = ret ? ret : bdrv_co_flush(bs->file->bs);
+    if (ret == 0 && b->new_l2) {
+        ret = qcow_write_entry(bs, s->l1_offset, b->l1i, (uint64_t)b->new_l2);
+    } else if (ret == 0) {
+        ret = qcow_write_range(bs, s->l1[b->l1i], t, b->first, b->last);
+    }
+    if (ret < 0) {
+        /* Drop what the disk does not have: the table reloads from the file. */
+        b->entry->offset = 0;
+        if (b->new_l2) {
+            s->l1[b->l1i] = 0;
+        }
+    }
+    return ret;
+}
+
+static void qcow_batch_abort(BlockDriverState *bs, QcowBatch *b)
+{
+    BDRVQcowState *s = bs->opaque;
+
+    if (b->active) {
+        b->entry->offset = 0;
+        if (b->new_l2) {
+            s->l1[b->l1i] = 0;
+        }
+        b->active = false;
+    }
+}
+
+/* The old content of a cluster being replaced: backing data or a compressed cluster. */
+static int coroutine_fn qcow_old_cluster(BlockDriverState *bs, uint64_t e, int64_t cl_start,
+                                         uint8_t *buf)
+{
+    BDRVQcowState *s = bs->opaque;
+    IOVector v;
+
+    if (e & QCOW_OFLAG_COMPRESSED) {
+        return qcow_read_compressed(bs, e, buf);
+    }
+    iovector_init_buf(&v, buf, s->cluster_size);
+    return qcow_read_backing(bs, cl_start, s->cluster_size, &v, 0);
+}
+
+/* Gives the cluster of [offset, offset + n) a new place in the batch and writes it. */
+static int coroutine_fn qcow_batch_add(BlockDriverState *bs, QcowBatch *b, int64_t offset,
+                                       int64_t n, uint64_t old, IOVector *qiov,
+                                       size_t qiov_offset)
+{
+    BDRVQcowState *s = bs->opaque;
+    uint64_t cl = (uint64_t)offset >> s->cluster_bits;
+    uint32_t l1i = (uint32_t)(cl >> s->l2_bits), l2i = (uint32_t)(cl & (s->l2_entries - 1));
+    uint32_t in_cl = (uint32_t)(offset & (s->cluster_size - 1));
+    uint8_t *buf;
+    int64_t host;
+    int ret = 0;
+
+    if (b->active && b->l1i != l1i) {
+        ret = qcow_batch_commit(bs, b);
+    }
+    if (ret == 0 && !b->active) {
+        ret = qcow_batch_open(bs, b, l1i);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    host = qcow_reserve(s, s->cluster_size);
+    if (n == s->cluster_size) {
+        ret = bdrv_co_pwritev_part(bs->file, host, n, qiov, qiov_offset, 0);
+    } else if (!(buf = malloc(s->cluster_size))) {
+        ret = -ENOMEM;
+    } else {
+        ret = qcow_old_cluster(bs, old, offset - in_cl, buf);
+        if (ret == 0) {
+            iovector_to_buf(qiov, qiov_offset, buf + in_cl, (size_t)n);
+            ret = fmt_co_pwrite(bs->file, host, s->cluster_size, buf, 0);
+        }
+        free(buf);
+    }
+    if (ret == 0) {
+        b->entry->table[l2i] = (uint64_t)host;
+        b->entry->last_use = ++s->clock;
+        b->first = l2i < b->first ? l2i : b->first;
+        b->last = b->first == UINT32_MAX || l2i > b->last ? l2i : b->last;
+    }
+    return ret;
+}
+
+static bool qcow_needs_alloc(uint64_t e)
+{
+    return e == 0 || (e & QCOW_OFLAG_COMPRESSED);
+}
+
+static int coroutine_fn qcow_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                        IOVector *qiov, size_t qiov_offset,
+                                        BdrvRequestFlags flags)
+{
+    BDRVQcowState *s = bs->opaque;
+    QcowBatch b = { .active = false };
+    bool locked = false;
+    int ret = 0;
+
+    if ((uint64_t)(offset + bytes) > s->size) {
+        return -ENOSPC;
+    }
+    while (bytes > 0 && ret == 0) {
+        int64_t n = qcow_chunk(s, offset, bytes);
+        uint64_t e;
+
+        ret = qcow_lookup(bs, (uint64_t)offset, &e, locked);
+        if (ret == 0 && qcow_needs_alloc(e) && !locked) {
+            co_mutex_lock(&s->lock);
+            locked = true;
+            ret = qcow_lookup(bs, (uint64_t)offset, &e, true);
+        }
+        if (ret == 0 && qcow_needs_alloc(e)) {
+            ret = qcow_batch_add(bs, &b, offset, n, e, qiov, qiov_offset);
+        } else if (ret == 0) {
+            ret = qcow_cluster_ok(s, e)
+                  ? bdrv_co_pwritev_part(bs->file, (int64_t)e + (offset & (s->cluster_size - 1)),
+                                         n, qiov, qiov_offset, 0)
+                  : -EIO;
+        }
+        offset += n;
+        bytes -= n;
+        qiov_offset += (size_t)n;
+    }
+    if (locked) {
+        if (ret == 0) {
+            ret = qcow_batch_commit(bs, &b);
+        } else {
+            qcow_batch_abort(bs, &b);
+        }
+        co_mutex_unlock(&s->lock);
+    }
+    return ret;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Block status and info */
+
+static int coroutine_fn qcow_co_block_status(BlockDriverState *bs, bool want_zero,
+                                             int64_t offset, int64_t bytes, int64_t *pnum,
+                                             int64_t *map, BlockDriverState **file)
+{
+    BDRVQcowState *s = bs->opaque;
+    int64_t n = qcow_chunk(s, offset, bytes);
+    uint64_t e, e2;
+    int ret = qcow_lookup(bs, (uint64_t)offset, &e, false);
+
+    if (ret < 0) {
+        return ret;
+    }
+    while (n < bytes && !(e & QCOW_OFLAG_COMPRESSED)) {
+        uint64_t k = (uint64_t)(((offset + n) >> s->cluster_bits) - (offset >> s->cluster_bits));
+
+        if (qcow_lookup(bs, (uint64_t)(offset + n), &e2, false) < 0 ||
+            (e == 0 ? e2 != 0 : e2 != e + k * s->cluster_size)) {
+            break;
+        }
+        n += qcow_chunk(s, offset + n, bytes - n);
+    }
+    *pnum = n;
+    if (e == 0) {
+        return 0;
+    }
+    if (e & QCOW_OFLAG_COMPRESSED) {
+        return BDRV_BLOCK_DATA;
+    }
+    if (!qcow_cluster_ok(s, e)) {
+        return -EIO;
+    }
+    *map = (int64_t)e + (offset & (s->cluster_size - 1));
+    *file = bs->file->bs;
+    return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID;
+}
+
+static int qcow_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
+{
+    bdi->cluster_size = ((BDRVQcowState *)bs->opaque)->cluster_size;
+    return 0;
+}
+
+static int64_t coroutine_fn qcow_co_getlength(BlockDriverState *bs)
+{
+    return (int64_t)((BDRVQcowState *)bs->opaque)->size;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Check */
+
+typedef struct QcowCheck {
+    BdrvCheckResult *res;
+    BdrvCheckMode fix;
+    uint8_t *used;              /* one bit per 512-byte sector of the file */
+    int64_t file_len;
+} QcowCheck;
+
+/* Marks [off, off + len) used; false if it overlaps something already used. */
+static bool qcow_mark(QcowCheck *c, uint64_t off, uint64_t len)
+{
+    bool fresh = true;
+
+    for (uint64_t i = off / 512; i < div_round_up_u64(off + len, 512); i++) {
+        fresh &= !(c->used[i / 8] & (1u << (i % 8)));
+        c->used[i / 8] |= (uint8_t)(1u << (i % 8));
+    }
+    return fresh;
+}
+
+/* Checks one L1 or L2 entry; true if it must be dropped. */
+static bool qcow_check_entry(BlockDriverState *bs, QcowCheck *c, const char *what, uint32_t i,
+                             uint64_t e, uint64_t len)
+{
+    BDRVQcowState *s = bs->opaque;
+    uint64_t off = e;
+
+    if (e & QCOW_OFLAG_COMPRESSED) {
+        off = e & s->offset_mask;
+        len = (e >> (63 - s->cluster_bits)) & (s->cluster_size - 1);
+        if (len && range_within(off, len, (uint64_t)c->file_len)) {
+            return false; /* compressed data may share sectors with its neighbours */
+        }
+    } else if (off % 512 == 0 && off >= QCOW_HEADER_LEN &&
+               range_within(off, len, (uint64_t)c->file_len)) {
+        if (qcow_mark(c, off, len)) {
+            return false;
+        }
+        bdrv_check_report(c->res, "qcow: %s entry %u (offset %llu) is referenced twice", what,
+                          i, (unsigned long long)off);
+        c->res->corruptions++;
+        return true;
+    }
+    bdrv_check_report(c->res, "qcow: %s entry %u (offset %llu) is unaligned or past the end "
+                      "of the file", what, i, (unsigned long long)off);
+    c->res->corruptions++;
+    return true;
+}
+
+static int coroutine_fn qcow_check_l2(BlockDriverState *bs, QcowCheck *c, uint32_t l1i,
+                                      uint64_t *t)
+{
+    BDRVQcowState *s = bs->opaque;
+    int ret = qcow_read_table(bs, s->l1[l1i], t, s->l2_entries);
+
+    for (uint32_t j = 0; ret == 0 && j < s->l2_entries; j++) {
+        if (!t[j]) {
+            continue;
+        }
+        c->res->allocated_clusters++;
+        c->res->compressed_clusters += (t[j] & QCOW_OFLAG_COMPRESSED) != 0;
+        if (qcow_check_entry(bs, c, "L2", j, t[j], s->cluster_size) &&
+            (c->fix & BDRV_FIX_ERRORS)) {
+            ret = qcow_write_entry(bs, s->l1[l1i], j, 0);
+            c->res->corruptions_fixed += ret == 0;
+        }
+    }
+    return ret;
+}
+
+/* Every table entry aligned, inside the file and used once; -r all drops bad ones. */
+static int coroutine_fn qcow_co_check(BlockDriverState *bs, BdrvCheckResult *res,
+                                      BdrvCheckMode fix)
+{
+    BDRVQcowState *s = bs->opaque;
+    QcowCheck c = { .res = res, .fix = fix };
+    uint64_t *t = malloc(s->l2_bytes);
+    int ret = 0;
+
+    c.file_len = bdrv_co_getlength(bs->file->bs);
+    c.used = c.file_len >= 0 ? calloc(1, (size_t)(c.file_len / 512 / 8 + 2)) : NULL;
+    if (!t || !c.used) {
+        free(t);
+        free(c.used);
+        res->check_errors++;
+        return c.file_len < 0 ? (int)c.file_len : -ENOMEM;
+    }
+    co_mutex_lock(&s->lock);
+    for (int i = 0; i < QCOW_CACHE_MAX; i++) {
+        s->cache[i].offset = 0; /* repairs rewrite tables behind the cache */
+    }
+    qcow_mark(&c, 0, s->l1_offset + (uint64_t)s->l1_entries * 8);
+    for (uint32_t i = 0; i < s->l1_entries && ret == 0; i++) {
+        if (!s->l1[i]) {
+            continue;
+        }
+        if (!qcow_check_entry(bs, &c, "L1", i, s->l1[i] & ~QCOW_OFLAG_COMPRESSED,
+                              s->l2_bytes)) {
+            ret = qcow_check_l2(bs, &c, i, t);
+        } else if (fix & BDRV_FIX_ERRORS) {
+            ret = qcow_write_entry(bs, s->l1_offset, i, 0);
+            if (ret == 0) {
+                s->l1[i] = 0;
+                res->corruptions_fixed++;
+            }
+        }
+    }
+    co_mutex_unlock(&s->lock);
+    res->image_end_offset = c.file_len;
+    res->total_clusters = (int64_t)div_round_up_u64(s->size, s->cluster_size);
+    free(t);
+    free(c.used);
+    if (ret < 0) {
+        res->check_errors++;
+    }
+    return ret;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Open and close */
+
+static int coroutine_fn qcow_co_open(BlockDriverState *bs, Error **errp)
+{
+    BDRVQcowState *s = bs->opaque;
+    int64_t file_len = bdrv_co_getlength(bs->file->bs);
+    uint8_t h[QCOW_HEADER_LEN];
+    int ret;
+
+    if (file_len < 0) {
+        error_setg_errno(errp, (int)file_len, "Could not get the size of '%s'", bs->filename);
+        return (int)file_len;
+    }
+    if (file_len < QCOW_HEADER_LEN) {
+        error_setg(errp, "'%s' is too short for a qcow header (%lld bytes)", bs->filename,
+                   (long long)file_len);
+        return -EINVAL;
+    }
+    ret = fmt_co_pread(bs->file, 0, QCOW_HEADER_LEN, h);
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "Could not read the header of '%s'", bs->filename);
+        return ret;
+    }
+    ret = qcow_check_header(bs, h, file_len, errp);
+    ret = ret ? ret : qcow_read_backing_name(bs, h, file_len, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    s->file_end = file_len;
+    s->l1 = malloc((size_t)s->l1_entries * 8);
+    for (int i = 0; i < QCOW_CACHE_MAX; i++) {
+        s->cache[i].table = malloc(s->l2_bytes);
+        if (!s->cache[i].table) {
+            s->l1 = (free(s->l1), NULL);
+        }
+    }
+    if (!s->l1) {
+        error_setg(errp, "Could not allocate the tables of '%s'", bs->filename);
+        return -ENOMEM;
+    }
+    ret = qcow_read_table(bs, s->l1_offset, s->l1, s->l1_entries);
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "Could not read the L1 table of '%s'", bs->filename);
+    }
+    return ret;
+}
+
+typedef struct QcowOpenCo {
+    BlockDriverState *bs;
+    Error **errp;
+} QcowOpenCo;
+
+static int64_t coroutine_fn qcow_open_co(void *opaque)
+{
+    QcowOpenCo *o = opaque;
+
+    return qcow_co_open(o->bs, o->errp);
+}
+
+static void qcow_close(BlockDriverState *bs)
+{
+    BDRVQcowState *s = bs->opaque;
+
+    for (int i = 0; i < QCOW_CACHE_MAX; i++) {
+        free(s->cache[i].table);
+        s->cache[i].table = NULL;
+    }
+    free(s->l1);
+    s->l1 = NULL;
+}
+
+static int qcow_open(BlockDriverState *bs, BlockOpts *options, int flags, Error **errp)
+{
+    BDRVQcowState *s = bs->opaque;
+    QcowOpenCo o = { bs, errp };
+    int ret;
+
+    co_mutex_init(&s->lock);
+    bs->file = bdrv_open_child(NULL, options, "file", bs, BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY,
+                               false, errp);
+    if (!bs->file) {
+        return -EINVAL;
+    }
+    ret = (int)bdrv_run_co(bs->aio_context, qcow_open_co, &o);
+    if (ret < 0) {
+        qcow_close(bs);
+    }
+    return ret;
+}
+
+static void qcow_refresh_limits(BlockDriverState *bs, Error **errp)
+{
+    if (bs->bl.request_alignment < 512) {
+        bs->bl.request_alignment = 512;
+    }
+}
+
+/* Nothing is staged: the metadata is written as it changes. */
+static int qcow_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags,
+                               Error **errp)
+{
+    return 0;
+}
+
+static void qcow_reopen_noop(BlockDriverState *bs)
+{
+}
+
+/* ---------------------------------------------------------------------- */
+/* Create */
+
+static const BlockCreateOptDesc qcow_create_opts[] = {
+    { "size", BLOCK_OPT_SIZE, "Virtual disk size", NULL },
+    { "backing_file", BLOCK_OPT_STRING, "File name of a base image", NULL },
+    { "backing_fmt", BLOCK_OPT_STRING,
+      "Format of the backing image (checked at create; qcow does not store it)", NULL },
+    { "encryption", BLOCK_OPT_BOOL, "Encrypt the image (not supported)", "off" },
+    { NULL, 0, NULL, NULL },
+};
+
+static int coroutine_fn qcow_write_new(BlockBackend *blk, uint64_t size, const char *backing)
+{
+    size_t blen = backing ? strlen(backing) : 0;
+    /* As QEMU: 512-byte clusters over a backing file, else 4 KiB; 4 KiB L2 tables. */
+    uint32_t cluster_bits = backing ? 9 : 12, l2_bits = backing ? 12 : 9;
+    uint64_t l1_off = round_up_u64(QCOW_HEADER_LEN + blen, 8);
+    uint64_t l1_bytes = div_round_up_u64(size, 1ULL << (cluster_bits + l2_bits)) * 8;
+    size_t total = (size_t)(l1_off + round_up_u64(l1_bytes, 512));
+    uint8_t *buf = calloc(1, total);
+    int ret;
+
+    if (!buf) {
+        return -ENOMEM;
+    }
+    st_be32(buf + QC_MAGIC, QCOW_MAGIC);
+    st_be32(buf + QC_VERSION, QCOW_VERSION);
+    if (backing) {
+        st_be64(buf + QC_BACKING_OFF, QCOW_HEADER_LEN);
+        st_be32(buf + QC_BACKING_LEN, (uint32_t)blen);
+        memcpy(buf + QCOW_HEADER_LEN, backing, blen);
+    }
+    st_be32(buf + QC_MTIME, (uint32_t)time(NULL));
+    st_be64(buf + QC_SIZE, size);
+    buf[QC_CLUSTER_BITS] = (uint8_t)cluster_bits;
+    buf[QC_L2_BITS] = (uint8_t)l2_bits;
+    st_be64(buf + QC_L1, l1_off);
+    ret = fmt_blk_co_pwrite(blk, 0, (int64_t)total, buf);
+    ret = ret ? ret : blk_co_flush(blk);
+    free(buf);
+    return ret;
+}
+
+static int qcow_create_take_opts(BlockOpts *options, uint64_t *size, char **backing,
+                                 Error **errp)
+{
+    char *fmt = NULL, *enc_fmt = NULL;
+    bool enc;
+    int ret = 0;
+
+    if (bopts_take_size(options, "size", 0, size, errp) < 0 ||
+        bopts_take_str(options, "backing_file", backing, errp) < 0 ||
+        bopts_take_str(options, "backing_fmt", &fmt, errp) < 0 ||
+        bopts_take_bool(options, "encryption", false, &enc, errp) < 0 ||
+        bopts_take_str(options, "encrypt.format", &enc_fmt, errp) < 0) {
+        ret = -EINVAL;
+    } else if (enc || enc_fmt) {
+        error_setg(errp, "qcow: encrypted images (AES) are not supported");
+        ret = -ENOTSUP;
+    } else if (bopts_check_empty(options, "qcow", errp) < 0) {
+        ret = -EINVAL;
+    } else if (*size == 0 || *size > (uint64_t)BDRV_MAX_LENGTH) {
+        error_setg(errp, "qcow: size %llu out of range (1 .. %lld)", (unsigned long long)*size,
+                   (long long)BDRV_MAX_LENGTH);
+        ret = -EINVAL;
+    } else if (*backing && strlen(*backing) > QCOW_BACKING_NAME_MAX) {
+        error_setg(errp, "qcow: backing file name is longer than %u bytes",
+                   QCOW_BACKING_NAME_MAX);
+        ret = -EINVAL;
+    }
+    free(fmt);
+    free(enc_fmt);
+    *size = round_up_u64(*size, 512);
+    return ret;
+}
+
+static int coroutine_fn qcow_co_create_opts(const BlockDriver *drv, const char *filename,
+                                            BlockOpts *options, Error **errp)
+{
+    char *backing = NULL;
+    BlockBackend *blk;
+    uint64_t size;
+    int ret = qcow_create_take_opts(options, &size, &backing, errp);
+
+    if (ret == 0 && size / 512 / 8 > QCOW_L1_MAX_BYTES * 512ULL) {
+        error_setg(errp, "qcow: size %llu needs too large an L1 table", (unsigned long long)size);
+        ret = -EINVAL;
+    }
+    if (ret < 0) {
+        free(backing);
+        return ret;
+    }
+    blk = fmt_co_create_file(filename, errp);
+    if (!blk) {
+        free(backing);
+        return -EIO;
+    }
+    ret = qcow_write_new(blk, size, backing);
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "Could not write the new qcow image '%s'", filename);
+    }
+    blk_unref(blk);
+    free(backing);
+    return ret;
+}
+
+static const char *const qcow_extensions[] = { "qcow", NULL };
+
+const BlockDriver bdrv_qcow = {
+    .struct_size = sizeof(BlockDriver),
+    .format_name = "qcow",
+    .instance_size = sizeof(BDRVQcowState),
+    .is_format = true,
+    .probe = qcow_probe,
+    .bdrv_open = qcow_open,
+    .bdrv_close = qcow_close,
+    .refresh_limits = qcow_refresh_limits,
+    .reopen_prepare = qcow_reopen_prepare,
+    .reopen_commit = qcow_reopen_noop,
+    .reopen_abort = qcow_reopen_noop,
+    .co_preadv = qcow_co_preadv,
+    .co_pwritev = qcow_co_pwritev,
+    .co_block_status = qcow_co_block_status,
+    .co_getlength = qcow_co_getlength,
+    .co_create_opts = qcow_co_create_opts,
+    .create_opts = qcow_create_opts,
+    .get_info = qcow_get_info,
+    .co_check = qcow_co_check,
+    .file_extensions = qcow_extensions,
+    .supports_backing = true,
+};

@@ -12,7 +12,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "nbd/server-int.h"
 
 static int coroutine_fn send_greeting(NbdClient *c)

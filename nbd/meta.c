@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "nbd/server-int.h"
 
 static bool str_is(const char *s, uint32_t len, const char *lit)

@@ -6,7 +6,7 @@
  * feed malformed input. Not installed.
  *
  * Every multi-byte field on the wire is big-endian; messages are read
- * through the bounds-checked cursor of drivers/format/bytes.h.
+ * through the bounds-checked cursor of block/bytes.h.
  */
 #ifndef COBLK_NBD_PROTO_H
 #define COBLK_NBD_PROTO_H

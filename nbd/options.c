@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "nbd/server-int.h"
 
 /* Block sizes advertised: byte-granular (the block layer pads), 4 KiB preferred. */

@@ -7,7 +7,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "nbd/nbd-proto.h"
 
 void nbd_encode_request(uint8_t buf[NBD_REQUEST_SIZE], const NbdRequest *req)

@@ -7,7 +7,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "nbd/server-int.h"
 
 static int coroutine_fn send_locked(NbdClient *c, struct iovec *iov, int niov)

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "nbd/server-int.h"
 
 /* Most extents per metadata context in one BLOCK_STATUS reply. */

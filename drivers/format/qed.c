@@ -31,7 +31,7 @@
 
 #include "block/block-int.h"
 #include "drivers/drivers.h"
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "drivers/format/fmt-util.h"
 
 #define QED_MAGIC 0x00444551u       /* "QED\0" little-endian */

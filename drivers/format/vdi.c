@@ -37,7 +37,7 @@
 
 #include "block/block-int.h"
 #include "drivers/drivers.h"
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "drivers/format/fmt-util.h"
 
 #define VDI_SIGNATURE 0xbeda107fu

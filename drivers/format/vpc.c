@@ -45,7 +45,7 @@
 
 #include "block/block-int.h"
 #include "drivers/drivers.h"
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "drivers/format/fmt-util.h"
 
 #define VHD_FOOTER_SIZE 512

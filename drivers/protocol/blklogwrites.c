@@ -24,7 +24,7 @@
 #include "coblk-config.h"
 #include "block/block-int.h"
 #include "drivers/drivers.h"
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "drivers/protocol/blklogwrites.h"
 #include "drivers/protocol/logwrites-format.h"
 

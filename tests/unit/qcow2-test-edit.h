@@ -7,7 +7,7 @@
 #define COBLK_QCOW2_TEST_EDIT_H
 
 #include "drv-test-util.h"
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 
 static inline uint64_t qe_rd64(const char *path, uint64_t off)
 {

@@ -7,7 +7,7 @@
  */
 #include "drv-test-util.h"
 
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "drivers/protocol/blklogwrites.h"
 #include "drivers/protocol/blkverify.h"
 #include "drivers/protocol/logwrites-format.h"

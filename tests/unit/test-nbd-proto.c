@@ -15,7 +15,7 @@
 
 #include <cmocka.h>
 
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "nbd/nbd-proto.h"
 
 #define MiB (1024u * 1024)

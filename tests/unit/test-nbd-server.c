@@ -17,7 +17,7 @@
 
 #include <coblk/nbd.h>
 
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "nbd/nbd-proto.h"
 
 #define MiB (1024 * 1024)

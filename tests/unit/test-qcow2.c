@@ -10,7 +10,7 @@
 #include "drv-test-util.h"
 
 #include "block/block-int.h"
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 
 #define KiB 1024
 #define MiB (1024 * 1024)

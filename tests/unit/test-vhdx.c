@@ -11,7 +11,7 @@
 
 #include "block/block-int.h"
 #include <coblk/image.h>
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "drivers/format/vhdx/vhdx-int.h"
 
 #define KiB 1024

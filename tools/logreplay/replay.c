@@ -10,7 +10,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "drivers/protocol/logwrites-format.h"
 #include "tools/logreplay/replay.h"
 

@@ -37,7 +37,7 @@
 #include <stdint.h>
 
 #include "block/block-int.h"
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 
 #define QCOW2_MAGIC 0x514649fbU /* "QFI\xfb" */
 

@@ -17,7 +17,7 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "drivers/format/vhdx/vhdx-int.h"
 
 #define G(a, b, c, d0, d1, d2, d3, d4, d5, d6, d7)                                              \

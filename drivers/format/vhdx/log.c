@@ -30,7 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "drivers/format/vhdx/vhdx-int.h"
 
 #define VHDX_MAX_LOG_ENTRY (32 * VHDX_MiB)

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "drivers/format/vhdx/vhdx-int.h"
 
 #define META_TABLE_SIZE (64 * VHDX_KiB)

@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "drivers/drivers.h"
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "drivers/format/vhdx/vhdx-int.h"
 
 typedef struct SyncRead {

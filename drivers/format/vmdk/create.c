@@ -20,7 +20,7 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "drivers/format/vmdk/vmdk-int.h"
 
 #define VMDK_CREATE_GRAIN_SECTORS 128ULL

@@ -5,7 +5,7 @@
 #include <errno.h>
 #include <inttypes.h>
 
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "drivers/format/vmdk/vmdk-int.h"
 
 int vmdk_flat_check(BlockDriverState *bs, VmdkExtent *e, Error **errp)

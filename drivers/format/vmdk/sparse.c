@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "drivers/format/vmdk/vmdk-int.h"
 
 typedef struct SparseHeader {

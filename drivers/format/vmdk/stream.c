@@ -17,7 +17,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "drivers/format/vmdk/vmdk-int.h"
 
 #define MARKER_BYTES 12

@@ -23,7 +23,7 @@
 #include <time.h>
 
 #include "drivers/drivers.h"
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "drivers/format/vmdk/vmdk-int.h"
 #include "block/opts-int.h"
 

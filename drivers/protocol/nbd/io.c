@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "drivers/protocol/nbd/nbd-int.h"
 
 static void complete_req(NbdClientReq *r)

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "drivers/protocol/nbd/nbd-int.h"
 
 static int send_option(NbdConn *s, uint32_t opt, const void *data, uint32_t len)

@@ -1,7 +1,7 @@
 /*
- * Reading and writing on-disk structures: a bounds-checked cursor over
- * untrusted bytes with explicit endianness, stores for building
- * structures, and checked arithmetic. Shared by every format driver (not
+ * Reading and writing on-disk and on-wire structures: a bounds-checked cursor
+ * over untrusted bytes with explicit endianness, stores for building
+ * structures, and checked arithmetic. Shared by the format drivers and NBD (not
  * installed). Never cast a packed struct over image bytes: read fields
  * through a cursor.
  *
@@ -13,8 +13,8 @@
  * every later read fail too, so a parser may read a whole header and test
  * bcur_ok() once.
  */
-#ifndef COBLK_DRIVERS_FORMAT_BYTES_H
-#define COBLK_DRIVERS_FORMAT_BYTES_H
+#ifndef COBLK_BLOCK_BYTES_H
+#define COBLK_BLOCK_BYTES_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -213,4 +213,4 @@ static inline uint64_t div_round_up_u64(uint64_t x, uint64_t d)
 #define FMT_VERIFY_CHECKSUMS 1
 #endif
 
-#endif /* COBLK_DRIVERS_FORMAT_BYTES_H */
+#endif /* COBLK_BLOCK_BYTES_H */

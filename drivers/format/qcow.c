@@ -33,7 +33,7 @@
 
 #include "block/block-int.h"
 #include "drivers/drivers.h"
-#include "drivers/format/bytes.h"
+#include "block/bytes.h"
 #include "drivers/format/fmt-util.h"
 
 #define QCOW_MAGIC 0x514649fbu

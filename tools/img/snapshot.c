@@ -54,7 +54,7 @@ static int sn_create(BlockDriverState *bs, const char *name)
     gettimeofday(&tv, NULL);
     sn.date_sec = (uint32_t)tv.tv_sec;
     sn.date_nsec = (uint32_t)tv.tv_usec * 1000;
-    sn.icount = UINT64_MAX;
+    sn.icount = 0; /* as qemu-img snapshot -c writes it (the list shows 0) */
     if (bdrv_snapshot_create(bs, &sn, &err) < 0) {
         img_error_err(err, "Could not create snapshot '%s'", name);
         return 1;

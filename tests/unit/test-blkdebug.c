@@ -5,6 +5,8 @@
  */
 #include "drv-test-util.h"
 
+#include <coblk/image.h>
+
 static char img[4096];
 static char conf[4096];
 
@@ -247,6 +249,51 @@ static void test_blkdebug_align_rmw(void **state)
     blk_unref(blk);
 }
 
+/*
+ * A format's metadata events reach a blkdebug node under it: an error armed
+ * by qcow2's l2_update fails the L2 write of an allocating write (and the
+ * guest flush that carries it), leaves an image that check finds free of
+ * corruption, and data flushed before it still reads back.
+ */
+static void test_blkdebug_qcow2_l2_update(void **state)
+{
+    char q[4096], opts[9000];
+    uint8_t buf[4096], back[4096];
+    BdrvCheckResult res = { 0 };
+    BlockBackend *blk;
+    BlockOpts *o;
+    int ret;
+
+    if (!bdrv_find_format("qcow2")) {
+        skip();
+    }
+    drv_test_path(q, sizeof(q), "blkdebug-q");
+    o = bopts_new();
+    bopts_set(o, "size", "4M");
+    assert_int_equal(bdrv_create("qcow2", q, o, NULL), 0);
+    snprintf(opts, sizeof(opts), "driver=qcow2,file.driver=blkdebug,file.image.driver=file,"
+             "file.image.filename=%s,file.inject-error.0.event=l2_update,"
+             "file.inject-error.0.iotype=write,file.inject-error.0.once=on", q);
+    blk = drv_test_open_ok(opts, BDRV_O_RDWR);
+    memset(buf, 0x3c, sizeof(buf));
+    assert_int_equal(blk_pwrite(blk, 0, sizeof(buf), buf, 0), 0);
+    ret = blk_flush(blk);
+    if (ret == 0) {
+        /* The L2 table went out before the flush: the next allocation's does. */
+        assert_int_equal(blk_pwrite(blk, 2 << 20, sizeof(buf), buf, 0), 0);
+        ret = blk_flush(blk);
+    }
+    assert_int_equal(ret, -EIO);
+    blk_unref(blk);
+    snprintf(opts, sizeof(opts), "driver=qcow2,file.driver=file,file.filename=%s", q);
+    blk = drv_test_open_ok(opts, 0);
+    assert_int_equal(bdrv_check(blk_bs(blk), &res, BDRV_FIX_NONE), 0);
+    assert_int_equal(res.corruptions, 0);
+    assert_int_equal(blk_pread(blk, 0, sizeof(back), back, 0), 0);
+    blk_unref(blk);
+    unlink(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -258,6 +305,7 @@ int main(void)
         cmocka_unit_test(test_blkdebug_bad_rules),
         cmocka_unit_test(test_blkdebug_breakpoint),
         cmocka_unit_test(test_blkdebug_align_rmw),
+        cmocka_unit_test(test_blkdebug_qcow2_l2_update),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -220,6 +220,7 @@ static int coroutine_fn alloc_write_data(BlockDriverState *bs, Qcow2Alloc *a, ui
     if (tail) {
         iovector_add(&v, buf + head, tail);
     }
+    BLKDBG_EVENT(s->data_file, (head || tail) ? BLKDBG_COW_WRITE : BLKDBG_WRITE_AIO);
     ret = bdrv_co_pwritev(s->data_file, (int64_t)a->host, (int64_t)(head + n + tail), &v, 0);
     iovector_destroy(&v);
     free(buf);

@@ -97,6 +97,7 @@ static int coroutine_fn write_entry(BlockDriverState *bs, Qcow2Cache *c, int i)
     }
     /* Clear first: a write into the table while we yield makes it dirty again. */
     e->dirty = false;
+    BLKDBG_EVENT(bs->file, c->is_l2 ? BLKDBG_L2_UPDATE : BLKDBG_REFBLOCK_UPDATE);
     ret = qcow2_pwrite(bs->file, (int64_t)e->offset, (int64_t)c->table_size, table_of(c, i));
     if (ret < 0) {
         e->dirty = true;
@@ -194,6 +195,7 @@ static int coroutine_fn cache_do_get(BlockDriverState *bs, Qcow2Cache *c, uint64
         c->e[i].dirty = false;
         if (read) {
             c->e[i].ref++;
+            BLKDBG_EVENT(bs->file, c->is_l2 ? BLKDBG_L2_LOAD : BLKDBG_REFBLOCK_LOAD);
             ret = qcow2_pread(bs->file, (int64_t)offset, (int64_t)c->table_size, table_of(c, i));
             c->e[i].ref--;
             if (ret < 0) {

@@ -164,6 +164,7 @@ int coroutine_fn qcow2_write_l1_entries(BlockDriverState *bs)
     ret = qcow2_check_overlap(bs, QCOW2_OL_ACTIVE_L1, s->l1_table_offset + (uint64_t)lo * 8,
                               (uint64_t)(hi - lo) * 8);
     if (ret == 0) {
+        BLKDBG_EVENT(bs->file, BLKDBG_L1_UPDATE);
         ret = qcow2_pwrite(bs->file, (int64_t)(s->l1_table_offset + (uint64_t)lo * 8),
                            (int64_t)(hi - lo) * 8, buf);
     }

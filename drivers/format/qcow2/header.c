@@ -771,6 +771,7 @@ int coroutine_fn qcow2_update_header(BlockDriverState *bs)
             len = s->cluster_size;
         }
         iovector_init_buf(&qiov, buf, len);
+        BLKDBG_EVENT(bs->file, BLKDBG_HEADER_UPDATE);
         ret = bdrv_co_pwritev(bs->file, 0, (int64_t)len, &qiov, 0);
         if (ret >= 0) {
             ret = bdrv_co_flush(bs->file->bs);

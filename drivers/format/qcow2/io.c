@@ -204,6 +204,7 @@ static int coroutine_fn write_compressed_cluster(BlockDriverState *bs, uint64_t 
     co_mutex_unlock(&s->lock);
     if (ret == 0) {
         /* Exactly clen bytes: the next packed cluster may follow at once. */
+        BLKDBG_EVENT(bs->file, BLKDBG_WRITE_COMPRESSED);
         ret = qcow2_pwrite(bs->file, host, (int64_t)clen, dst);
     }
     co_mutex_lock(&s->lock);

@@ -271,6 +271,7 @@ static int coroutine_fn ensure_refblock(BlockDriverState *bs, uint64_t idx)
         return ret;
     }
     qcow2_refblock_set(s, blk, 0, 1);
+    BLKDBG_EVENT(bs->file, BLKDBG_REFBLOCK_ALLOC_WRITE);
     ret = qcow2_pwrite(bs->file, (int64_t)off, (int64_t)s->cluster_size, blk);
     qcow2_cache_put(s->refcount_cache, &blk);
     if (ret >= 0) {
@@ -282,6 +283,7 @@ static int coroutine_fn ensure_refblock(BlockDriverState *bs, uint64_t idx)
     }
     s->refcount_table[idx] = off;
     st_be64(&entry, off);
+    BLKDBG_EVENT(bs->file, BLKDBG_REFBLOCK_ALLOC_HOOKUP);
     ret = qcow2_pwrite(bs->file, (int64_t)(s->refcount_table_offset + idx * 8), 8, &entry);
     s->l2_needs_barrier = true;
     return ret;

@@ -72,11 +72,14 @@ static int check_incompat(BlockDriverState *bs, BDRVQcow2State *s, Error **errp)
         }
         name = qcow2_feature_name(s, 0, bit);
         if (name) {
-            n += (size_t)snprintf(list + n, n < sizeof(list) ? sizeof(list) - n : 0,
-                                  "%s%s (bit %d)", n ? ", " : "", name, bit);
+            n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s (bit %d)", n ? ", " : "",
+                                  name, bit);
         } else {
-            n += (size_t)snprintf(list + n, n < sizeof(list) ? sizeof(list) - n : 0,
+            n += (size_t)snprintf(list + n, sizeof(list) - n,
                                   "%sUnknown incompatible feature: bit %d", n ? ", " : "", bit);
+        }
+        if (n >= sizeof(list) - 1) {
+            break; /* full (the names come from the image): the message ends here */
         }
     }
     error_setg(errp, "qcow2: '%s' uses unsupported incompatible features: %s", bs->filename,

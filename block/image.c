@@ -436,3 +436,42 @@ int bdrv_compact(BlockDriverState *bs, BlockProgressFn *progress, void *opaque, 
     }
     return run_drained(&a, true);
 }
+
+/* ---------------------------------------------------------------------- */
+/* Persistent dirty bitmaps */
+
+int bdrv_bitmap_list(BlockDriverState *bs, BlockBitmapInfo **out)
+{
+    *out = NULL;
+    if (!HAS_CB(bs->drv, bitmap_list)) {
+        return 0; /* a format without persistent bitmaps stores none */
+    }
+    return bs->drv->bitmap_list(bs, out);
+}
+
+void bdrv_bitmap_list_free(BlockBitmapInfo *list, int n)
+{
+    for (int i = 0; list && i < n; i++) {
+        free(list[i].name);
+    }
+    free(list);
+}
+
+static int coroutine_fn bitmap_modify_fn(OpArgs *a)
+{
+    return a->bs->drv->co_bitmap_modify(a->bs, a->p1, a->errp);
+}
+
+int bdrv_bitmap_modify(BlockDriverState *bs, const BlockBitmapRequest *req, Error **errp)
+{
+    OpArgs a = { .bs = bs, .fn = bitmap_modify_fn, .p1 = req, .errp = errp };
+
+    if (!HAS_CB(bs->drv, co_bitmap_modify)) {
+        return no_support(bs, "persistent dirty bitmaps", errp);
+    }
+    if (!req->name || !*req->name) {
+        error_setg(errp, "A bitmap name is required");
+        return -EINVAL;
+    }
+    return run_drained(&a, true);
+}

@@ -299,6 +299,11 @@ struct BlockDriver {
      */
     bool supports_backing;
 
+    /** Persistent dirty bitmaps: list (returns the count) and change one. */
+    int (*bitmap_list)(BlockDriverState *bs, BlockBitmapInfo **out);
+    int coroutine_fn (*co_bitmap_modify)(BlockDriverState *bs, const BlockBitmapRequest *req,
+                                         Error **errp);
+
     /* New fields go here, at the end. */
 };
 

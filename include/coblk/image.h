@@ -194,6 +194,43 @@ typedef void BlockProgressFn(void *opaque, int64_t done, int64_t total);
 COBLK_API int bdrv_compact(BlockDriverState *bs, BlockProgressFn *progress, void *opaque,
                            Error **errp);
 
+/* --------------------------------------------------------------------- */
+/* Persistent dirty bitmaps (qcow2; qemu-img bitmap, convert --bitmaps) */
+
+typedef struct BlockBitmapInfo {
+    char *name;
+    uint64_t granularity;       /**< bytes of the disk per bit */
+    bool enabled;               /**< 'auto': tracks every write to the image */
+    bool in_use;                /**< not saved properly: inconsistent, unusable */
+    bool usable;                /**< false if in use or with unknown extra data */
+} BlockBitmapInfo;
+
+typedef enum BlockBitmapOp {
+    BLOCK_BITMAP_ADD = 0,       /**< new empty bitmap (granularity, disabled) */
+    BLOCK_BITMAP_REMOVE,
+    BLOCK_BITMAP_CLEAR,         /**< every bit to 0 */
+    BLOCK_BITMAP_ENABLE,
+    BLOCK_BITMAP_DISABLE,
+    BLOCK_BITMAP_MERGE,         /**< name |= src_name of src_bs (NULL: same image) */
+} BlockBitmapOp;
+
+typedef struct BlockBitmapRequest {
+    BlockBitmapOp op;
+    const char *name;
+    uint64_t granularity;       /**< add: 0 picks the default (cluster size, 4K..64K) */
+    bool disabled;              /**< add: start disabled */
+    BlockDriverState *src_bs;   /**< merge: the source image, NULL for the same one */
+    const char *src_name;       /**< merge: the source bitmap */
+} BlockBitmapRequest;
+
+/** Lists the bitmaps stored in the image; returns their count, *out malloc'd. */
+COBLK_API int bdrv_bitmap_list(BlockDriverState *bs, BlockBitmapInfo **out);
+COBLK_API void bdrv_bitmap_list_free(BlockBitmapInfo *list, int n);
+
+/** Applies one operation and makes it durable in the image. */
+COBLK_API int bdrv_bitmap_modify(BlockDriverState *bs, const BlockBitmapRequest *req,
+                                 Error **errp);
+
 #ifdef __cplusplus
 }
 #endif

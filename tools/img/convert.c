@@ -368,6 +368,8 @@ typedef struct ConvOpts {
     bool progress;
     bool quiet;
     bool help_opts;
+    bool bitmaps;           /* --bitmaps */
+    bool skip_broken;       /* --skip-broken-bitmaps */
 } ConvOpts;
 
 static const struct option convert_longopts[] = {
@@ -378,6 +380,7 @@ static const struct option convert_longopts[] = {
     { "target-is-zero", no_argument, NULL, OPT_TARGET_IS_ZERO },
     { "salvage", no_argument, NULL, OPT_SALVAGE },
     { "bitmaps", no_argument, NULL, OPT_BITMAPS },
+    { "skip-broken-bitmaps", no_argument, NULL, OPT_SKIP_BROKEN },
     { "force-share", no_argument, NULL, 'U' },
     { NULL, 0, NULL, 0 },
 };
@@ -442,9 +445,8 @@ static int parse_convert(int argc, char **argv, Conv *s, ConvOpts *co)
             img_error("-l (converting from an internal snapshot) is not supported by "
                       "coblk-img");
             return 2;
-        case OPT_BITMAPS:
-            img_error("--bitmaps is not supported: coblk has no persistent bitmaps");
-            return 2;
+        case OPT_BITMAPS: co->bitmaps = true; break;
+        case OPT_SKIP_BROKEN: co->skip_broken = true; break;
         case OPT_OBJECT: img_error("--object is not supported"); return 2;
         case OPT_IMAGE_OPTS: co->src.image_opts = true; break;
         case OPT_TARGET_IMAGE_OPTS: co->target_image_opts = true; break;
@@ -572,7 +574,39 @@ static int check_convert_opts(Conv *s, ConvOpts *co, const char *out)
         img_error("-n cannot be used when writing to stdout ('-')");
         return -1;
     }
+    if (co->skip_broken && !co->bitmaps) {
+        img_error("--skip-broken-bitmaps requires --bitmaps");
+        return -1;
+    }
     return 0;
+}
+
+/* convert --bitmaps: one source, whose bitmaps are all consistent (or skipped). */
+static int bitmaps_precheck(Conv *s, ConvOpts *co)
+{
+    const BlockDriver *drv = bdrv_find_format(co->out_fmt);
+
+    if (!co->bitmaps) {
+        return 0;
+    }
+    if (s->nsrc > 1 || s->out_fd >= 0) {
+        img_error("--bitmaps needs a single source image and an output file");
+        return -1;
+    }
+    if (!drv || !drv->co_bitmap_modify) {
+        img_error("Format driver '%s' does not support bitmaps", co->out_fmt);
+        return -1;
+    }
+    return img_bitmaps_check(s->src[0].blk, co->skip_broken);
+}
+
+/* convert --bitmaps: the source's bitmaps are copied once the data is. */
+static int convert_finish(Conv *s, ConvOpts *co, int ret)
+{
+    if (ret == 0 && co->bitmaps && s->dst) {
+        ret = img_bitmaps_copy(s->src[0].blk, s->dst, co->skip_broken) < 0 ? 1 : 0;
+    }
+    return ret;
 }
 
 static void convert_cleanup(Conv *s, ConvOpts *co)
@@ -637,12 +671,12 @@ static int run_to_file(Conv *s, ConvOpts *co, int nsrc, char **srcs, const char 
 {
     s->has_backing = co->backing != NULL;
     s->target_zero = (!co->skip_create && !co->backing) || co->target_is_zero;
-    if (open_sources(s, co, nsrc, srcs) < 0 ||
+    if (open_sources(s, co, nsrc, srcs) < 0 || bitmaps_precheck(s, co) < 0 ||
         (!co->skip_create && create_target(s, co, out) < 0) || open_target(s, co, out) < 0) {
         return 1;
     }
     progress_init(&s->progress, co->progress && !co->quiet);
-    return run_convert(s);
+    return convert_finish(s, co, run_convert(s));
 }
 
 /*
@@ -713,7 +747,8 @@ int img_convert(int argc, char **argv)
         co.progress = false;
     }
     if (check_convert_opts(&s, &co, out) < 0 ||
-        open_sources(&s, &co, argc - 1 - optind, argv + optind) < 0) {
+        open_sources(&s, &co, argc - 1 - optind, argv + optind) < 0 ||
+        bitmaps_precheck(&s, &co) < 0) {
         goto out;
     }
     s.has_backing = co.backing != NULL;
@@ -725,7 +760,7 @@ int img_convert(int argc, char **argv)
         }
     }
     progress_init(&s.progress, co.progress && !co.quiet);
-    ret = run_convert(&s);
+    ret = convert_finish(&s, &co, run_convert(&s));
 out:
     convert_cleanup(&s, &co);
     return ret;

@@ -35,6 +35,7 @@ enum {
     OPT_SALVAGE,
     OPT_BITMAPS,
     OPT_HELP,
+    OPT_SKIP_BROKEN,
 };
 
 /* --------------------------------------------------------------------- */
@@ -158,6 +159,11 @@ int img_rebase(int argc, char **argv);
 int img_resize(int argc, char **argv);
 int img_snapshot(int argc, char **argv);
 int img_amend(int argc, char **argv);
+int img_bitmap(int argc, char **argv);
+/** convert --bitmaps: refuses inconsistent source bitmaps unless skip_broken (message printed). */
+int img_bitmaps_check(BlockBackend *src, bool skip_broken);
+/** convert --bitmaps: copies the source's bitmaps (name, granularity, state, bits). */
+int img_bitmaps_copy(BlockBackend *src, BlockBackend *dst, bool skip_broken);
 int img_measure(int argc, char **argv);
 int img_bench(int argc, char **argv);
 int img_dd(int argc, char **argv);

@@ -31,6 +31,13 @@ static const ImgCmd img_cmds[] = {
       "[--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] "
       "[-t cache] [-w] [-U] filename",
       "Runs a simple sequential I/O benchmark (reads, or writes with -w)." },
+    { "bitmap", img_bitmap,
+      "bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... "
+      "[-b source_file [-F source_fmt]] [-g granularity] [--object objectdef] "
+      "[--image-opts | -f fmt] filename bitmap",
+      "Changes the persistent dirty bitmaps of the image (qcow2); the operations run in\n"
+      "the order given. --merge SOURCE merges bitmap SOURCE (of -b source_file, or of\n"
+      "the same image) into bitmap." },
     { "check", img_check,
       "check [--object objectdef] [--image-opts] [-q] [-f fmt] [--output=ofmt] "
       "[-r [leaks | all]] [-T src_cache] [-U] filename",

@@ -356,6 +356,11 @@ int coroutine_fn qcow2_co_make_empty(BlockDriverState *bs, Error **errp)
                    bs->filename);
         return -ENOTSUP;
     }
+    ret = qcow2_bitmaps_note_write(bs, 0, s->size);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "qcow2: '%s': could not load the bitmaps", bs->filename);
+        return ret;
+    }
     ret = qcow2_zero_or_discard(bs, 0, round_up_u64(s->size, s->cluster_size), false, true,
                                 true);
     if (ret >= 0) {
@@ -530,10 +535,8 @@ int qcow2_measure(BlockOpts *o, BlockDriverState *in_bs, BlockMeasureInfo *out, 
     out->bitmaps = 0;
     /* qemu-img prints a bitmaps size for qcow2 sources (0 without bitmaps). */
     out->has_bitmaps = in_bs && in_bs->drv && !strcmp(in_bs->drv->format_name, "qcow2");
-    if (out->has_bitmaps && ((BDRVQcow2State *)in_bs->opaque)->bitmap_ext_offset) {
-        error_setg(errp, "qcow2: measuring persistent bitmaps of '%s' is not supported",
-                   in_bs->filename);
-        return -ENOTSUP;
+    if (out->has_bitmaps) {
+        out->bitmaps = qcow2_bitmaps_measure(in_bs->opaque, cs, size);
     }
     return 0;
 }

@@ -261,6 +261,11 @@ static int coroutine_fn write_compressed(BlockDriverState *bs, uint64_t offset, 
 int coroutine_fn qcow2_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                   IOVector *qiov, size_t qiov_offset, BdrvRequestFlags flags)
 {
+    int ret = qcow2_bitmaps_note_write(bs, (uint64_t)offset, (uint64_t)bytes);
+
+    if (ret < 0) {
+        return ret;
+    }
     if (flags & BDRV_REQ_WRITE_COMPRESSED) {
         return write_compressed(bs, (uint64_t)offset, (uint64_t)bytes, qiov, qiov_offset);
     }
@@ -275,6 +280,7 @@ int coroutine_fn qcow2_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, in
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t end = (uint64_t)(offset + bytes);
+    int ret;
 
     if (s->version < 3) {
         return -ENOTSUP; /* no zero clusters in v2: the block layer writes zeroes */
@@ -284,6 +290,10 @@ int coroutine_fn qcow2_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, in
         (qcow2_offset_into_cluster(s, end) && end != s->size)) {
         return -ENOTSUP;
     }
+    ret = qcow2_bitmaps_note_write(bs, (uint64_t)offset, (uint64_t)bytes);
+    if (ret < 0) {
+        return ret;
+    }
     return qcow2_zero_or_discard(bs, (uint64_t)offset, (uint64_t)bytes, true,
                                  flags & BDRV_REQ_MAY_UNMAP, false);
 }
@@ -292,10 +302,15 @@ int coroutine_fn qcow2_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t end = (uint64_t)(offset + bytes);
+    int ret;
 
     if (qcow2_offset_into_cluster(s, (uint64_t)offset) ||
         (qcow2_offset_into_cluster(s, end) && end != s->size)) {
         return -ENOTSUP;
+    }
+    ret = qcow2_bitmaps_note_write(bs, (uint64_t)offset, (uint64_t)bytes);
+    if (ret < 0) {
+        return ret;
     }
     return qcow2_zero_or_discard(bs, (uint64_t)offset, (uint64_t)bytes, false, true, false);
 }

@@ -187,9 +187,14 @@ static int64_t coroutine_fn open_co(void *opaque)
         /* Lazy refcounts after a crash: rebuild the refcounts first. */
         ret = qcow2_repair_dirty(bs, a->errp);
     }
+    if (ret == 0) {
+        ret = qcow2_bitmaps_open(bs, (a->flags & BDRV_O_RDWR) && !(a->flags & BDRV_O_NO_IO),
+                                 a->errp);
+    }
     if (ret == 0 && (a->flags & BDRV_O_RDWR) && !(a->flags & BDRV_O_NO_IO)) {
-        /* Autoclear bits we do not maintain (bitmaps, unknown ones) are cleared. */
-        uint64_t keep = s->autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW;
+        /* Autoclear bits we do not maintain (unknown ones) are cleared. */
+        uint64_t keep = s->autoclear_features &
+                        (QCOW2_AUTOCLEAR_DATA_FILE_RAW | (s->bitmaps ? QCOW2_AUTOCLEAR_BITMAPS : 0));
 
         if (keep != s->autoclear_features) {
             s->autoclear_features = keep;
@@ -284,6 +289,7 @@ static void qcow2_close_state(BlockDriverState *bs)
     BDRVQcow2State *s = bs->opaque;
 
     stop_clean_timer(bs);
+    qcow2_bitmaps_free(s);
     qcow2_cache_destroy(s->l2_cache);
     qcow2_cache_destroy(s->refcount_cache);
     s->l2_cache = s->refcount_cache = NULL;
@@ -356,6 +362,11 @@ static int64_t coroutine_fn close_co(void *opaque)
     int ret;
 
     co_mutex_lock(&s->lock);
+    ret = qcow2_bitmaps_close(bs);
+    if (ret < 0) {
+        coblk_warn("qcow2: could not store the bitmaps of '%s': %s (they stay marked in use)",
+                   bs->filename, strerror(-ret));
+    }
     ret = qcow2_cache_flush_all(bs);
     if (ret == 0 && s->dirty_set) {
         ret = bdrv_co_flush(bs->file->bs);
@@ -445,7 +456,7 @@ static void json_str(char *buf, size_t size, size_t *n, const char *str)
 static char *qcow2_get_specific_info(BlockDriverState *bs, Error **errp)
 {
     BDRVQcow2State *s = bs->opaque;
-    size_t size = 8192, n = 0;
+    size_t size = 8192 + (size_t)s->nb_bitmaps * (6 * 1024 + 96), n = 0;
     char *buf = malloc(size);
 
     if (!buf) {
@@ -459,6 +470,7 @@ static char *qcow2_get_specific_info(BlockDriverState *bs, Error **errp)
     JCAT("{\"compat\": \"1.1\", \"compression-type\": \"%s\", \"lazy-refcounts\": %s, ",
          s->compression_type == QCOW2_COMPRESSION_ZSTD ? "zstd" : "zlib",
          (s->compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS) ? "true" : "false");
+    n += qcow2_bitmaps_json(s, buf + n, n < size ? size - n : 0);
     if (qcow2_has_data_file(s) && s->image_data_file) {
         JCAT("\"data-file\": ");
         json_str(buf, size, &n, s->image_data_file);
@@ -571,6 +583,7 @@ static int qcow2_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int ne
         }
     }
     s->reopen_opts = q;
+    s->reopen_to_rw = (new_flags & BDRV_O_RDWR) && !(bs->open_flags & BDRV_O_RDWR);
     return 0;
 }
 
@@ -579,6 +592,11 @@ static void qcow2_reopen_commit(BlockDriverState *bs)
     BDRVQcow2State *s = bs->opaque;
     Qcow2Opts *q = &s->reopen_opts;
 
+    if (s->reopen_to_rw) {
+        /* The file child may not be writable yet: the first write loads the bitmaps. */
+        s->reopen_to_rw = false;
+        s->bitmaps_pending = true;
+    }
     s->overlap_check = q->overlap;
     s->discard_request = q->discard_request;
     s->discard_snapshot = q->discard_snapshot;
@@ -595,6 +613,9 @@ static void qcow2_reopen_commit(BlockDriverState *bs)
 
 static void qcow2_reopen_abort(BlockDriverState *bs)
 {
+    BDRVQcow2State *s = bs->opaque;
+
+    s->reopen_to_rw = false;
 }
 
 static const char *const qcow2_extensions[] = { "qcow2", NULL };
@@ -639,4 +660,6 @@ const BlockDriver bdrv_qcow2 = {
     .co_make_empty = qcow2_co_make_empty,
     .measure = qcow2_measure,
     .file_extensions = qcow2_extensions,
+    .bitmap_list = qcow2_bitmap_list,
+    .co_bitmap_modify = qcow2_co_bitmap_modify,
 };

@@ -162,6 +162,23 @@ typedef struct Qcow2FeatureName {
     char name[47];
 } Qcow2FeatureName;
 
+/* A persistent dirty bitmap from the bitmap directory (bitmap.c). */
+typedef struct Qcow2Bitmap {
+    char *name;
+    uint32_t flags;             /* QCOW2_BME_* as on disk */
+    uint8_t gran_bits;
+    uint64_t table_offset;      /* host offset of the bitmap table, 0 if none */
+    uint32_t table_size;        /* entries */
+    uint8_t *extra;             /* type-specific extra data, kept verbatim */
+    uint32_t extra_size;
+    uint8_t *data;              /* the bits while loaded (read-write use), else NULL */
+    uint64_t data_bytes;        /* ceil(ceil(size / granularity) / 8) */
+} Qcow2Bitmap;
+
+#define QCOW2_BME_IN_USE (1U << 0)
+#define QCOW2_BME_AUTO (1U << 1)
+#define QCOW2_BME_EXTRA_COMPAT (1U << 2)
+
 /* ---------------------------------------------------------------------- */
 /* In-flight allocations (alloc.c) */
 
@@ -254,6 +271,9 @@ typedef struct BDRVQcow2State {
     char *image_data_file;              /* data file name from the header */
     uint64_t bitmap_ext_offset;         /* bitmap directory (overlap checks) */
     uint64_t bitmap_ext_size;
+    Qcow2Bitmap *bitmaps;               /* parsed directory (autoclear bit set) */
+    uint32_t nb_bitmaps;
+    bool bitmaps_loaded;                /* enabled ones in memory, marked in_use */
 
     /* Children */
     BdrvChild *data_file;               /* == bs->file without an external data file */
@@ -282,6 +302,8 @@ typedef struct BDRVQcow2State {
     uint64_t dbuf_host;                 /* cached decompressed cluster's descriptor */
     bool dbuf_valid;
     Qcow2Opts reopen_opts;              /* staged by reopen_prepare */
+    bool reopen_to_rw;                  /* staged by reopen_prepare */
+    bool bitmaps_pending;               /* read-write again: load bitmaps at the next write */
     uint64_t free_byte_offset;          /* where the next compressed cluster may go, or 0 */
 } BDRVQcow2State;
 
@@ -486,6 +508,28 @@ int qcow2_free_old_entry(BlockDriverState *bs, uint64_t l2e, int type);
  */
 int coroutine_fn qcow2_zero_or_discard(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
                                        bool zero, bool unmap, bool full);
+
+/* ---------------------------------------------------------------------- */
+/* bitmap.c */
+
+/* Parses the bitmap directory (if the extension is valid); read-write opens load enabled bitmaps. */
+int coroutine_fn qcow2_bitmaps_open(BlockDriverState *bs, bool rw, Error **errp);
+/* Writes loaded bitmaps back (in_use cleared) and drops them from memory. */
+int coroutine_fn qcow2_bitmaps_close(BlockDriverState *bs);
+void qcow2_bitmaps_free(BDRVQcow2State *s);
+/*
+ * Marks [offset, offset + bytes) dirty in every enabled, loaded bitmap
+ * before a write; after a reopen to read-write it loads them first (an
+ * error then fails the write: it would go untracked).
+ */
+int coroutine_fn qcow2_bitmaps_note_write(BlockDriverState *bs, uint64_t offset, uint64_t bytes);
+int qcow2_bitmap_list(BlockDriverState *bs, BlockBitmapInfo **out);
+int coroutine_fn qcow2_co_bitmap_modify(BlockDriverState *bs, const BlockBitmapRequest *req,
+                                        Error **errp);
+/* Appends the qemu-img info "bitmaps" array (JSON) for the directory. */
+size_t qcow2_bitmaps_json(const BDRVQcow2State *s, char *buf, size_t size);
+/* Bytes a copy of the image's bitmaps needs (measure): directory, tables, data. */
+uint64_t qcow2_bitmaps_measure(const BDRVQcow2State *s, uint64_t cluster_size, uint64_t size);
 
 /* ---------------------------------------------------------------------- */
 /* io.c */

@@ -232,6 +232,11 @@ int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t offset, bool ex
     if ((uint64_t)offset == old) {
         return 0;
     }
+    if (s->nb_bitmaps) {
+        error_setg(errp, "qcow2: cannot resize '%s': it holds persistent bitmaps (remove them "
+                   "with 'bitmap --remove' first)", bs->filename);
+        return -ENOTSUP;
+    }
     if ((uint64_t)offset < old) {
         if (prealloc != PREALLOC_MODE_OFF) {
             error_setg(errp, "qcow2: preallocation is not possible when shrinking");

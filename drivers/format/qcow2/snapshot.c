@@ -548,6 +548,12 @@ int coroutine_fn qcow2_co_snapshot_goto(BlockDriverState *bs, const char *name_o
                    (unsigned long long)s->size);
         return -ENOTSUP;
     }
+    /* Switching snapshots changes the whole disk: enabled bitmaps see it all. */
+    ret = qcow2_bitmaps_note_write(bs, 0, s->size);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "qcow2: '%s': could not load the bitmaps", bs->filename);
+        return ret;
+    }
     co_mutex_lock(&s->lock);
     ret = goto_locked(bs, &s->snapshots[i]);
     co_mutex_unlock(&s->lock);

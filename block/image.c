@@ -475,3 +475,60 @@ int bdrv_bitmap_modify(BlockDriverState *bs, const BlockBitmapRequest *req, Erro
     }
     return run_drained(&a, true);
 }
+
+/* ---------------------------------------------------------------------- */
+/* Temporary snapshot load */
+
+static int coroutine_fn load_tmp_fn(OpArgs *a)
+{
+    return a->bs->drv->co_snapshot_load_tmp(a->bs, a->p1, a->p2, a->errp);
+}
+
+int bdrv_snapshot_load_tmp(BlockDriverState *bs, const char *id, const char *name, Error **errp)
+{
+    OpArgs a = { .bs = bs, .fn = load_tmp_fn, .p1 = id, .p2 = name, .errp = errp };
+
+    if (!HAS_CB(bs->drv, co_snapshot_load_tmp)) {
+        return no_support(bs, "loading internal snapshots", errp);
+    }
+    return run_drained(&a, false);
+}
+
+int bdrv_snapshot_load_tmp_param(BlockDriverState *bs, const char *param, Error **errp)
+{
+    char id[128] = "", name[256] = "";
+    const char *p = param;
+    Error *local = NULL;
+    int ret;
+
+    if (strncmp(param, "snapshot.", 9)) {
+        /* An id or a name: the id wins, as qemu-img does. */
+        ret = bdrv_snapshot_load_tmp(bs, param, NULL, &local);
+        if (ret == -ENOENT) {
+            error_free(local);
+            local = NULL;
+            ret = bdrv_snapshot_load_tmp(bs, NULL, param, &local);
+        }
+        if (local) {
+            error_propagate(errp, local);
+        }
+        return ret;
+    }
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char *dst = !strncmp(p, "snapshot.id=", 12) ? id : !strncmp(p, "snapshot.name=", 14)
+                                                                ? name : NULL;
+        size_t klen = dst == id ? 12 : 14, cap = dst == id ? sizeof(id) : sizeof(name);
+
+        if (!dst || len - klen >= cap) {
+            error_setg(errp, "Invalid snapshot parameter '%.*s' (expected snapshot.id=ID "
+                       "and/or snapshot.name=NAME)", (int)len, p);
+            return -EINVAL;
+        }
+        memcpy(dst, p + klen, len - klen);
+        dst[len - klen] = '\0';
+        p += len + (comma ? 1 : 0);
+    }
+    return bdrv_snapshot_load_tmp(bs, *id ? id : NULL, *name ? name : NULL, errp);
+}

@@ -303,6 +303,9 @@ struct BlockDriver {
     int (*bitmap_list)(BlockDriverState *bs, BlockBitmapInfo **out);
     int coroutine_fn (*co_bitmap_modify)(BlockDriverState *bs, const BlockBitmapRequest *req,
                                          Error **errp);
+    /** Shows snapshot id and/or name (NULL: any) as the content, read-only, until close. */
+    int coroutine_fn (*co_snapshot_load_tmp)(BlockDriverState *bs, const char *id,
+                                             const char *name, Error **errp);
 
     /* New fields go here, at the end. */
 };

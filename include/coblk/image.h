@@ -124,6 +124,15 @@ COBLK_API int bdrv_snapshot_delete(BlockDriverState *bs, const char *id, const c
                                    Error **errp);
 /** Lists snapshots: *psn is malloc'd (free() it). Returns the count or -errno. */
 COBLK_API int bdrv_snapshot_list(BlockDriverState *bs, BlockSnapshotInfo **psn);
+/**
+ * Makes an internal snapshot the content of a read-only image until it is
+ * closed (qemu-img convert -l / measure -l). id and name may be NULL (any);
+ * param is "snapshot.id=ID,snapshot.name=NAME" or an id or name.
+ */
+COBLK_API int bdrv_snapshot_load_tmp(BlockDriverState *bs, const char *id, const char *name,
+                                     Error **errp);
+COBLK_API int bdrv_snapshot_load_tmp_param(BlockDriverState *bs, const char *param,
+                                           Error **errp);
 
 /** vmstate area of the current state (emulator savevm); returns bytes or -errno. */
 COBLK_API int bdrv_save_vmstate(BlockDriverState *bs, const void *buf, int64_t pos, int64_t size);

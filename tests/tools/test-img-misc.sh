@@ -61,4 +61,26 @@ for m in coblk-img.1 coblk-io.1; do
     [ -s "$src/$m" ] && pass "man page $m" || fail "man page $m missing"
 done
 
+# convert -l / measure -l: an internal snapshot as the source (by name, id or
+# snapshot.id=/snapshot.name=), after the image grew past the snapshot's size.
+qemu-img create -q -f qcow2 sn.qcow2 16M
+qemu-io -c 'write -P 1 0 1M' -c 'write -P 3 8M 64k' sn.qcow2 >/dev/null
+qemu-img snapshot -c snap1 sn.qcow2
+qemu-io -c 'write -P 2 0 512k' sn.qcow2 >/dev/null
+qemu-img resize -q sn.qcow2 32M
+for l in snap1 1 snapshot.name=snap1 snapshot.id=1 snapshot.id=1,snapshot.name=snap1; do
+    qemu-img convert -l "$l" -O raw sn.qcow2 q.raw
+    "$CIMG" convert -l "$l" -O raw sn.qcow2 c.raw
+    cmp -s q.raw c.raw && pass "convert -l $l like qemu-img" || fail "convert -l $l"
+done
+qemu-img measure --output=json -l snap1 -O qcow2 sn.qcow2 >q.json
+"$CIMG" measure --output=json -l snap1 -O qcow2 sn.qcow2 >c.json
+same_json "measure -l like qemu-img" q.json c.json
+expect_rc 1 "convert -l of a missing snapshot" "$CIMG" convert -l nope -O raw sn.qcow2 c.raw
+grep -q "Failed to load snapshot" err.txt && pass "missing snapshot message" ||
+    fail "missing snapshot: $(cat err.txt)"
+expect_rc 1 "convert -l with a bad parameter" "$CIMG" convert -l snapshot.foo=1 -O raw \
+    sn.qcow2 c.raw
+expect_rc 1 "convert -l of a raw image" "$CIMG" convert -l s1 -f raw -O raw q.raw c2.raw
+
 finish

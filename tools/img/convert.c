@@ -369,6 +369,7 @@ typedef struct ConvOpts {
     bool quiet;
     bool help_opts;
     bool bitmaps;           /* --bitmaps */
+    const char *snapshot;   /* -l: convert an internal snapshot of the source */
     bool skip_broken;       /* --skip-broken-bitmaps */
 } ConvOpts;
 
@@ -441,10 +442,7 @@ static int parse_convert(int argc, char **argv, Conv *s, ConvOpts *co)
         case 'C':
             img_error("-C (copy offloading) is not supported by coblk-img");
             return 2;
-        case 'l':
-            img_error("-l (converting from an internal snapshot) is not supported by "
-                      "coblk-img");
-            return 2;
+        case 'l': co->snapshot = optarg; break;
         case OPT_BITMAPS: co->bitmaps = true; break;
         case OPT_SKIP_BROKEN: co->skip_broken = true; break;
         case OPT_OBJECT: img_error("--object is not supported"); return 2;
@@ -475,6 +473,18 @@ static int open_sources(Conv *s, ConvOpts *co, int argc, char **argv)
         src->blk = img_open(argv[i], &co->src);
         if (!src->blk) {
             return -1;
+        }
+        if (co->snapshot) {
+            Error *err = NULL;
+
+            if (argc > 1) {
+                img_error("No support for concatenating multiple snapshot");
+                return -1;
+            }
+            if (bdrv_snapshot_load_tmp_param(blk_bs(src->blk), co->snapshot, &err) < 0) {
+                img_error_err(err, "Failed to load snapshot");
+                return -1;
+            }
         }
         src->size = blk_getlength(src->blk);
         if (src->size < 0) {

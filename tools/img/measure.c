@@ -43,7 +43,7 @@ static void print_measure(const BlockMeasureInfo *m, bool json)
 int img_measure(int argc, char **argv)
 {
     ImgOpen o = { .quiet = true };
-    const char *out_fmt = "raw";
+    const char *out_fmt = "raw", *snapshot = NULL;
     BlockOpts *opts = NULL;
     BlockMeasureInfo m;
     BlockBackend *blk = NULL;
@@ -67,9 +67,7 @@ int img_measure(int argc, char **argv)
                 goto out;
             }
             break;
-        case 'l':
-            img_error("-l (measuring an internal snapshot) is not supported by coblk-img");
-            goto out;
+        case 'l': snapshot = optarg; break;
         case OPT_SIZE:
             if ((size = img_parse_size(optarg)) < 0) {
                 img_error("Invalid size specified. Must be between 0 and %lld.",
@@ -102,6 +100,10 @@ int img_measure(int argc, char **argv)
     } else {
         blk = img_open(argv[optind], &o);
         if (!blk) {
+            goto out;
+        }
+        if (snapshot && bdrv_snapshot_load_tmp_param(blk_bs(blk), snapshot, &err) < 0) {
+            img_error_err(err, "Failed to load snapshot");
             goto out;
         }
         snprintf(buf, sizeof(buf), "%" PRId64, blk_getlength(blk));

@@ -654,6 +654,7 @@ const BlockDriver bdrv_qcow2 = {
     .co_snapshot_goto = qcow2_co_snapshot_goto,
     .co_snapshot_delete = qcow2_co_snapshot_delete,
     .co_snapshot_list = qcow2_co_snapshot_list,
+    .co_snapshot_load_tmp = qcow2_co_snapshot_load_tmp,
     .co_save_vmstate = qcow2_co_save_vmstate,
     .co_load_vmstate = qcow2_co_load_vmstate,
     .co_amend = qcow2_co_amend,

@@ -509,6 +509,10 @@ int qcow2_free_old_entry(BlockDriverState *bs, uint64_t l2e, int type);
 int coroutine_fn qcow2_zero_or_discard(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
                                        bool zero, bool unmap, bool full);
 
+/* Makes a snapshot the image's content until close (read-only images only). */
+int coroutine_fn qcow2_co_snapshot_load_tmp(BlockDriverState *bs, const char *id,
+                                            const char *name, Error **errp);
+
 /* ---------------------------------------------------------------------- */
 /* bitmap.c */
 

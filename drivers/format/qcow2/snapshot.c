@@ -679,3 +679,56 @@ int coroutine_fn qcow2_co_load_vmstate(BlockDriverState *bs, IOVector *qiov, int
     return qcow2_co_preadv(bs, (int64_t)(vm_state_offset(s) + (uint64_t)pos),
                            (int64_t)qiov->size, qiov, 0, 0);
 }
+
+/* ---------------------------------------------------------------------- */
+/* Temporary load (read-only: convert -l, measure -l) */
+
+int coroutine_fn qcow2_co_snapshot_load_tmp(BlockDriverState *bs, const char *id,
+                                            const char *name, Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int i = find_snapshot(s, id, name);
+    const Qcow2Snapshot *sn;
+    uint64_t need, *l1 = NULL, *p;
+    int ret;
+
+    if (i < 0) {
+        error_setg(errp, "qcow2: '%s': no snapshot with id '%s' and name '%s'", bs->filename,
+                   id ? id : "(any)", name ? name : "(any)");
+        return -ENOENT;
+    }
+    if (!bdrv_is_read_only(bs)) {
+        error_setg(errp, "qcow2: '%s': a snapshot can only be loaded into a read-only image",
+                   bs->filename);
+        return -EACCES;
+    }
+    /* The disk keeps its current size (as qemu-img): past the snapshot's end reads zero. */
+    sn = &s->snapshots[i];
+    need = qcow2_l1_entries_for(s->size, s->cluster_bits, s->l2_bits);
+    co_mutex_lock(&s->lock);
+    ret = qcow2_read_l1(bs, sn->l1_table_offset, sn->l1_size, &l1);
+    if (ret == 0 && need > sn->l1_size) {
+        p = realloc(l1, (size_t)need * 8);
+        ret = p ? 0 : -ENOMEM;
+        l1 = p ? p : l1;
+    }
+    if (ret < 0) {
+        co_mutex_unlock(&s->lock);
+        free(l1);
+        error_setg_errno(errp, -ret, "qcow2: '%s': could not read the L1 table of snapshot "
+                         "'%s'", bs->filename, sn->name);
+        return ret;
+    }
+    for (uint64_t j = sn->l1_size; j < need; j++) {
+        l1[j] = 0;
+    }
+    free(s->l1_table);
+    s->l1_table = l1;
+    s->l1_table_offset = sn->l1_table_offset;
+    s->l1_size = need > sn->l1_size ? (uint32_t)need : sn->l1_size;
+    s->l1_dirty_lo = s->l1_size;
+    s->l1_dirty_hi = 0;
+    s->dbuf_valid = false;
+    co_mutex_unlock(&s->lock);
+    return 0;
+}

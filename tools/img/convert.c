@@ -49,6 +49,7 @@ typedef struct Conv {
     bool salvage;
     int64_t sparse;
     int64_t buf_size;
+    int64_t cluster;        /* -c: the target's cluster size (0: unknown) */
     int64_t rate;           /* bytes per second, 0 = unlimited */
     int ncoroutines;
 
@@ -245,6 +246,37 @@ static int coroutine_fn stream_out(Conv *s, int64_t n, uint8_t *buf)
     return 0;
 }
 
+/*
+ * Writes a chunk compressed, in runs of clusters; all-zero clusters are left
+ * out when the target reads zeroes already.
+ */
+static inline int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+static int coroutine_fn write_compressed(Conv *s, int64_t off, int64_t n, uint8_t *buf)
+{
+    int64_t cs = s->cluster > 0 ? s->cluster : n, i = 0;
+
+    while (i < n) {
+        int64_t j = i;
+
+        while (j < n && !(s->target_zero && img_is_zero(buf + j, (size_t)min64(cs, n - j)))) {
+            j += min64(cs, n - j);
+        }
+        if (j > i) {
+            int ret = write_data(s, off + i, j - i, buf + i, BDRV_REQ_WRITE_COMPRESSED);
+
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        i = j < n ? j + min64(cs, n - j) : n; /* skip the zero cluster */
+    }
+    return 0;
+}
+
 static int coroutine_fn write_chunk(Conv *s, int kind, int64_t off, int64_t n, uint8_t *buf)
 {
     if (s->out_fd >= 0) {
@@ -260,10 +292,7 @@ static int coroutine_fn write_chunk(Conv *s, int kind, int64_t off, int64_t n, u
         return write_zero(s, off, n);
     }
     if (s->compressed) {
-        if (s->target_zero && img_is_zero(buf, (size_t)n)) {
-            return 0;
-        }
-        return write_data(s, off, n, buf, BDRV_REQ_WRITE_COMPRESSED);
+        return write_compressed(s, off, n, buf);
     }
     return s->sparse ? write_sparse(s, off, n, buf) : write_data(s, off, n, buf, 0);
 }
@@ -546,9 +575,15 @@ static int open_target(Conv *s, ConvOpts *co, const char *out)
             img_error("Compression not supported for this file format");
             return -1;
         }
+        /*
+         * Whole clusters per chunk, several of them: the format compresses
+         * the clusters of one write in parallel, even with in-order writes.
+         */
         if (bdrv_get_info(blk_bs(s->dst), &bdi) == 0 && bdi.cluster_size > 0 &&
             bdi.cluster_size <= CONV_BUF_SIZE * 8) {
-            s->buf_size = bdi.cluster_size;
+            s->cluster = bdi.cluster_size;
+            s->buf_size = bdi.cluster_size * (bdi.cluster_size < CONV_BUF_SIZE ?
+                                              CONV_BUF_SIZE / bdi.cluster_size : 1);
         }
     }
     return 0;

@@ -1,8 +1,13 @@
 /*
- * qcow2: cluster compression. compression_type 0 is raw deflate (zlib,
- * window bits 12, no zlib header); 1 is a zstd frame. A compressed cluster
- * on disk may be followed by padding up to its last 512-byte sector, so
- * decompression stops once a whole cluster came out.
+ * qcow2: cluster compression codecs. compression_type 0 is raw deflate
+ * (zlib, window bits 12, no zlib header: readers such as QEMU inflate with
+ * a 4 KiB window, so the compressor must not use a larger one); 1 is a zstd
+ * frame. A compressed cluster on disk may be followed by padding up to its
+ * last 512-byte sector, so decompression stops once a whole cluster came out.
+ *
+ * A Qcow2Codec keeps its zlib / zstd contexts between calls (they are reset,
+ * not reallocated). It is not thread-safe: one user at a time, but that user
+ * may be any thread (the compression workers run it on the thread pool).
  */
 #include <errno.h>
 #include <string.h>
@@ -17,68 +22,80 @@
 #include <zstd_errors.h>
 #endif
 
+#define QCOW2_ZLIB_WINDOW_BITS (-12)
+
 bool qcow2_compression_supported(int type)
 {
     return type == QCOW2_COMPRESSION_ZLIB || (type == QCOW2_COMPRESSION_ZSTD && COBLK_HAVE_ZSTD);
 }
 
-static int zlib_decompress(uint8_t *dst, size_t dst_len, const uint8_t *src, size_t src_len)
+static int zlib_decompress(Qcow2Codec *c, uint8_t *dst, size_t dst_len, const uint8_t *src,
+                           size_t src_len)
 {
-    z_stream z;
+    z_stream *z = &c->inflate;
     int ret;
 
-    memset(&z, 0, sizeof(z));
-    if (inflateInit2(&z, -12) != Z_OK) {
-        return -ENOMEM;
+    if (!c->inflate_ready) {
+        memset(z, 0, sizeof(*z));
+        if (inflateInit2(z, QCOW2_ZLIB_WINDOW_BITS) != Z_OK) {
+            return -ENOMEM;
+        }
+        c->inflate_ready = true;
+    } else if (inflateReset(z) != Z_OK) {
+        return -EIO;
     }
-    z.next_in = (Bytef *)src;
-    z.avail_in = (uInt)src_len;
-    z.next_out = dst;
-    z.avail_out = (uInt)dst_len;
-    ret = inflate(&z, Z_FINISH);
+    z->next_in = (Bytef *)src;
+    z->avail_in = (uInt)src_len;
+    z->next_out = dst;
+    z->avail_out = (uInt)dst_len;
+    ret = inflate(z, Z_FINISH);
     /* Trailing sector padding leaves Z_BUF_ERROR with a full output: fine. */
-    if ((ret != Z_STREAM_END && ret != Z_BUF_ERROR) || z.avail_out != 0) {
-        ret = -EIO;
-    } else {
-        ret = 0;
+    if ((ret != Z_STREAM_END && ret != Z_BUF_ERROR) || z->avail_out != 0) {
+        return -EIO;
     }
-    inflateEnd(&z);
-    return ret;
+    return 0;
 }
 
-static ssize_t zlib_compress(uint8_t *dst, size_t dst_len, const uint8_t *src, size_t src_len)
+static ssize_t zlib_compress(Qcow2Codec *c, uint8_t *dst, size_t dst_len, const uint8_t *src,
+                             size_t src_len)
 {
-    z_stream z;
-    ssize_t ret;
+    z_stream *z = &c->deflate;
+    int ret;
 
-    memset(&z, 0, sizeof(z));
-    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) !=
-        Z_OK) {
-        return -ENOMEM;
+    if (!c->deflate_ready) {
+        memset(z, 0, sizeof(*z));
+        if (deflateInit2(z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, QCOW2_ZLIB_WINDOW_BITS, 9,
+                         Z_DEFAULT_STRATEGY) != Z_OK) {
+            return -ENOMEM;
+        }
+        c->deflate_ready = true;
+    } else if (deflateReset(z) != Z_OK) {
+        return -EIO;
     }
-    z.next_in = (Bytef *)src;
-    z.avail_in = (uInt)src_len;
-    z.next_out = dst;
-    z.avail_out = (uInt)dst_len;
-    ret = deflate(&z, Z_FINISH);
-    ret = ret == Z_STREAM_END ? (ssize_t)(dst_len - z.avail_out) : -ENOSPC;
-    deflateEnd(&z);
-    return ret;
+    z->next_in = (Bytef *)src;
+    z->avail_in = (uInt)src_len;
+    z->next_out = dst;
+    z->avail_out = (uInt)dst_len;
+    ret = deflate(z, Z_FINISH);
+    return ret == Z_STREAM_END ? (ssize_t)(dst_len - z->avail_out) : -ENOSPC;
 }
 
 #if COBLK_HAVE_ZSTD
-static int zstd_decompress(uint8_t *dst, size_t dst_len, const uint8_t *src, size_t src_len)
+static int zstd_decompress(Qcow2Codec *c, uint8_t *dst, size_t dst_len, const uint8_t *src,
+                           size_t src_len)
 {
-    ZSTD_DCtx *d = ZSTD_createDCtx();
     ZSTD_outBuffer out = { dst, dst_len, 0 };
     ZSTD_inBuffer in = { src, src_len, 0 };
-    int ret = -EIO;
 
-    if (!d) {
-        return -ENOMEM;
+    if (!c->zstd_d) {
+        c->zstd_d = ZSTD_createDCtx();
+        if (!c->zstd_d) {
+            return -ENOMEM;
+        }
     }
+    ZSTD_DCtx_reset(c->zstd_d, ZSTD_reset_session_only);
     while (out.pos < out.size) {
-        size_t r = ZSTD_decompressStream(d, &out, &in);
+        size_t r = ZSTD_decompressStream(c->zstd_d, &out, &in);
 
         if (ZSTD_isError(r)) {
             break;
@@ -87,17 +104,21 @@ static int zstd_decompress(uint8_t *dst, size_t dst_len, const uint8_t *src, siz
             break; /* frame done, or input exhausted */
         }
     }
-    if (out.pos == out.size) {
-        ret = 0;
-    }
-    ZSTD_freeDCtx(d);
-    return ret;
+    return out.pos == out.size ? 0 : -EIO;
 }
 
-static ssize_t zstd_compress(uint8_t *dst, size_t dst_len, const uint8_t *src, size_t src_len)
+static ssize_t zstd_compress(Qcow2Codec *c, uint8_t *dst, size_t dst_len, const uint8_t *src,
+                             size_t src_len)
 {
-    size_t r = ZSTD_compress(dst, dst_len, src, src_len, 3);
+    size_t r;
 
+    if (!c->zstd_c) {
+        c->zstd_c = ZSTD_createCCtx();
+        if (!c->zstd_c) {
+            return -ENOMEM;
+        }
+    }
+    r = ZSTD_compressCCtx(c->zstd_c, dst, dst_len, src, src_len, 3);
     if (ZSTD_isError(r)) {
         return ZSTD_getErrorCode(r) == ZSTD_error_dstSize_tooSmall ? -ENOSPC : -EIO;
     }
@@ -105,32 +126,47 @@ static ssize_t zstd_compress(uint8_t *dst, size_t dst_len, const uint8_t *src, s
 }
 #endif
 
-int qcow2_decompress(const BDRVQcow2State *s, uint8_t *dst, size_t dst_len, const uint8_t *src,
-                     size_t src_len)
+int qcow2_codec_decompress(Qcow2Codec *c, int type, uint8_t *dst, size_t dst_len,
+                           const uint8_t *src, size_t src_len)
 {
-    switch (s->compression_type) {
+    switch (type) {
     case QCOW2_COMPRESSION_ZLIB:
-        return zlib_decompress(dst, dst_len, src, src_len);
+        return zlib_decompress(c, dst, dst_len, src, src_len);
 #if COBLK_HAVE_ZSTD
     case QCOW2_COMPRESSION_ZSTD:
-        return zstd_decompress(dst, dst_len, src, src_len);
+        return zstd_decompress(c, dst, dst_len, src, src_len);
 #endif
     default:
         return -ENOTSUP;
     }
 }
 
-ssize_t qcow2_compress(const BDRVQcow2State *s, uint8_t *dst, size_t dst_len,
-                       const uint8_t *src, size_t src_len)
+ssize_t qcow2_codec_compress(Qcow2Codec *c, int type, uint8_t *dst, size_t dst_len,
+                             const uint8_t *src, size_t src_len)
 {
-    switch (s->compression_type) {
+    switch (type) {
     case QCOW2_COMPRESSION_ZLIB:
-        return zlib_compress(dst, dst_len, src, src_len);
+        return zlib_compress(c, dst, dst_len, src, src_len);
 #if COBLK_HAVE_ZSTD
     case QCOW2_COMPRESSION_ZSTD:
-        return zstd_compress(dst, dst_len, src, src_len);
+        return zstd_compress(c, dst, dst_len, src, src_len);
 #endif
     default:
         return -ENOTSUP;
     }
+}
+
+void qcow2_codec_free(Qcow2Codec *c)
+{
+    if (c->deflate_ready) {
+        deflateEnd(&c->deflate);
+    }
+    if (c->inflate_ready) {
+        inflateEnd(&c->inflate);
+    }
+#if COBLK_HAVE_ZSTD
+    ZSTD_freeCCtx(c->zstd_c);
+    ZSTD_freeDCtx(c->zstd_d);
+#endif
+    memset(c, 0, sizeof(*c));
 }

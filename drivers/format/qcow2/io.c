@@ -44,7 +44,6 @@ static int coroutine_fn read_compressed(BlockDriverState *bs, uint64_t l2e, uint
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t coff, clen;
-    uint8_t *cbuf, *dbuf;
     int ret;
 
     qcow2_decode_compressed(s, l2e, &coff, &clen);
@@ -55,24 +54,7 @@ static int coroutine_fn read_compressed(BlockDriverState *bs, uint64_t l2e, uint
         co_mutex_unlock(&s->lock);
         return ret;
     }
-    cbuf = malloc(clen);
-    dbuf = malloc(s->cluster_size);
-    if (!cbuf || !dbuf) {
-        free(cbuf);
-        free(dbuf);
-        return -ENOMEM;
-    }
-    ret = qcow2_pread(bs->file, (int64_t)coff, (int64_t)clen, cbuf);
-    if (ret >= 0) {
-        ret = qcow2_decompress(s, dbuf, s->cluster_size, cbuf, clen);
-    }
-    if (ret >= 0) {
-        iovector_from_buf(qiov, qoff, dbuf + qcow2_offset_into_cluster(s, offset), n);
-        ret = 0;
-    }
-    free(cbuf);
-    free(dbuf);
-    return ret;
+    return qcow2_read_compressed_cached(bs, coff, clen, offset, n, qiov, qoff);
 }
 
 int coroutine_fn qcow2_read_guest(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
@@ -154,45 +136,45 @@ static int64_t coroutine_fn alloc_compressed(BlockDriverState *bs, uint64_t clen
     return host;
 }
 
-/* Writes one whole cluster compressed (or plainly if it does not shrink). */
-static int coroutine_fn write_compressed_cluster(BlockDriverState *bs, uint64_t offset,
-                                                 uint64_t bytes, IOVector *qiov, size_t qoff)
+/* The guest data of [qoff, qoff + len) if it is one piece of the vector, else NULL. */
+static const uint8_t *contiguous(const IOVector *qiov, size_t qoff, size_t len)
+{
+    for (int i = 0; i < qiov->niov; i++) {
+        if (qoff < qiov->iov[i].iov_len) {
+            return qiov->iov[i].iov_len - qoff >= len ? (uint8_t *)qiov->iov[i].iov_base + qoff
+                                                      : NULL;
+        }
+        qoff -= qiov->iov[i].iov_len;
+    }
+    return NULL;
+}
+
+/*
+ * Allocates host bytes for the clen compressed bytes of slot->cbuf, writes
+ * them and points the L2 entry of the guest cluster at offset to them.
+ */
+static int coroutine_fn store_compressed(BlockDriverState *bs, uint64_t offset,
+                                         const uint8_t *data, uint64_t clen)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t cs = s->cluster_size, nsec, l2e, old;
-    uint8_t *src = calloc(1, cs), *dst = malloc(cs), *l2;
     Qcow2Alloc a = { 0 };
     Qcow2Alloc *other;
-    ssize_t clen;
+    uint8_t *l2;
     int64_t host;
     int ret, idx;
 
-    if (!src || !dst) {
-        ret = -ENOMEM;
-        goto out;
-    }
-    iovector_to_buf(qiov, qoff, src, bytes);
-    clen = qcow2_compress(s, dst, cs - 1, src, cs);
-    if (clen == -ENOSPC) {
-        ret = qcow2_co_pwritev_alloc(bs, offset, bytes, qiov, qoff, 0);
-        goto out;
-    }
-    if (clen < 0) {
-        ret = (int)clen;
-        goto out;
-    }
     co_mutex_lock(&s->lock);
     while ((other = qcow2_find_alloc_overlap(s, offset, offset + cs))) {
         co_queue_wait(&other->waiters, &s->lock);
     }
     ret = qcow2_mark_dirty(bs);
-    host = ret < 0 ? ret : alloc_compressed(bs, (uint64_t)clen);
+    host = ret < 0 ? ret : alloc_compressed(bs, clen);
     if (host < 0) {
         co_mutex_unlock(&s->lock);
-        ret = (int)host;
-        goto out;
+        return (int)host;
     }
-    nsec = div_round_up_u64(((uint64_t)host & 511) + (uint64_t)clen, 512);
+    nsec = div_round_up_u64(((uint64_t)host & 511) + clen, 512);
     a.guest_start = offset;
     a.guest_end = offset + cs;
     a.host = (uint64_t)host;
@@ -200,12 +182,12 @@ static int coroutine_fn write_compressed_cluster(BlockDriverState *bs, uint64_t 
     co_queue_init(&a.waiters);
     a.next = s->allocs;
     s->allocs = &a;
-    ret = qcow2_check_overlap(bs, 0, (uint64_t)host, (uint64_t)clen);
+    ret = qcow2_check_overlap(bs, 0, (uint64_t)host, clen);
     co_mutex_unlock(&s->lock);
     if (ret == 0) {
         /* Exactly clen bytes: the next packed cluster may follow at once. */
         BLKDBG_EVENT(bs->file, BLKDBG_WRITE_COMPRESSED);
-        ret = qcow2_pwrite(bs->file, host, (int64_t)clen, dst);
+        ret = qcow2_pwrite(bs->file, host, (int64_t)clen, data);
     }
     co_mutex_lock(&s->lock);
     if (ret == 0) {
@@ -221,21 +203,112 @@ static int coroutine_fn write_compressed_cluster(BlockDriverState *bs, uint64_t 
         ret = qcow2_free_old_entry(bs, old, QCOW2_DISCARD_OTHER);
     } else {
         qcow2_free_clusters(bs, qcow2_start_of_cluster(s, (uint64_t)host),
-                            (uint64_t)host + (uint64_t)clen - qcow2_start_of_cluster(s,
-                            (uint64_t)host), QCOW2_DISCARD_NEVER);
+                            (uint64_t)host + clen - qcow2_start_of_cluster(s, (uint64_t)host),
+                            QCOW2_DISCARD_NEVER);
     }
     qcow2_alloc_remove(s, &a);
     co_mutex_unlock(&s->lock);
-out:
-    free(src);
-    free(dst);
     return ret;
+}
+
+/* A compressed write of several clusters, spread over a few coroutines. */
+typedef struct CompressJob {
+    BlockDriverState *bs;
+    uint64_t offset, end;       /* next cluster to claim, end of the request */
+    IOVector *qiov;
+    size_t qoff;                /* vector offset of the next cluster */
+    uint64_t store_next;        /* the cluster whose turn it is to be stored */
+    int running;
+    int ret;
+    CoQueue order;              /* workers waiting for their turn to store */
+    CoQueue done;               /* the request waiting for its workers */
+} CompressJob;
+
+/*
+ * Writes one cluster compressed (or plainly if it does not shrink). The
+ * compression runs on a worker thread; the cluster's bytes are read from the
+ * caller's vector in place when they are contiguous. With a job, clusters
+ * compress in parallel but are stored in guest order, so that the host file
+ * keeps them in order too (sequential reads stay sequential).
+ */
+static int coroutine_fn write_compressed_cluster(BlockDriverState *bs, Qcow2CSlot *slot,
+                                                 uint64_t offset, uint64_t bytes,
+                                                 IOVector *qiov, size_t qoff, CompressJob *j)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    const uint8_t *src;
+    ssize_t clen;
+    int ret;
+
+    src = bytes == cs ? contiguous(qiov, qoff, cs) : NULL;
+    if (!src) {
+        iovector_to_buf(qiov, qoff, slot->dbuf, bytes);
+        memset(slot->dbuf + bytes, 0, cs - bytes); /* the partial last cluster */
+        src = slot->dbuf;
+    }
+    clen = qcow2_co_compress(bs, slot, src);
+    while (j && j->store_next != offset && j->ret == 0) {
+        co_queue_wait(&j->order, NULL);
+    }
+    if (j && j->ret) {
+        ret = j->ret;
+    } else if (clen >= 0) {
+        ret = store_compressed(bs, offset, slot->cbuf, (uint64_t)clen);
+    } else if (clen == -ENOSPC) {
+        ret = qcow2_co_pwritev_alloc(bs, offset, bytes, qiov, qoff, 0);
+    } else {
+        ret = (int)clen;
+    }
+    if (j) {
+        if (ret < 0 && j->ret == 0) {
+            j->ret = ret;
+        }
+        j->store_next = offset + bytes;
+        co_queue_restart_all(&j->order);
+    }
+    return ret;
+}
+
+static void coroutine_fn compress_job_worker(void *opaque)
+{
+    CompressJob *j = opaque;
+    BDRVQcow2State *s = j->bs->opaque;
+
+    while (j->ret == 0 && j->offset < j->end) {
+        /* Slot first, then the cluster: the oldest claimed cluster always has a slot. */
+        Qcow2CSlot *slot = qcow2_cslot_get(j->bs);
+        uint64_t off = j->offset, n;
+        size_t qoff = j->qoff;
+
+        if (!slot) {
+            j->ret = j->ret ? j->ret : -ENOMEM;
+            co_queue_restart_all(&j->order);
+            break;
+        }
+        if (j->ret || off >= j->end) {
+            qcow2_cslot_put(j->bs, slot);
+            break;
+        }
+        n = j->end - off < s->cluster_size ? j->end - off : s->cluster_size;
+        j->offset += n;
+        j->qoff += n;
+        write_compressed_cluster(j->bs, slot, off, n, j->qiov, qoff, j);
+        qcow2_cslot_put(j->bs, slot);
+    }
+    if (--j->running == 0) {
+        co_queue_restart_all(&j->done);
+    }
 }
 
 static int coroutine_fn write_compressed(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
                                          IOVector *qiov, size_t qoff)
 {
     BDRVQcow2State *s = bs->opaque;
+    CompressJob j = { .bs = bs, .offset = offset, .end = offset + bytes, .qiov = qiov,
+                      .qoff = qoff, .store_next = offset };
+    uint64_t nclusters = div_round_up_u64(bytes, s->cluster_size);
+    int workers = qcow2_compress_workers(s);
 
     if (qcow2_has_data_file(s)) {
         return -ENOTSUP; /* compressed clusters cannot live in an external data file */
@@ -244,18 +317,28 @@ static int coroutine_fn write_compressed(BlockDriverState *bs, uint64_t offset, 
         (qcow2_offset_into_cluster(s, bytes) && offset + bytes != s->size)) {
         return -EINVAL; /* compressed writes cover whole clusters */
     }
-    while (bytes) {
-        uint64_t n = bytes < s->cluster_size ? bytes : s->cluster_size;
-        int ret = write_compressed_cluster(bs, offset, n, qiov, qoff);
+    if (nclusters <= 1 && bytes) {
+        Qcow2CSlot *slot = qcow2_cslot_get(bs);
+        int ret;
 
-        if (ret < 0) {
-            return ret;
+        if (!slot) {
+            return -ENOMEM;
         }
-        offset += n;
-        bytes -= n;
-        qoff += n;
+        ret = write_compressed_cluster(bs, slot, offset, bytes, qiov, qoff, NULL);
+        qcow2_cslot_put(bs, slot);
+        return ret;
     }
-    return 0;
+    co_queue_init(&j.order);
+    co_queue_init(&j.done);
+    workers = (uint64_t)workers > nclusters ? (int)nclusters : workers;
+    j.running = workers;
+    for (int i = 0; i < workers; i++) {
+        coroutine_enter(coroutine_create(compress_job_worker, &j));
+    }
+    while (j.running > 0) {
+        co_queue_wait(&j.done, NULL);
+    }
+    return j.ret;
 }
 
 int coroutine_fn qcow2_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,

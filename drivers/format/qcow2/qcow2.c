@@ -295,6 +295,7 @@ static void qcow2_close_state(BlockDriverState *bs)
     s->l2_cache = s->refcount_cache = NULL;
     free(s->pending_free);
     s->pending_free = NULL;
+    qcow2_cstate_free(s);
     qcow2_free_header_state(s);
 }
 

@@ -12,7 +12,8 @@
  *   cluster.c   guest offset -> host mapping, L2 entry decoding, L1/L2 updates
  *   alloc.c     allocating writes: in-flight allocations, COW of partial clusters
  *   io.c        read, write, write-zeroes, discard, flush, block status
- *   compress.c  zlib / zstd cluster compression
+ *   compress.c  zlib / zstd cluster compression codecs
+ *   compress-pool.c  compression on worker threads, decompressed-cluster cache
  *   create.c    image creation and the create option list
  *   resize.c    truncate (grow and shrink), preallocation
  *   overlap.c   metadata overlap checks and the corrupt bit
@@ -35,6 +36,8 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+
+#include <zlib.h>
 
 #include "block/block-int.h"
 #include "block/bytes.h"
@@ -297,10 +300,7 @@ typedef struct BDRVQcow2State {
     bool discard_other;                 /* pass-discard-other */
     int overlap_check;                  /* QCOW2_OL_* mask */
     bool corrupt_signalled;
-    uint8_t *cbuf;                      /* compressed read bounce buffer (2 clusters) */
-    uint8_t *dbuf;                      /* decompressed cluster */
-    uint64_t dbuf_host;                 /* cached decompressed cluster's descriptor */
-    bool dbuf_valid;
+    struct Qcow2CState *cstate;         /* compression workers and cache (compress-pool.c) */
     Qcow2Opts reopen_opts;              /* staged by reopen_prepare */
     bool reopen_to_rw;                  /* staged by reopen_prepare */
     bool bitmaps_pending;               /* read-write again: load bitmaps at the next write */
@@ -556,12 +556,73 @@ int coroutine_fn qcow2_read_guest(BlockDriverState *bs, uint64_t offset, uint64_
 /* ---------------------------------------------------------------------- */
 /* compress.c */
 
-int qcow2_decompress(const BDRVQcow2State *s, uint8_t *dst, size_t dst_len, const uint8_t *src,
-                     size_t src_len);
+/* Compressor / decompressor contexts, kept between calls; one user at a time. */
+typedef struct Qcow2Codec {
+    z_stream deflate;
+    z_stream inflate;
+    bool deflate_ready, inflate_ready;
+    struct ZSTD_CCtx_s *zstd_c;
+    struct ZSTD_DCtx_s *zstd_d;
+} Qcow2Codec;
+
+/* Inflates src into exactly dst_len bytes (trailing input is padding); -EIO if it cannot. */
+int qcow2_codec_decompress(Qcow2Codec *c, int type, uint8_t *dst, size_t dst_len,
+                           const uint8_t *src, size_t src_len);
 /* Returns the compressed size, -ENOSPC if it does not fit in dst_len, or -errno. */
-ssize_t qcow2_compress(const BDRVQcow2State *s, uint8_t *dst, size_t dst_len,
-                       const uint8_t *src, size_t src_len);
+ssize_t qcow2_codec_compress(Qcow2Codec *c, int type, uint8_t *dst, size_t dst_len,
+                             const uint8_t *src, size_t src_len);
+void qcow2_codec_free(Qcow2Codec *c);
 bool qcow2_compression_supported(int type);
+
+/* ---------------------------------------------------------------------- */
+/* compress-pool.c: compression off the request thread, decompressed-cluster cache */
+
+/*
+ * A compression slot: buffers and codec contexts for one cluster being
+ * compressed or decompressed. cbuf holds compressed bytes (up to two
+ * clusters, the most an L2 descriptor can describe), dbuf one cluster.
+ */
+typedef struct Qcow2CSlot {
+    uint8_t *cbuf;
+    uint8_t *dbuf;
+    Qcow2Codec codec;
+    struct Qcow2CSlot *next_free;
+    /* The job a worker thread runs (it touches nothing else). */
+    int type;                   /* compression_type */
+    const uint8_t *src;
+    size_t src_len;
+    uint8_t *dst;
+    size_t dst_len;
+    bool compress;
+} Qcow2CSlot;
+
+/* Takes a free slot, waiting while all are in use; NULL if none can be allocated. */
+Qcow2CSlot *coroutine_fn qcow2_cslot_get(BlockDriverState *bs);
+void qcow2_cslot_put(BlockDriverState *bs, Qcow2CSlot *slot);
+/*
+ * Compresses src (one cluster) into slot->cbuf, at most cluster_size - 1
+ * bytes, on a worker thread (the coroutine yields meanwhile). Returns the
+ * size, -ENOSPC if it does not shrink, or -errno.
+ */
+ssize_t coroutine_fn qcow2_co_compress(BlockDriverState *bs, Qcow2CSlot *slot,
+                                       const uint8_t *src);
+/* Decompresses clen bytes of slot->cbuf into dst (a cluster), on a worker thread. */
+int coroutine_fn qcow2_co_decompress(BlockDriverState *bs, Qcow2CSlot *slot, size_t clen,
+                                     uint8_t *dst);
+/*
+ * Reads [offset, offset + n) (within one cluster) of the compressed cluster
+ * whose data is clen bytes at host offset coff, through the cache of
+ * decompressed clusters.
+ */
+int coroutine_fn qcow2_read_compressed_cached(BlockDriverState *bs, uint64_t coff,
+                                              uint64_t clen, uint64_t offset, uint64_t n,
+                                              IOVector *qiov, size_t qoff);
+/* Forgets cached clusters whose compressed data lies in the host cluster at off. */
+void qcow2_dcache_invalidate(BDRVQcow2State *s, uint64_t host_cluster);
+void qcow2_dcache_clear(BDRVQcow2State *s);
+/* Parallel clusters per compressed write request. */
+int qcow2_compress_workers(BDRVQcow2State *s);
+void qcow2_cstate_free(BDRVQcow2State *s);
 
 /* ---------------------------------------------------------------------- */
 /* overlap.c */

@@ -185,6 +185,7 @@ int coroutine_fn qcow2_rebuild_refcounts(BlockDriverState *bs, const Qcow2Refs *
     drop_refcount_cache(s);
     free(s->refcount_table);
     s->refcount_table = table;
+    qcow2_dcache_clear(s); /* refcounts rebuilt: forget what was cached */
     s->refcount_table_offset = start * cs;
     s->refcount_table_clusters = (uint32_t)nt;
     s->refcount_table_size = nt * cs / 8;

@@ -345,6 +345,7 @@ int coroutine_fn qcow2_update_cluster_refcount(BlockDriverState *bs, uint64_t of
                 }
                 qcow2_cache_discard(s->l2_cache, c << s->cluster_bits);
                 qcow2_cache_discard(s->refcount_cache, c << s->cluster_bits);
+                qcow2_dcache_invalidate(s, c << s->cluster_bits);
             }
         }
         qcow2_cache_mark_dirty(s->refcount_cache, blk);

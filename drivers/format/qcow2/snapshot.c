@@ -518,7 +518,7 @@ static int coroutine_fn goto_locked(BlockDriverState *bs, const Qcow2Snapshot *s
         free(l1);
         return ret;
     }
-    s->dbuf_valid = false;
+    qcow2_dcache_clear(s);
     ret = drop_old_l1(bs, old, old_size, old_off);
     free(old);
     return ret;

@@ -1,0 +1,441 @@
+/*
+ * Unit tests: qcow2 compressed clusters on worker threads and the cache of
+ * decompressed clusters (drivers/format/qcow2/compress-pool.c, io.c).
+ *
+ * Many compressed writes in flight (zlib and zstd, several clusters each,
+ * compressed in parallel) must give an image that Debian's qemu-img check
+ * accepts and qemu-img compare finds identical to the expected bytes. The
+ * cache must serve sub-cluster reads of a compressed cluster without reading
+ * it again (shown by damaging the compressed bytes on disk behind the
+ * driver's back), and must forget a cluster once it is overwritten,
+ * discarded or zeroed, even when a new compressed cluster lands at the same
+ * host offset with the same length.
+ */
+#include "drv-test-util.h"
+
+#include "block/bytes.h"
+
+#define KiB 1024
+#define MiB (1024 * 1024)
+
+static char img[4096], raw[4096];
+static bool have_qemu;
+
+static int setup(void **state)
+{
+    drv_test_path(img, sizeof(img), "qcow2c-a");
+    drv_test_path(raw, sizeof(raw), "qcow2c-raw");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    unlink(img);
+    unlink(raw);
+    return 0;
+}
+
+static int sh(const char *fmt, ...) COBLK_PRINTF(1, 2);
+static int sh(const char *fmt, ...)
+{
+    char cmd[8192];
+    va_list ap;
+    int st;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void create(const char *path, const char *optstr)
+{
+    BlockOpts *o = bopts_new();
+    Error *err = NULL;
+
+    assert_int_equal(bopts_parse_keyval(o, optstr, NULL, &err), 0);
+    if (bdrv_create("qcow2", path, o, &err) < 0) {
+        fail_msg("create %s (%s) failed: %s", path, optstr, error_get_pretty(err));
+    }
+}
+
+static BlockBackend *open_img(const char *path)
+{
+    char opts[8192];
+
+    snprintf(opts, sizeof(opts), "driver=qcow2,discard=unmap,file.driver=file,file.filename=%s",
+             path);
+    return drv_test_open_ok(opts, BDRV_O_RDWR);
+}
+
+/* qemu-img check finds no errors and no leaks; compare matches expect. */
+static void assert_qemu_valid(const char *path, const uint8_t *expect, int64_t len)
+{
+    int fd;
+
+    if (!have_qemu) {
+        return;
+    }
+    assert_int_equal(sh("qemu-img check -q '%s'", path), 0);
+    fd = open(raw, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, expect, (size_t)len), len);
+    close(fd);
+    assert_int_equal(sh("qemu-img compare -q -f raw -F qcow2 '%s' '%s'", raw, path), 0);
+}
+
+/* Reads n bytes of the image file at off. */
+static void file_read(const char *path, uint64_t off, void *buf, size_t n)
+{
+    int fd = open(path, O_RDONLY);
+
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, buf, n, (off_t)off), (ssize_t)n);
+    close(fd);
+}
+
+static void file_write(const char *path, uint64_t off, const void *buf, size_t n)
+{
+    int fd = open(path, O_RDWR);
+
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, buf, n, (off_t)off), (ssize_t)n);
+    close(fd);
+}
+
+/*
+ * Host offset and byte count of the compressed data of the first guest
+ * cluster, read from the file (flush the image first). Asserts that the
+ * cluster is compressed.
+ */
+static void compressed_extent(const char *path, uint64_t *off, uint64_t *len)
+{
+    uint8_t b[8];
+    uint32_t cb;
+    uint64_t l1, l2, e, x;
+
+    file_read(path, 20, b, 4);
+    cb = ld_be32(b);
+    file_read(path, 40, b, 8);
+    l1 = ld_be64(b);
+    file_read(path, l1, b, 8);
+    l2 = ld_be64(b) & 0x00fffffffffffe00ULL;
+    assert_true(l2 != 0);
+    file_read(path, l2, b, 8);
+    e = ld_be64(b);
+    assert_true(e & (1ULL << 62));
+    x = 62 - (cb - 8);
+    *off = e & ((1ULL << x) - 1);
+    *len = (((e >> x) & ((1ULL << (cb - 8)) - 1)) + 1) * 512 - (*off & 511);
+}
+
+/* Fills a cluster with data that compresses well; seed varies the bytes, not the size. */
+static void compressible(uint8_t *buf, size_t len, uint8_t seed)
+{
+    for (size_t i = 0; i < len; i++) {
+        buf[i] = (uint8_t)((i / 1500) ^ seed);
+    }
+}
+
+typedef struct AioState {
+    int pending;
+    int errors;
+} AioState;
+
+static void aio_cb(void *opaque, int ret)
+{
+    AioState *a = opaque;
+
+    a->pending--;
+    a->errors += ret < 0;
+}
+
+static void wait_below(BlockBackend *blk, AioState *a, int n)
+{
+    while (a->pending > n) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Parallel compressed writes */
+
+/*
+ * size bytes of mixed content, one kind per cluster: compressible,
+ * random (stored plainly: it does not shrink), zero; size may end with a
+ * partial cluster.
+ */
+static uint8_t *mixed_content(int64_t size, int64_t cs, unsigned seed)
+{
+    uint8_t *want = malloc((size_t)size);
+
+    assert_non_null(want);
+    for (int64_t c = 0; c < size; c += cs) {
+        size_t n = (size_t)(size - c < cs ? size - c : cs);
+
+        switch ((c / cs) % 5) {
+        case 0:
+        case 3:
+            compressible(want + c, n, (uint8_t)(c / cs));
+            break;
+        case 1:
+            for (size_t i = 0; i < n; i++) {
+                want[c + (int64_t)i] = (uint8_t)rand_r(&seed);
+            }
+            break;
+        case 2:
+            memset(want + c, 0, n);
+            break;
+        default:
+            drv_test_pattern(want + c, n, (uint8_t)c);
+            break;
+        }
+    }
+    return want;
+}
+
+/*
+ * Compressed writes of 1..9 clusters each, in a shuffled order, with up to
+ * 16 in flight; then the image reads back as written and qemu-img agrees.
+ */
+static void check_parallel_writes(const char *copts, int64_t size, int64_t cs)
+{
+    enum { MAXREQ = 512 };
+    static IOVector qiov[MAXREQ];
+    int64_t offs[MAXREQ], lens[MAXREQ];
+    uint8_t *want = mixed_content(size, cs, 7), *got = malloc((size_t)size);
+    AioState a = { 0, 0 };
+    BlockBackend *blk;
+    unsigned seed = 99;
+    int n = 0;
+
+    create(img, copts);
+    blk = open_img(img);
+    for (int64_t off = 0; off < size; n++) {
+        int64_t len = cs * (1 + rand_r(&seed) % 9);
+
+        assert_true(n < MAXREQ);
+        len = off + len > size ? size - off : len;
+        offs[n] = off;
+        lens[n] = len;
+        off += len;
+    }
+    for (int i = n - 1; i > 0; i--) {
+        int j = rand_r(&seed) % (i + 1);
+        int64_t t = offs[i];
+
+        offs[i] = offs[j];
+        offs[j] = t;
+        t = lens[i];
+        lens[i] = lens[j];
+        lens[j] = t;
+    }
+    for (int i = 0; i < n; i++) {
+        iovector_init_buf(&qiov[i], want + offs[i], (size_t)lens[i]);
+        a.pending++;
+        blk_aio_pwritev(blk, offs[i], &qiov[i], BDRV_REQ_WRITE_COMPRESSED, aio_cb, &a);
+        wait_below(blk, &a, 16);
+    }
+    wait_below(blk, &a, 0);
+    assert_int_equal(a.errors, 0);
+    assert_int_equal(blk_pread(blk, 0, size, got, 0), 0);
+    assert_memory_equal(got, want, (size_t)size);
+    blk_unref(blk);
+    assert_qemu_valid(img, want, size);
+    if (have_qemu) {
+        /* Most clusters went in compressed. */
+        assert_int_equal(sh("qemu-img check '%s' | grep -Eq ' [1-9][0-9.]*%% compressed'",
+                            img), 0);
+    }
+    free(want);
+    free(got);
+}
+
+static void test_qcow2_compress_parallel_zlib(void **state)
+{
+    check_parallel_writes("size=8390144", 8390144, 64 * KiB); /* 8 MiB + 1.5 KiB */
+}
+
+static void test_qcow2_compress_parallel_zstd(void **state)
+{
+    check_parallel_writes("size=8390144,compression_type=zstd", 8390144, 64 * KiB);
+}
+
+/* Small clusters are compressed inline (no thread hop): same result. */
+static void test_qcow2_compress_parallel_small(void **state)
+{
+    check_parallel_writes("size=1M,cluster_size=4k", MiB, 4 * KiB);
+    check_parallel_writes("size=2M,cluster_size=16k,compression_type=zstd", 2 * MiB,
+                          16 * KiB);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Decompressed-cluster cache */
+
+/* A sub-cluster read after the first one comes from the cache, not from the file. */
+static void test_qcow2_dcache_hit(void **state)
+{
+    uint8_t *x = malloc(64 * KiB), *saved, *junk, got[4 * KiB];
+    uint64_t coff, clen;
+    BlockBackend *blk;
+
+    create(img, "size=1M");
+    blk = open_img(img);
+    compressible(x, 64 * KiB, 0x5a);
+    assert_int_equal(blk_pwrite(blk, 0, 64 * KiB, x, BDRV_REQ_WRITE_COMPRESSED), 0);
+    assert_int_equal(blk_flush(blk), 0);
+    assert_int_equal(blk_pread(blk, 0, 4 * KiB, got, 0), 0);
+    assert_memory_equal(got, x, 4 * KiB);
+
+    /* Damage the compressed bytes on disk: only a cached copy can still read right. */
+    compressed_extent(img, &coff, &clen);
+    saved = malloc(clen);
+    junk = malloc(clen);
+    file_read(img, coff, saved, clen);
+    memset(junk, 0xa5, clen);
+    file_write(img, coff, junk, clen);
+    for (int i = 1; i < 16; i++) {
+        assert_int_equal(blk_pread(blk, i * 4 * KiB, 4 * KiB, got, 0), 0);
+        assert_memory_equal(got, x + i * 4 * KiB, 4 * KiB);
+    }
+    file_write(img, coff, saved, clen);
+    blk_unref(blk);
+    assert_qemu_valid(img, x, 64 * KiB);
+    free(x);
+    free(saved);
+    free(junk);
+}
+
+/*
+ * Overwrite, discard and write-zeroes of a cached compressed cluster: reads
+ * see the new data. After a discard the next compressed cluster reuses the
+ * same host bytes with the same length: the cache must not hand out the old
+ * contents for it.
+ */
+static void check_dcache_invalidation(const char *copts)
+{
+    uint8_t *want = calloc(1, MiB), *y = malloc(64 * KiB), *got = malloc(MiB);
+    uint64_t off1, len1, off2, len2;
+    BlockBackend *blk;
+
+    create(img, copts);
+    blk = open_img(img);
+    compressible(want, 64 * KiB, 1);
+    assert_int_equal(blk_pwrite(blk, 0, 64 * KiB, want, BDRV_REQ_WRITE_COMPRESSED), 0);
+    assert_int_equal(blk_flush(blk), 0);
+    compressed_extent(img, &off1, &len1);
+    assert_int_equal(blk_pread(blk, 4 * KiB, 4 * KiB, got, 0), 0); /* cached now */
+    assert_memory_equal(got, want + 4 * KiB, 4 * KiB);
+
+    /* discard; the flush applies the deferred free (refcount 0) */
+    assert_int_equal(blk_pdiscard(blk, 0, 64 * KiB), 0);
+    assert_int_equal(blk_flush(blk), 0);
+    compressible(y, 64 * KiB, 2);
+    assert_int_equal(blk_pwrite(blk, 0, 64 * KiB, y, BDRV_REQ_WRITE_COMPRESSED), 0);
+    assert_int_equal(blk_flush(blk), 0);
+    compressed_extent(img, &off2, &len2);
+    assert_int_equal(off2, off1); /* the case that matters: same key, new contents */
+    assert_int_equal(len2, len1);
+    memcpy(want, y, 64 * KiB);
+    assert_int_equal(blk_pread(blk, 4 * KiB, 4 * KiB, got, 0), 0);
+    assert_memory_equal(got, want + 4 * KiB, 4 * KiB);
+
+    /* a plain partial overwrite (copy-on-write of the compressed cluster) */
+    memset(want + 100, 0xee, 1000);
+    assert_int_equal(blk_pwrite(blk, 100, 1000, want + 100, 0), 0);
+    assert_int_equal(blk_pread(blk, 0, 64 * KiB, got, 0), 0);
+    assert_memory_equal(got, want, 64 * KiB);
+
+    /* a compressed overwrite, read in pieces, then zeroes over it */
+    compressible(want, 64 * KiB, 3);
+    assert_int_equal(blk_pwrite(blk, 0, 64 * KiB, want, BDRV_REQ_WRITE_COMPRESSED), 0);
+    for (int i = 0; i < 16; i++) {
+        assert_int_equal(blk_pread(blk, i * 4 * KiB, 4 * KiB, got, 0), 0);
+        assert_memory_equal(got, want + i * 4 * KiB, 4 * KiB);
+    }
+    assert_int_equal(blk_pwrite_zeroes(blk, 0, 64 * KiB, 0), 0);
+    memset(want, 0, 64 * KiB);
+    assert_int_equal(blk_pread(blk, 8 * KiB, 4 * KiB, got, 0), 0);
+    assert_memory_equal(got, want + 8 * KiB, 4 * KiB);
+
+    assert_int_equal(blk_pread(blk, 0, MiB, got, 0), 0);
+    assert_memory_equal(got, want, MiB);
+    blk_unref(blk);
+    assert_qemu_valid(img, want, MiB);
+    free(want);
+    free(y);
+    free(got);
+}
+
+static void test_qcow2_dcache_invalidation(void **state)
+{
+    check_dcache_invalidation("size=1M");
+    check_dcache_invalidation("size=1M,compression_type=zstd");
+}
+
+/*
+ * Hundreds of 4 KiB reads in flight over more compressed clusters than the
+ * cache holds: readers of a cluster being inflated wait for it, entries are
+ * evicted and refilled, every byte reads right.
+ */
+static void test_qcow2_dcache_concurrent_reads(void **state)
+{
+    enum { SIZE = 2 * MiB, CS = 16 * KiB, N = SIZE / (4 * KiB) };
+    static IOVector qiov[N];
+    uint8_t *want = malloc(SIZE), *got = malloc(SIZE);
+    AioState a = { 0, 0 };
+    unsigned seed = 5;
+    BlockBackend *blk;
+    int order[N];
+
+    create(img, "size=2M,cluster_size=16k");
+    blk = open_img(img);
+    for (int c = 0; c < SIZE; c += CS) {
+        compressible(want + c, CS, (uint8_t)(c / CS));
+    }
+    assert_int_equal(blk_pwrite(blk, 0, SIZE, want, BDRV_REQ_WRITE_COMPRESSED), 0);
+    blk_unref(blk);
+    blk = open_img(img); /* an empty cache */
+    memset(got, 0xcc, SIZE);
+    for (int i = 0; i < N; i++) {
+        order[i] = i;
+    }
+    for (int i = N - 1; i > 0; i--) {
+        int j = rand_r(&seed) % (i + 1), t = order[i];
+
+        order[i] = order[j];
+        order[j] = t;
+    }
+    for (int r = 0; r < 2; r++) {
+        for (int i = 0; i < N; i++) {
+            int64_t off = (int64_t)order[i] * 4 * KiB;
+
+            iovector_init_buf(&qiov[i], got + off, 4 * KiB);
+            a.pending++;
+            blk_aio_preadv(blk, off, &qiov[i], 0, aio_cb, &a);
+        }
+        wait_below(blk, &a, 0);
+        assert_int_equal(a.errors, 0);
+        assert_memory_equal(got, want, SIZE);
+    }
+    blk_unref(blk);
+    assert_qemu_valid(img, want, SIZE);
+    free(want);
+    free(got);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_qcow2_compress_parallel_zlib, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_compress_parallel_zstd, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_compress_parallel_small, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_dcache_hit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_dcache_invalidation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_dcache_concurrent_reads, setup, teardown),
+    };
+
+    have_qemu = sh("command -v qemu-img >/dev/null") == 0;
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -728,7 +728,7 @@ int coroutine_fn qcow2_co_snapshot_load_tmp(BlockDriverState *bs, const char *id
     s->l1_size = need > sn->l1_size ? (uint32_t)need : sn->l1_size;
     s->l1_dirty_lo = s->l1_size;
     s->l1_dirty_hi = 0;
-    s->dbuf_valid = false;
+    qcow2_dcache_clear(s);
     co_mutex_unlock(&s->lock);
     return 0;
 }

@@ -19,6 +19,9 @@ extern const BlockDriver bdrv_blklogwrites;
 extern const BlockDriver bdrv_nbd;
 extern const BlockDriver bdrv_nbd_tcp;
 extern const BlockDriver bdrv_nbd_unix;
+extern const BlockDriver bdrv_nbds;
+extern const BlockDriver bdrv_nbds_tcp;
+extern const BlockDriver bdrv_nbds_unix;
 
 /* drivers/format/ */
 extern const BlockDriver bdrv_raw;

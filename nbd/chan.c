@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "nbd/chan.h"
+#include "nbd/tls.h"
 
 static void chan_readable(void *opaque);
 static void chan_writable(void *opaque);
@@ -70,7 +71,7 @@ int nbd_chan_init(NbdChan *ch, int fd, AioContext *ctx)
 }
 
 /* Waits until the socket is readable (or writable): yields in a coroutine, polls outside. */
-static int coroutine_fn chan_wait(NbdChan *ch, bool write)
+int coroutine_fn nbd_chan_wait(NbdChan *ch, bool write)
 {
     struct pollfd pfd = { .fd = ch->fd, .events = write ? POLLOUT : POLLIN };
     int n;
@@ -121,6 +122,9 @@ int coroutine_fn nbd_chan_readv(NbdChan *ch, struct iovec *iov, int niov)
 {
     int i = iov_skip_empty(iov, niov, 0);
 
+    if (ch->tls) {
+        return nbd_tls_readv(ch, iov, niov);
+    }
     while (i < niov) {
         int cnt = niov - i > IOV_MAX ? IOV_MAX : niov - i;
         ssize_t n = readv(ch->fd, iov + i, cnt);
@@ -130,7 +134,7 @@ int coroutine_fn nbd_chan_readv(NbdChan *ch, struct iovec *iov, int niov)
         } else if (n == 0) {
             return -EPIPE;
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            int ret = chan_wait(ch, false);
+            int ret = nbd_chan_wait(ch, false);
 
             if (ret < 0) {
                 return ret;
@@ -153,6 +157,9 @@ int coroutine_fn nbd_chan_writev(NbdChan *ch, struct iovec *iov, int niov)
 {
     int i = iov_skip_empty(iov, niov, 0);
 
+    if (ch->tls) {
+        return nbd_tls_writev(ch, iov, niov);
+    }
     while (i < niov) {
         struct msghdr msg = {
             .msg_iov = iov + i,
@@ -163,7 +170,7 @@ int coroutine_fn nbd_chan_writev(NbdChan *ch, struct iovec *iov, int niov)
         if (n >= 0) {
             i = iov_skip_empty(iov, niov, iov_advance(iov, niov, i, (size_t)n));
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            int ret = chan_wait(ch, true);
+            int ret = nbd_chan_wait(ch, true);
 
             if (ret < 0) {
                 return ret;
@@ -211,6 +218,8 @@ void nbd_chan_close(NbdChan *ch)
         return;
     }
     chan_set_handlers(ch, false, false);
+    nbd_tls_bye(ch);
+    nbd_tls_end(ch);
     close(ch->fd);
     ch->fd = -1;
 }

@@ -6,6 +6,10 @@
  *
  * One reader and one writer at a time: callers serialise writers (a CoMutex)
  * and keep to one reading coroutine.
+ *
+ * After nbd_tls_start() (nbd/tls.h) the same calls go through the TLS
+ * session: the record layer reads and writes the non-blocking fd and the
+ * coroutine yields on the direction GnuTLS asks for.
  */
 #ifndef COBLK_NBD_CHAN_H
 #define COBLK_NBD_CHAN_H
@@ -22,6 +26,8 @@ typedef struct NbdChan {
     bool h_read;           /* handlers currently installed */
     bool h_write;
     int poll_timeout_ms;   /* waits outside coroutines (-1: none) */
+    void *tls;             /* gnutls_session_t once TLS is up, else NULL */
+    uint8_t *tls_buf;      /* writev gathers small pieces into one record */
 } NbdChan;
 
 /** Makes fd non-blocking and ties it to ctx. */
@@ -35,9 +41,11 @@ int coroutine_fn nbd_chan_writev(NbdChan *ch, struct iovec *iov, int niov);
 int coroutine_fn nbd_chan_write(NbdChan *ch, const void *buf, size_t len);
 /** Reads and drops len bytes. */
 int coroutine_fn nbd_chan_skip(NbdChan *ch, uint64_t len);
+/** Waits until the socket is writable (write) or readable: 0, -ETIMEDOUT or -errno. */
+int coroutine_fn nbd_chan_wait(NbdChan *ch, bool write);
 /** Shuts the socket down both ways: waiting readers and writers wake with an error. */
 void nbd_chan_shutdown(NbdChan *ch);
-/** Removes the fd handlers and closes the fd (no coroutine may be waiting). */
+/** Removes the fd handlers, ends TLS and closes the fd (no coroutine may be waiting). */
 void nbd_chan_close(NbdChan *ch);
 
 #endif /* COBLK_NBD_CHAN_H */

@@ -3,6 +3,15 @@
  * NBD_REP_ERR_INVALID and the handshake goes on; an unknown export gets
  * NBD_REP_ERR_UNKNOWN (or, for NBD_OPT_EXPORT_NAME, which has no error
  * reply, a disconnect).
+ *
+ * TLS (the protocol document's TLS section): with tls_mode OFF,
+ * NBD_OPT_STARTTLS gets NBD_REP_ERR_POLICY. ON accepts it at any point
+ * before TLS (SELECTIVETLS with no TLS-only export); REQUIRE (FORCEDTLS)
+ * answers every other option before TLS with NBD_REP_ERR_TLS_REQD except
+ * NBD_OPT_ABORT, and drops a client that sends NBD_OPT_EXPORT_NAME. A
+ * second STARTTLS gets NBD_REP_ERR_INVALID. At STARTTLS everything
+ * negotiated in plaintext is forgotten (CVE-2021-3716: structured replies,
+ * metadata contexts, their export), so the TLS session starts fresh.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -10,6 +19,7 @@
 
 #include "block/bytes.h"
 #include "nbd/server-int.h"
+#include "nbd/tls.h"
 
 /* Block sizes advertised: byte-granular (the block layer pads), 4 KiB preferred. */
 #define NBD_PREF_BLOCK 4096u
@@ -190,9 +200,81 @@ static int coroutine_fn opt_structured(NbdClient *c, uint32_t len)
     return nbd_opt_reply(c, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL, 0);
 }
 
+/* Forgets what the client negotiated in plaintext (CVE-2021-3716). */
+static void reset_negotiated(NbdClient *c)
+{
+    c->exp = NULL;
+    c->structured = false;
+    c->meta_base = false;
+    c->meta_depth = false;
+    free(c->meta_export);
+    c->meta_export = NULL;
+}
+
+/* Only the peer tls_authz names may go on (the certificate DN or the PSK username). */
+static int check_authz(NbdClient *c)
+{
+    char *peer;
+    int ret = 0;
+
+    if (!c->srv->tls_authz) {
+        return 0;
+    }
+    peer = nbd_tls_peer_name(&c->chan);
+    if (!peer || strcmp(peer, c->srv->tls_authz)) {
+        coblk_warn("nbd: TLS peer '%s' is not authorized (tls-authz '%s')",
+                   peer ? peer : "(unknown)", c->srv->tls_authz);
+        ret = -EACCES;
+    }
+    free(peer);
+    return ret;
+}
+
+static int coroutine_fn opt_starttls(NbdClient *c, uint32_t len)
+{
+    Error *err = NULL;
+    int ret;
+
+    if (c->srv->opts.tls_mode == NBD_TLS_OFF) {
+        return nbd_opt_error(c, NBD_OPT_STARTTLS, NBD_REP_ERR_POLICY,
+                             "TLS is not enabled on this server");
+    }
+    if (len) {
+        return nbd_opt_error(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID,
+                             "NBD_OPT_STARTTLS has no data");
+    }
+    if (c->chan.tls) {
+        return nbd_opt_error(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID,
+                             "TLS is already negotiated");
+    }
+    ret = nbd_opt_reply(c, NBD_OPT_STARTTLS, NBD_REP_ACK, NULL, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    reset_negotiated(c);
+    /* The handshake timer still runs: it bounds the TLS handshake too. */
+    ret = nbd_tls_start(&c->chan, c->srv->opts.tls_creds, NULL, &err);
+    if (ret < 0) {
+        if (!c->closing) {
+            coblk_warn("%s", error_get_pretty(err));
+        }
+        error_free(err);
+        return ret;
+    }
+    return check_authz(c);
+}
+
 int coroutine_fn nbd_handle_option(NbdClient *c, uint32_t opt, const uint8_t *data,
                                    uint32_t len)
 {
+    if (c->srv->opts.tls_mode == NBD_TLS_REQUIRE && !c->chan.tls &&
+        opt != NBD_OPT_STARTTLS && opt != NBD_OPT_ABORT) {
+        if (opt == NBD_OPT_EXPORT_NAME) {
+            return -EACCES; /* no error reply exists: the spec says to disconnect */
+        }
+        return nbd_opt_error(c, opt, NBD_REP_ERR_TLS_REQD,
+                             "TLS is required: send NBD_OPT_STARTTLS first");
+    }
     switch (opt) {
     case NBD_OPT_EXPORT_NAME:
         return opt_export_name(c, data, len);
@@ -202,7 +284,7 @@ int coroutine_fn nbd_handle_option(NbdClient *c, uint32_t opt, const uint8_t *da
     case NBD_OPT_LIST:
         return opt_list(c, len);
     case NBD_OPT_STARTTLS:
-        return nbd_opt_error(c, opt, NBD_REP_ERR_UNSUP, "TLS is not supported by this server");
+        return opt_starttls(c, len);
     case NBD_OPT_INFO:
     case NBD_OPT_GO:
         return opt_info_go(c, opt, data, len);

@@ -7,6 +7,7 @@
  *   meta.c       metadata contexts (LIST/SET_META_CONTEXT)
  *   requests.c   transmission: reading, checking and running requests
  *   replies.c    simple and structured replies
+ *   tls.c        TLS credentials and sessions (shared with the client driver)
  */
 #ifndef COBLK_NBD_SERVER_INT_H
 #define COBLK_NBD_SERVER_INT_H
@@ -83,6 +84,7 @@ struct NbdServer {
     bool closing;
     NbdClientEventFn *event_fn;
     void *event_opaque;
+    char *tls_authz;            /* copy of opts.tls_authz (NULL: any peer) */
 };
 
 /* export.c */

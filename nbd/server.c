@@ -18,10 +18,45 @@
 #include <unistd.h>
 
 #include "nbd/server-int.h"
+#include "nbd/tls.h"
 
 #define NBD_DEFAULT_MAX_CONNECTIONS 100
 #define NBD_DEFAULT_HANDSHAKE_NS (10LL * 1000 * 1000 * 1000)
 #define NBD_DEFAULT_MAX_REQUESTS 64
+
+/* TLS options: ON/REQUIRE need server credentials; authz needs an authenticated peer. */
+static int server_check_tls(NbdServer *srv, Error **errp)
+{
+    NbdServerOpts *o = &srv->opts;
+
+    if (o->tls_mode != NBD_TLS_OFF && o->tls_mode != NBD_TLS_ON &&
+        o->tls_mode != NBD_TLS_REQUIRE) {
+        error_setg(errp, "nbd: unknown TLS mode %d", (int)o->tls_mode);
+        return -EINVAL;
+    }
+    if (o->tls_mode != NBD_TLS_OFF && !o->tls_creds) {
+        error_setg(errp, "nbd: TLS enabled without credentials");
+        return -EINVAL;
+    }
+    if (o->tls_creds && !nbd_tls_creds_is_server(o->tls_creds)) {
+        error_setg(errp, "nbd: the TLS credentials are for a client, not a server");
+        return -EINVAL;
+    }
+    if (o->tls_authz) {
+        if (o->tls_mode == NBD_TLS_OFF || !nbd_tls_creds_verify_peer(o->tls_creds)) {
+            error_setg(errp, "nbd: tls-authz needs TLS with PSK or with client certificate "
+                       "verification (verify-peer)");
+            return -EINVAL;
+        }
+        srv->tls_authz = strdup(o->tls_authz);
+        if (!srv->tls_authz) {
+            error_setg(errp, "nbd: out of memory");
+            return -ENOMEM;
+        }
+    }
+    o->tls_authz = NULL; /* the copy in srv->tls_authz is the one used */
+    return 0;
+}
 
 NbdServer *nbd_server_new(AioContext *ctx, const NbdServerOpts *opts, Error **errp)
 {
@@ -43,6 +78,11 @@ NbdServer *nbd_server_new(AioContext *ctx, const NbdServerOpts *opts, Error **er
     }
     if (!srv->opts.max_requests) {
         srv->opts.max_requests = NBD_DEFAULT_MAX_REQUESTS;
+    }
+    if (server_check_tls(srv, errp) < 0) {
+        free(srv->tls_authz);
+        free(srv);
+        return NULL;
     }
     return srv;
 }
@@ -78,6 +118,7 @@ void nbd_server_free(NbdServer *srv)
         aio_poll(srv->ctx, true);
     }
     nbd_export_free_all(srv);
+    free(srv->tls_authz);
     free(srv);
 }
 

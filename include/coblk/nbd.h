@@ -24,6 +24,41 @@ extern "C" {
 
 typedef struct NbdServer NbdServer;
 
+/**
+ * TLS credentials for the NBD server or client (GnuTLS). One object serves
+ * any number of connections; it must outlive the servers and sessions that
+ * use it.
+ */
+typedef struct NbdTlsCreds NbdTlsCreds;
+
+/** TLS policy of a server (the NBD protocol document's TLS modes). */
+typedef enum NbdTlsMode {
+    NBD_TLS_OFF = 0,  /**< NOTLS: NBD_OPT_STARTTLS is refused (NBD_REP_ERR_POLICY) */
+    NBD_TLS_ON,       /**< clients may upgrade with NBD_OPT_STARTTLS or stay in plaintext */
+    NBD_TLS_REQUIRE,  /**< FORCEDTLS: every option but STARTTLS and ABORT needs TLS first */
+} NbdTlsMode;
+
+/** Whether this build has TLS (GnuTLS); without it the constructors below fail. */
+COBLK_API bool nbd_tls_available(void);
+/**
+ * X.509 credentials from a directory laid out as qemu's tls-creds-x509 and
+ * nbdkit's --tls-certificates: ca-cert.pem, optional ca-crl.pem, and
+ * server-cert.pem + server-key.pem (server) or client-cert.pem +
+ * client-key.pem (client, optional). A server with verify_peer asks for and
+ * checks a client certificate against ca-cert.pem; a client always checks
+ * the server's (dir NULL: against the system's trusted CAs).
+ */
+COBLK_API NbdTlsCreds *nbd_tls_creds_new_x509(const char *dir, bool server, bool verify_peer,
+                                              Error **errp);
+/**
+ * Pre-shared keys from a file in psktool's format (one "username:hexkey" a
+ * line). A server accepts every user in the file; a client uses username's
+ * key (NULL: the first line's user).
+ */
+COBLK_API NbdTlsCreds *nbd_tls_creds_new_psk(const char *file, bool server,
+                                             const char *username, Error **errp);
+COBLK_API void nbd_tls_creds_free(NbdTlsCreds *creds);
+
 /** Server options; zero-initialise, then set fields. */
 typedef struct NbdServerOpts {
     /** Most clients connected at once (0: 100). Extra connections are closed at once. */
@@ -32,6 +67,15 @@ typedef struct NbdServerOpts {
     int64_t handshake_timeout_ns;
     /** Most requests in flight per client (0: 64). */
     unsigned max_requests;
+    /** TLS policy; ON and REQUIRE need tls_creds (a server endpoint). */
+    NbdTlsMode tls_mode;
+    const NbdTlsCreds *tls_creds;
+    /**
+     * Only this peer may connect after TLS (NULL: any peer the credentials
+     * accept): the client certificate's distinguished name in RFC 4514 form
+     * ("CN=client,O=Example", needs verify_peer) or the PSK username.
+     */
+    const char *tls_authz;
 } NbdServerOpts;
 
 /** Export options; zero-initialise, then set fields. */

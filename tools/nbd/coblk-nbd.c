@@ -18,6 +18,8 @@
 
 #include <coblk/coblk.h>
 
+#include "tls-opts.h"
+
 typedef struct NbdToolOpts {
     const char *port;
     const char *bind;
@@ -39,6 +41,7 @@ typedef struct NbdToolOpts {
     bool verbose;
     bool allocation_depth;
     bool snapshot;
+    ToolTls tls;
 } NbdToolOpts;
 
 typedef struct NbdTool {
@@ -60,6 +63,9 @@ enum {
     OPT_TLSCREDS,
     OPT_TLSAUTHZ,
     OPT_TLSHOSTNAME,
+    OPT_TLSPSK,
+    OPT_TLS,
+    OPT_TLSVERIFY,
 };
 
 static void usage(const char *prog)
@@ -97,6 +103,19 @@ static void usage(const char *prog)
            "      --discard=MODE        discard mode (ignore, unmap)\n"
            "      --detect-zeroes=MODE  detect zeroes (off, on, unmap)\n"
            "      --image-opts          treat FILE as a full set of image options\n\n"
+           "TLS (GnuTLS; a client that does not upgrade is refused unless --tls=on):\n"
+           "      --object tls-creds-x509,id=ID,dir=DIR[,endpoint=server][,verify-peer=on|off]\n"
+           "      --object tls-creds-psk,id=ID,dir=DIR[,endpoint=server]   (DIR/keys.psk)\n"
+           "      --object authz-simple,id=ID,identity=NAME\n"
+           "      --tls-creds=ID|DIR    credentials: an --object id, or a directory with\n"
+           "                            ca-cert.pem, server-cert.pem, server-key.pem\n"
+           "      --tls-psk=FILE        pre-shared keys in psktool's format (user:hexkey)\n"
+           "      --tls=on|require      require (default): TLS before any option;\n"
+           "                            on: plaintext clients are served too\n"
+           "      --tls-verify-peer     with --tls-creds=DIR: require a client certificate\n"
+           "                            signed by ca-cert.pem\n"
+           "      --tls-authz=ID|NAME   only this client: certificate DN (RFC 4514,\n"
+           "                            \"CN=client,O=Example\") or PSK username\n\n"
            "Socket activation: with LISTEN_FDS=1 and LISTEN_PID set by systemd, the\n"
            "inherited socket (fd 3) is used and -k/-p/-b must not be given.\n",
            prog);
@@ -131,6 +150,15 @@ static unsigned parse_shared(const char *s)
     return (unsigned)v;
 }
 
+static void add_object(NbdToolOpts *o, const char *spec)
+{
+    Error *err = NULL;
+
+    if (tool_tls_add_object(&o->tls, spec, &err) < 0) {
+        die("%s", error_get_pretty(err));
+    }
+}
+
 static void parse_args(int argc, char **argv, NbdToolOpts *o)
 {
     static const struct option longopts[] = {
@@ -162,6 +190,9 @@ static void parse_args(int argc, char **argv, NbdToolOpts *o)
         { "tls-creds", required_argument, NULL, OPT_TLSCREDS },
         { "tls-authz", required_argument, NULL, OPT_TLSAUTHZ },
         { "tls-hostname", required_argument, NULL, OPT_TLSHOSTNAME },
+        { "tls-psk", required_argument, NULL, OPT_TLSPSK },
+        { "tls", required_argument, NULL, OPT_TLS },
+        { "tls-verify-peer", no_argument, NULL, OPT_TLSVERIFY },
         { "connect", required_argument, NULL, 'c' },
         { "disconnect", no_argument, NULL, 'd' },
         { "list", no_argument, NULL, 'L' },
@@ -203,10 +234,13 @@ static void parse_args(int argc, char **argv, NbdToolOpts *o)
         case OPT_IMAGE_OPTS: o->image_opts = true; break;
         case OPT_FORK: o->fork = true; break;
         case OPT_PID_FILE: o->pid_file = optarg; break;
-        case OPT_OBJECT: refuse("--object"); break;
-        case OPT_TLSCREDS:
-        case OPT_TLSAUTHZ:
-        case OPT_TLSHOSTNAME: refuse("TLS (--tls-creds/--tls-authz/--tls-hostname)"); break;
+        case OPT_OBJECT: add_object(o, optarg); break;
+        case OPT_TLSCREDS: o->tls.creds = optarg; break;
+        case OPT_TLSAUTHZ: o->tls.authz = optarg; break;
+        case OPT_TLSPSK: o->tls.psk = optarg; break;
+        case OPT_TLS: o->tls.mode = optarg; break;
+        case OPT_TLSVERIFY: o->tls.verify_peer = true; break;
+        case OPT_TLSHOSTNAME: refuse("--tls-hostname (a client option)"); break;
         case 'c':
         case 'd': refuse("the kernel NBD device mode (-c/-d); use nbd-client"); break;
         case 'L': refuse("-L/--list (use nbdinfo --list)"); break;
@@ -478,6 +512,9 @@ int main(int argc, char **argv)
     ctx = blk_get_aio_context(blk);
     setup_signals(&t, ctx);
     sopts.max_connections = t.o.shared ? t.o.shared : 1000000;
+    if (tool_tls_setup(&t.o.tls, &sopts, &err) < 0) {
+        die("%s", error_get_pretty(err));
+    }
     t.srv = nbd_server_new(ctx, &sopts, &err);
     if (!t.srv) {
         die("%s", error_get_pretty(err));
@@ -509,6 +546,7 @@ int main(int argc, char **argv)
         aio_poll(ctx, true);
     }
     nbd_server_free(t.srv);
+    tool_tls_free(&t.o.tls);
     aio_set_fd_handler(ctx, t.sig_fd, NULL, NULL, NULL, NULL, NULL);
     close(t.sig_fd);
     ret = blk_flush(blk);

@@ -3,6 +3,10 @@
  * nbd+unix:///export?socket=path, the legacy nbd:unix:path[:exportname=x]
  * and nbd:host:port[:exportname=x] strings, or the dotted options
  * server.type (inet/unix), server.host, server.port, server.path, export.
+ * The nbds, nbds+tcp and nbds+unix schemes ask for TLS and take libnbd's
+ * query parameters tls-certificates, tls-psk-file, tls-username and
+ * tls-hostname; the options of the same names (which also turn TLS on)
+ * override them.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -24,6 +28,10 @@ void nbd_addr_free(NbdAddr *a)
     free(a->port);
     free(a->path);
     free(a->export_name);
+    free(a->tls_dir);
+    free(a->tls_psk);
+    free(a->tls_user);
+    free(a->tls_hostname);
     memset(a, 0, sizeof(*a));
 }
 
@@ -98,22 +106,56 @@ static int parse_authority(NbdAddr *a, const char *s, size_t len, Error **errp)
     return 0;
 }
 
-static int parse_query(NbdAddr *a, const char *q, Error **errp)
+/* One query parameter: socket (nbd+unix), or the TLS ones (nbds schemes). */
+static int query_param(NbdAddr *a, const char *k, size_t klen, const char *v, size_t vlen,
+                       Error **errp)
 {
-    if (!a->is_unix) {
-        if (*q) {
-            error_setg(errp, "unexpected query '%s' in an nbd:// URL", q);
-            return -EINVAL;
-        }
-        return 0;
+    static const char *const tls_keys[] = { "tls-certificates", "tls-psk-file",
+                                            "tls-username", "tls-hostname" };
+    char **slots[] = { &a->tls_dir, &a->tls_psk, &a->tls_user, &a->tls_hostname };
+    char **dst = NULL;
+
+    if (klen == 6 && !memcmp(k, "socket", 6) && a->is_unix) {
+        dst = &a->path;
     }
-    if (strncmp(q, "socket=", 7) || strchr(q, '&')) {
-        error_setg(errp, "nbd+unix:// URLs take exactly one query, socket=PATH");
+    for (int i = 0; i < 4 && !dst && a->tls; i++) {
+        if (strlen(tls_keys[i]) == klen && !memcmp(k, tls_keys[i], klen)) {
+            dst = slots[i];
+        }
+    }
+    if (!dst || *dst) {
+        error_setg(errp, "unexpected or repeated query parameter '%.*s' (nbd+unix:// takes "
+                   "socket=PATH; nbds:// and nbds+unix:// also tls-certificates, "
+                   "tls-psk-file, tls-username, tls-hostname)", (int)klen, k);
         return -EINVAL;
     }
-    a->path = pct_decode(q + 7, strlen(q + 7));
-    if (!a->path || !a->path[0]) {
-        error_setg(errp, "invalid socket path in '%s'", q);
+    *dst = pct_decode(v, vlen);
+    if (!*dst || !**dst) {
+        error_setg(errp, "invalid value for '%.*s'", (int)klen, k);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int parse_query(NbdAddr *a, const char *q, Error **errp)
+{
+    while (*q) {
+        size_t len = strcspn(q, "&");
+        const char *eq = memchr(q, '=', len);
+
+        if (!eq) {
+            error_setg(errp, "query parameter '%.*s' has no value", (int)len, q);
+            return -EINVAL;
+        }
+        if (query_param(a, q, (size_t)(eq - q), eq + 1, len - (size_t)(eq + 1 - q),
+                        errp) < 0) {
+            return -EINVAL;
+        }
+        q += len;
+        q += *q == '&';
+    }
+    if (a->is_unix && !a->path) {
+        error_setg(errp, "nbd+unix:// URLs need ?socket=PATH");
         return -EINVAL;
     }
     return 0;
@@ -123,13 +165,16 @@ static int parse_url(NbdAddr *a, const char *url, Error **errp)
 {
     const char *rest, *auth_end, *path_end;
 
-    if (!strncmp(url, "nbd://", 6) || !strncmp(url, "nbd+tcp://", 10)) {
+    a->tls = !strncmp(url, "nbds", 4);
+    if (!strncmp(url, "nbd://", 6) || !strncmp(url, "nbd+tcp://", 10) ||
+        !strncmp(url, "nbds://", 7) || !strncmp(url, "nbds+tcp://", 11)) {
         rest = strstr(url, "://") + 3;
-    } else if (!strncmp(url, "nbd+unix://", 11)) {
+    } else if (!strncmp(url, "nbd+unix://", 11) || !strncmp(url, "nbds+unix://", 12)) {
         a->is_unix = true;
-        rest = url + 11;
+        rest = strstr(url, "://") + 3;
     } else {
-        error_setg(errp, "unsupported URL scheme in '%s' (nbd, nbd+tcp, nbd+unix)", url);
+        error_setg(errp, "unsupported URL scheme in '%s' (nbd, nbd+tcp, nbd+unix, nbds, "
+                   "nbds+tcp, nbds+unix)", url);
         return -EINVAL;
     }
     auth_end = rest + strcspn(rest, "/?");
@@ -148,10 +193,6 @@ static int parse_url(NbdAddr *a, const char *url, Error **errp)
     a->export_name = pct_decode(auth_end, (size_t)(path_end - auth_end));
     if (!a->export_name) {
         error_setg(errp, "invalid export name in '%s'", url);
-        return -EINVAL;
-    }
-    if (a->is_unix && *path_end != '?') {
-        error_setg(errp, "nbd+unix:// URLs need ?socket=PATH ('%s')", url);
         return -EINVAL;
     }
     return parse_query(a, *path_end == '?' ? path_end + 1 : "", errp);

@@ -14,6 +14,7 @@
 #include <coblk/block-driver.h>
 
 #include "nbd/chan.h"
+#include "nbd/tls.h"
 #include "nbd/nbd-proto.h"
 
 /* Requests in flight per connection. */
@@ -25,6 +26,12 @@ typedef struct NbdAddr {
     char *port;     /* inet; NULL: 10809 */
     char *path;     /* unix */
     char *export_name;
+    /* TLS (nbds schemes or tls-* options) */
+    bool tls;
+    char *tls_dir;          /* x509: CA (and client certificate) directory */
+    char *tls_psk;          /* psktool keys file */
+    char *tls_user;         /* PSK username (NULL: the file's first) */
+    char *tls_hostname;     /* name the certificate must carry (NULL: inet host) */
 } NbdAddr;
 
 typedef struct NbdClientReq {
@@ -48,6 +55,7 @@ typedef struct NbdClientReq {
 /* One connection to the server: its socket, its requests and its reader. */
 typedef struct NbdConn {
     const NbdAddr *addr;
+    const NbdTlsCreds *tls;     /* NULL: plaintext */
     AioContext *ctx;
     NbdChan chan;
     NbdExportInfo info;
@@ -76,6 +84,7 @@ typedef struct NbdConn {
 
 typedef struct BDRVNbdState {
     NbdAddr addr;
+    NbdTlsCreds *tls;           /* NULL: plaintext */
     NbdExportInfo info;         /* from the first connection */
     bool have_base;
     int64_t reconnect_delay_ns; /* option reconnect-delay (seconds) */

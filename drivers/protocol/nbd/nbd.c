@@ -8,8 +8,16 @@
  * the NBD commands the server advertises. Many requests are in flight at
  * once; with connections=N (up to 16) and a server that advertises
  * NBD_FLAG_CAN_MULTI_CONN, requests spread over N sockets, each with its own
- * reader (one flush covers every connection, as MULTI_CONN promises). Not
- * implemented: TLS. When the server drops, requests fail with EIO unless
+ * reader (one flush covers every connection, as MULTI_CONN promises).
+ *
+ * TLS (tls.c in nbd/): nbds:// URLs, or the options tls-certificates=DIR
+ * (ca-cert.pem, optional client-cert.pem + client-key.pem), tls-psk-file=
+ * FILE with tls-username=NAME, and tls-hostname=NAME (default: the inet
+ * host; over a Unix socket only the chain is checked unless it is given).
+ * The client sends NBD_OPT_STARTTLS first and never falls back to
+ * plaintext: a refusal fails the open.
+ *
+ * When the server drops, requests fail with EIO unless
  * reconnect-delay=SECONDS is set: then a lost connection
  * is re-established in the background (every 200 ms) and requests wait up
  * to that long for it and are sent again.
@@ -25,18 +33,65 @@
 
 static const char *const nbd_option_names[] = {
     "filename", "server.type", "server.host", "server.port", "server.path", "export",
-    "connections", "reconnect-delay", NULL,
+    "connections", "reconnect-delay", "tls-certificates", "tls-psk-file", "tls-username",
+    "tls-hostname", NULL,
 };
 
 static void set_filename(BlockDriverState *bs, const NbdAddr *a)
 {
+    const char *s = a->tls ? "s" : "";
+
     if (a->is_unix) {
-        snprintf(bs->filename, sizeof(bs->filename), "nbd+unix:///%s?socket=%s",
+        snprintf(bs->filename, sizeof(bs->filename), "nbd%s+unix:///%s?socket=%s", s,
                  a->export_name, a->path);
     } else {
-        snprintf(bs->filename, sizeof(bs->filename), "nbd://%s:%s/%s", a->host,
+        snprintf(bs->filename, sizeof(bs->filename), "nbd%s://%s:%s/%s", s, a->host,
                  a->port ? a->port : "10809", a->export_name);
     }
+}
+
+/* The tls-* options (they override the URL's query and turn TLS on). */
+static int take_tls_opts(NbdAddr *a, BlockOpts *options, Error **errp)
+{
+    static const char *const keys[] = { "tls-certificates", "tls-psk-file", "tls-username",
+                                        "tls-hostname" };
+    char **slots[] = { &a->tls_dir, &a->tls_psk, &a->tls_user, &a->tls_hostname };
+
+    for (int i = 0; i < 4; i++) {
+        char *v = NULL;
+        int ret = bopts_take_str(options, keys[i], &v, errp);
+
+        if (ret < 0) {
+            return ret;
+        }
+        if (v) {
+            free(*slots[i]);
+            *slots[i] = v;
+            a->tls = true;
+        }
+    }
+    if (a->tls_dir && a->tls_psk) {
+        error_setg(errp, "tls-certificates and tls-psk-file are mutually exclusive");
+        return -EINVAL;
+    }
+    if (a->tls_user && !a->tls_psk) {
+        error_setg(errp, "tls-username needs tls-psk-file");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* TLS credentials for the connections (NULL without TLS). */
+static int make_tls_creds(BDRVNbdState *s, Error **errp)
+{
+    const NbdAddr *a = &s->addr;
+
+    if (!a->tls) {
+        return 0;
+    }
+    s->tls = a->tls_psk ? nbd_tls_creds_new_psk(a->tls_psk, false, a->tls_user, errp) :
+             nbd_tls_creds_new_x509(a->tls_dir, false, true, errp);
+    return s->tls ? 0 : -EINVAL;
 }
 
 /* Handshake time limit at open. */
@@ -94,6 +149,7 @@ static NbdConn *conn_open(BDRVNbdState *s, AioContext *ctx, Error **errp)
         return NULL;
     }
     c->addr = &s->addr;
+    c->tls = s->tls;
     c->ctx = ctx;
     c->reconnect_delay_ns = s->reconnect_delay_ns;
     fd = nbd_addr_connect(&s->addr, errp);
@@ -174,6 +230,13 @@ static int nbd_open(BlockDriverState *bs, BlockOpts *options, int flags, Error *
     if (ret < 0) {
         return ret;
     }
+    ret = take_tls_opts(&s->addr, options, errp);
+    if (ret == 0) {
+        ret = make_tls_creds(s, errp);
+    }
+    if (ret < 0) {
+        goto out_addr;
+    }
     set_filename(bs, &s->addr);
     c = conn_open(s, ctx, errp);
     if (!c) {
@@ -205,6 +268,8 @@ static int nbd_open(BlockDriverState *bs, BlockOpts *options, int flags, Error *
 out_conns:
     conns_close_unstarted(s);
 out_addr:
+    nbd_tls_creds_free(s->tls);
+    s->tls = NULL;
     nbd_addr_free(&s->addr);
     return ret;
 }
@@ -218,6 +283,8 @@ static void nbd_close(BlockDriverState *bs)
         free(s->conns[i]);
     }
     s->nconns = 0;
+    nbd_tls_creds_free(s->tls);
+    s->tls = NULL;
     nbd_addr_free(&s->addr);
 }
 
@@ -362,3 +429,7 @@ static int64_t coroutine_fn nbd_co_getlength(BlockDriverState *bs)
 NBD_DRIVER(bdrv_nbd, "nbd");
 NBD_DRIVER(bdrv_nbd_tcp, "nbd+tcp");
 NBD_DRIVER(bdrv_nbd_unix, "nbd+unix");
+/* nbds URLs: TLS is mandatory (format_name "nbd": the same driver). */
+NBD_DRIVER(bdrv_nbds, "nbds");
+NBD_DRIVER(bdrv_nbds_tcp, "nbds+tcp");
+NBD_DRIVER(bdrv_nbds_unix, "nbds+unix");

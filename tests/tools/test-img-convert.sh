@@ -88,4 +88,21 @@ grep -q "Compression not supported" err.txt && pass "-c message" || fail "-c mes
 qemu-img create -q -f raw z1.raw 1M
 cmp nul.raw z1.raw && pass "null-co source" || fail "null-co source"
 
+# A streamOptimized vmdk written by coblk ends with an end-of-stream marker
+# (a zero sector after the last grain), also after a second session appended
+# grains (they go after the old marker, never over it); qemu-img reads both.
+qemu-img create -q -f raw eos-src.raw 4M
+qemu-io -f raw -c "write -P 0x5c 0 1M" -c "write -P 0x6d 3M 64k" eos-src.raw >/dev/null
+eos() { python3 -c "import sys; d = open(sys.argv[1], 'rb').read(); \
+sys.exit(0 if len(d) % 512 == 0 and d[-512:] == bytes(512) else 1)" "$1"; }
+"$CIMG" convert -f raw -O vmdk -o subformat=streamOptimized eos-src.raw eos.vmdk &&
+    eos eos.vmdk && pass "stream ends with an end-of-stream marker" || fail "no EOS marker"
+expect_rc 0 "stream equals its source" qemu-img compare -f raw -F vmdk eos-src.raw eos.vmdk
+"$CIO" -f vmdk -c "write -P 0x7e 2M 64k" eos.vmdk >/dev/null || fail "append to a stream"
+qemu-io -f raw -c "write -P 0x7e 2M 64k" eos-src.raw >/dev/null
+eos eos.vmdk && pass "EOS marker after appending" || fail "no EOS marker after appending"
+expect_rc 0 "appended stream equals its source" qemu-img compare -f raw -F vmdk eos-src.raw \
+    eos.vmdk
+expect_rc 0 "appended stream checks" qemu-img check -q eos.vmdk
+
 finish

@@ -391,9 +391,20 @@ static void test_vmdk_stream_corrupt(void **state)
     memset(buf, 0x5a, sizeof(buf));
     assert_int_equal(blk_pwrite(blk, 0, sizeof(buf), buf, 0), 0);
     blk_unref(blk);
-    /* Break the deflate data of the first grain (appended after the overhead). */
+    /* The stream ends with an end-of-stream marker: a zero sector after the grain. */
     assert_int_equal(stat(img, &st), 0);
-    patch(img, st.st_size - 512 + 0, "\0\0\0\0\0\0\0\0\x10\0\0\0\xff\xff\xff\xff", 16);
+    {
+        uint8_t eos[512], zero[512] = { 0 };
+        FILE *f = fopen(img, "rb");
+
+        assert_non_null(f);
+        assert_int_equal(fseek(f, (long)st.st_size - 512, SEEK_SET), 0);
+        assert_int_equal(fread(eos, 1, sizeof(eos), f), sizeof(eos));
+        fclose(f);
+        assert_memory_equal(eos, zero, sizeof(eos));
+    }
+    /* Break the deflate data of the first grain (appended after the overhead). */
+    patch(img, st.st_size - 1024 + 0, "\0\0\0\0\0\0\0\0\x10\0\0\0\xff\xff\xff\xff", 16);
     blk = drv_test_open_ok(opts_for(img, ""), 0);
     assert_int_equal(blk_pread(blk, 0, sizeof(buf), buf, 0), -EIO);
     blk_unref(blk);

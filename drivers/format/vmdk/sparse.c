@@ -246,6 +246,10 @@ int vmdk_sparse_open(BlockDriverState *bs, VmdkExtent *e, Error **errp)
         return -EINVAL;
     }
     e->next_alloc = round_up_u64((uint64_t)len, VMDK_SECTOR);
+    /*
+     * A stream ends with an end-of-stream marker (a zero sector). New grains
+     * go after it, never over it: a zero last sector could also end a grain.
+     */
     return setup_tables(e, &h, name, (uint64_t)len, errp);
 }
 

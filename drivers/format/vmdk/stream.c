@@ -124,5 +124,27 @@ int coroutine_fn vmdk_stream_write_grain(VmdkExtent *e, uint64_t grain_index,
     }
     *sector = (uint32_t)(e->next_alloc / VMDK_SECTOR);
     e->next_alloc += total;
+    e->stream_written = e->markers;
     return 0;
+}
+
+static int64_t coroutine_fn finish_co(void *opaque)
+{
+    VmdkExtent *e = opaque;
+    static const uint8_t eos[VMDK_SECTOR];
+    int ret = vmdk_co_pwrite(e->child, e->next_alloc, eos, sizeof(eos));
+
+    return ret < 0 ? ret : bdrv_co_flush(e->child->bs);
+}
+
+int vmdk_stream_finish_sync(VmdkExtent *e)
+{
+    int ret;
+
+    if (!e->stream_written) {
+        return 0;
+    }
+    ret = (int)bdrv_run_co(e->child->bs->aio_context, finish_co, e);
+    e->stream_written = ret < 0;
+    return ret;
 }

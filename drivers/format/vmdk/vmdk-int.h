@@ -139,6 +139,7 @@ typedef struct VmdkExtent {
     bool compressed;
     bool markers;
     uint64_t next_alloc;    /* byte offset where the next grain or table goes */
+    bool stream_written;    /* markers: grains appended, the end-of-stream marker is due */
 } VmdkExtent;
 
 typedef struct BDRVVmdkState {
@@ -155,6 +156,9 @@ typedef struct BDRVVmdkState {
     uint64_t lru_clock;
     VmdkGtSlot *gt_cache;   /* VMDK_GT_CACHE_SLOTS slots */
 } BDRVVmdkState;
+
+/* stream.c: appends the end-of-stream marker (a zero sector) after the last grain. */
+int vmdk_stream_finish_sync(VmdkExtent *e);
 
 /* sparse.c */
 /* Validates a hosted sparse header (and the footer of a stream) and loads the GD. */

@@ -381,6 +381,11 @@ static void vmdk_close(BlockDriverState *bs)
     BDRVVmdkState *s = bs->opaque;
 
     for (int i = 0; i < s->n_extents; i++) {
+        if (s->extents[i].stream_written && vmdk_stream_finish_sync(&s->extents[i]) < 0) {
+            coblk_warn("vmdk: %s: could not write the end-of-stream marker", bs->filename);
+        }
+    }
+    for (int i = 0; i < s->n_extents; i++) {
         free(s->extents[i].gd);
         free(s->extents[i].rgd);
         free(s->extents[i].filename);

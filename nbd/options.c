@@ -256,7 +256,7 @@ static int coroutine_fn opt_starttls(NbdClient *c, uint32_t len)
     ret = nbd_tls_start(&c->chan, c->srv->opts.tls_creds, NULL, &err);
     if (ret < 0) {
         if (!c->closing) {
-            coblk_warn("%s", error_get_pretty(err));
+            coblk_warn("nbd: %s", error_get_pretty(err));
         }
         error_free(err);
         return ret;

@@ -88,7 +88,7 @@ static bool file_exists(const char *path)
 static bool join(char *buf, size_t size, const char *dir, const char *name, Error **errp)
 {
     if ((size_t)snprintf(buf, size, "%s/%s", dir, name) >= size) {
-        error_setg(errp, "nbd tls: path '%s/%s' is too long", dir, name);
+        error_setg(errp, "tls: path '%s/%s' is too long", dir, name);
         return false;
     }
     return true;
@@ -104,12 +104,12 @@ static int load_ca(NbdTlsCreds *c, const char *dir, Error **errp)
         return -ENAMETOOLONG;
     }
     if (!file_exists(path)) {
-        error_setg(errp, "nbd tls: CA certificate '%s' not found", path);
+        error_setg(errp, "tls: CA certificate '%s' not found", path);
         return -ENOENT;
     }
     r = gnutls_certificate_set_x509_trust_file(c->x509, path, GNUTLS_X509_FMT_PEM);
     if (r <= 0) {
-        error_setg(errp, "nbd tls: cannot load CA certificate '%s': %s", path,
+        error_setg(errp, "tls: cannot load CA certificate '%s': %s", path,
                    r == 0 ? "no certificate in the file" : gnutls_strerror(r));
         return -EINVAL;
     }
@@ -119,7 +119,7 @@ static int load_ca(NbdTlsCreds *c, const char *dir, Error **errp)
     if (file_exists(path)) {
         r = gnutls_certificate_set_x509_crl_file(c->x509, path, GNUTLS_X509_FMT_PEM);
         if (r < 0) {
-            error_setg(errp, "nbd tls: cannot load CRL '%s': %s", path, gnutls_strerror(r));
+            error_setg(errp, "tls: cannot load CRL '%s': %s", path, gnutls_strerror(r));
             return -EINVAL;
         }
     }
@@ -145,12 +145,12 @@ static int load_cert(NbdTlsCreds *c, const char *dir, const char *who, bool opti
         return 0;
     }
     if (!file_exists(cert) || !file_exists(key)) {
-        error_setg(errp, "nbd tls: '%s' and '%s' are both needed", cert, key);
+        error_setg(errp, "tls: '%s' and '%s' are both needed", cert, key);
         return -ENOENT;
     }
     r = gnutls_certificate_set_x509_key_file(c->x509, cert, key, GNUTLS_X509_FMT_PEM);
     if (r < 0) {
-        error_setg(errp, "nbd tls: cannot load '%s' with key '%s': %s", cert, key,
+        error_setg(errp, "tls: cannot load '%s' with key '%s': %s", cert, key,
                    gnutls_strerror(r));
         return -EINVAL;
     }
@@ -165,13 +165,13 @@ NbdTlsCreds *nbd_tls_creds_new_x509(const char *dir, bool server, bool verify_pe
 
     if (!c || gnutls_certificate_allocate_credentials(&c->x509) < 0) {
         free(c);
-        error_setg(errp, "nbd tls: out of memory");
+        error_setg(errp, "tls: out of memory");
         return NULL;
     }
     c->server = server;
     c->verify_peer = server ? verify_peer : true;
     if (server && !dir) {
-        error_setg(errp, "nbd tls: a server needs a certificate directory");
+        error_setg(errp, "tls: a server needs a certificate directory");
         goto fail;
     }
     if (dir) {
@@ -179,7 +179,7 @@ NbdTlsCreds *nbd_tls_creds_new_x509(const char *dir, bool server, bool verify_pe
     } else {
         r = gnutls_certificate_set_x509_system_trust(c->x509);
         if (r <= 0) {
-            error_setg(errp, "nbd tls: no system CA certificates (%s); give a directory",
+            error_setg(errp, "tls: no system CA certificates (%s); give a directory",
                        r == 0 ? "none found" : gnutls_strerror(r));
             r = -ENOENT;
         }
@@ -208,7 +208,7 @@ static char *read_psk_file(const char *file, Error **errp)
     size_t n;
 
     if (!f || !buf) {
-        error_setg_errno(errp, f ? -ENOMEM : -errno, "nbd tls: cannot read PSK file '%s'",
+        error_setg_errno(errp, f ? -ENOMEM : -errno, "tls: cannot read PSK file '%s'",
                          file);
         if (f) {
             fclose(f);
@@ -219,7 +219,7 @@ static char *read_psk_file(const char *file, Error **errp)
     n = fread(buf, 1, PSK_FILE_MAX + 1, f);
     fclose(f);
     if (n > PSK_FILE_MAX) {
-        error_setg(errp, "nbd tls: PSK file '%s' is larger than %d bytes", file, PSK_FILE_MAX);
+        error_setg(errp, "tls: PSK file '%s' is larger than %d bytes", file, PSK_FILE_MAX);
         free(buf);
         return NULL;
     }
@@ -254,7 +254,7 @@ static int parse_psk(char *buf, const char *file, const char *username, char **u
         klen = colon ? strlen(colon + 1) : 0;
         if (!colon || !ulen || ulen > PSK_USER_MAX || !klen || klen > PSK_KEY_HEX_MAX ||
             klen % 2 || strspn(colon + 1, "0123456789abcdefABCDEF") != klen) {
-            error_setg(errp, "nbd tls: PSK file '%s' line %d is not 'username:hexkey' "
+            error_setg(errp, "tls: PSK file '%s' line %d is not 'username:hexkey' "
                        "(username 1-%d bytes, key up to %d hex digits)", file, lineno,
                        PSK_USER_MAX, PSK_KEY_HEX_MAX);
             return -EINVAL;
@@ -267,7 +267,7 @@ static int parse_psk(char *buf, const char *file, const char *username, char **u
         n++;
     }
     if (!n) {
-        error_setg(errp, "nbd tls: PSK file '%s' has no keys", file);
+        error_setg(errp, "tls: PSK file '%s' has no keys", file);
         return -EINVAL;
     }
     return n;
@@ -283,7 +283,7 @@ NbdTlsCreds *nbd_tls_creds_new_psk(const char *file, bool server, const char *us
 
     if (!c || !buf) {
         if (buf) {
-            error_setg(errp, "nbd tls: out of memory");
+            error_setg(errp, "tls: out of memory");
         }
         goto fail;
     }
@@ -292,7 +292,7 @@ NbdTlsCreds *nbd_tls_creds_new_psk(const char *file, bool server, const char *us
     c->psk = true;
     r = parse_psk(buf, file, server ? NULL : username, &user, &key, errp);
     if (r >= 0 && !server && !user) {
-        error_setg(errp, "nbd tls: no key for user '%s' in PSK file '%s'", username, file);
+        error_setg(errp, "tls: no key for user '%s' in PSK file '%s'", username, file);
         r = -ENOENT;
     }
     if (r < 0) {
@@ -315,7 +315,7 @@ NbdTlsCreds *nbd_tls_creds_new_psk(const char *file, bool server, const char *us
         }
     }
     if (r < 0) {
-        error_setg(errp, "nbd tls: PSK credentials from '%s': %s", file, gnutls_strerror(r));
+        error_setg(errp, "tls: PSK credentials from '%s': %s", file, gnutls_strerror(r));
         goto fail;
     }
     free(buf);
@@ -360,7 +360,7 @@ static int session_new(NbdChan *ch, const NbdTlsCreds *c, const char *hostname, 
                         GNUTLS_NO_SIGNAL);
 
     if (r < 0) {
-        error_setg(errp, "nbd tls: cannot create a session: %s", gnutls_strerror(r));
+        error_setg(errp, "tls: cannot create a session: %s", gnutls_strerror(r));
         return -ENOMEM;
     }
     ch->tls = s;
@@ -388,12 +388,12 @@ static int session_new(NbdChan *ch, const NbdTlsCreds *c, const char *hostname, 
         }
     }
     if (r < 0) {
-        error_setg(errp, "nbd tls: cannot set up the session: %s", gnutls_strerror(r));
+        error_setg(errp, "tls: cannot set up the session: %s", gnutls_strerror(r));
         return -EINVAL;
     }
     ch->tls_buf = malloc(TLS_GATHER);
     if (!ch->tls_buf) {
-        error_setg(errp, "nbd tls: out of memory");
+        error_setg(errp, "tls: out of memory");
         return -ENOMEM;
     }
     gnutls_transport_set_int(s, ch->fd);
@@ -408,12 +408,12 @@ static void handshake_error(NbdChan *ch, int r, Error **errp)
     if (r == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR &&
         gnutls_certificate_verification_status_print(
             gnutls_session_get_verify_cert_status(ch->tls), GNUTLS_CRT_X509, &msg, 0) == 0) {
-        error_setg(errp, "nbd tls: handshake failed: the peer's certificate is not trusted: %s",
+        error_setg(errp, "tls: handshake failed: the peer's certificate is not trusted: %s",
                    (const char *)msg.data);
         gnutls_free(msg.data);
         return;
     }
-    error_setg(errp, "nbd tls: handshake failed: %s", gnutls_strerror(r));
+    error_setg(errp, "tls: handshake failed: %s", gnutls_strerror(r));
 }
 
 int coroutine_fn nbd_tls_start(NbdChan *ch, const NbdTlsCreds *creds, const char *hostname,
@@ -430,7 +430,7 @@ int coroutine_fn nbd_tls_start(NbdChan *ch, const NbdTlsCreds *creds, const char
         if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED) {
             ret = tls_wait(ch);
             if (ret < 0) {
-                error_setg_errno(errp, ret, "nbd tls: handshake failed");
+                error_setg_errno(errp, ret, "tls: handshake failed");
             }
         } else if (gnutls_error_is_fatal(r)) {
             handshake_error(ch, r, errp);
@@ -573,7 +573,7 @@ void nbd_tls_end(NbdChan *ch)
 
 #else /* !COBLK_HAVE_GNUTLS: TLS requests fail with a clear error */
 
-#define NO_TLS "nbd: TLS is not available: coblk was built without GnuTLS"
+#define NO_TLS "TLS is not available: coblk was built without GnuTLS"
 
 bool nbd_tls_available(void)
 {

@@ -61,9 +61,6 @@ static int setup(void **state)
     char opts[8192];
     Error *err = NULL;
 
-    if (!nbd_tls_available()) {
-        skip();
-    }
     drv_test_path(img, sizeof(img), "nbdtls");
     drv_test_path(psk, sizeof(psk), "nbdtls-keys.psk");
     drv_test_path(wrong_psk, sizeof(wrong_psk), "nbdtls-wrong.psk");
@@ -195,7 +192,7 @@ static void test_nbd_tls_refused(void **state)
     assert_null(open_client(NULL, NULL, NULL, msg, sizeof(msg)));
     assert_non_null(strstr(msg, "requires TLS"));
     assert_null(open_client(wrong_psk, NULL, NULL, msg, sizeof(msg)));
-    assert_non_null(strstr(msg, "tls"));
+    assert_non_null(strstr(msg, "tls: handshake failed"));
     assert_null(open_client(psk, "carol", NULL, msg, sizeof(msg)));
     assert_non_null(strstr(msg, "no key for user 'carol'"));
     /* the server is still fine */
@@ -404,6 +401,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_nbd_tls_reconnect, setup, teardown),
     };
 
+    if (!nbd_tls_available()) {
+        printf("built without GnuTLS: skipping\n");
+        return 77;
+    }
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -309,6 +309,7 @@ void nbd_conn_stop(NbdConn *s)
         nbd_encode_request(h, &q);
         s->chan.poll_timeout_ms = 1000;
         nbd_chan_write(&s->chan, h, sizeof(h));
+        nbd_tls_bye(&s->chan); /* close_notify while the socket is still up */
     }
     s->dead = true;
     nbd_chan_shutdown(&s->chan);

@@ -29,6 +29,9 @@ const BlockDriver *const bdrv_builtin_drivers[] = {
     &bdrv_qed,
     &bdrv_qcow2,
     &bdrv_qcow,
+    &bdrv_bochs,
+    &bdrv_cloop,
+    &bdrv_dmg,
     NULL,
 };
 

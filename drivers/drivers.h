@@ -32,5 +32,8 @@ extern const BlockDriver bdrv_qed;
 extern const BlockDriver bdrv_vpc;
 extern const BlockDriver bdrv_vhdx;
 extern const BlockDriver bdrv_qcow2;
+extern const BlockDriver bdrv_bochs;
+extern const BlockDriver bdrv_cloop;
+extern const BlockDriver bdrv_dmg;
 
 #endif /* COBLK_DRIVERS_H */

@@ -50,3 +50,13 @@ bool fmt_uuid_is_null(const uint8_t uuid[16])
 
     return memcmp(uuid, zero, 16) == 0;
 }
+
+int fmt_refuse_write_open(BlockDriverState *bs, int flags, Error **errp)
+{
+    if (!(flags & BDRV_O_RDWR)) {
+        return 0;
+    }
+    error_setg(errp, "'%s': the %s format is read-only in coblk: open it read-only "
+               "(or convert it to a writable format)", bs->filename, bs->drv->format_name);
+    return -EROFS;
+}

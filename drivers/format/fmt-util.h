@@ -1,5 +1,5 @@
 /*
- * Helpers shared by the vdi, vpc, qed and qcow drivers: buffer-based I/O on
+ * Helpers shared by the format drivers: buffer-based I/O on
  * a child and creating the file of a new image. Not installed.
  */
 #ifndef COBLK_DRIVERS_FORMAT_FMT_UTIL_H
@@ -42,6 +42,13 @@ int coroutine_fn fmt_blk_co_pwrite(BlockBackend *blk, int64_t offset, int64_t by
  * Fills a new random (version 4) UUID in RFC 4122 byte order (libuuid).
  */
 void fmt_uuid_generate(uint8_t uuid[16]);
+
+/**
+ * For the read-only formats (bochs, cloop, dmg): refuses an open or reopen
+ * whose flags ask for BDRV_O_RDWR with an error naming the file and the
+ * format. Returns 0 or -EROFS.
+ */
+int fmt_refuse_write_open(BlockDriverState *bs, int flags, Error **errp);
 
 /** True if all 16 bytes are zero. */
 bool fmt_uuid_is_null(const uint8_t uuid[16]);

@@ -123,6 +123,31 @@ if qemu-img create -q -f vhdx "$T/img" 4M 2>/dev/null; then
     keep vhdx head "$T/img"
 fi
 
+# Read-only formats qemu-img cannot create: tiny images from the interop
+# generator, and corrupt variants (header fields of bochs and cloop; the dmg
+# trailer's plist length and sector count, a chunk type).
+rm -rf "$T/ro"
+if python3 "$here/../interop/mk-ro-images.py" "$T/ro" small >/dev/null; then
+    keep bochs small "$T/ro/bochs-growing.bochs"
+    keep cloop small "$T/ro/cloop-v2.cloop"
+    keep dmg small "$T/ro/dmg-zlib.dmg"
+    keep dmg rsrc "$T/ro/dmg-rsrc.dmg"
+    keep dmg bzip2 "$T/ro/dmg-bzip2.dmg"
+fi
+bad bochs bad-extent-0 small 0x50 00000000
+bad bochs bad-catalog-huge small 0x48 ffffffff
+bad bochs bad-bitmap-0 small 0x4c 00000000
+bad bochs bad-entry small 0x204 00100000
+bad cloop bad-blocksize-0 small 0x80 00000000
+bad cloop bad-nblocks-huge small 0x84 ffffffff
+bad cloop bad-offset small 0x90 00000000ffffffff
+if [ -f "$out/dmg/small" ]; then
+    k=$(( $(stat -c %s "$out/dmg/small") - 512 ))
+    bad dmg bad-plist-len small $((k + 224)) 00000000ffffffff
+    bad dmg bad-sectors small $((k + 492)) 4000000000000000
+    bad dmg bad-koly small $k 6b6f6c78
+fi
+
 # probe: one valid seed of each format
 mkdir -p "$out/probe"
 for d in "$out"/*/; do

@@ -4,7 +4,9 @@
  *
  * Reopen is a transaction over the node and its file-side children: every
  * driver's reopen_prepare runs first (any may refuse), then all commit, or
- * all abort and the nodes keep their state.
+ * all abort and the nodes keep their state. Options other than the mode
+ * options go to the top node's driver (e.g. qcow2 cache sizes); any it
+ * does not take fail the reopen.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -74,7 +76,8 @@ static int prepare_one(ReopenEntry *e, int flags, BlockdevDetectZeroes dz, Block
  * and restore their state.
  */
 static int reopen_run(ReopenEntry *list, int n, const int *flags,
-                      const BlockdevDetectZeroes *dz, BlockOpts *empty, Error **errp)
+                      const BlockdevDetectZeroes *dz, BlockOpts *top, BlockOpts *empty,
+                      Error **errp)
 {
     int ret = 0;
 
@@ -82,7 +85,10 @@ static int reopen_run(ReopenEntry *list, int n, const int *flags,
         list[i].prepared = false;
     }
     for (int i = 0; i < n && ret == 0; i++) {
-        ret = prepare_one(&list[i], flags[i], dz[i], empty, errp);
+        ret = prepare_one(&list[i], flags[i], dz[i], i == 0 && top ? top : empty, errp);
+    }
+    if (ret == 0 && top) {
+        ret = bopts_check_empty(top, list[0].bs->node_name, errp);
     }
     for (int i = 0; i < n; i++) {
         BlockDriverState *b = list[i].bs;
@@ -133,12 +139,9 @@ int bdrv_reopen(BlockDriverState *bs, BlockOpts *options, Error **errp)
         options = bopts_new();
     }
     ret = bdrv_take_mode_opts(options, &flags, &dz, false, errp);
-    if (ret == 0) {
-        ret = bopts_check_empty(options, bs->node_name, errp);
-    }
-    bopts_free(options);
     n = ret < 0 ? ret : collect(bs, list, 0, errp);
     if (n < 0) {
+        bopts_free(options);
         bopts_free(empty);
         return n;
     }
@@ -153,13 +156,13 @@ int bdrv_reopen(BlockDriverState *bs, BlockOpts *options, Error **errp)
         old_dz[i] = b->detect_zeroes;
     }
     bdrv_drained_begin(bs);
-    ret = reopen_run(list, n, new_flags, new_dz, empty, errp);
+    ret = reopen_run(list, n, new_flags, new_dz, options, empty, errp);
     if (ret == 0) {
         ret = reopen_refresh(list, n, errp);
         if (ret < 0) {
             /* The new state cannot work: go back to the old one, whose
              * limits were valid, so the error leaves the nodes as they were. */
-            if (reopen_run(list, n, old_flags, old_dz, empty, NULL) < 0 ||
+            if (reopen_run(list, n, old_flags, old_dz, NULL, empty, NULL) < 0 ||
                 reopen_refresh(list, n, NULL) < 0) {
                 coblk_warn("reopen of '%s' failed and could not restore the old mode",
                            bs->node_name);
@@ -167,6 +170,7 @@ int bdrv_reopen(BlockDriverState *bs, BlockOpts *options, Error **errp)
         }
     }
     bdrv_drained_end(bs);
+    bopts_free(options);
     bopts_free(empty);
     return ret;
 }

@@ -1,7 +1,7 @@
 /*
  * Power-cut test for a writable format:
  *
- *   powercut FORMAT DIR [create-options] [ops] [crashes-per-point] [recover]
+ *   powercut FORMAT DIR [create-options] [ops] [crashes-per-point] [flags]
  *
  * Creates an image, opens it over blklogwrites (which logs every write and
  * flush the format driver does to its file), runs a random write /
@@ -15,6 +15,13 @@
  *    granularity): the image passes check, opens, and every guest sector
  *    holds the data of the last guest flush before the cut or data a later
  *    guest request put there.
+ * flags is a comma-separated list of:
+ *  - backing: the image gets a raw backing file holding a pattern (the
+ *    initial guest data), so partial writes copy from it;
+ *  - compress: some writes are compressed cluster writes
+ *    (BDRV_REQ_WRITE_COMPRESSED, whole 64 KiB clusters), interleaved with
+ *    the normal and overwriting ones;
+ *  - recover: see below.
  * With "recover", each replayed image is first opened read-write and closed
  * through coblk, for formats whose recovery is designed to happen at the
  * next open (a vhdx log replay, qcow2 lazy refcounts); the checks then run.
@@ -44,13 +51,16 @@
 typedef struct GuestOp {
     int64_t off;
     int64_t len;
-    int kind;          /* 0 write, 1 zeroes, 2 discard */
+    int kind;          /* 0 write, 1 zeroes, 2 discard, 3 compressed write */
     uint32_t seq;
 } GuestOp;
 
+#define CCLUSTER 65536  /* compressed writes cover whole clusters of this size */
+
 static const char *fmt;
-static bool recover;
-static char img[4000], base[4096], logf[4096], work[4096];
+static bool recover, with_backing, compress;
+static char img[4000], base[4096], logf[4096], work[4096], backf[4096];
+static uint8_t *initial;  /* guest data before the workload (the backing file's) */
 static GuestOp ops[MAX_OPS];
 static int nops;
 static int flush_after[MAX_OPS]; /* guest flush k happened after ops[0..flush_after[k]) */
@@ -80,7 +90,7 @@ static uint8_t op_byte(const GuestOp *op, int64_t o)
 static void op_sector(const GuestOp *op, int64_t s, uint8_t *out)
 {
     for (int i = 0; i < SECTOR; i++) {
-        out[i] = op->kind == 0 ? op_byte(op, s * SECTOR + i) : 0;
+        out[i] = op->kind == 0 || op->kind == 3 ? op_byte(op, s * SECTOR + i) : 0;
     }
 }
 
@@ -92,6 +102,20 @@ static void copy_file(const char *from, const char *to)
     if (system(cmd) != 0) {
         die("cp failed");
     }
+}
+
+/* The raw backing file: a pattern that differs from every op's data and from zero. */
+static void make_backing(void)
+{
+    int fd = open(backf, O_RDWR | O_CREAT | O_TRUNC, 0644);
+
+    for (int64_t i = 0; i < GUEST_SIZE; i++) {
+        initial[i] = (uint8_t)(0xa5 ^ (i * 31) ^ (i >> 11));
+    }
+    if (fd < 0 || write(fd, initial, GUEST_SIZE) != GUEST_SIZE) {
+        die("cannot write the backing file");
+    }
+    close(fd);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -113,11 +137,16 @@ static void run_workload(BlockBackend *blk, int nops_want, uint8_t *cur)
             n = NSECT - s;
         }
         *op = (GuestOp){ s * SECTOR, n * SECTOR, k == 0 ? 1 : k == 1 ? 2 : 0, (uint32_t)i + 1 };
-        if (op->kind == 0) {
+        if (compress && k == 2) {
+            /* A compressed write of the whole cluster around the chosen sector. */
+            *op = (GuestOp){ s * SECTOR / CCLUSTER * CCLUSTER, CCLUSTER, 3, (uint32_t)i + 1 };
+        }
+        if (op->kind == 0 || op->kind == 3) {
             for (int64_t b = 0; b < op->len; b++) {
                 buf[b] = op_byte(op, op->off + b);
             }
-            ret = blk_pwrite(blk, op->off, op->len, buf, 0);
+            ret = blk_pwrite(blk, op->off, op->len, buf,
+                             op->kind == 3 ? BDRV_REQ_WRITE_COMPRESSED : 0);
         } else if (op->kind == 1) {
             ret = blk_pwrite_zeroes(blk, op->off, op->len, BDRV_REQ_MAY_UNMAP);
         } else {
@@ -135,7 +164,7 @@ static void run_workload(BlockBackend *blk, int nops_want, uint8_t *cur)
             }
         } else {
             for (int64_t b = 0; b < op->len; b++) {
-                cur[op->off + b] = op->kind == 0 ? buf[b] : 0;
+                cur[op->off + b] = op->kind == 1 ? 0 : buf[b];
             }
         }
         nops++;
@@ -291,8 +320,7 @@ static int guest_flush_before(const Wlog *log, uint64_t i)
 /* Every sector is the flushed data of guest flush k or a later op's data. */
 static void check_sectors(const uint8_t *got, int k, const char *what)
 {
-    static const uint8_t zero[GUEST_SIZE];
-    const uint8_t *want = k >= 0 ? snap[k] : zero;
+    const uint8_t *want = k >= 0 ? snap[k] : initial;
     int first_op = k >= 0 ? flush_after[k] : 0;
     uint8_t sec[SECTOR];
 
@@ -388,6 +416,32 @@ static void verify_point(const Wlog *log, uint64_t upto, bool crash, uint64_t se
     }
 }
 
+/* The final image holds compressed clusters (qemu-img check counts them). */
+static void assert_compressed(const char *path)
+{
+    char cmd[9000], out[8192], *p;
+    double pct = 0;
+    size_t n;
+    FILE *f;
+
+    snprintf(cmd, sizeof(cmd), "qemu-img check -f %s '%s' 2>&1", fmt, path);
+    f = popen(cmd, "r");
+    if (!f) {
+        die("cannot run qemu-img check");
+    }
+    n = fread(out, 1, sizeof(out) - 1, f);
+    out[n] = '\0';
+    pclose(f);
+    p = strstr(out, "% compressed clusters");
+    while (p && p > out && (p[-1] == '.' || (p[-1] >= '0' && p[-1] <= '9'))) {
+        p--;
+    }
+    if (!p || sscanf(p, "%lf", &pct) != 1 || pct <= 0) {
+        fputs(out, stderr);
+        die("the compressed workload left no compressed cluster");
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *dir, *copts;
@@ -410,7 +464,9 @@ int main(int argc, char **argv)
     copts = argc > 3 ? argv[3] : "";
     want_ops = argc > 4 ? atoi(argv[4]) : 300;
     crashes = argc > 5 ? atoi(argv[5]) : 3;
-    recover = argc > 6 && strcmp(argv[6], "recover") == 0;
+    recover = argc > 6 && strstr(argv[6], "recover") != NULL;
+    with_backing = argc > 6 && strstr(argv[6], "backing") != NULL;
+    compress = argc > 6 && strstr(argv[6], "compress") != NULL;
     if (want_ops < 1 || want_ops > MAX_OPS || !bdrv_find_format(fmt)) {
         fprintf(stderr, "powercut: format '%s' is not available; skipping\n", fmt);
         return 77;
@@ -419,8 +475,14 @@ int main(int argc, char **argv)
     snprintf(base, sizeof(base), "%s.base", img);
     snprintf(logf, sizeof(logf), "%s.log", img);
     snprintf(work, sizeof(work), "%s.work", img);
+    snprintf(backf, sizeof(backf), "%s.back", img);
+    initial = calloc(1, GUEST_SIZE);
+    if (with_backing) {
+        make_backing();
+    }
     o = bopts_new();
-    snprintf(opts, sizeof(opts), "size=%d%s%s", GUEST_SIZE, *copts ? "," : "", copts);
+    snprintf(opts, sizeof(opts), "size=%d%s%s%s%s", GUEST_SIZE, *copts ? "," : "", copts,
+             with_backing ? ",backing_fmt=raw,backing_file=" : "", with_backing ? backf : "");
     bopts_parse_keyval(o, opts, NULL, NULL);
     if (bdrv_create(fmt, img, o, &e) < 0) {
         fprintf(stderr, "powercut: cannot create a %s image: %s; skipping\n", fmt,
@@ -440,7 +502,8 @@ int main(int argc, char **argv)
         return 1;
     }
     snap = calloc((size_t)want_ops + 1, GUEST_SIZE);
-    cur = calloc(1, GUEST_SIZE);
+    cur = malloc(GUEST_SIZE);
+    memcpy(cur, initial, GUEST_SIZE);
     got = malloc(GUEST_SIZE);
     run_workload(blk, want_ops, cur);
     blk_unref(blk);
@@ -468,6 +531,9 @@ int main(int argc, char **argv)
             points++;
         }
     }
+    if (compress && can_check) {
+        assert_compressed(img);
+    }
     printf("powercut %s: %d guest ops, %d guest flushes, %llu driver flushes, %llu power cuts "
            "checked%s\n", fmt, nops, nflush, (unsigned long long)nfl,
            (unsigned long long)points, can_check ? "" : " (qemu-img check unavailable)");
@@ -479,5 +545,7 @@ int main(int argc, char **argv)
     unlink(base);
     unlink(logf);
     unlink(work);
+    unlink(backf);
+    free(initial);
     return 0;
 }

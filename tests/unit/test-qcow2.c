@@ -11,6 +11,7 @@
 
 #include "block/block-int.h"
 #include "block/bytes.h"
+#include "drivers/format/qcow2/qcow2.h"
 
 #define KiB 1024
 #define MiB (1024 * 1024)
@@ -904,6 +905,101 @@ static void test_qcow2_small_cache(void **state)
     free(want);
 }
 
+static BlockOpts *kv(const char *str)
+{
+    BlockOpts *o = bopts_new();
+
+    assert_int_equal(bopts_parse_keyval(o, str, NULL, NULL), 0);
+    return o;
+}
+
+/* Reopen with other l2-cache-size / refcount-cache-size resizes the caches. */
+static void test_qcow2_reopen_cache_size(void **state)
+{
+    uint8_t *want = calloc(1, 16 * MiB), *got, buf[5000];
+    BDRVQcow2State *s;
+    BlockBackend *blk;
+    Error *err = NULL;
+    unsigned seed = 3;
+    int64_t len;
+
+    create(img, "size=16M,cluster_size=4k", NULL, 0);
+    blk = open_img(img, "l2-cache-size=16k,refcount-cache-size=16k", BDRV_O_RDWR);
+    s = blk_bs(blk)->opaque;
+    assert_int_equal(s->l2_cache->size, 4);
+    assert_int_equal(s->refcount_cache->size, 4);
+    for (int i = 0; i < 200; i++) {
+        int64_t off = rand_r(&seed) % (16 * MiB - (int)sizeof(buf));
+
+        drv_test_pattern(buf, sizeof(buf), (uint8_t)i);
+        memcpy(want + off, buf, sizeof(buf));
+        assert_int_equal(blk_pwrite(blk, off, sizeof(buf), buf, 0), 0);
+        if (i == 100) {
+            /* Dirty tables in the old caches are written before the swap. */
+            if (bdrv_reopen(blk_bs(blk), kv("l2-cache-size=64k,refcount-cache-size=32k"),
+                            &err) < 0) {
+                fail_msg("reopen: %s", error_get_pretty(err));
+            }
+            assert_int_equal(s->l2_cache->size, 16);
+            assert_int_equal(s->refcount_cache->size, 8);
+        }
+    }
+    /* A bad combination is refused and leaves the caches alone. */
+    assert_true(bdrv_reopen(blk_bs(blk), kv("cache-size=64k,l2-cache-size=32k,"
+                                            "refcount-cache-size=16k"), &err) < 0);
+    error_free(err);
+    err = NULL;
+    assert_int_equal(s->l2_cache->size, 16);
+    /* Back to small caches (the default refcount cache: 256 KiB). */
+    assert_int_equal(bdrv_reopen(blk_bs(blk), kv("l2-cache-size=8k"), &err), 0);
+    assert_int_equal(s->l2_cache->size, 4);
+    assert_int_equal(s->refcount_cache->size, 64);
+    got = read_all(blk, &len);
+    assert_memory_equal(got, want, 16 * MiB);
+    free(got);
+    blk_unref(blk);
+    assert_qemu_valid(img, want, 16 * MiB);
+    free(want);
+}
+
+/* overlap-check=all refuses guest data writes into clusters that hold metadata. */
+static void test_qcow2_overlap_data_write(void **state)
+{
+    uint8_t buf[4096];
+    uint64_t l1, l2, rt;
+    BlockBackend *blk;
+    int fd;
+
+    create(img, "size=1M,cluster_size=4k", NULL, 0);
+    blk = open_img(img, "", BDRV_O_RDWR);
+    memset(buf, 0x11, sizeof(buf));
+    assert_int_equal(blk_pwrite(blk, 0, sizeof(buf), buf, 0), 0);
+    blk_unref(blk);
+    /* Point guest cluster 0's L2 entry at the refcount table. */
+    fd = open(img, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, buf, 64, 0), 64);
+    l1 = ld_be64(buf + 40);
+    rt = ld_be64(buf + 48);
+    assert_int_equal(pread(fd, buf, 8, (off_t)l1), 8);
+    l2 = ld_be64(buf) & L1E_OFFSET_MASK;
+    st_be64(buf, rt | QCOW_OFLAG_COPIED);
+    assert_int_equal(pwrite(fd, buf, 8, (off_t)l2), 8);
+    close(fd);
+    blk = open_img(img, "overlap-check=all", BDRV_O_RDWR);
+    memset(buf, 0x22, sizeof(buf));
+    assert_int_equal(blk_pwrite(blk, 0, 512, buf, 0), -EIO);
+    blk_unref(blk);
+    /* Refused before it reached the refcount table; the image is marked corrupt. */
+    fd = open(img, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, buf, 8, (off_t)rt), 8);
+    assert_int_not_equal(ld_be64(buf), 0x2222222222222222ULL);
+    assert_int_equal(pread(fd, buf, 8, 72), 8);
+    close(fd);
+    assert_true(ld_be64(buf) & QCOW2_INCOMPAT_CORRUPT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -928,6 +1024,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qcow2_dirty_repair, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_compressed_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_small_cache, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_reopen_cache_size, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_overlap_data_write, setup, teardown),
     };
 
     have_qemu = sh("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") == 0;

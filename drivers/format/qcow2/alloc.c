@@ -26,24 +26,48 @@
 /* Full subcluster "allocated" bitmap for extended L2 entries. */
 #define EXTL2_ALL_ALLOC 0xffffffffULL
 
-/* True if the cluster entry allows writing [from, to) of it in place. */
-static bool writable_in_place(BDRVQcow2State *s, uint64_t l2e, uint64_t bitmap, uint64_t from,
-                              uint64_t to)
+/* How a write reaches a cluster (see plan_write). */
+enum {
+    WRITE_ALLOC = 0,    /* new host cluster */
+    WRITE_IN_PLACE = 1, /* the cluster's data is written as it is */
+    WRITE_FILL = 2,     /* extended L2: unallocated / zero subclusters of its host cluster */
+};
+
+/* True if the entry has a host cluster of its own (not compressed). */
+static bool entry_has_host(BDRVQcow2State *s, uint64_t l2e)
 {
-    if (!(l2e & QCOW_OFLAG_COPIED) || (l2e & QCOW_OFLAG_COMPRESSED)) {
-        return false;
+    return !(l2e & QCOW_OFLAG_COMPRESSED) &&
+           ((l2e & L2E_OFFSET_MASK) || (qcow2_has_data_file(s) && (l2e & QCOW_OFLAG_COPIED)));
+}
+
+/* Bitmap of the subclusters of the cluster at cstart that [from, to) touches. */
+static uint64_t subcluster_mask(BDRVQcow2State *s, uint64_t cstart, uint64_t from, uint64_t to)
+{
+    uint64_t lo = from > cstart ? from : cstart;
+    uint64_t hi = to < cstart + s->cluster_size ? to : cstart + s->cluster_size;
+    int first, last;
+
+    if (lo >= hi) {
+        return 0;
     }
-    if (!(l2e & L2E_OFFSET_MASK) && !qcow2_has_data_file(s)) {
-        return false;
+    first = (int)((lo - cstart) >> s->subcluster_bits);
+    last = (int)((hi - 1 - cstart) >> s->subcluster_bits);
+    return ((2ULL << last) - 1) & ~((1ULL << first) - 1);
+}
+
+/* How writing [from, to) (offsets in the cluster) of a cluster goes. */
+static int write_kind(BDRVQcow2State *s, uint64_t l2e, uint64_t bitmap, uint64_t from,
+                      uint64_t to)
+{
+    if (!(l2e & QCOW_OFLAG_COPIED) || !entry_has_host(s, l2e)) {
+        return WRITE_ALLOC;
     }
     if (qcow2_extl2(s)) {
-        int first = (int)(from / s->subcluster_size);
-        int last = (int)((to - 1) / s->subcluster_size);
-        uint64_t want = ((2ULL << last) - 1) & ~((1ULL << first) - 1);
+        uint64_t want = subcluster_mask(s, 0, from, to);
 
-        return (bitmap & want) == want;
+        return (bitmap & want) == want ? WRITE_IN_PLACE : WRITE_FILL;
     }
-    return !(l2e & QCOW_OFLAG_ZERO);
+    return (l2e & QCOW_OFLAG_ZERO) ? WRITE_ALLOC : WRITE_IN_PLACE;
 }
 
 /* The first in-flight allocation overlapping [start, end), or NULL. */
@@ -87,17 +111,59 @@ int qcow2_free_old_entry(BlockDriverState *bs, uint64_t l2e, int type)
 }
 
 /*
+ * With extended L2 entries, the guest range the allocation writes: a
+ * first / last cluster without data to keep (no host cluster, or filling
+ * unallocated subclusters of its host cluster) is written only from / to the
+ * subcluster boundary around the guest data; an allocated subcluster being
+ * filled around is not rewritten at all (its data may be changing under an
+ * in-place write). Without extended L2, whole clusters.
+ */
+static void plan_write_range(BDRVQcow2State *s, Qcow2Alloc *a, uint64_t offset, uint64_t end,
+                             uint64_t first_l2e, uint64_t first_bm, uint64_t last_l2e,
+                             uint64_t last_bm)
+{
+    uint64_t scs = s->subcluster_size;
+    uint64_t last_cstart = qcow2_start_of_cluster(s, end - 1);
+
+    a->write_start = a->guest_start;
+    a->write_end = a->guest_end;
+    if (!qcow2_extl2(s)) {
+        return;
+    }
+    if (a->fill) {
+        uint64_t m0 = subcluster_mask(s, a->guest_start, offset, offset + 1);
+        uint64_t m1 = subcluster_mask(s, a->guest_start, end - 1, end);
+
+        a->write_start = (first_bm & m0) ? offset : offset & ~(scs - 1);
+        a->write_end = (first_bm & m1) ? end : round_up_u64(end, scs);
+    } else {
+        if (!entry_has_host(s, first_l2e) && !(first_l2e & QCOW_OFLAG_COMPRESSED)) {
+            a->write_start = offset & ~(scs - 1);
+        }
+        if (last_cstart + s->cluster_size == a->guest_end &&
+            !entry_has_host(s, last_l2e) && !(last_l2e & QCOW_OFLAG_COMPRESSED)) {
+            a->write_end = round_up_u64(end, scs);
+        }
+    }
+    if (a->write_end > a->guest_end) {
+        a->write_end = a->guest_end;
+    }
+}
+
+/*
  * Under the lock: plans the write at offset. Returns 1 with *n bytes
  * writable in place at *host, 0 after registering an allocation a for the
- * first *n bytes (clusters at a->host), or -errno. May wait (and re-plan).
+ * first *n bytes (new clusters at a->host, or with a->fill the subclusters
+ * of the existing cluster at a->host), or -errno. May wait (and re-plan).
  */
 static int coroutine_fn plan_write(BlockDriverState *bs, uint64_t offset, uint64_t *n,
                                    uint64_t *host, Qcow2Alloc *a)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t cs = s->cluster_size, end = offset + *n, cstart, cend, first_host = 0;
+    uint64_t first_l2e = 0, first_bm = 0, last_l2e = 0, last_bm = 0;
     uint8_t *l2;
-    int idx, ret, nb = 0, inplace = -1;
+    int idx, ret, nb = 0, kind = -1;
     Qcow2Alloc *other;
 
     for (;;) {
@@ -108,23 +174,27 @@ static int coroutine_fn plan_write(BlockDriverState *bs, uint64_t offset, uint64
             return ret;
         }
         nb = 0;
-        inplace = -1;
+        kind = -1;
         /* Clusters of the same kind (in place and contiguous, or to allocate). */
         while (pos < end && idx + nb < s->l2_size) {
             uint64_t cpos = qcow2_start_of_cluster(s, pos);
             uint64_t to = end - cpos < cs ? end - cpos : cs;
             uint64_t l2e = l2 ? qcow2_l2_get(s, l2, idx + nb) : 0;
             uint64_t bm = l2 ? qcow2_l2_get_bitmap(s, l2, idx + nb) : 0;
-            int ip = writable_in_place(s, l2e, bm, pos - cpos, to);
+            int k = write_kind(s, l2e, bm, pos - cpos, to);
 
-            if (inplace < 0) {
-                inplace = ip;
+            if (kind < 0) {
+                kind = k;
                 first_host = (l2e & L2E_OFFSET_MASK) + (pos - cpos);
-            } else if (ip != inplace ||
-                       (ip && (l2e & L2E_OFFSET_MASK) != first_host - (offset & (cs - 1)) +
-                        (uint64_t)nb * cs)) {
+                first_l2e = l2e;
+                first_bm = bm;
+            } else if (k != kind || kind == WRITE_FILL ||
+                       (k == WRITE_IN_PLACE && (l2e & L2E_OFFSET_MASK) !=
+                        first_host - (offset & (cs - 1)) + (uint64_t)nb * cs)) {
                 break;
             }
+            last_l2e = l2e;
+            last_bm = bm;
             nb++;
             pos = cpos + cs;
         }
@@ -132,7 +202,7 @@ static int coroutine_fn plan_write(BlockDriverState *bs, uint64_t offset, uint64
             qcow2_cache_put(s->l2_cache, &l2);
         }
         *n = (pos < end ? pos : end) - offset;
-        if (inplace) {
+        if (kind == WRITE_IN_PLACE) {
             *host = first_host;
             return 1;
         }
@@ -148,7 +218,10 @@ static int coroutine_fn plan_write(BlockDriverState *bs, uint64_t offset, uint64
     if (ret < 0) {
         return ret;
     }
-    if (qcow2_has_data_file(s)) {
+    a->fill = kind == WRITE_FILL;
+    if (a->fill) {
+        a->host = first_l2e & L2E_OFFSET_MASK;
+    } else if (qcow2_has_data_file(s)) {
         a->host = cstart; /* data clusters sit at their guest offset, no refcounts */
     } else {
         uint64_t got;
@@ -159,7 +232,7 @@ static int coroutine_fn plan_write(BlockDriverState *bs, uint64_t offset, uint64
         }
         a->host = (uint64_t)h;
         if (got < (uint64_t)nb) {
-            /* A shorter free run: this round writes only its clusters. */
+            /* A shorter free run: this round writes only its clusters (all whole). */
             nb = (int)got;
             cend = cstart + got * cs;
             *n = (cend < end ? cend : end) - offset;
@@ -168,6 +241,7 @@ static int coroutine_fn plan_write(BlockDriverState *bs, uint64_t offset, uint64
     a->guest_start = cstart;
     a->guest_end = cend;
     a->nb_clusters = nb;
+    plan_write_range(s, a, offset, offset + *n, first_l2e, first_bm, last_l2e, last_bm);
     co_queue_init(&a->waiters);
     a->next = s->allocs;
     s->allocs = a;
@@ -179,55 +253,74 @@ static int coroutine_fn alloc_write_data(BlockDriverState *bs, Qcow2Alloc *a, ui
                                          uint64_t n, IOVector *qiov, size_t qiov_offset)
 {
     BDRVQcow2State *s = bs->opaque;
-    uint64_t head = offset - a->guest_start, tail = a->guest_end - (offset + n);
-    uint8_t *buf = NULL;
+    uint64_t head = offset - a->write_start, tail = a->write_end - (offset + n);
+    Qcow2Buf *b = NULL;
     IOVector v;
     int ret = 0;
 
-    if (a->guest_end > s->size && tail) {
+    if (a->write_end > s->size && tail) {
         /* Past the guest end: nothing to copy, the tail reads as zero. */
         uint64_t real = s->size > offset + n ? s->size - (offset + n) : 0;
 
         tail = real < tail ? real : tail;
     }
     if (head + tail) {
-        buf = malloc(head + tail);
-        if (!buf) {
+        /* head, tail < one cluster each: they fit in the set's COW area. */
+        b = qcow2_buf_get(s);
+        if (!b) {
             return -ENOMEM;
         }
     }
     if (head) {
         IOVector h;
 
-        iovector_init_buf(&h, buf, head);
-        ret = qcow2_read_guest(bs, a->guest_start, head, &h, 0);
+        iovector_init_buf(&h, b->cow, head);
+        ret = qcow2_read_guest_buf(bs, a->write_start, head, &h, 0, b);
     }
     if (ret >= 0 && tail) {
         IOVector t;
 
-        iovector_init_buf(&t, buf + head, tail);
-        ret = qcow2_read_guest(bs, offset + n, tail, &t, 0);
+        iovector_init_buf(&t, b->cow + head, tail);
+        ret = qcow2_read_guest_buf(bs, offset + n, tail, &t, 0, b);
     }
     if (ret < 0) {
-        free(buf);
+        qcow2_buf_put(s, b);
         return ret;
     }
     iovector_init(&v, 3);
     if (head) {
-        iovector_add(&v, buf, head);
+        iovector_add(&v, b->cow, head);
     }
     iovector_concat(&v, qiov, qiov_offset, n);
     if (tail) {
-        iovector_add(&v, buf + head, tail);
+        iovector_add(&v, b->cow + head, tail);
     }
     BLKDBG_EVENT(s->data_file, (head || tail) ? BLKDBG_COW_WRITE : BLKDBG_WRITE_AIO);
-    ret = bdrv_co_pwritev(s->data_file, (int64_t)a->host, (int64_t)(head + n + tail), &v, 0);
+    ret = bdrv_co_pwritev(s->data_file, (int64_t)(a->host + (a->write_start - a->guest_start)),
+                          (int64_t)(head + n + tail), &v, 0);
     iovector_destroy(&v);
-    free(buf);
+    qcow2_buf_put(s, b);
     return ret;
 }
 
-/* Under the lock: points the L2 entries at the new clusters. */
+/*
+ * New extended L2 bitmap of a cluster whose subclusters in mask were
+ * written: they become allocated; the others keep their state (a compressed
+ * old entry has no bitmap: the whole cluster was written).
+ */
+static uint64_t written_bitmap(uint64_t old, uint64_t old_bm, uint64_t mask)
+{
+    uint64_t alloc, zero;
+
+    if (old & QCOW_OFLAG_COMPRESSED) {
+        return EXTL2_ALL_ALLOC;
+    }
+    alloc = (old_bm & EXTL2_ALL_ALLOC) | mask;
+    zero = (old_bm >> 32) & ~alloc;
+    return alloc | (zero << 32);
+}
+
+/* Under the lock: points the L2 entries at the new clusters (or sets the filled bits). */
 static int coroutine_fn alloc_link(BlockDriverState *bs, Qcow2Alloc *a)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -239,21 +332,47 @@ static int coroutine_fn alloc_link(BlockDriverState *bs, Qcow2Alloc *a)
         return ret;
     }
     for (int i = 0; i < a->nb_clusters; i++) {
-        uint64_t old = qcow2_l2_get(s, l2, idx + i);
+        uint64_t old = qcow2_l2_get(s, l2, idx + i), obm = qcow2_l2_get_bitmap(s, l2, idx + i);
         uint64_t host = a->host + (uint64_t)i * s->cluster_size;
+        uint64_t cstart = a->guest_start + (uint64_t)i * s->cluster_size;
+        uint64_t mask = subcluster_mask(s, cstart, a->write_start, a->write_end);
 
-        if ((old & L2E_OFFSET_MASK) != host || (old & QCOW_OFLAG_COMPRESSED)) {
-            ret = qcow2_free_old_entry(bs, old, QCOW2_DISCARD_OTHER);
-            if (ret < 0) {
-                break;
+        if (!a->fill) {
+            if ((old & L2E_OFFSET_MASK) != host || (old & QCOW_OFLAG_COMPRESSED)) {
+                ret = qcow2_free_old_entry(bs, old, QCOW2_DISCARD_OTHER);
+                if (ret < 0) {
+                    break;
+                }
             }
+            qcow2_l2_set(s, l2, idx + i, host | QCOW_OFLAG_COPIED);
         }
-        qcow2_l2_set(s, l2, idx + i, host | QCOW_OFLAG_COPIED);
-        qcow2_l2_set_bitmap(s, l2, idx + i, EXTL2_ALL_ALLOC);
+        qcow2_l2_set_bitmap(s, l2, idx + i, written_bitmap(old, obm, mask));
     }
     qcow2_cache_mark_dirty(s->l2_cache, l2);
     qcow2_cache_put(s->l2_cache, &l2);
+    /* The data must be durable before an L2 table referencing it is written
+     * (a fill or a data-file cluster changes no refcount that would say so). */
+    s->l2_needs_barrier = true;
     return ret;
+}
+
+/*
+ * In-place data writes go to clusters the L2 table already references; in
+ * overlap-check=all they are checked too, against the metadata known in
+ * memory (header, L1 tables, refcount table and blocks, active L2 tables,
+ * snapshot table, bitmap directory): a few range tests plus one pass over
+ * the L1 and refcount tables per request, no I/O. The inactive L2 tables
+ * (which need the snapshots' L1 tables read from disk) are left to the
+ * metadata writes' checks. Other modes do not check guest data writes.
+ */
+static int coroutine_fn check_data_overlap(BlockDriverState *bs, uint64_t host, uint64_t len)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    if (qcow2_has_data_file(s) || (s->overlap_check & QCOW2_OL_ALL) != QCOW2_OL_ALL) {
+        return 0;
+    }
+    return qcow2_check_overlap(bs, QCOW2_OL_INACTIVE_L2, host, len);
 }
 
 int coroutine_fn qcow2_co_pwritev_alloc(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
@@ -269,17 +388,20 @@ int coroutine_fn qcow2_co_pwritev_alloc(BlockDriverState *bs, uint64_t offset, u
         co_mutex_lock(&s->lock);
         ret = plan_write(bs, offset, &n, &host, &a);
         if (ret == 1) {
-            /* Clusters already referenced by the L2 table: no overlap check here. */
+            ret = check_data_overlap(bs, host, n);
             co_mutex_unlock(&s->lock);
-            ret = 0;
-            {
+            if (ret == 0) {
                 ret = bdrv_co_pwritev_part(s->data_file, (int64_t)host, (int64_t)n, qiov,
                                            qiov_offset, 0);
             }
         } else if (ret == 0) {
-            /* New clusters in the image file must not hit metadata (a data file has none). */
-            ret = qcow2_has_data_file(s) ? 0 :
-                  qcow2_check_overlap(bs, 0, a.host, (uint64_t)a.nb_clusters * s->cluster_size);
+            /* Clusters in the image file must not hit metadata (a data file has none). */
+            if (a.fill) {
+                ret = check_data_overlap(bs, a.host, s->cluster_size);
+            } else if (!qcow2_has_data_file(s)) {
+                ret = qcow2_check_overlap(bs, 0, a.host,
+                                          (uint64_t)a.nb_clusters * s->cluster_size);
+            }
             co_mutex_unlock(&s->lock);
             if (ret == 0) {
                 ret = alloc_write_data(bs, &a, offset, n, qiov, qiov_offset);
@@ -287,7 +409,7 @@ int coroutine_fn qcow2_co_pwritev_alloc(BlockDriverState *bs, uint64_t offset, u
             co_mutex_lock(&s->lock);
             if (ret == 0) {
                 ret = alloc_link(bs, &a);
-            } else if (!qcow2_has_data_file(s)) {
+            } else if (!qcow2_has_data_file(s) && !a.fill) {
                 qcow2_free_clusters(bs, a.host, (uint64_t)a.nb_clusters * s->cluster_size,
                                     QCOW2_DISCARD_NEVER);
             }
@@ -333,6 +455,80 @@ static void zero_entry(BlockDriverState *bs, uint64_t old, bool zero, bool unmap
     }
 }
 
+/*
+ * Extended L2: zeroes (zero bit) or discards (unallocated, or zero when a
+ * backing file could show through) the subclusters in mask of L2 entry idx.
+ * The host cluster stays unless no allocated subcluster remains and unmap
+ * allows dropping it. A compressed cluster cannot be changed in part:
+ * write-zeroes returns -ENOTSUP (the block layer then writes zeroes),
+ * discard leaves it (discard is advisory).
+ */
+static int coroutine_fn zero_subclusters(BlockDriverState *bs, uint8_t *l2, int idx,
+                                         uint64_t mask, bool zero, bool unmap)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t old = qcow2_l2_get(s, l2, idx), obm = qcow2_l2_get_bitmap(s, l2, idx);
+    uint64_t alloc, zbits;
+
+    if (old & QCOW_OFLAG_COMPRESSED) {
+        return zero ? -ENOTSUP : 0;
+    }
+    alloc = obm & EXTL2_ALL_ALLOC & ~mask;
+    zbits = obm >> 32;
+    if (zero || bs->backing) {
+        zbits |= mask;
+    } else {
+        zbits &= ~mask;
+    }
+    if (!alloc && unmap && (old & L2E_OFFSET_MASK) && !qcow2_has_data_file(s)) {
+        int ret = qcow2_free_old_entry(bs, old, zero ? QCOW2_DISCARD_OTHER
+                                                     : QCOW2_DISCARD_REQUEST);
+
+        if (ret < 0) {
+            return ret;
+        }
+        qcow2_l2_set(s, l2, idx, 0);
+    }
+    qcow2_l2_set_bitmap(s, l2, idx, alloc | (zbits << 32));
+    return 0;
+}
+
+/* Zeroes / discards the part [offset, to) of one cluster (whole or, extended L2, in part). */
+static int coroutine_fn zero_one_cluster(BlockDriverState *bs, uint8_t *l2, int idx,
+                                         uint64_t offset, uint64_t to, bool zero, bool unmap,
+                                         bool full)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cpos = qcow2_start_of_cluster(s, offset);
+    uint64_t old = qcow2_l2_get(s, l2, idx), nbm, ne;
+    bool free_host;
+    int ret = 0;
+
+    if (offset != cpos || (to != cpos + s->cluster_size && to < s->size)) {
+        return zero_subclusters(bs, l2, idx, subcluster_mask(s, cpos, offset, to), zero, unmap);
+    }
+    zero_entry(bs, old, zero, unmap, full, &ne, &nbm, &free_host);
+    if (free_host) {
+        ret = qcow2_free_old_entry(bs, old, zero ? QCOW2_DISCARD_OTHER : QCOW2_DISCARD_REQUEST);
+    }
+    qcow2_l2_set(s, l2, idx, ne);
+    qcow2_l2_set_bitmap(s, l2, idx, nbm);
+    return ret;
+}
+
+/* True if the L2 table for offset is shared with a snapshot (must be copied first). */
+static bool l2_shared(BDRVQcow2State *s, uint64_t offset)
+{
+    uint64_t l1i = qcow2_l1_index(s, offset);
+
+    return l1i < s->l1_size && (s->l1_table[l1i] & L1E_OFFSET_MASK) &&
+           !(s->l1_table[l1i] & QCOW_OFLAG_COPIED);
+}
+
+/*
+ * offset and bytes are multiples of the cluster size (with extended L2
+ * entries, of the subcluster size), or the range ends at the guest end.
+ */
 int coroutine_fn qcow2_zero_or_discard(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
                                        bool zero, bool unmap, bool full)
 {
@@ -352,24 +548,20 @@ int coroutine_fn qcow2_zero_or_discard(BlockDriverState *bs, uint64_t offset, ui
             co_queue_wait(&other->waiters, &s->lock);
             continue;
         }
-        ret = qcow2_get_l2_table(bs, offset, zero || (!full && bs->backing && s->version >= 3),
-                                 &l2, &idx);
+        ret = qcow2_get_l2_table(bs, offset, zero || (!full && bs->backing && s->version >= 3) ||
+                                 l2_shared(s, offset), &l2, &idx);
         if (ret < 0 || !l2) {
             offset = stop;
             continue;
         }
         ret = qcow2_mark_dirty(bs);
-        for (; ret == 0 && offset < stop; offset += s->cluster_size, idx++) {
-            uint64_t old = qcow2_l2_get(s, l2, idx), nbm, ne;
-            bool free_host;
+        while (ret == 0 && offset < stop) {
+            uint64_t cnext = qcow2_start_of_cluster(s, offset) + s->cluster_size;
+            uint64_t to = cnext < stop ? cnext : stop;
 
-            zero_entry(bs, old, zero, unmap, full, &ne, &nbm, &free_host);
-            if (free_host) {
-                ret = qcow2_free_old_entry(bs, old, zero ? QCOW2_DISCARD_OTHER
-                                                   : QCOW2_DISCARD_REQUEST);
-            }
-            qcow2_l2_set(s, l2, idx, ne);
-            qcow2_l2_set_bitmap(s, l2, idx, nbm);
+            ret = zero_one_cluster(bs, l2, idx, offset, to, zero, unmap, full);
+            offset = to;
+            idx++;
         }
         qcow2_cache_mark_dirty(s->l2_cache, l2);
         qcow2_cache_put(s->l2_cache, &l2);

@@ -264,6 +264,16 @@ void qcow2_cache_clean(Qcow2Cache *c)
     }
 }
 
+bool qcow2_cache_idle(const Qcow2Cache *c)
+{
+    for (int i = 0; i < c->size; i++) {
+        if (c->e[i].dirty || c->e[i].ref) {
+            return false;
+        }
+    }
+    return true;
+}
+
 bool qcow2_cache_contains(Qcow2Cache *c, uint64_t offset)
 {
     return find_entry(c, offset) >= 0;

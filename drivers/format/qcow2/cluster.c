@@ -43,7 +43,9 @@ int qcow2_classify_entry(BlockDriverState *bs, uint64_t l2e, uint64_t bitmap, in
         if ((alloc && zero) || (alloc && !has_host)) {
             return -EIO;
         }
-        *type = zero ? QCOW2_MAP_ZERO_PLAIN : alloc ? QCOW2_MAP_NORMAL : QCOW2_MAP_UNALLOCATED;
+        /* A zero subcluster of a cluster with a host cluster is preallocated zero. */
+        *type = zero ? (has_host ? QCOW2_MAP_ZERO_ALLOC : QCOW2_MAP_ZERO_PLAIN)
+                     : alloc ? QCOW2_MAP_NORMAL : QCOW2_MAP_UNALLOCATED;
         return 0;
     }
     if (l2e & QCOW_OFLAG_ZERO) {

@@ -38,9 +38,16 @@ static int coroutine_fn read_unallocated(BlockDriverState *bs, uint64_t offset, 
     return 0;
 }
 
-/* Reads [offset, offset + n) of the compressed cluster described by l2e. */
+/*
+ * Reads [offset, offset + n) of the compressed cluster described by l2e:
+ * through the decompressed-cluster cache and a compression slot, or for a
+ * COW (b, the caller's pooled buffer set) inline in b's buffers. COW never
+ * takes a compression slot: compressed writers hold slots while they wait
+ * for the allocations COW belongs to, so a COW waiting for a slot could
+ * wait for itself.
+ */
 static int coroutine_fn read_compressed(BlockDriverState *bs, uint64_t l2e, uint64_t offset,
-                                        uint64_t n, IOVector *qiov, size_t qoff)
+                                        uint64_t n, IOVector *qiov, size_t qoff, Qcow2Buf *b)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t coff, clen;
@@ -54,11 +61,24 @@ static int coroutine_fn read_compressed(BlockDriverState *bs, uint64_t l2e, uint
         co_mutex_unlock(&s->lock);
         return ret;
     }
-    return qcow2_read_compressed_cached(bs, coff, clen, offset, n, qiov, qoff);
+    if (!b) {
+        return qcow2_read_compressed_cached(bs, coff, clen, offset, n, qiov, qoff);
+    }
+    /* clen <= 2 clusters (the sector count field has cluster_bits - 8 bits). */
+    ret = qcow2_pread(bs->file, (int64_t)coff, (int64_t)clen, b->cbuf);
+    if (ret >= 0) {
+        ret = qcow2_codec_decompress(b->codec, s->compression_type, b->dbuf, s->cluster_size,
+                                     b->cbuf, clen);
+    }
+    if (ret >= 0) {
+        iovector_from_buf(qiov, qoff, b->dbuf + qcow2_offset_into_cluster(s, offset), n);
+        ret = 0;
+    }
+    return ret;
 }
 
-int coroutine_fn qcow2_read_guest(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
-                                  IOVector *qiov, size_t qoff)
+int coroutine_fn qcow2_read_guest_buf(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                                      IOVector *qiov, size_t qoff, Qcow2Buf *b)
 {
     BDRVQcow2State *s = bs->opaque;
 
@@ -85,7 +105,7 @@ int coroutine_fn qcow2_read_guest(BlockDriverState *bs, uint64_t offset, uint64_
             ret = bdrv_co_preadv_part(s->data_file, (int64_t)host, (int64_t)n, qiov, qoff, 0);
             break;
         case QCOW2_MAP_COMPRESSED:
-            ret = read_compressed(bs, host, offset, n, qiov, qoff);
+            ret = read_compressed(bs, host, offset, n, qiov, qoff, b);
             break;
         }
         if (ret < 0) {
@@ -96,6 +116,12 @@ int coroutine_fn qcow2_read_guest(BlockDriverState *bs, uint64_t offset, uint64_
         qoff += n;
     }
     return 0;
+}
+
+int coroutine_fn qcow2_read_guest(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                                  IOVector *qiov, size_t qoff)
+{
+    return qcow2_read_guest_buf(bs, offset, bytes, qiov, qoff, NULL);
 }
 
 int coroutine_fn qcow2_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
@@ -369,8 +395,8 @@ int coroutine_fn qcow2_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, in
         return -ENOTSUP; /* no zero clusters in v2: the block layer writes zeroes */
     }
     /* The last cluster may be partial when the guest size is unaligned. */
-    if (qcow2_offset_into_cluster(s, (uint64_t)offset) ||
-        (qcow2_offset_into_cluster(s, end) && end != s->size)) {
+    if (((uint64_t)offset & (s->subcluster_size - 1)) ||
+        ((end & (s->subcluster_size - 1)) && end != s->size)) {
         return -ENOTSUP;
     }
     ret = qcow2_bitmaps_note_write(bs, (uint64_t)offset, (uint64_t)bytes);
@@ -387,8 +413,8 @@ int coroutine_fn qcow2_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t
     uint64_t end = (uint64_t)(offset + bytes);
     int ret;
 
-    if (qcow2_offset_into_cluster(s, (uint64_t)offset) ||
-        (qcow2_offset_into_cluster(s, end) && end != s->size)) {
+    if (((uint64_t)offset & (s->subcluster_size - 1)) ||
+        ((end & (s->subcluster_size - 1)) && end != s->size)) {
         return -ENOTSUP;
     }
     ret = qcow2_bitmaps_note_write(bs, (uint64_t)offset, (uint64_t)bytes);

@@ -81,8 +81,9 @@ static int take_opts(BlockDriverState *bs, BlockOpts *o, int flags, Qcow2Opts *q
     return 0;
 }
 
-/* Cache sizes in tables, from the options or the defaults. */
-static int setup_caches(BlockDriverState *bs, BDRVQcow2State *s, Qcow2Opts *q, Error **errp)
+/* Cache sizes in tables (*l2_n, *rc_n), from the options or the defaults. */
+static int cache_sizes(BDRVQcow2State *s, const Qcow2Opts *q, int *l2_n, int *rc_n,
+                       Error **errp)
 {
     uint64_t cs = s->cluster_size, l2_bytes, rc_bytes;
     uint64_t need = div_round_up_u64(s->size, cs) * (uint64_t)s->l2_entry_size;
@@ -110,16 +111,33 @@ static int setup_caches(BlockDriverState *bs, BDRVQcow2State *s, Qcow2Opts *q, E
         error_setg(errp, "qcow2: cache size is too large");
         return -EINVAL;
     }
-    s->l2_cache = qcow2_cache_create(l2_bytes / cs > MIN_CACHE_TABLES ? (int)(l2_bytes / cs)
-                                                                      : MIN_CACHE_TABLES,
-                                     cs, true);
-    s->refcount_cache = qcow2_cache_create(rc_bytes / cs > MIN_CACHE_TABLES
-                                           ? (int)(rc_bytes / cs) : MIN_CACHE_TABLES, cs, false);
+    *l2_n = l2_bytes / cs > MIN_CACHE_TABLES ? (int)(l2_bytes / cs) : MIN_CACHE_TABLES;
+    *rc_n = rc_bytes / cs > MIN_CACHE_TABLES ? (int)(rc_bytes / cs) : MIN_CACHE_TABLES;
+    return 0;
+}
+
+static int setup_caches(BlockDriverState *bs, BDRVQcow2State *s, Qcow2Opts *q, Error **errp)
+{
+    int l2_n, rc_n, ret = cache_sizes(s, q, &l2_n, &rc_n, errp);
+
+    if (ret < 0) {
+        return ret;
+    }
+    s->l2_cache = qcow2_cache_create(l2_n, s->cluster_size, true);
+    s->refcount_cache = qcow2_cache_create(rc_n, s->cluster_size, false);
     if (!s->l2_cache || !s->refcount_cache) {
         error_setg(errp, "qcow2: out of memory for the metadata caches of '%s'", bs->filename);
         return -ENOMEM;
     }
     return 0;
+}
+
+/* Drops the resized caches a reopen staged (abort, close). */
+static void reopen_drop_staged(BDRVQcow2State *s)
+{
+    qcow2_cache_destroy(s->reopen_l2_cache);
+    qcow2_cache_destroy(s->reopen_refcount_cache);
+    s->reopen_l2_cache = s->reopen_refcount_cache = NULL;
 }
 
 static void cache_clean_cb(void *opaque)
@@ -293,9 +311,11 @@ static void qcow2_close_state(BlockDriverState *bs)
     qcow2_cache_destroy(s->l2_cache);
     qcow2_cache_destroy(s->refcount_cache);
     s->l2_cache = s->refcount_cache = NULL;
+    reopen_drop_staged(s);
     free(s->pending_free);
     s->pending_free = NULL;
     qcow2_cstate_free(s);
+    qcow2_bufpool_destroy(s);
     qcow2_free_header_state(s);
 }
 
@@ -325,6 +345,7 @@ static int qcow2_open(BlockDriverState *bs, BlockOpts *options, int flags, Error
     if (ret < 0) {
         goto fail;
     }
+    qcow2_bufpool_init(s);
     ret = open_data_file(bs, options, flags, errp);
     if (ret < 0) {
         goto fail;
@@ -399,8 +420,9 @@ static void qcow2_refresh_limits(BlockDriverState *bs, Error **errp)
     BDRVQcow2State *s = bs->opaque;
 
     bs->bl.request_alignment = 1;
-    bs->bl.pwrite_zeroes_alignment = (uint32_t)s->cluster_size;
-    bs->bl.pdiscard_alignment = (uint32_t)s->cluster_size;
+    /* Extended L2 entries zero and discard single subclusters. */
+    bs->bl.pwrite_zeroes_alignment = (uint32_t)s->subcluster_size;
+    bs->bl.pdiscard_alignment = (uint32_t)s->subcluster_size;
 }
 
 static int64_t coroutine_fn qcow2_co_getlength(BlockDriverState *bs)
@@ -542,11 +564,64 @@ static int64_t coroutine_fn reopen_ro_co(void *opaque)
     return close_co(opaque);
 }
 
+static int64_t coroutine_fn reopen_flush_co(void *opaque)
+{
+    BlockDriverState *bs = opaque;
+    BDRVQcow2State *s = bs->opaque;
+    int ret;
+
+    co_mutex_lock(&s->lock);
+    ret = qcow2_cache_flush_all(bs);
+    co_mutex_unlock(&s->lock);
+    return ret;
+}
+
+/*
+ * New cache sizes when the reopen options set any: the new (empty) caches
+ * are allocated here, and the old ones written out so that commit can swap
+ * them without I/O (the node is drained during a reopen). A size left out
+ * takes its default, as at open.
+ */
+static int reopen_stage_caches(BlockDriverState *bs, const Qcow2Opts *q, Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int l2_n, rc_n, ret;
+
+    if (!q->has_l2 && !q->has_rc && !q->has_cache) {
+        return 0; /* e.g. a read-only switch: the caches keep their size */
+    }
+    ret = cache_sizes(s, q, &l2_n, &rc_n, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    if (l2_n == s->l2_cache->size && rc_n == s->refcount_cache->size) {
+        return 0;
+    }
+    s->reopen_l2_cache = qcow2_cache_create(l2_n, s->cluster_size, true);
+    s->reopen_refcount_cache = qcow2_cache_create(rc_n, s->cluster_size, false);
+    if (!s->reopen_l2_cache || !s->reopen_refcount_cache) {
+        reopen_drop_staged(s);
+        error_setg(errp, "qcow2: out of memory for the resized caches of '%s'", bs->filename);
+        return -ENOMEM;
+    }
+    if ((bs->open_flags & BDRV_O_RDWR) && !bs->read_only) {
+        ret = (int)bdrv_run_co(bdrv_get_aio_context(bs), reopen_flush_co, bs);
+        if (ret < 0) {
+            reopen_drop_staged(s);
+            error_setg_errno(errp, ret, "qcow2: could not write the metadata of '%s'",
+                             bs->filename);
+            return ret;
+        }
+    }
+    return 0;
+}
+
 /*
  * Runtime options may change (overlap-check, pass-discard-*, lazy-refcounts,
- * cache-clean-interval; cache sizes are taken but keep their current
- * value). Going read-only writes all metadata first; going read-write is
- * refused for corrupt or dirty images, as at open.
+ * cache-clean-interval, and the cache sizes l2-cache-size,
+ * refcount-cache-size, cache-size; options left out take their defaults,
+ * as at open, except that the caches keep their size unless one is given). Going read-only writes all metadata first; going read-write
+ * is refused for corrupt or dirty images, as at open.
  */
 static int qcow2_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags,
                                 Error **errp)
@@ -583,9 +658,33 @@ static int qcow2_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int ne
             return ret;
         }
     }
+    ret = reopen_stage_caches(bs, &q, errp);
+    if (ret < 0) {
+        return ret;
+    }
     s->reopen_opts = q;
     s->reopen_to_rw = (new_flags & BDRV_O_RDWR) && !(bs->open_flags & BDRV_O_RDWR);
     return 0;
+}
+
+/* Swaps in the resized caches (the old ones were written by prepare). */
+static void reopen_swap_caches(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    if (!s->reopen_l2_cache) {
+        return;
+    }
+    if (!qcow2_cache_idle(s->l2_cache) || !qcow2_cache_idle(s->refcount_cache)) {
+        coblk_warn("qcow2: '%s': metadata caches busy, keeping their old size", bs->filename);
+        reopen_drop_staged(s);
+        return;
+    }
+    qcow2_cache_destroy(s->l2_cache);
+    qcow2_cache_destroy(s->refcount_cache);
+    s->l2_cache = s->reopen_l2_cache;
+    s->refcount_cache = s->reopen_refcount_cache;
+    s->reopen_l2_cache = s->reopen_refcount_cache = NULL;
 }
 
 static void qcow2_reopen_commit(BlockDriverState *bs)
@@ -598,6 +697,7 @@ static void qcow2_reopen_commit(BlockDriverState *bs)
         s->reopen_to_rw = false;
         s->bitmaps_pending = true;
     }
+    reopen_swap_caches(bs);
     s->overlap_check = q->overlap;
     s->discard_request = q->discard_request;
     s->discard_snapshot = q->discard_snapshot;
@@ -617,6 +717,7 @@ static void qcow2_reopen_abort(BlockDriverState *bs)
     BDRVQcow2State *s = bs->opaque;
 
     s->reopen_to_rw = false;
+    reopen_drop_staged(s);
 }
 
 static const char *const qcow2_extensions[] = { "qcow2", NULL };

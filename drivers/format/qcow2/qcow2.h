@@ -17,6 +17,7 @@
  *   create.c    image creation and the create option list
  *   resize.c    truncate (grow and shrink), preallocation
  *   overlap.c   metadata overlap checks and the corrupt bit
+ *   bufpool.c   pooled bounce buffers for COW
  *
  * Locking: s->lock (a CoMutex) protects every metadata structure below (L1,
  * caches, refcount table, allocation list, header fields). It is held while
@@ -190,6 +191,13 @@ typedef struct Qcow2Alloc {
     uint64_t guest_end;         /* end of the last cluster */
     uint64_t host;              /* host offset of the first new cluster */
     int nb_clusters;
+    /*
+     * Guest range written to the host clusters (guest data plus COW). The
+     * whole clusters, or with extended L2 entries only the subclusters the
+     * write touches when the old entry has no data to keep.
+     */
+    uint64_t write_start, write_end;
+    bool fill;                  /* extended L2: fills subclusters of an existing cluster */
     CoQueue waiters;            /* writes to an overlapping range wait here */
     struct Qcow2Alloc *next;
 } Qcow2Alloc;
@@ -209,6 +217,21 @@ enum {
     QCOW2_DISCARD_SNAPSHOT,
     QCOW2_DISCARD_NEVER,
 };
+
+/* A set of bounce buffers (bufpool.c). */
+typedef struct Qcow2Buf {
+    uint8_t *cow;               /* 2 clusters: head and tail of an allocating write */
+    uint8_t *cbuf;              /* 2 clusters: compressed data (COW from a compressed cluster) */
+    uint8_t *dbuf;              /* 1 cluster: its decompressed data */
+    struct Qcow2Codec *codec;   /* decompressor contexts, kept with the set */
+    struct Qcow2Buf *next;
+} Qcow2Buf;
+
+typedef struct Qcow2BufPool {
+    Qcow2Buf *free;
+    int count, in_use, max;
+    CoQueue waiters;
+} Qcow2BufPool;
 
 /* Runtime options (qcow2.c). */
 typedef struct Qcow2Opts {
@@ -304,7 +327,10 @@ typedef struct BDRVQcow2State {
     Qcow2Opts reopen_opts;              /* staged by reopen_prepare */
     bool reopen_to_rw;                  /* staged by reopen_prepare */
     bool bitmaps_pending;               /* read-write again: load bitmaps at the next write */
+    Qcow2Cache *reopen_l2_cache;        /* resized caches staged by reopen_prepare */
+    Qcow2Cache *reopen_refcount_cache;
     uint64_t free_byte_offset;          /* where the next compressed cluster may go, or 0 */
+    Qcow2BufPool bufpool;               /* COW / compressed bounce buffers */
 } BDRVQcow2State;
 
 /* Types of a guest cluster (or subcluster) mapping. */
@@ -438,6 +464,8 @@ void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset);
 /* Drops clean, unused entries (cache-clean-interval). */
 void qcow2_cache_clean(Qcow2Cache *c);
 bool qcow2_cache_contains(Qcow2Cache *c, uint64_t offset);
+/* True if no table is dirty or in use (the cache may be replaced). */
+bool qcow2_cache_idle(const Qcow2Cache *c);
 /*
  * Writes everything in order: refcount blocks, flush, L2 tables, flush,
  * L1, flush, then applies deferred frees. The crash-safe barrier.
@@ -552,6 +580,18 @@ int coroutine_fn qcow2_co_block_status(BlockDriverState *bs, bool want_zero, int
 /* Reads guest data (used by COW); takes s->lock for metadata itself. */
 int coroutine_fn qcow2_read_guest(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
                                   IOVector *qiov, size_t qiov_offset);
+/* As qcow2_read_guest, using the caller's buffer set b (or one from the pool if NULL). */
+int coroutine_fn qcow2_read_guest_buf(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                                      IOVector *qiov, size_t qiov_offset, Qcow2Buf *b);
+
+/* ---------------------------------------------------------------------- */
+/* bufpool.c */
+
+void qcow2_bufpool_init(BDRVQcow2State *s);
+void qcow2_bufpool_destroy(BDRVQcow2State *s);
+/* A buffer set (may wait for one); NULL only when out of memory. */
+Qcow2Buf *coroutine_fn qcow2_buf_get(BDRVQcow2State *s);
+void qcow2_buf_put(BDRVQcow2State *s, Qcow2Buf *b);
 
 /* ---------------------------------------------------------------------- */
 /* compress.c */

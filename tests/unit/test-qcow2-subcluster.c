@@ -24,7 +24,7 @@
 #define SCS (CS / 32)
 #define SIZE (1 * MiB)
 
-static char img[4096], back[4096], raw[4096], tmpraw[4096], coblk_img[4096];
+static char img[4096], back[4096], raw[4096], tmpraw[4096], dataf[4096], coblk_img[4096];
 static bool have_qemu, have_coblk_img;
 
 static int setup(void **state)
@@ -33,6 +33,7 @@ static int setup(void **state)
     drv_test_path(back, sizeof(back), "sc-back");
     drv_test_path(raw, sizeof(raw), "sc-raw");
     drv_test_path(tmpraw, sizeof(tmpraw), "sc-tmpraw");
+    drv_test_path(dataf, sizeof(dataf), "sc-data");
     return 0;
 }
 
@@ -42,6 +43,7 @@ static int teardown(void **state)
     unlink(back);
     unlink(raw);
     unlink(tmpraw);
+    unlink(dataf);
     return 0;
 }
 
@@ -59,8 +61,11 @@ static int sh(const char *fmt, ...)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-/* Backing raw file with a pattern; overlay qcow2 (extended_l2) on it, created by coblk. */
-static void make_pair(uint8_t *ref)
+/*
+ * Backing raw file with a pattern; overlay qcow2 (extended_l2) on it, created
+ * by coblk (extra: more create options).
+ */
+static void make_pair_opts(uint8_t *ref, const char *extra)
 {
     char opts[8192];
     BlockOpts *o = bopts_new();
@@ -73,11 +78,16 @@ static void make_pair(uint8_t *ref)
     assert_int_equal(pread(fd, ref, SIZE, 0), SIZE);
     close(fd);
     snprintf(opts, sizeof(opts), "size=%d,extended_l2=on,cluster_size=%d,backing_file=%s,"
-             "backing_fmt=raw", SIZE, CS, back);
+             "backing_fmt=raw%s", SIZE, CS, back, extra);
     assert_int_equal(bopts_parse_keyval(o, opts, NULL, &err), 0);
     if (bdrv_create("qcow2", img, o, &err) < 0) {
         fail_msg("create: %s", error_get_pretty(err));
     }
+}
+
+static void make_pair(uint8_t *ref)
+{
+    make_pair_opts(ref, "");
 }
 
 static BlockBackend *open_top(void)
@@ -309,6 +319,40 @@ static void test_sc_compressed(void **state)
     free(buf);
 }
 
+/* An external data file: subclusters of clusters that sit at their guest offset. */
+static void test_sc_data_file(void **state)
+{
+    uint8_t *ref = malloc(SIZE);
+    char extra[4200];
+    uint64_t e, bm;
+    BlockBackend *blk;
+
+    snprintf(extra, sizeof(extra), ",data_file=%s", dataf);
+    make_pair_opts(ref, extra);
+    blk = open_top();
+    wr(blk, ref, 5 * CS + 2 * SCS + 10, 100, 11);       /* new cluster: sc 2 */
+    wr(blk, ref, 5 * CS + 9 * SCS + 10, SCS, 12);       /* fill: sc 9..10 */
+    assert_int_equal(blk_pwrite_zeroes(blk, 5 * CS + 20 * SCS, SCS, 0), 0);
+    memset(ref + 5 * CS + 20 * SCS, 0, SCS);
+    assert_reads(blk, ref);
+    blk_unref(blk);
+    l2_entry(5, &e, &bm);
+    assert_int_equal(e & L2E_OFFSET_MASK, 5 * CS);
+    assert_int_equal(bm, bits(2, 2) | bits(9, 10) | (bits(20, 20) << 32));
+    blk = open_top();
+    assert_reads(blk, ref);
+    blk_unref(blk);
+    if (have_qemu) {
+        int fd = open(raw, O_RDWR | O_CREAT | O_TRUNC, 0644);
+
+        assert_int_equal(sh("qemu-img check -q '%s'", img), 0);
+        assert_int_equal(pwrite(fd, ref, SIZE, 0), SIZE);
+        close(fd);
+        assert_int_equal(sh("qemu-img compare -q -f raw -F qcow2 '%s' '%s'", raw, img), 0);
+    }
+    free(ref);
+}
+
 /* Images qemu-io wrote with subcluster requests read the same through coblk. */
 static void test_sc_qemu_written(void **state)
 {
@@ -407,6 +451,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_sc_multi_cluster, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sc_zero_discard, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sc_compressed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sc_data_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sc_qemu_written, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sc_concurrent, setup, teardown),
     };

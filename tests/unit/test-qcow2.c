@@ -905,6 +905,63 @@ static void test_qcow2_small_cache(void **state)
     free(want);
 }
 
+/*
+ * More concurrent requests than the node's buffer pool has sets (16 with
+ * 64 KiB clusters): compressed reads and partial writes into compressed
+ * clusters (COW that decompresses) wait for sets and give exact bytes.
+ */
+static void test_qcow2_compressed_concurrent(void **state)
+{
+    enum { N = 96, NCL = 32 };
+    static uint8_t rbufs[N][4096], wbufs[N][3000];
+    uint8_t *want = malloc(NCL * 64 * KiB), *got;
+    IOVector rq[N], wq[N];
+    AioWrite w = { 0, 0 };
+    BlockBackend *blk;
+    unsigned seed = 99;
+    int64_t roff[N], len;
+
+    create(img, "size=2M", NULL, 0);
+    blk = open_img(img, "", BDRV_O_RDWR);
+    for (int i = 0; i < NCL * 64 * KiB; i++) {
+        want[i] = (uint8_t)((i / 512) * 7 + (i % 13)); /* compressible, not constant */
+    }
+    assert_int_equal(blk_pwrite(blk, 0, NCL * 64 * KiB, want, BDRV_REQ_WRITE_COMPRESSED), 0);
+    for (int i = 0; i < N; i++) {
+        roff[i] = (int64_t)(rand_r(&seed) % (NCL * 64 * KiB - 4096));
+        iovector_init_buf(&rq[i], rbufs[i], 4096);
+        w.pending++;
+        blk_aio_preadv(blk, roff[i], &rq[i], 0, aio_cb, &w);
+    }
+    while (w.pending) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+    assert_int_equal(w.errors, 0);
+    for (int i = 0; i < N; i++) {
+        assert_memory_equal(rbufs[i], want + roff[i], 4096);
+    }
+    /* One partial write per cluster (three rounds over the clusters, disjoint pieces). */
+    for (int i = 0; i < N; i++) {
+        int64_t off = (int64_t)(i % NCL) * 64 * KiB + (i / NCL) * 20000 + 100;
+
+        drv_test_pattern(wbufs[i], sizeof(wbufs[i]), (uint8_t)(i + 1));
+        memcpy(want + off, wbufs[i], sizeof(wbufs[i]));
+        iovector_init_buf(&wq[i], wbufs[i], sizeof(wbufs[i]));
+        w.pending++;
+        blk_aio_pwritev(blk, off, &wq[i], 0, aio_cb, &w);
+    }
+    while (w.pending) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+    assert_int_equal(w.errors, 0);
+    got = read_all(blk, &len);
+    assert_memory_equal(got, want, NCL * 64 * KiB);
+    free(got);
+    blk_unref(blk);
+    assert_qemu_valid(img, want, 2 * MiB);
+    free(want);
+}
+
 static BlockOpts *kv(const char *str)
 {
     BlockOpts *o = bopts_new();
@@ -1025,6 +1082,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qcow2_compressed_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_small_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_reopen_cache_size, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_compressed_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_overlap_data_write, setup, teardown),
     };
 

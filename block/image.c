@@ -532,3 +532,24 @@ int bdrv_snapshot_load_tmp_param(BlockDriverState *bs, const char *param, Error 
     }
     return bdrv_snapshot_load_tmp(bs, *id ? id : NULL, *name ? name : NULL, errp);
 }
+
+static int coroutine_fn bitmap_query_fn(OpArgs *a)
+{
+    return a->bs->drv->co_bitmap_query(a->bs, a->p1, a->n1, a->n2, a->out);
+}
+
+int bdrv_bitmap_query(BlockDriverState *bs, const char *name, int64_t offset, int64_t bytes,
+                      int64_t *pnum)
+{
+    OpArgs a = { .bs = bs, .fn = bitmap_query_fn, .p1 = name, .n1 = offset, .n2 = bytes,
+                 .out = pnum };
+
+    *pnum = 0;
+    if (!HAS_CB(bs->drv, co_bitmap_query)) {
+        return -ENOENT;
+    }
+    if (offset < 0 || bytes <= 0) {
+        return -EINVAL;
+    }
+    return (int)bdrv_run_co(bs->aio_context, op_co, &a);
+}

@@ -3,9 +3,11 @@
  * flags it advertises.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "coblk/image.h"
 #include "nbd/server-int.h"
 
 NbdExport *nbd_export_find(NbdServer *srv, const char *name, uint32_t len)
@@ -55,6 +57,24 @@ int nbd_server_add_export(NbdServer *srv, BlockBackend *blk, const NbdExportOpts
     e->read_only = opts->read_only || blk_is_read_only(blk);
     e->allocation_depth = opts->allocation_depth;
     e->multi_conn = opts->multi_conn != 0;
+    if (opts->bitmap) {
+        int64_t pnum;
+        int r = bdrv_bitmap_query(blk_bs(blk), opts->bitmap, 0, 1, &pnum);
+
+        if (r < 0 || asprintf(&e->bitmap_ctx, "qemu:dirty-bitmap:%s", opts->bitmap) < 0 ||
+            !(e->bitmap = strdup(opts->bitmap))) {
+            error_setg(errp, "nbd: export '%s': %s '%s'", name,
+                       r == -ENOENT ? "no usable dirty bitmap" : "cannot read dirty bitmap",
+                       opts->bitmap);
+            free(e->bitmap_ctx);
+            free(e->description);
+        free(e->bitmap);
+        free(e->bitmap_ctx);
+            free(e->name);
+            free(e);
+            return r < 0 ? r : -ENOMEM;
+        }
+    }
     for (tail = &srv->exports; *tail; tail = &(*tail)->next) {
     }
     *tail = e;

@@ -130,6 +130,7 @@ static void check_meta_export(NbdClient *c, const NbdExport *e)
     if (c->meta_export && strcmp(c->meta_export, e->name)) {
         c->meta_base = false;
         c->meta_depth = false;
+        c->meta_bitmap = false;
     }
 }
 
@@ -207,6 +208,7 @@ static void reset_negotiated(NbdClient *c)
     c->structured = false;
     c->meta_base = false;
     c->meta_depth = false;
+    c->meta_bitmap = false;
     free(c->meta_export);
     c->meta_export = NULL;
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "block/bytes.h"
+#include "coblk/image.h"
 #include "nbd/server-int.h"
 
 /* Most extents per metadata context in one BLOCK_STATUS reply. */
@@ -253,6 +254,9 @@ static uint32_t status_flags(uint32_t id, int ret, int depth)
     if (id == NBD_META_ID_DEPTH) {
         return (uint32_t)depth;
     }
+    if (id == NBD_META_ID_BITMAP) {
+        return (uint32_t)ret; /* 1: dirty */
+    }
     return ((ret & BDRV_BLOCK_DATA) ? 0 : NBD_STATE_HOLE) |
            ((ret & BDRV_BLOCK_ZERO) ? NBD_STATE_ZERO : 0);
 }
@@ -271,8 +275,11 @@ static int coroutine_fn build_extents(NbdReq *r, uint32_t id, uint8_t *p, uint32
         int64_t pnum = 0, map;
         BlockDriverState *file;
         int depth = 0;
-        int ret = bdrv_co_block_status_above(bs, NULL, (int64_t)(q->offset + pos),
-                                             q->len - pos, &pnum, &map, &file, &depth);
+        int ret = id == NBD_META_ID_BITMAP
+                      ? bdrv_bitmap_query(bs, r->c->exp->bitmap, (int64_t)(q->offset + pos),
+                                          q->len - pos, &pnum)
+                      : bdrv_co_block_status_above(bs, NULL, (int64_t)(q->offset + pos),
+                                                   q->len - pos, &pnum, &map, &file, &depth);
         uint32_t flags;
 
         if (ret < 0) {
@@ -303,7 +310,7 @@ static int coroutine_fn build_extents(NbdReq *r, uint32_t id, uint8_t *p, uint32
 static int coroutine_fn do_block_status(NbdReq *r)
 {
     NbdClient *c = r->c;
-    uint32_t ids[2], n = 0;
+    uint32_t ids[3], n = 0;
     uint8_t *p = malloc(4 + 8 * NBD_MAX_EXTENTS);
     int ret = 0;
 
@@ -315,6 +322,9 @@ static int coroutine_fn do_block_status(NbdReq *r)
     }
     if (c->meta_depth) {
         ids[n++] = NBD_META_ID_DEPTH;
+    }
+    if (c->meta_bitmap) {
+        ids[n++] = NBD_META_ID_BITMAP;
     }
     for (uint32_t i = 0; i < n && ret == 0; i++) {
         uint32_t plen;

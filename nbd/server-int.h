@@ -30,6 +30,8 @@ struct NbdExport {
     bool read_only;
     bool allocation_depth;
     bool multi_conn;
+    char *bitmap;               /* exported dirty bitmap, or NULL */
+    char *bitmap_ctx;           /* "qemu:dirty-bitmap:" + bitmap */
 };
 
 struct NbdListener {
@@ -43,6 +45,7 @@ struct NbdListener {
 enum {
     NBD_META_ID_BASE = 1,
     NBD_META_ID_DEPTH = 2,
+    NBD_META_ID_BITMAP = 3,
 };
 
 struct NbdClient {
@@ -59,6 +62,7 @@ struct NbdClient {
     bool structured;
     bool meta_base;
     bool meta_depth;
+    bool meta_bitmap;
     char *meta_export;          /* export the contexts were set for */
     unsigned nr_options;
     NbdSession session;

@@ -188,7 +188,7 @@ void nbd_client_enter_transmission(NbdClient *c, NbdExport *exp)
     c->session.size = (uint64_t)blk_getlength(exp->blk);
     c->session.tflags = nbd_export_tflags(exp, c->structured);
     c->session.structured = c->structured;
-    c->session.has_meta = c->meta_base || c->meta_depth;
+    c->session.has_meta = c->meta_base || c->meta_depth || c->meta_bitmap;
     srv->served++;
     if (srv->event_fn) {
         srv->event_fn(srv->event_opaque, srv, true);

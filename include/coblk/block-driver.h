@@ -303,6 +303,8 @@ struct BlockDriver {
     int (*bitmap_list)(BlockDriverState *bs, BlockBitmapInfo **out);
     int coroutine_fn (*co_bitmap_modify)(BlockDriverState *bs, const BlockBitmapRequest *req,
                                          Error **errp);
+    int coroutine_fn (*co_bitmap_query)(BlockDriverState *bs, const char *name,
+                                        int64_t offset, int64_t bytes, int64_t *pnum);
     /** Shows snapshot id and/or name (NULL: any) as the content, read-only, until close. */
     int coroutine_fn (*co_snapshot_load_tmp)(BlockDriverState *bs, const char *id,
                                              const char *name, Error **errp);

@@ -236,6 +236,14 @@ typedef struct BlockBitmapRequest {
 COBLK_API int bdrv_bitmap_list(BlockDriverState *bs, BlockBitmapInfo **out);
 COBLK_API void bdrv_bitmap_list_free(BlockBitmapInfo *list, int n);
 
+/**
+ * Whether [offset, offset + *pnum) is dirty (1) or clean (0) in a bitmap,
+ * for the longest run starting at offset within bytes; -errno if the bitmap
+ * is missing or unusable. Coroutine or plain context (NBD exports it).
+ */
+COBLK_API int bdrv_bitmap_query(BlockDriverState *bs, const char *name, int64_t offset,
+                                int64_t bytes, int64_t *pnum);
+
 /** Applies one operation and makes it durable in the image. */
 COBLK_API int bdrv_bitmap_modify(BlockDriverState *bs, const BlockBitmapRequest *req,
                                  Error **errp);

@@ -90,6 +90,11 @@ typedef struct NbdExportOpts {
      * 0 off, 1 on.
      */
     int multi_conn;
+    /**
+     * A persistent dirty bitmap of the image offered as the metadata context
+     * "qemu:dirty-bitmap:NAME" (NBD_STATE_DIRTY = 1 per range), or NULL.
+     */
+    const char *bitmap;
 } NbdExportOpts;
 
 /** Called when a client finishes its handshake (connected) and when it is gone. */

@@ -2,8 +2,10 @@
 # Persistent dirty bitmaps (qcow2): coblk-img bitmap against qemu-img bitmap,
 # writes through coblk tracked in bitmaps that qemu-nbd then exports (read
 # back with nbdinfo --map), qemu-made bitmaps kept and updated by coblk, a
-# crash leaving a bitmap in use, convert --bitmaps, measure, and corrupt
+# crash leaving a bitmap in use, coblk-nbd -B / -l next to qemu-nbd,
+# convert --bitmaps, measure, and corrupt
 # bitmap directories refused with a message.
+CNBD=$(realpath "$3")
 . "$(dirname "$0")/lib.sh"
 command -v qemu-nbd >/dev/null && command -v nbdinfo >/dev/null ||
     { echo "SKIP: qemu-nbd/nbdinfo missing"; exit 77; }
@@ -135,6 +137,22 @@ expect_rc 0 "remove of an inconsistent bitmap" "$CIMG" bitmap --remove c.qcow2 c
 qemu-img info --output=json c.qcow2 | jq -e '.["format-specific"].data.bitmaps == null' \
     >/dev/null && pass "no bitmaps left" || fail "bitmaps left"
 qcheck c.qcow2 "after removing the last bitmap"
+
+# --- coblk-nbd -B exports a bitmap as qemu-nbd -B does; -l a snapshot ------
+for b in b1 b2; do
+    nbdinfo --map="qemu:dirty-bitmap:$b" -- [ qemu-nbd -r -f qcow2 -B $b a.qcow2 ] >q.txt
+    nbdinfo --map="qemu:dirty-bitmap:$b" -- [ "$CNBD" -r -f qcow2 -B $b a.qcow2 ] >c.txt
+    same_output "coblk-nbd -B $b like qemu-nbd -B" q.txt c.txt
+done
+nbdinfo --list --content -- [ "$CNBD" -r -f qcow2 -B b1 a.qcow2 ] 2>&1 |
+    grep -q "qemu:dirty-bitmap:b1" && pass "context listed" || fail "context not listed"
+expect_rc 1 "coblk-nbd -B of a missing bitmap" "$CNBD" -r -f qcow2 -B nope a.qcow2
+grep -q "no usable dirty bitmap 'nope'" err.txt && pass "missing bitmap message" ||
+    fail "missing bitmap: $(cat err.txt)"
+# (maps differ in detail: qemu-nbd also asks the host file for holes inside
+# allocated clusters; coblk reports those ranges as data)
+nbdcopy -- [ "$CNBD" -f qcow2 -l s1 q.qcow2 ] c.raw && qemu-img convert -l s1 -O raw q.qcow2 q.raw &&
+    cmp -s c.raw q.raw && pass "coblk-nbd -l serves the snapshot's data" || fail "coblk-nbd -l data"
 
 # --- convert --bitmaps and measure -----------------------------------------
 qemu-img measure --output=json -O qcow2 a.qcow2 >q.json

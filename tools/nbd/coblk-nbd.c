@@ -41,6 +41,8 @@ typedef struct NbdToolOpts {
     bool verbose;
     bool allocation_depth;
     bool snapshot;
+    const char *load_snapshot;  /* -l: an internal snapshot, exported read-only */
+    const char *bitmap;         /* -B: exported as qemu:dirty-bitmap:NAME */
     ToolTls tls;
 } NbdToolOpts;
 
@@ -95,7 +97,12 @@ static void usage(const char *prog)
            "  -s, --snapshot            use FILE as an external snapshot, create a temporary\n"
            "                            file with backing_file=FILE, redirect the write to\n"
            "                            the temporary one\n"
-           "  -l, --load-snapshot=NAME  load an internal snapshot (not supported)\n"
+           "  -l, --load-snapshot=SNAPSHOT_PARAM\n"
+           "                            load an internal snapshot inside FILE and export it\n"
+           "                            read-only (snapshot.id=ID,snapshot.name=NAME or an\n"
+           "                            id or name)\n"
+           "  -B, --bitmap=NAME         export the dirty bitmap NAME as the metadata context\n"
+           "                            qemu:dirty-bitmap:NAME\n"
            "  -n, --nocache             disable host cache (same as --cache=none)\n"
            "      --cache=MODE          cache mode (none, writeback, writethrough,\n"
            "                            directsync, unsafe); default writeback\n"
@@ -225,7 +232,7 @@ static void parse_args(int argc, char **argv, NbdToolOpts *o)
         case 'r': o->read_only = true; break;
         case 'o': o->offset = optarg; break;
         case 's': o->snapshot = true; break;
-        case 'l': refuse("-l/--load-snapshot (internal snapshots)"); break;
+        case 'l': o->load_snapshot = optarg; o->read_only = true; break;
         case 'n': o->cache = "none"; break;
         case OPT_CACHE: o->cache = optarg; break;
         case OPT_AIO: o->aio = optarg; break;
@@ -244,7 +251,12 @@ static void parse_args(int argc, char **argv, NbdToolOpts *o)
         case 'c':
         case 'd': refuse("the kernel NBD device mode (-c/-d); use nbd-client"); break;
         case 'L': refuse("-L/--list (use nbdinfo --list)"); break;
-        case 'B': refuse("-B/--bitmap"); break;
+        case 'B':
+            if (o->bitmap) {
+                refuse("more than one -B/--bitmap");
+            }
+            o->bitmap = optarg;
+            break;
         case 'T': break; /* tracing: accepted and ignored */
         default:
             fprintf(stderr, "Try '%s --help' for more information.\n", argv[0]);
@@ -509,6 +521,10 @@ int main(int argc, char **argv)
         ready_fd = fork_server();
     }
     blk = t.o.snapshot ? open_snapshot(&t.o, argv[optind]) : open_image(&t.o, argv[optind]);
+    if (t.o.load_snapshot &&
+        bdrv_snapshot_load_tmp_param(blk_bs(blk), t.o.load_snapshot, &err) < 0) {
+        die("Failed to load snapshot: %s", error_get_pretty(err));
+    }
     ctx = blk_get_aio_context(blk);
     setup_signals(&t, ctx);
     sopts.max_connections = t.o.shared ? t.o.shared : 1000000;
@@ -523,6 +539,7 @@ int main(int argc, char **argv)
     eopts.description = t.o.description;
     eopts.read_only = t.o.read_only;
     eopts.allocation_depth = t.o.allocation_depth;
+    eopts.bitmap = t.o.bitmap;
     /* One connection allowed (-e 1, the default): clients must not open more. */
     eopts.multi_conn = t.o.shared == 1 ? 0 : -1;
     if (nbd_server_add_export(t.srv, blk, &eopts, &err) < 0) {

@@ -968,6 +968,51 @@ int coroutine_fn qcow2_co_bitmap_modify(BlockDriverState *bs, const BlockBitmapR
 }
 
 /* ---------------------------------------------------------------------- */
+/* Query (NBD qemu:dirty-bitmap:NAME) */
+
+static bool bit_at(const uint8_t *d, uint64_t i)
+{
+    return d[i >> 3] & (1u << (i & 7));
+}
+
+int coroutine_fn qcow2_co_bitmap_query(BlockDriverState *bs, const char *name, int64_t offset,
+                                       int64_t bytes, int64_t *pnum)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2Bitmap *b = bm_find(s, name);
+    uint64_t off = (uint64_t)offset, end = off + (uint64_t)bytes, i, last;
+    bool dirty;
+    int ret;
+
+    *pnum = 0;
+    if (!b) {
+        return -ENOENT;
+    }
+    if (off >= s->size) {
+        return -EINVAL;
+    }
+    if (!b->data) {
+        /* Loaded once for reading; a read-write image then stores it back unchanged. */
+        co_mutex_lock(&s->lock);
+        ret = b->data ? 0 : ensure_loaded(bs, b, NULL);
+        co_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    end = end > s->size ? s->size : end;
+    i = off >> b->gran_bits;
+    last = (end - 1) >> b->gran_bits;
+    dirty = bit_at(b->data, i);
+    while (i < last && bit_at(b->data, i + 1) == dirty) {
+        i++;
+    }
+    end = (i + 1) << b->gran_bits < end ? (i + 1) << b->gran_bits : end;
+    *pnum = (int64_t)(end - off);
+    return dirty;
+}
+
+/* ---------------------------------------------------------------------- */
 /* Info and measure */
 
 int qcow2_bitmap_list(BlockDriverState *bs, BlockBitmapInfo **out)

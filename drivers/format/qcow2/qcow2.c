@@ -765,4 +765,5 @@ const BlockDriver bdrv_qcow2 = {
     .file_extensions = qcow2_extensions,
     .bitmap_list = qcow2_bitmap_list,
     .co_bitmap_modify = qcow2_co_bitmap_modify,
+    .co_bitmap_query = qcow2_co_bitmap_query,
 };

@@ -556,6 +556,8 @@ void qcow2_bitmaps_free(BDRVQcow2State *s);
  */
 int coroutine_fn qcow2_bitmaps_note_write(BlockDriverState *bs, uint64_t offset, uint64_t bytes);
 int qcow2_bitmap_list(BlockDriverState *bs, BlockBitmapInfo **out);
+int coroutine_fn qcow2_co_bitmap_query(BlockDriverState *bs, const char *name, int64_t offset,
+                                       int64_t bytes, int64_t *pnum);
 int coroutine_fn qcow2_co_bitmap_modify(BlockDriverState *bs, const BlockBitmapRequest *req,
                                         Error **errp);
 /* Appends the qemu-img info "bitmaps" array (JSON) for the directory. */

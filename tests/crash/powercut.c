@@ -21,6 +21,9 @@
  *  - compress: some writes are compressed cluster writes
  *    (BDRV_REQ_WRITE_COMPRESSED, whole 64 KiB clusters), interleaved with
  *    the normal and overwriting ones;
+ *  - bitmap: a persistent dirty bitmap (qcow2) is added before the workload;
+ *    every replayed image must open with its bitmap directory intact, and
+ *    the final image's bitmap is consistent and marks every range written;
  *  - recover: see below.
  * With "recover", each replayed image is first opened read-write and closed
  * through coblk, for formats whose recovery is designed to happen at the
@@ -58,7 +61,7 @@ typedef struct GuestOp {
 #define CCLUSTER 65536  /* compressed writes cover whole clusters of this size */
 
 static const char *fmt;
-static bool recover, with_backing, compress;
+static bool recover, with_backing, compress, with_bitmap;
 static char img[4000], base[4096], logf[4096], work[4096], backf[4096];
 static uint8_t *initial;  /* guest data before the workload (the backing file's) */
 static GuestOp ops[MAX_OPS];
@@ -416,6 +419,66 @@ static void verify_point(const Wlog *log, uint64_t upto, bool crash, uint64_t se
     }
 }
 
+/* Whether [off, off + len) is all dirty in bitmap "pc". */
+static bool all_dirty(BlockDriverState *bs, int64_t off, int64_t len)
+{
+    for (int64_t o = off; o < off + len;) {
+        int64_t pnum = 0;
+
+        if (bdrv_bitmap_query(bs, "pc", o, off + len - o, &pnum) != 1 || pnum <= 0) {
+            return false;
+        }
+        o += pnum;
+    }
+    return true;
+}
+
+/*
+ * The final image's bitmap is consistent and dirty wherever the guest wrote
+ * (writes, zeroes, compressed writes) and wherever the data changed (a
+ * discard the format ignored changes nothing and need not be marked).
+ */
+static void check_bitmap(const char *path, uint8_t *data)
+{
+    char opts[8192];
+    BlockOpts *o = bopts_new();
+    Error *err = NULL;
+    BlockBitmapInfo *l = NULL;
+    BlockDriverState *bs;
+    int n;
+
+    snprintf(opts, sizeof(opts), "driver=%s,file.driver=file,file.filename=%s", fmt, path);
+    bopts_parse_keyval(o, opts, NULL, NULL);
+    bs = bdrv_open(NULL, o, 0, &err);
+    if (!bs) {
+        fprintf(stderr, "bitmap check: open: %s\n", error_get_pretty(err));
+        die("the final image cannot be opened");
+    }
+    n = bdrv_bitmap_list(bs, &l);
+    if (n != 1 || strcmp(l[0].name, "pc") || !l[0].usable || l[0].in_use || !l[0].enabled) {
+        die("the final image does not hold the consistent, enabled bitmap 'pc'");
+    }
+    for (int i = 0; i < nops; i++) {
+        if (ops[i].kind != 2 && !all_dirty(bs, ops[i].off, ops[i].len)) {
+            fprintf(stderr, "bitmap check: guest op %d (kind %d) at %lld+%lld is not dirty\n",
+                    i, ops[i].kind, (long long)ops[i].off, (long long)ops[i].len);
+            die("a written range is clean in the bitmap");
+        }
+    }
+    if (read_guest(path, data) < 0) {
+        die("the final image cannot be read");
+    }
+    for (int64_t s = 0; s < NSECT; s++) {
+        if (memcmp(data + s * SECTOR, initial + s * SECTOR, SECTOR) &&
+            !all_dirty(bs, s * SECTOR, SECTOR)) {
+            fprintf(stderr, "bitmap check: sector %lld changed but is clean\n", (long long)s);
+            die("changed data is clean in the bitmap");
+        }
+    }
+    bdrv_bitmap_list_free(l, n);
+    bdrv_unref(bs);
+}
+
 /* The final image holds compressed clusters (qemu-img check counts them). */
 static void assert_compressed(const char *path)
 {
@@ -467,6 +530,7 @@ int main(int argc, char **argv)
     recover = argc > 6 && strstr(argv[6], "recover") != NULL;
     with_backing = argc > 6 && strstr(argv[6], "backing") != NULL;
     compress = argc > 6 && strstr(argv[6], "compress") != NULL;
+    with_bitmap = argc > 6 && strstr(argv[6], "bitmap") != NULL;
     if (want_ops < 1 || want_ops > MAX_OPS || !bdrv_find_format(fmt)) {
         fprintf(stderr, "powercut: format '%s' is not available; skipping\n", fmt);
         return 77;
@@ -501,6 +565,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "powercut: open: %s\n", error_get_pretty(e));
         return 1;
     }
+    if (with_bitmap) {
+        BlockBitmapRequest add = { .op = BLOCK_BITMAP_ADD, .name = "pc", .granularity = 65536 };
+
+        if (bdrv_bitmap_modify(blk_bs(blk), &add, &e) < 0) {
+            fprintf(stderr, "powercut: bitmap: %s\n", error_get_pretty(e));
+            return 1;
+        }
+    }
     snap = calloc((size_t)want_ops + 1, GUEST_SIZE);
     cur = malloc(GUEST_SIZE);
     memcpy(cur, initial, GUEST_SIZE);
@@ -533,6 +605,9 @@ int main(int argc, char **argv)
     }
     if (compress && can_check) {
         assert_compressed(img);
+    }
+    if (with_bitmap) {
+        check_bitmap(img, got);
     }
     printf("powercut %s: %d guest ops, %d guest flushes, %llu driver flushes, %llu power cuts "
            "checked%s\n", fmt, nops, nflush, (unsigned long long)nfl,

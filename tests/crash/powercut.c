@@ -19,8 +19,8 @@
  *  - backing: the image gets a raw backing file holding a pattern (the
  *    initial guest data), so partial writes copy from it;
  *  - compress: some writes are compressed cluster writes
- *    (BDRV_REQ_WRITE_COMPRESSED, whole 64 KiB clusters), interleaved with
- *    the normal and overwriting ones;
+ *    (BDRV_REQ_WRITE_COMPRESSED, one or two whole 64 KiB clusters),
+ *    interleaved with the normal and overwriting ones;
  *  - bitmap: a persistent dirty bitmap (qcow2) is added before the workload;
  *    every replayed image must open with its bitmap directory intact, and
  *    the final image's bitmap is consistent and marks every range written;
@@ -127,7 +127,7 @@ static void make_backing(void)
 static void run_workload(BlockBackend *blk, int nops_want, uint8_t *cur)
 {
     uint64_t seed = 12345;
-    uint8_t *buf = malloc(65536);
+    uint8_t *buf = malloc(2 * CCLUSTER);
 
     for (int i = 0; i < nops_want; i++) {
         GuestOp *op = &ops[nops];
@@ -141,8 +141,12 @@ static void run_workload(BlockBackend *blk, int nops_want, uint8_t *cur)
         }
         *op = (GuestOp){ s * SECTOR, n * SECTOR, k == 0 ? 1 : k == 1 ? 2 : 0, (uint32_t)i + 1 };
         if (compress && k == 2) {
-            /* A compressed write of the whole cluster around the chosen sector. */
-            *op = (GuestOp){ s * SECTOR / CCLUSTER * CCLUSTER, CCLUSTER, 3, (uint32_t)i + 1 };
+            /* A compressed write of the one or two whole clusters from the chosen sector's
+             * (two go through the driver's parallel compression). */
+            int64_t coff = s * SECTOR / CCLUSTER * CCLUSTER;
+            int64_t clen = n % 2 && coff + 2 * CCLUSTER <= GUEST_SIZE ? 2 * CCLUSTER : CCLUSTER;
+
+            *op = (GuestOp){ coff, clen, 3, (uint32_t)i + 1 };
         }
         if (op->kind == 0 || op->kind == 3) {
             for (int64_t b = 0; b < op->len; b++) {

@@ -314,6 +314,22 @@ static void test_sc_compressed(void **state)
     l2_entry(9, &e, &bm);
     assert_false(e & QCOW_OFLAG_COMPRESSED);
     assert_int_equal(bm, bits(0, 31));
+    /* Zeroing / discarding part of a compressed cluster: a compressed entry has no
+     * subcluster bits, so write-zeroes writes zeroes (COW) and discard leaves it. */
+    blk = open_top();
+    assert_int_equal(blk_pwrite(blk, 10 * CS, CS, buf, BDRV_REQ_WRITE_COMPRESSED), 0);
+    memcpy(ref + 10 * CS, buf, CS);
+    assert_int_equal(blk_pdiscard(blk, 10 * CS + 4 * SCS, SCS), 0);
+    assert_int_equal(blk_flush(blk), 0);
+    l2_entry(10, &e, &bm);
+    assert_true(e & QCOW_OFLAG_COMPRESSED);
+    assert_int_equal(blk_pwrite_zeroes(blk, 10 * CS + 4 * SCS, SCS, 0), 0);
+    memset(ref + 10 * CS + 4 * SCS, 0, SCS);
+    assert_reads(blk, ref);
+    blk_unref(blk);
+    l2_entry(10, &e, &bm);
+    assert_false(e & QCOW_OFLAG_COMPRESSED);
+    assert_int_equal(bm, bits(0, 31));
     assert_qemu_agrees(ref);
     free(ref);
     free(buf);

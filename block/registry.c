@@ -32,6 +32,7 @@ const BlockDriver *const bdrv_builtin_drivers[] = {
     &bdrv_bochs,
     &bdrv_cloop,
     &bdrv_dmg,
+    &bdrv_parallels,
     NULL,
 };
 

@@ -35,5 +35,6 @@ extern const BlockDriver bdrv_qcow2;
 extern const BlockDriver bdrv_bochs;
 extern const BlockDriver bdrv_cloop;
 extern const BlockDriver bdrv_dmg;
+extern const BlockDriver bdrv_parallels;
 
 #endif /* COBLK_DRIVERS_H */

@@ -115,6 +115,14 @@ bad qcow bad-cluster-bits empty 0x20 3f
 mk parallels empty 4M "cluster_size=4096"
 mk parallels data 1M "cluster_size=4096" "write -P 0x49 0 4k"
 bad parallels bad-tracks-0 empty 0x1c 00000000
+bad parallels bad-tracks-huge empty 0x1c ffffff00
+bad parallels bad-bat-huge empty 0x20 ffffffff
+bad parallels bad-nb-sectors empty 0x24 ffffffffffffffff
+bad parallels bad-inuse empty 0x2c 01020304
+bad parallels bad-data-off empty 0x30 ffffff00
+bad parallels bad-ext-off empty 0x38 0000010000000000
+bad parallels bad-bat-entry data 0x40 ffff0000
+bad parallels inuse-open data 0x2c 596e6f74
 # vhdx regions are 1 MiB aligned: keep the header area (file identifier,
 # both headers, both region tables) of a fresh image; the rest reads as zeroes.
 rm -f "$T/img"

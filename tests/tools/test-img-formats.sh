@@ -47,6 +47,13 @@ for F in qcow2 vmdk vpc vdi qed vhdx parallels qcow; do
         "dirty-flag", "backing-filename"}' >q.json
     "$CIMG" info --output=json q.$F | jq -S '{"virtual-size", format, "cluster-size",
         "dirty-flag", "backing-filename"}' >c.json
+    if [ "$(jq '.["cluster-size"]' q.json)" = null ] && [ "$F" = parallels ]; then
+        # qemu-img 7.2 has no info for parallels beyond the size; coblk reports
+        # the cluster size from the header (1 MiB by default) and the in-use flag.
+        jq -e '.["cluster-size"] == 1048576 and .["dirty-flag"] == false' c.json >/dev/null &&
+            pass "$F: info cluster-size and dirty-flag" || fail "$F: info cluster-size / dirty-flag"
+        jq -S '.["cluster-size"] = null | .["dirty-flag"] = null' c.json >c2.json && mv c2.json c.json
+    fi
     same_output "$F: info json fields" q.json c.json
     qemu-img map --output=json q.$F >q.map; "$CIMG" map --output=json q.$F >c.map
     [ "$(data_ranges q.map)" = "$(data_ranges c.map)" ] && pass "$F: map data ranges" ||
@@ -103,11 +110,22 @@ for F in qcow2 vmdk vpc vdi qed vhdx parallels qcow; do
     # resize
     cp q.$F rq.$F; cp q.$F rc.$F
     if "$CIMG" resize -q rc.$F +1M 2>err.txt; then
-        qemu-img resize -q rq.$F +1M
-        [ "$(qemu-img info --output=json rc.$F | jq '.["virtual-size"]')" = \
-          "$(qemu-img info --output=json rq.$F | jq '.["virtual-size"]')" ] &&
-            pass "$F: resize +1M" || fail "$F: resize +1M: size differs from qemu-img's"
-        qemu-img compare -q rq.$F rc.$F && pass "$F: resized content" || fail "$F: resized content"
+        if qemu-img resize -q rq.$F +1M 2>/dev/null; then
+            [ "$(qemu-img info --output=json rc.$F | jq '.["virtual-size"]')" = \
+              "$(qemu-img info --output=json rq.$F | jq '.["virtual-size"]')" ] &&
+                pass "$F: resize +1M" || fail "$F: resize +1M: size differs from qemu-img's"
+            qemu-img compare -q rq.$F rc.$F && pass "$F: resized content" ||
+                fail "$F: resized content"
+        else
+            # qemu-img cannot resize this format (parallels in 7.2): qemu-img
+            # still reads the grown image, 1 MiB larger, data unchanged, tail zero.
+            [ "$(qemu-img info --output=json rc.$F | jq '.["virtual-size"]')" = 9437184 ] &&
+                pass "$F: resize +1M (qemu-img reads the new size)" || fail "$F: resize +1M size"
+            qemu-img compare -q q.$F rc.$F && pass "$F: resized content (qemu-img compare)" ||
+                fail "$F: resized content"
+            qemu-img check -q rc.$F && pass "$F: qemu-img check after resize" ||
+                fail "$F: qemu-img check after resize"
+        fi
     else
         grep -qi "support\|not\|cannot" err.txt && echo "  note: $F: resize: $(cat err.txt)" ||
             fail "$F: resize: $(cat err.txt)"

@@ -1,0 +1,375 @@
+/*
+ * parallels: reads, writes, zero writes and block status.
+ *
+ * Allocation: a run of unallocated guest clusters that one write touches
+ * gets as many new clusters at the end of the data area (data_end). The
+ * file is extended to cover them, the guest data and the rest of each
+ * cluster (zeroes, or the backing file's data) are written, the file is
+ * flushed, and only then are the BAT entries set and their sectors
+ * written. A cut before the BAT write leaves unreferenced space past the
+ * last used cluster (a leak); the BAT never points at unwritten data.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "block/block-int.h"
+#include "drivers/format/fmt-util.h"
+#include "drivers/format/parallels/parallels.h"
+
+/* Guest cluster of offset, offset inside it, and the bytes of [offset, +bytes) in it. */
+static void prl_chunk(const BDRVParallelsState *s, int64_t offset, int64_t bytes, uint32_t *idx,
+                      uint64_t *in, int64_t *n)
+{
+    *idx = (uint32_t)((uint64_t)offset / s->cluster_size);
+    *in = (uint64_t)offset % s->cluster_size;
+    *n = (int64_t)(s->cluster_size - *in);
+    if (*n > bytes) {
+        *n = bytes;
+    }
+}
+
+/* The next free cluster: data_end rounded up to a cluster from the data offset. */
+uint64_t prl_next_cluster(const BDRVParallelsState *s)
+{
+    return s->data_off + round_up_u64(s->data_end - s->data_off, s->cluster_size);
+}
+
+/* Reads guest bytes the image does not hold: the backing file's, or zeroes. */
+static int coroutine_fn prl_read_backing(BlockDriverState *bs, int64_t offset, int64_t n,
+                                         IOVector *qiov, size_t qiov_offset)
+{
+    int64_t blen, in;
+
+    if (!bs->backing) {
+        iovector_memset(qiov, qiov_offset, 0, (size_t)n);
+        return 0;
+    }
+    blen = bdrv_co_getlength(bs->backing->bs);
+    if (blen < 0) {
+        return (int)blen;
+    }
+    in = offset >= blen ? 0 : (blen - offset < n ? blen - offset : n);
+    if (in < n) {
+        iovector_memset(qiov, qiov_offset + (size_t)in, 0, (size_t)(n - in));
+    }
+    return in ? bdrv_co_preadv_part(bs->backing, offset, in, qiov, qiov_offset, 0) : 0;
+}
+
+int coroutine_fn prl_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                               IOVector *qiov, size_t qiov_offset, BdrvRequestFlags flags)
+{
+    BDRVParallelsState *s = bs->opaque;
+    int ret = 0;
+
+    co_rwlock_rdlock(&s->lock);
+    while (bytes > 0 && ret == 0) {
+        uint32_t idx, e;
+        uint64_t in;
+        int64_t n;
+
+        prl_chunk(s, offset, bytes, &idx, &in, &n);
+        e = idx < s->bat_entries ? prl_entry(s, idx) : 0;
+        if (e == 0) {
+            ret = prl_read_backing(bs, offset, n, qiov, qiov_offset);
+        } else if (!prl_host_ok(s, prl_host(s, e))) {
+            ret = -EIO; /* outside the data area or the file: check -r all repairs it */
+        } else {
+            BLKDBG_EVENT(bs->file, BLKDBG_READ_AIO);
+            ret = bdrv_co_preadv_part(bs->file, (int64_t)(prl_host(s, e) + in), n, qiov,
+                                      qiov_offset, 0);
+        }
+        offset += n;
+        bytes -= n;
+        qiov_offset += (size_t)n;
+    }
+    co_rwlock_unlock(&s->lock);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Writes */
+
+/*
+ * Before the first change of guest data: the image is marked in use
+ * (in_use "open", flushed) and the Format Extension,
+ * whose dirty bitmaps would no longer describe the data, is dropped (ext.c).
+ * Also refuses changes to a corrupt image.
+ */
+int coroutine_fn prl_prepare_change(BlockDriverState *bs)
+{
+    BDRVParallelsState *s = bs->opaque;
+    int ret = 0;
+
+    if (s->corrupt) {
+        return -EIO;
+    }
+    if (s->ext_host || !s->rw) {
+        co_mutex_lock(&s->alloc_lock);
+        if (!s->rw) {
+            ret = prl_mark_in_use(bs);
+        }
+        if (ret == 0 && s->ext_host) {
+            ret = prl_ext_drop(bs);
+        }
+        co_mutex_unlock(&s->alloc_lock);
+    }
+    return ret;
+}
+
+/*
+ * Writes len bytes at host that guest offset guest would read if the
+ * cluster were unallocated: the backing file's data, or zeroes (only below
+ * old_len: past it the extended file already reads zero).
+ */
+static int coroutine_fn prl_fill(BlockDriverState *bs, uint64_t host, int64_t guest,
+                                 uint64_t len, uint64_t old_len)
+{
+    IOVector v;
+    uint8_t *buf;
+    int ret;
+
+    if (len == 0) {
+        return 0;
+    }
+    if (!bs->backing) {
+        if (host >= old_len) {
+            return 0;
+        }
+        if (host + len > old_len) {
+            len = old_len - host;
+        }
+        return bdrv_co_pwrite_zeroes(bs->file, (int64_t)host, (int64_t)len, 0);
+    }
+    buf = malloc(len);
+    if (!buf) {
+        return -ENOMEM;
+    }
+    iovector_init_buf(&v, buf, len);
+    ret = prl_read_backing(bs, guest, (int64_t)len, &v, 0);
+    if (ret == 0) {
+        ret = fmt_co_pwrite(bs->file, (int64_t)host, (int64_t)len, buf, 0);
+    }
+    free(buf);
+    return ret;
+}
+
+/* Unallocated clusters from idx on inside the request (at least the first). */
+static uint32_t prl_unallocated_run(const BDRVParallelsState *s, uint32_t idx, uint64_t in,
+                                    int64_t bytes)
+{
+    uint64_t span = in + (uint64_t)bytes;
+    uint32_t k = 1;
+
+    while ((uint64_t)k * s->cluster_size < span && idx + k < s->bat_entries &&
+           prl_entry(s, idx + k) == 0 && k < 4096) {
+        k++;
+    }
+    return k;
+}
+
+/*
+ * Gives guest clusters [idx, idx + k) new clusters at the end of the data
+ * area and writes the request's bytes into them. Called with alloc_lock.
+ * Returns the guest bytes written or -errno.
+ */
+static int64_t coroutine_fn prl_alloc_write(BlockDriverState *bs, uint32_t idx, uint32_t k,
+                                            uint64_t in, int64_t bytes, IOVector *qiov,
+                                            size_t qiov_offset)
+{
+    BDRVParallelsState *s = bs->opaque;
+    uint64_t host = prl_next_cluster(s), span = (uint64_t)k * s->cluster_size;
+    uint64_t old_len = s->file_len, end, len;
+    int64_t guest = (int64_t)((uint64_t)idx * s->cluster_size);
+    int ret = 0;
+
+    len = span - in < (uint64_t)bytes ? span - in : (uint64_t)bytes;
+    if ((host + span - s->cluster_size) / s->unit > UINT32_MAX) {
+        return -ENOSPC; /* the BAT cannot address it */
+    }
+    BLKDBG_EVENT(bs->file, BLKDBG_CLUSTER_ALLOC);
+    end = host + span;
+    if (end > s->file_len) {
+        ret = bdrv_co_truncate(bs->file, (int64_t)end, true, PREALLOC_MODE_OFF, 0, NULL);
+        if (ret < 0) {
+            return ret;
+        }
+        s->file_len = end;
+    }
+    ret = prl_fill(bs, host, guest, in, old_len);
+    if (ret == 0) {
+        BLKDBG_EVENT(bs->file, BLKDBG_WRITE_AIO);
+        ret = bdrv_co_pwritev_part(bs->file, (int64_t)(host + in), (int64_t)len, qiov,
+                                   qiov_offset, 0);
+    }
+    if (ret == 0) {
+        ret = prl_fill(bs, host + in + len, guest + (int64_t)(in + len), span - in - len,
+                       old_len);
+    }
+    if (ret == 0) {
+        ret = bdrv_co_flush(bs->file->bs); /* data durable before the BAT points at it */
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    s->data_end = end;
+    for (uint32_t j = 0; j < k; j++) {
+        prl_set_entry(s, idx + j, (uint32_t)((host + (uint64_t)j * s->cluster_size) / s->unit));
+    }
+    ret = prl_write_bat_range(bs, idx, k);
+    if (ret < 0) {
+        /* The clusters leak (data_end stays past them); memory follows the old BAT. */
+        for (uint32_t j = 0; j < k; j++) {
+            prl_set_entry(s, idx + j, 0);
+        }
+        return ret;
+    }
+    return (int64_t)len;
+}
+
+/* Writes the part of a request that starts at an unallocated cluster. */
+static int64_t coroutine_fn prl_write_unallocated(BlockDriverState *bs, int64_t offset,
+                                                  int64_t bytes, IOVector *qiov,
+                                                  size_t qiov_offset)
+{
+    BDRVParallelsState *s = bs->opaque;
+    uint32_t idx, k;
+    uint64_t in;
+    int64_t n, ret;
+
+    prl_chunk(s, offset, bytes, &idx, &in, &n);
+    co_mutex_lock(&s->alloc_lock);
+    if (prl_entry(s, idx) != 0) {
+        co_mutex_unlock(&s->alloc_lock);
+        return 0; /* allocated meanwhile: the caller writes in place */
+    }
+    if (s->corrupt) {
+        co_mutex_unlock(&s->alloc_lock);
+        return -EIO;
+    }
+    k = prl_unallocated_run(s, idx, in, bytes);
+    ret = prl_alloc_write(bs, idx, k, in, bytes, qiov, qiov_offset);
+    co_mutex_unlock(&s->alloc_lock);
+    return ret;
+}
+
+int coroutine_fn prl_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                IOVector *qiov, size_t qiov_offset, BdrvRequestFlags flags)
+{
+    BDRVParallelsState *s = bs->opaque;
+    int64_t ret;
+
+    if ((uint64_t)offset + (uint64_t)bytes > s->disk_size) {
+        return -ENOSPC;
+    }
+    ret = prl_prepare_change(bs);
+    co_rwlock_rdlock(&s->lock);
+    while (bytes > 0 && ret >= 0) {
+        uint32_t idx, e;
+        uint64_t in;
+        int64_t n;
+
+        prl_chunk(s, offset, bytes, &idx, &in, &n);
+        e = prl_entry(s, idx);
+        if (e == 0) {
+            ret = prl_write_unallocated(bs, offset, bytes, qiov, qiov_offset);
+            if (ret != 0) {
+                n = ret;
+            } else {
+                continue;
+            }
+        } else if (!prl_host_ok(s, prl_host(s, e))) {
+            ret = -EIO;
+        } else {
+            BLKDBG_EVENT(bs->file, BLKDBG_WRITE_AIO);
+            ret = bdrv_co_pwritev_part(bs->file, (int64_t)(prl_host(s, e) + in), n, qiov,
+                                       qiov_offset, 0);
+        }
+        if (ret < 0) {
+            break;
+        }
+        offset += n;
+        bytes -= n;
+        qiov_offset += (size_t)n;
+    }
+    co_rwlock_unlock(&s->lock);
+    return ret < 0 ? (int)ret : 0;
+}
+
+/*
+ * Zeroes: an allocated cluster is zeroed in place; an unallocated one
+ * already reads zero without a backing file. With a backing file the
+ * generic path writes zero buffers (allocating), as QEMU does.
+ */
+int coroutine_fn prl_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                      BdrvRequestFlags flags)
+{
+    BDRVParallelsState *s = bs->opaque;
+    int ret;
+
+    if (bs->backing) {
+        return -ENOTSUP;
+    }
+    if ((uint64_t)offset + (uint64_t)bytes > s->disk_size) {
+        return -ENOSPC;
+    }
+    ret = prl_prepare_change(bs);
+    co_rwlock_rdlock(&s->lock);
+    while (bytes > 0 && ret == 0) {
+        uint32_t idx, e;
+        uint64_t in;
+        int64_t n;
+
+        prl_chunk(s, offset, bytes, &idx, &in, &n);
+        e = prl_entry(s, idx);
+        if (e != 0 && !prl_host_ok(s, prl_host(s, e))) {
+            ret = -EIO;
+        } else if (e != 0) {
+            ret = bdrv_co_pwrite_zeroes(bs->file, (int64_t)(prl_host(s, e) + in), n, 0);
+        }
+        offset += n;
+        bytes -= n;
+    }
+    co_rwlock_unlock(&s->lock);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Block status */
+
+int coroutine_fn prl_co_block_status(BlockDriverState *bs, bool want_zero, int64_t offset,
+                                     int64_t bytes, int64_t *pnum, int64_t *map,
+                                     BlockDriverState **file)
+{
+    BDRVParallelsState *s = bs->opaque;
+    uint32_t idx, e;
+    uint64_t in;
+    int64_t n;
+    int ret = 0;
+
+    co_rwlock_rdlock(&s->lock);
+    prl_chunk(s, offset, bytes, &idx, &in, &n);
+    e = idx < s->bat_entries ? prl_entry(s, idx) : 0;
+    if (e != 0 && !prl_host_ok(s, prl_host(s, e))) {
+        ret = -EIO;
+    } else if (e != 0) {
+        *map = (int64_t)(prl_host(s, e) + in);
+        *file = bs->file->bs;
+        ret = BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID;
+        /* Extend over guest clusters whose host clusters follow contiguously. */
+        while (n < bytes && idx + 1 < s->bat_entries && prl_entry(s, idx + 1) != 0 &&
+               prl_host(s, prl_entry(s, idx + 1)) == prl_host(s, prl_entry(s, idx)) +
+               s->cluster_size && prl_host_ok(s, prl_host(s, prl_entry(s, idx + 1)))) {
+            idx++;
+            n += bytes - n < (int64_t)s->cluster_size ? bytes - n : (int64_t)s->cluster_size;
+        }
+    } else {
+        while (n < bytes && idx + 1 < s->bat_entries && prl_entry(s, idx + 1) == 0) {
+            idx++;
+            n += bytes - n < (int64_t)s->cluster_size ? bytes - n : (int64_t)s->cluster_size;
+        }
+    }
+    co_rwlock_unlock(&s->lock);
+    *pnum = n;
+    return ret;
+}

@@ -26,7 +26,8 @@ for cs in 1M 64k 4k; do
     "$FMTIO" check parallels "$img" >/dev/null || fail "coblk check cluster $cs"
 done
 
-for opts in "size=9M" "size=9M,cluster_size=4k" "size=9M,cluster_size=64k,preallocation=metadata"; do
+for opts in "size=9M" "size=9M,cluster_size=4k" \
+    "size=9M,cluster_size=64k,preallocation=metadata"; do
     img=$T/c.prl
     rm -f "$img"
     "$FMTIO" create parallels "$img" "$opts" || fail "create $opts"

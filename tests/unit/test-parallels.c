@@ -4,9 +4,10 @@
  * change, "closed" on a clean close, an unclean image read-only with a
  * warning or repaired by a read-write open), crash ordering (a failed flush
  * before the BAT write leaves no BAT entry), concurrent allocating writes,
- * grow, the old "WithoutFreeSpace" layout, the empty-image flag, the
- * Format Extension (kept while nothing changes, dropped before the first
- * change, unknown necessary features read-only), check and repair (entries
+ * grow, a backing file given in the options, the old "WithoutFreeSpace"
+ * layout, the empty-image flag, the Format Extension (kept while nothing
+ * changes, dropped before the first change, unknown necessary features
+ * read-only), check and repair (entries
  * outside the file, shared and misaligned clusters, leaks), and every
  * header / extension error path with a tiny image built here.
  * qemu-img interop is in tests/interop/parallels-qemu.sh.
@@ -90,6 +91,15 @@ static void file_write(int64_t off, const void *buf, size_t len)
 
     assert_true(fd >= 0);
     assert_int_equal(pwrite(fd, buf, len, off), (ssize_t)len);
+    close(fd);
+}
+
+static void file_read_path(const char *path, void *buf, size_t len)
+{
+    int fd = open(path, O_RDONLY);
+
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, buf, len, 0), (ssize_t)len);
     close(fd);
 }
 
@@ -502,6 +512,46 @@ static void test_parallels_empty_flag(void **state)
     assert_int_equal(file_le32(52), 0);
 }
 
+/* A backing file given in the options: unallocated clusters read it, partial writes
+ * fill the rest of a new cluster from it, zero writes allocate. */
+static void test_parallels_backing(void **state)
+{
+    char base[4096], opts[16384];
+    uint8_t *want = malloc(256 * KiB), *buf = malloc(256 * KiB);
+    BlockBackend *blk;
+
+    drv_test_path(base, sizeof(base), "parallels-base");
+    drv_test_make_file(base, 256 * KiB, 5);
+    file_read_path(base, want, 256 * KiB);
+    assert_int_equal(create("size=256k,cluster_size=64k", NULL, 0), 0);
+    snprintf(opts, sizeof(opts), "%s,backing.driver=raw,backing.file.driver=file,"
+             "backing.file.filename=%s", opts_for(""), base);
+    blk = drv_test_open_ok(opts, BDRV_O_RDWR);
+    assert_int_equal(blk_pread(blk, 0, 256 * KiB, buf, 0), 0);
+    assert_memory_equal(buf, want, 256 * KiB);
+    drv_test_pattern(want + 70 * KiB, 3 * KiB, 6);
+    assert_int_equal(blk_pwrite(blk, 70 * KiB, 3 * KiB, want + 70 * KiB, 0), 0);
+    memset(want + 130 * KiB, 0, 4 * KiB);
+    assert_int_equal(blk_pwrite_zeroes(blk, 130 * KiB, 4 * KiB, 0), 0);
+    assert_int_equal(blk_pread(blk, 0, 256 * KiB, buf, 0), 0);
+    assert_memory_equal(buf, want, 256 * KiB);
+    blk_unref(blk);
+
+    /* Without the backing file, only the two written clusters hold data. */
+    blk = open_prl(0);
+    assert_int_equal(blk_pread(blk, 64 * KiB, 64 * KiB, buf, 0), 0);
+    assert_memory_equal(buf, want + 64 * KiB, 64 * KiB);
+    assert_int_equal(blk_pread(blk, 128 * KiB, 64 * KiB, buf, 0), 0);
+    assert_memory_equal(buf, want + 128 * KiB, 64 * KiB);
+    memset(want, 0, 64 * KiB);
+    assert_int_equal(blk_pread(blk, 0, 64 * KiB, buf, 0), 0);
+    assert_memory_equal(buf, want, 64 * KiB);
+    blk_unref(blk);
+    unlink(base);
+    free(want);
+    free(buf);
+}
+
 /* ---------------------------------------------------------------------- */
 /* Check and repair */
 
@@ -864,6 +914,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_parallels_grow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallels_old_format, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallels_empty_flag, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parallels_backing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallels_check_outside, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallels_check_shared_and_leak, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallels_check_misaligned, setup, teardown),

@@ -314,7 +314,8 @@ static int coroutine_fn prl_open_unclean(BlockDriverState *bs, Error **errp)
         return 0;
     }
     ret = prl_do_check(bs, &res, BDRV_FIX_LEAKS | BDRV_FIX_ERRORS);
-    ((BDRVParallelsState *)bs->opaque)->rw = true; /* in_use still says "open": a clean close clears it */
+    /* in_use still says "open" on disk: the next clean close clears it. */
+    ((BDRVParallelsState *)bs->opaque)->rw = true;
     if (ret < 0) {
         error_setg_errno(errp, ret, "Could not check '%s', which was not closed cleanly",
                          bs->filename);

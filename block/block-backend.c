@@ -56,8 +56,10 @@ struct BlockAIOCB {
 
 static void blk_flush_plugged(BlockBackend *blk);
 
-static __thread BlockAIOCB *acb_pool;
-static __thread unsigned acb_pool_len;
+/* initial-exec like co_thread_tls: no __tls_get_addr() call per request when
+ * the library is linked into a dlopen()ed module (fio's engine). */
+static __thread BlockAIOCB *acb_pool __attribute__((tls_model("initial-exec")));
+static __thread unsigned acb_pool_len __attribute__((tls_model("initial-exec")));
 
 /* ---------------------------------------------------------------------- */
 /* Creation and teardown */

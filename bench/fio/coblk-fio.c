@@ -12,7 +12,9 @@
  *                           no file (null-co, null-aio).
  *   coblk_coroutines=N      0 (default): one coroutine per request (blk_aio_*);
  *                           N: N long-lived coroutines serve a request queue.
- *   coblk_poll=0|1          adaptive busy polling of the event loop (default 1).
+ *   coblk_poll=0|1          adaptive busy polling of the event loop (default 0: on a
+ *                           shared CPU, polling spends the job's CPU share spinning;
+ *                           see bench/README.md).
  * fio's --direct=1 opens the image with cache.direct=on (coblk_opts may override).
  * read, write, trim (discard) and sync/datasync (flush) are supported; the
  * requests fio queues before a commit reach the kernel as one batch
@@ -63,17 +65,17 @@ typedef struct OpenFile {
     BlockBackend *blk;
 } OpenFile;
 
+/* The fields every request touches come first, in one or two cache lines. */
 struct Engine {
     struct thread_data *td;
     CoblkFioOptions *o;
     AioContext *ctx;
-    OpenFile files[MAX_FILES];
     int nfiles;
     bool plugged;
     unsigned in_flight;
+    unsigned ndone;
     Req *free_reqs;
     Req *done_head, *done_tail; /* completed, not yet returned by getevents */
-    unsigned ndone;
     struct io_u **events;       /* returned by the last getevents, read by event() */
     unsigned events_cap;
     /* coblk_coroutines=N */
@@ -82,10 +84,15 @@ struct Engine {
     unsigned nidle;
     unsigned nworkers;
     bool stopping;
+    OpenFile files[MAX_FILES];
 };
 
-/* fio calls every hook of a job from the job's own thread (or process). */
-static __thread Engine *tls_engine;
+/*
+ * fio calls every hook of a job from the job's own thread (or process).
+ * initial-exec: the engine is dlopen()ed, and the default model would call
+ * __tls_get_addr on every hook; 8 bytes fit in glibc's static TLS reserve.
+ */
+static __thread Engine *tls_engine __attribute__((tls_model("initial-exec")));
 
 static Engine *engine_of(struct thread_data *td)
 {
@@ -577,7 +584,7 @@ static struct fio_abi_option coblk_fio_options[] = {
         .type = FIO_ABI_OPT_BOOL,
         .off1 = offsetof(CoblkFioOptions, poll),
         .help = "adaptive busy polling of coblk's event loop before sleeping",
-        .def = "1",
+        .def = "0",
         .category = FIO_ABI_OPT_C_ENGINE,
     },
     {

@@ -34,9 +34,10 @@ same_output "compare empty images" q.txt c.txt
 # Image locking: info works on an image another process has open for writing
 # (as qemu-img info); map without -U is refused, with -U it works.
 qemu-img create -q -f raw lk.raw 1M
-qemu-io -f raw -c 'sleep 20000' lk.raw &
+qemu-io -f raw -c 'sleep 120000' lk.raw &
 holder=$!
-for i in $(seq 50); do
+# Wait (up to 60 s on a loaded machine) until qemu-io holds the lock.
+for i in $(seq 600); do
     "$CIMG" map -f raw lk.raw >/dev/null 2>&1 || break
     sleep 0.1
 done

@@ -88,7 +88,7 @@ static int bochs_probe(const uint8_t *buf, int buf_size, const char *filename)
  * Limits enforced on the header (untrusted images): magic and type as above,
  * subtype "Growing" only, version 1 or 2; header size in [512, 64 KiB];
  * catalog entries in [1, 16 Mi] with the catalog inside the file; extent size
- * a non-zero multiple of 512 up to 64 MiB (no divide by zero); bitmap size in
+ * a power of two in [512, 64 MiB] (no divide by zero; Bochs makes them so); bitmap size in
  * [1, 1 MiB] and at least one bit per extent sector; catalog entries *
  * extent size (no overflow: < 2^50) covering the disk size. The disk size is
  * used in whole sectors, as Bochs counts it.
@@ -130,9 +130,9 @@ static int bochs_check_header(BlockDriverState *bs, BDRVBochsState *s, const uin
                    "(%lld bytes)", fn, s->catalog_size, hdr_size, (long long)file_len);
         return -EINVAL;
     }
-    if (s->extent_size == 0 || s->extent_size % BOCHS_SECTOR ||
+    if (!is_power_of_2_u64(s->extent_size) || s->extent_size < BOCHS_SECTOR ||
         s->extent_size > BOCHS_EXTENT_MAX) {
-        error_setg(errp, "'%s': extent size %u is not a non-zero multiple of %u up to %u", fn,
+        error_setg(errp, "'%s': extent size %u is not a power of two in [%u, %u]", fn,
                    s->extent_size, BOCHS_SECTOR, BOCHS_EXTENT_MAX);
         return -EINVAL;
     }

@@ -15,6 +15,7 @@ public descriptions; deterministic.
 import base64
 import bz2
 import os
+import random
 import struct
 import sys
 import zlib
@@ -25,28 +26,39 @@ MANIFEST = []
 
 
 def pattern(seed, n):
-    """n bytes of a deterministic, poorly compressible pattern."""
-    out = bytearray(n)
-    x = (seed * 2654435761 + 12345) & 0xffffffff
-    for i in range(n):
-        x = (x * 1103515245 + 12345) & 0xffffffff
-        out[i] = (x >> 16) & 0xff
-    return bytes(out)
+    """n bytes of a deterministic, incompressible pattern."""
+    return random.Random(seed).randbytes(n)
 
 
 def text(seed, n):
-    """n bytes of compressible text."""
-    line = ('coblk read-only format test %d: the quick brown fox\n' % seed).encode()
-    return (line * (n // len(line) + 1))[:n]
+    """n bytes of compressible text (numbered lines)."""
+    out, size, i = [], 0, 0
+    while size < n:
+        out.append(('coblk read-only format test %d, line %d: the quick brown fox\n'
+                    % (seed, i)).encode() * 4)
+        size += len(out[-1])
+        i += 1
+    return b''.join(out)[:n]
+
+
+def write_sparse(path, data):
+    """Writes data, leaving all-zero 64 KiB pieces as holes."""
+    zero = bytes(65536)
+    with open(path, 'wb') as f:
+        for i in range(0, len(data), 65536):
+            piece = data[i:i + 65536]
+            if piece == zero[:len(piece)]:
+                f.seek(len(piece), 1)
+            else:
+                f.write(piece)
+        f.truncate(len(data))
 
 
 def save(name, fmt, data, raw=None, kind='ok', words=''):
     path = os.path.join(OUT, name + '.' + fmt)
-    with open(path, 'wb') as f:
-        f.write(data)
+    write_sparse(path, data)
     if raw is not None:
-        with open(os.path.join(OUT, name + '.raw'), 'wb') as f:
-            f.write(raw)
+        write_sparse(os.path.join(OUT, name + '.raw'), raw)
     MANIFEST.append((kind, fmt, os.path.basename(path), words))
 
 
@@ -105,7 +117,7 @@ def bochs_images():
     img1, raw1 = bochs(w, v1=True)
     save('bochs-v1', 'bochs', img1, raw1)
     # Extents of 4 MiB (8192 sectors): bitmap reads cross the 4096-sector step.
-    wb = {s: pattern(s, 512) for s in list(range(4090, 4100)) + [4095 + 8192, 8191, 5000]}
+    wb = {s: pattern(s, 512) for s in list(range(4090, 4100)) + [8191, 5000]}
     img2, raw2 = bochs(wb, extent=4 << 20, catalog=2)
     save('bochs-big-extent', 'bochs', img2, raw2)
 
@@ -311,8 +323,9 @@ def dmg_images():
     if SMALL:
         return
 
+    # Corrupt variants fail before any chunk data is read: a short data fork.
     def bad(name, words, kind='open', **kw):
-        save('bad-' + name, 'dmg', dmg_xml(fork, **kw), kind=kind, words=words)
+        save('bad-' + name, 'dmg', dmg_xml(fork[:4096], **kw), kind=kind, words=words)
     a = mishes[0]
     def chunk0(t=ZLIB, s=0, n=256, off=0, ln=None):
         ln = len(zlib.compress(text(1, 256 * 512))) if ln is None else ln

@@ -19,6 +19,20 @@ extern const BlockDriver *const bdrv_builtin_drivers[];
 /* Format magics a guessed raw node refuses to write into sector 0. */
 bool bdrv_buf_has_known_magic(const uint8_t *buf, size_t len);
 
+/*
+ * Registers drvs[0..n) at run time, all or none (block/graph.c): each table
+ * is checked (size, name, mandatory callbacks) and its names must be free.
+ * who names the origin in messages. Thread-safe.
+ */
+int bdrv_register_drivers(const BlockDriver *const *drvs, size_t n, const char *who,
+                          Error **errp);
+
+/*
+ * Loads the plugin directory once per process (block/plugin.c); called by
+ * every driver lookup. Does nothing while a plugin is being loaded.
+ */
+void bdrv_plugins_autoload(void);
+
 /* ---------------------------------------------------------------------- */
 /* Request layer (block/io.c) */
 

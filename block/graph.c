@@ -3,20 +3,29 @@
  * parents, references and close order, driver registry lookups.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "coblk-config.h"
 #include "block/block-int.h"
+#include <coblk/plugin.h>
 
 static BlockDriverState *all_nodes;
 static unsigned next_node_id;
 
-/* Plugins registered at run time (bdrv_register). */
+/*
+ * Drivers registered at run time (bdrv_register, plugins). Appends hold
+ * registry_lock; lookups read the count with acquire ordering, so they see
+ * only fully stored entries and never take the lock.
+ */
 #define MAX_PLUGIN_DRIVERS 64
 static const BlockDriver *plugin_drivers[MAX_PLUGIN_DRIVERS];
-static int n_plugin_drivers;
+static _Atomic int n_plugin_drivers;
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* ---------------------------------------------------------------------- */
 /* Driver registry */
@@ -32,13 +41,40 @@ static const BlockDriver *driver_at(int i)
         return bdrv_builtin_drivers[i];
     }
     i -= n_builtin;
-    return i < n_plugin_drivers ? plugin_drivers[i] : NULL;
+    return i < atomic_load_explicit(&n_plugin_drivers, memory_order_acquire) ?
+           plugin_drivers[i] : NULL;
+}
+
+/* Lookup without loading the plugin directory first (the loader uses it). */
+static const BlockDriver *find_format_noload(const char *name)
+{
+    const BlockDriver *drv;
+
+    for (int i = 0; (drv = driver_at(i)); i++) {
+        if (!strcmp(drv->format_name, name)) {
+            return drv;
+        }
+    }
+    return NULL;
+}
+
+static const BlockDriver *find_protocol_noload(const char *name)
+{
+    const BlockDriver *drv;
+
+    for (int i = 0; (drv = driver_at(i)); i++) {
+        if (drv->is_protocol && drv->protocol_name && !strcmp(drv->protocol_name, name)) {
+            return drv;
+        }
+    }
+    return NULL;
 }
 
 const BlockDriver *bdrv_find_format(const char *name)
 {
     const BlockDriver *drv;
 
+    bdrv_plugins_autoload();
     for (int i = 0; (drv = driver_at(i)); i++) {
         if (!strcmp(drv->format_name, name)) {
             return drv;
@@ -56,6 +92,7 @@ const BlockDriver *bdrv_find_protocol_prefix(const char *filename)
     if (!colon) {
         return NULL;
     }
+    bdrv_plugins_autoload();
     len = (size_t)(colon - filename);
     /* "C:\..." style or path components are not protocols. */
     if (memchr(filename, '/', len)) {
@@ -76,6 +113,7 @@ const BlockDriver *bdrv_probe_format(const uint8_t *buf, int len, const char *fi
     const BlockDriver *best = NULL;
     int best_score = 0;
 
+    bdrv_plugins_autoload();
     for (int i = 0; (drv = driver_at(i)); i++) {
         int score;
 
@@ -91,27 +129,99 @@ const BlockDriver *bdrv_probe_format(const uint8_t *buf, int len, const char *fi
     return best;
 }
 
-int bdrv_register(const BlockDriver *drv, Error **errp)
+/* The oldest driver table the library accepts: through io_unplug. */
+#define BDRV_MIN_STRUCT_SIZE offsetof(BlockDriver, io_unplug)
+
+/* Checks one table; who names its origin in messages ("plugin 'x.so'"). */
+static int check_driver(const BlockDriver *drv, const char *who, Error **errp)
 {
-    if (!drv || drv->struct_size < offsetof(BlockDriver, io_unplug) || !drv->format_name) {
-        error_setg(errp, "bdrv_register: driver table too old or incomplete");
+    if (!drv || drv->struct_size < BDRV_MIN_STRUCT_SIZE) {
+        error_setg(errp, "%s: driver table too small (struct_size %u, at least %zu needed)",
+                   who, drv ? drv->struct_size : 0, (size_t)BDRV_MIN_STRUCT_SIZE);
+        return -EINVAL;
+    }
+    if (!drv->format_name || !drv->format_name[0]) {
+        error_setg(errp, "%s: driver table has no format_name", who);
         return -EINVAL;
     }
     if (drv->struct_size > sizeof(BlockDriver)) {
-        error_setg(errp, "bdrv_register: driver '%s' was built for a newer coblk",
-                   drv->format_name);
+        error_setg(errp, "%s: driver '%s' was built for a newer coblk (struct_size %u > %zu)",
+                   who, drv->format_name, drv->struct_size, sizeof(BlockDriver));
         return -EINVAL;
     }
-    if (bdrv_find_format(drv->format_name)) {
-        error_setg(errp, "bdrv_register: driver '%s' is already registered", drv->format_name);
+    if (!drv->bdrv_open || !drv->co_preadv) {
+        error_setg(errp, "%s: driver '%s' lacks the mandatory callback %s", who,
+                   drv->format_name, drv->bdrv_open ? "co_preadv" : "bdrv_open");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Checks that drvs[i]'s names are free in the registry and among drvs[0..i). */
+static int check_names_free(const BlockDriver *const *drvs, size_t i, const char *who,
+                            Error **errp)
+{
+    const BlockDriver *d = drvs[i];
+    const BlockDriver *old = find_format_noload(d->format_name);
+    const char *proto = d->is_protocol && d->protocol_name && d->protocol_name[0] ?
+                        d->protocol_name : NULL;
+    const char *owner;
+
+    for (size_t j = 0; j < i; j++) {
+        if (strcmp(drvs[j]->format_name, d->format_name) == 0) {
+            error_setg(errp, "%s: driver '%s' is listed twice", who, d->format_name);
+            return -EEXIST;
+        }
+    }
+    if (old) {
+        owner = coblk_plugin_path_of(old);
+        error_setg(errp, "%s: driver '%s' is already registered (%s%s)", who, d->format_name,
+                   owner ? "by plugin " : "a built-in driver", owner ? owner : "");
         return -EEXIST;
     }
-    if (n_plugin_drivers == MAX_PLUGIN_DRIVERS) {
-        error_setg(errp, "bdrv_register: too many drivers");
-        return -ENOSPC;
+    if (proto && find_protocol_noload(proto)) {
+        error_setg(errp, "%s: protocol '%s' of driver '%s' is already registered", who, proto,
+                   d->format_name);
+        return -EEXIST;
     }
-    plugin_drivers[n_plugin_drivers++] = drv;
     return 0;
+}
+
+int bdrv_register_drivers(const BlockDriver *const *drvs, size_t n, const char *who,
+                          Error **errp)
+{
+    int ret = 0;
+    int count;
+
+    for (size_t i = 0; i < n; i++) {
+        ret = check_driver(drvs[i], who, errp);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    pthread_mutex_lock(&registry_lock);
+    count = atomic_load_explicit(&n_plugin_drivers, memory_order_relaxed);
+    for (size_t i = 0; i < n && ret == 0; i++) {
+        ret = check_names_free(drvs, i, who, errp);
+    }
+    if (ret == 0 && n > (size_t)(MAX_PLUGIN_DRIVERS - count)) {
+        error_setg(errp, "%s: too many drivers (at most %d registered at run time)", who,
+                   MAX_PLUGIN_DRIVERS);
+        ret = -ENOSPC;
+    }
+    for (size_t i = 0; i < n && ret == 0; i++) {
+        plugin_drivers[count + (int)i] = drvs[i];
+    }
+    if (ret == 0) {
+        atomic_store_explicit(&n_plugin_drivers, count + (int)n, memory_order_release);
+    }
+    pthread_mutex_unlock(&registry_lock);
+    return ret;
+}
+
+int bdrv_register(const BlockDriver *drv, Error **errp)
+{
+    return bdrv_register_drivers(&drv, 1, "bdrv_register", errp);
 }
 
 const char *const *bdrv_driver_names(void)
@@ -120,6 +230,7 @@ const char *const *bdrv_driver_names(void)
     const BlockDriver *drv;
     int n = 0;
 
+    bdrv_plugins_autoload();
     /* Once each: several tables may share a name (nbd, nbd+unix, nbd+tcp). */
     for (int i = 0; n < 127 && (drv = driver_at(i)); i++) {
         bool seen = false;

@@ -1123,6 +1123,61 @@ static int coroutine_fn vpc_co_set_uuid(BlockDriverState *bs, BlockUuidKind kind
     return ret;
 }
 
+/*
+ * Timestamps: the footer's creation time and, in a differencing disk's
+ * dynamic header, the parent's modification time; both seconds since
+ * 2000-01-01 UTC in 32 bits.
+ */
+static uint8_t *vpc_time_field(BDRVVpcState *s, BlockTimestampKind kind)
+{
+    if (kind == BLOCK_TIMESTAMP_CREATION) {
+        return s->footer + FT_TIMESTAMP;
+    }
+    if (kind == BLOCK_TIMESTAMP_PARENT_MODIFICATION && s->type == VHD_DIFF) {
+        return s->dynhdr + DH_PARENT_TIME;
+    }
+    return NULL;
+}
+
+static int vpc_get_timestamp(BlockDriverState *bs, BlockTimestampKind kind, int64_t *secs)
+{
+    uint8_t *f = vpc_time_field(bs->opaque, kind);
+
+    if (!f) {
+        return -ENOTSUP;
+    }
+    *secs = (int64_t)VHD_EPOCH + ld_be32(f);
+    return 0;
+}
+
+static int coroutine_fn vpc_co_set_timestamp(BlockDriverState *bs, BlockTimestampKind kind,
+                                             int64_t secs, Error **errp)
+{
+    BDRVVpcState *s = bs->opaque;
+    uint8_t *f = vpc_time_field(s, kind);
+    uint32_t old;
+    int ret;
+
+    if (!f) {
+        error_setg(errp, "vpc: '%s' has no parent time stamp (not a differencing disk)",
+                   bs->filename);
+        return -ENOTSUP;
+    }
+    if (secs < VHD_EPOCH || secs - VHD_EPOCH > (int64_t)UINT32_MAX) {
+        error_setg(errp, "vpc: time %lld is outside the VHD range (2000-01-01 + 2^32 s)",
+                   (long long)secs);
+        return -ERANGE;
+    }
+    old = ld_be32(f);
+    st_be32(f, (uint32_t)(secs - VHD_EPOCH));
+    ret = f == s->footer + FT_TIMESTAMP ? vpc_write_footers(bs) : vpc_write_dynhdr(bs);
+    if (ret < 0) {
+        st_be32(f, old);
+        error_setg_errno(errp, ret, "Could not write the metadata of '%s'", bs->filename);
+    }
+    return ret;
+}
+
 static int vpc_get_geometry(BlockDriverState *bs, BlockGeometry *geo)
 {
     BDRVVpcState *s = bs->opaque;
@@ -1482,4 +1537,6 @@ const BlockDriver bdrv_vpc = {
     .get_geometry = vpc_get_geometry,
     .co_set_geometry = vpc_co_set_geometry,
     .file_extensions = vpc_extensions,
+    .get_timestamp = vpc_get_timestamp,
+    .co_set_timestamp = vpc_co_set_timestamp,
 };

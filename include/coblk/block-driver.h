@@ -308,6 +308,15 @@ struct BlockDriver {
     /** Shows snapshot id and/or name (NULL: any) as the content, read-only, until close. */
     int coroutine_fn (*co_snapshot_load_tmp)(BlockDriverState *bs, const char *id,
                                              const char *name, Error **errp);
+    /** Stored timestamps (seconds since 1970); see bdrv_get_timestamp(). */
+    int (*get_timestamp)(BlockDriverState *bs, BlockTimestampKind kind, int64_t *secs);
+    int coroutine_fn (*co_set_timestamp)(BlockDriverState *bs, BlockTimestampKind kind,
+                                         int64_t secs, Error **errp);
+    /**
+     * Renames the image and its files to new_name (drained); updates the
+     * filenames of bs and its children. Formats of one file need not set it.
+     */
+    int coroutine_fn (*co_rename)(BlockDriverState *bs, const char *new_name, Error **errp);
 
     /* New fields go here, at the end. */
 };

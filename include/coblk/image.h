@@ -248,6 +248,69 @@ COBLK_API int bdrv_bitmap_query(BlockDriverState *bs, const char *name, int64_t 
 COBLK_API int bdrv_bitmap_modify(BlockDriverState *bs, const BlockBitmapRequest *req,
                                  Error **errp);
 
+/** Timestamps a format stores (vpc: the footer's creation time, the parent's mtime). */
+typedef enum BlockTimestampKind {
+    BLOCK_TIMESTAMP_CREATION = 0,           /**< when the image was created */
+    BLOCK_TIMESTAMP_PARENT_MODIFICATION,    /**< the parent's time when linked */
+} BlockTimestampKind;
+
+/**
+ * A timestamp stored in the image, as seconds since 1970-01-01 UTC.
+ * -ENOTSUP if the format (or this image) has no such field.
+ */
+COBLK_API int bdrv_get_timestamp(BlockDriverState *bs, BlockTimestampKind kind,
+                                 int64_t *unix_seconds);
+COBLK_API int bdrv_set_timestamp(BlockDriverState *bs, BlockTimestampKind kind,
+                                 int64_t unix_seconds, Error **errp);
+
+/**
+ * The parent (backing) file name stored in the image: *out is malloc'd, or
+ * NULL when the image has none. -ENOTSUP if the format cannot have one.
+ */
+COBLK_API int bdrv_get_parent_filename(BlockDriverState *bs, char **out);
+/**
+ * Stores a new parent file name (NULL: none), keeping the stored parent
+ * format: bdrv_change_backing_file() for every format that supports it.
+ */
+COBLK_API int bdrv_set_parent_filename(BlockDriverState *bs, const char *parent, Error **errp);
+
+/**
+ * Renames the open image to new_name, with the files it consists of (vmdk
+ * extents are renamed after the image and the descriptor is rewritten).
+ * new_name must not exist. Images made of one file of the "file" protocol
+ * are renamed by the library; others need the driver's support (-ENOTSUP).
+ * Images that use this one as their parent are not updated.
+ */
+COBLK_API int bdrv_rename(BlockDriverState *bs, const char *new_name, Error **errp);
+
+/** What a driver offers, derived from its table (bdrv_driver_capabilities). */
+enum {
+    BDRV_CAP_FORMAT = 1u << 0,      /**< an image format */
+    BDRV_CAP_PROTOCOL = 1u << 1,    /**< a protocol (file, nbd, ...) */
+    BDRV_CAP_FILTER = 1u << 2,      /**< a filter (blkdebug, ...) */
+    BDRV_CAP_CREATE = 1u << 3,      /**< creates images */
+    BDRV_CAP_WRITE = 1u << 4,       /**< writes (else read-only) */
+    BDRV_CAP_BACKING = 1u << 5,     /**< backing / parent images */
+    BDRV_CAP_DISCARD = 1u << 6,
+    BDRV_CAP_RESIZE = 1u << 7,
+    BDRV_CAP_CHECK = 1u << 8,
+    BDRV_CAP_SNAPSHOTS = 1u << 9,
+    BDRV_CAP_UUID = 1u << 10,
+    BDRV_CAP_GEOMETRY = 1u << 11,
+    BDRV_CAP_COMMENT = 1u << 12,
+    BDRV_CAP_TIMESTAMP = 1u << 13,
+    BDRV_CAP_COMPACT = 1u << 14,
+    BDRV_CAP_AMEND = 1u << 15,
+    BDRV_CAP_RENAME = 1u << 16,     /**< own rename, or a single-file format */
+};
+
+/** BDRV_CAP_* bits of the named driver (0 if unknown). */
+COBLK_API unsigned bdrv_driver_capabilities(const char *name);
+/** The name of one BDRV_CAP_* bit ("snapshots"), or NULL. */
+COBLK_API const char *bdrv_capability_name(unsigned cap);
+/** File extensions of the named driver (no dot), NULL-terminated; NULL if none. */
+COBLK_API const char *const *bdrv_driver_extensions(const char *name);
+
 #ifdef __cplusplus
 }
 #endif

@@ -170,5 +170,9 @@ int img_dd(int argc, char **argv);
 int img_setuuid(int argc, char **argv);
 int img_compact(int argc, char **argv);
 int img_geometry(int argc, char **argv);
+int img_formats(int argc, char **argv);
+int img_rename(int argc, char **argv);
+int img_comment(int argc, char **argv);
+int img_timestamp(int argc, char **argv);
 
 #endif /* COBLK_TOOLS_IMG_H */

@@ -11,6 +11,7 @@
 
 #include <coblk/block-driver.h>
 #include <coblk/coroutine.h>
+#include <coblk/plugin.h>
 
 #include "img.h"
 
@@ -54,6 +55,9 @@ static const ImgCmd img_cmds[] = {
       "[-s] [-U] filename1 filename2",
       "Compares the guest-visible content of two images.\n"
       "Exit codes: 0 identical, 1 different, 2 error." },
+    { "comment", img_comment,
+      "comment [--image-opts] [-f fmt] filename [text]",
+      "Shows or sets the comment stored in the image (vdi, vmdk ddb.comment)." },
     { "compact", img_compact,
       "compact [--image-opts] [-f fmt] [-p] [-q] filename",
       "Releases zero and discarded blocks of the image in place (as vbox-img compact)." },
@@ -73,6 +77,10 @@ static const ImgCmd img_cmds[] = {
       "dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [bs=block_size] [count=blocks] "
       "[skip=blocks] if=input of=output",
       "Copies bs-sized blocks from if= to a new image of=." },
+    { "formats", img_formats,
+      "formats [--output=ofmt]",
+      "Lists the drivers: kind, file extensions, capabilities and the plugin that\n"
+      "provided each one." },
     { "geometry", img_geometry,
       "geometry [--image-opts] [-f fmt] [--cylinders C --heads H --sectors S] filename",
       "Shows or sets the BIOS geometry stored in the image (as vbox-img geometry)." },
@@ -92,6 +100,11 @@ static const ImgCmd img_cmds[] = {
       "rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] "
       "[-T src_cache] [-p] [-u] -b backing_file [-F backing_fmt] filename",
       "Changes the backing file of the image; without -u the content stays the same." },
+    { "rename", img_rename,
+      "rename [--image-opts] [-f fmt] filename new_name",
+      "Renames the image with the files it consists of (vmdk extents named after it are\n"
+      "renamed and the descriptor rewritten). new_name must not exist. Images that use\n"
+      "this one as their backing file are not updated." },
     { "resize", img_resize,
       "resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] "
       "[--shrink] filename [+ | -]size",
@@ -104,6 +117,11 @@ static const ImgCmd img_cmds[] = {
       "snapshot [--object objectdef] [--image-opts] [-U] [-q] "
       "[-l | -a snapshot | -c snapshot | -d snapshot] filename",
       "Lists, creates, applies or deletes internal snapshots." },
+    { "timestamp", img_timestamp,
+      "timestamp [--image-opts] [-f fmt] [--kind creation|parent-modification] filename "
+      "[seconds|now]",
+      "Shows or sets a timestamp stored in the image (vpc: creation time, and the\n"
+      "parent's modification time in a differencing disk), in seconds since 1970 UTC." },
 };
 
 #define N_CMDS (sizeof(img_cmds) / sizeof(img_cmds[0]))
@@ -178,7 +196,8 @@ static void print_help(void)
     printf("usage: coblk-img [standard options] command [command options]\n"
            "coblk disk image utility (qemu-img compatible)\n\n"
            "    '-h', '--help'       display this help and exit\n"
-           "    '-V', '--version'    output version information and exit\n\n"
+           "    '-V', '--version'    output version information and exit\n"
+           "    '--plugin PATH'      load a driver plugin first (may be repeated)\n\n"
            "Command syntax:\n");
     for (size_t i = 0; i < N_CMDS; i++) {
         printf("  %s\n", img_cmds[i].usage);
@@ -514,10 +533,37 @@ static bool wants_help(int argc, char **argv)
     return false;
 }
 
+/* Loads the plugins of leading "--plugin PATH" / "--plugin=PATH" options. */
+static int load_plugins(int *argc, char ***argv)
+{
+    while (*argc > 1 && strncmp((*argv)[1], "--plugin", 8) == 0 &&
+           ((*argv)[1][8] == '=' || (*argv)[1][8] == 0)) {
+        const char *path = (*argv)[1][8] == '=' ? (*argv)[1] + 9 : (*argc > 2 ? (*argv)[2] : 0);
+        int used = (*argv)[1][8] == '=' ? 1 : 2;
+        Error *err = NULL;
+
+        if (!path) {
+            img_error("--plugin needs a path");
+            return -1;
+        }
+        if (coblk_plugin_load(path, &err) < 0) {
+            img_error_err(err, NULL);
+            return -1;
+        }
+        (*argv)[used] = (*argv)[0];
+        *argv += used;
+        *argc -= used;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const ImgCmd *c;
 
+    if (load_plugins(&argc, &argv) < 0) {
+        return 1;
+    }
     if (argc < 2) {
         img_error("Not enough arguments\nTry 'coblk-img --help' for more information");
         return 1;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <coblk/block-driver.h>
+#include <coblk/plugin.h>
 
 #include "io.h"
 
@@ -248,6 +249,7 @@ static void usage(void)
            "  -t, --cache=MODE     use the given cache mode for the image\n"
            "  -d, --discard=MODE   use the given discard mode for the image\n"
            "  -U, --force-share    force shared permissions\n"
+           "  --plugin PATH        load a coblk driver plugin (shared object)\n"
            "  -h, --help           display this help and exit\n"
            "  -V, --version        output version information and exit\n\n"
            "See 'coblk-io -c help' for information on available commands,\n"
@@ -282,6 +284,7 @@ static int parse_main(int argc, char **argv, MainOpts *m)
         { "image-opts", no_argument, NULL, 'I' },
         { "object", required_argument, NULL, 'O' },
         { "trace", required_argument, NULL, 'T' },
+        { "plugin", required_argument, NULL, 'P' },
         { NULL, 0, NULL, 0 },
     };
     int c;
@@ -325,6 +328,16 @@ static int parse_main(int argc, char **argv, MainOpts *m)
         case 'T':
             fprintf(stderr, "coblk-io: --trace is not supported\n");
             return -1;
+        case 'P': {
+            Error *err = NULL;
+
+            if (coblk_plugin_load(optarg, &err) < 0) {
+                fprintf(stderr, "coblk-io: %s\n", error_get_pretty(err));
+                error_free(err);
+                return -1;
+            }
+            break;
+        }
         default:
             fprintf(stderr, "Try 'coblk-io --help' for more information.\n");
             return -1;

@@ -405,3 +405,44 @@ char *vmdk_desc_set_cid(const char *text, uint32_t cid)
     sprintf(out + head, "CID=%08x%s", cid, eol);
     return out;
 }
+
+/* True if the trimmed line starting at s is an extent line (as parse_line sees them). */
+static bool is_extent_line(const char *s)
+{
+    while (*s == ' ' || *s == '\t') {
+        s++;
+    }
+    return !strncmp(s, "RW ", 3) || !strncmp(s, "RDONLY ", 7) || !strncmp(s, "NOACCESS ", 9) ||
+           !strncmp(s, "RW\t", 3);
+}
+
+char *vmdk_desc_rename_extents(const char *text, char *const *names, int n)
+{
+    StrBuf sb;
+    const char *p = text, *t;
+    char *out;
+    int k = 0;
+
+    sb_init(&sb);
+    while (*p) {
+        const char *eol = strchr(p, '\n');
+        const char *end = eol ? eol + 1 : p + strlen(p);
+        const char *q1 = memchr(p, '"', (size_t)(end - p));
+        const char *q2 = q1 ? memchr(q1 + 1, '"', (size_t)(end - q1 - 1)) : NULL;
+        bool ext = is_extent_line(p);
+
+        if (ext && k < n && names[k] && q2) {
+            sb_put(&sb, p, (size_t)(q1 + 1 - p));
+            sb_puts(&sb, names[k]);
+            sb_put(&sb, q2, (size_t)(end - q2));
+        } else {
+            sb_put(&sb, p, (size_t)(end - p));
+        }
+        k += ext;
+        p = end;
+    }
+    t = sb_str(&sb);
+    out = t ? strdup(t) : NULL;
+    sb_free(&sb);
+    return out;
+}

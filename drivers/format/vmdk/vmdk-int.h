@@ -103,6 +103,11 @@ void vmdk_desc_free(VmdkDesc *d);
 char *vmdk_desc_format(const VmdkDesc *d);
 /* Replaces the CID line of text; returns malloc'd text or NULL if there is none. */
 char *vmdk_desc_set_cid(const char *text, uint32_t cid);
+/*
+ * Replaces the quoted file name of the k-th extent line with names[k] where
+ * that is not NULL (k < n); returns malloc'd text or NULL (out of memory).
+ */
+char *vmdk_desc_rename_extents(const char *text, char *const *names, int n);
 
 /* ---------------------------------------------------------------------- */
 /* Extents */
@@ -195,6 +200,12 @@ int coroutine_fn vmdk_stream_read_grain(VmdkExtent *e, uint64_t grain_index, uin
 /* Compresses grain and appends it (with its marker); *sector gets where. */
 int coroutine_fn vmdk_stream_write_grain(VmdkExtent *e, uint64_t grain_index,
                                          const uint8_t *grain, uint32_t *sector);
+
+/* rename.c */
+/* Renames the image, its extent files and their names in the descriptor. */
+int coroutine_fn vmdk_co_rename(BlockDriverState *bs, const char *new_name, Error **errp);
+/* Writes text as the descriptor (embedded area or descriptor file). */
+int coroutine_fn vmdk_write_desc(BlockDriverState *bs, const char *text);
 
 /* flat.c */
 int coroutine_fn vmdk_flat_preadv(VmdkExtent *e, uint64_t off, uint64_t bytes, IOVector *qiov,

@@ -733,4 +733,5 @@ const BlockDriver bdrv_vmdk = {
     .get_geometry = vmdk_get_geometry,
     .co_check = vmdk_co_check,
     .file_extensions = vmdk_extensions,
+    .co_rename = vmdk_co_rename,
 };

@@ -605,6 +605,7 @@ typedef struct Qcow2Codec {
     bool deflate_ready, inflate_ready;
     struct ZSTD_CCtx_s *zstd_c;
     struct ZSTD_DCtx_s *zstd_d;
+    struct libdeflate_decompressor *libdeflate;
 } Qcow2Codec;
 
 /* Inflates src into exactly dst_len bytes (trailing input is padding); -EIO if it cannot. */

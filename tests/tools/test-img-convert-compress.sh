@@ -48,6 +48,6 @@ done
 
 # A compressed image made by qemu-img reads back through coblk the same.
 qemu-img convert -c -f raw -O qcow2 src.raw q.qcow2
-"$CIMG" compare -f raw -F qcow2 src.raw q.qcow2 >/dev/null && pass "coblk compare of qemu -c image" ||
-    fail "coblk compare of a qemu-img -c image"
+"$CIMG" compare -f raw -F qcow2 src.raw q.qcow2 >/dev/null &&
+    pass "coblk compare of a qemu-img -c image" || fail "coblk compare of a qemu-img -c image"
 finish

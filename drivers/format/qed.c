@@ -1136,6 +1136,122 @@ static void qed_close(BlockDriverState *bs)
 }
 
 /* ---------------------------------------------------------------------- */
+/* Resize */
+
+/*
+ * Shrinking: every cluster past the new end must be unallocated (or a zero
+ * cluster); the kept part of a partial last cluster is zeroed past the new
+ * end so that a later grow reads zeroes there. Caller holds table_lock.
+ */
+static int coroutine_fn qed_shrink_check(BlockDriverState *bs, uint64_t size, Error **errp)
+{
+    BDRVQedState *s = bs->opaque;
+    uint64_t first = div_round_up_u64(size, s->cluster_size), e;
+    uint64_t end = div_round_up_u64(s->image_size, s->cluster_size);
+    int ret;
+
+    for (uint64_t cl = first; cl < end; cl++) {
+        if (!s->l1[cl / s->table_entries]) {
+            cl = (cl / s->table_entries + 1) * s->table_entries - 1;
+            continue;
+        }
+        ret = qed_lookup_l(bs, cl << s->cluster_bits, &e, true);
+        if (ret < 0) {
+            error_setg_errno(errp, ret, "qed: could not read the L2 table of '%s'",
+                             bs->filename);
+            return ret;
+        }
+        if (e > QED_ZERO_CLUSTER) {
+            error_setg(errp, "qed: cannot shrink '%s' to %llu bytes: the cluster at guest "
+                       "offset %llu past the new end is allocated (only an unallocated tail "
+                       "can be dropped)", bs->filename, (unsigned long long)size,
+                       (unsigned long long)(cl << s->cluster_bits));
+            return -ENOTSUP;
+        }
+    }
+    if (size % s->cluster_size == 0) {
+        return 0;
+    }
+    ret = qed_lookup_l(bs, size, &e, true);
+    if (ret == 0 && e > QED_ZERO_CLUSTER) {
+        uint64_t in = size % s->cluster_size, n = s->cluster_size - in;
+
+        ret = qed_offset_ok(s, e, s->cluster_size, s->file_end)
+              ? bdrv_co_pwrite_zeroes(bs->file, (int64_t)(e + in), (int64_t)n, 0) : -EIO;
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "qed: could not zero the tail of the last cluster of '%s'",
+                         bs->filename);
+    }
+    return ret;
+}
+
+/*
+ * Grow within what the L1 table maps, or shrink an unallocated tail (as
+ * qemu-img, which cannot shrink qed at all, the image size must stay a
+ * multiple of 512). Ordering: everything before is flushed, then the header
+ * (one sector) gets the new size and is flushed. The new area reads as
+ * zeroes without a backing file; with one, unallocated clusters past the old
+ * end show the backing file's data there, as in QEMU's qed.
+ */
+static int coroutine_fn qed_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
+                                        PreallocMode prealloc, BdrvRequestFlags flags,
+                                        Error **errp)
+{
+    BDRVQedState *s = bs->opaque;
+    uint64_t size = (uint64_t)offset;
+    uint64_t max = (uint64_t)s->table_entries * s->table_entries;
+    int ret;
+
+    max = max > (UINT64_MAX >> s->cluster_bits) ? UINT64_MAX : max << s->cluster_bits;
+
+    if (prealloc != PREALLOC_MODE_OFF) {
+        error_setg(errp, "qed: resize with preallocation is not supported");
+        return -ENOTSUP;
+    }
+    if (size % 512 || size == 0) {
+        error_setg(errp, "qed: new size %llu of '%s' is not a non-zero multiple of 512",
+                   (unsigned long long)size, bs->filename);
+        return -EINVAL;
+    }
+    if (size > max) {
+        error_setg(errp, "qed: cannot grow '%s' to %llu bytes: its L1 table maps at most %llu "
+                   "bytes (cluster size %u, table size %u clusters)", bs->filename,
+                   (unsigned long long)size, (unsigned long long)max, s->cluster_size,
+                   s->table_size);
+        return -ENOTSUP;
+    }
+    if (size == s->image_size) {
+        return 0;
+    }
+    co_mutex_lock(&s->table_lock);
+    ret = qed_mark_dirty(bs);
+    if (ret == 0 && size < s->image_size) {
+        ret = qed_shrink_check(bs, size, errp);
+        if (ret < 0) {
+            co_mutex_unlock(&s->table_lock);
+            return ret;
+        }
+    }
+    ret = ret ? ret : bdrv_co_flush(bs->file->bs);
+    if (ret == 0) {
+        st_le64(s->hdr + QH_SIZE, size);
+        ret = qed_write_header(bs);
+        ret = ret ? ret : bdrv_co_flush(bs->file->bs);
+        if (ret < 0) {
+            st_le64(s->hdr + QH_SIZE, s->image_size);
+        } else {
+            s->image_size = size;
+        }
+    }
+    co_mutex_unlock(&s->table_lock);
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "qed: could not resize '%s'", bs->filename);
+    }
+    return ret;
+}
+
+/* ---------------------------------------------------------------------- */
 /* Backing file and create */
 
 /* Writes the backing file name into the header area and updates the features. */
@@ -1304,6 +1420,7 @@ const BlockDriver bdrv_qed = {
     .co_pwrite_zeroes = qed_co_pwrite_zeroes,
     .co_block_status = qed_co_block_status,
     .co_getlength = qed_co_getlength,
+    .co_truncate = qed_co_truncate,
     .co_create_opts = qed_co_create_opts,
     .create_opts = qed_create_opts,
     .get_info = qed_get_info,

@@ -160,7 +160,7 @@ static void build_metadata(const VhdxCreate *c, uint8_t *m)
     put_meta_entry(m + 128, &vhdx_guid_logical_sector, base + 32, 4, req | vdisk);
     put_meta_entry(m + 160, &vhdx_guid_physical_sector, base + 36, 4, req | vdisk);
     st_le32(m + base, (uint32_t)c->block_size);
-    st_le32(m + base + 4, 0);
+    st_le32(m + base + 4, c->fixed ? 1 : 0); /* LeaveBlocksAllocated, as qemu-img */
     st_le64(m + base + 8, c->size);
     vhdx_guid_generate(&page83);
     memcpy(m + base + 16, page83.b, 16);

@@ -58,6 +58,9 @@ static int read_item(BlockDriverState *bs, const uint8_t *e, MetaItems *m, Error
             return -EINVAL;
         }
         m->found[i] = true;
+        if (i == ITEM_SIZE) {
+            s->size_item_off = off;
+        }
         if (items[i].size &&
             vhdx_pread_sync(bs->file, s->meta_offset + off, m->data[i], items[i].size) < 0) {
             error_setg(errp, "vhdx: %s: could not read metadata item '%s'", bs->filename,

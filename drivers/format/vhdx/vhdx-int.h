@@ -90,6 +90,7 @@ typedef struct BDRVVhdxState {
     uint32_t logical_sector;
     uint32_t physical_sector;
     uint64_t disk_size;
+    uint32_t size_item_off; /* the Virtual Disk Size item, within the region */
     bool leave_allocated;
     bool has_parent;
     VhdxGuid page83;
@@ -145,6 +146,10 @@ int coroutine_fn vhdx_log_start(BlockDriverState *bs);
 /* Writes buf (4 KiB aligned, len a multiple of 4 KiB) to file offset off through the log. */
 int coroutine_fn vhdx_log_write(BlockDriverState *bs, uint64_t off, const uint8_t *buf,
                                 size_t len);
+
+/* resize.c */
+int coroutine_fn vhdx_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
+                                  PreallocMode prealloc, BdrvRequestFlags flags, Error **errp);
 
 /* create.c */
 extern const BlockCreateOptDesc vhdx_create_opts[];

@@ -444,5 +444,47 @@ char *vmdk_desc_rename_extents(const char *text, char *const *names, int n)
     t = sb_str(&sb);
     out = t ? strdup(t) : NULL;
     sb_free(&sb);
+
+char *vmdk_desc_resize(const char *text, int n, uint64_t sectors, uint32_t cyls)
+{
+    size_t cap = strlen(text) * 2 + 128, o = 0; /* a replaced line at most doubles */
+    char *out = malloc(cap);
+    const char *p = text;
+    bool done = false;
+    int seen = 0;
+
+    if (!out) {
+        return NULL;
+    }
+    while (*p) {
+        const char *eol = strchr(p, '\n'), *l = p;
+        size_t len = eol ? (size_t)(eol - p) + 1 : strlen(p);
+
+        while (*l == ' ' || *l == '\t') {
+            l++;
+        }
+        if (is_extent_line(l) && seen++ == n) {
+            const char *num = l + strcspn(l, " \t"), *after;
+
+            num += strspn(num, " \t");
+            after = num + strspn(num, "0123456789");
+            o += (size_t)snprintf(out + o, cap - o, "%.*s%" PRIu64, (int)(num - p), p, sectors);
+            memcpy(out + o, after, len - (size_t)(after - p));
+            o += len - (size_t)(after - p);
+            done = true;
+        } else if (!strncmp(l, "ddb.geometry.cylinders", 22) && cyls) {
+            o += (size_t)snprintf(out + o, cap - o, "ddb.geometry.cylinders = \"%u\"%s", cyls,
+                                  eol ? "\n" : "");
+        } else {
+            memcpy(out + o, p, len);
+            o += len;
+        }
+        p += len;
+    }
+    out[o] = '\0';
+    if (!done) {
+        free(out);
+        return NULL;
+    }
     return out;
 }

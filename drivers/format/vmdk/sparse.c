@@ -378,6 +378,89 @@ static int coroutine_fn ensure_gt(VmdkExtent *e, uint64_t gt_index)
     return 0;
 }
 
+/* Room for n entries in the directory at off that now has old entries (its last sector). */
+static bool gd_room(uint64_t off, uint64_t old, uint64_t n)
+{
+    return off + n * 4 <= round_up_u64(off + old * 4, VMDK_SECTOR);
+}
+
+/* Writes directory entries [first, last) of dir (host order) at off. */
+static int coroutine_fn write_gd_range(VmdkExtent *e, uint64_t off, const uint32_t *dir,
+                                       uint64_t first, uint64_t last)
+{
+    uint8_t *buf = malloc((size_t)(last - first) * 4 + 1);
+    int ret;
+
+    if (!buf) {
+        return -ENOMEM;
+    }
+    for (uint64_t i = first; i < last; i++) {
+        st_le32(buf + (i - first) * 4, dir[i]);
+    }
+    ret = vmdk_co_pwrite(e->child, off + first * 4, buf, (size_t)(last - first) * 4);
+    free(buf);
+    return ret;
+}
+
+int coroutine_fn vmdk_sparse_grow_gd(VmdkExtent *e, uint64_t n)
+{
+    uint64_t old = e->gd_entries;
+    uint32_t *gd, *rgd;
+    int ret = 0;
+
+    if (n <= old) {
+        return 0;
+    }
+    if (e->compressed || e->markers || n * 4 > VMDK_MAX_GD_BYTES ||
+        !gd_room(e->gd_offset, old, n) || (e->rgd && !gd_room(e->rgd_offset, old, n))) {
+        return -ENOTSUP;
+    }
+    gd = realloc(e->gd, (size_t)n * 4);
+    if (!gd) {
+        return -ENOMEM;
+    }
+    e->gd = gd;
+    if (e->rgd) {
+        rgd = realloc(e->rgd, (size_t)n * 4);
+        if (!rgd) {
+            return -ENOMEM;
+        }
+        e->rgd = rgd;
+    }
+    /* New tables (zeroed, flushed) before the directory entries that name them. */
+    for (uint64_t i = old; i < n && ret == 0; i++) {
+        int64_t gt = alloc_gt(e), rgt = e->rgd && gt >= 0 ? alloc_gt(e) : 0;
+
+        ret = gt < 0 ? (int)gt : rgt < 0 ? (int)rgt : 0;
+        e->gd[i] = gt < 0 ? 0 : (uint32_t)gt;
+        if (e->rgd) {
+            e->rgd[i] = rgt < 0 ? 0 : (uint32_t)rgt;
+        }
+    }
+    ret = ret ? ret : bdrv_co_flush(e->child->bs);
+    ret = ret ? ret : write_gd_range(e, e->gd_offset, e->gd, old, n);
+    if (ret == 0 && e->rgd) {
+        ret = write_gd_range(e, e->rgd_offset, e->rgd, old, n);
+    }
+    ret = ret ? ret : bdrv_co_flush(e->child->bs);
+    if (ret == 0) {
+        e->gd_entries = n;
+    }
+    return ret;
+}
+
+int coroutine_fn vmdk_sparse_set_capacity(VmdkExtent *e, uint64_t sectors)
+{
+    uint8_t hdr[512];
+    int ret = vmdk_co_pread(e->child, 0, hdr, sizeof(hdr));
+
+    if (ret == 0) {
+        st_le64(hdr + 12, sectors);
+        ret = vmdk_co_pwrite(e->child, 0, hdr, sizeof(hdr));
+    }
+    return ret ? ret : bdrv_co_flush(e->child->bs);
+}
+
 int coroutine_fn vmdk_gte_update(BDRVVmdkState *s, int idx, uint64_t off, uint32_t value)
 {
     VmdkExtent *e = &s->extents[idx];

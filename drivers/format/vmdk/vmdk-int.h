@@ -108,6 +108,12 @@ char *vmdk_desc_set_cid(const char *text, uint32_t cid);
  * that is not NULL (k < n); returns malloc'd text or NULL (out of memory).
  */
 char *vmdk_desc_rename_extents(const char *text, char *const *names, int n);
+/*
+ * Sets the sector count of the n-th extent line (from 0) of text and, when
+ * cyls is not 0, the ddb.geometry.cylinders value; every other line is kept.
+ * Returns malloc'd text, or NULL (out of memory, or no such extent line).
+ */
+char *vmdk_desc_resize(const char *text, int n, uint64_t sectors, uint32_t cyls);
 
 /* ---------------------------------------------------------------------- */
 /* Extents */
@@ -192,6 +198,19 @@ int coroutine_fn vmdk_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvC
 /* Reads guest bytes below this image (backing file or zeroes) into buf. */
 int coroutine_fn vmdk_read_below(BlockDriverState *bs, uint64_t guest_off, uint64_t bytes,
                                  uint8_t *buf);
+
+/*
+ * Gives a hosted sparse extent gd_entries grain directory entries, within the
+ * padding of the directories' last sectors, each with a new zeroed grain
+ * table (and redundant one); -ENOTSUP if the directories have no room.
+ */
+int coroutine_fn vmdk_sparse_grow_gd(VmdkExtent *e, uint64_t gd_entries);
+/* Sets the capacity field (sectors) of a hosted sparse extent's header. */
+int coroutine_fn vmdk_sparse_set_capacity(VmdkExtent *e, uint64_t sectors);
+
+/* resize.c */
+int coroutine_fn vmdk_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
+                                  PreallocMode prealloc, BdrvRequestFlags flags, Error **errp);
 
 /* stream.c */
 /* Reads the compressed grain at sector gte of extent e into grain (grain_size bytes). */

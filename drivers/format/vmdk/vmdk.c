@@ -723,6 +723,7 @@ const BlockDriver bdrv_vmdk = {
     .co_pwrite_zeroes = vmdk_co_pwrite_zeroes,
     .co_block_status = vmdk_co_block_status,
     .co_getlength = vmdk_co_getlength,
+    .co_truncate = vmdk_co_truncate,
     .reopen_prepare = vmdk_reopen_prepare,
     .reopen_commit = vmdk_reopen_noop,
     .reopen_abort = vmdk_reopen_noop,

@@ -906,7 +906,11 @@ static int coroutine_fn vdi_commit_size(BlockDriverState *bs, uint64_t size, uin
 /*
  * The new map does not fit before the data: the first k slots (k = the new
  * map's size in blocks) are copied past the last slot and their map entries
- * repointed (flushed between), so that no entry uses them; the new map,
+ * repointed (flushed between), so that no entry uses them. While the copies
+ * are counted, the header's block count grows with free entries (in the old
+ * map area) to stay at least the allocated count, as VirtualBox requires;
+ * if the old map area has no room for that (a full map of allocated blocks)
+ * the grow is refused rather than done unsafely. Then the new map,
  * renumbered for a data offset k blocks later, is written where those slots
  * were; a single header write switches to the new layout (the old map area
  * stays as a gap). A crash before it leaves the old layout with leaked
@@ -921,11 +925,15 @@ static int coroutine_fn vdi_grow_relocate(BlockDriverState *bs, uint64_t size, u
     uint32_t m = k < alloc ? k : alloc, dest = alloc > k ? alloc : k;
     uint32_t add = s->type == VDI_TYPE_STATIC ? nb - old : 0;
     uint64_t off_bmap = s->off_data, off_data = s->off_data + (uint64_t)k * s->block_size;
+    uint32_t tmp_blocks = dest + m > old ? dest + m : old; /* while the copies are counted */
     uint8_t *buf = NULL, *map;
     int ret = 0;
 
     if (off_data > UINT32_MAX) {
         return -EFBIG; /* the header's offsets are 32-bit */
+    }
+    if (m && s->off_bmap + (uint64_t)tmp_blocks * 4 > s->off_data) {
+        return -ENOTSUP;
     }
     if (m && !(buf = malloc(s->block_size))) {
         return -ENOMEM;
@@ -934,8 +942,15 @@ static int coroutine_fn vdi_grow_relocate(BlockDriverState *bs, uint64_t size, u
         ret = vdi_copy_slot(bs, i, dest + i, buf);
     }
     free(buf);
+    if (m && ret == 0 && tmp_blocks > old) {
+        for (uint32_t b = old; b < tmp_blocks; b++) {
+            vdi_set_entry(s, b, VDI_FREE);
+        }
+        ret = fmt_co_pwrite(bs->file, (int64_t)(s->off_bmap + (uint64_t)old * 4),
+                            (int64_t)(tmp_blocks - old) * 4, s->map + (size_t)old * 4, 0);
+    }
     if (m && ret == 0) {
-        ret = vdi_commit_size(bs, s->disk_size, old, dest + m, s->off_bmap, s->off_data);
+        ret = vdi_commit_size(bs, s->disk_size, tmp_blocks, dest + m, s->off_bmap, s->off_data);
     }
     if (m && ret == 0) {
         for (uint32_t b = 0; b < old; b++) {
@@ -1090,7 +1105,12 @@ static int coroutine_fn vdi_co_truncate(BlockDriverState *bs, int64_t offset, bo
         ret = vdi_shrink(bs, size, nb, errp);
     } else {
         ret = vdi_grow(bs, size, nb);
-        if (ret < 0) {
+        if (ret == -ENOTSUP) {
+            error_setg(errp, "vdi: cannot grow '%s' to %llu bytes crash-safely: its block map "
+                       "is full and its blocks are allocated, so no block can be moved to "
+                       "make room for a larger map; convert the image instead", bs->filename,
+                       (unsigned long long)size);
+        } else if (ret < 0) {
             error_setg_errno(errp, ret, "vdi: could not grow '%s' to %llu bytes", bs->filename,
                              (unsigned long long)size);
         }

@@ -256,6 +256,15 @@ static uint64_t new_geometry(BDRVVpcState *s, uint64_t size, uint32_t *c, uint32
     return sectors * VHD_SECTOR;
 }
 
+static void set_footer_size(BDRVVpcState *s, uint64_t size, uint32_t c, uint32_t h,
+                            uint32_t spt)
+{
+    st_be64(s->footer + FT_CUR_SIZE, size);
+    st_be16(s->footer + FT_CYLS, (uint16_t)c);
+    s->footer[FT_HEADS] = (uint8_t)h;
+    s->footer[FT_SECS] = (uint8_t)spt;
+}
+
 int coroutine_fn vpc_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
                                  PreallocMode prealloc, BdrvRequestFlags flags, Error **errp)
 {
@@ -291,15 +300,14 @@ int coroutine_fn vpc_co_truncate(BlockDriverState *bs, int64_t offset, bool exac
     }
     co_mutex_lock(&s->alloc_lock);
     memcpy(saved, s->footer, VHD_FOOTER_SIZE);
-    st_be64(s->footer + FT_CUR_SIZE, size);
-    st_be16(s->footer + FT_CYLS, (uint16_t)c);
-    s->footer[FT_HEADS] = (uint8_t)h;
-    s->footer[FT_SECS] = (uint8_t)spt;
     if (s->type == VHD_FIXED) {
+        set_footer_size(s, size, c, h, spt);
         ret = resize_fixed(bs, old, size, errp);
     } else {
+        /* Moved blocks rewrite the footer: it gets the new size only at the end. */
         ret = resize_dynamic(bs, size, errp);
         if (ret == 0) {
+            set_footer_size(s, size, c, h, spt);
             s->size = (int64_t)size;
             ret = vpc_write_footers(bs);
             ret = ret ? ret : bdrv_co_flush(bs->file->bs);

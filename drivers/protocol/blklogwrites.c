@@ -306,11 +306,34 @@ static int64_t coroutine_fn logwrites_co_getlength(BlockDriverState *bs)
     return bdrv_co_getlength(bs->file->bs);
 }
 
+/*
+ * A growing truncate is logged as a DISCARD (reads as zeroes) of the new
+ * whole sectors, so that a replay extends the file as the truncate did;
+ * like a write, it is durable only after the next flush. Shrinking is not
+ * logged (a replayed file keeps its old tail, which nothing references).
+ */
 static int coroutine_fn logwrites_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
                                               PreallocMode prealloc, BdrvRequestFlags flags,
                                               Error **errp)
 {
-    return bdrv_co_truncate(bs->file, offset, exact, prealloc, flags, errp);
+    BDRVLogWritesState *s = bs->opaque;
+    int64_t old = bdrv_co_getlength(bs->file->bs);
+    int ret = bdrv_co_truncate(bs->file, offset, exact, prealloc, flags, errp);
+    uint64_t from, to;
+
+    if (ret < 0 || old < 0 || offset <= old) {
+        return ret;
+    }
+    from = round_up_u64((uint64_t)old, s->sectorsize);
+    to = round_up_u64((uint64_t)offset, s->sectorsize);
+    while (from < to && ret == 0) {
+        uint64_t n = to - from, max = LOGW_MAX_WRITE_SECTORS * s->sectorsize;
+
+        n = n < max ? n : max; /* the replay's limit per entry */
+        ret = log_append(bs, LOGW_DISCARD, (int64_t)from, (int64_t)n, NULL, 0, NULL);
+        from += n;
+    }
+    return ret;
 }
 
 typedef struct MarkCo {

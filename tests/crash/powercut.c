@@ -28,6 +28,12 @@
  * With "recover", each replayed image is first opened read-write and closed
  * through coblk, for formats whose recovery is designed to happen at the
  * next open (a vhdx log replay, qcow2 lazy refcounts); the checks then run.
+ * With "resize", the image is created at half the guest size, the first half
+ * of the workload stays in that half, then the image is grown (truncate) to
+ * the full size (with "resize-big": to 300 MiB, of which the workload uses
+ * the first 4 MiB) and flushed, and the rest of the workload writes over the
+ * whole guest size: a replayed image has the old size (its new area reads
+ * as zeroes) or, from the guest flush after the resize on, the new one.
  * Exit 0 = pass, 1 = a violation (printed), 77 = skipped (no such format
  * driver, or it cannot be written).
  */
@@ -61,7 +67,10 @@ typedef struct GuestOp {
 #define CCLUSTER 65536  /* compressed writes cover whole clusters of this size */
 
 static const char *fmt;
-static bool recover, with_backing, compress, with_bitmap;
+static bool recover, with_backing, compress, with_bitmap, resize;
+static int64_t grow_to = GUEST_SIZE; /* "resize-big": far past the guest data */
+static int resize_flush = -1;   /* the guest flush right after the resize */
+static int64_t small_len;       /* the created image's size (resize) */
 static char img[4000], base[4096], logf[4096], work[4096], backf[4096];
 static uint8_t *initial;  /* guest data before the workload (the backing file's) */
 static GuestOp ops[MAX_OPS];
@@ -124,6 +133,37 @@ static void make_backing(void)
 /* ---------------------------------------------------------------------- */
 /* Workload */
 
+static void guest_flush(BlockBackend *blk, const uint8_t *cur)
+{
+    char mark[32];
+
+    if (blk_flush(blk) < 0) {
+        die("guest flush failed");
+    }
+    snprintf(mark, sizeof(mark), "guest-flush-%d", nflush);
+    if (blklogwrites_mark(blk_bs(blk), mark) < 0) {
+        die("cannot mark the log");
+    }
+    memcpy(snap[nflush], cur, GUEST_SIZE);
+    flush_after[nflush++] = nops;
+}
+
+/* Grows the image from half the guest size to all of it, then a guest flush. */
+static void grow(BlockBackend *blk, const uint8_t *cur)
+{
+    Error *err = NULL;
+
+    if (blk_truncate(blk, grow_to, true, PREALLOC_MODE_OFF, 0, &err) < 0) {
+        fprintf(stderr, "resize: %s\n", error_get_pretty(err));
+        die("the resize failed");
+    }
+    if (blk_getlength(blk) < grow_to) {
+        die("the image is smaller than requested after the resize");
+    }
+    guest_flush(blk, cur);
+    resize_flush = nflush - 1;
+}
+
 static void run_workload(BlockBackend *blk, int nops_want, uint8_t *cur)
 {
     uint64_t seed = 12345;
@@ -131,13 +171,17 @@ static void run_workload(BlockBackend *blk, int nops_want, uint8_t *cur)
 
     for (int i = 0; i < nops_want; i++) {
         GuestOp *op = &ops[nops];
-        int64_t s = (int64_t)(rnd(&seed) % NSECT);
+        int64_t lim = resize && i < nops_want / 2 ? NSECT / 2 : NSECT;
+        int64_t s = (int64_t)(rnd(&seed) % (uint64_t)lim);
         int64_t n = 1 + (int64_t)(rnd(&seed) % 128);
         unsigned k = (unsigned)(rnd(&seed) % 10);
         int ret;
 
-        if (s + n > NSECT) {
-            n = NSECT - s;
+        if (resize && i == nops_want / 2) {
+            grow(blk, cur);
+        }
+        if (s + n > lim) {
+            n = lim - s;
         }
         *op = (GuestOp){ s * SECTOR, n * SECTOR, k == 0 ? 1 : k == 1 ? 2 : 0, (uint32_t)i + 1 };
         if (compress && k == 2) {
@@ -176,17 +220,7 @@ static void run_workload(BlockBackend *blk, int nops_want, uint8_t *cur)
         }
         nops++;
         if (rnd(&seed) % 6 == 0 || i == nops_want - 1) {
-            char mark[32];
-
-            if (blk_flush(blk) < 0) {
-                die("guest flush failed");
-            }
-            snprintf(mark, sizeof(mark), "guest-flush-%d", nflush);
-            if (blklogwrites_mark(blk_bs(blk), mark) < 0) {
-                die("cannot mark the log");
-            }
-            memcpy(snap[nflush], cur, GUEST_SIZE);
-            flush_after[nflush++] = nops;
+            guest_flush(blk, cur);
         }
     }
     free(buf);
@@ -286,13 +320,18 @@ static int coblk_check(const char *path)
     return 0;
 }
 
-/* Reads the guest view of path through coblk, or returns -errno. */
-static int read_guest(const char *path, uint8_t *out)
+/*
+ * Reads the guest view of path through coblk, or returns -errno. An image
+ * still of the size before the resize reads as zeroes past its end; k is
+ * the guest flush in force, from which the new size is required.
+ */
+static int read_guest(const char *path, uint8_t *out, int k)
 {
     char opts[8192];
     BlockOpts *o = bopts_new();
     Error *err = NULL;
     BlockBackend *blk;
+    int64_t len;
     int ret;
 
     snprintf(opts, sizeof(opts), "driver=%s,file.driver=file,file.filename=%s", fmt, path);
@@ -303,7 +342,16 @@ static int read_guest(const char *path, uint8_t *out)
         error_free(err);
         return -EIO;
     }
-    ret = blk_pread(blk, 0, GUEST_SIZE, out, 0);
+    len = blk_getlength(blk);
+    if (len < (resize && k >= resize_flush ? grow_to : resize ? small_len : GUEST_SIZE)) {
+        fprintf(stderr, "replayed image size %lld (guest flush %d, resize at flush %d)\n",
+                (long long)len, k, resize_flush);
+        blk_unref(blk);
+        return -EIO;
+    }
+    len = len < GUEST_SIZE ? len : GUEST_SIZE;
+    memset(out + len, 0, (size_t)(GUEST_SIZE - len));
+    ret = blk_pread(blk, 0, len, out, 0);
     blk_unref(blk);
     return ret;
 }
@@ -409,7 +457,7 @@ static void verify_point(const Wlog *log, uint64_t upto, bool crash, uint64_t se
         fprintf(stderr, "%s: coblk's check of %s finds corruption\n", what, fmt);
         die("coblk check failed");
     }
-    if (read_guest(work, got) < 0) {
+    if (read_guest(work, got, k) < 0) {
         fprintf(stderr, "%s: the image cannot be read\n", what);
         die("unreadable image");
     }
@@ -469,7 +517,7 @@ static void check_bitmap(const char *path, uint8_t *data)
             die("a written range is clean in the bitmap");
         }
     }
-    if (read_guest(path, data) < 0) {
+    if (read_guest(path, data, nflush - 1) < 0) {
         die("the final image cannot be read");
     }
     for (int64_t s = 0; s < NSECT; s++) {
@@ -523,7 +571,8 @@ int main(int argc, char **argv)
     Wlog log;
 
     if (argc < 3) {
-        fprintf(stderr, "usage: powercut FORMAT DIR [create-opts] [ops] [crashes]\n");
+        fprintf(stderr, "usage: powercut FORMAT DIR [create-opts] [ops] [crashes] "
+                "[recover] [resize]\n");
         return 2;
     }
     fmt = argv[1];
@@ -535,6 +584,12 @@ int main(int argc, char **argv)
     with_backing = argc > 6 && strstr(argv[6], "backing") != NULL;
     compress = argc > 6 && strstr(argv[6], "compress") != NULL;
     with_bitmap = argc > 6 && strstr(argv[6], "bitmap") != NULL;
+    for (int i = 7; i < argc; i++) {
+        resize |= strncmp(argv[i], "resize", 6) == 0;
+        if (strcmp(argv[i], "resize-big") == 0) {
+            grow_to = 300 << 20; /* vdi moves blocks for its map, vpc for its BAT */
+        }
+    }
     if (want_ops < 1 || want_ops > MAX_OPS || !bdrv_find_format(fmt)) {
         fprintf(stderr, "powercut: format '%s' is not available; skipping\n", fmt);
         return 77;
@@ -549,8 +604,9 @@ int main(int argc, char **argv)
         make_backing();
     }
     o = bopts_new();
-    snprintf(opts, sizeof(opts), "size=%d%s%s%s%s", GUEST_SIZE, *copts ? "," : "", copts,
-             with_backing ? ",backing_fmt=raw,backing_file=" : "", with_backing ? backf : "");
+    snprintf(opts, sizeof(opts), "size=%d%s%s%s%s", resize ? GUEST_SIZE / 2 : GUEST_SIZE,
+             *copts ? "," : "", copts, with_backing ? ",backing_fmt=raw,backing_file=" : "",
+             with_backing ? backf : "");
     bopts_parse_keyval(o, opts, NULL, NULL);
     if (bdrv_create(fmt, img, o, &e) < 0) {
         fprintf(stderr, "powercut: cannot create a %s image: %s; skipping\n", fmt,
@@ -577,7 +633,8 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    snap = calloc((size_t)want_ops + 1, GUEST_SIZE);
+    small_len = blk_getlength(blk);
+    snap = calloc((size_t)want_ops + 2, GUEST_SIZE);
     cur = malloc(GUEST_SIZE);
     memcpy(cur, initial, GUEST_SIZE);
     got = malloc(GUEST_SIZE);
@@ -613,9 +670,10 @@ int main(int argc, char **argv)
     if (with_bitmap) {
         check_bitmap(img, got);
     }
-    printf("powercut %s: %d guest ops, %d guest flushes, %llu driver flushes, %llu power cuts "
-           "checked%s\n", fmt, nops, nflush, (unsigned long long)nfl,
-           (unsigned long long)points, can_check ? "" : " (qemu-img check unavailable)");
+    printf("powercut %s%s: %d guest ops, %d guest flushes, %llu driver flushes, %llu power "
+           "cuts checked%s\n", fmt, resize ? " (with a resize)" : "", nops, nflush,
+           (unsigned long long)nfl, (unsigned long long)points,
+           can_check ? "" : " (qemu-img check unavailable)");
     wlog_close(&log);
     free(snap);
     free(cur);

@@ -23,6 +23,10 @@
  * With "recover", the image is first opened read-write and closed through
  * coblk, for formats whose recovery is designed to happen at the next open
  * (a vhdx log replay, qcow2 lazy refcounts), as in tests/crash/powercut.c.
+ * With "resize", the image starts at half the guest size and the workload
+ * grows it to 300 MiB (vdi and vpc move data blocks to make room for their
+ * tables) between writes below and past the old end; an image whose resize
+ * failed keeps the old size (its new area reads as zeroes) or the new one.
  * Exit 0 = pass, 1 = a violation (printed), 77 = format not built in.
  */
 #include <errno.h>
@@ -43,7 +47,7 @@
 #define GUEST_SIZE (4 << 20)
 #define SECTOR 512
 
-enum { OP_WRITE, OP_ZERO, OP_DISCARD, OP_FLUSH };
+enum { OP_WRITE, OP_ZERO, OP_DISCARD, OP_FLUSH, OP_RESIZE };
 
 typedef struct GuestOp {
     int kind;
@@ -67,7 +71,27 @@ static const GuestOp workload[] = {
     { OP_WRITE, GUEST_SIZE - 512, 512 },
     { OP_FLUSH, 0, 0 },
 };
-#define NOPS ((int)(sizeof(workload) / sizeof(workload[0])))
+
+/* The resize workload: the image is created at 2 MiB; off of OP_RESIZE is the new size. */
+#define GROWN (300LL << 20)
+static const GuestOp workload_resize[] = {
+    { OP_WRITE, 0, 4096 },
+    { OP_WRITE, (1 << 20) + 512, 512 },
+    { OP_WRITE, (2 << 20) - 4096, 4096 },          /* the old last sectors */
+    { OP_FLUSH, 0, 0 },
+    { OP_RESIZE, GROWN, 0 },
+    { OP_WRITE, (2 << 20) + 1000, 100 },           /* past the old end, unaligned */
+    { OP_WRITE, (3 << 20) - 4096, 8192 },
+    { OP_FLUSH, 0, 0 },
+    { OP_WRITE, 0, 4096 },
+    { OP_WRITE, GUEST_SIZE - 512, 512 },
+    { OP_FLUSH, 0, 0 },
+};
+#define RESIZE_OP 4
+
+static const GuestOp *wl = workload;
+static int n_ops = (int)(sizeof(workload) / sizeof(workload[0]));
+static bool resize;
 
 static const char *fmt;
 static char img[4000], base[4096], logf[4096];
@@ -139,7 +163,7 @@ static BlockBackend *open_opts(const char *opts, int flags)
 }
 
 /*
- * Runs the workload; returns the index of the first failed op (NOPS if
+ * Runs the workload; returns the index of the first failed op (n_ops if
  * none) with its result in *fret. snap gets the data as of the last
  * successful guest flush, cur the data of every acknowledged op.
  */
@@ -147,8 +171,8 @@ static int run_workload(BlockBackend *blk, int *fret)
 {
     memset(cur, 0, GUEST_SIZE);
     memset(snap, 0, GUEST_SIZE);
-    for (int i = 0; i < NOPS; i++) {
-        const GuestOp *op = &workload[i];
+    for (int i = 0; i < n_ops; i++) {
+        const GuestOp *op = &wl[i];
         int ret;
 
         switch (op->kind) {
@@ -169,13 +193,16 @@ static int run_workload(BlockBackend *blk, int *fret)
                 ret = blk_pread(blk, op->off, op->len, buf, 0);
             }
             break;
+        case OP_RESIZE:
+            ret = blk_truncate(blk, op->off, true, PREALLOC_MODE_OFF, 0, NULL);
+            break;
         default:
             ret = blk_flush(blk);
             break;
         }
         if (ret < 0) {
             *fret = ret;
-            if (op->kind != OP_FLUSH) {
+            if (op->kind != OP_FLUSH && op->kind != OP_RESIZE) {
                 memcpy(failed_new, cur, GUEST_SIZE);
                 memcpy(failed_new + op->off, buf, (size_t)op->len);
             }
@@ -183,11 +210,11 @@ static int run_workload(BlockBackend *blk, int *fret)
         }
         if (op->kind == OP_FLUSH) {
             memcpy(snap, cur, GUEST_SIZE);
-        } else {
+        } else if (op->kind != OP_RESIZE) {
             memcpy(cur + op->off, buf, (size_t)op->len);
         }
     }
-    return NOPS;
+    return n_ops;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -287,14 +314,15 @@ static bool coblk_check(void)
 static bool sector_ok(int64_t s, bool transient, int failed)
 {
     const uint8_t *g = got + s * SECTOR;
-    bool in_failed = failed < NOPS && workload[failed].kind != OP_FLUSH &&
-                     s * SECTOR < workload[failed].off + workload[failed].len &&
-                     (s + 1) * SECTOR > workload[failed].off;
+    bool in_failed = failed < n_ops && wl[failed].kind != OP_FLUSH &&
+                     wl[failed].kind != OP_RESIZE &&
+                     s * SECTOR < wl[failed].off + wl[failed].len &&
+                     (s + 1) * SECTOR > wl[failed].off;
 
     if (!memcmp(g, cur + s * SECTOR, SECTOR)) {
         return true;
     }
-    if (in_failed && workload[failed].kind == OP_DISCARD) {
+    if (in_failed && wl[failed].kind == OP_DISCARD) {
         return true; /* a discard leaves any content */
     }
     if (in_failed && !memcmp(g, failed_new + s * SECTOR, SECTOR)) {
@@ -307,6 +335,7 @@ static void verify(const char *what, bool transient, int failed, bool *can_qemu_
 {
     char opts[8192];
     BlockBackend *blk;
+    int64_t len;
 
     snprintf(opts, sizeof(opts), "driver=%s,file.driver=file,file.filename=%s", fmt, img);
     if (recover) {
@@ -336,7 +365,15 @@ static void verify(const char *what, bool transient, int failed, bool *can_qemu_
         fprintf(stderr, "  (after %s)\n", what);
         return;
     }
-    if (blk_pread(blk, 0, GUEST_SIZE, got, 0) < 0) {
+    len = blk_getlength(blk);
+    /* The resize acknowledged: the new size; else the old (half) one or the new one. */
+    if (len < (resize && failed > RESIZE_OP ? GROWN : resize ? GUEST_SIZE / 2 : GUEST_SIZE)) {
+        fail("%s: the image has %lld bytes", what, (long long)len);
+        len = len < 0 ? 0 : len;
+    }
+    len = len < GUEST_SIZE ? len : GUEST_SIZE;
+    memset(got + len, 0, (size_t)(GUEST_SIZE - len));
+    if (blk_pread(blk, 0, len, got, 0) < 0) {
         fail("%s: the image cannot be read back", what);
     } else {
         for (int64_t s = 0; s < GUEST_SIZE / SECTOR; s++) {
@@ -371,7 +408,7 @@ static bool run_one(const char *iotype, int err, bool transient, int k, bool *ca
         return false;
     }
     failed = run_workload(blk, &fret);
-    if (failed < NOPS) {
+    if (failed < n_ops) {
         if (fret != -err) {
             fail("%s: guest op %d failed with %s, not the injected error", what, failed,
                  strerror(-fret));
@@ -380,7 +417,7 @@ static bool run_one(const char *iotype, int err, bool transient, int k, bool *ca
     }
     blk_unref(blk);
     verify(what, transient, failed, can_qemu_check);
-    return failed < NOPS;
+    return failed < n_ops;
 }
 
 /* Dry run through blklogwrites: writes and flushes the driver issues. */
@@ -397,7 +434,7 @@ static void count_requests(int *nw, int *nf)
              "driver=%s,discard=unmap,file.driver=blklogwrites,file.file.driver=file,"
              "file.file.filename=%s,file.log.driver=file,file.log.filename=%s", fmt, img, logf);
     blk = open_opts(opts, BDRV_O_RDWR | BDRV_O_UNMAP);
-    if (!blk || run_workload(blk, &fret) != NOPS) {
+    if (!blk || run_workload(blk, &fret) != n_ops) {
         die("the workload fails without injected errors");
     }
     blk_unref(blk);
@@ -425,13 +462,20 @@ int main(int argc, char **argv)
     int nw, nf, runs = 0, seen = 0;
 
     if (argc < 3) {
-        fprintf(stderr, "usage: errinj FORMAT DIR [create-options] [recover]\n");
+        fprintf(stderr, "usage: errinj FORMAT DIR [create-options] [recover] [resize]\n");
         return 2;
     }
     fmt = argv[1];
     dir = argv[2];
     copts = argc > 3 ? argv[3] : "";
-    recover = argc > 4 && strcmp(argv[4], "recover") == 0;
+    for (int i = 4; i < argc; i++) {
+        recover |= strcmp(argv[i], "recover") == 0;
+        resize |= strcmp(argv[i], "resize") == 0;
+    }
+    if (resize) {
+        wl = workload_resize;
+        n_ops = (int)(sizeof(workload_resize) / sizeof(workload_resize[0]));
+    }
     if (!bdrv_find_format(fmt)) {
         fprintf(stderr, "errinj: format '%s' is not built in; skipping\n", fmt);
         return 77;
@@ -439,7 +483,8 @@ int main(int argc, char **argv)
     snprintf(img, sizeof(img), "%s/errinj-%s-%d.img", dir, fmt, (int)getpid());
     snprintf(base, sizeof(base), "%s.base", img);
     snprintf(logf, sizeof(logf), "%s.log", img);
-    snprintf(opts, sizeof(opts), "size=%d%s%s", GUEST_SIZE, *copts ? "," : "", copts);
+    snprintf(opts, sizeof(opts), "size=%d%s%s", resize ? GUEST_SIZE / 2 : GUEST_SIZE,
+             *copts ? "," : "", copts);
     o = bopts_new();
     bopts_parse_keyval(o, opts, NULL, NULL);
     if (bdrv_create(fmt, base, o, &e) < 0) {
@@ -463,8 +508,9 @@ int main(int argc, char **argv)
             }
         }
     }
-    printf("errinj %s: %d driver writes, %d driver flushes in the workload; %d injected runs, "
-           "%d with a guest-visible error, %d violations%s\n", fmt, nw, nf, runs, seen,
+    printf("errinj %s%s: %d driver writes, %d driver flushes in the workload; %d injected runs, "
+           "%d with a guest-visible error, %d violations%s\n", fmt, resize ? " (resize)" : "",
+           nw, nf, runs, seen,
            failures, can_qemu_check ? "" : " (qemu-img check unavailable)");
     unlink(img);
     unlink(base);

@@ -57,6 +57,7 @@ typedef struct BDRVVpcState {
     int64_t size;               /* guest size */
     int64_t free_off;           /* where the next block goes (the trailing footer) */
     CoMutex alloc_lock;         /* allocation and bitmap updates */
+    CoRwlock move_lock;         /* dynamic I/O shared; resize (moves blocks) exclusive */
 } BDRVVpcState;
 
 /* CHS geometry for a sector count, as the VHD specification's appendix computes it. */

@@ -298,6 +298,7 @@ int coroutine_fn vpc_co_truncate(BlockDriverState *bs, int64_t offset, bool exac
     if (size == old) {
         return 0;
     }
+    co_rwlock_wrlock(&s->move_lock); /* no request sees a block while it moves */
     co_mutex_lock(&s->alloc_lock);
     memcpy(saved, s->footer, VHD_FOOTER_SIZE);
     if (s->type == VHD_FIXED) {
@@ -322,5 +323,6 @@ int coroutine_fn vpc_co_truncate(BlockDriverState *bs, int64_t offset, bool exac
         s->size = (int64_t)old;
     }
     co_mutex_unlock(&s->alloc_lock);
+    co_rwlock_unlock(&s->move_lock);
     return ret;
 }

@@ -593,6 +593,7 @@ static int vpc_open(BlockDriverState *bs, BlockOpts *options, int flags, Error *
     int ret;
 
     co_mutex_init(&s->alloc_lock);
+    co_rwlock_init(&s->move_lock);
     bs->file = bdrv_open_child(NULL, options, "file", bs, BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY,
                                false, errp);
     if (!bs->file) {
@@ -741,6 +742,7 @@ static int coroutine_fn vpc_co_preadv(BlockDriverState *bs, int64_t offset, int6
     if (s->type == VHD_FIXED) {
         return bdrv_co_preadv_part(bs->file, offset, bytes, qiov, qiov_offset, 0);
     }
+    co_rwlock_rdlock(&s->move_lock);
     while (bytes > 0 && ret == 0) {
         uint32_t block, in_block;
         int64_t n;
@@ -758,6 +760,7 @@ static int coroutine_fn vpc_co_preadv(BlockDriverState *bs, int64_t offset, int6
         bytes -= n;
         qiov_offset += (size_t)n;
     }
+    co_rwlock_unlock(&s->move_lock);
     return ret;
 }
 
@@ -914,6 +917,7 @@ static int coroutine_fn vpc_co_pwritev(BlockDriverState *bs, int64_t offset, int
     if (s->type == VHD_FIXED) {
         return bdrv_co_pwritev_part(bs->file, offset, bytes, qiov, qiov_offset, 0);
     }
+    co_rwlock_rdlock(&s->move_lock);
     while (bytes > 0 && ret == 0) {
         uint32_t block, in_block;
         int64_t n;
@@ -924,6 +928,7 @@ static int coroutine_fn vpc_co_pwritev(BlockDriverState *bs, int64_t offset, int
         bytes -= n;
         qiov_offset += (size_t)n;
     }
+    co_rwlock_unlock(&s->move_lock);
     return ret;
 }
 

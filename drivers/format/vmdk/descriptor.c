@@ -444,6 +444,8 @@ char *vmdk_desc_rename_extents(const char *text, char *const *names, int n)
     t = sb_str(&sb);
     out = t ? strdup(t) : NULL;
     sb_free(&sb);
+    return out;
+}
 
 char *vmdk_desc_resize(const char *text, int n, uint64_t sectors, uint32_t cyls)
 {

@@ -121,6 +121,8 @@ static int ensure_slot(FdMonUring *s, int fd)
 static int fdmon_uring_update(AioContext *ctx, AioHandler *old_h, AioHandler *new_h)
 {
     FdMonUring *s = state_of(ctx);
+    /* The caller passes at least one handler. */
+    /* cppcheck-suppress nullPointerRedundantCheck */
     int fd = new_h ? new_h->fd : old_h->fd;
     int ret = ensure_slot(s, fd);
 

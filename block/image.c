@@ -35,6 +35,9 @@ const BlockCreateOptDesc *bdrv_create_opts(const char *format)
 int bdrv_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
 {
     memset(bdi, 0, sizeof(*bdi));
+    if (!bs->drv) {
+        return -ENOMEDIUM;
+    }
     if (!HAS_CB(bs->drv, get_info)) {
         return bs->drv->is_filter && bs->file ? bdrv_get_info(bs->file->bs, bdi) : -ENOTSUP;
     }

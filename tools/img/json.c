@@ -99,6 +99,8 @@ static char *jp_string(JParser *jp)
             }
             s = ns;
         }
+        /* s is non-NULL inside the loop (its condition). */
+        /* cppcheck-suppress nullPointerRedundantCheck */
         s[len++] = c;
     }
     if (!s || *jp->p != '"') {

@@ -492,8 +492,11 @@ static int coroutine_fn goto_locked(BlockDriverState *bs, const Qcow2Snapshot *s
     if (ret >= 0 && size > sn->l1_size) {
         uint64_t *p = realloc(l1, (size_t)size * 8);
 
-        ret = p ? 0 : -ENOMEM;
-        l1 = p ? p : l1;
+        if (p) {
+            l1 = p;
+        } else {
+            ret = -ENOMEM; /* l1 keeps the old block, freed below */
+        }
     }
     if (ret < 0) {
         free(l1);

@@ -155,8 +155,10 @@ int coroutine_fn bdrv_co_do_pwrite_zeroes(BlockDriverState *bs, int64_t offset, 
     if (!bs->drv->co_pwrite_zeroes && (flags & BDRV_REQ_NO_FALLBACK)) {
         return -ENOTSUP;
     }
+    /* With MAY_UNMAP the format may free host clusters: serialise as a discard. */
     bdrv_tracked_begin(&req, bs, offset, bytes, BDRV_TRACKED_WRITE,
-                       (padded || (flags & BDRV_REQ_SERIALISING)) ? (uint32_t)align : 0);
+                       (padded || (flags & (BDRV_REQ_SERIALISING | BDRV_REQ_MAY_UNMAP)))
+                           ? (uint32_t)align : 0);
     bdrv_debug_event(bs, BLKDBG_PWRITEV_ZERO);
     ret = bdrv_zeroes_padded(bs, offset, bytes, flags);
     bdrv_write_done(bs, offset, bytes);
@@ -232,7 +234,12 @@ int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset, int64_t byte
         return 0;
     }
     bdrv_inc_in_flight(bs);
-    bdrv_tracked_begin(&req, bs, start, end - start, BDRV_TRACKED_DISCARD, 0);
+    /*
+     * Serialising: a format may free the host clusters behind the range, so
+     * a read or an in-place write of the same range still in flight must
+     * finish first, and a later one must see the range discarded.
+     */
+    bdrv_tracked_begin(&req, bs, start, end - start, BDRV_TRACKED_DISCARD, 1);
     ret = bdrv_discard_aligned(bs, start, end - start);
     bs->write_gen++;
     bdrv_tracked_end(&req);

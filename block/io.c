@@ -575,7 +575,9 @@ static int coroutine_fn bdrv_do_pwritev(BlockDriverState *bs, int64_t offset, in
     BdrvTrackedRequest req;
     BdrvPadding pad;
     bool padded = bdrv_pad_compute(bs, offset, bytes, &pad);
-    uint32_t ser = (padded || (flags & BDRV_REQ_SERIALISING)) ? (uint32_t)pad.align : 0;
+    /* A compressed write replaces (and frees) whole host clusters: serialising too. */
+    uint32_t ser = (padded || (flags & (BDRV_REQ_SERIALISING | BDRV_REQ_WRITE_COMPRESSED)))
+                       ? (uint32_t)pad.align : 0;
     int ret = 0;
 
     bdrv_tracked_begin(&req, bs, offset, bytes, BDRV_TRACKED_WRITE, ser);

@@ -294,6 +294,67 @@ static void test_blkdebug_qcow2_l2_update(void **state)
     unlink(q);
 }
 
+/*
+ * A discard waits for an in-place write of the same qcow2 cluster that is
+ * still in flight (held at a breakpoint): otherwise the write could land in
+ * a host cluster the discard just freed and that something else reuses.
+ */
+static void test_blkdebug_discard_waits_for_write(void **state)
+{
+    char q[4096], opts[9000];
+    uint8_t buf[65536], back[65536], zero[65536] = { 0 };
+    BdrvCheckResult res = { 0 };
+    AioDone w = { 0 }, d = { 0 };
+    BlockBackend *blk;
+    BlockOpts *o;
+    AioContext *ctx;
+    IOVector qiov;
+
+    if (!bdrv_find_format("qcow2")) {
+        skip();
+    }
+    drv_test_path(q, sizeof(q), "blkdebug-disc");
+    o = bopts_new();
+    bopts_set(o, "size", "4M");
+    assert_int_equal(bdrv_create("qcow2", q, o, NULL), 0);
+    snprintf(opts, sizeof(opts), "driver=qcow2,discard=unmap,file.driver=blkdebug,"
+             "file.image.driver=file,file.image.filename=%s", q);
+    blk = drv_test_open_ok(opts, BDRV_O_RDWR | BDRV_O_UNMAP);
+    ctx = blk_get_aio_context(blk);
+    memset(buf, 0x6e, sizeof(buf));
+    assert_int_equal(blk_pwrite(blk, 0, sizeof(buf), buf, 0), 0);
+    assert_int_equal(blk_flush(blk), 0);
+
+    assert_int_equal(bdrv_debug_breakpoint(blk_bs(blk), "pwritev", "w"), 0);
+    iovector_init_buf(&qiov, buf, 4096);
+    assert_non_null(blk_aio_pwritev(blk, 0, &qiov, 0, aio_done_cb, &w));
+    for (int i = 0; i < 100 && !bdrv_debug_is_suspended(blk_bs(blk), "w"); i++) {
+        aio_poll(ctx, false);
+    }
+    assert_true(bdrv_debug_is_suspended(blk_bs(blk), "w"));
+    assert_non_null(blk_aio_pdiscard(blk, 0, sizeof(buf), aio_done_cb, &d));
+    for (int i = 0; i < 20; i++) {
+        aio_poll(ctx, false);
+    }
+    assert_false(d.done); /* held behind the write */
+    assert_int_equal(bdrv_debug_resume(blk_bs(blk), "w"), 0);
+    while (!w.done || !d.done) {
+        aio_poll(ctx, true);
+    }
+    assert_int_equal(w.ret, 0);
+    assert_int_equal(d.ret, 0);
+    assert_int_equal(blk_pread(blk, 0, sizeof(back), back, 0), 0);
+    assert_memory_equal(back, zero, sizeof(back));
+    assert_int_equal(blk_flush(blk), 0);
+    blk_unref(blk);
+    snprintf(opts, sizeof(opts), "driver=qcow2,file.driver=file,file.filename=%s", q);
+    blk = drv_test_open_ok(opts, 0);
+    assert_int_equal(bdrv_check(blk_bs(blk), &res, BDRV_FIX_NONE), 0);
+    assert_int_equal(res.corruptions, 0);
+    blk_unref(blk);
+    unlink(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -306,6 +367,7 @@ int main(void)
         cmocka_unit_test(test_blkdebug_breakpoint),
         cmocka_unit_test(test_blkdebug_align_rmw),
         cmocka_unit_test(test_blkdebug_qcow2_l2_update),
+        cmocka_unit_test(test_blkdebug_discard_waits_for_write),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

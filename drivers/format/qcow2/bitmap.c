@@ -1045,21 +1045,6 @@ int qcow2_bitmap_list(BlockDriverState *bs, BlockBitmapInfo **out)
     return (int)s->nb_bitmaps;
 }
 
-static void json_name(char *buf, size_t size, size_t *n, const char *str)
-{
-    *n += (size_t)snprintf(buf + *n, *n < size ? size - *n : 0, "\"");
-    for (const unsigned char *p = (const unsigned char *)str; *p; p++) {
-        if (*p == '"' || *p == '\\') {
-            *n += (size_t)snprintf(buf + *n, *n < size ? size - *n : 0, "\\%c", *p);
-        } else if (*p < 0x20) {
-            *n += (size_t)snprintf(buf + *n, *n < size ? size - *n : 0, "\\u%04x", *p);
-        } else {
-            *n += (size_t)snprintf(buf + *n, *n < size ? size - *n : 0, "%c", *p);
-        }
-    }
-    *n += (size_t)snprintf(buf + *n, *n < size ? size - *n : 0, "\"");
-}
-
 #define BCAT(...) (n += (size_t)snprintf(buf + n, n < size ? size - n : 0, __VA_ARGS__))
 
 size_t qcow2_bitmaps_json(const BDRVQcow2State *s, char *buf, size_t size)
@@ -1077,7 +1062,7 @@ size_t qcow2_bitmaps_json(const BDRVQcow2State *s, char *buf, size_t size)
 
         BCAT("%s{\"flags\": [%s%s%s], \"name\": ", i ? ", " : "", in_use ? "\"in-use\"" : "",
              in_use && aut ? ", " : "", aut ? "\"auto\"" : "");
-        json_name(buf, size, &n, b->name);
+        qcow2_json_str(buf, size, &n, b->name);
         BCAT(", \"granularity\": %llu}", 1ULL << b->gran_bits);
     }
     BCAT("], ");

@@ -456,8 +456,7 @@ static int qcow2_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
     return 0;
 }
 
-/* Appends a JSON string literal (escaped) to buf. */
-static void json_str(char *buf, size_t size, size_t *n, const char *str)
+void qcow2_json_str(char *buf, size_t size, size_t *n, const char *str)
 {
     *n += (size_t)snprintf(buf + *n, *n < size ? size - *n : 0, "\"");
     for (const char *p = str; *p; p++) {
@@ -496,7 +495,7 @@ static char *qcow2_get_specific_info(BlockDriverState *bs, Error **errp)
     n += qcow2_bitmaps_json(s, buf + n, n < size ? size - n : 0);
     if (qcow2_has_data_file(s) && s->image_data_file) {
         JCAT("\"data-file\": ");
-        json_str(buf, size, &n, s->image_data_file);
+        qcow2_json_str(buf, size, &n, s->image_data_file);
         JCAT(", ");
     }
     if (qcow2_has_data_file(s)) {

@@ -560,6 +560,8 @@ int coroutine_fn qcow2_co_bitmap_query(BlockDriverState *bs, const char *name, i
                                        int64_t bytes, int64_t *pnum);
 int coroutine_fn qcow2_co_bitmap_modify(BlockDriverState *bs, const BlockBitmapRequest *req,
                                         Error **errp);
+/* Appends a JSON string literal (escaped) to buf at *n, never past size (qcow2.c). */
+void qcow2_json_str(char *buf, size_t size, size_t *n, const char *str);
 /* Appends the qemu-img info "bitmaps" array (JSON) for the directory. */
 size_t qcow2_bitmaps_json(const BDRVQcow2State *s, char *buf, size_t size);
 /* Bytes a copy of the image's bitmaps needs (measure): directory, tables, data. */

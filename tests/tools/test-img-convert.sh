@@ -83,6 +83,39 @@ expect_rc 0 "convert -o help" "$CIMG" convert -O raw -o help
 expect_rc 1 "convert -c to raw" "$CIMG" convert -c -f raw -O raw src.raw c.raw
 grep -q "Compression not supported" err.txt && pass "-c message" || fail "-c message: $(cat err.txt)"
 
+# -C: copy offloading. Data of a raw source and the plain clusters of a qcow2
+# source go through copy_file_range into a raw target (checked with strace
+# when it is installed); a qcow2 target falls back to read/write. The copies
+# equal their sources and stay as sparse as qemu-img -C makes them (data is
+# not scanned for zeroes: it is not read).
+qemu-img convert -f raw -O qcow2 src.raw src-c.qcow2
+for s in "raw src.raw" "qcow2 src-c.qcow2"; do
+    set -- $s
+    rm -f off.raw
+    expect_rc 0 "convert -C from $1" "$CIMG" convert -C -m 4 -f "$1" -O raw "$2" off.raw
+    expect_rc 0 "convert -C from $1: identical" qemu-img compare -f "$1" -F raw "$2" off.raw
+    rm -f qoff.raw
+    qemu-img convert -C -f "$1" -O raw "$2" qoff.raw
+    [ "$(alloc_kib off.raw)" -le "$(alloc_kib qoff.raw)" ] && pass "convert -C from $1: sparse" ||
+        fail "convert -C from $1: $(alloc_kib off.raw) KiB allocated, qemu-img" \
+            "$(alloc_kib qoff.raw) KiB"
+    if command -v strace >/dev/null; then
+        rm -f off.raw
+        strace -f -e trace=copy_file_range -o trace.txt "$CIMG" convert -C -f "$1" -O raw "$2" \
+            off.raw
+        grep -q "copy_file_range(.*= [1-9]" trace.txt && pass "convert -C from $1 offloads" ||
+            fail "convert -C from $1: no copy_file_range"
+    fi
+done
+rm -f off.qcow2
+expect_rc 0 "convert -C to qcow2 (read/write)" "$CIMG" convert -C -f raw -O qcow2 src.raw off.qcow2
+expect_rc 0 "convert -C to qcow2: identical" qemu-img compare -f raw -F qcow2 src.raw off.qcow2
+expect_rc 0 "convert -C to qcow2: check" qemu-img check -q off.qcow2
+# -n over a dirty raw target: zero ranges are still written
+qemu-io -f raw -c 'write -P 0xff 0 8M' dirty.raw >/dev/null
+expect_rc 0 "convert -C -n over dirty" "$CIMG" convert -C -n -f raw -O raw src.raw dirty.raw
+expect_rc 0 "convert -C -n over dirty: identical" qemu-img compare -f raw -F raw src.raw dirty.raw
+
 # A null-co source converts to zeroes.
 "$CIMG" convert --image-opts -O raw "driver=null-co,size=1M,read-zeroes=on" nul.raw
 qemu-img create -q -f raw z1.raw 1M

@@ -48,7 +48,12 @@ expect_rc 1 "setuuid on raw" "$CIMG" setuuid -f raw a.raw
 expect_rc 1 "compact on raw" "$CIMG" compact -f raw a.raw
 expect_rc 1 "geometry on raw" "$CIMG" geometry -f raw a.raw
 expect_rc 1 "measure -O null-co" "$CIMG" measure -O null-co --size 1M
-expect_rc 1 "convert -C" "$CIMG" convert -C -f raw -O raw a.raw x.raw
+expect_rc 1 "convert -C -c" "$CIMG" convert -C -c -f raw -O qcow2 a.raw x.qcow2
+grep -q "Cannot enable copy offloading when -c is used" err.txt && pass "-C -c message" ||
+    fail "-C -c: $(cat err.txt)"
+expect_rc 1 "convert -C -S" "$CIMG" convert -C -S 4k -f raw -O raw a.raw x.raw
+grep -q "Cannot enable copy offloading when -S is used" err.txt && pass "-C -S message" ||
+    fail "-C -S: $(cat err.txt)"
 expect_rc 1 "convert --bitmaps" "$CIMG" convert --bitmaps -f raw -O raw a.raw x.raw
 expect_rc 0 "snapshot -l on raw lists nothing" "$CIMG" snapshot -l -f raw a.raw
 [ ! -s out.txt ] && pass "snapshot -l raw output empty" || fail "snapshot -l raw printed"

@@ -31,6 +31,23 @@ qemu-img compare -f raw -F raw e.raw e.raw >q.txt
 "$CIMG" compare -f raw -F raw e.raw e.raw >c.txt
 same_output "compare empty images" q.txt c.txt
 
+# compare: the first difference is reported, also when later segments (compared
+# on a worker thread while the next is read) differ too; data against zeroes.
+qemu-img create -q -f raw c1.raw 16M
+qemu-io -f raw -c 'write -P 7 0 12M' c1.raw >/dev/null
+qemu-img convert -f raw -O qcow2 c1.raw c2.qcow2
+qemu-io -f qcow2 -c 'write -P 8 9M 4k' -c 'write -P 9 5242880 1' -c 'write -z 11M 64k' \
+    c2.qcow2 >/dev/null
+qemu-img convert -f raw -O qcow2 c1.raw c3.qcow2
+qemu-io -f qcow2 -c 'write -P 1 14M 4k' c3.qcow2 >/dev/null
+for args in "c1.raw c2.qcow2" "c2.qcow2 c1.raw" "c1.raw c3.qcow2" "c1.raw c1.raw" \
+            "-s c1.raw c2.qcow2"; do
+    qemu-img compare $args >q.txt 2>&1; qr=$?
+    "$CIMG" compare $args >c.txt 2>&1; cr=$?
+    [ $qr = $cr ] && pass "compare $args: rc $cr" || fail "compare $args: rc $cr, qemu-img $qr"
+    same_output "compare $args: output" q.txt c.txt
+done
+
 # Image locking: info works on an image another process has open for writing
 # (as qemu-img info); map without -U is refused, with -U it works.
 qemu-img create -q -f raw lk.raw 1M

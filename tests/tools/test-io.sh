@@ -37,6 +37,9 @@ run_both "length info map alloc" -f raw -c 'length' -c 'info' -c 'map' -c 'alloc
     -c 'alloc 4k'
 run_both "truncate" -f raw -c 'truncate 2M' -c 'length' -c 'write -P 1 1536k 4k' \
     -c 'truncate 1M' -c 'length'
+run_both "sigraise SIGTERM" -f raw -c 'write -P 1 0 4k' -c 'sigraise 15' -c 'write -P 2 0 4k'
+run_both "sigraise bad arguments" -f raw -c 'sigraise 999' -c 'sigraise abc' -c 'sigraise -1' \
+    -c 'sigraise 65' -c 'sigraise 0' -c 'help sigraise' -c 'length'
 run_both "read past the end" -f raw -c 'read 0 4M' -c 'read -q 0 4k' -c 'length'
 run_both "bad number" -f raw -c 'read 0 abc' -c 'read 1x 4'
 run_both "bad argument count" -f raw -c 'read 0' -c 'write'

@@ -4,15 +4,24 @@
  * qemu-img: 0 identical, 1 different (or -s mismatch), 2 error.
  * A mismatch is reported at the 512-byte sector that holds the first
  * differing byte, as qemu-img does.
+ *
+ * The loop thread reads segment k+1 while a worker thread compares segment
+ * k (two sets of buffers); results are taken in order, so the first
+ * mismatch reported is the lowest one, as with a sequential scan.
  */
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <coblk/aio-io.h>
+#include <coblk/coroutine.h>
+
 #include "img.h"
 
 #define CMP_CHUNK (2 * 1024 * 1024)
+/* Segments smaller than this are compared on the loop thread (no hand-off). */
+#define CMP_OFFLOAD_MIN (128 * 1024)
 #define STATUS_MASK (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED | \
                      BDRV_BLOCK_OFFSET_VALID)
 
@@ -22,11 +31,23 @@ typedef struct StatusCache {
     int st;
 } StatusCache;
 
+/* One segment compared on a worker thread while the next one is read. */
+typedef struct CmpJob {
+    AioContext *ctx;
+    const uint8_t *a, *b;   /* b NULL: a must read as zeroes */
+    size_t n;               /* 0: no job */
+    int64_t off;
+    int64_t diff;           /* offset of the first difference in the segment, or -1 */
+    bool busy;
+} CmpJob;
+
 typedef struct Cmp {
     StatusCache sc[2];
     BlockBackend *blk[2];
     const char *name[2];
     uint8_t *buf[2];
+    uint8_t *alt[2];        /* the second set of buffers, swapped with buf */
+    CmpJob job;
     bool strict;
     bool quiet;
     ImgProgress progress;
@@ -70,6 +91,77 @@ static int64_t first_nonzero(const uint8_t *a, size_t n)
     return -1;
 }
 
+static void mismatch(const Cmp *c, int64_t off)
+{
+    if (!c->quiet) {
+        printf("Content mismatch at offset %" PRId64 "!\n", (int64_t)(off & ~(int64_t)511));
+    }
+}
+
+static int64_t cmp_job_run(void *opaque)
+{
+    CmpJob *j = opaque;
+
+    return j->b ? first_diff(j->a, j->b, j->n) : first_nonzero(j->a, j->n);
+}
+
+static void coroutine_fn cmp_job_co(void *opaque)
+{
+    CmpJob *j = opaque;
+
+    j->diff = thread_pool_co_run(j->ctx, cmp_job_run, j);
+    j->busy = false;
+}
+
+/* Waits for the segment in flight; 1 (reported) if it differs, else 0. */
+static int cmp_job_wait(Cmp *c)
+{
+    CmpJob *j = &c->job;
+
+    while (j->busy) {
+        aio_poll(j->ctx, true);
+    }
+    if (j->n && j->diff >= 0) {
+        mismatch(c, j->off + j->diff);
+        return 1;
+    }
+    j->n = 0;
+    return 0;
+}
+
+/*
+ * Compares buf[0] with buf[1] (or buf[zi] with zeroes, zi >= 0) for the
+ * segment at off: on a worker thread, after which the buffer sets are
+ * swapped so the next segment is read into the other set; small segments
+ * inline. Returns 1 (reported) on a difference found so far, else 0.
+ */
+static int cmp_segment(Cmp *c, int zi, int64_t off, int64_t n)
+{
+    CmpJob *j = &c->job;
+    const uint8_t *a = c->buf[zi >= 0 ? zi : 0], *b = zi >= 0 ? NULL : c->buf[1];
+
+    if (cmp_job_wait(c)) {
+        return 1;
+    }
+    if (n < CMP_OFFLOAD_MIN) {
+        j->a = a;
+        j->b = b;
+        j->n = (size_t)n;
+        j->off = off;
+        j->diff = cmp_job_run(j);
+        return cmp_job_wait(c);
+    }
+    *j = (CmpJob){ .ctx = j->ctx, .a = a, .b = b, .n = (size_t)n, .off = off, .busy = true };
+    aio_co_enter(j->ctx, coroutine_create(cmp_job_co, j));
+    for (int i = 0; i < 2; i++) {
+        uint8_t *t = c->buf[i];
+
+        c->buf[i] = c->alt[i];
+        c->alt[i] = t;
+    }
+    return 0;
+}
+
 static int read_at(Cmp *c, int i, int64_t off, int64_t n)
 {
     int ret = blk_pread(c->blk[i], off, n, c->buf[i], 0);
@@ -107,25 +199,21 @@ static int status(Cmp *c, int i, int64_t off, int64_t n, int64_t end, int64_t *p
     return sc->st;
 }
 
-static void mismatch(const Cmp *c, int64_t off)
-{
-    if (!c->quiet) {
-        printf("Content mismatch at offset %" PRId64 "!\n", (int64_t)(off & ~(int64_t)511));
-    }
-}
-
 /* Compares [0, len) of both images: 0 same, 1 different, 2 error. */
 static int compare_common(Cmp *c, int64_t len, int64_t total)
 {
     for (int64_t off = 0; off < len;) {
-        int64_t n = len - off < CMP_CHUNK ? len - off : CMP_CHUNK, p0, p1, d;
+        int64_t n = len - off < CMP_CHUNK ? len - off : CMP_CHUNK, p0, p1;
         int s0 = status(c, 0, off, n, len, &p0), s1;
 
         if (s0 < 0 || (s1 = status(c, 1, off, n, len, &p1)) < 0) {
-            return 2;
+            return cmp_job_wait(c) ? 1 : 2;
         }
         n = p0 < p1 ? p0 : p1;
         if (c->strict && (s0 & STATUS_MASK) != (s1 & STATUS_MASK)) {
+            if (cmp_job_wait(c)) {
+                return 1;
+            }
             if (!c->quiet) {
                 printf("Strict mode: Offset %" PRId64 " block status mismatch!\n", off);
             }
@@ -136,25 +224,23 @@ static int compare_common(Cmp *c, int64_t len, int64_t total)
         } else if (s0 & BDRV_BLOCK_ZERO || s1 & BDRV_BLOCK_ZERO) {
             int i = (s0 & BDRV_BLOCK_ZERO) ? 1 : 0;
             if (read_at(c, i, off, n) < 0) {
-                return 2;
+                return cmp_job_wait(c) ? 1 : 2;
             }
-            if ((d = first_nonzero(c->buf[i], (size_t)n)) >= 0) {
-                mismatch(c, off + d);
+            if (cmp_segment(c, i, off, n)) {
                 return 1;
             }
         } else {
             if (read_at(c, 0, off, n) < 0 || read_at(c, 1, off, n) < 0) {
-                return 2;
+                return cmp_job_wait(c) ? 1 : 2;
             }
-            if ((d = first_diff(c->buf[0], c->buf[1], (size_t)n)) >= 0) {
-                mismatch(c, off + d);
+            if (cmp_segment(c, -1, off, n)) {
                 return 1;
             }
         }
         off += n;
         progress_update(&c->progress, (uint64_t)off, (uint64_t)total);
     }
-    return 0;
+    return cmp_job_wait(c);
 }
 
 /* The tail of the longer image must read as zeroes. */
@@ -266,7 +352,9 @@ int img_compare(int argc, char **argv)
             goto out;
         }
         cmp.buf[i] = img_alloc(CMP_CHUNK);
+        cmp.alt[i] = img_alloc(CMP_CHUNK);
     }
+    cmp.job.ctx = blk_get_aio_context(cmp.blk[0]);
     ret = run_compare(&cmp);
 out:
     for (int i = 0; i < 2; i++) {
@@ -274,6 +362,7 @@ out:
             blk_unref(cmp.blk[i]);
         }
         free(cmp.buf[i]);
+        free(cmp.alt[i]);
     }
     return ret;
 }

@@ -10,6 +10,12 @@
  * zero ranges are skipped when the target is known to read zeroes (a new
  * image without backing file, or --target-is-zero), else written as
  * write-zeroes. "-" as output streams a raw image to stdout.
+ *
+ * -C (copy offloading, copy-offload.c): data whose bytes lie as they are in
+ * a file (block status OFFSET_VALID) is copied by copy_file_range into a raw
+ * target on a file, without reading it here (so without zero detection:
+ * -S is refused with -C, as qemu-img does). Other data, and everything
+ * once the kernel refuses a copy, goes through read and write.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -47,6 +53,8 @@ typedef struct Conv {
     bool compressed;
     bool in_order;
     bool salvage;
+    bool copy_range;        /* -C */
+    ImgCopyOffload *offload;
     int64_t sparse;
     int64_t buf_size;
     int64_t cluster;        /* -c: the target's cluster size (0: unknown) */
@@ -59,6 +67,8 @@ typedef struct Conv {
     ConvSrc *st_src;
     int64_t st_start, st_end;
     int st;
+    int64_t st_map;         /* with OFFSET_VALID: where st_start lies in st_file */
+    BlockDriverState *st_file;
     int64_t next;
     uint64_t seq_next;
     uint64_t seq_done;
@@ -96,14 +106,15 @@ static int coroutine_fn src_status(Conv *s, ConvSrc *src, int64_t soff, int64_t 
 {
     BlockDriverState *bs = blk_bs(src->blk);
     BlockDriverState *base = s->has_backing ? bdrv_backing_bs(bs) : NULL;
-    int64_t p = 0;
+    BlockDriverState *file = NULL;
+    int64_t p = 0, map = -1;
     int ret;
 
     if (s->st_src == src && soff >= s->st_start && soff < s->st_end) {
         *pnum = s->st_end - soff;
         return s->st;
     }
-    ret = bdrv_co_block_status_above(bs, base, soff, src->size - soff, &p, NULL, NULL, NULL);
+    ret = bdrv_co_block_status_above(bs, base, soff, src->size - soff, &p, &map, &file, NULL);
     if (ret < 0 || p <= 0) {
         img_error("error while reading block status at offset %" PRId64 " of %s: %s", soff,
                   src->name, strerror(ret < 0 ? -ret : EIO));
@@ -113,17 +124,24 @@ static int coroutine_fn src_status(Conv *s, ConvSrc *src, int64_t soff, int64_t 
     s->st_start = soff;
     s->st_end = soff + p;
     s->st = ret;
+    s->st_map = (ret & BDRV_BLOCK_OFFSET_VALID) && file ? map : -1;
+    s->st_file = s->st_map >= 0 ? file : NULL;
     *pnum = p;
     return ret;
 }
 
-/* Kind of [soff, soff + *n) of src; *n may shrink. */
-static int coroutine_fn classify(Conv *s, ConvSrc *src, int64_t soff, int64_t *n)
+/*
+ * Kind of [soff, soff + *n) of src; *n may shrink. With -C, *file and *map
+ * tell where data lies as it is in a file (*file NULL: nowhere known).
+ */
+static int coroutine_fn classify(Conv *s, ConvSrc *src, int64_t soff, int64_t *n,
+                                 BlockDriverState **file, int64_t *map)
 {
     int64_t pnum = 0;
     int ret;
 
-    if (s->sparse == 0 && !s->has_backing) {
+    *file = NULL;
+    if (s->sparse == 0 && !s->has_backing && !s->offload) {
         return CHUNK_DATA;
     }
     ret = src_status(s, src, soff, &pnum);
@@ -137,10 +155,38 @@ static int coroutine_fn classify(Conv *s, ConvSrc *src, int64_t soff, int64_t *n
     if (s->has_backing && !(ret & BDRV_BLOCK_ALLOCATED)) {
         return CHUNK_BACKING;
     }
-    if ((ret & BDRV_BLOCK_ZERO) && s->sparse) {
+    if ((ret & BDRV_BLOCK_ZERO) && (s->sparse || s->offload)) {
         return CHUNK_ZERO;
     }
+    if (s->st_file) {
+        *file = s->st_file;
+        *map = s->st_map + (soff - s->st_start);
+    }
     return CHUNK_DATA;
+}
+
+/*
+ * -C: copies a data chunk with copy_file_range. Returns 0 when done, 1 when
+ * the caller must read and write it (the kernel refused: offloading stops).
+ */
+static int coroutine_fn offload_chunk(Conv *s, BlockDriverState *file, int64_t map,
+                                      int64_t off, int64_t n)
+{
+    int ret;
+
+    if (!s->offload || !file) {
+        return 1;
+    }
+    ret = img_copy_offload(s->offload, file, map, off, n);
+    if (ret == 0) {
+        return 0;
+    }
+    if (ret != -ENOTSUP) {
+        /* As qemu-img: a failed copy_range turns offloading off for the rest. */
+        img_copy_offload_free(s->offload);
+        s->offload = NULL;
+    }
+    return 1;
 }
 
 /* Reads a chunk; with --salvage, sectors that fail read as zeroes. */
@@ -324,14 +370,17 @@ static void coroutine_fn conv_worker(void *opaque)
         }
         int64_t off = s->next;
         ConvSrc *src = find_src(s, off);
-        int64_t n = src->base + src->size - off;
+        int64_t n = src->base + src->size - off, map = -1;
+        BlockDriverState *file = NULL;
         n = n < s->buf_size ? n : s->buf_size;
-        int kind = classify(s, src, off - src->base, &n);
+        int kind = classify(s, src, off - src->base, &n, &file, &map);
         s->next = off + n;
         uint64_t seq = s->seq_next++;
         co_mutex_unlock(&s->lock);
+        bool offload = kind == CHUNK_DATA && s->offload && file;
 
-        if (kind < 0 || (kind == CHUNK_DATA && read_chunk(s, src, off - src->base, n, buf) < 0)) {
+        if (kind < 0 || (kind == CHUNK_DATA && !offload &&
+                         read_chunk(s, src, off - src->base, n, buf) < 0)) {
             fail(s, kind < 0 ? kind : -EIO);
             break;
         }
@@ -341,7 +390,14 @@ static void coroutine_fn conv_worker(void *opaque)
         if (s->ret) {
             break;
         }
-        int ret = write_chunk(s, kind, off, n, buf);
+        int ret = offload ? offload_chunk(s, file, map, off, n) : 1;
+        if (ret > 0 && offload) {
+            /* Not offloaded after all: read it now. */
+            ret = read_chunk(s, src, off - src->base, n, buf) < 0 ? -EIO : 1;
+        }
+        if (ret > 0) {
+            ret = write_chunk(s, kind, off, n, buf);
+        }
         if (ret < 0) {
             fail(s, ret);
             break;
@@ -400,6 +456,7 @@ typedef struct ConvOpts {
     bool bitmaps;           /* --bitmaps */
     const char *snapshot;   /* -l: convert an internal snapshot of the source */
     bool skip_broken;       /* --skip-broken-bitmaps */
+    bool explicit_sparse;   /* -S given */
 } ConvOpts;
 
 static const struct option convert_longopts[] = {
@@ -438,6 +495,7 @@ static int parse_convert(int argc, char **argv, Conv *s, ConvOpts *co)
             }
             break;
         case 'S':
+            co->explicit_sparse = true;
             if ((v = img_parse_size(optarg)) < 0 || v > INT32_MAX / 2 || (v && v < 512 &&
                                                                           v % 512)) {
                 img_error("Invalid buffer size for sparse output specified. Valid sizes are "
@@ -468,9 +526,7 @@ static int parse_convert(int argc, char **argv, Conv *s, ConvOpts *co)
             }
             s->rate = v;
             break;
-        case 'C':
-            img_error("-C (copy offloading) is not supported by coblk-img");
-            return 2;
+        case 'C': s->copy_range = true; break;
         case 'l': co->snapshot = optarg; break;
         case OPT_BITMAPS: co->bitmaps = true; break;
         case OPT_SKIP_BROKEN: co->skip_broken = true; break;
@@ -570,6 +626,9 @@ static int open_target(Conv *s, ConvOpts *co, const char *out)
                   " bytes)", out, len, s->total);
         return -1;
     }
+    if (s->copy_range) {
+        s->offload = img_copy_offload_new(s->dst);
+    }
     if (s->compressed) {
         if (!(blk_bs(s->dst)->supported_write_flags & BDRV_REQ_WRITE_COMPRESSED)) {
             img_error("Compression not supported for this file format");
@@ -619,6 +678,14 @@ static int check_convert_opts(Conv *s, ConvOpts *co, const char *out)
         img_error("-n cannot be used when writing to stdout ('-')");
         return -1;
     }
+    if (s->copy_range && s->compressed) {
+        img_error("Cannot enable copy offloading when -c is used");
+        return -1;
+    }
+    if (s->copy_range && co->explicit_sparse) {
+        img_error("Cannot enable copy offloading when -S is used");
+        return -1;
+    }
     if (co->skip_broken && !co->bitmaps) {
         img_error("--skip-broken-bitmaps requires --bitmaps");
         return -1;
@@ -656,6 +723,8 @@ static int convert_finish(Conv *s, ConvOpts *co, int ret)
 
 static void convert_cleanup(Conv *s, ConvOpts *co)
 {
+    img_copy_offload_free(s->offload);
+    s->offload = NULL;
     if (s->dst) {
         blk_unref(s->dst);
     }
@@ -745,6 +814,8 @@ static int convert_staged(int argc, char **argv, Conv *s, ConvOpts *co)
     }
     close(fd);
     ret = run_to_file(s, co, argc - 1 - optind, argv + optind, tmp);
+    img_copy_offload_free(s->offload);
+    s->offload = NULL;
     if (s->dst) {
         blk_unref(s->dst);
         s->dst = NULL;

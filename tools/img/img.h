@@ -95,6 +95,18 @@ void *img_alloc(size_t size);
 /** Whether buf[0..len) is all zero bytes. */
 bool img_is_zero(const void *buf, size_t len);
 
+/* copy-offload.c: convert -C (copy_file_range into a raw target on a file) */
+typedef struct ImgCopyOffload ImgCopyOffload;
+/** NULL when dst is not a raw image directly on a file (no offloading then). */
+ImgCopyOffload *img_copy_offload_new(BlockBackend *dst);
+void img_copy_offload_free(ImgCopyOffload *c);
+/**
+ * Copies n bytes at offset map of the file node file to offset off of the
+ * target. -ENOTSUP when file is not a file node; other -errno from the kernel.
+ */
+int coroutine_fn img_copy_offload(ImgCopyOffload *c, BlockDriverState *file, int64_t map,
+                                  int64_t off, int64_t n);
+
 /* --------------------------------------------------------------------- */
 /* json.c: a small JSON tree (to pretty-print driver JSON) and an emitter */
 

@@ -370,8 +370,9 @@ BlockBackend *img_open(const char *filename, const ImgOpen *o)
     if (writethrough) {
         blk_set_enable_write_cache(blk, false);
     }
+    /* As qemu-img: only a writable image gets the warning. */
     if (blk_bs(blk)->probed && strcmp(bdrv_get_format_name(blk_bs(blk)), "raw") == 0 &&
-        !o->quiet) {
+        o->writable && !o->quiet) {
         fprintf(stderr,
                 "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
                 "         Automatically detecting the format is dangerous for raw images, "

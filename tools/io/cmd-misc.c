@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -289,6 +290,25 @@ int io_abort_f(BlockBackend *blk, int argc, char **argv)
 {
     fflush(stdout);
     abort();
+}
+
+/* sigraise N: raise(N), as qemu-io (signal 0 and NSIG do nothing). */
+int io_sigraise_f(BlockBackend *blk, int argc, char **argv)
+{
+    int64_t sig = io_cvtnum(argv[1]);
+
+    if (sig < 0) {
+        io_print_cvtnum_err(sig, argv[1]);
+        return -EINVAL;
+    }
+    if (sig > NSIG) {
+        printf("signal argument '%s' is too large to be a valid signal\n", argv[1]);
+        return -EINVAL;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    raise((int)sig);
+    return 0;
 }
 
 int io_help_f(BlockBackend *blk, int argc, char **argv)

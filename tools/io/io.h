@@ -98,6 +98,7 @@ int io_open_f(BlockBackend *blk, int argc, char **argv);
 int io_close_f(BlockBackend *blk, int argc, char **argv);
 int io_quit_f(BlockBackend *blk, int argc, char **argv);
 int io_abort_f(BlockBackend *blk, int argc, char **argv);
+int io_sigraise_f(BlockBackend *blk, int argc, char **argv);
 
 int io_break_f(BlockBackend *blk, int argc, char **argv);
 int io_remove_break_f(BlockBackend *blk, int argc, char **argv);

@@ -27,6 +27,13 @@ static void help_rw(void)
            " -q          no report line\n");
 }
 
+static void help_sigraise(void)
+{
+    printf("\n raises the given signal\n\n Example:\n 'sigraise 15' - raises SIGTERM\n\n"
+           " Invokes raise(signal), where \"signal\" is the mandatory integer argument\n"
+           " given to sigraise.\n\n");
+}
+
 static const IoCmd io_cmds[] = {
     { "abort", NULL, io_abort_f, 0, 0, false, "",
       "simulate a program crash using abort(3)", NULL },
@@ -66,6 +73,8 @@ static const IoCmd io_cmds[] = {
       "reads a number of bytes at a specified offset", help_rw },
     { "readv", NULL, io_readv_f, 2, -1, true, "[-Cqv] [-P pattern] off len [len..]",
       "reads a number of bytes at a specified offset", help_rw },
+    { "sigraise", NULL, io_sigraise_f, 1, 1, false, "signal", "raises a signal",
+      help_sigraise },
     { "sleep", NULL, io_sleep_f, 1, 1, false, "milliseconds",
       "waits for the given value in milliseconds", NULL },
     { "truncate", "t", io_truncate_f, 1, 3, true, "[-m prealloc_mode] off",
@@ -149,7 +158,8 @@ int io_open(const char *name, const char *fmt, bool image_opts, int flags, bool 
     if (writethrough) {
         blk_set_enable_write_cache(io_state.blk, false);
     }
-    if (blk_bs(io_state.blk)->probed &&
+    /* As qemu-io: only a writable image gets the warning. */
+    if (blk_bs(io_state.blk)->probed && (flags & BDRV_O_RDWR) &&
         strcmp(bdrv_get_format_name(blk_bs(io_state.blk)), "raw") == 0) {
         fprintf(stderr,
                 "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"

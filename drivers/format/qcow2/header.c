@@ -534,6 +534,7 @@ int qcow2_read_tables(BlockDriverState *bs, BDRVQcow2State *s, Error **errp)
             return -EINVAL;
         }
     }
+    qcow2_reftable_count_used(s);
     s->l1_dirty_lo = s->l1_size;
     s->l1_dirty_hi = 0;
     return 0;

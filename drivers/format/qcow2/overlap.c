@@ -138,7 +138,7 @@ static int coroutine_fn find_overlap(BlockDriverState *bs, int mask, uint64_t of
             return 1;
         }
     }
-    for (uint64_t i = 0; (mask & QCOW2_OL_REFBLOCK) && i < s->refcount_table_size; i++) {
+    for (uint64_t i = 0; (mask & QCOW2_OL_REFBLOCK) && i < s->refcount_table_used; i++) {
         if (overlaps(off, len, s->refcount_table[i] & REFT_OFFSET_MASK, cs)) {
             *what = "refcount block";
             return 1;

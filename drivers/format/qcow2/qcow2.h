@@ -282,6 +282,7 @@ typedef struct BDRVQcow2State {
     uint32_t refcount_table_clusters;
     uint64_t refcount_table_size;       /* entries */
     uint64_t *refcount_table;
+    uint64_t refcount_table_used;       /* entries past this one are all 0 */
     uint64_t free_cluster_index;        /* allocation scan starts here */
 
     /* Snapshots (see snapshot.c, to be added) */
@@ -490,6 +491,8 @@ int coroutine_fn qcow2_free_clusters(BlockDriverState *bs, uint64_t offset, uint
 /* Drops a reference once the tables that stopped referencing it are durable. */
 int qcow2_free_clusters_deferred(BlockDriverState *bs, uint64_t offset, uint64_t len, int type);
 int coroutine_fn qcow2_apply_pending_frees(BlockDriverState *bs);
+/* Recomputes refcount_table_used after the table was loaded or replaced. */
+void qcow2_reftable_count_used(BDRVQcow2State *s);
 /* Refcount entry access in a refcount block (bits = refcount_bits). */
 uint64_t qcow2_refblock_get(const BDRVQcow2State *s, const uint8_t *blk, uint64_t i);
 void qcow2_refblock_set(const BDRVQcow2State *s, uint8_t *blk, uint64_t i, uint64_t v);

@@ -189,6 +189,7 @@ int coroutine_fn qcow2_rebuild_refcounts(BlockDriverState *bs, const Qcow2Refs *
     s->refcount_table_offset = start * cs;
     s->refcount_table_clusters = (uint32_t)nt;
     s->refcount_table_size = nt * cs / 8;
+    qcow2_reftable_count_used(s);
     s->refcount_order = order;
     s->refcount_bits = 1 << order;
     s->refcount_max = max;

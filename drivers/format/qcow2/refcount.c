@@ -66,6 +66,16 @@ void qcow2_refblock_set(const BDRVQcow2State *s, uint8_t *blk, uint64_t i, uint6
     }
 }
 
+void qcow2_reftable_count_used(BDRVQcow2State *s)
+{
+    uint64_t n = s->refcount_table_size;
+
+    while (n && !s->refcount_table[n - 1]) {
+        n--;
+    }
+    s->refcount_table_used = n;
+}
+
 /* Host offset of the refcount block for range idx, 0 if none; -EIO if invalid. */
 static int coroutine_fn refblock_offset(BlockDriverState *bs, uint64_t idx, uint64_t *off)
 {
@@ -192,6 +202,7 @@ static int coroutine_fn grow_write(BlockDriverState *bs, uint64_t start, uint64_
     s->refcount_table_offset = start * cs;
     s->refcount_table_clusters = (uint32_t)k;
     s->refcount_table_size = k * cs / 8;
+    qcow2_reftable_count_used(s);
     ret = qcow2_free_clusters(bs, old_off, old_clusters * cs, QCOW2_DISCARD_OTHER);
 out:
     free(table);
@@ -282,6 +293,9 @@ static int coroutine_fn ensure_refblock(BlockDriverState *bs, uint64_t idx)
         return ret;
     }
     s->refcount_table[idx] = off;
+    if (idx >= s->refcount_table_used) {
+        s->refcount_table_used = idx + 1;
+    }
     st_be64(&entry, off);
     BLKDBG_EVENT(bs->file, BLKDBG_REFBLOCK_ALLOC_HOOKUP);
     ret = qcow2_pwrite(bs->file, (int64_t)(s->refcount_table_offset + idx * 8), 8, &entry);
@@ -372,7 +386,7 @@ static int coroutine_fn find_free_run(BlockDriverState *bs, uint64_t n, bool exa
 
     for (;;) {
         uint64_t c = start, run = 0, rc;
-        bool retry = false;
+        bool retry = false, seen_free = false;
         int ret;
 
         while (run < n) {
@@ -382,6 +396,17 @@ static int coroutine_fn find_free_run(BlockDriverState *bs, uint64_t n, bool exa
             ret = qcow2_get_refcount(bs, c, &rc);
             if (ret < 0) {
                 return ret;
+            }
+            if (!rc && !seen_free) {
+                /*
+                 * Every cluster from the hint up to here is in use: the next
+                 * scan starts here (else each allocation walks the whole
+                 * image from its start again when cluster 0 is the header).
+                 */
+                seen_free = true;
+                if (start == s->free_cluster_index) {
+                    s->free_cluster_index = c;
+                }
             }
             if (rc && run && !exact) {
                 break;

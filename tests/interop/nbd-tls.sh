@@ -10,9 +10,13 @@
 # - the coblk client (nbd-check) over TLS against coblk-nbd, qemu-nbd and
 #   nbdkit (x509 and PSK), a wrong hostname or CA failing the handshake, and
 #   no downgrade: a server that refuses STARTTLS fails the open.
-# Usage: nbd-tls.sh COBLK_NBD NBD_CHECK
+# - coblk-img / coblk-io with qemu's --object tls-creds-x509 / tls-creds-psk
+#   and tls-creds=ID in --image-opts, and their --object errors.
+# Usage: nbd-tls.sh COBLK_NBD NBD_CHECK [COBLK_IMG COBLK_IO]
 NBD=$1
 CHECK=$2
+CIMG=${3:-}
+CIO=${4:-}
 . "$(dirname "$0")/nbd-lib.sh"
 need certtool psktool qemu-io qemu-img python3
 HERE=$(dirname "$0")
@@ -117,6 +121,28 @@ qtls_io() {
 }
 qtls_io "read -P 0x11 40M 1M" "read -P 0x33 63M 1M" "write -P 0x55 50M 1M" "flush" \
     "read -P 0x55 50M 1M"
+# coblk-io / coblk-img with the same --object and options as qemu-io
+if [ -n "$CIO" ]; then
+    "$CIO" "${qtls[@]}" --image-opts "$qopts" -c "read -P 0x55 50M 1M" \
+        -c "write -P 0x56 51M 64k" -c "read -P 0x56 51M 64k" >"$T/cio" 2>&1 ||
+        fail "coblk-io --object tls-creds-x509: $(cat "$T/cio")"
+    grep -Eqi "fail|error|mismatch" "$T/cio" && fail "coblk-io over TLS: $(cat "$T/cio")"
+    "$CIMG" info "${qtls[@]}" --image-opts "$qopts" >"$T/cinfo" 2>&1 ||
+        fail "coblk-img info --object tls-creds-x509: $(cat "$T/cinfo")"
+    grep -q "virtual size: 64 MiB" "$T/cinfo" || fail "coblk-img info over TLS: $(cat "$T/cinfo")"
+    "$CIMG" convert "${qtls[@]}" --image-opts "$qopts" -O raw "$T/tlscopy.raw" ||
+        fail "coblk-img convert from TLS"
+    qio "$T/tlscopy.raw" "read -P 0x55 50M 1M" "read -P 0x56 51M 64k"
+    expect_fail "coblk-io: unknown tls-creds id" "no tls-creds object with that id" \
+        "$CIO" --image-opts "${qopts/tls-creds=t/tls-creds=nope}" -c "length"
+    expect_fail "coblk-img: verify-peer=off refused" "verify-peer=off is not supported" \
+        "$CIMG" info --object "tls-creds-x509,id=t,dir=$T/pki,verify-peer=off" \
+        --image-opts "$qopts"
+    expect_fail "coblk-img: server endpoint refused" "endpoint must be client" \
+        "$CIMG" info --object "tls-creds-x509,id=t,dir=$T/pki,endpoint=server" \
+        --image-opts "$qopts"
+    echo "coblk-img/coblk-io --object tls-creds-x509: ok"
+fi
 if command -v nbdcopy >/dev/null; then
     qtls_io "read -P 0x44 48M 1M"
 fi
@@ -181,6 +207,13 @@ qemu-io --object "tls-creds-psk,id=p,dir=$T/psk,username=alice,endpoint=client" 
     --image-opts "driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=$port,tls-creds=p" \
     -c "read -P 0x5a 5M 1M" >"$T/qio" 2>&1 || fail "qemu-io with PSK: $(cat "$T/qio")"
 grep -Eqi "fail|error|mismatch" "$T/qio" && fail "qemu-io with PSK: $(cat "$T/qio")"
+if [ -n "$CIO" ]; then
+    "$CIO" --object "tls-creds-psk,id=p,dir=$T/psk,username=alice,endpoint=client" \
+        --image-opts "driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=$port,tls-creds=p" \
+        -c "read -P 0x5a 5M 1M" >"$T/cio" 2>&1 || fail "coblk-io with PSK: $(cat "$T/cio")"
+    grep -Eqi "fail|error|mismatch" "$T/cio" && fail "coblk-io with PSK: $(cat "$T/cio")"
+    echo "coblk-io --object tls-creds-psk: ok"
+fi
 if command -v nbdinfo >/dev/null; then
     # libnbd 1.14 asks getlogin_r() even with tls-username, which fails without a
     # login session (as under CI): that part is skipped then, with a message.

@@ -48,6 +48,29 @@ expect_rc 1 "setuuid on raw" "$CIMG" setuuid -f raw a.raw
 expect_rc 1 "compact on raw" "$CIMG" compact -f raw a.raw
 expect_rc 1 "geometry on raw" "$CIMG" geometry -f raw a.raw
 expect_rc 1 "measure -O null-co" "$CIMG" measure -O null-co --size 1M
+# --object: secrets are accepted (as qemu-img; no coblk driver uses one yet),
+# bad objects refused with a message; tls-creds objects: tests/interop/nbd-tls.sh.
+echo -n letmein >pw.txt
+expect_rc 0 "info --object secret,data=" "$CIMG" info --object secret,id=s0,data=x -f raw a.raw
+expect_rc 0 "info --object secret,file=" "$CIMG" info --object secret,id=s0,file=pw.txt \
+    -f raw a.raw
+expect_rc 1 "--object secret without data" "$CIMG" info --object secret,id=s0 -f raw a.raw
+grep -q "exactly one of data= and file=" err.txt && pass "secret message" || fail "$(cat err.txt)"
+expect_rc 1 "--object secret, no such file" "$CIMG" info --object secret,id=s0,file=nope \
+    -f raw a.raw
+grep -q "cannot read 'nope'" err.txt && pass "secret file message" || fail "$(cat err.txt)"
+expect_rc 1 "--object of an unknown type" "$CIMG" info --object bogus,id=b -f raw a.raw
+grep -q "object type 'bogus' is not supported" err.txt && pass "type message" ||
+    fail "$(cat err.txt)"
+expect_rc 1 "--object duplicate id" "$CIMG" convert --object secret,id=s,data=1 \
+    --object secret,id=s,data=2 -f raw -O raw a.raw x.raw
+expect_rc 1 "tls-creds=ID without the object" "$CIMG" info \
+    --object secret,id=s0,data=x --image-opts driver=raw,file.driver=file,file.filename=a.raw,file.tls-creds=s0
+grep -q "no tls-creds object with that id" err.txt && pass "tls-creds message" ||
+    fail "$(cat err.txt)"
+expect_rc 0 "coblk-io --object secret" "$CIO" --object secret,id=s0,data=x -f raw -c length a.raw
+expect_rc 1 "coblk-io --object of an unknown type" "$CIO" --object bogus,id=b -f raw \
+    -c length a.raw
 expect_rc 1 "convert -C -c" "$CIMG" convert -C -c -f raw -O qcow2 a.raw x.qcow2
 grep -q "Cannot enable copy offloading when -c is used" err.txt && pass "-C -c message" ||
     fail "-C -c: $(cat err.txt)"

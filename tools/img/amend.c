@@ -42,7 +42,12 @@ int img_amend(int argc, char **argv)
         case 'q': quiet = true; break;
         case OPT_FORCE: force = true; break;
         case OPT_IMAGE_OPTS: o.image_opts = true; break;
-        case OPT_OBJECT: img_error("--object is not supported"); bopts_free(opts); return 1;
+        case OPT_OBJECT:
+            if (img_object_add(optarg) < 0) {
+                bopts_free(opts);
+                return 1;
+            }
+            break;
         default:
             bopts_free(opts);
             return img_usage_error("amend", "invalid option -- '%s'", argv[optind - 1]);

@@ -86,7 +86,11 @@ static int parse(int argc, char **argv, BitmapArgs *a)
         case OPT_BM_DISABLE: ret = push(a, BLOCK_BITMAP_DISABLE, NULL); break;
         case OPT_BM_MERGE: ret = push(a, BLOCK_BITMAP_MERGE, optarg); break;
         case OPT_IMAGE_OPTS: a->o.image_opts = true; break;
-        case OPT_OBJECT: img_error("--object is not supported"); return 2;
+        case OPT_OBJECT:
+            if (img_object_add(optarg) < 0) {
+                return 2;
+            }
+            break;
         case ':':
             return img_usage_error("bitmap", "option requires an argument -- '%c'", optopt) + 1;
         default:

@@ -327,7 +327,11 @@ int img_compare(int argc, char **argv)
         case 's': cmp.strict = true; break;
         case 'U': o[0].force_share = o[1].force_share = true; break;
         case OPT_IMAGE_OPTS: o[0].image_opts = o[1].image_opts = true; break;
-        case OPT_OBJECT: img_error("--object is not supported"); return 2;
+        case OPT_OBJECT:
+            if (img_object_add(optarg) < 0) {
+                return 2;
+            }
+            break;
         case ':':
             img_usage_error("compare", "option requires an argument -- '%c'", optopt);
             return 2;

@@ -530,7 +530,11 @@ static int parse_convert(int argc, char **argv, Conv *s, ConvOpts *co)
         case 'l': co->snapshot = optarg; break;
         case OPT_BITMAPS: co->bitmaps = true; break;
         case OPT_SKIP_BROKEN: co->skip_broken = true; break;
-        case OPT_OBJECT: img_error("--object is not supported"); return 2;
+        case OPT_OBJECT:
+            if (img_object_add(optarg) < 0) {
+                return 2;
+            }
+            break;
         case OPT_IMAGE_OPTS: co->src.image_opts = true; break;
         case OPT_TARGET_IMAGE_OPTS: co->target_image_opts = true; break;
         case OPT_TARGET_IS_ZERO: co->target_is_zero = true; break;

@@ -150,8 +150,10 @@ int img_create(int argc, char **argv)
         case 'q': a.quiet = true; break;
         case 'u': a.unsafe = true; break;
         case OPT_OBJECT:
-            img_error("--object is not supported (no secrets or other objects in coblk)");
-            goto fail;
+            if (img_object_add(optarg) < 0) {
+                goto fail;
+            }
+            break;
         case 'o':
             if (is_help_opt(optarg)) {
                 help = true;

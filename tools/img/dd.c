@@ -118,7 +118,11 @@ int img_dd(int argc, char **argv)
         case 'O': out_fmt = optarg; break;
         case 'U': io.force_share = true; break;
         case OPT_IMAGE_OPTS: io.image_opts = true; break;
-        case OPT_OBJECT: img_error("--object is not supported"); return 1;
+        case OPT_OBJECT:
+            if (img_object_add(optarg) < 0) {
+                return 1;
+            }
+            break;
         case ':': return img_usage_error("dd", "option requires an argument -- '%c'", optopt);
         default: return img_usage_error("dd", "invalid option -- '%s'", argv[optind - 1]);
         }

@@ -95,6 +95,12 @@ void *img_alloc(size_t size);
 /** Whether buf[0..len) is all zero bytes. */
 bool img_is_zero(const void *buf, size_t len);
 
+/* objects.c: --object secret / tls-creds-x509 / tls-creds-psk */
+/** Adds an --object; prints the error and returns -1 if it is refused. */
+int img_object_add(const char *spec);
+/** Replaces tls-creds=ID options (any prefix) with the NBD client's TLS options; -1 on error. */
+int img_objects_apply(BlockOpts *opts);
+
 /* copy-offload.c: convert -C (copy_file_range into a raw target on a file) */
 typedef struct ImgCopyOffload ImgCopyOffload;
 /** NULL when dst is not a raw image directly on a file (no offloading then). */

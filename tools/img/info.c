@@ -234,7 +234,11 @@ int img_info(int argc, char **argv)
             break;
         case OPT_BACKING_CHAIN: chain = true; break;
         case OPT_IMAGE_OPTS: o.image_opts = true; break;
-        case OPT_OBJECT: img_error("--object is not supported"); return 1;
+        case OPT_OBJECT:
+            if (img_object_add(optarg) < 0) {
+                return 1;
+            }
+            break;
         case ':': return img_usage_error("info", "option requires an argument -- '%c'", optopt);
         default: return img_usage_error("info", "invalid option -- '%s'", argv[optind - 1]);
         }

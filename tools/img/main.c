@@ -359,6 +359,10 @@ BlockBackend *img_open(const char *filename, const ImgOpen *o)
     } else if (o->fmt) {
         bopts_set(opts, "driver", o->fmt);
     }
+    if (img_objects_apply(opts) < 0) {
+        bopts_free(opts);
+        return NULL;
+    }
     if (o->aio) {
         bopts_set(opts, "file.aio", o->aio);
     }

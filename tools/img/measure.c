@@ -81,7 +81,11 @@ int img_measure(int argc, char **argv)
             }
             break;
         case OPT_IMAGE_OPTS: o.image_opts = true; break;
-        case OPT_OBJECT: img_error("--object is not supported"); goto out;
+        case OPT_OBJECT:
+            if (img_object_add(optarg) < 0) {
+                goto out;
+            }
+            break;
         default:
             img_usage_error("measure", "invalid option -- '%s'", argv[optind - 1]);
             goto out;

@@ -98,7 +98,11 @@ int img_rebase(int argc, char **argv)
         case 'q': quiet = true; break;
         case 'U': no.force_share = true; break;
         case OPT_IMAGE_OPTS: o.image_opts = true; break;
-        case OPT_OBJECT: img_error("--object is not supported"); return 1;
+        case OPT_OBJECT:
+            if (img_object_add(optarg) < 0) {
+                return 1;
+            }
+            break;
         case ':': return img_usage_error("rebase", "option requires an argument -- '%c'", optopt);
         default: return img_usage_error("rebase", "invalid option -- '%s'", argv[optind - 1]);
         }

@@ -104,7 +104,11 @@ int img_resize(int argc, char **argv)
             prealloc = (PreallocMode)i;
             break;
         }
-        case OPT_OBJECT: img_error("--object is not supported"); return 1;
+        case OPT_OBJECT:
+            if (img_object_add(optarg) < 0) {
+                return 1;
+            }
+            break;
         case ':': return img_usage_error("resize", "option requires an argument -- '%c'", optopt);
         default: return img_usage_error("resize", "invalid option -- '%s'", argv[optind - 1]);
         }

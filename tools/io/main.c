@@ -15,6 +15,7 @@
 #include <coblk/plugin.h>
 
 #include "io.h"
+#include "../img/img.h"
 
 IoState io_state;
 bool io_quit_requested;
@@ -136,6 +137,10 @@ int io_open(const char *name, const char *fmt, bool image_opts, int flags, bool 
         name = NULL;
     } else if (fmt) {
         bopts_set(opts, "driver", fmt);
+    }
+    if (img_objects_apply(opts) < 0) {
+        bopts_free(opts);
+        return -EINVAL;
     }
     if (aio) {
         bopts_set(opts, "file.aio", aio);
@@ -299,7 +304,7 @@ static int parse_main(int argc, char **argv, MainOpts *m)
     };
     int c;
 
-    while ((c = getopt_long(argc, argv, "+hVc:f:rsnCmki:d:t:UT:", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "hVc:f:rsnCmki:d:t:UT:", longopts, NULL)) != -1) {
         switch (c) {
         case 'h': usage(); exit(0);
         case 'V': printf("coblk-io version 0.1.0 (qemu-io 7.2 compatible)\n"); exit(0);
@@ -333,8 +338,10 @@ static int parse_main(int argc, char **argv, MainOpts *m)
             fprintf(stderr, "coblk-io: -s (snapshot mode) is not supported\n");
             return -1;
         case 'O':
-            fprintf(stderr, "coblk-io: --object is not supported\n");
-            return -1;
+            if (img_object_add(optarg) < 0) {
+                return -1;
+            }
+            break;
         case 'T':
             fprintf(stderr, "coblk-io: --trace is not supported\n");
             return -1;

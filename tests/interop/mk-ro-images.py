@@ -349,7 +349,6 @@ def dmg_images():
         mishes=[mish(0xffffffffffffff00, 1, [(ZERO, 0x200, 1, 0, 0)])])
     bad('overlap', 'overlap', mishes=[mish(0, 4096, [(ZERO, 0, 100, 0, 0), (ZERO, 50, 10, 0, 0)])])
     bad('lzfse', '0x80000007 (LZFSE compression)', mishes=chunk0(t=LZFSE))
-    bad('adc', '0x80000004 (ADC compression)', mishes=chunk0(t=ADC))
     bad('unknown-type', '0x12345678 (unknown type)', mishes=chunk0(t=0x12345678))
     bad('raw-len', 'raw chunks exactly', mishes=chunk0(t=RAW, ln=1000))
     bad('sectors-huge', 'sector count 4611686018427387904', mishes=mishes, sectors=1 << 62)

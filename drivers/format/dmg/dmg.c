@@ -17,10 +17,12 @@
  *   (reads zero), 0x80000004 ADC, 0x80000005 zlib, 0x80000006 bzip2,
  *   0x80000007 LZFSE, 0x80000008 LZMA, 0x7ffffffe comment, 0xffffffff last.
  *
- * Read: zero-fill, ignore, raw, zlib, and bzip2 when built with libbz2
- * (COBLK_HAVE_BZIP2). Images holding ADC, LZFSE, LZMA or unknown chunks are
- * refused at open with an error naming the chunk type. Sectors no chunk
- * covers read as zero. A compressed chunk is inflated whole into a
+ * Read: zero-fill, ignore, raw, zlib, ADC, bzip2 when built with libbz2
+ * (COBLK_HAVE_BZIP2) and LZMA when built with liblzma (COBLK_HAVE_LZMA: an
+ * xz stream, as Apple's Compression framework writes, or a legacy .lzma
+ * stream). Images holding LZFSE chunks (no decoder in Debian), chunks of a
+ * codec this build lacks, or unknown chunks are refused at open with an
+ * error naming the chunk type. Sectors no chunk covers read as zero. A compressed chunk is inflated whole into a
  * one-chunk cache, so sequential reads inflate each chunk once. The driver
  * never writes: read-write opens are refused (fmt_refuse_write_open).
  *
@@ -30,25 +32,23 @@
  * block's chunk array inside the block; data chunks at most 64 MiB
  * compressed and 64 MiB uncompressed; raw chunk length = sectors * 512;
  * chunk data inside the file; sector arithmetic checked for overflow;
- * chunks inside the disk and not overlapping.
+ * chunks inside the disk and not overlapping. A compressed chunk must decode
+ * to exactly its sectors (decomp.h): a stream cut short, running past the
+ * chunk or damaged fails the read with EIO; the LZMA decoder may use at most
+ * 128 MiB.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <zlib.h>
-
 #include "block/block-int.h"
 #include "block/bytes.h"
 #include "coblk-config.h"
 #include "drivers/drivers.h"
+#include "drivers/format/decomp.h"
 #include "drivers/format/dmg/dmg.h"
 #include "drivers/format/fmt-util.h"
-
-#if COBLK_HAVE_BZIP2
-#include <bzlib.h>
-#endif
 
 #define DMG_TRAILER 512u
 #define DMG_SECTOR 512u
@@ -91,9 +91,8 @@ typedef struct BDRVDmgState {
     uint8_t *zbuf;              /* max_compressed bytes (first compressed read) */
     uint8_t *cache;             /* max_inflated bytes */
     int64_t cached;             /* chunk index in cache, -1: none */
-    z_stream zs;
-    bool zs_ready;
-    CoMutex lock;               /* zbuf, cache, zs */
+    DecompCtx dc;
+    CoMutex lock;               /* zbuf, cache, dc */
 } BDRVDmgState;
 
 static int dmg_probe(const uint8_t *buf, int buf_size, const char *filename)
@@ -121,10 +120,37 @@ static bool dmg_is_zero(uint32_t type)
     return type == DMG_ZERO || type == DMG_IGNORE;
 }
 
-static bool dmg_type_supported(uint32_t type)
+/* The decoder of a compressed chunk type; false for the others. */
+static bool dmg_codec(uint32_t type, DecompType *t)
 {
-    return dmg_is_zero(type) || type == DMG_RAW || type == DMG_ZLIB ||
-           (COBLK_HAVE_BZIP2 && type == DMG_BZIP2);
+    switch (type) {
+    case DMG_ADC: *t = DECOMP_ADC; return true;
+    case DMG_ZLIB: *t = DECOMP_ZLIB; return true;
+    case DMG_BZIP2: *t = DECOMP_BZIP2; return true;
+    case DMG_LZMA: *t = DECOMP_LZMA; return true;
+    default: return false;
+    }
+}
+
+/* NULL if coblk reads chunks of this type, else why not. */
+static const char *dmg_type_refused(uint32_t type)
+{
+    DecompType t;
+
+    if (dmg_is_zero(type) || type == DMG_RAW) {
+        return NULL;
+    }
+    if (type == DMG_LZFSE) {
+        return "coblk has no LZFSE decoder";
+    }
+    if (!dmg_codec(type, &t)) {
+        return "coblk does not know this chunk type";
+    }
+    if (!decomp_available(t)) {
+        return t == DECOMP_BZIP2 ? "this coblk was built without libbz2"
+                                 : "this coblk was built without liblzma";
+    }
+    return NULL;
 }
 
 /* Checks one chunk's type, sizes and data range; fills c. */
@@ -132,13 +158,16 @@ static int dmg_check_chunk(BDRVDmgState *s, uint32_t blk, uint32_t i, uint64_t b
                            const uint8_t *e, DmgChunk *c, Error **errp)
 {
     uint64_t rel = ld_be64(e + 8), bytes;
+    const char *refused;
 
     c->type = ld_be32(e);
     c->sectors = ld_be64(e + 16);
     c->length = ld_be64(e + 32);
-    if (!dmg_type_supported(c->type)) {
+    refused = dmg_type_refused(c->type);
+    if (refused) {
         error_setg(errp, "'%s': chunk %u of blkx block %u has type 0x%08x (%s), which coblk "
-                   "does not support", s->file, i, blk, c->type, dmg_type_name(c->type));
+                   "does not support: %s", s->file, i, blk, c->type, dmg_type_name(c->type),
+                   refused);
         return -ENOTSUP;
     }
     if (check_add_overflow(base, rel, &c->sector) ||
@@ -374,10 +403,7 @@ static void dmg_close(BlockDriverState *bs)
 {
     BDRVDmgState *s = bs->opaque;
 
-    if (s->zs_ready) {
-        inflateEnd(&s->zs);
-        s->zs_ready = false;
-    }
+    decomp_ctx_free(&s->dc);
     free(s->chunks);
     free(s->zbuf);
     free(s->cache);
@@ -459,22 +485,23 @@ static int coroutine_fn dmg_inflate(BlockDriverState *bs, uint32_t i)
     BDRVDmgState *s = bs->opaque;
     const DmgChunk *c = &s->chunks[i];
     size_t out = (size_t)(c->sectors * DMG_SECTOR);
-    int ret, zret;
+    const char *why;
+    DecompType t;
+    int ret;
 
     if (s->cached == i) {
         return 0;
     }
     if (!s->zbuf) {
-        /* Once per open, sized at open: at most 64 MiB each. */
+        /* Once per open, sized at open: at most 64 MiB each (+1: decomp.h). */
         s->zbuf = malloc((size_t)s->max_compressed + 1);
         s->cache = malloc((size_t)s->max_inflated + 1);
-        if (!s->zbuf || !s->cache || inflateInit(&s->zs) != Z_OK) {
+        if (!s->zbuf || !s->cache) {
             free(s->zbuf);
             free(s->cache);
             s->zbuf = s->cache = NULL;
             return -ENOMEM;
         }
-        s->zs_ready = true;
     }
     s->cached = -1;
     BLKDBG_EVENT(bs->file, BLKDBG_READ_COMPRESSED);
@@ -482,34 +509,17 @@ static int coroutine_fn dmg_inflate(BlockDriverState *bs, uint32_t i)
     if (ret < 0) {
         return ret;
     }
-#if COBLK_HAVE_BZIP2
-    if (c->type == DMG_BZIP2) {
-        unsigned int got = (unsigned int)out;
-
-        zret = BZ2_bzBuffToBuffDecompress((char *)s->cache, &got, (char *)s->zbuf,
-                                          (unsigned int)c->length, 0, 0);
-        if (zret != BZ_OK || got != out) {
-            coblk_warn("dmg: '%s': bzip2 chunk at sector %llu does not decompress to %zu "
-                       "bytes (bzip2 %d)", bs->filename, (unsigned long long)c->sector, out,
-                       zret);
-            return -EIO;
-        }
-        s->cached = i;
-        return 0;
+    if (!dmg_codec(c->type, &t)) {
+        return -EIO;    /* not reached: open accepts only the types above */
     }
-#endif
-    if (inflateReset(&s->zs) != Z_OK) {
-        return -EIO;
+    ret = decomp_run(&s->dc, t, s->zbuf, (size_t)c->length, s->cache, out, &why);
+    if (ret == -EIO) {
+        coblk_warn("dmg: '%s': %s chunk at sector %llu (%llu bytes) does not decode to %zu "
+                   "bytes: %s", bs->filename, dmg_type_name(c->type),
+                   (unsigned long long)c->sector, (unsigned long long)c->length, out, why);
     }
-    s->zs.next_in = s->zbuf;
-    s->zs.avail_in = (uInt)c->length;
-    s->zs.next_out = s->cache;
-    s->zs.avail_out = (uInt)out;
-    zret = inflate(&s->zs, Z_FINISH);
-    if (zret != Z_STREAM_END || s->zs.avail_out != 0) {
-        coblk_warn("dmg: '%s': zlib chunk at sector %llu does not inflate to %zu bytes "
-                   "(zlib %d)", bs->filename, (unsigned long long)c->sector, out, zret);
-        return -EIO;
+    if (ret < 0) {
+        return ret;
     }
     s->cached = i;
     return 0;

@@ -17,6 +17,7 @@
 
 #include "coblk-config.h"
 #include "block/block-int.h"
+#include <coblk/plugin.h>
 
 #define PROBE_BYTES 2048
 
@@ -114,9 +115,29 @@ int bdrv_take_mode_opts(BlockOpts *o, int *flags, BlockdevDetectZeroes *dz, bool
 }
 
 /* Takes the options every node understands. */
+/*
+ * "plugin=PATH" loads a driver plugin (coblk_plugin_load) before the driver
+ * is chosen, so an image of a plugin's format opens from options alone.
+ * Options come from the caller: json: names are never read from images, so
+ * an image cannot make coblk load code.
+ */
+static int take_plugin_opt(BlockOpts *o, Error **errp)
+{
+    char *path = NULL;
+    int ret;
+
+    if (bopts_take_str(o, "plugin", &path, errp) < 0) {
+        return -EINVAL;
+    }
+    ret = path ? coblk_plugin_load(path, errp) : 0;
+    free(path);
+    return ret;
+}
+
 static int take_generic_opts(BlockOpts *o, GenericOpts *g, Error **errp)
 {
-    if (bdrv_take_mode_opts(o, &g->flags, &g->detect_zeroes, true, errp) < 0) {
+    if (take_plugin_opt(o, errp) < 0 ||
+        bdrv_take_mode_opts(o, &g->flags, &g->detect_zeroes, true, errp) < 0) {
         return -EINVAL;
     }
     return bopts_take_str(o, "node-name", &g->node_name, errp) < 0 ? -EINVAL : 0;

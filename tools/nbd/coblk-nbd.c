@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <coblk/coblk.h>
+#include <coblk/plugin.h>
 
 #include "tls-opts.h"
 
@@ -68,6 +69,7 @@ enum {
     OPT_TLSPSK,
     OPT_TLS,
     OPT_TLSVERIFY,
+    OPT_PLUGIN,
 };
 
 static void usage(const char *prog)
@@ -109,7 +111,9 @@ static void usage(const char *prog)
            "      --aio=MODE            AIO mode (threads, native, io_uring)\n"
            "      --discard=MODE        discard mode (ignore, unmap)\n"
            "      --detect-zeroes=MODE  detect zeroes (off, on, unmap)\n"
-           "      --image-opts          treat FILE as a full set of image options\n\n"
+           "      --image-opts          treat FILE as a full set of image options\n"
+           "      --plugin=PATH         load a coblk driver plugin (shared object) before\n"
+           "                            opening FILE (may be repeated)\n\n"
            "TLS (GnuTLS; a client that does not upgrade is refused unless --tls=on):\n"
            "      --object tls-creds-x509,id=ID,dir=DIR[,endpoint=server][,verify-peer=on|off]\n"
            "      --object tls-creds-psk,id=ID,dir=DIR[,endpoint=server]   (DIR/keys.psk)\n"
@@ -166,6 +170,16 @@ static void add_object(NbdToolOpts *o, const char *spec)
     }
 }
 
+/* Loads a driver plugin now, so the image's format can come from it. */
+static void load_plugin(const char *path)
+{
+    Error *err = NULL;
+
+    if (coblk_plugin_load(path, &err) < 0) {
+        die("%s", error_get_pretty(err));
+    }
+}
+
 static void parse_args(int argc, char **argv, NbdToolOpts *o)
 {
     static const struct option longopts[] = {
@@ -205,6 +219,7 @@ static void parse_args(int argc, char **argv, NbdToolOpts *o)
         { "list", no_argument, NULL, 'L' },
         { "bitmap", required_argument, NULL, 'B' },
         { "trace", required_argument, NULL, 'T' },
+        { "plugin", required_argument, NULL, OPT_PLUGIN },
         { NULL, 0, NULL, 0 },
     };
     int c;
@@ -242,6 +257,7 @@ static void parse_args(int argc, char **argv, NbdToolOpts *o)
         case OPT_FORK: o->fork = true; break;
         case OPT_PID_FILE: o->pid_file = optarg; break;
         case OPT_OBJECT: add_object(o, optarg); break;
+        case OPT_PLUGIN: load_plugin(optarg); break;
         case OPT_TLSCREDS: o->tls.creds = optarg; break;
         case OPT_TLSAUTHZ: o->tls.authz = optarg; break;
         case OPT_TLSPSK: o->tls.psk = optarg; break;

@@ -16,8 +16,15 @@
  *        sector of the extent (bit s % 8 of byte s / 8; clear: the sector was
  *        never written and reads zero), then the extent's sectors.
  *
- * Undoable and volatile redologs need a base image and are refused. The
- * driver never writes: read-write opens are refused (fmt_refuse_write_open).
+ * Subtypes: "Growing" stands alone (unwritten sectors read zero). "Undoable"
+ * and "Volatile" redologs hold the sectors written over a flat base image,
+ * which Bochs does not name in the redolog: unwritten sectors read from the
+ * base, opened as this node's raw backing file. The base is the driver
+ * option base=FILE (relative to the redolog's directory), else the redolog's
+ * name without its ".redolog" suffix (Bochs's default journal name); a
+ * redolog with neither is refused naming its subtype. The base's timestamp
+ * (undoable header field) is not compared with the base file. The driver
+ * never writes: read-write opens are refused (fmt_refuse_write_open).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -32,6 +39,9 @@
 #define BOCHS_MAGIC "Bochs Virtual HD Image"
 #define BOCHS_TYPE "Redolog"
 #define BOCHS_SUBTYPE "Growing"
+#define BOCHS_UNDOABLE "Undoable"
+#define BOCHS_VOLATILE "Volatile"
+#define BOCHS_REDOLOG_SUFFIX ".redolog"
 #define BOCHS_V1 0x00010000u
 #define BOCHS_V2 0x00020000u
 #define BOCHS_HDR 512u
@@ -61,6 +71,8 @@ typedef struct BDRVBochsState {
     uint64_t block_bytes;       /* bitmap_bytes + extent_size */
     uint64_t data_offset;
     uint64_t disk_size;
+    bool over_base;             /* undoable / volatile: unwritten sectors are the base's */
+    char subtype[16];           /* for messages */
 } BDRVBochsState;
 
 /* A NUL-terminated string field equals s. */
@@ -71,13 +83,22 @@ static bool bochs_field_is(const uint8_t *field, size_t len, const char *s)
     return n < len && memcmp(field, s, n) == 0 && field[n] == 0;
 }
 
+/* 1: growing, 2: a redolog over a base image (undoable or volatile), 0: other. */
+static int bochs_subtype(const uint8_t *h)
+{
+    const uint8_t *f = h + BH_SUBTYPE;
+
+    return bochs_field_is(f, 16, BOCHS_SUBTYPE) ? 1
+           : bochs_field_is(f, 16, BOCHS_UNDOABLE) || bochs_field_is(f, 16, BOCHS_VOLATILE) ? 2
+                                                                                            : 0;
+}
+
 static int bochs_probe(const uint8_t *buf, int buf_size, const char *filename)
 {
     uint32_t v;
 
     if (buf_size < BH_HDRSIZE || !bochs_field_is(buf + BH_MAGIC, 32, BOCHS_MAGIC) ||
-        !bochs_field_is(buf + BH_TYPE, 16, BOCHS_TYPE) ||
-        !bochs_field_is(buf + BH_SUBTYPE, 16, BOCHS_SUBTYPE)) {
+        !bochs_field_is(buf + BH_TYPE, 16, BOCHS_TYPE) || !bochs_subtype(buf)) {
         return 0;
     }
     v = ld_le32(buf + BH_VERSION);
@@ -86,7 +107,7 @@ static int bochs_probe(const uint8_t *buf, int buf_size, const char *filename)
 
 /*
  * Limits enforced on the header (untrusted images): magic and type as above,
- * subtype "Growing" only, version 1 or 2; header size in [512, 64 KiB];
+ * subtype "Growing", "Undoable" or "Volatile", version 1 or 2; header size in [512, 64 KiB];
  * catalog entries in [1, 16 Mi] with the catalog inside the file; extent size
  * a power of two in [512, 64 MiB] (no divide by zero; Bochs makes them so); bitmap size in
  * [1, 1 MiB] and at least one bit per extent sector; catalog entries *
@@ -104,12 +125,13 @@ static int bochs_check_header(BlockDriverState *bs, BDRVBochsState *s, const uin
         error_setg(errp, "'%s' is not a Bochs redolog image (magic or type field)", fn);
         return -EINVAL;
     }
-    if (!bochs_field_is(h + BH_SUBTYPE, 16, BOCHS_SUBTYPE)) {
-        error_setg(errp, "'%s': Bochs subtype '%.15s' is not supported (only growing images; "
-                   "undoable and volatile redologs need their base image)", fn,
-                   (const char *)h + BH_SUBTYPE);
+    if (!bochs_subtype(h)) {
+        error_setg(errp, "'%s': Bochs subtype '%.15s' is not supported (growing, undoable and "
+                   "volatile are)", fn, (const char *)h + BH_SUBTYPE);
         return -ENOTSUP;
     }
+    s->over_base = bochs_subtype(h) == 2;
+    snprintf(s->subtype, sizeof(s->subtype), "%.15s", (const char *)h + BH_SUBTYPE);
     if (version != BOCHS_V1 && version != BOCHS_V2) {
         error_setg(errp, "'%s': unsupported Bochs version 0x%08x", fn, version);
         return -ENOTSUP;
@@ -241,20 +263,58 @@ static void bochs_close(BlockDriverState *bs)
     s->catalog = NULL;
 }
 
+/*
+ * Names the base image of an undoable / volatile redolog as the raw backing
+ * file: base (the base=FILE option) or the file name without ".redolog".
+ */
+static int bochs_set_base(BlockDriverState *bs, const char *base, Error **errp)
+{
+    BDRVBochsState *s = bs->opaque;
+    const char *slash = strrchr(bs->filename, '/');
+    const char *name = slash ? slash + 1 : bs->filename;
+    size_t n = strlen(name), sl = strlen(BOCHS_REDOLOG_SUFFIX);
+
+    if (!s->over_base) {
+        if (base) {
+            error_setg(errp, "'%s': base=%s: a growing Bochs image has no base image",
+                       bs->filename, base);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (!base && (n <= sl || strcmp(name + n - sl, BOCHS_REDOLOG_SUFFIX) != 0)) {
+        error_setg(errp, "'%s': a Bochs '%s' redolog reads unwritten sectors from its base "
+                   "image, which the redolog does not name: give it as base=FILE or name the "
+                   "redolog FILE.redolog", bs->filename, s->subtype);
+        return -EINVAL;
+    }
+    if (base) {
+        snprintf(bs->backing_file, sizeof(bs->backing_file), "%s", base);
+    } else {
+        snprintf(bs->backing_file, sizeof(bs->backing_file), "%.*s", (int)(n - sl), name);
+    }
+    snprintf(bs->backing_format, sizeof(bs->backing_format), "raw");
+    return 0;
+}
+
 static int bochs_open(BlockDriverState *bs, BlockOpts *options, int flags, Error **errp)
 {
     BochsOpenCo o = { bs, errp };
+    char *base = NULL;
     int ret = fmt_refuse_write_open(bs, flags, errp);
 
-    if (ret < 0) {
-        return ret;
+    if (ret < 0 || bopts_take_str(options, "base", &base, errp) < 0) {
+        return ret < 0 ? ret : -EINVAL;
     }
     bs->file = bdrv_open_child(NULL, options, "file", bs, BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY,
                                false, errp);
     if (!bs->file) {
+        free(base);
         return -EINVAL;
     }
     ret = (int)bdrv_run_co(bs->aio_context, bochs_open_co, &o);
+    ret = ret < 0 ? ret : bochs_set_base(bs, base, errp);
+    free(base);
     if (ret < 0) {
         bochs_close(bs);
     }
@@ -369,6 +429,30 @@ static uint64_t bochs_sector_offset(const BDRVBochsState *s, const BochsPiece *p
     return p->block + s->bitmap_bytes + (uint64_t)(p->first + i) * BOCHS_SECTOR;
 }
 
+/*
+ * Unwritten sectors: zero in a growing image; the base's bytes under an
+ * undoable / volatile redolog (zero past the base's end, or with no base
+ * opened: BDRV_O_NO_BACKING, backing=null).
+ */
+static int coroutine_fn bochs_read_unwritten(BlockDriverState *bs, int64_t offset, int64_t len,
+                                             IOVector *qiov, size_t at)
+{
+    BDRVBochsState *s = bs->opaque;
+    int64_t blen = 0, in;
+
+    if (s->over_base && bs->backing) {
+        blen = bdrv_co_getlength(bs->backing->bs);
+        if (blen < 0) {
+            return (int)blen;
+        }
+    }
+    in = offset < blen ? (blen - offset < len ? blen - offset : len) : 0;
+    if (in < len) {
+        iovector_memset(qiov, at + (size_t)in, 0, (size_t)(len - in));
+    }
+    return in ? bdrv_co_preadv_part(bs->backing, offset, in, qiov, at, 0) : 0;
+}
+
 static int coroutine_fn bochs_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                         IOVector *qiov, size_t qiov_offset,
                                         BdrvRequestFlags flags)
@@ -395,12 +479,19 @@ static int coroutine_fn bochs_co_preadv(BlockDriverState *bs, int64_t offset, in
                     return ret;
                 }
             } else {
-                iovector_memset(qiov, at, 0, (size_t)len);
+                ret = bochs_read_unwritten(bs, offset + (int64_t)i * BOCHS_SECTOR, len, qiov,
+                                           at);
+                if (ret < 0) {
+                    return ret;
+                }
             }
             i += run;
         }
         if (p.free) {
-            iovector_memset(qiov, qiov_offset, 0, (size_t)n);
+            ret = bochs_read_unwritten(bs, offset, n, qiov, qiov_offset);
+            if (ret < 0) {
+                return ret;
+            }
         }
         offset += n;
         bytes -= n;
@@ -409,7 +500,10 @@ static int coroutine_fn bochs_co_preadv(BlockDriverState *bs, int64_t offset, in
     return 0;
 }
 
-/* Written sectors are data at their place in the file; the rest reads zero. */
+/*
+ * Written sectors are data at their place in the file; the rest reads zero
+ * (growing) or is unallocated, the backing base's (undoable / volatile).
+ */
 static int coroutine_fn bochs_co_block_status(BlockDriverState *bs, bool want_zero,
                                               int64_t offset, int64_t bytes, int64_t *pnum,
                                               int64_t *map, BlockDriverState **file)
@@ -423,11 +517,11 @@ static int coroutine_fn bochs_co_block_status(BlockDriverState *bs, bool want_ze
     }
     if (p.free) {
         *pnum = (int64_t)p.sectors * BOCHS_SECTOR;
-        return BDRV_BLOCK_ZERO;
+        return s->over_base ? 0 : BDRV_BLOCK_ZERO;
     }
     *pnum = (int64_t)bochs_run(&p, 0) * BOCHS_SECTOR;
     if (!bochs_bit(&p, 0)) {
-        return BDRV_BLOCK_ZERO;
+        return s->over_base ? 0 : BDRV_BLOCK_ZERO;
     }
     *map = (int64_t)bochs_sector_offset(s, &p, 0);
     *file = bs->file->bs;

@@ -14,6 +14,7 @@ public descriptions; deterministic.
 """
 import base64
 import bz2
+import lzma
 import os
 import random
 import struct
@@ -64,8 +65,8 @@ def save(name, fmt, data, raw=None, kind='ok', words=''):
 
 # ---------------------------------------------------------------- bochs
 def bochs(sectors_written, extent=64 << 10, catalog=64, disk=None, bitmap=None, v1=False,
-          order=None):
-    """A growing image; sectors_written maps disk sector -> 512 bytes."""
+          order=None, subtype=b'Growing', base=None):
+    """A growing image (or a redolog over base); sectors_written maps sector -> 512 bytes."""
     disk = catalog * extent if disk is None else disk
     per = extent // 512
     bitmap = (per + 7) // 8 if bitmap is None else bitmap
@@ -73,7 +74,7 @@ def bochs(sectors_written, extent=64 << 10, catalog=64, disk=None, bitmap=None, 
     h = bytearray(512)
     h[0:22] = b'Bochs Virtual HD Image'
     h[32:39] = b'Redolog'
-    h[48:55] = b'Growing'
+    h[48:48 + len(subtype)] = subtype
     ver = 0x00010000 if v1 else 0x00020000
     struct.pack_into('<IIIII', h, 64, ver, 512, catalog, bitmap, extent)
     struct.pack_into('<Q', h, 84 if v1 else 88, disk)
@@ -83,7 +84,7 @@ def bochs(sectors_written, extent=64 << 10, catalog=64, disk=None, bitmap=None, 
     for n, ext in enumerate(order):
         cat[ext] = n
     blocks = bytearray(len(order) * (bitmap_bytes + extent))
-    raw = bytearray(disk)
+    raw = bytearray(disk) if base is None else bytearray(base)
     for s, data in sectors_written.items():
         ext, i = divmod(s, per)
         base = order.index(ext) * (bitmap_bytes + extent)
@@ -139,7 +140,19 @@ def bochs_images():
     bad('bitmap-small', 'bitmap size 1 ', (76, '<I', 1))
     bad('bitmap-huge', 'bitmap size 4294967295', (76, '<I', 0xffffffff))
     bad('disk-size', 'exceeds catalog size', (88, '<Q', 1 << 40))
-    bad('subtype', "subtype 'Undoable'", (48, None, b'Undoable'))
+    bad('subtype', "subtype 'Frozen' is not supported", (48, None, b'Frozen'))
+    # Undoable / volatile redologs over a flat base: unwritten sectors are the base's.
+    base = pattern(50, 64 * 64 << 10)
+    wu = {s: pattern(1000 + s, 512) for s in [0, 5, 127, 128, 1000, 4095]}
+    u, uraw = bochs(wu, subtype=b'Undoable', base=base)
+    write_sparse(os.path.join(OUT, 'undo-base.img'), base)
+    write_sparse(os.path.join(OUT, 'undo-base.img.redolog'), u)
+    write_sparse(os.path.join(OUT, 'undo-base.img.raw'), uraw)
+    MANIFEST.append(('ok', 'bochs', 'undo-base.img.redolog', ''))
+    v, _ = bochs(wu, subtype=b'Volatile', base=base)
+    save('bochs-volatile', 'bochs', v, kind='aux')   # base=undo-base.img (unit test)
+    save('bad-undoable-name', 'bochs', u, kind='open',
+         words="a Bochs 'Undoable' redolog reads unwritten sectors from its base image")
     bad('type', 'is not a Bochs redolog image', (32, None, b'Redo'))
     bad('version', 'unsupported Bochs version 0x00030000', (64, '<I', 0x00030000))
     bad('header-size', 'header size 0 ', (68, '<I', 0))
@@ -165,6 +178,111 @@ def cloop(blocks, block_size, preamble=CLOOP_PREAMBLE, n_blocks=None, fix=None, 
         fix(offs)
     hdr = preamble.ljust(128, b'\0') + struct.pack('>II', block_size, n & 0xffffffff)
     return hdr + b''.join(struct.pack('>Q', o) for o in offs) + b''.join(comp)
+
+
+CLOOP4_PREAMBLE = CLOOP_PREAMBLE.replace(b'V2.0', b'V4.0')
+CLOOP4_FLAGS = {'zlib': 0, 'none': 1, 'xz': 2, 'lz4': 3, 'lzo': 4, 'bad': 7}
+CLOOP3_FLAGS = {'none': 0, 'zlib': 2, 'lzo': 4, 'xz': 8, 'lz4': 16, 'bad': 3}
+
+
+def cloop_pack(block, how):
+    if how == 'zlib':
+        return zlib.compress(block, 9)
+    if how == 'xz':
+        return lzma.compress(block, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32)
+    return block       # none, and stand-ins for lz4 / lzo / unknown (refused at open)
+
+
+def cloop4(blocks, hows, block_size, last=False, n_blocks=None, fix=None):
+    """Version 4: the header first (index after it) or last (index before it)."""
+    comp = [cloop_pack(b, h) for b, h in zip(blocks, hows)]
+    table = 8 * (len(blocks) + 1)
+    off = 0 if last else 136 + table
+    offs = []
+    for c in comp:
+        offs.append(off)
+        off += len(c)
+    offs.append(off)
+    ents = [o | (CLOOP4_FLAGS[h] << 60) for o, h in zip(offs, hows)] + [offs[-1]]
+    if fix:
+        fix(ents)
+    n = len(blocks) if n_blocks is None else n_blocks
+    hdr = CLOOP4_PREAMBLE.ljust(128, b'\0') + struct.pack('>II', block_size, n & 0xffffffff)
+    index = b''.join(struct.pack('>Q', e) for e in ents)
+    data = b''.join(comp)
+    return data + index + hdr if last else hdr + index + data
+
+
+def cloop3(blocks, hows, block_size, size, version=3, index_fix=0, flags_fix=None):
+    """Version 3: blocks, the index (n, block size, size, offsets, flags), the footer."""
+    comp = [cloop_pack(b, h) for b, h in zip(blocks, hows)]
+    offs, off = [], 0
+    for c in comp:
+        offs.append(off)
+        off += len(c)
+    offs.append(off)
+    flags = [CLOOP3_FLAGS[h] for h in hows]
+    if flags_fix:
+        flags_fix(flags)
+    data = b''.join(comp) + b'\0' * (-off % 4096)
+    index = (struct.pack('>IIQ', len(blocks), block_size, size) +
+             b''.join(struct.pack('>Q', o) for o in offs) +
+             b''.join(struct.pack('>I', f) for f in flags))
+    return data + index + struct.pack('>QI', len(data) + index_fix, version) + b'\nCLOOP3\n'
+
+
+def cloop_v34_images():
+    bs = 16 << 10
+    blocks = [text(200 + i, bs) if i % 3 else pattern(300 + i, bs) for i in range(6)]
+    hows = ['zlib', 'none', 'zlib', 'xz', 'none', 'xz']
+    raw = b''.join(blocks)
+    save('cloop-v4', 'cloop', cloop4(blocks, hows, bs), raw)
+    if SMALL:
+        return
+    # Footer images (not probed: opened with an explicit format).
+    save('cloop-v4-last', 'cloop', cloop4(blocks, hows, bs, last=True), raw, kind='okx')
+    size = 5 * bs + 5000
+    last = blocks[5][:5000]
+    v3 = blocks[:5] + [last]
+    disk = b''.join(v3) + bytes(-size % 512)
+    save('cloop-v3', 'cloop', cloop3(v3, hows, bs, size), disk, kind='okx')
+    # The last block stored whole (padded to the block size): also accepted.
+    padded = blocks[:5] + [last + bytes(bs - 5000)]
+    save('cloop-v3-padded', 'cloop', cloop3(padded, ['zlib'] * 6, bs, size), disk, kind='okx')
+
+    def bad(name, words, img, kind='open'):
+        save('bad-' + name, 'cloop', img, kind=kind, words=words)
+    bad('v4-lz4', 'block 1 is stored with lz4, which coblk does not support',
+        cloop4(blocks, ['zlib', 'lz4'] + hows[2:], bs))
+    bad('v4-unknown', 'block 2 is stored with an unknown compressor',
+        cloop4(blocks, ['zlib', 'none', 'bad'] + hows[3:], bs))
+    bad('v4-stored-size', 'block 1 has offsets',
+        cloop4(blocks[:1] + [blocks[1][:1000]] + blocks[2:], hows, bs))
+    bad('v4-last-table', 'ends past the end of the file',
+        cloop4(blocks, hows, bs, last=True, n_blocks=1 << 24))
+
+    def past(e):
+        e[-1] = 1 << 40
+    bad('v4-offset-past-eof', 'does not lie between the offsets table',
+        cloop4(blocks, hows, bs, fix=past))
+    bad('v3-version', 'cloop footer version 4 is not supported',
+        cloop3(v3, hows, bs, size, version=4))
+    bad('v3-index', 'does not lie before the footer', cloop3(v3, hows, bs, size, index_fix=1 << 40))
+    bad('v3-size', 'uncompressed size 81920 does not end in the last of 6 blocks',
+        cloop3(v3, hows, bs, 5 * bs))
+    bad('v3-size-huge', 'uncompressed size 98305 does not end in the last of 6 blocks',
+        cloop3(v3, hows, bs, 6 * bs + 1))
+
+    def badflag(f):
+        f[4] = 3
+    bad('v3-flags', 'block 4 is stored with an unknown compressor',
+        cloop3(v3, hows, bs, size, flags_fix=badflag))
+    bad('v3-lzo', 'block 2 is stored with lzo', cloop3(v3, hows[:2] + ['lzo'] + hows[3:], bs, size))
+    # A damaged xz block: opens, reading it fails.
+    img = bytearray(cloop4(blocks, hows, bs))
+    start = struct.unpack_from('>Q', img, 136 + 8 * 3)[0] & ((1 << 60) - 1)
+    img[start + 30:start + 40] = b'\xff' * 10
+    bad('v4-xz-stream', '', bytes(img), kind='read')
 
 
 def cloop_images():
@@ -208,7 +326,7 @@ def cloop_images():
     def early(o):
         o[0] = 8
     bad('offset-in-table', 'does not lie between the offsets table', fix=early)
-    bad('version', "cloop version 'V4.0'", preamble=b'#!/bin/sh\n#V4.0 Format\n')
+    bad('version', "cloop version 'V5.0'", preamble=b'#!/bin/sh\n#V5.0 Format\n')
     # A damaged zlib stream: opens, reading that block fails.
     b = bytearray(img)
     start = struct.unpack_from('>Q', b, 136 + 8 * 2)[0]
@@ -369,6 +487,7 @@ def dmg_images():
 os.makedirs(OUT, exist_ok=True)
 bochs_images()
 cloop_images()
+cloop_v34_images()
 dmg_images()
 with open(os.path.join(OUT, 'manifest.tsv'), 'w') as f:
     for row in MANIFEST:

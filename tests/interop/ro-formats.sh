@@ -34,16 +34,23 @@ for e in m:
     end = s + n
     if e['zero']:
         assert raw[s:s + n] == bytes(n), ('not zero', e)
-    if 'offset' in e:
+    if 'offset' in e and e.get('depth', 0) == 0:
         assert img[e['offset']:e['offset'] + n] == raw[s:s + n], ('bytes differ', e)
 assert end == len(raw), ('map ends at', end)
 PY
 }
 
+# ok: probed and read; okx: footer images, read with an explicit format only.
 while IFS=$'\t' read -r kind fmt file words; do
-    [ "$kind" = ok ] || continue
+    [ "$kind" = ok ] || [ "$kind" = okx ] || continue
     raw=${file%.*}.raw
-    "$FMTIO" dump "$fmt" "$file" c.raw || fail "coblk could not read $file"
+    if ! "$FMTIO" dump "$fmt" "$file" c.raw 2>err.txt; then
+        if grep -q "built without liblzma" err.txt; then
+            echo "note: $file has xz blocks and this coblk has no liblzma: skipped"
+            continue
+        fi
+        fail "coblk could not read $file: $(cat err.txt)"
+    fi
     same_bytes c.raw "$raw"
     if qemu_can_read "$fmt" "$file"; then
         qemu_reads_as "$fmt" "$file" "$raw"
@@ -55,11 +62,13 @@ while IFS=$'\t' read -r kind fmt file words; do
     same_bytes conv.raw "$raw"
     "$CIMG" convert -f "$fmt" -O qcow2 "$file" conv.qcow2 || fail "convert $file to qcow2"
     qemu-img compare -f qcow2 -F raw conv.qcow2 "$raw" >/dev/null || fail "qcow2 copy of $file"
-    "$CIMG" info --output=json "$file" >info.json || fail "coblk-img info $file"
+    probe=
+    [ "$kind" = ok ] || probe="-f $fmt"
+    "$CIMG" info --output=json $probe "$file" >info.json || fail "coblk-img info $file"
     python3 -c "import json,sys,os
 i=json.load(open('info.json'))
 assert i['format']=='$fmt' and i['virtual-size']==os.path.getsize('$raw'), i" ||
-        fail "info of $file (probed): $(cat info.json)"
+        fail "info of $file (${probe:-probed}): $(cat info.json)"
     "$CIMG" map --output=json -f "$fmt" "$file" >map.json || fail "coblk-img map $file"
     map_is_true "$file" "$raw" map.json
     echo "ok: $file reads as $raw (dump, convert, info, map)"

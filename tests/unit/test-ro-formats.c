@@ -9,9 +9,17 @@
  *    compressed chunk (dmg) or block (cloop) read the compressed data once
  *    (a blkdebug rule fails the second compressed read, so a re-inflation
  *    would fail the test), and the bytes equal the raw disk;
- *  - concurrent reads from several coroutines (aio) give the raw bytes.
+ *  - concurrent reads from several coroutines (aio) give the raw bytes, for
+ *    cloop v2, v3 (footer) and v4 (zlib, stored and xz blocks) and for a
+ *    Bochs undoable redolog over its base image too;
+ *  - Bochs undoable / volatile redologs: the base image is base=FILE or the
+ *    redolog's name without ".redolog"; a volatile one without base= is
+ *    refused naming its subtype; base= on a growing image is refused;
+ *    backing=null reads unwritten sectors as zero.
  */
 #include "drv-test-util.h"
+
+#include "coblk-config.h"
 
 static char dir[4096];
 
@@ -190,10 +198,17 @@ static void test_ro_concurrent_reads(void **state)
         { "dmg", "dmg-zlib.dmg", "dmg-zlib.raw" }, { "dmg", "dmg-rsrc.dmg", "dmg-rsrc.raw" },
         { "cloop", "cloop-v2.cloop", "cloop-v2.raw" },
         { "bochs", "bochs-growing.bochs", "bochs-growing.raw" },
+        { "bochs", "undo-base.img.redolog", "undo-base.img.raw" },
+#if COBLK_HAVE_LZMA
+        { "cloop", "cloop-v4.cloop", "cloop-v4.raw" },
+        { "cloop", "cloop-v4-last.cloop", "cloop-v4-last.raw" },
+        { "cloop", "cloop-v3.cloop", "cloop-v3.raw" },
+        { "cloop", "cloop-v3-padded.cloop", "cloop-v3-padded.raw" },
+#endif
     };
     enum { N = 32, CHUNK = 12288 };
 
-    for (size_t k = 0; k < 4; k++) {
+    for (size_t k = 0; k < sizeof(imgs) / sizeof(imgs[0]); k++) {
         size_t len;
         uint8_t *raw = load(imgs[k][2], &len);
         uint8_t *out = calloc(1, len);
@@ -232,6 +247,46 @@ static void test_ro_concurrent_reads(void **state)
     }
 }
 
+static void test_ro_bochs_base(void **state)
+{
+    char o[14000], base[4200];
+    size_t len;
+    uint8_t *raw = load("undo-base.img.raw", &len);
+    uint8_t *buf = malloc(len);
+    BlockBackend *blk;
+
+    assert_non_null(buf);
+    drv_test_open_fails(opts("bochs", "bochs-volatile.bochs", NULL), 0,
+                        "a Bochs 'Volatile' redolog reads unwritten sectors from its base "
+                        "image, which the redolog does not name: give it as base=FILE");
+    snprintf(base, sizeof(base), "%s", img("undo-base.img"));
+    snprintf(o, sizeof(o), "%s,base=%s", opts("bochs", "bochs-volatile.bochs", NULL), base);
+    blk = drv_test_open_ok(o, 0);
+    assert_int_equal(blk_pread(blk, 0, (int64_t)len, buf, 0), 0);
+    assert_memory_equal(buf, raw, len);
+    blk_unref(blk);
+    /* A relative base= is the redolog's sibling. */
+    snprintf(o, sizeof(o), "%s,base=undo-base.img", opts("bochs", "bochs-volatile.bochs", NULL));
+    blk = drv_test_open_ok(o, 0);
+    assert_int_equal(blk_pread(blk, 4096, 65536, buf, 0), 0);
+    assert_memory_equal(buf, raw + 4096, 65536);
+    blk_unref(blk);
+    snprintf(o, sizeof(o), "%s,base=%s", opts("bochs", "bochs-growing.bochs", NULL), base);
+    drv_test_open_fails(o, 0, "a growing Bochs image has no base image");
+    /* No base opened: unwritten sectors (1..4) read zero, written ones (0, 5) are there. */
+    snprintf(o, sizeof(o), "%s,backing=null", opts("bochs", "undo-base.img.redolog", NULL));
+    blk = drv_test_open_ok(o, 0);
+    assert_int_equal(blk_pread(blk, 0, 3072, buf, 0), 0);
+    assert_memory_equal(buf, raw, 512);
+    for (int i = 512; i < 2560; i++) {
+        assert_int_equal(buf[i], 0);
+    }
+    assert_memory_equal(buf + 2560, raw + 2560, 512);
+    blk_unref(blk);
+    free(buf);
+    free(raw);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -239,6 +294,7 @@ int main(void)
         cmocka_unit_test(test_ro_refuses_writes),
         cmocka_unit_test(test_ro_chunk_cache),
         cmocka_unit_test(test_ro_concurrent_reads),
+        cmocka_unit_test(test_ro_bochs_base),
     };
 
     if (system("python3 -c 1 >/dev/null 2>&1") != 0) {

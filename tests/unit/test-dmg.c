@@ -90,7 +90,9 @@ static void write_dmg(const Chunk *ch, int n)
     assert_non_null(f);
     for (int i = 0; i < n; i++) {
         off[i] = data_len;
-        assert_int_equal(fwrite(ch[i].data, 1, ch[i].len, f), ch[i].len);
+        if (ch[i].len) {
+            assert_int_equal(fwrite(ch[i].data, 1, ch[i].len, f), ch[i].len);
+        }
         data_len += ch[i].len;
     }
     mlen = build_mish(mish, ch, n, off);

@@ -93,3 +93,29 @@ qemu-img convert -O raw "$T/top.qcow2" "$T/exp.raw"
 qemu_reads_as qcow2 "$T/top.qcow2" "$T/exp.raw"
 qemu-img check -q "$T/top.qcow2" || fail "qemu-img check overlay"
 echo "ok: coblk overlay over a qemu base"
+
+# Allocating writes into new clusters past the end of the file skip writing
+# their zero COW head/tail (the file reads as zero there). A freed cluster
+# that is reused still holds old data: its COW parts must be written.
+qemu-img create -q -f qcow2 "$T/f.qcow2" 8M
+: > "$T/exp.raw"; truncate -s 8M "$T/exp.raw"
+put() { # OFF LEN BYTE: coblk writes, and the expected raw image
+    "$FMTIO" write qcow2 "$T/f.qcow2" $1 $2 $3 || fail "write $1"
+    python3 -c "import sys; f=open(sys.argv[1],'r+b'); f.seek(int(sys.argv[2],0));
+f.write(bytes([int(sys.argv[4],0)])*int(sys.argv[3],0))" "$T/exp.raw" $1 $2 $3
+}
+put 0x13000 0x1000 0x5a         # middle of a new cluster
+put 0x2f000 0x3000 0x5b         # across two new clusters
+put 0x7f0000 0x10000 0x5c       # the last guest cluster, whole
+put 0x100000 0x10000 0x5d       # a whole cluster, then freed below
+qemu_reads_as qcow2 "$T/f.qcow2" "$T/exp.raw"
+qemu-img check -q "$T/f.qcow2" || fail "qemu-img check after writes into new clusters"
+qemu-io -f qcow2 -c "discard 0x100000 0x10000" "$T/f.qcow2" >/dev/null
+truncate -s 0 "$T/exp.raw"; truncate -s 8M "$T/exp.raw"
+qemu-img convert -f qcow2 -O raw "$T/f.qcow2" "$T/exp.raw"
+put 0x405000 0x1000 0x5e        # may reuse the freed cluster: COW parts read zero
+put 0x50f000 0x800 0x5f
+qemu_reads_as qcow2 "$T/f.qcow2" "$T/exp.raw"
+coblk_reads_as_qemu qcow2 "$T/f.qcow2"
+qemu-img check -q "$T/f.qcow2" || fail "qemu-img check after reusing a freed cluster"
+echo "ok: writes into new and reused clusters"

@@ -110,6 +110,62 @@ int qcow2_free_old_entry(BlockDriverState *bs, uint64_t l2e, int type)
     return 0;
 }
 
+/* True if the (standard L2) entry of a cluster being replaced reads as all zeroes. */
+static bool entry_reads_zero(BlockDriverState *bs, uint64_t l2e)
+{
+    if (l2e & QCOW_OFLAG_COMPRESSED) {
+        return false;
+    }
+    return (l2e & QCOW_OFLAG_ZERO) || (!(l2e & L2E_OFFSET_MASK) && !bs->backing);
+}
+
+/*
+ * True if the n new clusters at host start at or past the end of the image
+ * file, so they read as zero until written: no one wrote there (a write
+ * would have moved the end past it, and the clusters are ours alone until
+ * linked). bdrv_co_getlength costs a system call, so only when the host
+ * offset is past the largest length seen so far (the file only shrinks when
+ * the image is resized, which leaves the cached length too large: safe).
+ */
+static bool coroutine_fn past_file_end(BlockDriverState *bs, uint64_t host)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t len;
+
+    if (host < s->file_len_seen) {
+        return false;
+    }
+    len = bdrv_co_getlength(bs->file->bs);
+    if (len < 0) {
+        return false;
+    }
+    if ((uint64_t)len > s->file_len_seen) {
+        s->file_len_seen = (uint64_t)len;
+    }
+    return host >= (uint64_t)len;
+}
+
+/*
+ * A new cluster past the end of the file reads as zero, so COW parts that
+ * read as zero need not be written: the write covers only the guest data
+ * (the file then ends inside the last new cluster at worst, never before it
+ * starts; reads past the end see zeroes, as in qemu). Not with extended L2
+ * (the write range is already trimmed to subclusters) nor with an external
+ * data file (whose unallocated areas may hold anything).
+ */
+static void plan_skip_zero_cow(BlockDriverState *bs, Qcow2Alloc *a, uint64_t first_l2e,
+                               uint64_t last_l2e)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    a->skip_head = a->skip_tail = false;
+    if (a->fill || qcow2_extl2(s) || qcow2_has_data_file(s) || !past_file_end(bs, a->host)) {
+        return;
+    }
+    a->skip_head = entry_reads_zero(bs, first_l2e);
+    a->skip_tail = entry_reads_zero(bs, last_l2e);
+}
+
 /*
  * With extended L2 entries, the guest range the allocation writes: a
  * first / last cluster without data to keep (no host cluster, or filling
@@ -242,6 +298,7 @@ static int coroutine_fn plan_write(BlockDriverState *bs, uint64_t offset, uint64
     a->guest_end = cend;
     a->nb_clusters = nb;
     plan_write_range(s, a, offset, offset + *n, first_l2e, first_bm, last_l2e, last_bm);
+    plan_skip_zero_cow(bs, a, first_l2e, last_l2e);
     co_queue_init(&a->waiters);
     a->next = s->allocs;
     s->allocs = a;
@@ -263,6 +320,12 @@ static int coroutine_fn alloc_write_data(BlockDriverState *bs, Qcow2Alloc *a, ui
         uint64_t real = s->size > offset + n ? s->size - (offset + n) : 0;
 
         tail = real < tail ? real : tail;
+    }
+    if (a->skip_head) {
+        head = 0;
+    }
+    if (a->skip_tail) {
+        tail = 0;
     }
     if (head + tail) {
         /* head, tail < one cluster each: they fit in the set's COW area. */
@@ -296,7 +359,7 @@ static int coroutine_fn alloc_write_data(BlockDriverState *bs, Qcow2Alloc *a, ui
         iovector_add(&v, b->cow + head, tail);
     }
     BLKDBG_EVENT(s->data_file, (head || tail) ? BLKDBG_COW_WRITE : BLKDBG_WRITE_AIO);
-    ret = bdrv_co_pwritev(s->data_file, (int64_t)(a->host + (a->write_start - a->guest_start)),
+    ret = bdrv_co_pwritev(s->data_file, (int64_t)(a->host + (offset - head - a->guest_start)),
                           (int64_t)(head + n + tail), &v, 0);
     iovector_destroy(&v);
     qcow2_buf_put(s, b);

@@ -198,6 +198,8 @@ typedef struct Qcow2Alloc {
      */
     uint64_t write_start, write_end;
     bool fill;                  /* extended L2: fills subclusters of an existing cluster */
+    bool skip_head, skip_tail;  /* COW head / tail reads as zero and so does the new
+                                 * cluster (past the end of the file): not written */
     CoQueue waiters;            /* writes to an overlapping range wait here */
     struct Qcow2Alloc *next;
 } Qcow2Alloc;
@@ -284,6 +286,7 @@ typedef struct BDRVQcow2State {
     uint64_t *refcount_table;
     uint64_t refcount_table_used;       /* entries past this one are all 0 */
     uint64_t free_cluster_index;        /* allocation scan starts here */
+    uint64_t file_len_seen;             /* largest length of bs->file seen (a lower bound) */
 
     /* Snapshots (see snapshot.c, to be added) */
     uint32_t nb_snapshots;

@@ -155,14 +155,30 @@ static int coroutine_fn find_victim(BlockDriverState *bs, Qcow2Cache *c, int *ou
     }
 }
 
+/* The slot holding offset, or -1. Requests tend to hit the same table: try the last first. */
 static int find_entry(Qcow2Cache *c, uint64_t offset)
 {
+    if (c->e[c->hint].offset == offset) {
+        return c->hint;
+    }
     for (int i = 0; i < c->size; i++) {
         if (c->e[i].offset == offset) {
+            c->hint = i;
             return i;
         }
     }
     return -1;
+}
+
+uint8_t *qcow2_cache_peek(Qcow2Cache *c, uint64_t offset)
+{
+    int i = offset ? find_entry(c, offset) : -1;
+
+    if (i < 0) {
+        return NULL;
+    }
+    c->e[i].lru = ++c->clock;
+    return table_of(c, i);
 }
 
 static int coroutine_fn cache_do_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,

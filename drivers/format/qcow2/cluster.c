@@ -69,8 +69,14 @@ static int coroutine_fn check_l2_offset(BlockDriverState *bs, uint64_t l1i, uint
     return 0;
 }
 
-int coroutine_fn qcow2_get_host_offset(BlockDriverState *bs, uint64_t offset, uint64_t *bytes,
-                                       uint64_t *host, Qcow2MapType *type)
+/*
+ * The mapping of [offset, offset + *bytes) (see qcow2.h). With nowait
+ * (s->lock not held, and not taken), never yields: returns -EAGAIN when the
+ * L2 table is not cached or anything looks wrong, for the caller to retry
+ * under the lock (which reports corruption).
+ */
+static int coroutine_fn get_host_offset(BlockDriverState *bs, uint64_t offset, uint64_t *bytes,
+                                        uint64_t *host, Qcow2MapType *type, bool nowait)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t l1i = qcow2_l1_index(s, offset), l2off, scs = s->subcluster_size;
@@ -89,13 +95,22 @@ int coroutine_fn qcow2_get_host_offset(BlockDriverState *bs, uint64_t offset, ui
         *bytes = max;
         return 0;
     }
-    ret = check_l2_offset(bs, l1i, l2off);
-    if (ret < 0) {
-        return ret;
-    }
-    ret = qcow2_cache_get(bs, s->l2_cache, l2off, &l2);
-    if (ret < 0) {
-        return ret;
+    if (nowait) {
+        /* No reference taken: nothing below yields. */
+        l2 = (l2off & (s->cluster_size - 1)) || l2off < s->cluster_size ? NULL :
+             qcow2_cache_peek(s->l2_cache, l2off);
+        if (!l2) {
+            return -EAGAIN;
+        }
+    } else {
+        ret = check_l2_offset(bs, l1i, l2off);
+        if (ret < 0) {
+            return ret;
+        }
+        ret = qcow2_cache_get(bs, s->l2_cache, l2off, &l2);
+        if (ret < 0) {
+            return ret;
+        }
     }
     sc = (int)((offset & (s->cluster_size - 1)) / scs);
     /* Walk (sub)clusters while type (and host contiguity) stay the same. */
@@ -106,6 +121,9 @@ int coroutine_fn qcow2_get_host_offset(BlockDriverState *bs, uint64_t offset, ui
         l2e = qcow2_l2_get(s, l2, idx);
         bitmap = qcow2_l2_get_bitmap(s, l2, idx);
         if (qcow2_classify_entry(bs, l2e, bitmap, sc, &t) < 0) {
+            if (nowait) {
+                return -EAGAIN;
+            }
             qcow2_cache_put(s->l2_cache, &l2);
             return qcow2_signal_corruption(bs, "invalid L2 entry 0x%016llx (bitmap 0x%016llx) "
                                            "for guest offset 0x%llx", (unsigned long long)l2e,
@@ -124,6 +142,9 @@ int coroutine_fn qcow2_get_host_offset(BlockDriverState *bs, uint64_t offset, ui
         }
         if (*type != QCOW2_MAP_COMPRESSED && *type != QCOW2_MAP_UNALLOCATED &&
             h + s->cluster_size > QCOW2_MAX_OFFSET) {
+            if (nowait) {
+                return -EAGAIN;
+            }
             qcow2_cache_put(s->l2_cache, &l2);
             return qcow2_signal_corruption(bs, "host offset 0x%llx is out of range",
                                            (unsigned long long)h);
@@ -138,9 +159,74 @@ int coroutine_fn qcow2_get_host_offset(BlockDriverState *bs, uint64_t offset, ui
             break;
         }
     }
-    qcow2_cache_put(s->l2_cache, &l2);
+    if (!nowait) {
+        qcow2_cache_put(s->l2_cache, &l2);
+    }
     *bytes = got < max ? got : max;
     return 0;
+}
+
+int coroutine_fn qcow2_get_host_offset(BlockDriverState *bs, uint64_t offset, uint64_t *bytes,
+                                       uint64_t *host, Qcow2MapType *type)
+{
+    return get_host_offset(bs, offset, bytes, host, type, false);
+}
+
+/*
+ * The common read hit, without the lock (see qcow2_map_locked): a request
+ * inside one cluster whose standard L2 entry is a plain allocated cluster
+ * (no flag but COPIED, aligned, in range) in a cached table. False for
+ * anything else, which the general lookup then handles.
+ */
+static bool map_plain_hit(BDRVQcow2State *s, uint64_t offset, uint64_t bytes, uint64_t *host)
+{
+    uint64_t cmask = s->cluster_size - 1, l1i = qcow2_l1_index(s, offset), l2off, l2e, h;
+    uint8_t *l2;
+
+    if (qcow2_extl2(s) || (offset & cmask) + bytes > s->cluster_size || l1i >= s->l1_size) {
+        return false;
+    }
+    l2off = s->l1_table[l1i] & L1E_OFFSET_MASK;
+    if (!l2off || (l2off & cmask) || !(l2 = qcow2_cache_peek(s->l2_cache, l2off))) {
+        return false;
+    }
+    l2e = qcow2_l2_get(s, l2, qcow2_l2_index(s, offset));
+    h = (l2e & L2E_OFFSET_MASK) + (offset & cmask);
+    if ((l2e & ~(L2E_OFFSET_MASK | QCOW_OFLAG_COPIED)) || (l2e & cmask) ||
+        !(l2e & L2E_OFFSET_MASK) || h + s->cluster_size > QCOW2_MAX_OFFSET) {
+        return false;
+    }
+    *host = h;
+    return true;
+}
+
+int coroutine_fn qcow2_map_locked(BlockDriverState *bs, uint64_t offset, uint64_t *bytes,
+                                  uint64_t *host, Qcow2MapType *type)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t n = *bytes;
+    int ret;
+
+    /*
+     * A graph runs in one thread, so while no coroutine holds s->lock (none
+     * is in the middle of a metadata update) a lookup that does not yield
+     * sees consistent tables without taking it: a read hit costs no lock.
+     */
+    if (!co_mutex_is_locked(&s->lock)) {
+        if (map_plain_hit(s, offset, n, host)) {
+            *type = QCOW2_MAP_NORMAL;
+            return 0;
+        }
+        ret = get_host_offset(bs, offset, &n, host, type, true);
+        if (ret != -EAGAIN) {
+            *bytes = n;
+            return ret;
+        }
+    }
+    co_mutex_lock(&s->lock);
+    ret = get_host_offset(bs, offset, bytes, host, type, false);
+    co_mutex_unlock(&s->lock);
+    return ret;
 }
 
 int coroutine_fn qcow2_write_l1_entries(BlockDriverState *bs)

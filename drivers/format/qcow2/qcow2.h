@@ -129,6 +129,7 @@ typedef struct Qcow2Cache {
     uint8_t *mem;           /* size * table_size bytes */
     Qcow2CacheEntry *e;
     uint64_t clock;
+    int hint;               /* slot of the last lookup: tried first */
     bool is_l2;             /* L2 cache (written after refcounts) or refcount cache */
 } Qcow2Cache;
 
@@ -457,6 +458,11 @@ Qcow2Cache *qcow2_cache_create(int entries, size_t table_size, bool is_l2);
 void qcow2_cache_destroy(Qcow2Cache *c);
 int coroutine_fn qcow2_cache_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,
                                  uint8_t **table);
+/*
+ * The cached table at offset, or NULL; never yields. Takes no reference: the
+ * table may go as soon as the caller yields, so it must be done with it by then.
+ */
+uint8_t *qcow2_cache_peek(Qcow2Cache *c, uint64_t offset);
 /* As get, but the table is new: zero-filled, not read from disk. */
 int coroutine_fn qcow2_cache_get_empty(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,
                                        uint8_t **table);
@@ -512,6 +518,9 @@ int coroutine_fn qcow2_write_reftable(BlockDriverState *bs, uint64_t offset,
  */
 int coroutine_fn qcow2_get_host_offset(BlockDriverState *bs, uint64_t offset, uint64_t *bytes,
                                        uint64_t *host, Qcow2MapType *type);
+/* qcow2_get_host_offset taking s->lock itself, or without it on a cache hit while it is free. */
+int coroutine_fn qcow2_map_locked(BlockDriverState *bs, uint64_t offset, uint64_t *bytes,
+                                  uint64_t *host, Qcow2MapType *type);
 /* Gets the L2 table for offset, allocating (or COWing) it if create. */
 int coroutine_fn qcow2_get_l2_table(BlockDriverState *bs, uint64_t offset, bool create,
                                     uint8_t **l2, int *l2_index);

@@ -153,12 +153,15 @@ static bool coroutine_fn past_file_end(BlockDriverState *bs, uint64_t host)
  * (the write range is already trimmed to subclusters) nor with an external
  * data file (whose unallocated areas may hold anything).
  */
-static void plan_skip_zero_cow(BlockDriverState *bs, Qcow2Alloc *a, uint64_t first_l2e,
-                               uint64_t last_l2e)
+static void plan_skip_zero_cow(BlockDriverState *bs, Qcow2Alloc *a, uint64_t offset,
+                               uint64_t end, uint64_t first_l2e, uint64_t last_l2e)
 {
     BDRVQcow2State *s = bs->opaque;
 
     a->skip_head = a->skip_tail = false;
+    if (offset == a->write_start && end >= a->write_end) {
+        return; /* whole clusters: no COW to skip, and no need to ask the file length */
+    }
     if (a->fill || qcow2_extl2(s) || qcow2_has_data_file(s) || !past_file_end(bs, a->host)) {
         return;
     }
@@ -298,7 +301,7 @@ static int coroutine_fn plan_write(BlockDriverState *bs, uint64_t offset, uint64
     a->guest_end = cend;
     a->nb_clusters = nb;
     plan_write_range(s, a, offset, offset + *n, first_l2e, first_bm, last_l2e, last_bm);
-    plan_skip_zero_cow(bs, a, first_l2e, last_l2e);
+    plan_skip_zero_cow(bs, a, offset, offset + *n, first_l2e, last_l2e);
     co_queue_init(&a->waiters);
     a->next = s->allocs;
     s->allocs = a;

@@ -44,7 +44,9 @@ else
     RCOUNT=${READ_COUNT:-500000} ACOUNT=${ALLOC_COUNT:-20000}
 fi
 ROWS=${QCOW2_ROWS:-raw bench chain alloc4k alloc64k}
-CIMG=$BUILD/tools/img/coblk-img
+# coblk side of the `qemu-img bench` rows: coblk-blkbench, qemu-img bench's loop over
+# coblk with its flags (the offset wraps modulo the image size, as qemu-img bench's does).
+CBENCH=$BUILD/bench/coblk-blkbench
 ENGINE=$BUILD/bench/fio/libcoblk-fio.so
 SCATTER=$(((1 << 20) + 4096))   # read/write step: 1 MiB + 4 KiB, crosses clusters and L2s
 DEPTH=5
@@ -52,7 +54,7 @@ DEPTH=5
 for t in qemu-img fio python3; do
     command -v $t >/dev/null || { echo "run-qcow2: $t not found" >&2; exit 77; }
 done
-for f in "$CIMG" "$ENGINE"; do
+for f in "$CBENCH" "$ENGINE"; do
     [ -e "$f" ] || { echo "run-qcow2: build $f first" >&2; exit 1; }
 done
 "$BUILD/bench/coblk-blkbench" --drivers 2>/dev/null | grep -qw qcow2 ||
@@ -86,13 +88,14 @@ iops_bench() {
         awk -v n="$n" '{ printf "%d\n", ($1 > 0 ? n / $1 : 0) }'
 }
 
-# An allocating-write run: a fresh empty image of $2 bytes, then TOOL bench -w; $1 = tool.
+# An allocating-write run: a fresh empty image of $2 bytes, then BENCH -w; $1 = the bench
+# command (coblk-blkbench or 'qemu-img bench').
 alloc_run() {
     local tool=$1 size=$2
     shift 2
     rm -f "$DIR/w.qcow2"
     qemu-img create -q -f qcow2 "$DIR/w.qcow2" "$size"
-    iops_bench "$ACOUNT" "$tool" bench -w -f qcow2 -t none -c "$ACOUNT" -d 32 "$@" \
+    iops_bench "$ACOUNT" $tool -w -f qcow2 -t none -c "$ACOUNT" -d 32 "$@" \
         "$DIR/w.qcow2"
 }
 
@@ -130,17 +133,17 @@ for r in $ROWS; do
     case $r in
     raw) row "1a randread 4k qd32: qcow2 / coblk raw (fio)" 0.95 \
         "fio_coblk $DIR/d0.qcow2 qcow2" "fio_coblk $DIR/raw.img raw" ;;
-    bench) row "1b read 4k qd32 -S $SCATTER: coblk-img / qemu-img" 1.3 \
-        "iops_bench $RCOUNT $CIMG bench $BOPTS $DIR/d0.qcow2" \
+    bench) row "1b read 4k qd32 -S $SCATTER: coblk / qemu-img" 1.3 \
+        "iops_bench $RCOUNT $CBENCH $BOPTS $DIR/d0.qcow2" \
         "iops_bench $RCOUNT qemu-img bench $BOPTS $DIR/d0.qcow2" ;;
     chain) row "2  randread 4k qd32: depth $DEPTH / depth 0 (fio)" 0.9 \
         "fio_coblk $DIR/d$DEPTH.qcow2 qcow2" "fio_coblk $DIR/d0.qcow2 qcow2" ;;
-    alloc4k) row "3a alloc write 4k qd32 -S $SCATTER: coblk-img / qemu-img" 1.5 \
-        "alloc_run $CIMG $ALLOC_SIZE -i io_uring -s 4k -S $SCATTER" \
-        "alloc_run qemu-img $ALLOC_SIZE -i io_uring -s 4k -S $SCATTER" ;;
-    alloc64k) row "3b alloc write 64k seq qd32: coblk-img / qemu-img" 1.5 \
-        "alloc_run $CIMG $(((ACOUNT + 1) << 16)) -i io_uring -s 64k" \
-        "alloc_run qemu-img $(((ACOUNT + 1) << 16)) -i io_uring -s 64k" ;;
+    alloc4k) row "3a alloc write 4k qd32 -S $SCATTER: coblk / qemu-img" 1.5 \
+        "alloc_run $CBENCH $ALLOC_SIZE -i io_uring -s 4k -S $SCATTER" \
+        "alloc_run 'qemu-img bench' $ALLOC_SIZE -i io_uring -s 4k -S $SCATTER" ;;
+    alloc64k) row "3b alloc write 64k seq qd32: coblk / qemu-img" 1.5 \
+        "alloc_run $CBENCH $(((ACOUNT + 1) << 16)) -i io_uring -s 64k" \
+        "alloc_run 'qemu-img bench' $(((ACOUNT + 1) << 16)) -i io_uring -s 64k" ;;
     *) echo "run-qcow2: unknown row $r" >&2; exit 1 ;;
     esac
 done

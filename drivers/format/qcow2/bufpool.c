@@ -12,9 +12,10 @@
  *
  * Deadlock rules: a coroutine holds at most one set of a node at a time, and
  * never waits for an in-flight allocation or a compression slot
- * (compress-pool.c) while holding one. The COW path decompresses inline in
- * its own set (qcow2_read_guest_buf) rather than taking a compression slot,
- * since compressed writers hold slots while they wait for allocations.
+ * (compress-pool.c) while holding one. The COW path decompresses in its own
+ * set (on a worker thread, through the decompressed-cluster cache, see
+ * qcow2_read_compressed_cached) rather than taking a compression slot, since
+ * compressed writers hold slots while they wait for allocations.
  */
 #include <errno.h>
 #include <stdlib.h>

@@ -138,28 +138,28 @@ void qcow2_cslot_put(BlockDriverState *bs, Qcow2CSlot *slot)
     co_queue_next(&cs->slot_q);
 }
 
-/* Runs on a worker thread (or inline): only the slot is touched. */
-static int64_t cslot_work(void *opaque)
+/* Runs on a worker thread (or inline): only the job and its buffers are touched. */
+static int64_t cjob_work(void *opaque)
 {
-    Qcow2CSlot *slot = opaque;
+    Qcow2CJob *job = opaque;
 
-    if (slot->compress) {
-        return qcow2_codec_compress(&slot->codec, slot->type, slot->dst, slot->dst_len,
-                                    slot->src, slot->src_len);
+    if (job->compress) {
+        return qcow2_codec_compress(job->codec, job->type, job->dst, job->dst_len, job->src,
+                                    job->src_len);
     }
-    return qcow2_codec_decompress(&slot->codec, slot->type, slot->dst, slot->dst_len, slot->src,
-                                  slot->src_len);
+    return qcow2_codec_decompress(job->codec, job->type, job->dst, job->dst_len, job->src,
+                                  job->src_len);
 }
 
-static int64_t coroutine_fn cslot_run(BlockDriverState *bs, Qcow2CSlot *slot)
+static int64_t coroutine_fn cjob_run(BlockDriverState *bs, Qcow2CJob *job)
 {
     BDRVQcow2State *s = bs->opaque;
 
-    slot->type = s->compression_type;
+    job->type = s->compression_type;
     if (s->cluster_size < QCOW2_OFFLOAD_MIN) {
-        return cslot_work(slot);
+        return cjob_work(job);
     }
-    return thread_pool_co_run(bdrv_get_aio_context(bs), cslot_work, slot);
+    return thread_pool_co_run(bdrv_get_aio_context(bs), cjob_work, job);
 }
 
 ssize_t coroutine_fn qcow2_co_compress(BlockDriverState *bs, Qcow2CSlot *slot,
@@ -167,25 +167,27 @@ ssize_t coroutine_fn qcow2_co_compress(BlockDriverState *bs, Qcow2CSlot *slot,
 {
     BDRVQcow2State *s = bs->opaque;
 
-    slot->compress = true;
-    slot->src = src;
-    slot->src_len = s->cluster_size;
-    slot->dst = slot->cbuf;
-    slot->dst_len = s->cluster_size - 1;
-    return (ssize_t)cslot_run(bs, slot);
+    slot->job = (Qcow2CJob){ .codec = &slot->codec, .compress = true, .src = src,
+                             .src_len = s->cluster_size, .dst = slot->cbuf,
+                             .dst_len = s->cluster_size - 1 };
+    return (ssize_t)cjob_run(bs, &slot->job);
+}
+
+/* Decompresses clen bytes of cbuf into dst (a cluster) with codec, on a worker thread. */
+static int coroutine_fn co_decompress(BlockDriverState *bs, Qcow2Codec *codec,
+                                      const uint8_t *cbuf, size_t clen, uint8_t *dst)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2CJob job = { .codec = codec, .compress = false, .src = cbuf, .src_len = clen,
+                      .dst = dst, .dst_len = s->cluster_size };
+
+    return (int)cjob_run(bs, &job);
 }
 
 int coroutine_fn qcow2_co_decompress(BlockDriverState *bs, Qcow2CSlot *slot, size_t clen,
                                      uint8_t *dst)
 {
-    BDRVQcow2State *s = bs->opaque;
-
-    slot->compress = false;
-    slot->src = slot->cbuf;
-    slot->src_len = clen;
-    slot->dst = dst;
-    slot->dst_len = s->cluster_size;
-    return (int)cslot_run(bs, slot);
+    return co_decompress(bs, &slot->codec, slot->cbuf, clen, dst);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -238,39 +240,46 @@ static void dc_drop(Qcow2CState *cs, Qcow2DCEntry *e)
 }
 
 /*
- * Reads and inflates the compressed cluster into dst (NULL: a slot's
- * buffer), then copies [in, in + n) of it to the caller's vector.
+ * Reads and inflates the compressed cluster into dst (NULL: the
+ * decompression buffer of b or slot) with the buffers and codec of b, or of
+ * slot when b is NULL, then copies [in, in + n) of it to the caller's vector.
  */
-static int coroutine_fn inflate_cluster(BlockDriverState *bs, uint64_t coff, uint64_t clen,
-                                        uint8_t *dst, uint64_t in, uint64_t n, IOVector *qiov,
-                                        size_t qoff)
+static int coroutine_fn inflate_cluster(BlockDriverState *bs, Qcow2Buf *b, Qcow2CSlot *slot,
+                                        uint64_t coff, uint64_t clen, uint8_t *dst,
+                                        uint64_t in, uint64_t n, IOVector *qiov, size_t qoff)
 {
-    Qcow2CSlot *slot = qcow2_cslot_get(bs);
+    uint8_t *cbuf = b ? b->cbuf : slot->cbuf;
+    Qcow2Codec *codec = b ? b->codec : &slot->codec;
     int ret;
 
-    if (!slot) {
-        return -ENOMEM;
-    }
-    dst = dst ? dst : slot->dbuf;
-    ret = qcow2_pread(bs->file, (int64_t)coff, (int64_t)clen, slot->cbuf);
+    dst = dst ? dst : b ? b->dbuf : slot->dbuf;
+    ret = qcow2_pread(bs->file, (int64_t)coff, (int64_t)clen, cbuf);
     if (ret >= 0) {
-        ret = qcow2_co_decompress(bs, slot, clen, dst);
+        ret = co_decompress(bs, codec, cbuf, clen, dst);
     }
     if (ret >= 0) {
         iovector_from_buf(qiov, qoff, dst + in, n);
         ret = 0;
     }
-    qcow2_cslot_put(bs, slot);
     return ret;
 }
 
+/*
+ * Deadlock rule: whoever fills an entry (state DC_FILLING) waits for nothing
+ * but its own I/O and the thread pool. A reader therefore takes its
+ * compression slot before it claims an entry: a copy-on-write may be
+ * waiting for the entry while compressed writers hold every slot and wait
+ * for that copy-on-write's allocation. A copy-on-write (b given) takes no
+ * slot at all.
+ */
 int coroutine_fn qcow2_read_compressed_cached(BlockDriverState *bs, uint64_t coff,
                                               uint64_t clen, uint64_t offset, uint64_t n,
-                                              IOVector *qiov, size_t qoff)
+                                              IOVector *qiov, size_t qoff, Qcow2Buf *b)
 {
     BDRVQcow2State *s = bs->opaque;
     Qcow2CState *cs = cstate(s);
     uint64_t in = qcow2_offset_into_cluster(s, offset);
+    Qcow2CSlot *slot = NULL;
     Qcow2DCEntry *e;
     int ret;
 
@@ -280,31 +289,47 @@ int coroutine_fn qcow2_read_compressed_cached(BlockDriverState *bs, uint64_t cof
     if (clen > 2 * s->cluster_size) {
         return -EIO; /* cannot happen: the descriptor's sector count is capped */
     }
-    while ((e = dc_find(cs, coff, clen)) && e->state == DC_FILLING) {
-        co_queue_wait(&e->waiters, NULL);
-    }
-    if (e) {
-        e->lru = ++cs->clock;
-        iovector_from_buf(qiov, qoff, e->data + in, n);
-        return 0;
+    for (;;) {
+        while ((e = dc_find(cs, coff, clen)) && e->state == DC_FILLING) {
+            co_queue_wait(&e->waiters, NULL);
+        }
+        if (e) {
+            e->lru = ++cs->clock;
+            iovector_from_buf(qiov, qoff, e->data + in, n);
+            if (slot) {
+                qcow2_cslot_put(bs, slot);
+            }
+            return 0;
+        }
+        if (b || slot) {
+            break;
+        }
+        slot = qcow2_cslot_get(bs); /* may wait: look the cluster up again after */
+        if (!slot) {
+            return -ENOMEM;
+        }
     }
     e = dc_victim(s, cs);
     if (!e) {
-        /* Every entry is being filled: inflate into a slot, uncached. */
-        return inflate_cluster(bs, coff, clen, NULL, in, n, qiov, qoff);
-    }
-    e->state = DC_FILLING;
-    e->stale = false;
-    e->coff = coff;
-    e->clen = clen;
-    ret = inflate_cluster(bs, coff, clen, e->data, in, n, qiov, qoff);
-    if (ret == 0 && !e->stale) {
-        e->state = DC_VALID;
-        e->lru = ++cs->clock;
+        /* Every entry is being filled: inflate into a private buffer, uncached. */
+        ret = inflate_cluster(bs, b, slot, coff, clen, NULL, in, n, qiov, qoff);
     } else {
-        dc_drop(cs, e);
+        e->state = DC_FILLING;
+        e->stale = false;
+        e->coff = coff;
+        e->clen = clen;
+        ret = inflate_cluster(bs, b, slot, coff, clen, e->data, in, n, qiov, qoff);
+        if (ret == 0 && !e->stale) {
+            e->state = DC_VALID;
+            e->lru = ++cs->clock;
+        } else {
+            dc_drop(cs, e);
+        }
+        co_queue_restart_all(&e->waiters);
     }
-    co_queue_restart_all(&e->waiters);
+    if (slot) {
+        qcow2_cslot_put(bs, slot);
+    }
     return ret;
 }
 

@@ -83,12 +83,12 @@ static int coroutine_fn read_unallocated(BlockDriverState *bs, uint64_t offset, 
 }
 
 /*
- * Reads [offset, offset + n) of the compressed cluster described by l2e:
- * through the decompressed-cluster cache and a compression slot, or for a
- * COW (b, the caller's pooled buffer set) inline in b's buffers. COW never
- * takes a compression slot: compressed writers hold slots while they wait
- * for the allocations COW belongs to, so a COW waiting for a slot could
- * wait for itself.
+ * Reads [offset, offset + n) of the compressed cluster described by l2e,
+ * through the decompressed-cluster cache; a miss inflates on a worker
+ * thread, with a compression slot, or for a COW with b (the caller's pooled
+ * buffer set). COW never takes a compression slot: compressed writers hold
+ * slots while they wait for the allocations COW belongs to, so a COW
+ * waiting for a slot could wait for itself.
  */
 static int coroutine_fn read_compressed(BlockDriverState *bs, uint64_t l2e, uint64_t offset,
                                         uint64_t n, IOVector *qiov, size_t qoff, Qcow2Buf *b)
@@ -105,20 +105,7 @@ static int coroutine_fn read_compressed(BlockDriverState *bs, uint64_t l2e, uint
         co_mutex_unlock(&s->lock);
         return ret;
     }
-    if (!b) {
-        return qcow2_read_compressed_cached(bs, coff, clen, offset, n, qiov, qoff);
-    }
-    /* clen <= 2 clusters (the sector count field has cluster_bits - 8 bits). */
-    ret = qcow2_pread(bs->file, (int64_t)coff, (int64_t)clen, b->cbuf);
-    if (ret >= 0) {
-        ret = qcow2_codec_decompress(b->codec, s->compression_type, b->dbuf, s->cluster_size,
-                                     b->cbuf, clen);
-    }
-    if (ret >= 0) {
-        iovector_from_buf(qiov, qoff, b->dbuf + qcow2_offset_into_cluster(s, offset), n);
-        ret = 0;
-    }
-    return ret;
+    return qcow2_read_compressed_cached(bs, coff, clen, offset, n, qiov, qoff, b);
 }
 
 int coroutine_fn qcow2_read_guest_buf(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
@@ -431,6 +418,52 @@ int coroutine_fn qcow2_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t 
 /* ---------------------------------------------------------------------- */
 /* Write-zeroes, discard, flush, status */
 
+/* Zero bytes written by copy-on-write of zeroes into a compressed cluster. */
+static const uint8_t zero_chunk[64 * 1024];
+
+/*
+ * Extended L2 entries: write-zeroes on [offset, offset + bytes), some of the
+ * subclusters of one cluster. A compressed cluster cannot change in part,
+ * so if it is one the range is written as zero data: an allocating write
+ * that copies the rest of the cluster (COW) into a normal cluster. Returns
+ * 1 if done so, 0 if the cluster is not compressed (the caller zeroes the
+ * subclusters), or -errno. If the cluster changes meanwhile, either way is
+ * still correct: zero data is what write-zeroes means, and the subcluster
+ * path refuses a compressed cluster (the block layer then writes zeroes).
+ */
+static int coroutine_fn zero_part_of_compressed(BlockDriverState *bs, uint64_t offset,
+                                                uint64_t bytes)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t n = bytes, host;
+    Qcow2MapType type;
+    IOVector v;
+    int ret;
+
+    co_mutex_lock(&s->lock);
+    ret = qcow2_get_host_offset(bs, offset, &n, &host, &type);
+    co_mutex_unlock(&s->lock);
+    if (ret < 0 || type != QCOW2_MAP_COMPRESSED) {
+        return ret;
+    }
+    iovector_init(&v, (int)div_round_up_u64(bytes, sizeof(zero_chunk)));
+    for (uint64_t done = 0; done < bytes; done += sizeof(zero_chunk)) {
+        uint64_t len = bytes - done < sizeof(zero_chunk) ? bytes - done : sizeof(zero_chunk);
+
+        iovector_add(&v, (void *)zero_chunk, (size_t)len);
+    }
+    ret = qcow2_co_pwritev_alloc(bs, offset, bytes, &v, 0, 0);
+    iovector_destroy(&v);
+    return ret < 0 ? ret : 1;
+}
+
+/* True if [from, to) covers less than the whole cluster (the guest end counts as its end). */
+static bool partial_cluster(BDRVQcow2State *s, uint64_t from, uint64_t to)
+{
+    return qcow2_offset_into_cluster(s, from) ||
+           (qcow2_offset_into_cluster(s, to) && to < s->size);
+}
+
 int coroutine_fn qcow2_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                         BdrvRequestFlags flags)
 {
@@ -450,7 +483,31 @@ int coroutine_fn qcow2_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, in
     if (ret < 0) {
         return ret;
     }
-    return qcow2_zero_or_discard(bs, (uint64_t)offset, (uint64_t)bytes, true,
+    if (qcow2_extl2(s)) {
+        /* Partial first and last clusters: copy-on-write if compressed. */
+        uint64_t from = (uint64_t)offset, cend = qcow2_start_of_cluster(s, from) + s->cluster_size;
+        uint64_t to = end < cend ? end : cend;
+
+        if (partial_cluster(s, from, to)) {
+            ret = zero_part_of_compressed(bs, from, to - from);
+            if (ret < 0) {
+                return ret;
+            }
+            offset = (int64_t)(ret ? to : from);
+        }
+        from = qcow2_start_of_cluster(s, end);
+        if (from >= cend && partial_cluster(s, from, end)) { /* not the first cluster */
+            ret = zero_part_of_compressed(bs, from, end - from);
+            if (ret < 0) {
+                return ret;
+            }
+            end = ret ? from : end;
+        }
+        if ((uint64_t)offset >= end) {
+            return 0;
+        }
+    }
+    return qcow2_zero_or_discard(bs, (uint64_t)offset, end - (uint64_t)offset, true,
                                  flags & BDRV_REQ_MAY_UNMAP, false);
 }
 

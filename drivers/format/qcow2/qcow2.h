@@ -638,6 +638,20 @@ bool qcow2_compression_supported(int type);
 /* compress-pool.c: compression off the request thread, decompressed-cluster cache */
 
 /*
+ * One compression or decompression, as a worker thread runs it: it touches
+ * only these fields, the codec and the buffers they point at.
+ */
+typedef struct Qcow2CJob {
+    Qcow2Codec *codec;
+    int type;                   /* compression_type */
+    const uint8_t *src;
+    size_t src_len;
+    uint8_t *dst;
+    size_t dst_len;
+    bool compress;
+} Qcow2CJob;
+
+/*
  * A compression slot: buffers and codec contexts for one cluster being
  * compressed or decompressed. cbuf holds compressed bytes (up to two
  * clusters, the most an L2 descriptor can describe), dbuf one cluster.
@@ -647,13 +661,7 @@ typedef struct Qcow2CSlot {
     uint8_t *dbuf;
     Qcow2Codec codec;
     struct Qcow2CSlot *next_free;
-    /* The job a worker thread runs (it touches nothing else). */
-    int type;                   /* compression_type */
-    const uint8_t *src;
-    size_t src_len;
-    uint8_t *dst;
-    size_t dst_len;
-    bool compress;
+    Qcow2CJob job;
 } Qcow2CSlot;
 
 /* Takes a free slot, waiting while all are in use; NULL if none can be allocated. */
@@ -672,11 +680,13 @@ int coroutine_fn qcow2_co_decompress(BlockDriverState *bs, Qcow2CSlot *slot, siz
 /*
  * Reads [offset, offset + n) (within one cluster) of the compressed cluster
  * whose data is clen bytes at host offset coff, through the cache of
- * decompressed clusters.
+ * decompressed clusters; a miss inflates on a worker thread. b: the
+ * caller's pooled buffer set (copy-on-write), whose buffers and codec are
+ * used instead of a compression slot, or NULL (a slot is taken).
  */
 int coroutine_fn qcow2_read_compressed_cached(BlockDriverState *bs, uint64_t coff,
                                               uint64_t clen, uint64_t offset, uint64_t n,
-                                              IOVector *qiov, size_t qoff);
+                                              IOVector *qiov, size_t qoff, Qcow2Buf *b);
 /* Forgets cached clusters whose compressed data lies in the host cluster at off. */
 void qcow2_dcache_invalidate(BDRVQcow2State *s, uint64_t host_cluster);
 void qcow2_dcache_clear(BDRVQcow2State *s);

@@ -9,6 +9,7 @@
  * does not take fail the reopen.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -124,6 +125,19 @@ static int reopen_refresh(ReopenEntry *list, int n, Error **errp)
     return ret;
 }
 
+/* Tells the drivers of the committed nodes that the reopen is over (see reopen_finish). */
+static void reopen_finish(ReopenEntry *list, int n, bool undo)
+{
+    for (int i = 0; i < n; i++) {
+        const BlockDriver *drv = list[i].bs->drv;
+
+        if (drv->struct_size >= offsetof(BlockDriver, reopen_finish) +
+                                sizeof(drv->reopen_finish) && drv->reopen_finish) {
+            drv->reopen_finish(list[i].bs, undo);
+        }
+    }
+}
+
 int bdrv_reopen(BlockDriverState *bs, BlockOpts *options, Error **errp)
 {
     ReopenEntry list[REOPEN_MAX];
@@ -168,6 +182,7 @@ int bdrv_reopen(BlockDriverState *bs, BlockOpts *options, Error **errp)
                            bs->node_name);
             }
         }
+        reopen_finish(list, n, ret < 0);
     }
     bdrv_drained_end(bs);
     bopts_free(options);

@@ -317,6 +317,14 @@ struct BlockDriver {
      * filenames of bs and its children. Formats of one file need not set it.
      */
     int coroutine_fn (*co_rename)(BlockDriverState *bs, const char *new_name, Error **errp);
+    /**
+     * Ends a reopen whose reopen_commit ran, before bdrv_reopen returns
+     * (drained). undo is true when a later step (the new limits) failed and
+     * the old mode was put back by a second prepare/commit with no options:
+     * the driver restores what its first commit changed that such a reopen
+     * does not (qcow2: cache sizes, runtime options). Optional.
+     */
+    void (*reopen_finish)(BlockDriverState *bs, bool undo);
 
     /* New fields go here, at the end. */
 };

@@ -1019,6 +1019,172 @@ static void test_qcow2_reopen_cache_size(void **state)
     free(want);
 }
 
+/*
+ * limram: a RAM protocol (the bytes of an image file, loaded by the test)
+ * whose limits become invalid with cache.direct=on while limram_bad_limits
+ * is set, and whose reopen_prepare fails while limram_refuse is set: a
+ * reopen then fails after qcow2's cache step, at the limits or in prepare.
+ */
+static uint8_t *limram;
+static int64_t limram_len, limram_cap;
+static bool limram_bad_limits, limram_refuse;
+
+static int limram_open(BlockDriverState *bs, BlockOpts *options, int flags, Error **errp)
+{
+    char *fn = NULL;
+
+    bopts_take_str(options, "filename", &fn, NULL);
+    free(fn);
+    return 0;
+}
+
+static int64_t coroutine_fn limram_getlength(BlockDriverState *bs)
+{
+    return limram_len;
+}
+
+static int coroutine_fn limram_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                      IOVector *qiov, size_t qoff, BdrvRequestFlags flags)
+{
+    int64_t in = offset < limram_len ? (limram_len - offset < bytes ? limram_len - offset
+                                                                    : bytes) : 0;
+
+    iovector_from_buf(qiov, qoff, limram + offset, (size_t)in);
+    iovector_memset(qiov, qoff + (size_t)in, 0, (size_t)(bytes - in));
+    return 0;
+}
+
+static int coroutine_fn limram_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                       IOVector *qiov, size_t qoff, BdrvRequestFlags flags)
+{
+    if (offset + bytes > limram_cap) {
+        return -ENOSPC;
+    }
+    iovector_to_buf(qiov, qoff, limram + offset, (size_t)bytes);
+    limram_len = offset + bytes > limram_len ? offset + bytes : limram_len;
+    return 0;
+}
+
+static int coroutine_fn limram_flush(BlockDriverState *bs)
+{
+    return 0;
+}
+
+static void limram_refresh_limits(BlockDriverState *bs, Error **errp)
+{
+    if (limram_bad_limits && (bs->open_flags & BDRV_O_NOCACHE)) {
+        bs->bl.request_alignment = 3;
+    }
+}
+
+static int limram_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags,
+                                 Error **errp)
+{
+    if (limram_refuse) {
+        error_setg(errp, "limram: reopen refused");
+        return -EPERM;
+    }
+    return 0;
+}
+
+static const BlockDriver bdrv_limram = {
+    .struct_size = sizeof(BlockDriver),
+    .refresh_limits = limram_refresh_limits,
+    .reopen_prepare = limram_reopen_prepare,
+    .format_name = "limram",
+    .protocol_name = "limram",
+    .is_protocol = true,
+    .bdrv_open = limram_open,
+    .co_getlength = limram_getlength,
+    .co_preadv = limram_preadv,
+    .co_pwritev = limram_pwritev,
+    .co_flush_to_disk = limram_flush,
+};
+
+/*
+ * A reopen that changes the cache sizes and the runtime options, then fails
+ * after qcow2's cache step (a child refuses in prepare, or the new limits
+ * are invalid after the commits), leaves the old caches and options in
+ * place; the image stays consistent and usable.
+ */
+static void test_qcow2_reopen_fail_keeps_caches(void **state)
+{
+    static bool registered;
+    uint8_t buf[5000];
+    BDRVQcow2State *s;
+    BlockBackend *blk;
+    Error *err = NULL;
+    int64_t len;
+    int fd;
+
+    if (!registered) {
+        assert_int_equal(bdrv_register(&bdrv_limram, &err), 0);
+        registered = true;
+    }
+    create(img, "size=16M,cluster_size=4k", NULL, 0);
+    free(limram);
+    limram = read_file(img, &len);
+    limram_len = len;
+    limram_cap = 32 * MiB;
+    limram = realloc(limram, (size_t)limram_cap);
+    assert_non_null(limram);
+    blk = drv_test_open_ok("driver=qcow2,l2-cache-size=16k,refcount-cache-size=16k,"
+                           "overlap-check=none,file.driver=limram,file.filename=x",
+                           BDRV_O_RDWR);
+    s = blk_bs(blk)->opaque;
+    assert_int_equal(s->l2_cache->size, 4);
+    assert_int_equal(s->overlap_check, 0);
+    drv_test_pattern(buf, sizeof(buf), 1);
+    assert_int_equal(blk_pwrite(blk, 12345, sizeof(buf), buf, 0), 0); /* dirty tables */
+
+    /* The file node refuses in prepare: qcow2's staged caches are dropped. */
+    limram_refuse = true;
+    assert_true(bdrv_reopen(blk_bs(blk), kv("l2-cache-size=64k,refcount-cache-size=32k,"
+                                            "overlap-check=all"), &err) < 0);
+    limram_refuse = false;
+    assert_non_null(strstr(error_get_pretty(err), "reopen refused"));
+    error_free(err);
+    err = NULL;
+    assert_int_equal(s->l2_cache->size, 4);
+    assert_int_equal(s->refcount_cache->size, 4);
+    assert_int_equal(s->overlap_check, 0);
+
+    /* The new limits are invalid: everything qcow2 committed goes back. */
+    limram_bad_limits = true;
+    assert_true(bdrv_reopen(blk_bs(blk), kv("l2-cache-size=64k,refcount-cache-size=32k,"
+                                            "overlap-check=all,cache.direct=on"), &err) < 0);
+    limram_bad_limits = false;
+    assert_non_null(strstr(error_get_pretty(err), "invalid limits"));
+    error_free(err);
+    err = NULL;
+    assert_false(blk_bs(blk)->open_flags & BDRV_O_NOCACHE);
+    assert_int_equal(s->l2_cache->size, 4);
+    assert_int_equal(s->refcount_cache->size, 4);
+    assert_int_equal(s->overlap_check, 0);
+    assert_int_equal(blk_pwrite(blk, 3 * MiB + 7, sizeof(buf), buf, 0), 0);
+
+    /* A reopen that succeeds still resizes them. */
+    assert_int_equal(bdrv_reopen(blk_bs(blk), kv("l2-cache-size=64k,refcount-cache-size=32k,"
+                                                 "overlap-check=all"), &err), 0);
+    assert_int_equal(s->l2_cache->size, 16);
+    assert_int_equal(s->refcount_cache->size, 8);
+    assert_int_equal(s->overlap_check, QCOW2_OL_ALL);
+    blk_unref(blk);
+
+    /* The image is consistent: write it out and let qemu-img check it. */
+    fd = open(img, O_WRONLY | O_TRUNC);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, limram, (size_t)limram_len), limram_len);
+    close(fd);
+    if (have_qemu) {
+        assert_int_equal(sh("qemu-img check -q '%s'", img), 0);
+        assert_int_equal(sh("qemu-io -f qcow2 -c 'read -P 0 0 12345' -c 'read -P 0 17345 1M' "
+                            "'%s' >/dev/null", img), 0);
+    }
+    free(limram);
+    limram = NULL;
+}
+
 /* overlap-check=all refuses guest data writes into clusters that hold metadata. */
 static void test_qcow2_overlap_data_write(void **state)
 {
@@ -1082,6 +1248,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qcow2_compressed_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_small_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_reopen_cache_size, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_reopen_fail_keeps_caches, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_compressed_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_overlap_data_write, setup, teardown),
     };

@@ -17,6 +17,7 @@
 Qcow2Cache *qcow2_cache_create(int entries, size_t table_size, bool is_l2)
 {
     Qcow2Cache *c = calloc(1, sizeof(*c));
+    uint32_t slots = 16;
 
     if (!c) {
         return NULL;
@@ -28,10 +29,16 @@ Qcow2Cache *qcow2_cache_create(int entries, size_t table_size, bool is_l2)
     if (posix_memalign((void **)&c->mem, 4096, (size_t)entries * table_size) != 0) {
         c->mem = NULL;
     }
-    if (!c->e || !c->mem) {
+    while (slots < 2 * (uint32_t)entries) { /* entries <= INT32_MAX / 2 (cache_sizes) */
+        slots *= 2;
+    }
+    c->hash = malloc(slots * sizeof(*c->hash));
+    c->hash_mask = slots - 1;
+    if (!c->e || !c->mem || !c->hash) {
         qcow2_cache_destroy(c);
         return NULL;
     }
+    memset(c->hash, 0xff, slots * sizeof(*c->hash));
     return c;
 }
 
@@ -40,8 +47,79 @@ void qcow2_cache_destroy(Qcow2Cache *c)
     if (c) {
         free(c->e);
         free(c->mem);
+        free(c->hash);
         free(c);
     }
+}
+
+/* ---------------------------------------------------------------------- */
+/*
+ * The index: table offset -> entry, open addressing with linear probing
+ * (at most half full), so a lookup costs O(1) whatever the cache size (a
+ * 32 MiB L2 cache of 512-byte clusters has 65536 entries).
+ */
+
+static uint32_t hash_slot(const Qcow2Cache *c, uint64_t offset)
+{
+    uint64_t h = (offset >> 9) * 0x9e3779b97f4a7c15ULL;
+
+    return (uint32_t)(h >> 32) & c->hash_mask;
+}
+
+/* The slot holding offset, or -1. Requests tend to hit the same table: try the last first. */
+static int find_entry(Qcow2Cache *c, uint64_t offset)
+{
+    if (c->e[c->hint].offset == offset) {
+        return c->hint;
+    }
+    for (uint32_t k = hash_slot(c, offset);; k = (k + 1) & c->hash_mask) {
+        int32_t i = c->hash[k];
+
+        if (i < 0) {
+            return -1;
+        }
+        if (c->e[i].offset == offset) {
+            c->hint = i;
+            return i;
+        }
+    }
+}
+
+/* Removes entry i (mapping offset) from the index: backward-shift deletion. */
+static void hash_remove(Qcow2Cache *c, uint64_t offset, int i)
+{
+    uint32_t k = hash_slot(c, offset);
+
+    while (c->hash[k] != i) {
+        k = (k + 1) & c->hash_mask;
+    }
+    for (uint32_t j = (k + 1) & c->hash_mask; c->hash[j] >= 0; j = (j + 1) & c->hash_mask) {
+        uint32_t home = hash_slot(c, c->e[c->hash[j]].offset);
+
+        /* Move j's entry into the hole at k unless its home lies in (k, j]. */
+        if (((j - home) & c->hash_mask) >= ((j - k) & c->hash_mask)) {
+            c->hash[k] = c->hash[j];
+            k = j;
+        }
+    }
+    c->hash[k] = -1;
+}
+
+/* Gives entry i the table offset (0: empty), keeping the index in step. */
+static void set_offset(Qcow2Cache *c, int i, uint64_t offset)
+{
+    uint32_t k;
+
+    if (c->e[i].offset) {
+        hash_remove(c, c->e[i].offset, i);
+    }
+    c->e[i].offset = offset;
+    if (!offset) {
+        return;
+    }
+    for (k = hash_slot(c, offset); c->hash[k] >= 0; k = (k + 1) & c->hash_mask) {
+    }
+    c->hash[k] = i;
 }
 
 static uint8_t *table_of(Qcow2Cache *c, int i)
@@ -155,20 +233,6 @@ static int coroutine_fn find_victim(BlockDriverState *bs, Qcow2Cache *c, int *ou
     }
 }
 
-/* The slot holding offset, or -1. Requests tend to hit the same table: try the last first. */
-static int find_entry(Qcow2Cache *c, uint64_t offset)
-{
-    if (c->e[c->hint].offset == offset) {
-        return c->hint;
-    }
-    for (int i = 0; i < c->size; i++) {
-        if (c->e[i].offset == offset) {
-            c->hint = i;
-            return i;
-        }
-    }
-    return -1;
-}
 
 uint8_t *qcow2_cache_peek(Qcow2Cache *c, uint64_t offset)
 {
@@ -207,7 +271,7 @@ static int coroutine_fn cache_do_get(BlockDriverState *bs, Qcow2Cache *c, uint64
                 return ret;
             }
         }
-        c->e[i].offset = offset;
+        set_offset(c, i, offset);
         c->e[i].dirty = false;
         if (read) {
             c->e[i].ref++;
@@ -215,7 +279,7 @@ static int coroutine_fn cache_do_get(BlockDriverState *bs, Qcow2Cache *c, uint64
             ret = qcow2_pread(bs->file, (int64_t)offset, (int64_t)c->table_size, table_of(c, i));
             c->e[i].ref--;
             if (ret < 0) {
-                c->e[i].offset = 0;
+                set_offset(c, i, 0);
                 return ret;
             }
         } else {
@@ -264,7 +328,7 @@ void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset)
     int i = find_entry(c, offset);
 
     if (i >= 0 && c->e[i].ref == 0) {
-        c->e[i].offset = 0;
+        set_offset(c, i, 0);
         c->e[i].dirty = false;
     } else if (i >= 0) {
         c->e[i].dirty = false; /* in use: only forget that it must be written */
@@ -274,8 +338,8 @@ void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset)
 void qcow2_cache_clean(Qcow2Cache *c)
 {
     for (int i = 0; i < c->size; i++) {
-        if (!c->e[i].ref && !c->e[i].dirty) {
-            c->e[i].offset = 0;
+        if (!c->e[i].ref && !c->e[i].dirty && c->e[i].offset) {
+            set_offset(c, i, 0);
         }
     }
 }

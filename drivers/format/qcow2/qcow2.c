@@ -666,7 +666,10 @@ static int qcow2_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int ne
     return 0;
 }
 
-/* Swaps in the resized caches (the old ones were written by prepare). */
+/*
+ * Swaps in the resized caches (the old ones were written by prepare, or by
+ * reopen_finish).
+ */
 static void reopen_swap_caches(BlockDriverState *bs)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -686,10 +689,37 @@ static void reopen_swap_caches(BlockDriverState *bs)
     s->reopen_l2_cache = s->reopen_refcount_cache = NULL;
 }
 
+/*
+ * Keeps the runtime state the first commit of a reopen changes: if a later
+ * step fails, the block layer puts the old mode back with a second
+ * prepare/commit without options (which would leave the new cache sizes and
+ * reset the other options to their defaults), then reopen_finish(undo)
+ * restores this.
+ */
+static void reopen_save_undo(BDRVQcow2State *s)
+{
+    if (s->reopen_undo.valid) {
+        return; /* the rollback's commit: keep what the first one saved */
+    }
+    s->reopen_undo = (Qcow2ReopenUndo){
+        .valid = true,
+        .l2_n = s->l2_cache->size,
+        .rc_n = s->refcount_cache->size,
+        .overlap = s->overlap_check,
+        .discard_request = s->discard_request,
+        .discard_snapshot = s->discard_snapshot,
+        .discard_other = s->discard_other,
+        .lazy = s->use_lazy_refcounts,
+        .clean_interval = s->cache_clean_interval,
+    };
+}
+
 static void qcow2_reopen_commit(BlockDriverState *bs)
 {
     BDRVQcow2State *s = bs->opaque;
     Qcow2Opts *q = &s->reopen_opts;
+
+    reopen_save_undo(s);
 
     if (s->reopen_to_rw) {
         /* The file child may not be writable yet: the first write loads the bitmaps. */
@@ -709,6 +739,52 @@ static void qcow2_reopen_commit(BlockDriverState *bs)
         s->cache_clean_interval = q->clean_interval;
         start_clean_timer(bs);
     }
+}
+
+/* Empty caches of the old sizes (the current ones are written first; drained). */
+static void reopen_restore_caches(BlockDriverState *bs, int l2_n, int rc_n)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret = 0;
+
+    if (l2_n == s->l2_cache->size && rc_n == s->refcount_cache->size) {
+        return;
+    }
+    if ((bs->open_flags & BDRV_O_RDWR) && !bs->read_only) {
+        ret = (int)bdrv_run_co(bdrv_get_aio_context(bs), reopen_flush_co, bs);
+    }
+    s->reopen_l2_cache = qcow2_cache_create(l2_n, s->cluster_size, true);
+    s->reopen_refcount_cache = qcow2_cache_create(rc_n, s->cluster_size, false);
+    if (ret < 0 || !s->reopen_l2_cache || !s->reopen_refcount_cache) {
+        coblk_warn("qcow2: '%s': could not restore the old cache sizes (%s)", bs->filename,
+                   ret < 0 ? strerror(-ret) : "out of memory");
+        reopen_drop_staged(s);
+        return;
+    }
+    reopen_swap_caches(bs);
+}
+
+/* The reopen is over; undo: a later step failed, the state before commit comes back. */
+static void qcow2_reopen_finish(BlockDriverState *bs, bool undo)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2ReopenUndo u = s->reopen_undo;
+
+    s->reopen_undo.valid = false;
+    if (!undo || !u.valid) {
+        return;
+    }
+    s->overlap_check = u.overlap;
+    s->discard_request = u.discard_request;
+    s->discard_snapshot = u.discard_snapshot;
+    s->discard_other = u.discard_other;
+    s->use_lazy_refcounts = u.lazy;
+    if (s->cache_clean_interval != u.clean_interval) {
+        stop_clean_timer(bs);
+        s->cache_clean_interval = u.clean_interval;
+        start_clean_timer(bs);
+    }
+    reopen_restore_caches(bs, u.l2_n, u.rc_n);
 }
 
 static void qcow2_reopen_abort(BlockDriverState *bs)
@@ -745,6 +821,7 @@ const BlockDriver bdrv_qcow2 = {
     .reopen_prepare = qcow2_reopen_prepare,
     .reopen_commit = qcow2_reopen_commit,
     .reopen_abort = qcow2_reopen_abort,
+    .reopen_finish = qcow2_reopen_finish,
     .co_create_opts = qcow2_co_create_opts,
     .create_opts = qcow2_create_opts,
     .get_info = qcow2_get_info,

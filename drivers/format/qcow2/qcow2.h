@@ -131,6 +131,8 @@ typedef struct Qcow2Cache {
     uint64_t clock;
     int hint;               /* slot of the last lookup: tried first */
     bool is_l2;             /* L2 cache (written after refcounts) or refcount cache */
+    int32_t *hash;          /* open addressing, offset -> entry index, -1 = empty */
+    uint32_t hash_mask;     /* hash slots - 1 (a power of two >= 2 * size) */
 } Qcow2Cache;
 
 /* ---------------------------------------------------------------------- */
@@ -244,6 +246,18 @@ typedef struct Qcow2Opts {
     int overlap;
 } Qcow2Opts;
 
+/*
+ * Runtime state as it was before a reopen's commit, kept until the reopen
+ * ends so that a later failure (the new limits) can restore it (qcow2.c).
+ */
+typedef struct Qcow2ReopenUndo {
+    bool valid;
+    int l2_n, rc_n;             /* cache sizes in tables */
+    int overlap;
+    bool discard_request, discard_snapshot, discard_other, lazy;
+    uint64_t clean_interval;
+} Qcow2ReopenUndo;
+
 /* ---------------------------------------------------------------------- */
 /* Driver state */
 
@@ -334,6 +348,7 @@ typedef struct BDRVQcow2State {
     bool bitmaps_pending;               /* read-write again: load bitmaps at the next write */
     Qcow2Cache *reopen_l2_cache;        /* resized caches staged by reopen_prepare */
     Qcow2Cache *reopen_refcount_cache;
+    Qcow2ReopenUndo reopen_undo;        /* kept by reopen_commit until reopen_finish */
     uint64_t free_byte_offset;          /* where the next compressed cluster may go, or 0 */
     Qcow2BufPool bufpool;               /* COW / compressed bounce buffers */
 } BDRVQcow2State;

@@ -1185,6 +1185,50 @@ static void test_qcow2_reopen_fail_keeps_caches(void **state)
     limram = NULL;
 }
 
+/*
+ * Size limits of small clusters with wide refcounts (see check_size_limits
+ * in resize.c): a table is one run of at most E - 1 clusters (E refcount
+ * entries per block). 512-byte clusters, refcount_bits=64: E = 64, 4032 L1
+ * entries (126 MiB of guest), a refcount table of 4032 entries (126 MiB of
+ * host file). Past them create fails at once with -EFBIG and a message
+ * naming the size and the limit; at them it works.
+ */
+static void test_qcow2_size_limits(void **state)
+{
+    char err[1024];
+    BlockBackend *blk;
+    uint8_t buf[512];
+
+    /* The largest guest size: every L1 entry. */
+    assert_int_equal(create(img, "size=132120576,cluster_size=512,refcount_bits=64", err,
+                            sizeof(err)), 0);
+    blk = open_img(img, "", BDRV_O_RDWR);
+    drv_test_pattern(buf, sizeof(buf), 9);
+    assert_int_equal(blk_pwrite(blk, 132120576 - 512, 512, buf, 0), 0);
+    blk_unref(blk);
+    if (have_qemu) {
+        assert_int_equal(sh("qemu-img check -q '%s'", img), 0);
+    }
+    /* One byte more needs a 4033rd L1 entry. */
+    assert_int_equal(create(img, "size=132120577,cluster_size=512,refcount_bits=64", err,
+                            sizeof(err)), -EFBIG);
+    assert_non_null(strstr(err, "a guest size of 132120577 bytes needs 4033 L1 entries"));
+    assert_non_null(strstr(err, "refcount_bits=64 the L1 table holds at most 4032"));
+    /* 16-bit refcounts: 16320 entries (510 MiB); a huge image fails just as fast. */
+    assert_int_equal(create(img, "size=1T,cluster_size=512", err, sizeof(err)), -EFBIG);
+    assert_non_null(strstr(err, "holds at most 16320 (a guest size of 534773760 bytes)"));
+    /* Preallocating it needs more host file than the refcounts reach (data + tables). */
+    assert_int_equal(create(img, "size=132120576,cluster_size=512,refcount_bits=64,"
+                                 "preallocation=full", err, sizeof(err)), -EFBIG);
+    assert_non_null(strstr(err, "the refcount table (at most 4032 entries) describes at most "
+                                "132120576 bytes"));
+    assert_int_equal(create(img, "size=132120576,cluster_size=512,refcount_bits=64,"
+                                 "preallocation=metadata", err, sizeof(err)), -EFBIG);
+    assert_non_null(strstr(err, "preallocating a guest size of 132120576 bytes"));
+    /* 64 KiB clusters reach the 32 MiB L1 cap: 4 PiB, past BDRV_MAX_LENGTH anyway. */
+    assert_int_equal(create(img, "size=1P,cluster_size=65536", err, sizeof(err)), 0);
+}
+
 /* overlap-check=all refuses guest data writes into clusters that hold metadata. */
 static void test_qcow2_overlap_data_write(void **state)
 {
@@ -1249,6 +1293,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qcow2_small_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_reopen_cache_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_reopen_fail_keeps_caches, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_size_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_compressed_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_overlap_data_write, setup, teardown),
     };

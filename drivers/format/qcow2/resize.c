@@ -117,6 +117,85 @@ int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t from, uint64_t
     return ret;
 }
 
+/*
+ * Size limits, from the qcow2 layout and our caps (checked before anything
+ * is written, so that a request past them fails at once with -EFBIG):
+ *   - a table (L1, refcount table) is one contiguous run of clusters, and a
+ *     free run is at most E - 1 clusters long (E = refcount entries per
+ *     block, cluster_size * 8 / refcount_bits: each range of E clusters
+ *     starts with its own refcount block), so a table holds at most
+ *     min(cap, (E - 1) * cluster_size) bytes, the cap being 32 MiB for the
+ *     L1 table and 8 MiB for the refcount table;
+ *   - guest size <= L1 entries * cluster_size * (cluster_size / L2 entry size);
+ *   - host file size <= refcount table entries * E * cluster_size.
+ * E.g. 512-byte clusters with refcount_bits=64 (E = 64): at most 4032 L1
+ * entries, a guest size of 126 MiB, and a host file of 126 MiB; with
+ * refcount_bits=16 (E = 256), 16320 entries and 510 MiB; 64 KiB clusters
+ * with refcount_bits=16 reach the caps: 4 PiB of guest, 2^56 of host.
+ */
+static uint64_t max_table_bytes(BDRVQcow2State *s, uint64_t cap)
+{
+    uint64_t run = ((1ULL << s->refcount_block_bits) - 1) * s->cluster_size;
+
+    return run < cap ? run : cap;
+}
+
+/*
+ * Host bytes that preallocating guest [from, to) adds, at most: data
+ * clusters (metadata preallocation allocates them too, unwritten), L2
+ * tables, refcount blocks.
+ */
+static uint64_t prealloc_host_bytes(BDRVQcow2State *s, uint64_t from, uint64_t to)
+{
+    uint64_t cs = s->cluster_size, clusters = div_round_up_u64(to - from, cs) + 1;
+    uint64_t l2 = div_round_up_u64(clusters, (uint64_t)s->l2_size) + 1;
+    uint64_t n = l2 + clusters;
+
+    return (n + div_round_up_u64(n, 1ULL << s->refcount_block_bits) + 1) * cs;
+}
+
+static int check_size_limits(BlockDriverState *bs, uint64_t size, uint64_t l1_entries,
+                             PreallocMode prealloc, Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t l1_max = max_table_bytes(s, QCOW2_MAX_L1_BYTES) / 8;
+    uint64_t rt_max = max_table_bytes(s, QCOW2_MAX_REFTABLE_BYTES) / 8;
+    int shift = s->refcount_block_bits + s->cluster_bits;
+    uint64_t host_max = shift >= 36 ? QCOW2_MAX_OFFSET : rt_max << shift; /* rt_max <= 2^20 */
+    uint64_t host, guest_max = l1_max << (s->l2_bits + s->cluster_bits); /* < 2^62 */
+    int64_t flen;
+
+    if (l1_entries > l1_max) {
+        error_setg(errp, "qcow2: '%s': a guest size of %llu bytes needs %llu L1 entries; with "
+                   "%llu-byte clusters and refcount_bits=%d the L1 table holds at most %llu "
+                   "(a guest size of %llu bytes)", bs->filename, (unsigned long long)size,
+                   (unsigned long long)l1_entries, (unsigned long long)s->cluster_size,
+                   s->refcount_bits, (unsigned long long)l1_max,
+                   (unsigned long long)guest_max);
+        return -EFBIG;
+    }
+    if (prealloc == PREALLOC_MODE_OFF || qcow2_has_data_file(s)) {
+        return 0;
+    }
+    host_max = host_max < QCOW2_MAX_OFFSET ? host_max : QCOW2_MAX_OFFSET;
+    flen = bdrv_co_getlength(bs->file->bs);
+    if (flen < 0) {
+        error_setg_errno(errp, (int)-flen, "qcow2: could not get the size of '%s'", bs->filename);
+        return (int)flen;
+    }
+    host = (uint64_t)flen + prealloc_host_bytes(s, s->size, size);
+    if (host > host_max) {
+        error_setg(errp, "qcow2: '%s': preallocating a guest size of %llu bytes needs an image "
+                   "file of about %llu bytes; with %llu-byte clusters and refcount_bits=%d the "
+                   "refcount table (at most %llu entries) describes at most %llu bytes",
+                   bs->filename, (unsigned long long)size, (unsigned long long)host,
+                   (unsigned long long)s->cluster_size, s->refcount_bits,
+                   (unsigned long long)rt_max, (unsigned long long)host_max);
+        return -EFBIG;
+    }
+    return 0;
+}
+
 /* Writes zero buffers over [off, end) (v2 images, partial clusters). */
 static int coroutine_fn write_zero_buffers(BlockDriverState *bs, uint64_t off, uint64_t end)
 {
@@ -245,6 +324,10 @@ int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t offset, bool ex
         return shrink(bs, (uint64_t)offset, errp);
     }
     need = qcow2_l1_entries_for((uint64_t)offset, s->cluster_bits, s->l2_bits);
+    ret = check_size_limits(bs, (uint64_t)offset, need, prealloc, errp);
+    if (ret < 0) {
+        return ret;
+    }
     co_mutex_lock(&s->lock);
     ret = need > s->l1_size ? qcow2_grow_l1_table(bs, need) : 0;
     if (ret == 0) {

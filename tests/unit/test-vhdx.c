@@ -406,7 +406,7 @@ static void test_vhdx_bad_metadata(void **state)
     /* Differencing. */
     create("size=8M");
     put32(ITEMS + 4, 2);
-    drv_test_open_fails(opts(), 0, "differencing vhdx images");
+    drv_test_open_fails(opts(), 0, "without a parent locator");
     /* An unknown required item (the page 83 entry renamed). */
     create("size=8M");
     pwrite_file(META + 96, "\xee\xee", 2);

@@ -3,12 +3,17 @@
  * sector bitmap entry after every chunk_ratio payload entries, where
  * chunk_ratio = 2^23 * logical sector size / block size.
  *
+ * A differencing image has a sector bitmap entry after its last chunk too
+ * (entries = chunks * (chunk_ratio + 1)).
+ *
  * Limits: the entry count is computed with checked arithmetic and must fit
  * the BAT region and VHDX_MAX_BAT_BYTES; every payload entry has a known
- * state (PARTIALLY_PRESENT only in differencing images, which are refused);
- * a FULLY_PRESENT block lies at 1 MiB or more and its used part (the disk
- * may end inside the last block) ends inside the file.
- * Sector bitmap entries of a non-differencing image are not used.
+ * state (PARTIALLY_PRESENT only in differencing images); a FULLY_PRESENT or
+ * PARTIALLY_PRESENT block lies at 1 MiB or more and its used part (the disk
+ * may end inside the last block) ends inside the file; a PARTIALLY_PRESENT
+ * block's chunk has a SB_PRESENT sector bitmap entry whose 1 MiB block lies
+ * at 1 MiB or more inside the file. Sector bitmap entries of a
+ * non-differencing image are not used.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -21,6 +26,14 @@
 uint64_t vhdx_bat_index(const BDRVVhdxState *s, uint64_t block)
 {
     return block + block / s->chunk_ratio;
+}
+
+uint64_t vhdx_bat_entries(const BDRVVhdxState *s, uint64_t payload)
+{
+    if (s->has_parent) {
+        return div_round_up_u64(payload, s->chunk_ratio) * (s->chunk_ratio + 1);
+    }
+    return payload + (payload - 1) / s->chunk_ratio;
 }
 
 static int check_entry(BlockDriverState *bs, uint64_t block, uint64_t entry, uint64_t len,
@@ -40,6 +53,16 @@ static int check_entry(BlockDriverState *bs, uint64_t block, uint64_t entry, uin
     case VHDX_PAYLOAD_ZERO:
     case VHDX_PAYLOAD_UNMAPPED:
         return 0;
+    case VHDX_PAYLOAD_PARTIALLY_PRESENT:
+        if (!s->has_parent) {
+            break;
+        }
+        if ((s->bat[vhdx_sb_index(s, block)] & VHDX_BAT_STATE_MASK) != VHDX_SB_PRESENT) {
+            error_setg(errp, "vhdx: %s: block %" PRIu64 " is partially present but its sector "
+                       "bitmap block is not present", bs->filename, block);
+            return -EINVAL;
+        }
+        /* fall through */
     case VHDX_PAYLOAD_FULLY_PRESENT:
         if (off < VHDX_MiB || !range_within(off, used, len)) {
             error_setg(errp, "vhdx: %s: BAT entry of block %" PRIu64 " points at %" PRIu64
@@ -51,10 +74,38 @@ static int check_entry(BlockDriverState *bs, uint64_t block, uint64_t entry, uin
         }
         return 0;
     default:
-        error_setg(errp, "vhdx: %s: BAT entry of block %" PRIu64 " has state %" PRIu64
-                   " (not valid in a non-differencing image)", bs->filename, block, state);
-        return -EINVAL;
+        break;
     }
+    error_setg(errp, "vhdx: %s: BAT entry of block %" PRIu64 " has state %" PRIu64
+               " (not valid in a%s image)", bs->filename, block, state,
+               s->has_parent ? " differencing" : " non-differencing");
+    return -EINVAL;
+}
+
+/* A differencing image's sector bitmap entries: SB_PRESENT ones lie inside the file. */
+static int check_sb_entries(BlockDriverState *bs, uint64_t len, uint64_t *end, Error **errp)
+{
+    BDRVVhdxState *s = bs->opaque;
+
+    for (uint64_t i = s->chunk_ratio; s->has_parent && i < s->bat_entries;
+         i += s->chunk_ratio + 1) {
+        uint64_t e = s->bat[i], off = e & VHDX_BAT_OFFSET_MASK;
+
+        if ((e & VHDX_BAT_STATE_MASK) == VHDX_SB_NOT_PRESENT) {
+            continue;
+        }
+        if ((e & VHDX_BAT_STATE_MASK) != VHDX_SB_PRESENT || off < VHDX_MiB ||
+            !range_within(off, VHDX_MiB, len)) {
+            error_setg(errp, "vhdx: %s: sector bitmap entry %" PRIu64 " (%#" PRIx64 ") has a "
+                       "bad state or lies outside the file (%" PRIu64 " bytes)", bs->filename,
+                       i, e, len);
+            return -EINVAL;
+        }
+        if (off + VHDX_MiB > *end) {
+            *end = off + VHDX_MiB;
+        }
+    }
+    return 0;
 }
 
 static int bat_geometry(BlockDriverState *bs, Error **errp)
@@ -64,7 +115,7 @@ static int bat_geometry(BlockDriverState *bs, Error **errp)
 
     s->chunk_ratio = ((1ULL << 23) * s->logical_sector) / s->block_size;
     s->payload_blocks = div_round_up_u64(s->disk_size, s->block_size);
-    s->bat_entries = s->payload_blocks + (s->payload_blocks - 1) / s->chunk_ratio;
+    s->bat_entries = vhdx_bat_entries(s, s->payload_blocks);
     if (check_mul_overflow(s->bat_entries, (uint64_t)8, &bytes) || bytes > s->bat_length ||
         bytes > VHDX_MAX_BAT_BYTES) {
         error_setg(errp, "vhdx: %s: the BAT needs %" PRIu64 " entries, more than its region "
@@ -101,6 +152,10 @@ int vhdx_load_bat(BlockDriverState *bs, Error **errp)
     for (uint64_t i = 0; i < s->bat_entries; i++) {
         s->bat[i] = ld_le64(&s->bat[i]);
     }
+    ret = check_sb_entries(bs, (uint64_t)len, &end, errp);
+    if (ret < 0) {
+        return ret;
+    }
     for (uint64_t b = 0; b < s->payload_blocks; b++) {
         ret = check_entry(bs, b, s->bat[vhdx_bat_index(s, b)], (uint64_t)len, &end, errp);
         if (ret < 0) {
@@ -113,8 +168,12 @@ int vhdx_load_bat(BlockDriverState *bs, Error **errp)
 
 int coroutine_fn vhdx_bat_set(BlockDriverState *bs, uint64_t block, uint64_t entry)
 {
+    return vhdx_bat_set_idx(bs, vhdx_bat_index(bs->opaque, block), entry);
+}
+
+int coroutine_fn vhdx_bat_set_idx(BlockDriverState *bs, uint64_t idx, uint64_t entry)
+{
     BDRVVhdxState *s = bs->opaque;
-    uint64_t idx = vhdx_bat_index(s, block);
     /* Through the log: its 4 KiB sector; in place: the 512-byte sector. */
     uint64_t unit = s->metadata_log ? VHDX_LOG_SECTOR : 512;
     uint64_t sec = (idx * 8) & ~(unit - 1);
@@ -141,47 +200,73 @@ int coroutine_fn vhdx_bat_set(BlockDriverState *bs, uint64_t block, uint64_t ent
     return ret;
 }
 
-static int cmp_u64(const void *a, const void *b)
+typedef struct Extent {
+    uint64_t off, len;
+} Extent;
+
+static int cmp_extent(const void *a, const void *b)
 {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    uint64_t x = ((const Extent *)a)->off, y = ((const Extent *)b)->off;
 
     return x < y ? -1 : x > y;
 }
 
+static bool overlaps(uint64_t o, uint64_t l, uint64_t ro, uint64_t rl)
+{
+    return o < ro + rl && ro < o + l;
+}
+
+/* The blocks in the file: present payload blocks and sector bitmap blocks. */
+static uint64_t collect_extents(const BDRVVhdxState *s, Extent *x)
+{
+    uint64_t n = 0;
+
+    for (uint64_t b = 0; b < s->payload_blocks; b++) {
+        uint64_t e = s->bat[vhdx_bat_index(s, b)], st = e & VHDX_BAT_STATE_MASK;
+
+        if (st == VHDX_PAYLOAD_FULLY_PRESENT || st == VHDX_PAYLOAD_PARTIALLY_PRESENT) {
+            x[n++] = (Extent){ e & VHDX_BAT_OFFSET_MASK, s->block_size };
+        }
+    }
+    for (uint64_t i = s->chunk_ratio; s->has_parent && i < s->bat_entries;
+         i += s->chunk_ratio + 1) {
+        if ((s->bat[i] & VHDX_BAT_STATE_MASK) == VHDX_SB_PRESENT) {
+            x[n++] = (Extent){ s->bat[i] & VHDX_BAT_OFFSET_MASK, VHDX_MiB };
+        }
+    }
+    return n;
+}
+
 /*
- * Finds blocks that overlap each other or the log / BAT / metadata regions
- * (open already checked each entry on its own). Like qemu-img's vhdx check
- * it reports no cluster counts or end offset.
+ * Finds blocks (payload and sector bitmap) that overlap each other or the
+ * log / BAT / metadata regions (open already checked each entry on its
+ * own). Like qemu-img's vhdx check it reports no cluster counts or end
+ * offset.
  */
 int coroutine_fn vhdx_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix)
 {
     BDRVVhdxState *s = bs->opaque;
-    uint64_t *offs = malloc((s->payload_blocks ? s->payload_blocks : 1) * 8), n = 0;
+    Extent *x = malloc((s->bat_entries ? s->bat_entries : 1) * sizeof(*x));
+    uint64_t n;
 
-    if (!offs) {
+    if (!x) {
         res->check_errors++;
         return -ENOMEM;
     }
-    for (uint64_t b = 0; b < s->payload_blocks; b++) {
-        uint64_t e = s->bat[vhdx_bat_index(s, b)];
-
-        if ((e & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_FULLY_PRESENT) {
-            offs[n++] = e & VHDX_BAT_OFFSET_MASK;
-        }
-    }
-    qsort(offs, n, 8, cmp_u64);
+    n = collect_extents(s, x);
+    qsort(x, n, sizeof(*x), cmp_extent);
     for (uint64_t i = 0; i < n; i++) {
-        uint64_t o = offs[i];
+        uint64_t o = x[i].off, l = x[i].len;
 
-        if ((i + 1 < n && offs[i + 1] < o + s->block_size) ||
-            (o < s->bat_offset + s->bat_length && s->bat_offset < o + s->block_size) ||
-            (o < s->meta_offset + s->meta_length && s->meta_offset < o + s->block_size) ||
-            (o < s->hdr.log_offset + s->hdr.log_length && s->hdr.log_offset < o + s->block_size)) {
+        if ((i + 1 < n && x[i + 1].off < o + l) ||
+            overlaps(o, l, s->bat_offset, s->bat_length) ||
+            overlaps(o, l, s->meta_offset, s->meta_length) ||
+            overlaps(o, l, s->hdr.log_offset, s->hdr.log_length)) {
             res->corruptions++;
             bdrv_check_report(res, "vhdx: %s: the block at %" PRIu64 " overlaps another block "
                               "or a metadata region", bs->filename, o);
         }
     }
-    free(offs);
+    free(x);
     return 0;
 }

@@ -3,7 +3,11 @@
  * block_size (0: 8 MiB, or 32 MiB above 1 TiB), block_state_zero,
  * subformat (dynamic | fixed), preallocation (fixed only), nocow; and
  * logical_sector_size (512 or 4096, a coblk extension). extent_size_hint
- * is accepted and ignored.
+ * is accepted and ignored. backing_file (backing_fmt vhdx) makes a
+ * differencing image: HasParent, a parent locator with parent_linkage (the
+ * parent's DataWriteGuid) and relative_path (absolute_win32_path for an
+ * absolute name), the parent's size unless size is given, the parent's
+ * logical sector size, every block NOT_PRESENT.
  *
  * Layout: file identifier, headers at 64/128 KiB, region tables at
  * 192/256 KiB, the log at 1 MiB, then 1 MiB of metadata, then the BAT
@@ -11,6 +15,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +35,9 @@ const BlockCreateOptDesc vhdx_create_opts[] = {
     { "nocow", BLOCK_OPT_BOOL, "Turn off copy-on-write (valid only on btrfs)", "off" },
     { "preallocation", BLOCK_OPT_STRING, "Preallocation mode (allowed values: off, falloc, "
       "full)", NULL },
+    { "backing_file", BLOCK_OPT_STRING, "File name of the parent vhdx (makes a differencing "
+      "image)", NULL },
+    { "backing_fmt", BLOCK_OPT_STRING, "Format of the parent (vhdx only)", NULL },
     { "subformat", BLOCK_OPT_STRING, "VHDX format type, can be either 'dynamic' or 'fixed'. "
       "Default is 'dynamic'.", "dynamic" },
     { NULL, BLOCK_OPT_STRING, NULL, NULL },
@@ -43,13 +51,73 @@ typedef struct VhdxCreate {
     bool zero_state, nocow;
     int fixed, prealloc;
     uint64_t meta_off, bat_off, bat_len, data_off, entries, payload, chunk_ratio;
+    char *backing;          /* differencing: the parent's name as given */
+    VhdxGuid linkage;       /* the parent's DataWriteGuid */
 } VhdxCreate;
 
-static int take_opts(BlockOpts *o, VhdxCreate *c, Error **errp)
+static int take_backing_opts(BlockOpts *o, VhdxCreate *c, Error **errp)
+{
+    char *fmt = NULL;
+
+    if (bopts_take_str(o, "backing_file", &c->backing, errp) < 0 ||
+        bopts_take_str(o, "backing_fmt", &fmt, errp) < 0) {
+        free(fmt);
+        return -EINVAL;
+    }
+    if (fmt && strcmp(fmt, "vhdx")) {
+        error_setg(errp, "vhdx: the parent of a differencing image must be vhdx, not '%s'",
+                   fmt);
+        free(fmt);
+        return -EINVAL;
+    }
+    free(fmt);
+    if (c->backing && !c->backing[0]) {
+        free(c->backing);
+        c->backing = NULL;
+    }
+    return 0;
+}
+
+/* Opens the parent (relative to the new image) for its size, sector size and GUID. */
+static int coroutine_fn open_parent(const char *filename, VhdxCreate *c, bool has_size,
+                                    Error **errp)
+{
+    char dir[VHDX_PATH_MAX], path[VHDX_PATH_MAX];
+    BlockOpts *o = bopts_new();
+    BlockBackend *pblk;
+    BDRVVhdxState *ps;
+    int n;
+
+    snprintf(dir, sizeof(dir), "%s", filename);
+    n = c->backing[0] == '/' ? snprintf(path, sizeof(path), "%s", c->backing)
+                             : snprintf(path, sizeof(path), "%s/%s", dirname(dir), c->backing);
+    if (n < 0 || (size_t)n >= sizeof(path)) {
+        error_setg(errp, "vhdx: the parent name '%s' is too long", c->backing);
+        return -ENAMETOOLONG;
+    }
+    bopts_set(o, "driver", "vhdx");
+    pblk = blk_new_open(path, o, BDRV_O_NO_BACKING, errp);
+    if (!pblk) {
+        error_prepend(errp, "vhdx: could not open the parent '%s': ", path);
+        return -EINVAL;
+    }
+    ps = blk_bs(pblk)->opaque;
+    c->linkage = ps->hdr.data_write_guid;
+    c->sector = ps->logical_sector;
+    if (!has_size) {
+        c->size = ps->disk_size;
+    }
+    blk_unref(pblk);
+    return 0;
+}
+
+static int take_opts(BlockOpts *o, VhdxCreate *c, bool *has_size, Error **errp)
 {
     uint64_t hint;
+    int ret = bopts_take_size(o, "size", 0, &c->size, errp);
 
-    if (bopts_take_size(o, "size", 0, &c->size, errp) < 0 ||
+    *has_size = ret > 0;
+    if (ret < 0 || take_backing_opts(o, c, errp) < 0 ||
         bopts_take_size(o, "block_size", 0, &c->block_size, errp) < 0 ||
         bopts_take_size(o, "log_size", VHDX_MiB, &c->log_size, errp) < 0 ||
         bopts_take_size(o, "logical_sector_size", 512, &c->sector, errp) < 0 ||
@@ -60,12 +128,26 @@ static int take_opts(BlockOpts *o, VhdxCreate *c, Error **errp)
         bopts_take_enum(o, "preallocation", preallocs, 3, 0, &c->prealloc, errp) < 0) {
         return -EINVAL;
     }
-    if (!c->block_size) {
-        c->block_size = c->size > VHDX_MiB * VHDX_MiB ? 32 * VHDX_MiB : 8 * VHDX_MiB;
-    }
     if (c->sector != 512 && c->sector != 4096) {
         error_setg(errp, "vhdx: logical_sector_size must be 512 or 4096");
         return -EINVAL;
+    }
+    if (c->backing && c->fixed) {
+        error_setg(errp, "vhdx: a differencing image cannot be fixed");
+        return -EINVAL;
+    }
+    if (!c->backing && !*has_size) {
+        error_setg(errp, "vhdx: parameter 'size' is required");
+        return -EINVAL;
+    }
+    return bopts_check_empty(o, "vhdx", errp);
+}
+
+/* The checks that need the size (from the options or the parent). */
+static int check_size(VhdxCreate *c, Error **errp)
+{
+    if (!c->block_size) {
+        c->block_size = c->size > VHDX_MiB * VHDX_MiB ? 32 * VHDX_MiB : 8 * VHDX_MiB;
     }
     if (c->size == 0 || c->size > VHDX_MAX_DISK || c->size % c->sector) {
         error_setg(errp, "vhdx: size %" PRIu64 " must be a multiple of %" PRIu64 " in 1..64 TiB",
@@ -87,14 +169,15 @@ static int take_opts(BlockOpts *o, VhdxCreate *c, Error **errp)
         error_setg(errp, "vhdx: preallocation=%s needs subformat=fixed", preallocs[c->prealloc]);
         return -ENOTSUP;
     }
-    return bopts_check_empty(o, "vhdx", errp);
+    return 0;
 }
 
 static void layout(VhdxCreate *c)
 {
     c->chunk_ratio = ((1ULL << 23) * c->sector) / c->block_size;
     c->payload = div_round_up_u64(c->size, c->block_size);
-    c->entries = c->payload + (c->payload - 1) / c->chunk_ratio;
+    c->entries = c->backing ? div_round_up_u64(c->payload, c->chunk_ratio) * (c->chunk_ratio + 1)
+                            : c->payload + (c->payload - 1) / c->chunk_ratio;
     c->meta_off = VHDX_MiB + c->log_size;
     c->bat_off = c->meta_off + VHDX_MiB;
     c->bat_len = round_up_u64(c->entries * 8, VHDX_MiB);
@@ -145,27 +228,38 @@ static void build_head(const VhdxCreate *c, uint8_t *buf)
     memcpy(buf + VHDX_REGION2_OFFSET, r, VHDX_REGION_SIZE);
 }
 
-/* The metadata region (1 MiB): table and the five system items. */
-static void build_metadata(const VhdxCreate *c, uint8_t *m)
+/* The metadata region (1 MiB): table, the five system items and a parent locator. */
+static int build_metadata(const VhdxCreate *c, uint8_t *m, Error **errp)
 {
     static const uint32_t req = 4, vdisk = 2;
-    const uint32_t base = 64 * 1024;
+    const uint32_t base = 64 * 1024, loc = base + 64;
     VhdxGuid page83;
 
     memcpy(m, "metadata", 8);
-    st_le16(m + 10, 5);
+    st_le16(m + 10, c->backing ? 6 : 5);
+    if (c->backing) {
+        long len = vhdx_build_parent_locator(m + loc, VHDX_MiB - loc, &c->linkage, c->backing,
+                                             errp);
+
+        if (len < 0) {
+            return (int)len;
+        }
+        put_meta_entry(m + 192, &vhdx_guid_parent_locator, loc, (uint32_t)len, req | vdisk);
+    }
     put_meta_entry(m + 32, &vhdx_guid_file_params, base, 8, req);
     put_meta_entry(m + 64, &vhdx_guid_disk_size, base + 8, 8, req | vdisk);
     put_meta_entry(m + 96, &vhdx_guid_page83, base + 16, 16, req | vdisk);
     put_meta_entry(m + 128, &vhdx_guid_logical_sector, base + 32, 4, req | vdisk);
     put_meta_entry(m + 160, &vhdx_guid_physical_sector, base + 36, 4, req | vdisk);
     st_le32(m + base, (uint32_t)c->block_size);
-    st_le32(m + base + 4, c->fixed ? 1 : 0); /* LeaveBlocksAllocated, as qemu-img */
+    /* LeaveBlocksAllocated (fixed, as qemu-img), HasParent */
+    st_le32(m + base + 4, c->backing ? 2 : c->fixed ? 1 : 0);
     st_le64(m + base + 8, c->size);
     vhdx_guid_generate(&page83);
     memcpy(m + base + 16, page83.b, 16);
     st_le32(m + base + 32, (uint32_t)c->sector);
     st_le32(m + base + 36, (uint32_t)c->sector);
+    return 0;
 }
 
 static uint64_t *build_bat(const VhdxCreate *c)
@@ -176,7 +270,9 @@ static uint64_t *build_bat(const VhdxCreate *c)
         return NULL;
     }
     for (uint64_t b = 0; b < c->payload; b++) {
-        uint64_t e = c->zero_state ? VHDX_PAYLOAD_ZERO : VHDX_PAYLOAD_NOT_PRESENT;
+        /* A differencing image's blocks come from the parent. */
+        uint64_t e = c->zero_state && !c->backing ? VHDX_PAYLOAD_ZERO
+                                                  : VHDX_PAYLOAD_NOT_PRESENT;
 
         if (c->fixed && !c->zero_state) {
             e = (c->data_off + b * c->block_size) | VHDX_PAYLOAD_FULLY_PRESENT;
@@ -194,7 +290,7 @@ static int coroutine_fn put(BlockBackend *blk, uint64_t off, const void *buf, si
     return blk_co_pwritev(blk, (int64_t)off, (int64_t)len, &qiov, 0);
 }
 
-static int coroutine_fn write_image(const VhdxCreate *c, BlockBackend *blk)
+static int coroutine_fn write_image(const VhdxCreate *c, BlockBackend *blk, Error **errp)
 {
     uint8_t *head = calloc(1, VHDX_MiB), *meta = calloc(1, VHDX_MiB);
     uint64_t *bat = build_bat(c);
@@ -202,7 +298,10 @@ static int coroutine_fn write_image(const VhdxCreate *c, BlockBackend *blk)
 
     if (head && meta && bat) {
         build_head(c, head);
-        build_metadata(c, meta);
+        ret = build_metadata(c, meta, errp);
+        if (ret < 0) {
+            goto out;
+        }
         ret = put(blk, 0, head, VHDX_MiB);
         if (ret == 0) {
             ret = put(blk, c->meta_off, meta, VHDX_MiB);
@@ -214,6 +313,7 @@ static int coroutine_fn write_image(const VhdxCreate *c, BlockBackend *blk)
             ret = blk_co_flush(blk);
         }
     }
+out:
     free(head);
     free(meta);
     free(bat);
@@ -228,9 +328,15 @@ int coroutine_fn vhdx_co_create_opts(const BlockDriver *drv, const char *filenam
     BlockDriverState *bs;
     BlockBackend *blk;
     char num[32];
-    int ret = take_opts(options, &c, errp);
+    bool has_size;
+    int ret = take_opts(options, &c, &has_size, errp);
 
+    if (ret == 0 && c.backing) {
+        ret = open_parent(filename, &c, has_size, errp);
+    }
+    ret = ret ? ret : check_size(&c, errp);
     if (ret < 0) {
+        free(c.backing);
         return ret;
     }
     layout(&c);
@@ -244,23 +350,25 @@ int coroutine_fn vhdx_co_create_opts(const BlockDriver *drv, const char *filenam
     }
     ret = bdrv_create("file", filename, o, errp);
     if (ret < 0) {
+        free(c.backing);
         return ret;
     }
     o = bopts_new();
     bopts_set(o, "driver", "file");
     bopts_set(o, "filename", filename);
     bs = bdrv_open(NULL, o, BDRV_O_RDWR | BDRV_O_PROTOCOL, errp);
-    if (!bs) {
-        return -EIO;
+    blk = bs ? blk_new_with_bs(bs, errp) : NULL;
+    if (bs) {
+        bdrv_unref(bs);
     }
-    blk = blk_new_with_bs(bs, errp);
-    bdrv_unref(bs);
     if (!blk) {
+        free(c.backing);
         return -EIO;
     }
-    ret = write_image(&c, blk);
+    ret = write_image(&c, blk, errp);
     blk_unref(blk);
-    if (ret < 0) {
+    free(c.backing);
+    if (ret < 0 && !(errp && *errp)) {
         error_setg_errno(errp, -ret, "vhdx: could not write '%s'", filename);
     }
     return ret;

@@ -7,8 +7,9 @@
  * past the 64 KiB table and inside the region and has its specified size;
  * an unknown item marked required is refused; block size a power of two in
  * 1..256 MiB; sector sizes 512 or 4096; virtual size a non-zero multiple
- * of the logical sector size, at most 64 TiB. Differencing images (HasParent)
- * are refused: parent locators are not implemented.
+ * of the logical sector size, at most 64 TiB. A differencing image
+ * (HasParent) has a parent locator item, parsed in parent.c; a locator in
+ * an image without HasParent is ignored.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -60,6 +61,9 @@ static int read_item(BlockDriverState *bs, const uint8_t *e, MetaItems *m, Error
         m->found[i] = true;
         if (i == ITEM_SIZE) {
             s->size_item_off = off;
+        } else if (i == ITEM_PARENT) {
+            s->parent_item_off = off;
+            s->parent_item_len = len;
         }
         if (items[i].size &&
             vhdx_pread_sync(bs->file, s->meta_offset + off, m->data[i], items[i].size) < 0) {
@@ -96,10 +100,10 @@ static int check_items(BlockDriverState *bs, MetaItems *m, Error **errp)
     s->logical_sector = ld_le32(m->data[ITEM_LOGICAL]);
     s->physical_sector = ld_le32(m->data[ITEM_PHYSICAL]);
     memcpy(s->page83.b, m->data[ITEM_PAGE83], 16);
-    if (s->has_parent || m->found[ITEM_PARENT]) {
-        error_setg(errp, "vhdx: %s: differencing vhdx images (HasParent) are not supported",
+    if (s->has_parent && !m->found[ITEM_PARENT]) {
+        error_setg(errp, "vhdx: %s: a differencing image (HasParent) without a parent locator",
                    bs->filename);
-        return -ENOTSUP;
+        return -EINVAL;
     }
     if (!is_power_of_2_u64(s->block_size) || s->block_size < VHDX_MIN_BLOCK ||
         s->block_size > VHDX_MAX_BLOCK) {
@@ -152,6 +156,9 @@ int vhdx_read_metadata(BlockDriverState *bs, Error **errp)
         }
     }
     ret = check_items(bs, &m, errp);
+    if (ret == 0 && s->has_parent) {
+        ret = vhdx_read_parent_locator(bs, s->parent_item_off, s->parent_item_len, errp);
+    }
 out:
     free(buf);
     return ret;

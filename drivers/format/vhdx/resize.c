@@ -188,6 +188,11 @@ int coroutine_fn vhdx_co_truncate(BlockDriverState *bs, int64_t offset, bool exa
     if (size == s->disk_size) {
         return 0;
     }
+    if (s->has_parent) {
+        error_setg(errp, "vhdx: resizing the differencing image '%s' is not supported",
+                   bs->filename);
+        return -ENOTSUP;
+    }
     entries = entries_for(s, size, &payload);
     if (check_mul_overflow(entries, (uint64_t)8, &bytes) || bytes > s->bat_length ||
         bytes > VHDX_MAX_BAT_BYTES) {

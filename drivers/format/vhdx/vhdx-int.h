@@ -48,6 +48,7 @@
 #define VHDX_MAX_BAT_BYTES (256 * VHDX_MiB)
 #define VHDX_MAX_LOG (256 * VHDX_MiB)
 #define VHDX_MAX_FILE (VHDX_MAX_DISK * 2)
+#define VHDX_PATH_MAX 4096
 
 /* BAT entry states. */
 #define VHDX_PAYLOAD_NOT_PRESENT 0
@@ -94,6 +95,11 @@ typedef struct BDRVVhdxState {
     bool leave_allocated;
     bool has_parent;
     VhdxGuid page83;
+    uint32_t parent_item_off; /* the parent locator item, within the region */
+    uint32_t parent_item_len;
+    VhdxGuid parent_linkage;  /* the parent's DataWriteGuid (differencing images) */
+    VhdxGuid parent_linkage2;
+    bool has_linkage2;
 
     /* BAT */
     uint64_t chunk_ratio;   /* payload blocks per sector bitmap block */
@@ -132,8 +138,12 @@ int vhdx_read_metadata(BlockDriverState *bs, Error **errp);
 /* bat.c */
 int vhdx_load_bat(BlockDriverState *bs, Error **errp);
 uint64_t vhdx_bat_index(const BDRVVhdxState *s, uint64_t block);
+/* BAT entries for payload blocks (differencing images: whole chunks). */
+uint64_t vhdx_bat_entries(const BDRVVhdxState *s, uint64_t payload);
 /* Sets the BAT entry of block (in place or through the log) once its data is durable. */
 int coroutine_fn vhdx_bat_set(BlockDriverState *bs, uint64_t block, uint64_t entry);
+/* The same by BAT index (sector bitmap entries). */
+int coroutine_fn vhdx_bat_set_idx(BlockDriverState *bs, uint64_t idx, uint64_t entry);
 
 /* Finds overlapping blocks (repairs nothing). */
 int coroutine_fn vhdx_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);
@@ -146,6 +156,23 @@ int coroutine_fn vhdx_log_start(BlockDriverState *bs);
 /* Writes buf (4 KiB aligned, len a multiple of 4 KiB) to file offset off through the log. */
 int coroutine_fn vhdx_log_write(BlockDriverState *bs, uint64_t off, const uint8_t *buf,
                                 size_t len);
+
+/* parent.c */
+void vhdx_guid_to_str(const VhdxGuid *g, char out[39]);
+bool vhdx_guid_from_str(const char *s, VhdxGuid *g);
+/* Parses the parent locator item; sets parent_linkage(2) and bs->backing_file. */
+int vhdx_read_parent_locator(BlockDriverState *bs, uint32_t off, uint32_t len, Error **errp);
+/* Opens the parent and checks its DataWriteGuid against parent_linkage(2). */
+int vhdx_check_parent(BlockDriverState *bs, int flags, Error **errp);
+/* Builds the parent locator item of a new differencing image; its length or -errno. */
+long vhdx_build_parent_locator(uint8_t *out, size_t cap, const VhdxGuid *linkage,
+                               const char *parent, Error **errp);
+uint64_t vhdx_sb_index(const BDRVVhdxState *s, uint64_t block);
+/* Whether the run of sectors at off (within one partial block) is present; its length. */
+int coroutine_fn vhdx_sb_run(BlockDriverState *bs, uint64_t off, uint64_t len, uint64_t *run);
+/* Marks sectors [off, off + len) of block present (fresh: the block's others absent). */
+int coroutine_fn vhdx_sb_update(BlockDriverState *bs, uint64_t block, uint64_t off,
+                                uint64_t len, bool fresh);
 
 /* resize.c */
 int coroutine_fn vhdx_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,

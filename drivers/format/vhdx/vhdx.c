@@ -3,8 +3,16 @@
  * and fixed, 512 and 4096-byte logical sectors, every payload block state,
  * log replay on open and metadata updates through the log.
  *
- * Differencing images (HasParent, parent locators) are refused with a
- * message at open; they are not implemented.
+ * Differencing images (HasParent): the parent locator names the parent,
+ * opened as the backing file after its DataWriteGuid is checked against
+ * parent_linkage (parent.c). NOT_PRESENT blocks read from the parent;
+ * PARTIALLY_PRESENT blocks per sector by the sector bitmap; ZERO, UNMAPPED
+ * and UNDEFINED blocks read as zeroes. A write that covers a NOT_PRESENT
+ * block wholly makes it FULLY_PRESENT; a partial one allocates the block
+ * (and the chunk's sector bitmap block) and makes it PARTIALLY_PRESENT:
+ * data (and the zeroed new blocks) flushed, then the sector bitmap entry,
+ * then the bits (the block's other bits cleared), then the payload entry,
+ * each through the log (or in place and flushed with metadata-log=off).
  *
  * Crash safety: a new block is written and flushed before its BAT entry is
  * written (through the log by default, as the VHDX specification asks; in
@@ -97,6 +105,9 @@ static int vhdx_do_open(BlockDriverState *bs, BlockOpts *options, Error **errp)
     if (ret == 0) {
         ret = vhdx_load_bat(bs, errp);
     }
+    if (ret == 0 && s->has_parent && !(bs->open_flags & BDRV_O_NO_BACKING)) {
+        ret = vhdx_check_parent(bs, bs->open_flags, errp);
+    }
     return ret;
 }
 
@@ -162,6 +173,75 @@ static uint64_t bat_entry(const BDRVVhdxState *s, uint64_t block)
     return s->bat[vhdx_bat_index(s, block)];
 }
 
+/* Reads from the parent (zeroes past its end, or without one). */
+static int coroutine_fn read_parent(BlockDriverState *bs, uint64_t off, uint64_t n,
+                                    IOVector *qiov, size_t qoff)
+{
+    int64_t blen;
+    uint64_t in;
+
+    if (!bs->backing) {
+        iovector_memset(qiov, qoff, 0, n);
+        return 0;
+    }
+    blen = bdrv_co_getlength(bs->backing->bs);
+    if (blen < 0) {
+        return (int)blen;
+    }
+    in = off >= (uint64_t)blen ? 0 : ((uint64_t)blen - off < n ? (uint64_t)blen - off : n);
+    if (in < n) {
+        iovector_memset(qiov, qoff + in, 0, n - in);
+    }
+    return in ? bdrv_co_preadv_part(bs->backing, (int64_t)off, (int64_t)in, qiov, qoff, 0) : 0;
+}
+
+/* A PARTIALLY_PRESENT block: present sectors from the file, the others from the parent. */
+static int coroutine_fn read_partial(BlockDriverState *bs, uint64_t host, uint64_t off,
+                                     uint64_t n, IOVector *qiov, size_t qoff)
+{
+    BDRVVhdxState *s = bs->opaque;
+    int ret = 0;
+
+    host -= off - off % s->block_size; /* host + off: the file offset of guest offset off */
+    while (n && ret >= 0) {
+        uint64_t run;
+
+        ret = vhdx_sb_run(bs, off, n, &run);
+        if (ret > 0) {
+            ret = bdrv_co_preadv_part(bs->file, (int64_t)(host + off), (int64_t)run, qiov,
+                                      qoff, 0);
+        } else if (ret == 0) {
+            ret = read_parent(bs, off, run, qiov, qoff);
+        }
+        off += run;
+        qoff += run;
+        n -= run;
+    }
+    return ret < 0 ? ret : 0;
+}
+
+static int coroutine_fn read_block(BlockDriverState *bs, uint64_t e, uint64_t off, uint64_t in,
+                                   uint64_t n, IOVector *qiov, size_t qoff)
+{
+    BDRVVhdxState *s = bs->opaque;
+    uint64_t host = e & VHDX_BAT_OFFSET_MASK;
+
+    switch (e & VHDX_BAT_STATE_MASK) {
+    case VHDX_PAYLOAD_FULLY_PRESENT:
+        return bdrv_co_preadv_part(bs->file, (int64_t)(host + in), (int64_t)n, qiov, qoff, 0);
+    case VHDX_PAYLOAD_PARTIALLY_PRESENT:
+        return read_partial(bs, host, off, n, qiov, qoff);
+    case VHDX_PAYLOAD_NOT_PRESENT:
+        if (s->has_parent) {
+            return read_parent(bs, off, n, qiov, qoff);
+        }
+        /* fall through */
+    default:
+        iovector_memset(qiov, qoff, 0, n);
+        return 0;
+    }
+}
+
 static int coroutine_fn vhdx_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                        IOVector *qiov, size_t qoff, BdrvRequestFlags flags)
 {
@@ -171,15 +251,8 @@ static int coroutine_fn vhdx_co_preadv(BlockDriverState *bs, int64_t offset, int
     while (left) {
         uint64_t block = off / s->block_size, in = off % s->block_size;
         uint64_t n = left < s->block_size - in ? left : s->block_size - in;
-        uint64_t e = bat_entry(s, block);
-        int ret = 0;
+        int ret = read_block(bs, bat_entry(s, block), off, in, n, qiov, qoff);
 
-        if ((e & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_FULLY_PRESENT) {
-            ret = bdrv_co_preadv_part(bs->file, (int64_t)((e & VHDX_BAT_OFFSET_MASK) + in),
-                                      (int64_t)n, qiov, qoff, 0);
-        } else {
-            iovector_memset(qiov, qoff, 0, n);
-        }
         if (ret < 0) {
             return ret;
         }
@@ -220,19 +293,79 @@ static int coroutine_fn alloc_block(BlockDriverState *bs, uint64_t e, uint64_t i
     return ret;
 }
 
+/* Guest bytes of block (the last one may end with the disk). */
+static uint64_t block_used(const BDRVVhdxState *s, uint64_t block)
+{
+    uint64_t left = s->disk_size - block * s->block_size;
+
+    return left < s->block_size ? left : s->block_size;
+}
+
+/*
+ * A differencing image's write into part of a NOT_PRESENT (fresh) or
+ * PARTIALLY_PRESENT block: see the top of the file for the order.
+ */
+static int coroutine_fn write_partial(BlockDriverState *bs, uint64_t block, uint64_t e,
+                                      uint64_t in, uint64_t n, IOVector *qiov, size_t qoff)
+{
+    BDRVVhdxState *s = bs->opaque;
+    bool fresh = (e & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_NOT_PRESENT;
+    uint64_t sbi = vhdx_sb_index(s, block), sb_off = 0, host = e & VHDX_BAT_OFFSET_MASK;
+    bool new_sb = (s->bat[sbi] & VHDX_BAT_STATE_MASK) != VHDX_SB_PRESENT;
+    int ret = 0;
+
+    if (new_sb) {
+        sb_off = s->file_end;
+        if (sb_off + VHDX_MiB > VHDX_MAX_FILE) {
+            return -ENOSPC;
+        }
+        s->file_end += VHDX_MiB;
+        ret = bdrv_co_pwrite_zeroes(bs->file, (int64_t)sb_off, (int64_t)VHDX_MiB, 0);
+    }
+    if (ret == 0 && fresh) {
+        ret = alloc_block(bs, 0, in, n, &host);
+    }
+    if (ret == 0) {
+        ret = bdrv_co_pwritev_part(bs->file, (int64_t)(host + in), (int64_t)n, qiov, qoff, 0);
+    }
+    if (ret == 0) {
+        ret = bdrv_co_flush(bs->file->bs);
+    }
+    if (ret == 0 && new_sb) {
+        ret = vhdx_bat_set_idx(bs, sbi, sb_off | VHDX_SB_PRESENT);
+    }
+    if (ret == 0) {
+        ret = vhdx_sb_update(bs, block, block * s->block_size + in, n, fresh);
+    }
+    if (ret == 0 && !s->metadata_log) {
+        ret = bdrv_co_flush(bs->file->bs); /* the bits before the entry that uses them */
+    }
+    if (ret == 0 && fresh) {
+        ret = vhdx_bat_set(bs, block, host | VHDX_PAYLOAD_PARTIALLY_PRESENT);
+    }
+    return ret;
+}
+
 static int coroutine_fn write_block(BlockDriverState *bs, uint64_t block, uint64_t in,
                                     uint64_t n, IOVector *qiov, size_t qoff)
 {
     BDRVVhdxState *s = bs->opaque;
-    uint64_t e, host;
+    uint64_t e, host, st;
     int ret;
 
     co_mutex_lock(&s->lock);
     e = bat_entry(s, block);
-    if ((e & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_FULLY_PRESENT) {
+    st = e & VHDX_BAT_STATE_MASK;
+    if (st == VHDX_PAYLOAD_FULLY_PRESENT) {
         co_mutex_unlock(&s->lock);
         return bdrv_co_pwritev_part(bs->file, (int64_t)((e & VHDX_BAT_OFFSET_MASK) + in),
                                     (int64_t)n, qiov, qoff, 0);
+    }
+    if (s->has_parent && (st == VHDX_PAYLOAD_PARTIALLY_PRESENT ||
+                          (st == VHDX_PAYLOAD_NOT_PRESENT && n < block_used(s, block)))) {
+        ret = write_partial(bs, block, e, in, n, qiov, qoff);
+        co_mutex_unlock(&s->lock);
+        return ret;
     }
     ret = alloc_block(bs, e, in, n, &host);
     if (ret == 0) {
@@ -273,16 +406,30 @@ static int coroutine_fn vhdx_co_pwritev(BlockDriverState *bs, int64_t offset, in
     return ret;
 }
 
-static int block_state(const BDRVVhdxState *s, uint64_t e, uint64_t in, uint64_t *host)
+/* Status of the block entry e at in; *len may be cut (a sector bitmap run). */
+static int coroutine_fn block_state(BlockDriverState *bs, uint64_t e, uint64_t off,
+                                    uint64_t in, uint64_t *len, uint64_t *host)
 {
+    BDRVVhdxState *s = bs->opaque;
+    int ret;
+
     switch (e & VHDX_BAT_STATE_MASK) {
     case VHDX_PAYLOAD_FULLY_PRESENT:
         *host = (e & VHDX_BAT_OFFSET_MASK) + in;
         return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID;
+    case VHDX_PAYLOAD_PARTIALLY_PRESENT:
+        ret = vhdx_sb_run(bs, off, *len, len);
+        if (ret <= 0) {
+            return ret;
+        }
+        *host = (e & VHDX_BAT_OFFSET_MASK) + in;
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID;
     case VHDX_PAYLOAD_ZERO:
         return BDRV_BLOCK_ZERO;
-    default:
+    case VHDX_PAYLOAD_NOT_PRESENT:
         return 0;
+    default: /* UNDEFINED, UNMAPPED: read as zeroes, not from a parent */
+        return s->has_parent ? BDRV_BLOCK_ZERO : 0;
     }
 }
 
@@ -296,11 +443,15 @@ static int coroutine_fn vhdx_co_block_status(BlockDriverState *bs, bool want_zer
 
     while (done < (uint64_t)bytes) {
         uint64_t block = (off + done) / s->block_size, in = (off + done) % s->block_size;
-        uint64_t n = s->block_size - in, host = 0;
-        int st = block_state(s, bat_entry(s, block), in, &host);
+        uint64_t n = s->block_size - in, host = 0, e = bat_entry(s, block);
+        int st;
 
         if (n > (uint64_t)bytes - done) {
             n = (uint64_t)bytes - done;
+        }
+        st = block_state(bs, e, off + done, in, &n, &host);
+        if (st < 0) {
+            return st;
         }
         if (status < 0) {
             status = st;
@@ -310,6 +461,9 @@ static int coroutine_fn vhdx_co_block_status(BlockDriverState *bs, bool want_zer
             break;
         }
         done += n;
+        if ((e & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_PARTIALLY_PRESENT) {
+            break; /* one bitmap run at a time */
+        }
     }
     *pnum = (int64_t)done;
     if (status & BDRV_BLOCK_OFFSET_VALID) {
@@ -332,6 +486,22 @@ static int vhdx_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
 
     bdi->cluster_size = s->block_size;
     return 0;
+}
+
+/* DataWriteGuid is the modification UUID; parent_linkage the parent's. */
+static int vhdx_get_uuid(BlockDriverState *bs, BlockUuidKind kind, uint8_t uuid[16])
+{
+    BDRVVhdxState *s = bs->opaque;
+
+    if (kind == BLOCK_UUID_MODIFICATION) {
+        memcpy(uuid, s->hdr.data_write_guid.b, 16);
+        return 0;
+    }
+    if (kind == BLOCK_UUID_PARENT_MODIFICATION && s->has_parent) {
+        memcpy(uuid, s->parent_linkage.b, 16);
+        return 0;
+    }
+    return -ENOTSUP;
 }
 
 static const char *const vhdx_extensions[] = { "vhdx", NULL };
@@ -359,4 +529,5 @@ const BlockDriver bdrv_vhdx = {
     .get_info = vhdx_get_info,
     .co_check = vhdx_co_check,
     .file_extensions = vhdx_extensions,
+    .get_uuid = vhdx_get_uuid,
 };

@@ -30,8 +30,8 @@
  * next open (a vhdx log replay, qcow2 lazy refcounts); the checks then run.
  * With "resize", the image is created at half the guest size, the first half
  * of the workload stays in that half, then the image is grown (truncate) to
- * the full size (with "resize-big": to 300 MiB, of which the workload uses
- * the first 4 MiB) and flushed, and the rest of the workload writes over the
+ * the full size (with "resize-big": to 300 MiB, with "resize-huge": to
+ * 200 GiB, of which the workload uses the first 4 MiB) and flushed, and the rest of the workload writes over the
  * whole guest size: a replayed image has the old size (its new area reads
  * as zeroes) or, from the guest flush after the resize on, the new one.
  * Exit 0 = pass, 1 = a violation (printed), 77 = skipped (no such format
@@ -588,6 +588,9 @@ int main(int argc, char **argv)
         resize |= strncmp(argv[i], "resize", 6) == 0;
         if (strcmp(argv[i], "resize-big") == 0) {
             grow_to = 300 << 20; /* vdi moves blocks for its map, vpc for its BAT */
+        }
+        if (strcmp(argv[i], "resize-huge") == 0) {
+            grow_to = 200LL << 30; /* past what a 1 MiB vhdx BAT region maps in 1 MiB blocks */
         }
     }
     if (want_ops < 1 || want_ops > MAX_OPS || !bdrv_find_format(fmt)) {

@@ -463,6 +463,100 @@ static void test_vhdx_bad_bat(void **state)
     blk_unref(blk);
 }
 
+/* Whole blocks a discard covers become UNMAPPED (offset kept), others stay. */
+static void test_vhdx_discard(void **state)
+{
+    static const char *const extra[] = { "", ",metadata-log=off" };
+    uint8_t *want = malloc(8 * MiB), *buf = malloc(8 * MiB);
+    char o[4400];
+
+    for (int v = 0; v < 2; v++) {
+        BlockBackend *blk;
+        uint8_t e[8];
+
+        create("size=8M,block_size=1M");
+        snprintf(o, sizeof(o), "%s,discard=unmap%s", opts(), extra[v]);
+        blk = drv_test_open_ok(o, BDRV_O_RDWR);
+        drv_test_pattern(want, 8 * MiB, 9);
+        assert_int_equal(blk_pwrite(blk, 0, 8 * MiB, want, 0), 0);
+        assert_int_equal(blk_pdiscard(blk, 1 * MiB - 512, 2 * MiB + 1024), 0);
+        memset(want + 1 * MiB, 0, 2 * MiB);
+        assert_int_equal(blk_pdiscard(blk, 5 * MiB + 4096, 1 * MiB), 0); /* partial: kept */
+        assert_int_equal(blk_pread(blk, 0, 8 * MiB, buf, 0), 0);
+        assert_memory_equal(buf, want, 8 * MiB);
+        blk_unref(blk);
+        pread_file(3 * MiB + 8, e, 8);
+        assert_int_equal(ld_le64(e) & VHDX_BAT_STATE_MASK, VHDX_PAYLOAD_UNMAPPED);
+        assert_true((ld_le64(e) & VHDX_BAT_OFFSET_MASK) >= 4 * MiB);
+        pread_file(3 * MiB + 24, e, 8);
+        assert_int_equal(ld_le64(e) & VHDX_BAT_STATE_MASK, VHDX_PAYLOAD_FULLY_PRESENT);
+        /* Reopened; then a write into a discarded block reuses its space. */
+        blk = drv_test_open_ok(o, BDRV_O_RDWR);
+        assert_int_equal(blk_pread(blk, 0, 8 * MiB, buf, 0), 0);
+        assert_memory_equal(buf, want, 8 * MiB);
+        {
+            int64_t len = bdrv_getlength(blk_bs(blk)->file->bs);
+
+            drv_test_pattern(want + 2 * MiB + 4096, 4096, 11);
+            assert_int_equal(blk_pwrite(blk, 2 * MiB + 4096, 4096, want + 2 * MiB + 4096, 0), 0);
+            assert_int_equal(bdrv_getlength(blk_bs(blk)->file->bs), len);
+        }
+        blk_unref(blk);
+        blk = drv_test_open_ok(opts(), 0);
+        assert_int_equal(blk_pread(blk, 0, 8 * MiB, buf, 0), 0);
+        assert_memory_equal(buf, want, 8 * MiB);
+        blk_unref(blk);
+        assert_int_equal(check_corruptions(), 0);
+    }
+    free(want);
+    free(buf);
+}
+
+/* Growing past what the BAT region maps moves the BAT to the end of the file. */
+static void test_vhdx_move_bat(void **state)
+{
+    static const char *const extra[] = { "", ",metadata-log=off" };
+    const int64_t big = 200LL * 1024 * MiB, far = 150LL * 1024 * MiB;
+    uint8_t want[8192], buf[8192], r[64];
+    char o[4400];
+
+    for (int v = 0; v < 2; v++) {
+        BlockBackend *blk;
+        Error *err = NULL;
+
+        create("size=8M,block_size=1M");
+        snprintf(o, sizeof(o), "%s%s", opts(), extra[v]);
+        blk = drv_test_open_ok(o, BDRV_O_RDWR);
+        drv_test_pattern(want, sizeof(want), 5);
+        assert_int_equal(blk_pwrite(blk, 4 * MiB, 4096, want, 0), 0);
+        if (blk_truncate(blk, big, true, PREALLOC_MODE_OFF, 0, &err) < 0) {
+            fail_msg("grow: %s", error_get_pretty(err));
+        }
+        assert_int_equal(blk_getlength(blk), big);
+        assert_int_equal(blk_pwrite(blk, far, 4096, want + 4096, 0), 0);
+        blk_unref(blk);
+        /* Both region tables name the new BAT (entry 0 in coblk's images), 4 MiB long. */
+        for (int t = 0; t < 2; t++) {
+            pread_file((t ? 256 : 192) * KiB, r, 64);
+            assert_memory_equal(r + 16, vhdx_guid_bat.b, 16);
+            assert_true(ld_le64(r + 32) > 3 * MiB);
+            assert_int_equal(ld_le32(r + 40), 2 * MiB);
+        }
+        blk = drv_test_open_ok(opts(), 0);
+        assert_int_equal(blk_getlength(blk), big);
+        assert_int_equal(blk_pread(blk, 4 * MiB, 4096, buf, 0), 0);
+        assert_memory_equal(buf, want, 4096);
+        assert_int_equal(blk_pread(blk, far, 4096, buf + 4096, 0), 0);
+        assert_memory_equal(buf + 4096, want + 4096, 4096);
+        assert_int_equal(blk_pread(blk, 0, 4096, buf, 0), 0);
+        for (int i = 0; i < 4096; i++) {
+            assert_int_equal(buf[i], 0);
+        }
+        blk_unref(blk);
+        assert_int_equal(check_corruptions(), 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -474,6 +568,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vhdx_bad_headers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_bad_metadata, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_bad_bat, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhdx_discard, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhdx_move_bat, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

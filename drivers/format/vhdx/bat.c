@@ -200,6 +200,41 @@ int coroutine_fn vhdx_bat_set_idx(BlockDriverState *bs, uint64_t idx, uint64_t e
     return ret;
 }
 
+#define LOG_CHUNK (64 * VHDX_KiB) /* BAT bytes per log entry */
+
+/* Writes BAT entries [first, last) whole 4 KiB sectors, in place or through the log. */
+int coroutine_fn vhdx_write_bat(BlockDriverState *bs, uint64_t first, uint64_t last, bool log)
+{
+    BDRVVhdxState *s = bs->opaque;
+    uint64_t lo = first * 8 / VHDX_LOG_SECTOR * VHDX_LOG_SECTOR;
+    uint64_t hi = round_up_u64(last * 8, VHDX_LOG_SECTOR);
+    uint8_t *buf;
+    int ret = 0;
+
+    if (hi > s->bat_length) {
+        hi = s->bat_length; /* the region is 1 MiB aligned: hi stays 4 KiB aligned */
+    }
+    buf = calloc(1, LOG_CHUNK);
+    if (!buf) {
+        return -ENOMEM;
+    }
+    for (uint64_t pos = lo; pos < hi && ret == 0; pos += LOG_CHUNK) {
+        uint64_t len = hi - pos < LOG_CHUNK ? hi - pos : LOG_CHUNK;
+
+        memset(buf, 0, len);
+        for (uint64_t i = 0; i < len / 8 && pos / 8 + i < s->bat_entries; i++) {
+            st_le64(buf + i * 8, s->bat[pos / 8 + i]);
+        }
+        if (log) {
+            ret = vhdx_log_write(bs, s->bat_offset + pos, buf, len);
+        } else {
+            ret = vhdx_co_pwrite(bs->file, s->bat_offset + pos, buf, len);
+        }
+    }
+    free(buf);
+    return ret;
+}
+
 typedef struct Extent {
     uint64_t off, len;
 } Extent;

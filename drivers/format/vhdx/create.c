@@ -7,7 +7,8 @@
  * differencing image: HasParent, a parent locator with parent_linkage (the
  * parent's DataWriteGuid) and relative_path (absolute_win32_path for an
  * absolute name), the parent's size unless size is given, the parent's
- * logical sector size, every block NOT_PRESENT.
+ * block size unless block_size is given, the parent's logical sector size,
+ * every block NOT_PRESENT.
  *
  * Layout: file identifier, headers at 64/128 KiB, region tables at
  * 192/256 KiB, the log at 1 MiB, then 1 MiB of metadata, then the BAT
@@ -96,7 +97,9 @@ static int coroutine_fn open_parent(const char *filename, VhdxCreate *c, bool ha
         return -ENAMETOOLONG;
     }
     bopts_set(o, "driver", "vhdx");
-    pblk = blk_new_open(path, o, BDRV_O_NO_BACKING, errp);
+    bopts_set(o, "file.driver", "file");
+    bopts_set(o, "file.filename", path);
+    pblk = blk_new_open(NULL, o, BDRV_O_NO_BACKING, errp);
     if (!pblk) {
         error_prepend(errp, "vhdx: could not open the parent '%s': ", path);
         return -EINVAL;
@@ -104,6 +107,9 @@ static int coroutine_fn open_parent(const char *filename, VhdxCreate *c, bool ha
     ps = blk_bs(pblk)->opaque;
     c->linkage = ps->hdr.data_write_guid;
     c->sector = ps->logical_sector;
+    if (!c->block_size) {
+        c->block_size = ps->block_size;
+    }
     if (!has_size) {
         c->size = ps->disk_size;
     }

@@ -15,7 +15,8 @@
  * most VHDX_MAX_LOCATOR_KEYS entries, the table inside the item; every key
  * and value non-empty, of even length, past the entry table and inside the
  * item; UTF-16 well formed (paired surrogates, no NUL) and at most
- * VHDX_PATH_MAX bytes as UTF-8; no key twice; parent_linkage present and a
+ * VHDX_PATH_MAX bytes as UTF-8 (a key of 32 or more bytes, longer than any
+ * known one, and the values of unknown keys are skipped); no key twice; parent_linkage present and a
  * "{8-4-4-4-12}" GUID. The parent path is relative_path, else
  * absolute_win32_path unless it names a drive or UNC path; volume_path
  * (\\?\Volume{GUID}\...) cannot be followed here. The path goes to the
@@ -218,9 +219,12 @@ static int parse_entry(BlockDriverState *bs, const uint8_t *item, uint32_t len, 
                    koff, klen, voff, vlen, len);
         return -EINVAL;
     }
+    if (klen >= sizeof(key) / 2) {
+        return 0; /* longer than any known key: skipped */
+    }
     if (!utf16le_to_utf8(item + koff, klen, key, sizeof(key))) {
-        error_setg(errp, "vhdx: %s: parent locator entry %u: the key is not valid UTF-16 "
-                   "or longer than %zu bytes", bs->filename, i, sizeof(key) - 1);
+        error_setg(errp, "vhdx: %s: parent locator entry %u: the key is not valid UTF-16",
+                   bs->filename, i);
         return -EINVAL;
     }
     for (int k = 0; k < N_KEYS; k++) {
@@ -388,7 +392,9 @@ int vhdx_check_parent(BlockDriverState *bs, int flags, Error **errp)
     }
     o = bopts_new();
     bopts_set(o, "driver", "vhdx");
-    blk = blk_new_open(path, o, BDRV_O_NO_BACKING | (flags & BDRV_O_UNTRUSTED), errp);
+    bopts_set(o, "file.driver", "file"); /* a plain file: no protocol prefix is parsed */
+    bopts_set(o, "file.filename", path);
+    blk = blk_new_open(NULL, o, BDRV_O_NO_BACKING | (flags & BDRV_O_UNTRUSTED), errp);
     if (!blk) {
         error_prepend(errp, "vhdx: %s: could not open the parent '%s': ", bs->filename, path);
         return -ENOENT;

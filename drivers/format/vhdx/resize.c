@@ -1,10 +1,18 @@
 /*
  * vhdx: resize (truncate), growing and shrinking the virtual disk.
  *
- * The BAT region keeps its place and length: the new size must need no more
- * BAT entries than the region holds (create rounds it up to 1 MiB, which
- * covers growth to about 128 Ki payload blocks), else -ENOTSUP; moving the
- * region is not implemented.
+ * When the new size needs more BAT entries than the BAT region holds
+ * (create rounds it up to 1 MiB, which covers about 128 Ki payload blocks),
+ * the BAT moves to a new region at the end of the file (move_bat()): the
+ * region is written whole (live entries, the new ones, zeroes) while no
+ * header points at it, flushed; then region table 1 and region table 2 are
+ * rewritten with the new BAT location (each through the log, or in place
+ * and flushed one after the other with metadata-log=off: a reader takes the
+ * first copy whose checksum holds, so a torn copy 1 leaves copy 2, the old
+ * one); then the size item as below. A crash between the region tables and
+ * the size item leaves the old size over a larger BAT, which is valid. The
+ * old region's space stays in the file (no free-space map). Differencing
+ * images are not resized.
  *
  * Grow: the used part of the old last block past the old end is zeroed;
  * the new BAT entries (NOT_PRESENT, or for a fixed image - LeaveBlocksAllocated
@@ -29,7 +37,6 @@
 #include "block/bytes.h"
 #include "drivers/format/vhdx/vhdx-int.h"
 
-#define LOG_CHUNK (64 * VHDX_KiB) /* BAT bytes per log entry when shrinking */
 
 static uint64_t entries_for(const BDRVVhdxState *s, uint64_t size, uint64_t *payload)
 {
@@ -52,40 +59,6 @@ static int coroutine_fn zero_block_tail(BlockDriverState *bs, uint64_t from)
     }
     return bdrv_co_pwrite_zeroes(bs->file, (int64_t)((e & VHDX_BAT_OFFSET_MASK) + in),
                                  (int64_t)(s->block_size - in), 0);
-}
-
-/* Writes BAT entries [first, last) whole 4 KiB sectors, in place or through the log. */
-static int coroutine_fn write_bat(BlockDriverState *bs, uint64_t first, uint64_t last,
-                                  bool log)
-{
-    BDRVVhdxState *s = bs->opaque;
-    uint64_t lo = first * 8 / VHDX_LOG_SECTOR * VHDX_LOG_SECTOR;
-    uint64_t hi = round_up_u64(last * 8, VHDX_LOG_SECTOR);
-    uint8_t *buf;
-    int ret = 0;
-
-    if (hi > s->bat_length) {
-        hi = s->bat_length; /* the region is 1 MiB aligned: hi stays 4 KiB aligned */
-    }
-    buf = calloc(1, LOG_CHUNK);
-    if (!buf) {
-        return -ENOMEM;
-    }
-    for (uint64_t pos = lo; pos < hi && ret == 0; pos += LOG_CHUNK) {
-        uint64_t len = hi - pos < LOG_CHUNK ? hi - pos : LOG_CHUNK;
-
-        memset(buf, 0, len);
-        for (uint64_t i = 0; i < len / 8 && pos / 8 + i < s->bat_entries; i++) {
-            st_le64(buf + i * 8, s->bat[pos / 8 + i]);
-        }
-        if (log) {
-            ret = vhdx_log_write(bs, s->bat_offset + pos, buf, len);
-        } else {
-            ret = vhdx_co_pwrite(bs->file, s->bat_offset + pos, buf, len);
-        }
-    }
-    free(buf);
-    return ret;
 }
 
 /* Writes the Virtual Disk Size item (through the log when it is on) and flushes. */
@@ -144,7 +117,7 @@ static int coroutine_fn grow(BlockDriverState *bs, uint64_t payload, uint64_t en
     } else if (end > s->file_end) {
         ret = bdrv_co_truncate(bs->file, (int64_t)end, true, PREALLOC_MODE_OFF, 0, NULL);
     }
-    ret = ret ? ret : write_bat(bs, old_entries, entries, false);
+    ret = ret ? ret : vhdx_write_bat(bs, old_entries, entries, false);
     ret = ret ? ret : bdrv_co_flush(bs->file->bs);
     if (ret < 0) {
         s->bat_entries = old_entries;
@@ -163,9 +136,91 @@ static int coroutine_fn shrink(BlockDriverState *bs, uint64_t size, uint64_t pay
     for (uint64_t b = payload; b < s->payload_blocks; b++) {
         s->bat[vhdx_bat_index(s, b)] = VHDX_PAYLOAD_NOT_PRESENT;
     }
-    ret = first < last ? write_bat(bs, first, last, s->metadata_log) : 0;
+    ret = first < last ? vhdx_write_bat(bs, first, last, s->metadata_log) : 0;
     ret = ret ? ret : zero_block_tail(bs, size);
     return ret ? ret : bdrv_co_flush(bs->file->bs);
+}
+
+/* Reads the valid region table (copy 1, else copy 2) into buf (VHDX_REGION_SIZE). */
+static int coroutine_fn read_region_table(BlockDriverState *bs, uint8_t *buf)
+{
+    for (int i = 0; i < 2; i++) {
+        uint64_t off = i ? VHDX_REGION2_OFFSET : VHDX_REGION1_OFFSET;
+
+        if (vhdx_co_pread(bs->file, off, buf, VHDX_REGION_SIZE) == 0 &&
+            !memcmp(buf, "regi", 4) &&
+            ld_le32(buf + 4) == vhdx_checksum(buf, VHDX_REGION_SIZE, 4)) {
+            return 0;
+        }
+    }
+    return -EIO;
+}
+
+/* Points the BAT entry of both region tables at [off, off + len). */
+static int coroutine_fn write_region_tables(BlockDriverState *bs, uint64_t off, uint64_t len)
+{
+    BDRVVhdxState *s = bs->opaque;
+    uint8_t *buf = malloc(VHDX_REGION_SIZE);
+    uint32_t count;
+    int ret = buf ? read_region_table(bs, buf) : -ENOMEM;
+
+    count = ret == 0 ? ld_le32(buf + 8) : 0;
+    ret = ret ? ret : -EIO;
+    for (uint32_t i = 0; i < count && i < VHDX_MAX_ENTRIES; i++) {
+        uint8_t *e = buf + 16 + (size_t)i * 32;
+
+        if (!memcmp(e, vhdx_guid_bat.b, 16)) {
+            st_le64(e + 16, off);
+            st_le32(e + 24, (uint32_t)len);
+            ret = 0;
+        }
+    }
+    if (ret == 0) {
+        st_le32(buf + 4, vhdx_checksum(buf, VHDX_REGION_SIZE, 4));
+    }
+    for (int i = 0; i < 2 && ret == 0; i++) {
+        uint64_t at = i ? VHDX_REGION2_OFFSET : VHDX_REGION1_OFFSET;
+
+        if (s->metadata_log) {
+            ret = vhdx_log_write(bs, at, buf, VHDX_REGION_SIZE); /* flushes */
+        } else {
+            ret = vhdx_co_pwrite(bs->file, at, buf, VHDX_REGION_SIZE);
+            ret = ret ? ret : bdrv_co_flush(bs->file->bs);
+        }
+    }
+    free(buf);
+    return ret;
+}
+
+/*
+ * Grows the image into a new BAT region at the end of the file, sized for
+ * entries; see the top of the file. On failure the old region stays live.
+ */
+static int coroutine_fn move_bat(BlockDriverState *bs, uint64_t payload, uint64_t entries)
+{
+    BDRVVhdxState *s = bs->opaque;
+    uint64_t old_off = s->bat_offset, old_len = s->bat_length, old_entries = s->bat_entries;
+    uint64_t len = round_up_u64(entries * 8, VHDX_MiB), off = s->file_end;
+    uint64_t used = round_up_u64(entries * 8, VHDX_LOG_SECTOR);
+    int ret;
+
+    if (off + len > VHDX_MAX_FILE) {
+        return -EFBIG;
+    }
+    s->bat_offset = off;
+    s->bat_length = len;
+    s->file_end = off + len;
+    ret = bdrv_co_pwrite_zeroes(bs->file, (int64_t)(off + used), (int64_t)(len - used), 0);
+    ret = ret ? ret : grow(bs, payload, entries); /* new entries, in the new region; flush */
+    ret = ret ? ret : vhdx_write_bat(bs, 0, old_entries, false);
+    ret = ret ? ret : bdrv_co_flush(bs->file->bs);
+    ret = ret ? ret : write_region_tables(bs, off, len);
+    if (ret < 0) {
+        s->bat_offset = old_off;
+        s->bat_length = old_len;
+        s->bat_entries = old_entries;
+    }
+    return ret;
 }
 
 int coroutine_fn vhdx_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
@@ -194,17 +249,17 @@ int coroutine_fn vhdx_co_truncate(BlockDriverState *bs, int64_t offset, bool exa
         return -ENOTSUP;
     }
     entries = entries_for(s, size, &payload);
-    if (check_mul_overflow(entries, (uint64_t)8, &bytes) || bytes > s->bat_length ||
-        bytes > VHDX_MAX_BAT_BYTES) {
-        error_setg(errp, "vhdx: cannot grow '%s' to %" PRIu64 " bytes: the BAT needs %" PRIu64
-                   " entries, more than its region (%" PRIu64 " bytes) holds; moving the BAT "
-                   "region is not supported (convert the image instead)", bs->filename, size,
-                   entries, s->bat_length);
-        return -ENOTSUP;
+    if (check_mul_overflow(entries, (uint64_t)8, &bytes) || bytes > VHDX_MAX_BAT_BYTES) {
+        error_setg(errp, "vhdx: cannot grow '%s' to %" PRIu64 " bytes: the BAT would need %"
+                   PRIu64 " entries, more than the limit of %" PRIu64 " bytes", bs->filename,
+                   size, entries, VHDX_MAX_BAT_BYTES);
+        return -EFBIG;
     }
     co_mutex_lock(&s->lock);
     ret = vhdx_log_start(bs);
-    if (ret == 0 && size > s->disk_size) {
+    if (ret == 0 && bytes > s->bat_length) {
+        ret = move_bat(bs, payload, entries);
+    } else if (ret == 0 && size > s->disk_size) {
         ret = entries > s->bat_entries ? grow(bs, payload, entries)
                                        : zero_block_tail(bs, s->disk_size);
     } else if (ret == 0) {

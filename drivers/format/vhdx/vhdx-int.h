@@ -142,6 +142,8 @@ uint64_t vhdx_bat_index(const BDRVVhdxState *s, uint64_t block);
 uint64_t vhdx_bat_entries(const BDRVVhdxState *s, uint64_t payload);
 /* Sets the BAT entry of block (in place or through the log) once its data is durable. */
 int coroutine_fn vhdx_bat_set(BlockDriverState *bs, uint64_t block, uint64_t entry);
+/* Writes BAT entries [first, last) as whole 4 KiB sectors, in place or through the log. */
+int coroutine_fn vhdx_write_bat(BlockDriverState *bs, uint64_t first, uint64_t last, bool log);
 /* The same by BAT index (sector bitmap entries). */
 int coroutine_fn vhdx_bat_set_idx(BlockDriverState *bs, uint64_t idx, uint64_t entry);
 
@@ -173,6 +175,9 @@ int coroutine_fn vhdx_sb_run(BlockDriverState *bs, uint64_t off, uint64_t len, u
 /* Marks sectors [off, off + len) of block present (fresh: the block's others absent). */
 int coroutine_fn vhdx_sb_update(BlockDriverState *bs, uint64_t block, uint64_t off,
                                 uint64_t len, bool fresh);
+
+/* discard.c */
+int coroutine_fn vhdx_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
 
 /* resize.c */
 int coroutine_fn vhdx_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,

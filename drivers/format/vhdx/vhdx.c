@@ -518,6 +518,7 @@ const BlockDriver bdrv_vhdx = {
     .refresh_limits = vhdx_refresh_limits,
     .co_preadv = vhdx_co_preadv,
     .co_pwritev = vhdx_co_pwritev,
+    .co_pdiscard = vhdx_co_pdiscard,
     .co_block_status = vhdx_co_block_status,
     .co_getlength = vhdx_co_getlength,
     .co_truncate = vhdx_co_truncate,

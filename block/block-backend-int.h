@@ -27,6 +27,8 @@ struct BlockBackend {
     BlockIOStatus iostatus;
     CoQueue stopped_requests; /* requests held by a STOP action */
     unsigned n_stopped;
+    int64_t len_cache;        /* the root's length when last asked (0: ask again) */
+    bool allow_write_beyond_eof; /* a protocol root: writes may extend the file */
 };
 
 /* Accounts one finished attempt of a request (ret < 0: failed). */

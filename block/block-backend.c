@@ -75,6 +75,8 @@ static BlockBackend *blk_new(BlockDriverState *bs)
     co_queue_init(&blk->queued_requests);
     co_queue_init(&blk->stopped_requests);
     blk->enable_write_cache = true;
+    /* Image creation writes protocol nodes (files) past their end to grow them. */
+    blk->allow_write_beyond_eof = bs->drv && bs->drv->is_protocol && !bs->drv->is_format;
     blk->root = bdrv_root_attach_child(bs, "root", blk);
     /* Attached to an already drained subtree: start quiesced. */
     blk->quiesce_counter = bs->quiesce_counter;
@@ -250,14 +252,49 @@ static int coroutine_fn blk_co_do(BlockBackend *blk, BlkAioOp op, int64_t offset
     return -EINVAL;
 }
 
+/*
+ * As QEMU's blk_check_byte_request: a request must lie inside the node, else
+ * -EIO (writes to a protocol root may extend it). The length is cached and
+ * asked again only when a request seems to pass it, so requests inside the
+ * node cost no length query; a node shrunk other than by blk_co_truncate()
+ * of this backend is caught by its driver, as before.
+ */
+static int coroutine_fn blk_check_request(BlockBackend *blk, BlkAioOp op, int64_t offset,
+                                          int64_t bytes)
+{
+    int64_t len;
+
+    if (op == BLK_AIO_FLUSH) {
+        return 0;
+    }
+    if (offset < 0 || bytes < 0) {
+        return 0; /* the block layer's own checks answer -EINVAL */
+    }
+    if ((op == BLK_AIO_WRITE || op == BLK_AIO_ZEROES) && blk->allow_write_beyond_eof) {
+        return 0;
+    }
+    if (offset <= blk->len_cache && bytes <= blk->len_cache - offset) {
+        return 0;
+    }
+    len = bdrv_co_getlength(blk->root->bs);
+    if (len < 0) {
+        return (int)len;
+    }
+    blk->len_cache = len;
+    return offset > len || bytes > len - offset ? -EIO : 0;
+}
+
 /* Runs one request with accounting and the error policy. */
 static int coroutine_fn blk_co_do_policed(BlockBackend *blk, BlkAioOp op, int64_t offset,
                                           int64_t bytes, IOVector *qiov,
                                           BdrvRequestFlags flags)
 {
     int64_t start = aio_clock_ns();
-    int ret;
+    int ret = blk_check_request(blk, op, offset, bytes);
 
+    if (ret < 0) {
+        return ret;
+    }
     for (;;) {
         ret = blk_co_do(blk, op, offset, bytes, qiov, flags);
         blk_acct_done(blk, (BlockAcctType)op, offset, bytes, ret, aio_clock_ns() - start);
@@ -324,6 +361,7 @@ int coroutine_fn blk_co_truncate(BlockBackend *blk, int64_t offset, bool exact,
     blk->in_flight++;
     blk_wait_while_drained(blk, NULL);
     ret = bdrv_co_truncate(blk->root, offset, exact, prealloc, flags, errp);
+    blk->len_cache = 0; /* ask the new length at the next request past it */
     blk->in_flight--;
     return ret;
 }

@@ -132,6 +132,40 @@ static void test_raw_truncate(void **state)
     blk_unref(blk);
 }
 
+/*
+ * The BlockBackend refuses requests past the end of a format node with -EIO
+ * (as QEMU's blk_check_byte_request), also after a truncate moved the end;
+ * a protocol root (image creation writes files that way) may still grow.
+ */
+static void test_raw_past_eof(void **state)
+{
+    static uint8_t buf[8192];
+    char opts[4200];
+    BlockBackend *blk;
+
+    drv_test_make_file(img, 65536, 0);
+    blk = drv_test_open_ok(raw_opts(""), BDRV_O_RDWR);
+    assert_int_equal(blk_pread(blk, 65536 - 4096, 4096, buf, 0), 0);
+    assert_int_equal(blk_pread(blk, 65536 - 4096, 8192, buf, 0), -EIO);
+    assert_int_equal(blk_pread(blk, 65537, 0, buf, 0), -EIO);
+    assert_int_equal(blk_pwrite(blk, 65536, 512, buf, 0), -EIO);
+    assert_int_equal(blk_pwrite_zeroes(blk, 65536 - 512, 1024, 0), -EIO);
+    assert_int_equal(blk_pdiscard(blk, 65536, 4096), -EIO);
+    assert_int_equal(blk_getlength(blk), 65536);
+    assert_int_equal(blk_truncate(blk, 32768, true, PREALLOC_MODE_OFF, 0, NULL), 0);
+    assert_int_equal(blk_pread(blk, 32768, 512, buf, 0), -EIO);
+    assert_int_equal(blk_truncate(blk, 131072, true, PREALLOC_MODE_OFF, 0, NULL), 0);
+    assert_int_equal(blk_pread(blk, 65536, 8192, buf, 0), 0);
+    blk_unref(blk);
+
+    snprintf(opts, sizeof(opts), "driver=file,filename=%s", img);
+    blk = drv_test_open_ok(opts, BDRV_O_RDWR);
+    assert_int_equal(blk_pwrite(blk, 131072, 512, buf, 0), 0);
+    assert_int_equal(blk_getlength(blk), 131072 + 512);
+    assert_int_equal(blk_pread(blk, 131072 + 512, 512, buf, 0), -EIO);
+    blk_unref(blk);
+}
+
 typedef struct StatusQuery {
     BlockDriverState *bs;
     int64_t offset, pnum, map;
@@ -255,6 +289,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_raw_window, setup, teardown),
         cmocka_unit_test_setup_teardown(test_raw_window_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_raw_truncate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_raw_past_eof, setup, teardown),
         cmocka_unit_test_setup_teardown(test_raw_block_status, setup, teardown),
         cmocka_unit_test(test_raw_known_magic),
         cmocka_unit_test_setup_teardown(test_raw_probed_refuses_magic, setup, teardown),

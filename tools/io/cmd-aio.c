@@ -29,7 +29,8 @@ static void aio_done(void *opaque, int ret)
 
     io_state.aio_in_flight--;
     if (ret < 0) {
-        printf("%s failed: %s\n", r->write ? "aio_write" : "aio_read", strerror(-ret));
+        /* qemu-io names a failed aio_read "readv" */
+        printf("%s failed: %s\n", r->write ? "aio_write" : "readv", strerror(-ret));
         io_state.aio_failed++;
     } else {
         if (!r->write && r->pattern >= 0 &&
@@ -103,7 +104,7 @@ static int aio_rw(BlockBackend *blk, int argc, char **argv, bool write)
         return -EINVAL;
     }
     if (io_check_range(blk, r->offset, (int64_t)r->qiov.size) < 0) {
-        printf("%s failed: %s\n", write ? "aio_write" : "aio_read", strerror(EIO));
+        printf("%s failed: %s\n", write ? "aio_write" : "readv", strerror(EIO));
         iovector_destroy(&r->qiov);
         io_free_buf(r->buf);
         free(r);

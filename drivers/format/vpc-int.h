@@ -32,6 +32,7 @@ enum {
     FT_CREATOR = 28, FT_CREATOR_VER = 32, FT_CREATOR_OS = 36, FT_ORIG_SIZE = 40,
     FT_CUR_SIZE = 48, FT_CYLS = 56, FT_HEADS = 58, FT_SECS = 59, FT_TYPE = 60,
     FT_CHECKSUM = 64, FT_UUID = 68, FT_SAVED = 84,
+    FT_GROW_MARK = 85,  /* reserved bytes: coblk's fixed-disk grow mark (vpc-resize.c) */
 };
 
 /* Dynamic header offsets. */
@@ -58,6 +59,10 @@ typedef struct BDRVVpcState {
     int64_t free_off;           /* where the next block goes (the trailing footer) */
     CoMutex alloc_lock;         /* allocation and bitmap updates */
     CoRwlock move_lock;         /* dynamic I/O shared; resize (moves blocks) exclusive */
+    uint32_t *free_slots;       /* sectors of discarded blocks to reuse (vpc-discard.c) */
+    uint32_t n_free, cap_free;
+    bool stale_footer;          /* fixed: an interrupted grow left the old footer at stale_off */
+    int64_t stale_off;
 } BDRVVpcState;
 
 /* CHS geometry for a sector count, as the VHD specification's appendix computes it. */
@@ -72,7 +77,35 @@ int coroutine_fn vpc_write_footers(BlockDriverState *bs);
  * if it is past the largest geometry (the size field must rule then).
  */
 bool vpc_round_chs(uint64_t *sectors);
+/* Writes the BAT sector that holds entry block. */
+int coroutine_fn vpc_write_bat_entry(BlockDriverState *bs, uint32_t block);
+/* Discard (vpc-discard.c). */
+int coroutine_fn vpc_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
+/* Takes a discarded block's place (*at, bytes) for an allocation; false if none. */
+bool vpc_free_slot_pop(BDRVVpcState *s, int64_t *at);
+void vpc_free_slots_clear(BDRVVpcState *s);
+/* UTF-8 to UTF-16 (be or le); returns bytes written or -1 if invalid or over cap. */
+long utf8_to_utf16(const char *in, bool be, uint8_t *out, size_t cap);
+/*
+ * Writes the parent locators (W2ru relative, MacX absolute URL) into area
+ * (area_len zeroed bytes that lie at area_off in the file) and their entries
+ * and the parent name into the dynamic header dh. backing is the name as
+ * given, backing_path the name resolved against the image's folder.
+ */
+int vpc_build_locators(uint8_t *dh, uint8_t *area, size_t area_len, uint64_t area_off,
+                       const char *backing, const char *backing_path, Error **errp);
+#define VPC_LOCATOR_AREA (2 * VHD_PATH_MAX + 2 * VHD_SECTOR)
+/* Parent file name of differencing disks (vpc-parent.c). */
+int coroutine_fn vpc_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
+                                            const char *backing_fmt, Error **errp);
+/* Raises free_off past the dynamic header and the parent locators' data. */
+void vpc_note_meta_end(BDRVVpcState *s);
 /* Resize (vpc-resize.c). */
+/* Fixed disks: finishes a grow a crash interrupted (see vpc-resize.c). */
+int coroutine_fn vpc_fixed_recover(BlockDriverState *bs, Error **errp);
+/* Fixed disks: zeroes what a read got of a stale old footer (read-only opens). */
+void vpc_fixed_mask_stale(BDRVVpcState *s, int64_t offset, int64_t bytes, IOVector *qiov,
+                          size_t qiov_offset);
 int coroutine_fn vpc_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
                                  PreallocMode prealloc, BdrvRequestFlags flags, Error **errp);
 

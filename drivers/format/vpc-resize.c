@@ -19,11 +19,15 @@
  * flush. Shrinking unreferences the blocks past the new end first (their
  * space stays in the file: VHD has no free-space map), then the footers.
  *
- * Fixed disks: growing writes the new footer at the new end and flushes,
- * then zeroes the old footer's sector (now guest data) and flushes; a crash
- * in between leaves the new size with the old footer's bytes in the first
- * new sector, which the guest never wrote. Shrinking writes the footer at
- * the new end, flushes and truncates the file.
+ * Fixed disks: growing writes the new footer at the new end, marked "grow
+ * in progress, old footer at X" in its reserved bytes (FT_GROW_MARK, which
+ * other readers ignore), and flushes; then zeroes the old footer's sector
+ * (now guest data) and flushes; then writes the footer without the mark and
+ * flushes. A crash before the unmarked footer is durable leaves the mark:
+ * the next open (vpc_fixed_recover) finds the old footer's sector, if it
+ * still holds this disk's footer, and zeroes it (read-write), or reads it as
+ * zeroes (read-only), so the grown area always reads zeroes. Shrinking
+ * writes the footer at the new end, flushes and truncates the file.
  *
  * Differencing disks keep their parent's size: resizing them is refused.
  */
@@ -217,6 +221,87 @@ static int coroutine_fn resize_dynamic(BlockDriverState *bs, uint64_t size, Erro
     return ret;
 }
 
+static const uint8_t grow_magic[8] = { 'c', 'o', 'b', 'l', 'k', 'g', 'r', 'w' };
+
+/* Marks the footer "grow in progress, old footer at old", or clears the mark (old 0). */
+static void set_grow_mark(BDRVVpcState *s, uint64_t old)
+{
+    if (old) {
+        memcpy(s->footer + FT_GROW_MARK, grow_magic, 8);
+        st_be64(s->footer + FT_GROW_MARK + 8, old);
+    } else {
+        memset(s->footer + FT_GROW_MARK, 0, 16);
+    }
+}
+
+/* Zeroes the old footer's sector (flushed), then drops the mark (flushed). */
+static int coroutine_fn finish_grow(BlockDriverState *bs, uint64_t old)
+{
+    BDRVVpcState *s = bs->opaque;
+    int ret = bdrv_co_pwrite_zeroes(bs->file, (int64_t)old, VHD_FOOTER_SIZE, 0);
+
+    ret = ret ? ret : bdrv_co_flush(bs->file->bs);
+    if (ret == 0) {
+        s->stale_footer = false;
+        set_grow_mark(s, 0);
+        ret = vpc_write_footers(bs);
+        ret = ret ? ret : bdrv_co_flush(bs->file->bs);
+    }
+    return ret;
+}
+
+int coroutine_fn vpc_fixed_recover(BlockDriverState *bs, Error **errp)
+{
+    BDRVVpcState *s = bs->opaque;
+    uint8_t sec[VHD_FOOTER_SIZE];
+    uint64_t old;
+    int ret;
+
+    if (memcmp(s->footer + FT_GROW_MARK, grow_magic, 8) != 0) {
+        return 0;
+    }
+    /* The mark is only a hint: an offset that is no sector of the disk is ignored. */
+    old = ld_be64(s->footer + FT_GROW_MARK + 8);
+    if (old == 0 || old % VHD_SECTOR || old >= (uint64_t)s->size) {
+        return 0;
+    }
+    ret = fmt_co_pread(bs->file, (int64_t)old, VHD_FOOTER_SIZE, sec);
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "Could not read the old footer of '%s'", bs->filename);
+        return ret;
+    }
+    s->stale_footer = !memcmp(sec, "conectix", 8) &&
+                      !memcmp(sec + FT_UUID, s->footer + FT_UUID, 16);
+    s->stale_off = (int64_t)old;
+    if (bs->read_only) {
+        return 0; /* reads of that sector give zeroes (vpc_fixed_mask_stale) */
+    }
+    ret = s->stale_footer ? finish_grow(bs, old) : 0;
+    if (ret == 0 && memcmp(s->footer + FT_GROW_MARK, grow_magic, 8) == 0) {
+        set_grow_mark(s, 0);
+        ret = vpc_write_footers(bs);
+        ret = ret ? ret : bdrv_co_flush(bs->file->bs);
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "Could not finish the interrupted resize of '%s'",
+                         bs->filename);
+    }
+    return ret;
+}
+
+void vpc_fixed_mask_stale(BDRVVpcState *s, int64_t offset, int64_t bytes, IOVector *qiov,
+                          size_t qiov_offset)
+{
+    int64_t lo = s->stale_off, hi = s->stale_off + VHD_FOOTER_SIZE;
+
+    if (!s->stale_footer || offset >= hi || offset + bytes <= lo) {
+        return;
+    }
+    lo = lo > offset ? lo : offset;
+    hi = hi < offset + bytes ? hi : offset + bytes;
+    iovector_memset(qiov, qiov_offset + (size_t)(lo - offset), 0, (size_t)(hi - lo));
+}
+
 /* Fixed disk: the footer moves to the new end. */
 static int coroutine_fn resize_fixed(BlockDriverState *bs, uint64_t old, uint64_t size,
                                      Error **errp)
@@ -225,11 +310,11 @@ static int coroutine_fn resize_fixed(BlockDriverState *bs, uint64_t old, uint64_
     int ret;
 
     s->size = (int64_t)size;
+    set_grow_mark(s, size > old ? old : 0);
     ret = vpc_write_footers(bs);
     ret = ret ? ret : bdrv_co_flush(bs->file->bs);
     if (ret == 0 && size > old) {
-        ret = bdrv_co_pwrite_zeroes(bs->file, (int64_t)old, VHD_FOOTER_SIZE, 0);
-        ret = ret ? ret : bdrv_co_flush(bs->file->bs);
+        ret = finish_grow(bs, old);
     } else if (ret == 0) {
         ret = bdrv_co_truncate(bs->file, (int64_t)size + VHD_FOOTER_SIZE, true,
                                PREALLOC_MODE_OFF, 0, NULL);
@@ -300,6 +385,7 @@ int coroutine_fn vpc_co_truncate(BlockDriverState *bs, int64_t offset, bool exac
     }
     co_rwlock_wrlock(&s->move_lock); /* no request sees a block while it moves */
     co_mutex_lock(&s->alloc_lock);
+    vpc_free_slots_clear(s); /* discarded blocks may lie where the BAT grows: no reuse */
     memcpy(saved, s->footer, VHD_FOOTER_SIZE);
     if (s->type == VHD_FIXED) {
         set_footer_size(s, size, c, h, spt);

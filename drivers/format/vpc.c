@@ -164,8 +164,7 @@ static bool utf16_to_utf8(const uint8_t *in, size_t len, bool be, char *out, siz
     return true;
 }
 
-/* UTF-8 to UTF-16 (be or le); returns bytes written or -1 if invalid or over cap. */
-static long utf8_to_utf16(const char *in, bool be, uint8_t *out, size_t cap)
+long utf8_to_utf16(const char *in, bool be, uint8_t *out, size_t cap)
 {
     const uint8_t *p = (const uint8_t *)in;
     size_t n = 0;
@@ -543,7 +542,7 @@ static int coroutine_fn vpc_co_open_meta(BlockDriverState *bs, Error **errp)
     }
     ret = vpc_take_size(bs, file_len, errp);
     if (ret < 0 || s->type == VHD_FIXED) {
-        return ret;
+        return ret < 0 ? ret : vpc_fixed_recover(bs, errp);
     }
     dh_off = ld_be64(s->footer + FT_DATA_OFFSET);
     if (!range_within(dh_off, VHD_DYNHDR_SIZE, (uint64_t)file_len)) {
@@ -562,6 +561,9 @@ static int coroutine_fn vpc_co_open_meta(BlockDriverState *bs, Error **errp)
     }
     if (ret == 0 && s->type == VHD_DIFF) {
         ret = vpc_read_parent(bs, file_len, errp);
+    }
+    if (ret == 0) {
+        vpc_note_meta_end(s); /* new blocks go after a header moved to the end */
     }
     return ret;
 }
@@ -584,6 +586,7 @@ static void vpc_close(BlockDriverState *bs)
 
     free(s->bat);
     s->bat = NULL;
+    vpc_free_slots_clear(s);
 }
 
 static int vpc_open(BlockDriverState *bs, BlockOpts *options, int flags, Error **errp)
@@ -740,7 +743,11 @@ static int coroutine_fn vpc_co_preadv(BlockDriverState *bs, int64_t offset, int6
     int ret = 0;
 
     if (s->type == VHD_FIXED) {
-        return bdrv_co_preadv_part(bs->file, offset, bytes, qiov, qiov_offset, 0);
+        ret = bdrv_co_preadv_part(bs->file, offset, bytes, qiov, qiov_offset, 0);
+        if (ret == 0) {
+            vpc_fixed_mask_stale(s, offset, bytes, qiov, qiov_offset);
+        }
+        return ret;
     }
     co_rwlock_rdlock(&s->move_lock);
     while (bytes > 0 && ret == 0) {
@@ -775,8 +782,7 @@ static void bits_set(uint8_t *bm, uint32_t first, uint32_t count)
     }
 }
 
-/* Writes the BAT sector that holds entry block. */
-static int coroutine_fn vpc_write_bat_entry(BlockDriverState *bs, uint32_t block)
+int coroutine_fn vpc_write_bat_entry(BlockDriverState *bs, uint32_t block)
 {
     BDRVVpcState *s = bs->opaque;
     uint32_t first = block / 128 * 128;
@@ -791,8 +797,8 @@ static int coroutine_fn vpc_write_bat_entry(BlockDriverState *bs, uint32_t block
 }
 
 /*
- * Allocates block at the end of the file and writes the chunk into it:
- * bitmap (all ones for a dynamic disk; the chunk's sectors for a
+ * Allocates block at the end of the file (or in a discarded block's place)
+ * and writes the chunk into it: bitmap (all ones for a dynamic disk; the chunk's sectors for a
  * differencing one), zeroes around the chunk, the footer after the block;
  * flush; then the BAT entry. Called with alloc_lock held.
  */
@@ -800,15 +806,18 @@ static int coroutine_fn vpc_alloc_write(BlockDriverState *bs, uint32_t block, ui
                                         int64_t n, IOVector *qiov, size_t qiov_offset)
 {
     BDRVVpcState *s = bs->opaque;
-    int64_t at = s->free_off, data = at + s->bitmap_size;
+    int64_t at = s->free_off, data;
     int64_t tail = (int64_t)s->block_size - in_block - n;
     int64_t old_free = s->free_off;
     uint8_t *bm = calloc(1, s->bitmap_size);
+    bool reuse;
     int ret;
 
     if (!bm) {
         return -ENOMEM;
     }
+    reuse = vpc_free_slot_pop(s, &at); /* a discarded block's place (unmapped, flushed) */
+    data = at + s->bitmap_size;
     if (at / VHD_SECTOR > UINT32_MAX - 1) {
         free(bm);
         return -EFBIG; /* BAT entries are 32-bit sector numbers */
@@ -829,8 +838,10 @@ static int coroutine_fn vpc_alloc_write(BlockDriverState *bs, uint32_t block, ui
     if (ret == 0 && tail) {
         ret = bdrv_co_pwrite_zeroes(bs->file, data + in_block + n, tail, 0);
     }
-    s->free_off = data + s->block_size;
-    if (ret == 0) {
+    if (!reuse) {
+        s->free_off = data + s->block_size;
+    }
+    if (ret == 0 && !reuse) {
         ret = vpc_write_footers(bs);
     }
     if (ret == 0) {
@@ -1265,32 +1276,31 @@ static int vpc_create_size(VpcCreate *c, Error **errp)
     return 0;
 }
 
-/* Writes the locators (W2ru relative, MacX absolute URL) and names the parent. */
-static int vpc_build_locators(uint8_t *dh, uint8_t *area, size_t area_len, uint64_t area_off,
-                              const VpcCreate *c, Error **errp)
+int vpc_build_locators(uint8_t *dh, uint8_t *area, size_t area_len, uint64_t area_off,
+                       const char *backing, const char *backing_path, Error **errp)
 {
     char rel[VHD_PATH_MAX], url[VHD_PATH_MAX + 8];
     char abs_path[PATH_MAX];
     long len;
     size_t used = 0;
 
-    snprintf(rel, sizeof(rel), "%s%s", c->backing[0] == '/' ? "" : ".\\", c->backing);
+    snprintf(rel, sizeof(rel), "%s%s", backing[0] == '/' ? "" : ".\\", backing);
     for (char *p = rel; *p; p++) {
         *p = *p == '/' ? '\\' : *p;
     }
-    if (!realpath(c->backing_path, abs_path)) {
-        snprintf(abs_path, sizeof(abs_path), "%s", c->backing_path);
+    if (!realpath(backing_path, abs_path)) {
+        snprintf(abs_path, sizeof(abs_path), "%s", backing_path);
     }
     snprintf(url, sizeof(url), "file://%s", abs_path);
-    len = utf8_to_utf16(c->backing, true, dh + DH_PARENT_NAME, 512);
+    len = utf8_to_utf16(backing, true, dh + DH_PARENT_NAME, 512);
     if (len < 0) {
         error_setg(errp, "vpc: backing file name '%s' is not valid UTF-8 or too long (512 "
-                   "bytes as UTF-16)", c->backing);
+                   "bytes as UTF-16)", backing);
         return -EINVAL;
     }
     len = utf8_to_utf16(rel, false, area, area_len / 2);
     if (len < 0) {
-        error_setg(errp, "vpc: backing file name '%s' is too long", c->backing);
+        error_setg(errp, "vpc: backing file name '%s' is too long", backing);
         return -EINVAL;
     }
     st_be32(dh + DH_LOCATORS, PLAT_W2RU);
@@ -1309,8 +1319,6 @@ static int vpc_build_locators(uint8_t *dh, uint8_t *area, size_t area_len, uint6
     }
     return 0;
 }
-
-#define VPC_LOCATOR_AREA (2 * VHD_PATH_MAX + 2 * VHD_SECTOR)
 
 static int coroutine_fn vpc_write_sparse(BlockBackend *blk, VpcCreate *c, Error **errp)
 {
@@ -1339,7 +1347,8 @@ static int coroutine_fn vpc_write_sparse(BlockBackend *blk, VpcCreate *c, Error 
     if (c->type == VHD_DIFF) {
         memcpy(dh + DH_PARENT_UUID, c->parent_uuid, 16);
         st_be32(dh + DH_PARENT_TIME, c->parent_time);
-        ret = vpc_build_locators(dh, buf + loc_off, (size_t)loc_len, loc_off, c, errp);
+        ret = vpc_build_locators(dh, buf + loc_off, (size_t)loc_len, loc_off, c->backing,
+                                 c->backing_path, errp);
         if (ret < 0) {
             free(buf);
             return ret;
@@ -1502,4 +1511,6 @@ const BlockDriver bdrv_vpc = {
     .file_extensions = vpc_extensions,
     .get_timestamp = vpc_get_timestamp,
     .co_set_timestamp = vpc_co_set_timestamp,
+    .co_pdiscard = vpc_co_pdiscard,
+    .co_change_backing_file = vpc_co_change_backing_file,
 };

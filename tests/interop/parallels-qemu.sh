@@ -107,4 +107,24 @@ case "$out" in *"shares the cluster"*) ;; *) fail "check said: $out" ;; esac
 qemu-img check -q -f parallels "$T/bad.prl" || fail "qemu-img check after the shared repair"
 # Base wrote 0x44 over clusters 0-2: the copy keeps entry 2's data the same.
 qemu-img compare -q -f parallels -F parallels "$T/bad.prl" "$base" || fail "repaired data"
+
+# Discard: whole clusters of an image qemu made unmap; qemu-img check accepts
+# the result and qemu-img reads the discarded ranges as zeroes.
+M=1048576
+qemu-img create -q -f parallels "$T/d.prl" 16M
+qemu-io -f parallels -c "write -P 0x2b 0 16M" "$T/d.prl" >/dev/null
+qemu-img convert -f parallels -O raw "$T/d.prl" "$T/exp.raw"
+len0=$(stat -c %s "$T/d.prl")
+"$FMTIO" discard parallels "$T/d.prl" $((2 * M + 512)) $((4 * M)) || fail "discard middle"
+zero_range "$T/exp.raw" $((3 * M)) $((3 * M))
+"$FMTIO" discard parallels "$T/d.prl" $((14 * M)) $((2 * M)) || fail "discard the end"
+zero_range "$T/exp.raw" $((14 * M)) $((2 * M))
+qemu-img check -q -f parallels "$T/d.prl" || fail "qemu-img check after discard"
+qemu_reads_as parallels "$T/d.prl" "$T/exp.raw"
+coblk_reads_as_qemu parallels "$T/d.prl"
+[ "$(stat -c %s "$T/d.prl")" -eq $((len0 - 2 * M)) ] || fail "the last clusters stay in the file"
+qemu-io -f parallels -c "write -P 0x3c 4M 64k" "$T/d.prl" >/dev/null
+fill_range "$T/exp.raw" $((4 * M)) 65536 0x3c
+qemu_reads_as parallels "$T/d.prl" "$T/exp.raw"
+qemu-img check -q -f parallels "$T/d.prl" || fail "qemu-img check after the rewrite"
 echo "parallels interop: ok"

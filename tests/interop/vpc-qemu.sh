@@ -54,4 +54,50 @@ same_bytes "$T/qemu.raw" "$T/parent.raw"
 mv "$T/sub" "$T/moved"
 "$FMTIO" dump vpc "$T/moved/child.vhd" "$T/coblk.raw" || fail "read moved child"
 same_bytes "$T/coblk.raw" "$T/exp.raw"
+
+# Discard: whole blocks of a dynamic disk qemu made unmap and read zero in
+# qemu-img too; partial blocks keep their data; the last block is cut off.
+M=1048576
+qemu-img create -q -f vpc -o force_size=on "$T/d.vhd" 16M
+qemu-io -f vpc -c "write -P 0x3c 0 16M" "$T/d.vhd" >/dev/null
+qemu-img convert -f vpc -O raw "$T/d.vhd" "$T/exp.raw"
+len0=$(stat -c %s "$T/d.vhd")
+"$FMTIO" discard vpc "$T/d.vhd" $((M + 512)) $((5 * M)) || fail "discard blocks 1-2"
+zero_range "$T/exp.raw" $((2 * M)) $((4 * M))
+"$FMTIO" discard vpc "$T/d.vhd" $((14 * M)) $((2 * M)) || fail "discard the last block"
+zero_range "$T/exp.raw" $((14 * M)) $((2 * M))
+"$FMTIO" discard vpc "$T/d.vhd" $((9 * M)) $M || fail "discard inside a block"
+qemu_reads_as vpc "$T/d.vhd" "$T/exp.raw"
+coblk_reads_as_qemu vpc "$T/d.vhd"
+[ "$(stat -c %s "$T/d.vhd")" -eq $((len0 - 2 * M - 512)) ] || fail "last block not cut off"
+qemu-img map -f vpc --output=json "$T/d.vhd" | grep -q '"start": 2097152, "length": 4194304, "depth": 0, "present": true, "zero": true, "data": false' ||
+    fail "qemu-img map still maps the discarded blocks"
+# qemu-io writes into the discarded ranges and both read the same.
+qemu-io -f vpc -c "write -P 0x4d 2M 64k" -c "write -P 0x5e 15M 64k" "$T/d.vhd" >/dev/null
+fill_range "$T/exp.raw" $((2 * M)) 65536 0x4d
+fill_range "$T/exp.raw" $((15 * M)) 65536 0x5e
+qemu_reads_as vpc "$T/d.vhd" "$T/exp.raw"
+coblk_reads_as_qemu vpc "$T/d.vhd"
+"$FMTIO" check vpc "$T/d.vhd" >/dev/null || fail "check after discard"
+
+# Parent file name: a differencing disk re-pointed at a copy of its parent
+# (fmt-io rebase = bdrv_change_backing_file) reads the new parent's data.
+mkdir "$T/p"
+qemu-img create -q -f vpc "$T/p/a.vhd" 9M
+qemu-io -f vpc -c "write -P 0x61 0 9M" "$T/p/a.vhd" >/dev/null
+qemu-img create -q -f vpc "$T/p/b.vhd" 9M
+qemu-io -f vpc -c "write -P 0x62 0 9M" "$T/p/b.vhd" >/dev/null
+"$FMTIO" create vpc "$T/p/c.vhd" "backing_file=a.vhd" || fail "create child of a"
+"$FMTIO" write vpc "$T/p/c.vhd" 4096 8192 0x63 || fail "write child"
+"$FMTIO" rebase vpc "$T/p/c.vhd" b.vhd vpc || fail "set the parent to b.vhd"
+qemu-img convert -f vpc -O raw "$T/p/b.vhd" "$T/exp.raw"
+fill_range "$T/exp.raw" 4096 8192 0x63
+"$FMTIO" dump vpc "$T/p/c.vhd" "$T/coblk.raw" || fail "read the re-pointed child"
+same_bytes "$T/coblk.raw" "$T/exp.raw"
+# The old parent may go; qemu-img still reads the (dynamic-looking) child itself.
+rm "$T/p/a.vhd"
+(cd / && "$FMTIO" dump vpc "$T/p/c.vhd" "$T/coblk.raw") || fail "read child without a.vhd"
+same_bytes "$T/coblk.raw" "$T/exp.raw"
+qemu-img info -f vpc "$T/p/c.vhd" >/dev/null || fail "qemu-img cannot open the child"
+"$FMTIO" rebase vpc "$T/p/c.vhd" "" 2>/dev/null && fail "removing the parent succeeded"
 echo "vpc interop: ok"

@@ -553,6 +553,48 @@ static void test_parallels_backing(void **state)
     free(buf);
 }
 
+/* Whole clusters unmap (entry 0, read zero); the last ones are cut off the file. */
+static void test_parallels_discard(void **state)
+{
+    uint8_t *want = malloc(512 * KiB), *buf = malloc(512 * KiB);
+    BdrvCheckResult res = { 0 };
+    int64_t len0;
+    BlockBackend *blk;
+
+    assert_int_equal(create("size=500k,cluster_size=64k", NULL, 0), 0);
+    blk = open_prl(BDRV_O_RDWR | BDRV_O_UNMAP);
+    drv_test_pattern(want, 500 * KiB, 9);
+    assert_int_equal(blk_pwrite(blk, 0, 500 * KiB, want, 0), 0);
+    len0 = file_size();
+    /* Partial clusters keep their data. */
+    assert_int_equal(blk_pdiscard(blk, 10 * KiB, 100 * KiB), 0);
+    /* Clusters 2 and 3 (bytes 100k..270k cover [128k, 256k)). */
+    assert_int_equal(blk_pdiscard(blk, 100 * KiB, 170 * KiB), 0);
+    memset(want + 128 * KiB, 0, 128 * KiB);
+    assert_int_equal(file_size(), len0);
+    /* The last cluster (cut short by the size): the file ends one cluster earlier. */
+    assert_int_equal(blk_pdiscard(blk, 448 * KiB, 52 * KiB), 0);
+    memset(want + 448 * KiB, 0, 52 * KiB);
+    assert_int_equal(file_size(), len0 - 64 * KiB);
+    assert_int_equal(blk_pread(blk, 0, 500 * KiB, buf, 0), 0);
+    assert_memory_equal(buf, want, 500 * KiB);
+    blk_unref(blk);
+
+    blk = open_prl(BDRV_O_RDWR);
+    assert_int_equal(bdrv_check(blk_bs(blk), &res, BDRV_FIX_NONE), 0);
+    assert_int_equal(res.corruptions + res.leaks + res.check_errors, 0);
+    assert_int_equal(blk_pread(blk, 0, 500 * KiB, buf, 0), 0);
+    assert_memory_equal(buf, want, 500 * KiB);
+    /* A new write into a discarded cluster reads back. */
+    memset(want + 130 * KiB, 0x3e, 4 * KiB);
+    assert_int_equal(blk_pwrite(blk, 130 * KiB, 4 * KiB, want + 130 * KiB, 0), 0);
+    assert_int_equal(blk_pread(blk, 0, 500 * KiB, buf, 0), 0);
+    assert_memory_equal(buf, want, 500 * KiB);
+    blk_unref(blk);
+    free(want);
+    free(buf);
+}
+
 /* ---------------------------------------------------------------------- */
 /* Check and repair */
 
@@ -916,6 +958,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_parallels_old_format, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallels_empty_flag, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallels_backing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parallels_discard, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallels_check_outside, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallels_check_shared_and_leak, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallels_check_misaligned, setup, teardown),

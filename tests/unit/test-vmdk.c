@@ -202,6 +202,105 @@ static void test_vmdk_backing(void **state)
     blk_unref(blk);
 }
 
+/* The CID in the descriptor of path (as the driver read it). */
+static uint32_t cid_of(const char *path, bool parent)
+{
+    BlockBackend *blk = drv_test_open_ok(opts_for(path, ""), BDRV_O_NO_BACKING);
+    char *json = bdrv_get_specific_info(blk_bs(blk), NULL);
+    const char *p = strstr(json, parent ? "\"parent-cid\": " : "\"cid\": ");
+    uint32_t v;
+
+    assert_non_null(p);
+    v = (uint32_t)strtoul(strchr(p, ':') + 1, NULL, 10);
+    free(json);
+    blk_unref(blk);
+    return v;
+}
+
+/* Fills parent path with byte (128 KiB). */
+static void fill_parent(const char *path, uint8_t byte)
+{
+    uint8_t buf[128 * KiB];
+    BlockBackend *blk;
+
+    create(path, "size=1M");
+    blk = drv_test_open_ok(opts_for(path, ""), BDRV_O_RDWR);
+    memset(buf, byte, sizeof(buf));
+    assert_int_equal(blk_pwrite(blk, 0, sizeof(buf), buf, 0), 0);
+    blk_unref(blk);
+}
+
+/* Reads 128 KiB of path: grain 0 is the child's (copied from pa: 0xa1, 0x33 at 4096). */
+static void expect_child(const char *path, uint8_t rest)
+{
+    uint8_t buf[128 * KiB], want[128 * KiB];
+    BlockBackend *blk = drv_test_open_ok(opts_for(path, ""), 0);
+
+    memset(want, 0xa1, 64 * KiB);
+    memset(want + 4096, 0x33, 512);
+    memset(want + 64 * KiB, rest, 64 * KiB);
+    assert_int_equal(blk_pread(blk, 0, sizeof(buf), buf, 0), 0);
+    assert_memory_equal(buf, want, sizeof(buf));
+    blk_unref(blk);
+}
+
+/* parentFileNameHint and parentCID follow a new parent (monolithic and descriptor file). */
+static void test_vmdk_set_parent(void **state)
+{
+    static const char *const sfs[] = { "monolithicSparse", "twoGbMaxExtentSparse" };
+    char a[4200], b[4200], opts[256], *got = NULL;
+    uint8_t buf[512];
+    Error *err = NULL;
+    BlockBackend *blk;
+
+    snprintf(a, sizeof(a), "%s/pa.vmdk", dir);
+    snprintf(b, sizeof(b), "%s/pb.vmdk", dir);
+    fill_parent(a, 0xa1);
+    fill_parent(b, 0xb2);
+    for (size_t i = 0; i < sizeof(sfs) / sizeof(sfs[0]); i++) {
+        snprintf(opts, sizeof(opts), "backing_file=pa.vmdk,subformat=%s", sfs[i]);
+        create(img, opts);
+        blk = drv_test_open_ok(opts_for(img, ""), BDRV_O_RDWR);
+        memset(buf, 0x33, 512);
+        assert_int_equal(blk_pwrite(blk, 4096, 512, buf, 0), 0);
+        assert_int_equal(bdrv_set_parent_filename(blk_bs(blk), "pb.vmdk", NULL), 0);
+        assert_int_equal(bdrv_get_parent_filename(blk_bs(blk), &got), 0);
+        assert_string_equal(got, "pb.vmdk");
+        free(got);
+        assert_int_equal(bdrv_change_backing_file(blk_bs(blk), "pb.vmdk", "qcow2", &err),
+                         -ENOTSUP);
+        error_free(err);
+        err = NULL;
+        blk_unref(blk);
+
+        blk = drv_test_open_ok(opts_for(img, ""), 0);
+        assert_string_equal(blk_bs(blk)->backing_file, "pb.vmdk");
+        blk_unref(blk);
+        expect_child(img, 0xb2);
+        assert_int_equal(cid_of(img, true), cid_of(b, false));
+        check_clean(img);
+
+        /* No parent: the unwritten grains read zeroes, parentCID is ffffffff. */
+        blk = drv_test_open_ok(opts_for(img, ""), BDRV_O_RDWR | BDRV_O_NO_BACKING);
+        assert_int_equal(bdrv_set_parent_filename(blk_bs(blk), NULL, NULL), 0);
+        blk_unref(blk);
+        blk = drv_test_open_ok(opts_for(img, ""), 0);
+        assert_string_equal(blk_bs(blk)->backing_file, "");
+        assert_null(bdrv_backing_bs(blk_bs(blk)));
+        blk_unref(blk);
+        expect_child(img, 0);
+        assert_int_equal(cid_of(img, true), 0xffffffffU);
+
+        /* And back to a parent: the hint line is added again. */
+        blk = drv_test_open_ok(opts_for(img, ""), BDRV_O_RDWR | BDRV_O_NO_BACKING);
+        assert_int_equal(bdrv_set_parent_filename(blk_bs(blk), "pa.vmdk", NULL), 0);
+        blk_unref(blk);
+        expect_child(img, 0xa1);
+        assert_int_equal(cid_of(img, true), cid_of(a, false));
+        check_clean(img);
+    }
+}
+
 /* ---------------------------------------------------------------------- */
 /* Corrupt images */
 
@@ -419,6 +518,7 @@ int main(void)
         cmocka_unit_test(test_vmdk_subformats),
         cmocka_unit_test(test_vmdk_probe_and_info),
         cmocka_unit_test(test_vmdk_backing),
+        cmocka_unit_test(test_vmdk_set_parent),
         cmocka_unit_test(test_vmdk_bad_header),
         cmocka_unit_test(test_vmdk_bad_gd),
         cmocka_unit_test(test_vmdk_gte_past_eof),

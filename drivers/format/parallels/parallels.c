@@ -556,6 +556,7 @@ const BlockDriver bdrv_parallels = {
     .co_preadv = prl_co_preadv,
     .co_pwritev = prl_co_pwritev,
     .co_pwrite_zeroes = prl_co_pwrite_zeroes,
+    .co_pdiscard = prl_co_pdiscard,
     .co_block_status = prl_co_block_status,
     .co_truncate = prl_co_truncate,
     .co_getlength = prl_co_getlength,

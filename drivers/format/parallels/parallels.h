@@ -15,7 +15,7 @@
  *       names live there too.
  *
  * The files: parallels.c (header, open, close, info, the driver table),
- * io.c (reads, writes, allocation, block status), check.c (check and
+ * io.c (reads, writes, allocation, block status), discard.c, check.c (check and
  * repair), create.c (create, grow), ext.c (Format Extension), md5.c.
  */
 #ifndef COBLK_DRIVERS_FORMAT_PARALLELS_H
@@ -126,6 +126,9 @@ int coroutine_fn prl_co_block_status(BlockDriverState *bs, bool want_zero, int64
                                      BlockDriverState **file);
 int coroutine_fn prl_prepare_change(BlockDriverState *bs);
 uint64_t prl_next_cluster(const BDRVParallelsState *s);
+
+/* discard.c */
+int coroutine_fn prl_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
 
 /* check.c */
 int coroutine_fn prl_do_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);

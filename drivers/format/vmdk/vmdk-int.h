@@ -226,6 +226,10 @@ int coroutine_fn vmdk_co_rename(BlockDriverState *bs, const char *new_name, Erro
 /* Writes text as the descriptor (embedded area or descriptor file). */
 int coroutine_fn vmdk_write_desc(BlockDriverState *bs, const char *text);
 
+/* parent.c: sets parentFileNameHint and parentCID (NULL backing_file: no parent). */
+int coroutine_fn vmdk_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
+                                             const char *backing_fmt, Error **errp);
+
 /* flat.c */
 int coroutine_fn vmdk_flat_preadv(VmdkExtent *e, uint64_t off, uint64_t bytes, IOVector *qiov,
                                   size_t qoff);

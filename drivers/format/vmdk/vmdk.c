@@ -735,4 +735,5 @@ const BlockDriver bdrv_vmdk = {
     .co_check = vmdk_co_check,
     .file_extensions = vmdk_extensions,
     .co_rename = vmdk_co_rename,
+    .co_change_backing_file = vmdk_co_change_backing_file,
 };

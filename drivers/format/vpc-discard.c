@@ -1,0 +1,190 @@
+/*
+ * vpc: discard of whole blocks of dynamic VHD disks.
+ *
+ * A discard that covers whole blocks of a dynamic disk unmaps them: their
+ * BAT entries go back to 0xFFFFFFFF, and the blocks read as zeroes (an
+ * unallocated block of a dynamic disk does). Partial blocks, fixed disks and
+ * differencing disks (where an unmapped block would read the parent's data)
+ * keep their data: discard is advisory there and does nothing.
+ *
+ * Order: the BAT sectors that name the blocks are written and flushed
+ * first; only then is the blocks' space released, so a crash never leaves
+ * an entry pointing at released space (a crash before the flush keeps the
+ * old data mapped, which a discard allows). Released space:
+ * - a block that ends where the next one would be allocated (the footer's
+ *   place) is cut off: the footer moves back over it (the copy at 0 and the
+ *   footer at the new end, flushed) and the file is truncated; a crash
+ *   before the truncation leaves the old footer at the old end, which
+ *   describes the same disk;
+ * - any other block's range is punched out of the file (it reads zeroes and
+ *   takes no host space) and kept on an in-memory list of free slots, which
+ *   the next allocations reuse (vpc_alloc_write) before growing the file.
+ *   The list is not stored: after a reopen those slots stay unused holes
+ *   (VHD has no free-space map) until the disk is converted.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "block/bytes.h"
+#include "drivers/format/fmt-util.h"
+#include "drivers/format/vpc-int.h"
+
+/* The whole blocks inside [offset, offset + bytes) (the last one may be cut by the size). */
+static bool vpc_whole_blocks(const BDRVVpcState *s, int64_t offset, int64_t bytes,
+                             uint32_t *first, uint32_t *end)
+{
+    int64_t stop = offset + bytes;
+    uint64_t f = div_round_up_u64((uint64_t)offset, s->block_size);
+    uint64_t l;
+
+    if (stop >= s->size) {
+        stop = (int64_t)round_up_u64((uint64_t)s->size, s->block_size);
+    }
+    l = (uint64_t)stop / s->block_size;
+    if (l > s->bat_entries) {
+        l = s->bat_entries;
+    }
+    if (l <= f) {
+        return false;
+    }
+    *first = (uint32_t)f;
+    *end = (uint32_t)l;
+    return true;
+}
+
+/* Adds the block at sector to the free slots (on failure its space stays unused). */
+static void vpc_free_slot_push(BDRVVpcState *s, uint32_t sector)
+{
+    if (s->n_free == s->cap_free) {
+        /* At most one slot per BAT entry: a block is on the list once. */
+        uint32_t cap = s->cap_free ? s->cap_free * 2 : 64;
+        uint32_t *p;
+
+        cap = cap > s->bat_entries ? s->bat_entries : cap;
+        p = cap > s->n_free ? realloc(s->free_slots, (size_t)cap * 4) : NULL;
+        if (!p) {
+            return;
+        }
+        s->free_slots = p;
+        s->cap_free = cap;
+    }
+    s->free_slots[s->n_free++] = sector;
+}
+
+bool vpc_free_slot_pop(BDRVVpcState *s, int64_t *at)
+{
+    if (s->n_free == 0) {
+        return false;
+    }
+    *at = (int64_t)s->free_slots[--s->n_free] * VHD_SECTOR;
+    return true;
+}
+
+void vpc_free_slots_clear(BDRVVpcState *s)
+{
+    free(s->free_slots);
+    s->free_slots = NULL;
+    s->n_free = s->cap_free = 0;
+}
+
+/* Removes the free slot whose block ends at free_off, if any; true if one was. */
+static bool vpc_free_slot_take_tail(BDRVVpcState *s, int64_t *at)
+{
+    int64_t len = (int64_t)s->bitmap_size + s->block_size;
+
+    for (uint32_t i = 0; i < s->n_free; i++) {
+        if ((int64_t)s->free_slots[i] * VHD_SECTOR + len == s->free_off) {
+            *at = (int64_t)s->free_slots[i] * VHD_SECTOR;
+            s->free_slots[i] = s->free_slots[--s->n_free];
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Cuts free blocks at the end of the data off the file: footer moved back, flush, truncate. */
+static int coroutine_fn vpc_trim_tail(BlockDriverState *bs)
+{
+    BDRVVpcState *s = bs->opaque;
+    int64_t old = s->free_off, at;
+    int ret;
+
+    while (vpc_free_slot_take_tail(s, &at)) {
+        s->free_off = at;
+    }
+    if (s->free_off == old) {
+        return 0;
+    }
+    ret = vpc_write_footers(bs);
+    ret = ret ? ret : bdrv_co_flush(bs->file->bs);
+    if (ret < 0) {
+        s->free_off = old; /* the footer at old is still whole: allocate past it */
+        return ret;
+    }
+    return bdrv_co_truncate(bs->file, s->free_off + VHD_FOOTER_SIZE, true, PREALLOC_MODE_OFF,
+                            0, NULL);
+}
+
+/* Unmaps blocks [first, end): BAT sectors, flush, then their space is released. */
+static int coroutine_fn vpc_unmap_blocks(BlockDriverState *bs, uint32_t first, uint32_t end)
+{
+    BDRVVpcState *s = bs->opaque;
+    uint32_t *old = malloc((size_t)(end - first) * 4);
+    uint32_t last_sector = UINT32_MAX;
+    int ret = 0;
+
+    if (!old) {
+        return -ENOMEM;
+    }
+    for (uint32_t b = first; b < end; b++) {
+        old[b - first] = s->bat[b];
+        s->bat[b] = VHD_BAT_UNUSED;
+    }
+    for (uint32_t b = first; b < end && ret == 0; b++) {
+        /* One write per BAT sector that changed (128 entries each). */
+        if (old[b - first] != VHD_BAT_UNUSED && b / 128 != last_sector) {
+            last_sector = b / 128;
+            ret = vpc_write_bat_entry(bs, b);
+        }
+    }
+    ret = ret ? ret : bdrv_co_flush(bs->file->bs);
+    if (ret < 0) {
+        /* Memory follows what may be on disk: the old mappings (rewritten by the next write). */
+        for (uint32_t b = first; b < end; b++) {
+            s->bat[b] = old[b - first];
+        }
+        free(old);
+        return ret;
+    }
+    for (uint32_t b = first; b < end; b++) {
+        if (old[b - first] != VHD_BAT_UNUSED) {
+            /* Advisory for the file: the space reads back as whatever, nothing maps it. */
+            bdrv_co_pdiscard(bs->file, (int64_t)old[b - first] * VHD_SECTOR,
+                             (int64_t)s->bitmap_size + s->block_size);
+            vpc_free_slot_push(s, old[b - first]);
+        }
+    }
+    free(old);
+    return vpc_trim_tail(bs);
+}
+
+int coroutine_fn vpc_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
+{
+    BDRVVpcState *s = bs->opaque;
+    uint32_t first, end;
+    bool any = false;
+    int ret;
+
+    if (s->type != VHD_DYNAMIC || !vpc_whole_blocks(s, offset, bytes, &first, &end)) {
+        return 0; /* advisory: partial blocks, fixed and differencing disks keep their data */
+    }
+    co_rwlock_rdlock(&s->move_lock);
+    co_mutex_lock(&s->alloc_lock);
+    for (uint32_t b = first; b < end && !any; b++) {
+        any = s->bat[b] != VHD_BAT_UNUSED;
+    }
+    ret = any ? vpc_unmap_blocks(bs, first, end) : 0;
+    co_mutex_unlock(&s->alloc_lock);
+    co_rwlock_unlock(&s->move_lock);
+    return ret;
+}

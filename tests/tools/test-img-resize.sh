@@ -80,6 +80,23 @@ expect_rc 1 "vmdk streamOptimized resize refused" "$CIMG" resize -f vmdk s.vmdk 
 grep -q streamOptimized err.txt || fail "streamOptimized: no message naming it"
 [ "$(size_of vmdk s.vmdk)" = $((10 << 20)) ] || fail "streamOptimized: size changed"
 
+# vmdk grown past what its grain directory's last sector maps (4 GiB of 64 KiB
+# grains): the directories move to the end of the file; qemu-img checks and
+# reads the result, and writes into the new area.
+qemu-img create -q -f vmdk g.vmdk 10M
+qemu-io -f vmdk -c 'write -P 0x41 0 64k' -c 'write -P 0x42 9M 1M' g.vmdk >/dev/null
+expect_rc 0 "vmdk grown to 10G (directory moved)" "$CIMG" resize -f vmdk g.vmdk 10G
+check_ok "vmdk with a moved directory" vmdk g.vmdk
+[ "$(size_of vmdk g.vmdk)" = $((10 << 30)) ] || fail "vmdk 10G: size"
+qemu-io -f vmdk -c 'read -P 0x41 0 64k' -c 'read -P 0x42 9M 1M' -c 'read -P 0 10M 1M' \
+    -c 'write -P 0x43 9G 64k' g.vmdk >out.txt 2>&1 && ! grep -q "failed" out.txt &&
+    pass "vmdk 10G: qemu-io reads the old data and writes the new area" ||
+    fail "vmdk 10G: $(cat out.txt)"
+"$CIO" -f vmdk -c 'read -P 0x43 9G 64k' -c 'read -P 0x42 9M 1M' g.vmdk >out.txt 2>&1 &&
+    ! grep -q "failed" out.txt && pass "vmdk 10G: coblk reads qemu's write" ||
+    fail "vmdk 10G: $(cat out.txt)"
+check_ok "vmdk with a moved directory, after qemu's write" vmdk g.vmdk
+
 # qed grown by qemu-img reads correctly through coblk (qemu-img can only resize qed,
 # raw and qcow2 of these formats).
 qemu-img create -q -f qed q.qed 10M

@@ -258,6 +258,44 @@ static void refuse(const Case *c, int64_t size, int64_t to, int want, const char
     blk_unref(blk);
 }
 
+/*
+ * vmdk: a grain directory sector maps 4 GiB of 64 KiB grains, so growing a
+ * 10 MiB image to 10 GiB moves the directories to the end of the file.
+ */
+static void test_vmdk_gd_moves(void **state)
+{
+    static const Case c = { "vmdk", "", false };
+    const int64_t to = 10240LL * MiB;
+    BlockBackend *blk;
+
+    create(&c, S0);
+    blk = open_img(&c);
+    put(blk, 0, 1);
+    put(blk, S0 - CHUNK, 2);
+    assert_int_equal(blk_truncate(blk, to, true, PREALLOC_MODE_OFF, 0, NULL), 0);
+    put(blk, to - CHUNK, 3);
+    put(blk, to / 2, 4);
+    put(blk, S0 - CHUNK, 5);
+    blk_unref(blk);
+    blk = open_img(&c);
+    assert_int_equal(blk_getlength(blk), to);
+    expect(blk, 0, 1, "first grain");
+    expect(blk, S0 - CHUNK, 5, "rewritten old last grain");
+    expect(blk, to / 2, 4, "middle of the new area");
+    expect(blk, to - CHUNK, 3, "new end");
+    expect(blk, S0, 0, "grown area");
+    no_corruption(blk);
+    /* Grows again from the moved directories (in their padding, then moved again). */
+    assert_int_equal(blk_truncate(blk, 2 * to, true, PREALLOC_MODE_OFF, 0, NULL), 0);
+    put(blk, 2 * to - CHUNK, 6);
+    blk_unref(blk);
+    blk = open_img(&c);
+    expect(blk, to - CHUNK, 3, "old end after the second grow");
+    expect(blk, 2 * to - CHUNK, 6, "second new end");
+    no_corruption(blk);
+    blk_unref(blk);
+}
+
 static void test_limits(void **state)
 {
     static const Case qed_small = { "qed", "cluster_size=4096,table_size=1", false };
@@ -271,8 +309,8 @@ static void test_limits(void **state)
     /* 64 TiB in 1 MiB blocks: a 512 MiB BAT, past the 256 MiB limit (smaller BATs move). */
     refuse(&vhdx, S0, 64LL * 1024 * 1024 * MiB, -EFBIG, "BAT would need");
     refuse(&stream, S0, S1, -ENOTSUP, "streamOptimized");
-    /* 10 MiB: a 64 KiB-grain directory sector maps 4 GiB. */
-    refuse(&vmdk, S0, 8192LL * MiB, -ENOTSUP, "grain directory");
+    /* 10 MiB of 64 KiB grains: a directory past VMDK_MAX_GD_BYTES (32 MiB of entries). */
+    refuse(&vmdk, S0, 4LL * 1024 * 1024 * 1024 * MiB, -ENOTSUP, "grain directory");
     refuse(&vdi, S0, S0 + 100, -EINVAL, "multiple of 512");
     /* 128 blocks: a full one-sector map; static: all allocated, no block can move. */
     refuse(&vdi_static, 128LL * MiB, S1, -ENOTSUP, "crash-safely");
@@ -291,6 +329,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_resize_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shrink_unallocated_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vmdk_gd_moves, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
     };
 

@@ -10,15 +10,17 @@
  *   single atomic write when it fits in one sector (as those qemu-img and
  *   coblk write do), else a torn write could damage it.
  * - a hosted SPARSE last extent (monolithicSparse, twoGbMaxExtentSparse):
- *   grow only, while the grain directory (and the redundant one) has room
- *   in the padding of its last sector; the new directory entries get new
- *   zeroed grain tables (qemu cannot write through an empty entry). Order:
- *   tables, flush, directory entries, flush; then the header's capacity and
- *   the descriptor, the one that decides the size last (the header for a
- *   monolithic file, whose embedded descriptor comes first; the descriptor
- *   for a descriptor file).
+ *   grow only; the new directory entries get new zeroed grain tables (qemu
+ *   cannot write through an empty entry). Order: tables, flush, directory
+ *   entries, flush; then the header's capacity and the descriptor, the one
+ *   that decides the size last (the header for a monolithic file, whose
+ *   embedded descriptor comes first; the descriptor for a descriptor file).
+ *   The directories grow in the padding of their last sector; past it they
+ *   are copied to the end of the file (with the new entries), flushed, and
+ *   the header's gdOffset/rgdOffset switch to the copies in one sector write
+ *   (flushed) before the capacity changes (sparse.c, move_gd).
  * Refused with -ENOTSUP and a message: shrinking a sparse extent, a
- * directory without room, streamOptimized (compressed) extents, ZERO or
+ * directory past VMDK_MAX_GD_BYTES, streamOptimized (compressed) extents, ZERO or
  * read-only last extents, images with a parent, growth that would need new
  * extents (twoGbMaxExtent* past 2 GiB in the last extent), and shrinking
  * below the start of the last extent.
@@ -104,10 +106,9 @@ static int coroutine_fn grow_sparse(BlockDriverState *bs, VmdkExtent *e, uint64_
     int ret = vmdk_sparse_grow_gd(e, need);
 
     if (ret == -ENOTSUP) {
-        error_setg(errp, "vmdk: cannot grow '%s': its grain directory has %" PRIu64 " entries "
-                   "and no room for the %" PRIu64 " the new size needs (it may only grow into "
-                   "the padding of its last sector); convert the image instead",
-                   e->child->bs->filename, e->gd_entries, need);
+        error_setg(errp, "vmdk: cannot grow '%s': a grain directory of %" PRIu64 " entries "
+                   "exceeds the limit of %llu bytes", e->child->bs->filename, need,
+                   VMDK_MAX_GD_BYTES);
         return ret;
     }
     if (ret == 0 && ((BDRVVmdkState *)bs->opaque)->desc_embedded) {

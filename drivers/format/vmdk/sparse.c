@@ -402,19 +402,80 @@ static int coroutine_fn write_gd_range(VmdkExtent *e, uint64_t off, const uint32
     return ret;
 }
 
+/* Appends dir (n entries, zero-padded to a sector); *at gets its byte offset. */
+static int coroutine_fn append_gd(VmdkExtent *e, const uint32_t *dir, uint64_t n, uint64_t *at)
+{
+    uint64_t bytes = round_up_u64(n * 4, VMDK_SECTOR);
+    uint8_t *buf = calloc(1, (size_t)bytes);
+    int ret;
+
+    if (!buf) {
+        return -ENOMEM;
+    }
+    if ((e->next_alloc + bytes) / VMDK_SECTOR > UINT32_MAX) {
+        free(buf);
+        return -ENOSPC;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        st_le32(buf + i * 4, dir[i]);
+    }
+    *at = e->next_alloc;
+    ret = vmdk_co_pwrite(e->child, *at, buf, (size_t)bytes);
+    free(buf);
+    if (ret == 0) {
+        e->next_alloc += bytes;
+    }
+    return ret;
+}
+
+/*
+ * Moves the directories (n entries, their new tables already flushed) to the
+ * end of the file: both written and flushed, then the header's gdOffset and
+ * rgdOffset (one sector, atomic) and a flush. Before the header write the
+ * copies are unused space past the old end; after it the old directories
+ * are (a leak: VMDK has no free-space map).
+ */
+static int coroutine_fn move_gd(VmdkExtent *e, uint64_t n)
+{
+    uint64_t gd_at, rgd_at = 0;
+    uint8_t hdr[512];
+    int ret = append_gd(e, e->gd, n, &gd_at);
+
+    if (ret == 0 && e->rgd) {
+        ret = append_gd(e, e->rgd, n, &rgd_at);
+    }
+    ret = ret ? ret : bdrv_co_flush(e->child->bs);
+    ret = ret ? ret : vmdk_co_pread(e->child, 0, hdr, sizeof(hdr));
+    if (ret < 0) {
+        return ret;
+    }
+    st_le64(hdr + 56, gd_at / VMDK_SECTOR);
+    if (e->rgd) {
+        st_le64(hdr + 48, rgd_at / VMDK_SECTOR);
+    }
+    ret = vmdk_co_pwrite(e->child, 0, hdr, sizeof(hdr));
+    ret = ret ? ret : bdrv_co_flush(e->child->bs);
+    if (ret == 0) {
+        e->gd_offset = gd_at;
+        e->rgd_offset = e->rgd ? rgd_at : e->rgd_offset;
+    }
+    return ret;
+}
+
 int coroutine_fn vmdk_sparse_grow_gd(VmdkExtent *e, uint64_t n)
 {
     uint64_t old = e->gd_entries;
     uint32_t *gd, *rgd;
+    bool move;
     int ret = 0;
 
     if (n <= old) {
         return 0;
     }
-    if (e->compressed || e->markers || n * 4 > VMDK_MAX_GD_BYTES ||
-        !gd_room(e->gd_offset, old, n) || (e->rgd && !gd_room(e->rgd_offset, old, n))) {
+    if (e->compressed || e->markers || n * 4 > VMDK_MAX_GD_BYTES) {
         return -ENOTSUP;
     }
+    move = !gd_room(e->gd_offset, old, n) || (e->rgd && !gd_room(e->rgd_offset, old, n));
     gd = realloc(e->gd, (size_t)n * 4);
     if (!gd) {
         return -ENOMEM;
@@ -438,11 +499,15 @@ int coroutine_fn vmdk_sparse_grow_gd(VmdkExtent *e, uint64_t n)
         }
     }
     ret = ret ? ret : bdrv_co_flush(e->child->bs);
-    ret = ret ? ret : write_gd_range(e, e->gd_offset, e->gd, old, n);
-    if (ret == 0 && e->rgd) {
-        ret = write_gd_range(e, e->rgd_offset, e->rgd, old, n);
+    if (move) {
+        ret = ret ? ret : move_gd(e, n);
+    } else {
+        ret = ret ? ret : write_gd_range(e, e->gd_offset, e->gd, old, n);
+        if (ret == 0 && e->rgd) {
+            ret = write_gd_range(e, e->rgd_offset, e->rgd, old, n);
+        }
+        ret = ret ? ret : bdrv_co_flush(e->child->bs);
     }
-    ret = ret ? ret : bdrv_co_flush(e->child->bs);
     if (ret == 0) {
         e->gd_entries = n;
     }

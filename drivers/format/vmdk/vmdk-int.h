@@ -200,9 +200,10 @@ int coroutine_fn vmdk_read_below(BlockDriverState *bs, uint64_t guest_off, uint6
                                  uint8_t *buf);
 
 /*
- * Gives a hosted sparse extent gd_entries grain directory entries, within the
- * padding of the directories' last sectors, each with a new zeroed grain
- * table (and redundant one); -ENOTSUP if the directories have no room.
+ * Gives a hosted sparse extent gd_entries grain directory entries, each with a
+ * new zeroed grain table (and redundant one): in the padding of the
+ * directories' last sectors, else by moving the directories to the end of the
+ * file (the header's offsets switch last); -ENOTSUP for compressed extents.
  */
 int coroutine_fn vmdk_sparse_grow_gd(VmdkExtent *e, uint64_t gd_entries);
 /* Sets the capacity field (sectors) of a hosted sparse extent's header. */

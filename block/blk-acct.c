@@ -14,16 +14,13 @@ static const char *const acct_names[BLOCK_ACCT_MAX] = {
     "rd", "wr", "zero", "unmap", "flush",
 };
 
+/* floor(log2(us)) capped at the last bucket (0 for us <= 1); no loop per request. */
 static unsigned latency_bucket(int64_t ns)
 {
     uint64_t us = ns > 0 ? (uint64_t)ns / 1000 : 0;
-    unsigned b = 0;
+    unsigned b = us > 1 ? 63u - (unsigned)__builtin_clzll(us) : 0;
 
-    while (us > 1 && b < BLOCK_ACCT_LATENCY_BUCKETS - 1) {
-        us >>= 1;
-        b++;
-    }
-    return b;
+    return b < BLOCK_ACCT_LATENCY_BUCKETS - 1 ? b : BLOCK_ACCT_LATENCY_BUCKETS - 1;
 }
 
 void blk_acct_done(BlockBackend *blk, BlockAcctType type, int64_t offset, int64_t bytes,

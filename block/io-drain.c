@@ -23,6 +23,9 @@ void bdrv_io_init(BlockDriverState *bs)
     bs->quiesce_counter = 0;
     co_mutex_init(&bs->reqs_lock);
     bs->tracked_requests = NULL;
+    bs->serialising_in_flight = 0;
+    bs->unlisted_in_flight = 0;
+    co_queue_init(&bs->unlisted_waiters);
     co_queue_init(&bs->flush_queue);
     bs->active_flush_req = false;
     bs->write_gen = 0;

@@ -16,20 +16,23 @@ typedef enum BdrvTrackedType {
 
 /*
  * A request in flight on a node. Lives on the stack of the coroutine that
- * runs the request, linked into bs->tracked_requests under bs->reqs_lock.
- * Requests whose overlap ranges intersect are ordered when either of them is
- * serialising: the later one waits on the earlier one's wait_queue.
+ * runs the request. Requests whose overlap ranges intersect are ordered when
+ * either of them is serialising: the later one waits on the earlier one's
+ * wait_queue. A plain request that begins while no serialising request is in
+ * flight is not linked into bs->tracked_requests (only bs and listed are set)
+ * and counts in bs->unlisted_in_flight instead (see block/io.c).
  */
 struct BdrvTrackedRequest {
     BlockDriverState *bs;
     int64_t offset;
     int64_t bytes;
     BdrvTrackedType type;
+    bool listed;                     /* in bs->tracked_requests (else only counted) */
     bool serialising;
     int64_t overlap_offset;          /* the range it conflicts on (aligned when serialising) */
     int64_t overlap_bytes;
     CoQueue wait_queue;              /* requests waiting for this one to end */
-    BdrvTrackedRequest *waiting_for; /* set while this request waits (it re-checks on wake) */
+    bool waiting;                    /* waiting for others (it re-checks on wake) */
     BdrvTrackedRequest *next;
     BdrvTrackedRequest **pprev;
 };
@@ -66,15 +69,58 @@ size_t bdrv_bounce_align(const BlockDriverState *bs);
 /* -EINVAL unless offset/bytes are in range and qiov (if any) holds bytes at qiov_offset. */
 int bdrv_check_request(int64_t offset, int64_t bytes, const IOVector *qiov, size_t qiov_offset);
 
+/* The out-of-line halves of bdrv_tracked_begin() / bdrv_tracked_end(). */
+void coroutine_fn bdrv_tracked_begin_listed(BdrvTrackedRequest *req, BlockDriverState *bs,
+                                            int64_t offset, int64_t bytes,
+                                            BdrvTrackedType type, uint32_t serialise_align);
+void coroutine_fn bdrv_tracked_end_listed(BdrvTrackedRequest *req);
+/* Wakes the serialising requests waiting for bs's unlisted requests to end. */
+void bdrv_unlisted_drained(BlockDriverState *bs);
+
+/* A plain request that needs no list entry: true (and counted) if it may run unlisted. */
+static inline bool bdrv_plain_begin(BlockDriverState *bs)
+{
+    if (bs->serialising_in_flight) {
+        return false;
+    }
+    bs->unlisted_in_flight++;
+    return true;
+}
+
+/* Ends a request that bdrv_plain_begin() counted. */
+static inline void bdrv_plain_end(BlockDriverState *bs)
+{
+    if (--bs->unlisted_in_flight == 0 && bs->unlisted_waiters.head) {
+        bdrv_unlisted_drained(bs);
+    }
+}
+
 /*
  * Tracks req on bs and waits for conflicting requests. A non-zero
  * serialise_align makes it serialising over its range aligned to that.
  */
-void coroutine_fn bdrv_tracked_begin(BdrvTrackedRequest *req, BlockDriverState *bs,
-                                     int64_t offset, int64_t bytes, BdrvTrackedType type,
-                                     uint32_t serialise_align);
+static inline void coroutine_fn bdrv_tracked_begin(BdrvTrackedRequest *req,
+                                                   BlockDriverState *bs, int64_t offset,
+                                                   int64_t bytes, BdrvTrackedType type,
+                                                   uint32_t serialise_align)
+{
+    if (!serialise_align && bdrv_plain_begin(bs)) {
+        req->bs = bs;
+        req->listed = false;
+        return;
+    }
+    bdrv_tracked_begin_listed(req, bs, offset, bytes, type, serialise_align);
+}
+
 /* Untracks req and wakes the requests waiting for it. */
-void coroutine_fn bdrv_tracked_end(BdrvTrackedRequest *req);
+static inline void coroutine_fn bdrv_tracked_end(BdrvTrackedRequest *req)
+{
+    if (!req->listed) {
+        bdrv_plain_end(req->bs);
+        return;
+    }
+    bdrv_tracked_end_listed(req);
+}
 
 /*
  * Driver transfers of an aligned range (offset and bytes multiples of

@@ -46,6 +46,20 @@ static int bdrv_check_node(BdrvChild *child, bool write)
 /* ---------------------------------------------------------------------- */
 /* Tracked requests and serialisation */
 
+/*
+ * Plain requests (reads and in-place writes) only conflict with serialising
+ * ones. While none is in flight on the node, a plain request is not linked
+ * into bs->tracked_requests at all: it only counts in bs->unlisted_in_flight
+ * (linking and unlinking cost a cache miss on the neighbour, which lives on
+ * another coroutine's stack). A serialising request that begins cannot see
+ * the ranges of those unlisted requests, so it first waits until all of
+ * them have ended; from then on serialising_in_flight is non-zero, so every
+ * new plain request is listed and the usual overlap rules apply. The wait is
+ * wider than needed (non-overlapping plain requests too) but bounded: no new
+ * request becomes unlisted while a serialising one is in flight. Drain does
+ * not use the list (it counts bs->in_flight).
+ */
+
 static bool tracked_overlaps(const BdrvTrackedRequest *a, const BdrvTrackedRequest *b)
 {
     return a->overlap_offset < b->overlap_offset + b->overlap_bytes &&
@@ -64,21 +78,21 @@ static BdrvTrackedRequest *tracked_find_conflict(BdrvTrackedRequest *self)
         if (r == self || (!r->serialising && !self->serialising)) {
             continue;
         }
-        if (tracked_overlaps(r, self) && !r->waiting_for) {
+        if (tracked_overlaps(r, self) && !r->waiting) {
             return r;
         }
     }
     return NULL;
 }
 
-void coroutine_fn bdrv_tracked_begin(BdrvTrackedRequest *req, BlockDriverState *bs,
-                                     int64_t offset, int64_t bytes, BdrvTrackedType type,
-                                     uint32_t serialise_align)
+void coroutine_fn bdrv_tracked_begin_listed(BdrvTrackedRequest *req, BlockDriverState *bs,
+                                            int64_t offset, int64_t bytes,
+                                            BdrvTrackedType type, uint32_t serialise_align)
 {
     BdrvTrackedRequest *r;
 
     *req = (BdrvTrackedRequest){
-        .bs = bs, .offset = offset, .bytes = bytes, .type = type,
+        .bs = bs, .offset = offset, .bytes = bytes, .type = type, .listed = true,
         .overlap_offset = offset, .overlap_bytes = bytes,
     };
     co_queue_init(&req->wait_queue);
@@ -91,7 +105,7 @@ void coroutine_fn bdrv_tracked_begin(BdrvTrackedRequest *req, BlockDriverState *
     }
     /*
      * No lock: a graph runs in one AioContext (one thread) at a time, and
-     * nothing below yields except the wait itself.
+     * nothing below yields except the waits.
      */
     req->next = bs->tracked_requests;
     req->pprev = &bs->tracked_requests;
@@ -101,18 +115,24 @@ void coroutine_fn bdrv_tracked_begin(BdrvTrackedRequest *req, BlockDriverState *
     bs->tracked_requests = req;
     if (req->serialising) {
         bs->serialising_in_flight++;
+        /* Plain requests that began before it are not listed: wait for them all. */
+        req->waiting = true;
+        while (bs->unlisted_in_flight) {
+            co_queue_wait(&bs->unlisted_waiters, NULL);
+        }
+        req->waiting = false;
     } else if (!bs->serialising_in_flight) {
         /* Plain requests only conflict with serialising ones: none in flight. */
         return;
     }
     while ((r = tracked_find_conflict(req)) != NULL) {
-        req->waiting_for = r;
+        req->waiting = true;
         co_queue_wait(&r->wait_queue, NULL);
-        req->waiting_for = NULL;
+        req->waiting = false;
     }
 }
 
-void coroutine_fn bdrv_tracked_end(BdrvTrackedRequest *req)
+void coroutine_fn bdrv_tracked_end_listed(BdrvTrackedRequest *req)
 {
     BlockDriverState *bs = req->bs;
 
@@ -124,6 +144,11 @@ void coroutine_fn bdrv_tracked_end(BdrvTrackedRequest *req)
         req->next->pprev = req->pprev;
     }
     co_queue_restart_all(&req->wait_queue);
+}
+
+void bdrv_unlisted_drained(BlockDriverState *bs)
+{
+    co_queue_restart_all(&bs->unlisted_waiters);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -477,6 +502,32 @@ static int coroutine_fn bdrv_pad_read_ends(BlockDriverState *bs, BdrvPadding *pa
 }
 
 /* ---------------------------------------------------------------------- */
+/* Pass-through of plain, aligned requests */
+
+/*
+ * True if a request can go to the driver as it is, in one call: aligned to
+ * request_alignment, within max_transfer, one iovec piece whose memory is
+ * aligned for the node, and no serialising request in flight (so it needs
+ * no list entry). This is every request of a typical guest or benchmark
+ * with O_DIRECT; the others take the general path (padding, splitting,
+ * bouncing, serialisation), which gives the same result.
+ */
+static inline bool bdrv_can_pass_through(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                         const IOVector *qiov, size_t qiov_offset)
+{
+    uint64_t align = bs->bl.request_alignment;
+    uintptr_t mem = bs->bl.min_mem_alignment;
+
+    if (bs->serialising_in_flight || qiov->niov != 1 || ((uint64_t)(offset | bytes) & (align - 1))) {
+        return false;
+    }
+    if (bs->bl.max_transfer && bytes > bs->bl.max_transfer) {
+        return false;
+    }
+    return !((((uintptr_t)qiov->iov[0].iov_base + qiov_offset) | (uintptr_t)bytes) & (mem - 1));
+}
+
+/* ---------------------------------------------------------------------- */
 /* Reads */
 
 static int coroutine_fn bdrv_do_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
@@ -545,7 +596,15 @@ int coroutine_fn bdrv_co_preadv_part(BdrvChild *child, int64_t offset, int64_t b
         return 0;
     }
     bdrv_inc_in_flight(bs);
-    ret = bdrv_do_preadv(bs, offset, bytes, qiov, qiov_offset, flags);
+    if (!(flags & (BDRV_REQ_COPY_ON_READ | BDRV_REQ_SERIALISING)) && bs->drv->co_preadv &&
+        bdrv_can_pass_through(bs, offset, bytes, qiov, qiov_offset)) {
+        bs->unlisted_in_flight++; /* bdrv_plain_begin(): none serialising */
+        ret = bs->drv->co_preadv(bs, offset, bytes, qiov, qiov_offset, 0);
+        bdrv_plain_end(bs);
+        ret = ret < 0 ? ret : 0;
+    } else {
+        ret = bdrv_do_preadv(bs, offset, bytes, qiov, qiov_offset, flags);
+    }
     bdrv_dec_in_flight(bs);
     return ret;
 }
@@ -608,6 +667,27 @@ static int coroutine_fn bdrv_do_pwritev(BlockDriverState *bs, int64_t offset, in
     return ret;
 }
 
+/* bdrv_do_pwritev() for a request bdrv_can_pass_through() accepted: the same steps, unlisted. */
+static int coroutine_fn bdrv_pass_through_pwritev(BlockDriverState *bs, int64_t offset,
+                                                  int64_t bytes, IOVector *qiov,
+                                                  size_t qiov_offset, BdrvRequestFlags flags)
+{
+    int ret;
+
+    bs->unlisted_in_flight++; /* bdrv_plain_begin(): none serialising */
+    bdrv_debug_event(bs, BLKDBG_PWRITEV);
+    ret = bs->drv->co_pwritev(bs, offset, bytes, qiov, qiov_offset,
+                              flags & bs->supported_write_flags & ~BDRV_REQ_INTERNAL);
+    bdrv_debug_event(bs, BLKDBG_PWRITEV_DONE);
+    bdrv_write_done(bs, offset, bytes);
+    ret = ret < 0 ? ret : 0;
+    if (ret == 0 && (flags & BDRV_REQ_FUA) && !(bs->supported_write_flags & BDRV_REQ_FUA)) {
+        ret = bdrv_co_flush(bs);
+    }
+    bdrv_plain_end(bs);
+    return ret;
+}
+
 /* Turns an all-zero write into a write-zeroes when detect-zeroes asks for it. */
 static BdrvRequestFlags bdrv_detect_zeroes(BlockDriverState *bs, const IOVector *qiov,
                                            size_t qiov_offset, int64_t bytes,
@@ -654,6 +734,9 @@ int coroutine_fn bdrv_co_pwritev_part(BdrvChild *child, int64_t offset, int64_t 
     }
     if (flags & BDRV_REQ_ZERO_WRITE) {
         ret = bdrv_co_do_pwrite_zeroes(bs, offset, bytes, flags);
+    } else if (!(flags & (BDRV_REQ_SERIALISING | BDRV_REQ_WRITE_COMPRESSED)) &&
+               bs->drv->co_pwritev && bdrv_can_pass_through(bs, offset, bytes, qiov, qiov_offset)) {
+        ret = bdrv_pass_through_pwritev(bs, offset, bytes, qiov, qiov_offset, flags);
     } else {
         ret = bdrv_do_pwritev(bs, offset, bytes, qiov, qiov_offset, flags);
     }

@@ -162,6 +162,8 @@ struct BlockDriverState {
     CoMutex reqs_lock;
     BdrvTrackedRequest *tracked_requests;
     unsigned serialising_in_flight; /**< serialising requests in tracked_requests */
+    unsigned unlisted_in_flight;    /**< plain requests in flight not in tracked_requests */
+    CoQueue unlisted_waiters;       /**< serialising requests waiting for those to end */
     CoQueue flush_queue;
     bool active_flush_req;
     unsigned write_gen;             /**< bumped by every write */

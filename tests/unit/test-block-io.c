@@ -1243,6 +1243,102 @@ static void test_block_io_read_waits_for_rmw(void **state)
     node_close(&n);
 }
 
+/*
+ * A plain read that began while no serialising request was in flight is not
+ * listed on the node, only counted; a discard (serialising) that begins
+ * later must still wait for it. A plain write that begins while the discard
+ * waits is listed, and runs (no overlap with the discard).
+ */
+static void test_block_io_discard_waits_for_unlisted_read(void **state)
+{
+    TestCfg cfg = { .align = 512 };
+    uint8_t buf[4096], back[4096], wbuf[4096];
+    Req rd, d, w;
+    Node n;
+
+    node_open(&n, "testram", &cfg, BDRV_O_RDWR | BDRV_O_UNMAP);
+    memset(buf, 0x11, sizeof(buf));
+    assert_int_equal(do_io(OP_WRITE, &n, 0, 4096, buf, 0), 0);
+    n.s->park = true;
+    rd = (Req){ .op = OP_READ, .c = &n.child, .offset = 0, .bytes = 4096, .buf = back };
+    req_start(&rd);
+    assert_int_equal(n.s->nparked, 1);
+    assert_null(n.bs->tracked_requests); /* counted, not listed */
+    assert_int_equal(n.bs->unlisted_in_flight, 1);
+    n.s->park = false;
+    n.s->ncalls = 0;
+    d = (Req){ .op = OP_DISCARD, .c = &n.child, .offset = 0, .bytes = 4096 };
+    req_start(&d);
+    for (int i = 0; i < 10; i++) {
+        aio_poll(ctx, false);
+    }
+    assert_false(d.done);
+    assert_int_equal(count_calls(n.s, 'd'), 0);
+    memset(wbuf, 0x22, sizeof(wbuf));
+    w = (Req){ .op = OP_WRITE, .c = &n.child, .offset = 8192, .bytes = 4096, .buf = wbuf };
+    req_start(&w);
+    req_wait(&w);
+    assert_int_equal(w.ret, 0);
+    assert_false(d.done);
+    release_parked(n.s);
+    req_wait(&rd);
+    req_wait(&d);
+    assert_int_equal(rd.ret, 0);
+    assert_int_equal(d.ret, 0);
+    assert_memory_equal(back, buf, sizeof(back)); /* read before the discard */
+    assert_int_equal(count_calls(n.s, 'd'), 1);
+    memset(buf, 0, sizeof(buf));
+    assert_memory_equal(n.s->data, buf, 4096);
+    assert_memory_equal(n.s->data + 8192, wbuf, 4096);
+    assert_null(n.bs->tracked_requests);
+    assert_int_equal(n.bs->unlisted_in_flight, 0);
+    assert_int_equal(n.bs->serialising_in_flight, 0);
+    node_close(&n);
+}
+
+/*
+ * A read-modify-write (serialising) waits for an unlisted aligned write of
+ * the same block: the write lands first, the RMW reads it and patches it.
+ * Without the wait the parked write would overwrite the RMW's bytes.
+ */
+static void test_block_io_rmw_waits_for_unlisted_write(void **state)
+{
+    TestCfg cfg = { .align = 4096 };
+    uint8_t w1[4096], small[100], want[4096];
+    Req a, b;
+    Node n;
+
+    node_open(&n, "testram", &cfg, BDRV_O_RDWR);
+    memset(w1, 0xaa, sizeof(w1));
+    memset(small, 0xbb, sizeof(small));
+    n.s->park = true;
+    a = (Req){ .op = OP_WRITE, .c = &n.child, .offset = 0, .bytes = 4096, .buf = w1 };
+    req_start(&a);
+    assert_int_equal(n.s->nparked, 1);
+    assert_int_equal(n.bs->unlisted_in_flight, 1);
+    n.s->park = false;
+    n.s->ncalls = 0;
+    b = (Req){ .op = OP_WRITE, .c = &n.child, .offset = 100, .bytes = 100, .buf = small };
+    req_start(&b);
+    for (int i = 0; i < 10; i++) {
+        aio_poll(ctx, false);
+    }
+    assert_false(b.done);
+    assert_int_equal(n.s->ncalls, 0); /* not even its head read */
+    release_parked(n.s);
+    req_wait(&a);
+    req_wait(&b);
+    assert_int_equal(a.ret, 0);
+    assert_int_equal(b.ret, 0);
+    memcpy(want, w1, sizeof(want));
+    memcpy(want + 100, small, sizeof(small));
+    assert_memory_equal(n.s->data, want, sizeof(want));
+    assert_null(n.bs->tracked_requests);
+    assert_int_equal(n.bs->unlisted_in_flight, 0);
+    assert_int_equal(n.bs->serialising_in_flight, 0);
+    node_close(&n);
+}
+
 /* ---------------------------------------------------------------------- */
 /* Block status and copy-on-read over a two-layer chain */
 
@@ -1429,6 +1525,8 @@ int main(void)
         cmocka_unit_test(test_block_io_drain_waits_for_in_flight),
         cmocka_unit_test(test_block_io_drain_from_coroutine),
         cmocka_unit_test(test_block_io_read_waits_for_rmw),
+        cmocka_unit_test(test_block_io_discard_waits_for_unlisted_read),
+        cmocka_unit_test(test_block_io_rmw_waits_for_unlisted_write),
         cmocka_unit_test(test_block_io_block_status_above_chain),
         cmocka_unit_test(test_block_io_copy_on_read),
         cmocka_unit_test(test_block_io_raw_over_protocol),

@@ -1060,6 +1060,9 @@ static int coroutine_fn limram_pwritev(BlockDriverState *bs, int64_t offset, int
     if (offset + bytes > limram_cap) {
         return -ENOSPC;
     }
+    if (offset > limram_len) { /* a gap past the end reads as zeroes, as in a file */
+        memset(limram + limram_len, 0, (size_t)(offset - limram_len));
+    }
     iovector_to_buf(qiov, qoff, limram + offset, (size_t)bytes);
     limram_len = offset + bytes > limram_len ? offset + bytes : limram_len;
     return 0;

@@ -36,6 +36,26 @@ const char *bdrv_default_protocol(const char *path)
     return stat(path, &st) == 0 && S_ISBLK(st.st_mode) ? "host_device" : "file";
 }
 
+int bdrv_parse_aio(const char *mode, int *flags)
+{
+    static const struct {
+        const char *name;
+        int flag;
+    } modes[] = {
+        { "threads", BDRV_O_AIO_THREADS },
+        { "native", BDRV_O_NATIVE_AIO },
+        { "io_uring", BDRV_O_IO_URING },
+    };
+
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        if (mode && !strcmp(mode, modes[i].name)) {
+            *flags = (*flags & ~BDRV_O_AIO_MASK) | modes[i].flag;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
 static BlockDriverState *open_node(const char *filename, BlockOpts *options, int flags,
                                    int depth, const ChainLink *chain, Error **errp);
 
@@ -308,6 +328,18 @@ static bool chain_has(const ChainLink *chain, const struct stat *st)
 static int open_backing_opts(BlockDriverState *bs, char *ref, BlockOpts **pbopts, int flags,
                              int depth, const ChainLink *chain, Error **errp);
 
+/* True if the backing.* options name the backing image themselves, rather
+ * than only tune the one the image header names. */
+static bool backing_names_file(const BlockOpts *bopts)
+{
+    const char *name = bopts_get(bopts, "driver");
+    const BlockDriver *drv = name ? bdrv_find_format(name) : NULL;
+
+    return bopts_has(bopts, "file") ||
+           bopts_has(bopts, "file.filename") || bopts_has(bopts, "filename") ||
+           bopts_has(bopts, "file.driver") || (drv && drv->is_protocol);
+}
+
 /* Opens and attaches bs's backing file, if it has one. Consumes bopts. */
 static int open_backing(BlockDriverState *bs, char *ref, BlockOpts *bopts, int flags, int depth,
                         const ChainLink *chain, Error **errp)
@@ -355,16 +387,26 @@ static int open_backing_opts(BlockDriverState *bs, char *ref, BlockOpts **pbopts
         if (!bopts) {
             bopts = *pbopts = bopts_new();
         }
-        if (!n_opts) {
+        if (!backing_names_file(bopts) && !bs->backing_file[0]) {
+            error_setg(errp, "%s: options for 'backing' are given (%s), but the image has no "
+                             "backing file and they do not name one", bs->filename,
+                       bopts_key_at(bopts, 0));
+            return -EINVAL;
+        }
+        if (!backing_names_file(bopts)) {
+            /* The file the image names, with the options given for it
+             * (backing.cache.direct=..., backing.file.aio=...). */
             ret = resolve_backing_name(bs, bs->auto_backing_file, sizeof(bs->auto_backing_file),
                                        errp);
             if (ret < 0) {
                 return ret;
             }
-            if (bs->backing_format[0]) {
+            if (bs->backing_format[0] && !bopts_has(bopts, "driver")) {
                 bopts_set(bopts, "driver", bs->backing_format);
             }
-            bopts_set(bopts, "file.driver", bdrv_default_protocol(bs->auto_backing_file));
+            if (!bopts_has(bopts, "file.driver")) {
+                bopts_set(bopts, "file.driver", bdrv_default_protocol(bs->auto_backing_file));
+            }
             bopts_set(bopts, "file.filename", bs->auto_backing_file);
             if (stat(bs->auto_backing_file, &st) == 0) {
                 link.dev = st.st_dev;

@@ -737,13 +737,30 @@ out_close:
 /* ---------------------------------------------------------------------- */
 /* Open, close, contexts */
 
-/* Takes aio=, locking= and aio-max-batch=. */
-static int file_take_opts(BlockOpts *options, BDRVFileState *s, int *locking, Error **errp)
+/* The engine the open flags ask for (inherited from the parent, or qemu-img's -i). */
+static AioEngineType file_flags_engine(int flags)
+{
+    switch (flags & BDRV_O_AIO_MASK) {
+    case BDRV_O_NATIVE_AIO:
+        return AIO_ENGINE_NATIVE;
+    case BDRV_O_IO_URING:
+        return AIO_ENGINE_IO_URING;
+    case BDRV_O_AIO_THREADS:
+        return AIO_ENGINE_THREADS;
+    default:
+        return AIO_ENGINE_AUTO;
+    }
+}
+
+/* Takes aio= (default: the engine in flags), locking= and aio-max-batch=. */
+static int file_take_opts(BlockOpts *options, BDRVFileState *s, int flags, int *locking,
+                          Error **errp)
 {
     int aio, ret;
     int64_t batch;
 
-    ret = bopts_take_enum(options, "aio", file_aio_names, 4, AIO_ENGINE_AUTO, &aio, errp);
+    ret = bopts_take_enum(options, "aio", file_aio_names, 4, file_flags_engine(flags), &aio,
+                          errp);
     if (ret < 0) {
         return ret;
     }
@@ -852,7 +869,7 @@ int file_open_common(BlockDriverState *bs, BlockOpts *options, int flags, bool i
     if (ret < 0) {
         return ret;
     }
-    ret = file_take_opts(options, s, &locking, errp);
+    ret = file_take_opts(options, s, flags, &locking, errp);
     if (ret < 0) {
         goto out;
     }

@@ -46,7 +46,21 @@ enum {
     BDRV_O_FORCE_SHARE = 0x10000,  /**< -U: skip image locking (read-only opens only) */
     BDRV_O_UNTRUSTED = 0x20000,    /**< option untrusted=on: follow only sibling files */
     BDRV_O_NO_IO = 0x40000,        /**< open for metadata only (info) */
+    /* The I/O engine of file protocol nodes, as qemu-img's -i: at most one
+     * bit; none means aio=auto. Like every flag, children (file, backing)
+     * inherit it; a node's explicit aio= option overrides it. */
+    BDRV_O_NATIVE_AIO = 0x0080,    /**< aio=native (libaio; needs cache.direct=on) */
+    BDRV_O_IO_URING = 0x80000,     /**< aio=io_uring */
+    BDRV_O_AIO_THREADS = 0x100000, /**< aio=threads */
+    BDRV_O_AIO_MASK = BDRV_O_NATIVE_AIO | BDRV_O_IO_URING | BDRV_O_AIO_THREADS,
 };
+
+/**
+ * Sets the BDRV_O_AIO_MASK bits of *flags from an aio mode name as qemu-img's
+ * -i takes it: "threads", "native" or "io_uring" (no bit: "auto" is not a
+ * name). Returns 0, or -EINVAL for another name (*flags unchanged).
+ */
+COBLK_API int bdrv_parse_aio(const char *mode, int *flags);
 
 /** Request flags. */
 typedef enum BdrvRequestFlags {

@@ -23,6 +23,8 @@
 
 #include <coblk/block-driver.h>
 
+#include "drivers/protocol/file-int.h"
+
 #define TF_HDR 512
 
 /* ---------------------------------------------------------------------- */
@@ -457,6 +459,70 @@ static void test_block_backing_json_name_refused(void **state)
     make_testfmt("evil.img", "json:{\"driver\":\"file\",\"filename\":\"/etc/passwd\"}", NULL,
                  -1, 0);
     assert_non_null(strstr(open_error(path_of("evil.img"), NULL, 0), "json:"));
+}
+
+/* The file node under format node bs: its aio= engine (test hook into file.c). */
+static AioEngineType file_engine_of(BlockDriverState *bs)
+{
+    BlockDriverState *f = bdrv_file_bs(bs);
+    BDRVFileState *s;
+
+    assert_non_null(f);
+    assert_string_equal(bdrv_get_format_name(f), "file");
+    s = f->opaque;
+    assert_non_null(s->engine);
+    if (s->aio_type != AIO_ENGINE_AUTO) {
+        assert_int_equal(aio_engine_type(s->engine), s->aio_type);
+    }
+    return s->aio_type;
+}
+
+/* qemu-img -i threads / -t unsafe: every file of the chain, opened from the
+ * names in the headers, uses the engine and cache mode of the top. */
+static void test_block_backing_inherits_aio_and_cache(void **state)
+{
+    int flags = BDRV_O_NO_FLUSH;
+    BlockDriverState *bs, *b;
+    BlockBackend *blk;
+    Error *err = NULL;
+    uint8_t buf[4];
+    int depth = 0;
+
+    make_testfmt("inh-base.img", NULL, NULL, 0, 0x11);
+    make_testfmt("inh-mid.img", "inh-base.img", "testfmt", 1, 0x22);
+    make_testfmt("inh-top.img", "inh-mid.img", NULL, 2, 0x33);
+    assert_int_equal(bdrv_parse_aio("threads", &flags), 0);
+    assert_int_equal(bdrv_parse_aio("bogus", &flags), -EINVAL);
+    assert_int_equal(flags & BDRV_O_AIO_MASK, BDRV_O_AIO_THREADS);
+    blk = blk_new_open(path_of("inh-top.img"), NULL, flags, &err);
+    assert_non_null(blk);
+    for (b = blk_bs(blk); b; b = bdrv_backing_bs(b), depth++) {
+        assert_int_equal(file_engine_of(b), AIO_ENGINE_THREADS);
+        assert_true(b->open_flags & BDRV_O_NO_FLUSH);
+        assert_true(bdrv_file_bs(b)->open_flags & BDRV_O_NO_FLUSH);
+    }
+    assert_int_equal(depth, 3);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(blk_pread(blk, i, 1, buf + i, 0), 0);
+    }
+    assert_memory_equal(buf, "\x11\x22\x33\x00", 4);
+    blk_unref(blk);
+
+    /* An option set on the backing node wins over the inherited one, and
+     * the image header still names the file. */
+    bs = open_ok(path_of("inh-top.img"),
+                 "backing.cache.no-flush=off,backing.file.aio=threads", BDRV_O_NO_FLUSH);
+    b = bdrv_backing_bs(bs);
+    assert_true(bs->open_flags & BDRV_O_NO_FLUSH);
+    assert_false(b->open_flags & BDRV_O_NO_FLUSH);
+    assert_false(bdrv_backing_bs(b)->open_flags & BDRV_O_NO_FLUSH);
+    assert_string_equal(bdrv_get_filename(b), path_of("inh-mid.img"));
+    assert_int_equal(file_engine_of(b), AIO_ENGINE_THREADS);
+    assert_int_not_equal(file_engine_of(bs), AIO_ENGINE_THREADS);
+    bdrv_unref(bs);
+    /* Tuning options for a backing file the image does not have. */
+    assert_non_null(strstr(open_error(path_of("inh-base.img"), "backing.cache.no-flush=on", 0),
+                           "has no backing file"));
 }
 
 static void test_block_backing_untrusted_only_siblings(void **state)
@@ -1086,6 +1152,7 @@ int main(void)
         cmocka_unit_test(test_block_backing_loop_refused),
         cmocka_unit_test(test_block_backing_json_name_refused),
         cmocka_unit_test(test_block_backing_untrusted_only_siblings),
+        cmocka_unit_test(test_block_backing_inherits_aio_and_cache),
         cmocka_unit_test(test_block_backing_depth_limit),
         cmocka_unit_test(test_block_backing_disabled_by_option),
         cmocka_unit_test(test_block_status_above_chain),

@@ -363,8 +363,11 @@ BlockBackend *img_open(const char *filename, const ImgOpen *o)
         bopts_free(opts);
         return NULL;
     }
-    if (o->aio) {
-        bopts_set(opts, "file.aio", o->aio);
+    /* A flag, not file.aio: backing files inherit it, as with qemu-img's -i. */
+    if (o->aio && bdrv_parse_aio(o->aio, &flags) < 0) {
+        img_error("Invalid aio option: %s", o->aio);
+        bopts_free(opts);
+        return NULL;
     }
     blk = blk_new_open(filename, opts, flags, &err);
     if (!blk) {

@@ -142,8 +142,10 @@ int io_open(const char *name, const char *fmt, bool image_opts, int flags, bool 
         bopts_free(opts);
         return -EINVAL;
     }
-    if (aio) {
-        bopts_set(opts, "file.aio", aio);
+    /* A flag, not file.aio: backing files inherit it, as with qemu-io's -i. */
+    if (aio && bdrv_parse_aio(aio, &flags) < 0) {
+        error_setg(&err, "Invalid aio option: %s", aio);
+        goto fail;
     }
     if (discard) {
         if (strcmp(discard, "unmap") == 0 || strcmp(discard, "on") == 0) {

@@ -314,6 +314,7 @@ static BlockBackend *open_image(const NbdToolOpts *o, const char *image)
     bool writethrough;
     Error *err = NULL;
     BlockBackend *blk;
+    int flags = o->read_only ? 0 : BDRV_O_RDWR;
 
     if (o->image_opts) {
         if (o->format) {
@@ -333,8 +334,9 @@ static BlockBackend *open_image(const NbdToolOpts *o, const char *image)
         bopts_set(opts, "offset", o->offset);
     }
     set_cache_opts(opts, o->cache, &writethrough);
-    if (o->aio) {
-        bopts_set(opts, "file.aio", o->aio);
+    /* A flag, not file.aio: backing files inherit it, as with qemu-nbd's --aio. */
+    if (o->aio && bdrv_parse_aio(o->aio, &flags) < 0) {
+        die("invalid aio mode '%s' (threads, native, io_uring)", o->aio);
     }
     if (o->discard) {
         bopts_set(opts, "discard", o->discard);
@@ -342,7 +344,7 @@ static BlockBackend *open_image(const NbdToolOpts *o, const char *image)
     if (o->detect_zeroes) {
         bopts_set(opts, "detect-zeroes", o->detect_zeroes);
     }
-    blk = blk_new_open(filename, opts, o->read_only ? 0 : BDRV_O_RDWR, &err);
+    blk = blk_new_open(filename, opts, flags, &err);
     if (!blk) {
         die("Failed to blk_new_open '%s': %s", image, error_get_pretty(err));
     }

@@ -156,8 +156,13 @@ int main(int argc, char **argv)
         case 'F': b.flush_interval = atoi(optarg); break;
         case 'D': break;
         case 'L': /* the formats and protocols this build knows (bench/run asks) */
-            for (const char *const *n = bdrv_driver_names(); *n; n++) {
-                printf("%s\n", *n);
+            {
+                const char *names[256];
+
+                bdrv_driver_names(names, 256);
+                for (const char **n = names; *n; n++) {
+                    printf("%s\n", *n);
+                }
             }
             bopts_free(opts);
             return 0;

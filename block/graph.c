@@ -224,26 +224,31 @@ int bdrv_register(const BlockDriver *drv, Error **errp)
     return bdrv_register_drivers(&drv, 1, "bdrv_register", errp);
 }
 
-const char *const *bdrv_driver_names(void)
+size_t bdrv_driver_names(const char **names, size_t size)
 {
-    static const char *names[128];
     const BlockDriver *drv;
-    int n = 0;
+    size_t n = 0;
 
     bdrv_plugins_autoload();
     /* Once each: several tables may share a name (nbd, nbd+unix, nbd+tcp). */
-    for (int i = 0; n < 127 && (drv = driver_at(i)); i++) {
+    for (int i = 0; (drv = driver_at(i)); i++) {
         bool seen = false;
 
-        for (int j = 0; j < n && !seen; j++) {
-            seen = strcmp(names[j], drv->format_name) == 0;
+        for (int j = 0; j < i && !seen; j++) {
+            seen = strcmp(driver_at(j)->format_name, drv->format_name) == 0;
         }
-        if (!seen) {
-            names[n++] = drv->format_name;
+        if (seen) {
+            continue;
         }
+        if (n + 1 < size) {
+            names[n] = drv->format_name;
+        }
+        n++;
     }
-    names[n] = NULL;
-    return names;
+    if (size) {
+        names[n < size ? n : size - 1] = NULL;
+    }
+    return n;
 }
 
 /* ---------------------------------------------------------------------- */

@@ -137,8 +137,13 @@ COBLK_API AioContext *bdrv_get_aio_context(const BlockDriverState *bs);
 COBLK_API int64_t bdrv_getlength(BlockDriverState *bs);
 COBLK_API int64_t coroutine_fn bdrv_co_getlength(BlockDriverState *bs);
 
-/** Registered driver names (formats and protocols), NULL-terminated; static storage. */
-COBLK_API const char *const *bdrv_driver_names(void);
+/**
+ * Fills names[] with the registered driver names (formats and protocols, each
+ * once), at most size - 1 of them, then a NULL (nothing when size is 0). The
+ * strings live as long as the process. Returns the number of names there are,
+ * so a return >= size means the list was cut short. Thread-safe.
+ */
+COBLK_API size_t bdrv_driver_names(const char **names, size_t size);
 
 /* Request layer (see block-driver.h for the driver side). Coroutine context. */
 COBLK_API int coroutine_fn bdrv_co_preadv(BdrvChild *child, int64_t offset, int64_t bytes,

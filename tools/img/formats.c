@@ -63,7 +63,7 @@ static void print_one(const char *name, bool json, bool last)
 
 int img_formats(int argc, char **argv)
 {
-    const char *const *names = bdrv_driver_names();
+    const char *names[IMG_MAX_DRIVERS];
     bool json = false;
 
     for (int i = 1; i < argc; i++) {
@@ -79,6 +79,7 @@ int img_formats(int argc, char **argv)
             return img_usage_error("formats", "Unexpected argument: %s", argv[i]);
         }
     }
+    bdrv_driver_names(names, IMG_MAX_DRIVERS);
     if (json) {
         printf("[\n");
     } else {

@@ -15,6 +15,10 @@
 #include <coblk/block.h>
 #include <coblk/image.h>
 
+/* Room for every driver name bdrv_driver_names() can list: the built-in ones and the
+ * registry's at most 64 run-time (plugin) drivers. */
+#define IMG_MAX_DRIVERS 256
+
 /* Long options shared by sub-commands (values above any short option). */
 enum {
     OPT_OBJECT = 256,

@@ -191,8 +191,9 @@ int img_cmd_help(const char *name)
 
 static void print_help(void)
 {
-    const char *const *names = bdrv_driver_names();
+    const char *names[IMG_MAX_DRIVERS];
 
+    bdrv_driver_names(names, IMG_MAX_DRIVERS);
     printf("usage: coblk-img [standard options] command [command options]\n"
            "coblk disk image utility (qemu-img compatible)\n\n"
            "    '-h', '--help'       display this help and exit\n"
@@ -205,7 +206,7 @@ static void print_help(void)
     printf("\n'coblk-img <command> --help' describes one command; see coblk-img(1).\n"
            "Sizes take the suffixes k, M, G, T, P, E (powers of 1024).\n"
            "\nSupported formats:");
-    for (size_t i = 0; names && names[i]; i++) {
+    for (size_t i = 0; names[i]; i++) {
         printf(" %s", names[i]);
     }
     printf("\n");

@@ -1,51 +1,140 @@
 /*
- * Reopen (read-only <-> read-write, cache mode, discard, detect-zeroes) and
- * moving a drained graph to another AioContext.
+ * Reopen (read-only <-> read-write, cache mode, discard, detect-zeroes,
+ * driver options such as qcow2's cache sizes) and moving a drained graph to
+ * another AioContext.
  *
- * Reopen is a transaction over the node and its file-side children: every
- * driver's reopen_prepare runs first (any may refuse), then all commit, or
- * all abort and the nodes keep their state. Options other than the mode
- * options go to the top node's driver (e.g. qcow2 cache sizes); any it
- * does not take fail the reopen.
+ * Reopen is one transaction over a set of nodes: the node, its file-side
+ * children (which follow its mode), and every node that options name by
+ * dotted child path ("file.locking=...", "backing.l2-cache-size=...",
+ * "backing.file.cache.no-flush=on"). Each node's driver gets only its own
+ * options, with the path stripped. Every reopen_prepare runs first (any
+ * may refuse, and an option no driver takes fails the reopen), then all
+ * commit, or all prepared nodes abort and every node keeps its state.
+ * Backing files not named by an option are left alone (they stay
+ * read-only and keep their mode).
  */
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "coblk-config.h"
 #include "block/block-int.h"
 
+#define REOPEN_MAX 64
+#define REOPEN_PATH 256
+
 typedef struct ReopenEntry {
     BlockDriverState *bs;
+    char path[REOPEN_PATH];    /* "" for the top, else "backing.file" ... */
+    BlockOpts *opts;           /* this node's own options, path stripped */
+    int new_flags;
+    BlockdevDetectZeroes new_dz;
     int old_flags;
     bool old_read_only;
     BlockdevDetectZeroes old_dz;
     bool prepared;
 } ReopenEntry;
 
-#define REOPEN_MAX 64
+typedef struct ReopenSet {
+    ReopenEntry e[REOPEN_MAX];
+    int n;
+} ReopenSet;
 
-/* The node and its file-side children, parents first. */
-static int collect(BlockDriverState *bs, ReopenEntry *list, int n, Error **errp)
+static bool set_has(const ReopenSet *set, const BlockDriverState *bs)
 {
-    if (n == REOPEN_MAX) {
-        error_setg(errp, "reopen: graph too large");
-        return -E2BIG;
-    }
-    list[n++] = (ReopenEntry){ .bs = bs };
-    for (BdrvChild *c = bs->children; c; c = c->next) {
-        if (c->role & BDRV_CHILD_COW) {
-            continue; /* backing files stay read-only */
-        }
-        n = collect(c->bs, list, n, errp);
-        if (n < 0) {
-            return n;
+    for (int i = 0; i < set->n; i++) {
+        if (set->e[i].bs == bs) {
+            return true;
         }
     }
-    return n;
+    return false;
 }
 
+static int collect(ReopenSet *set, BlockDriverState *bs, BlockOpts *opts, const char *path,
+                   int base_flags, Error **errp);
+
+/*
+ * Adds the children of set->e[idx]: each child's options leave the parent's
+ * map under "<child name>.". File-side children follow the parent's new
+ * mode; a backing child joins only when options name it or its subtree.
+ */
+static int collect_children(ReopenSet *set, int idx, Error **errp)
+{
+    ReopenEntry *e = &set->e[idx];
+
+    for (BdrvChild *c = e->bs->children; c; c = c->next) {
+        char prefix[REOPEN_PATH + 1], path[REOPEN_PATH];
+        bool cow = c->role & BDRV_CHILD_COW;
+        BlockOpts *copts;
+        int flags, ret;
+
+        snprintf(prefix, sizeof(prefix), "%s.", c->name);
+        copts = bopts_extract_prefix(set->e[idx].opts, prefix);
+        if (!copts) {
+            error_setg(errp, "out of memory");
+            return -ENOMEM;
+        }
+        if ((cow && !bopts_count(copts)) || set_has(set, c->bs)) {
+            if (bopts_count(copts)) {
+                error_setg(errp, "reopen: node '%s' is reached twice ('%s%s')",
+                           c->bs->node_name, prefix, bopts_key_at(copts, 0));
+                bopts_free(copts);
+                return -EINVAL;
+            }
+            bopts_free(copts);
+            continue;
+        }
+        e = &set->e[idx];
+        snprintf(path, sizeof(path), "%s%s%s", e->path, e->path[0] ? "." : "", c->name);
+        flags = cow ? c->bs->open_flags
+                    : (e->new_flags & ~BDRV_O_PROTOCOL) | (c->bs->open_flags & BDRV_O_PROTOCOL);
+        ret = collect(set, c->bs, copts, path, flags, errp);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Adds bs with its options (consumed) and the children they or its mode
+ * reach. base_flags is the mode bs gets unless its own options change it.
+ */
+static int collect(ReopenSet *set, BlockDriverState *bs, BlockOpts *opts, const char *path,
+                   int base_flags, Error **errp)
+{
+    ReopenEntry *e;
+    int idx = set->n;
+
+    if (set->n == REOPEN_MAX) {
+        error_setg(errp, "reopen: graph too large");
+        bopts_free(opts);
+        return -E2BIG;
+    }
+    e = &set->e[set->n++];
+    *e = (ReopenEntry){ .bs = bs, .opts = opts, .new_flags = base_flags,
+                        .new_dz = bs->detect_zeroes };
+    snprintf(e->path, sizeof(e->path), "%s", path);
+    if (bdrv_take_mode_opts(opts, &e->new_flags, &e->new_dz, false, errp) < 0) {
+        if (path[0]) {
+            error_prepend(errp, "%s: ", path);
+        }
+        return -EINVAL;
+    }
+    return collect_children(set, idx, errp);
+}
+
+static void set_free_opts(ReopenSet *set)
+{
+    for (int i = 0; i < set->n; i++) {
+        bopts_free(set->e[i].opts);
+        set->e[i].opts = NULL;
+    }
+}
+
+/* Stages e's new mode and options in its driver; leftover options fail it. */
 static int prepare_one(ReopenEntry *e, int flags, BlockdevDetectZeroes dz, BlockOpts *o,
                        Error **errp)
 {
@@ -67,34 +156,39 @@ static int prepare_one(ReopenEntry *e, int flags, BlockdevDetectZeroes dz, Block
         bs->open_flags = flags;
         bs->read_only = !(flags & BDRV_O_RDWR);
         bs->detect_zeroes = dz;
+        if (o) {
+            ret = bopts_check_empty(o, e->path[0] ? e->path : bs->node_name, errp);
+        }
+    } else if (e->path[0]) {
+        error_prepend(errp, "%s: ", e->path);
     }
     return ret;
 }
 
 /*
- * One transaction: prepare every entry with its target flags and
- * detect-zeroes; if all succeed, commit all, else abort the prepared ones
- * and restore their state.
+ * One transaction: prepare every entry, with its options when use_opts
+ * (else none) and its new or old mode; if all succeed, commit all, else
+ * abort the prepared ones and restore their state.
  */
-static int reopen_run(ReopenEntry *list, int n, const int *flags,
-                      const BlockdevDetectZeroes *dz, BlockOpts *top, BlockOpts *empty,
-                      Error **errp)
+static int reopen_run(ReopenSet *set, bool to_new, bool use_opts, Error **errp)
 {
-    int ret = 0;
+    BlockOpts *empty = bopts_new();
+    int ret = empty ? 0 : -ENOMEM;
 
-    for (int i = 0; i < n; i++) {
-        list[i].prepared = false;
+    for (int i = 0; i < set->n; i++) {
+        set->e[i].prepared = false;
     }
-    for (int i = 0; i < n && ret == 0; i++) {
-        ret = prepare_one(&list[i], flags[i], dz[i], i == 0 && top ? top : empty, errp);
-    }
-    if (ret == 0 && top) {
-        ret = bopts_check_empty(top, list[0].bs->node_name, errp);
-    }
-    for (int i = 0; i < n; i++) {
-        BlockDriverState *b = list[i].bs;
+    for (int i = 0; i < set->n && ret == 0; i++) {
+        ReopenEntry *e = &set->e[i];
 
-        if (!list[i].prepared) {
+        ret = prepare_one(e, to_new ? e->new_flags : e->old_flags,
+                          to_new ? e->new_dz : e->old_dz, use_opts ? e->opts : empty, errp);
+    }
+    for (int i = 0; i < set->n; i++) {
+        ReopenEntry *e = &set->e[i];
+        BlockDriverState *b = e->bs;
+
+        if (!e->prepared) {
             continue;
         }
         if (ret == 0) {
@@ -105,88 +199,81 @@ static int reopen_run(ReopenEntry *list, int n, const int *flags,
             if (b->drv->reopen_abort) {
                 b->drv->reopen_abort(b);
             }
-            b->open_flags = list[i].old_flags;
-            b->read_only = list[i].old_read_only;
-            b->detect_zeroes = list[i].old_dz;
+            b->open_flags = e->old_flags;
+            b->read_only = e->old_read_only;
+            b->detect_zeroes = e->old_dz;
         }
     }
+    bopts_free(empty);
     return ret;
 }
 
 /* Children first: a parent's limits derive from its children's (an O_DIRECT
  * file node now wants aligned requests). */
-static int reopen_refresh(ReopenEntry *list, int n, Error **errp)
+static int reopen_refresh(ReopenSet *set, Error **errp)
 {
     int ret = 0;
 
-    for (int i = n - 1; i >= 0 && ret == 0; i--) {
-        ret = bdrv_refresh_limits(list[i].bs, errp);
+    for (int i = set->n - 1; i >= 0 && ret == 0; i--) {
+        ret = bdrv_refresh_limits(set->e[i].bs, errp);
     }
     return ret;
 }
 
 /* Tells the drivers of the committed nodes that the reopen is over (see reopen_finish). */
-static void reopen_finish(ReopenEntry *list, int n, bool undo)
+static void reopen_finish(ReopenSet *set, bool undo)
 {
-    for (int i = 0; i < n; i++) {
-        const BlockDriver *drv = list[i].bs->drv;
+    for (int i = 0; i < set->n; i++) {
+        const BlockDriver *drv = set->e[i].bs->drv;
 
         if (drv->struct_size >= offsetof(BlockDriver, reopen_finish) +
                                 sizeof(drv->reopen_finish) && drv->reopen_finish) {
-            drv->reopen_finish(list[i].bs, undo);
+            drv->reopen_finish(set->e[i].bs, undo);
         }
     }
 }
 
 int bdrv_reopen(BlockDriverState *bs, BlockOpts *options, Error **errp)
 {
-    ReopenEntry list[REOPEN_MAX];
-    int flags = bs->open_flags;
-    int new_flags[REOPEN_MAX], old_flags[REOPEN_MAX];
-    BlockdevDetectZeroes dz = bs->detect_zeroes;
-    BlockdevDetectZeroes new_dz[REOPEN_MAX], old_dz[REOPEN_MAX];
-    BlockOpts *empty = bopts_new();
-    int n;
+    ReopenSet *set = calloc(1, sizeof(*set));
     int ret;
 
     if (!options) {
         options = bopts_new();
     }
-    ret = bdrv_take_mode_opts(options, &flags, &dz, false, errp);
-    n = ret < 0 ? ret : collect(bs, list, 0, errp);
-    if (n < 0) {
+    if (!set || !options) {
+        error_setg(errp, "out of memory");
+        free(set);
         bopts_free(options);
-        bopts_free(empty);
-        return n;
+        return -ENOMEM;
     }
-    for (int i = 0; i < n; i++) {
-        BlockDriverState *b = list[i].bs;
-
-        /* The top node gets the new detect-zeroes; children keep theirs. */
-        new_flags[i] = i == 0 ? flags
-                              : (flags & ~BDRV_O_PROTOCOL) | (b->open_flags & BDRV_O_PROTOCOL);
-        new_dz[i] = i == 0 ? dz : b->detect_zeroes;
-        old_flags[i] = b->open_flags;
-        old_dz[i] = b->detect_zeroes;
+    ret = collect(set, bs, options, "", bs->open_flags, errp);
+    if (ret < 0) {
+        set_free_opts(set);
+        free(set);
+        return ret;
+    }
+    for (int i = 0; i < set->n; i++) {
+        set->e[i].old_flags = set->e[i].bs->open_flags;
+        set->e[i].old_dz = set->e[i].bs->detect_zeroes;
     }
     bdrv_drained_begin(bs);
-    ret = reopen_run(list, n, new_flags, new_dz, options, empty, errp);
+    ret = reopen_run(set, true, true, errp);
     if (ret == 0) {
-        ret = reopen_refresh(list, n, errp);
+        ret = reopen_refresh(set, errp);
         if (ret < 0) {
             /* The new state cannot work: go back to the old one, whose
              * limits were valid, so the error leaves the nodes as they were. */
-            if (reopen_run(list, n, old_flags, old_dz, NULL, empty, NULL) < 0 ||
-                reopen_refresh(list, n, NULL) < 0) {
+            if (reopen_run(set, false, false, NULL) < 0 || reopen_refresh(set, NULL) < 0) {
                 coblk_warn("reopen of '%s' failed and could not restore the old mode",
                            bs->node_name);
             }
         }
-        reopen_finish(list, n, ret < 0);
+        reopen_finish(set, ret < 0);
     }
     bdrv_drained_end(bs);
-    bopts_free(options);
-    bopts_free(empty);
+    set_free_opts(set);
+    free(set);
     return ret;
 }
 

@@ -229,7 +229,12 @@ struct BlockDriver {
 
     /**
      * Reopen in three steps: prepare checks and stages the new options
-     * (may fail), then commit or abort. options as bdrv_open.
+     * (may fail), then commit or abort. options are this node's own, as at
+     * bdrv_open (a child's "file."/"backing." options go to the child's
+     * driver, path stripped); prepare takes those it knows, and any left
+     * fail the reopen. bdrv_reopen prepares every node of the set before it
+     * commits any, so abort must undo everything prepare staged, even after
+     * prepare succeeded.
      */
     int (*reopen_prepare)(BlockDriverState *bs, BlockOpts *options, int new_flags,
                           Error **errp);

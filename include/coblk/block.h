@@ -202,8 +202,13 @@ COBLK_API int bdrv_try_change_aio_context(BlockDriverState *bs, AioContext *ctx,
 
 /**
  * Reopens bs with changed options: "read-only", "cache.direct",
- * "cache.no-flush", "discard", "detect-zeroes". Transactional: on failure the
- * node keeps its old state. options are consumed.
+ * "cache.no-flush", "discard", "detect-zeroes", and the driver's own options
+ * (e.g. qcow2's "l2-cache-size"). The file-side children follow the new mode.
+ * Options for a child take its dotted path, as at open: "file.locking=off",
+ * "backing.l2-cache-size=1M", "backing.file.cache.no-flush=on" (a backing
+ * node changes only as its options say). Transactional over all the nodes:
+ * on failure (a refused or unknown option on any node) every node keeps its
+ * old state. options are consumed.
  */
 COBLK_API int bdrv_reopen(BlockDriverState *bs, BlockOpts *options, Error **errp);
 COBLK_API int bdrv_reopen_set_read_only(BlockDriverState *bs, bool read_only, Error **errp);

@@ -1232,6 +1232,78 @@ static void test_qcow2_size_limits(void **state)
     assert_int_equal(create(img, "size=1P,cluster_size=65536", err, sizeof(err)), 0);
 }
 
+/* Reopen changes an option of the backing node by its dotted path, and a
+ * reopen with one bad option (on any node) leaves every node as it was. */
+static void test_qcow2_reopen_backing_options(void **state)
+{
+    BDRVQcow2State *top, *base;
+    BlockDriverState *bs, *bbs;
+    uint8_t buf[8192], want[8192];
+    char opts[8192];
+    BlockBackend *blk;
+    Error *err = NULL;
+
+    create(img2, "size=1M,cluster_size=4k", NULL, 0);
+    blk = open_img(img2, "", BDRV_O_RDWR);
+    drv_test_pattern(want, sizeof(want), 7);
+    assert_int_equal(blk_pwrite(blk, 0, sizeof(want), want, 0), 0);
+    blk_unref(blk);
+    snprintf(opts, sizeof(opts), "size=1M,cluster_size=4k,backing_file=%s,backing_fmt=qcow2",
+             img2);
+    create(img, opts, NULL, 0);
+    blk = open_img(img, "l2-cache-size=16k", BDRV_O_RDWR);
+    bs = blk_bs(blk);
+    bbs = bdrv_backing_bs(bs);
+    top = bs->opaque;
+    base = bbs->opaque;
+    assert_int_equal(top->l2_cache->size, 4);
+    assert_int_not_equal(base->l2_cache->size, 16);
+
+    if (bdrv_reopen(bs, kv("backing.l2-cache-size=64k,backing.file.cache.no-flush=on"),
+                    &err) < 0) {
+        fail_msg("reopen: %s", error_get_pretty(err));
+    }
+    assert_int_equal(base->l2_cache->size, 16);
+    assert_int_equal(top->l2_cache->size, 4);
+    assert_true(bdrv_file_bs(bbs)->open_flags & BDRV_O_NO_FLUSH);
+    assert_false(bbs->open_flags & BDRV_O_NO_FLUSH);
+    assert_true(bdrv_is_read_only(bbs));
+    assert_int_equal(blk_pread(blk, 0, sizeof(buf), buf, 0), 0);
+    assert_memory_equal(buf, want, sizeof(buf));
+
+    /* Every node would change, but one option is unknown: nothing changes. */
+    assert_int_equal(bdrv_reopen(bs, kv("read-only=on,l2-cache-size=32k,"
+                                        "backing.l2-cache-size=8k,"
+                                        "backing.file.cache.no-flush=off,"
+                                        "backing.file.bogus=1"), &err), -EINVAL);
+    assert_non_null(strstr(error_get_pretty(err), "backing.file"));
+    assert_non_null(strstr(error_get_pretty(err), "Unknown option 'bogus'"));
+    error_free(err);
+    err = NULL;
+    assert_false(bdrv_is_read_only(bs));
+    assert_int_equal(top->l2_cache->size, 4);
+    assert_int_equal(base->l2_cache->size, 16);
+    assert_true(bdrv_file_bs(bbs)->open_flags & BDRV_O_NO_FLUSH);
+    /* A bad value for the backing driver also undoes the top's change. */
+    assert_true(bdrv_reopen(bs, kv("l2-cache-size=32k,backing.l2-cache-size=-1"), &err) < 0);
+    assert_non_null(strstr(error_get_pretty(err), "backing"));
+    error_free(err);
+    err = NULL;
+    assert_int_equal(top->l2_cache->size, 4);
+    assert_int_equal(base->l2_cache->size, 16);
+    /* A child that does not exist is an unknown option of the top. */
+    assert_true(bdrv_reopen(bs, kv("nochild.x=1"), &err) < 0);
+    assert_non_null(strstr(error_get_pretty(err), "nochild.x"));
+    error_free(err);
+    err = NULL;
+    /* The chain still works, and writes still go to the top. */
+    assert_int_equal(blk_pwrite(blk, 4096, 4, "abcd", 0), 0);
+    memcpy(want + 4096, "abcd", 4);
+    assert_int_equal(blk_pread(blk, 0, sizeof(buf), buf, 0), 0);
+    assert_memory_equal(buf, want, sizeof(buf));
+    blk_unref(blk);
+}
+
 /* overlap-check=all refuses guest data writes into clusters that hold metadata. */
 static void test_qcow2_overlap_data_write(void **state)
 {
@@ -1297,6 +1369,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qcow2_reopen_cache_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_reopen_fail_keeps_caches, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_size_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_reopen_backing_options, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_compressed_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_overlap_data_write, setup, teardown),
     };

@@ -37,21 +37,35 @@ static int coroutine_fn bdrv_status_driver(BlockDriverState *bs, int64_t offset,
     return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED | BDRV_BLOCK_OFFSET_VALID;
 }
 
-/* A data range whose driver asked (RECURSE) reads as zero if its file says so. */
+/*
+ * A data range whose driver asked (RECURSE): the file's own status refines
+ * it, as qemu-img map and qemu-nbd show it. The range ends where the file's
+ * answer ends (so data and holes of the host file show up as separate
+ * extents), reads as zero where the file is a hole, and past the file's end
+ * (a format may map beyond it; those bytes read as zero). A failing file
+ * query only costs the refinement.
+ */
 static int coroutine_fn bdrv_status_recurse(int ret, int64_t *pnum, int64_t map,
                                             BlockDriverState *file)
 {
     int64_t fnum = 0;
     int fret;
 
-    if (!(ret & BDRV_BLOCK_RECURSE) || !(ret & BDRV_BLOCK_OFFSET_VALID) || !file) {
+    if (!(ret & BDRV_BLOCK_RECURSE) || !(ret & BDRV_BLOCK_OFFSET_VALID) || !file ||
+        !(ret & BDRV_BLOCK_DATA) || (ret & BDRV_BLOCK_ZERO)) {
         return ret & ~BDRV_BLOCK_RECURSE;
     }
     fret = bdrv_co_block_status(file, map, *pnum, &fnum, NULL, NULL);
     ret &= ~BDRV_BLOCK_RECURSE;
-    if (fret >= 0 && (fret & BDRV_BLOCK_ZERO) && fnum > 0) {
+    if (fret < 0) {
+        return ret;
+    }
+    if ((fret & BDRV_BLOCK_EOF) && (fnum <= 0 || (fret & BDRV_BLOCK_ZERO))) {
+        return ret | BDRV_BLOCK_ZERO;
+    }
+    if (fnum > 0) {
         *pnum = fnum < *pnum ? fnum : *pnum;
-        ret |= BDRV_BLOCK_ZERO;
+        ret |= fret & BDRV_BLOCK_ZERO;
     }
     return ret;
 }

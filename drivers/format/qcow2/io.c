@@ -539,6 +539,79 @@ int coroutine_fn qcow2_co_flush_to_os(BlockDriverState *bs)
     return ret;
 }
 
+/*
+ * Counts the clusters of the image file with a non-zero refcount, stopping
+ * once the count passes limit. s->lock held.
+ */
+static int coroutine_fn count_used_clusters(BlockDriverState *bs, uint64_t nb_clusters,
+                                            uint64_t limit, uint64_t *used)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t per_block = 1ULL << s->refcount_block_bits;
+
+    *used = 0;
+    for (uint64_t i = 0; i < s->refcount_table_size && i * per_block < nb_clusters; i++) {
+        uint64_t off = s->refcount_table[i] & REFT_OFFSET_MASK;
+        uint64_t n = nb_clusters - i * per_block < per_block ? nb_clusters - i * per_block
+                                                               : per_block;
+        uint8_t *blk;
+        int ret;
+
+        if (!off) {
+            continue;
+        }
+        ret = qcow2_cache_get(bs, s->refcount_cache, off, &blk);
+        if (ret < 0) {
+            return ret;
+        }
+        for (uint64_t j = 0; j < n; j++) {
+            *used += qcow2_refblock_get(s, blk, j) != 0;
+        }
+        qcow2_cache_put(s->refcount_cache, &blk);
+        if (*used > limit) {
+            break;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Whether block status should ask the image file about data clusters
+ * (BDRV_BLOCK_RECURSE), so that a hole under an allocated cluster reads as
+ * zero, as qemu-img map and qemu-nbd report it. Asking costs an lseek per
+ * extent, so, as QEMU does, only images whose file lacks clusters its
+ * refcounts call used get it (preallocation=metadata, clusters punched out
+ * of the file): more used clusters than the file really occupies (rounded
+ * up), by over 1/9; and raw external data files always. Decided once per
+ * open (s->status_recurse); errors leave it off. s->lock held.
+ */
+static bool coroutine_fn status_recurse(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t len, real;
+    uint64_t used, real_clusters, limit;
+
+    if (s->status_recurse >= 0) {
+        return s->status_recurse;
+    }
+    s->status_recurse = qcow2_data_file_raw(s);
+    if (s->status_recurse) {
+        return true;
+    }
+    len = bdrv_co_getlength(bs->file->bs);
+    real = bdrv_get_allocated_file_size(bs->file->bs);
+    if (len <= 0 || real < 0) {
+        return false;
+    }
+    real_clusters = ((uint64_t)real + s->cluster_size - 1) >> s->cluster_bits;
+    limit = real_clusters + real_clusters / 9;
+    if (count_used_clusters(bs, ((uint64_t)len + s->cluster_size - 1) >> s->cluster_bits,
+                            limit, &used) == 0) {
+        s->status_recurse = used > limit;
+    }
+    return s->status_recurse;
+}
+
 int coroutine_fn qcow2_co_block_status(BlockDriverState *bs, bool want_zero, int64_t offset,
                                        int64_t bytes, int64_t *pnum, int64_t *map,
                                        BlockDriverState **file)
@@ -546,9 +619,19 @@ int coroutine_fn qcow2_co_block_status(BlockDriverState *bs, bool want_zero, int
     BDRVQcow2State *s = bs->opaque;
     uint64_t n = (uint64_t)bytes, host;
     Qcow2MapType type;
+    bool recurse;
     int ret;
 
     ret = qcow2_map_locked(bs, (uint64_t)offset, &n, &host, &type);
+    recurse = false;
+    if (ret >= 0 && want_zero && type == QCOW2_MAP_NORMAL) {
+        if (s->status_recurse < 0) {
+            co_mutex_lock(&s->lock);
+            status_recurse(bs);
+            co_mutex_unlock(&s->lock);
+        }
+        recurse = s->status_recurse > 0;
+    }
     if (ret < 0) {
         return ret;
     }
@@ -570,7 +653,6 @@ int coroutine_fn qcow2_co_block_status(BlockDriverState *bs, bool want_zero, int
     default:
         *map = (int64_t)host;
         *file = s->data_file->bs;
-        return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID |
-               (qcow2_data_file_raw(s) ? BDRV_BLOCK_RECURSE : 0);
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID | (recurse ? BDRV_BLOCK_RECURSE : 0);
     }
 }

@@ -328,6 +328,7 @@ static int qcow2_open(BlockDriverState *bs, BlockOpts *options, int flags, Error
 
     memset(s, 0, sizeof(*s));
     co_mutex_init(&s->lock);
+    s->status_recurse = -1;
     bs->file = bdrv_open_child(NULL, options, "file", bs, BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY,
                                false, errp);
     if (!bs->file) {

@@ -346,6 +346,7 @@ typedef struct BDRVQcow2State {
     Qcow2Opts reopen_opts;              /* staged by reopen_prepare */
     bool reopen_to_rw;                  /* staged by reopen_prepare */
     bool bitmaps_pending;               /* read-write again: load bitmaps at the next write */
+    int8_t status_recurse;              /* block status asks the file: -1 not decided yet */
     Qcow2Cache *reopen_l2_cache;        /* resized caches staged by reopen_prepare */
     Qcow2Cache *reopen_refcount_cache;
     Qcow2ReopenUndo reopen_undo;        /* kept by reopen_commit until reopen_finish */

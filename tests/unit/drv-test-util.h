@@ -1,5 +1,5 @@
 /*
- * Helpers shared by the driver tests (test-file.c, test-null.c, test-raw.c):
+ * Helpers shared by the driver tests (test-file.c, test-raw.c, the format tests):
  * scratch files in the build directory, opening from an option string,
  * running a coroutine to completion, and data patterns.
  */
@@ -129,6 +129,36 @@ static inline void drv_test_open_fails(const char *optstr, int flags, const char
     if (!strstr(msg, want)) {
         fail_msg("open '%s' failed with '%s'; expected '%s'", optstr, msg, want);
     }
+}
+
+/*
+ * Creates an image of format fmt at path from "k=v,..." create options.
+ * Returns 0 or -errno; on failure copies the message to errmsg when it is
+ * non-NULL.
+ */
+static inline int drv_test_create(const char *fmt, const char *path, const char *optstr,
+                                  char *errmsg, size_t errlen)
+{
+    BlockOpts *o = bopts_new();
+    Error *err = NULL;
+    int ret;
+
+    assert_int_equal(bopts_parse_keyval(o, optstr, NULL, NULL), 0);
+    ret = bdrv_create(fmt, path, o, &err);
+    if (ret < 0 && errmsg) {
+        snprintf(errmsg, errlen, "%s", error_get_pretty(err));
+    }
+    error_free(err);
+    return ret;
+}
+
+/* Opens the fmt image at path over the file protocol; the open must succeed. */
+static inline BlockBackend *drv_test_open_image(const char *fmt, const char *path, int flags)
+{
+    char opts[8192];
+
+    snprintf(opts, sizeof(opts), "driver=%s,file.driver=file,file.filename=%s", fmt, path);
+    return drv_test_open_ok(opts, flags);
 }
 
 /* Runs fn(opaque) in a coroutine in ctx and polls until it returns. */

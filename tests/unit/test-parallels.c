@@ -41,17 +41,7 @@ static int teardown(void **state)
 
 static int create(const char *optstr, char *errmsg, size_t errlen)
 {
-    BlockOpts *o = bopts_new();
-    Error *err = NULL;
-    int ret;
-
-    assert_int_equal(bopts_parse_keyval(o, optstr, NULL, NULL), 0);
-    ret = bdrv_create("parallels", img, o, &err);
-    if (ret < 0 && errmsg) {
-        snprintf(errmsg, errlen, "%s", error_get_pretty(err));
-    }
-    error_free(err);
-    return ret;
+    return drv_test_create("parallels", img, optstr, errmsg, errlen);
 }
 
 static const char *opts_for(const char *extra)

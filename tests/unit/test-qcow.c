@@ -35,25 +35,12 @@ static int teardown(void **state)
 
 static int create(const char *optstr, char *errmsg, size_t errlen)
 {
-    BlockOpts *o = bopts_new();
-    Error *err = NULL;
-    int ret;
-
-    assert_int_equal(bopts_parse_keyval(o, optstr, NULL, NULL), 0);
-    ret = bdrv_create("qcow", img, o, &err);
-    if (ret < 0 && errmsg) {
-        snprintf(errmsg, errlen, "%s", error_get_pretty(err));
-    }
-    error_free(err);
-    return ret;
+    return drv_test_create("qcow", img, optstr, errmsg, errlen);
 }
 
 static BlockBackend *open_qcow(int flags)
 {
-    char opts[8192];
-
-    snprintf(opts, sizeof(opts), "driver=qcow,file.driver=file,file.filename=%s", img);
-    return drv_test_open_ok(opts, flags);
+    return drv_test_open_image("qcow", img, flags);
 }
 
 static void test_qcow_create_options(void **state)

@@ -32,25 +32,12 @@ static int teardown(void **state)
 
 static int create(const char *optstr, char *errmsg, size_t errlen)
 {
-    BlockOpts *o = bopts_new();
-    Error *err = NULL;
-    int ret;
-
-    assert_int_equal(bopts_parse_keyval(o, optstr, NULL, NULL), 0);
-    ret = bdrv_create("qed", img, o, &err);
-    if (ret < 0 && errmsg) {
-        snprintf(errmsg, errlen, "%s", error_get_pretty(err));
-    }
-    error_free(err);
-    return ret;
+    return drv_test_create("qed", img, optstr, errmsg, errlen);
 }
 
 static BlockBackend *open_qed(int flags)
 {
-    char opts[8192];
-
-    snprintf(opts, sizeof(opts), "driver=qed,file.driver=file,file.filename=%s", img);
-    return drv_test_open_ok(opts, flags);
+    return drv_test_open_image("qed", img, flags);
 }
 
 static uint8_t header_features(void)

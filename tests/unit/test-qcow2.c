@@ -398,6 +398,73 @@ static void test_qcow2_concurrent_writes(void **state)
     free(want);
 }
 
+/*
+ * Reads through an empty overlay reach a qcow2 backing node directly (the
+ * backing shortcut in io.c): a drain of the backing node begun while such
+ * reads are in flight returns with nothing in flight on it, reads issued
+ * while it is drained take the ordinary path, and every read returns the
+ * base's bytes. (The drain also waits through the backing node's file child,
+ * so this does not isolate the shortcut's own in-flight count.)
+ */
+static void test_qcow2_backing_shortcut_drain(void **state)
+{
+    enum { N = 48, LEN = 12288 };
+    static uint8_t bufs[N][LEN];
+    char opts[8192];
+    uint8_t *base = malloc(4 * MiB);
+    int64_t offs[N];
+    IOVector qiov[N];
+    AioWrite w = { 0, 0 };
+    BlockDriverState *b;
+    BlockBackend *blk;
+    unsigned seed = 777;
+
+    assert_non_null(base);
+    drv_test_pattern(base, 4 * MiB, 31);
+    create(img2, "size=4M,cluster_size=4k", NULL, 0);
+    blk = open_img(img2, "", BDRV_O_RDWR);
+    assert_int_equal(blk_pwrite(blk, 0, 4 * MiB, base, 0), 0);
+    blk_unref(blk);
+    snprintf(opts, sizeof(opts), "backing_file=%s,backing_fmt=qcow2", img2);
+    create(img, opts, NULL, 0);
+    blk = open_img(img, "", BDRV_O_RDWR);
+    b = blk_bs(blk)->backing->bs;
+    assert_non_null(b);
+    assert_string_equal(b->drv->format_name, "qcow2");
+
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++) {
+            offs[i] = (int64_t)(rand_r(&seed) % (4 * MiB - LEN));
+            memset(bufs[i], 0xee, LEN);
+            iovector_init_buf(&qiov[i], bufs[i], LEN);
+            w.pending++;
+            blk_aio_preadv(blk, offs[i], &qiov[i], 0, aio_cb, &w);
+            if (i == N / 2) {
+                /* Half submitted, some in flight on the backing node. */
+                bdrv_drained_begin(b);
+                assert_int_equal((int)atomic_load(&b->in_flight), 0);
+                bdrv_drained_end(b);
+            }
+        }
+        if (round == 1) {
+            bdrv_drained_begin(b);
+            assert_int_equal((int)atomic_load(&b->in_flight), 0);
+        }
+        while (w.pending) {
+            aio_poll(blk_get_aio_context(blk), true);
+        }
+        if (round == 1) {
+            bdrv_drained_end(b);
+        }
+        assert_int_equal(w.errors, 0);
+        for (int i = 0; i < N; i++) {
+            assert_memory_equal(bufs[i], base + offs[i], LEN);
+        }
+    }
+    blk_unref(blk);
+    free(base);
+}
+
 /* Disjoint concurrent writes into the same clusters: exact contents. */
 static void test_qcow2_concurrent_same_cluster(void **state)
 {
@@ -1353,6 +1420,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qcow2_backing_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_create_backing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_concurrent_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_backing_shortcut_drain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_concurrent_same_cluster, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_zero_discard, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_truncate, setup, teardown),

@@ -194,3 +194,25 @@ int coroutine_fn bdrv_co_truncate(BdrvChild *child, int64_t offset, bool exact,
     bdrv_dec_in_flight(bs);
     return ret;
 }
+
+/* Reads guest bytes an image does not hold: its backing file's, zeroes past the
+ * backing file's end, or zeroes when there is none. */
+int coroutine_fn bdrv_co_read_backing(BlockDriverState *bs, int64_t offset, int64_t n,
+                                      IOVector *qiov, size_t qiov_offset)
+{
+    int64_t blen, in;
+
+    if (!bs->backing) {
+        iovector_memset(qiov, qiov_offset, 0, (size_t)n);
+        return 0;
+    }
+    blen = bdrv_co_getlength(bs->backing->bs);
+    if (blen < 0) {
+        return (int)blen;
+    }
+    in = offset >= blen ? 0 : (blen - offset < n ? blen - offset : n);
+    if (in < n) {
+        iovector_memset(qiov, qiov_offset + (size_t)in, 0, (size_t)(n - in));
+    }
+    return in ? bdrv_co_preadv_part(bs->backing, offset, in, qiov, qiov_offset, 0) : 0;
+}

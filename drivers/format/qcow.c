@@ -259,26 +259,6 @@ static int coroutine_fn qcow_lookup(BlockDriverState *bs, uint64_t guest, uint64
 /* ---------------------------------------------------------------------- */
 /* Reads */
 
-static int coroutine_fn qcow_read_backing(BlockDriverState *bs, int64_t offset, int64_t n,
-                                          IOVector *qiov, size_t qiov_offset)
-{
-    int64_t blen, in;
-
-    if (!bs->backing) {
-        iovector_memset(qiov, qiov_offset, 0, (size_t)n);
-        return 0;
-    }
-    blen = bdrv_co_getlength(bs->backing->bs);
-    if (blen < 0) {
-        return (int)blen;
-    }
-    in = offset >= blen ? 0 : (blen - offset < n ? blen - offset : n);
-    if (in < n) {
-        iovector_memset(qiov, qiov_offset + (size_t)in, 0, (size_t)(n - in));
-    }
-    return in ? bdrv_co_preadv_part(bs->backing, offset, in, qiov, qiov_offset, 0) : 0;
-}
-
 /* Inflates the compressed cluster of entry e into out (cluster_size bytes). */
 static int coroutine_fn qcow_read_compressed(BlockDriverState *bs, uint64_t e, uint8_t *out)
 {
@@ -334,7 +314,7 @@ static int coroutine_fn qcow_read_chunk(BlockDriverState *bs, int64_t offset, in
         return ret;
     }
     if (e == 0) {
-        return qcow_read_backing(bs, offset, n, qiov, qiov_offset);
+        return bdrv_co_read_backing(bs, offset, n, qiov, qiov_offset);
     }
     if (e & QCOW_OFLAG_COMPRESSED) {
         buf = malloc(s->cluster_size);
@@ -517,7 +497,7 @@ static int coroutine_fn qcow_old_cluster(BlockDriverState *bs, uint64_t e, int64
         return qcow_read_compressed(bs, e, buf);
     }
     iovector_init_buf(&v, buf, s->cluster_size);
-    return qcow_read_backing(bs, cl_start, s->cluster_size, &v, 0);
+    return bdrv_co_read_backing(bs, cl_start, s->cluster_size, &v, 0);
 }
 
 /* Gives the cluster of [offset, offset + n) a new place in the batch and writes it. */

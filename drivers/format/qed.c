@@ -330,26 +330,6 @@ static int coroutine_fn qed_lookup(BlockDriverState *bs, uint64_t guest, uint64_
 /* ---------------------------------------------------------------------- */
 /* Reads */
 
-static int coroutine_fn qed_read_backing(BlockDriverState *bs, int64_t offset, int64_t n,
-                                         IOVector *qiov, size_t qiov_offset)
-{
-    int64_t blen, in;
-
-    if (!bs->backing) {
-        iovector_memset(qiov, qiov_offset, 0, (size_t)n);
-        return 0;
-    }
-    blen = bdrv_co_getlength(bs->backing->bs);
-    if (blen < 0) {
-        return (int)blen;
-    }
-    in = offset >= blen ? 0 : (blen - offset < n ? blen - offset : n);
-    if (in < n) {
-        iovector_memset(qiov, qiov_offset + (size_t)in, 0, (size_t)(n - in));
-    }
-    return in ? bdrv_co_preadv_part(bs->backing, offset, in, qiov, qiov_offset, 0) : 0;
-}
-
 static int64_t qed_chunk(const BDRVQedState *s, int64_t offset, int64_t bytes)
 {
     int64_t n = s->cluster_size - (offset & (s->cluster_size - 1));
@@ -373,7 +353,7 @@ static int coroutine_fn qed_co_preadv(BlockDriverState *bs, int64_t offset, int6
             break;
         }
         if (e == 0) {
-            ret = qed_read_backing(bs, offset, n, qiov, qiov_offset);
+            ret = bdrv_co_read_backing(bs, offset, n, qiov, qiov_offset);
         } else if (e == QED_ZERO_CLUSTER) {
             iovector_memset(qiov, qiov_offset, 0, (size_t)n);
         } else if (!qed_offset_ok(s, e, s->cluster_size, s->file_end)) {
@@ -439,7 +419,7 @@ static int coroutine_fn qed_fill_cluster(BlockDriverState *bs, int64_t host, int
         memset(buf, 0, s->cluster_size);
         ret = 0;
     } else {
-        ret = qed_read_backing(bs, cl_start, s->cluster_size, &bounce, 0);
+        ret = bdrv_co_read_backing(bs, cl_start, s->cluster_size, &bounce, 0);
     }
     if (ret == 0) {
         iovector_to_buf(qiov, qiov_offset, buf + in_cl, (size_t)n);

@@ -651,27 +651,6 @@ static int64_t vpc_block_offset(const BDRVVpcState *s, uint32_t block)
     return (int64_t)s->bat[block] * VHD_SECTOR;
 }
 
-/* Reads from the parent (zeroes past its end, or without one). */
-static int coroutine_fn vpc_read_backing(BlockDriverState *bs, int64_t offset, int64_t n,
-                                         IOVector *qiov, size_t qiov_offset)
-{
-    int64_t blen, in;
-
-    if (!bs->backing) {
-        iovector_memset(qiov, qiov_offset, 0, (size_t)n);
-        return 0;
-    }
-    blen = bdrv_co_getlength(bs->backing->bs);
-    if (blen < 0) {
-        return (int)blen;
-    }
-    in = offset >= blen ? 0 : (blen - offset < n ? blen - offset : n);
-    if (in < n) {
-        iovector_memset(qiov, qiov_offset + (size_t)in, 0, (size_t)(n - in));
-    }
-    return in ? bdrv_co_preadv_part(bs->backing, offset, in, qiov, qiov_offset, 0) : 0;
-}
-
 static bool bit_is_set(const uint8_t *bm, uint32_t i)
 {
     return bm[i / 8] & (0x80 >> (i % 8));
@@ -725,7 +704,7 @@ static int coroutine_fn vpc_read_diff_chunk(BlockDriverState *bs, uint32_t block
             ret = bdrv_co_preadv_part(bs->file, vpc_block_offset(s, block) + s->bitmap_size +
                                       in_block, len, qiov, qiov_offset, 0);
         } else {
-            ret = vpc_read_backing(bs, base + in_block, len, qiov, qiov_offset);
+            ret = bdrv_co_read_backing(bs, base + in_block, len, qiov, qiov_offset);
         }
         in_block += (uint32_t)len;
         qiov_offset += (size_t)len;
@@ -756,7 +735,7 @@ static int coroutine_fn vpc_co_preadv(BlockDriverState *bs, int64_t offset, int6
 
         vpc_chunk(s, offset, bytes, &block, &in_block, &n);
         if (s->bat[block] == VHD_BAT_UNUSED) {
-            ret = vpc_read_backing(bs, offset, n, qiov, qiov_offset);
+            ret = bdrv_co_read_backing(bs, offset, n, qiov, qiov_offset);
         } else if (s->type == VHD_DIFF) {
             ret = vpc_read_diff_chunk(bs, block, in_block, n, qiov, qiov_offset);
         } else {

@@ -356,6 +356,11 @@ COBLK_API void bdrv_unref_child(BlockDriverState *parent, BdrvChild *child);
  * coroutine: a blkdebug breakpoint suspends the caller here.
  */
 COBLK_API void coroutine_fn bdrv_debug_event(BlockDriverState *bs, BlkdebugEvent event);
+
+/** Reads guest bytes a format image does not hold: from its backing file,
+ *  zeroes past the backing file's end or when there is none. */
+COBLK_API int coroutine_fn bdrv_co_read_backing(BlockDriverState *bs, int64_t offset, int64_t n,
+                                                IOVector *qiov, size_t qiov_offset);
 #define BLKDBG_EVENT(child, event) \
     bdrv_debug_event((child) ? (child)->bs : (BlockDriverState *)0, (event))
 /** The blkdebug name of an event ("l2_update"), or NULL. */

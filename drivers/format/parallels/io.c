@@ -35,27 +35,6 @@ uint64_t prl_next_cluster(const BDRVParallelsState *s)
     return s->data_off + round_up_u64(s->data_end - s->data_off, s->cluster_size);
 }
 
-/* Reads guest bytes the image does not hold: the backing file's, or zeroes. */
-static int coroutine_fn prl_read_backing(BlockDriverState *bs, int64_t offset, int64_t n,
-                                         IOVector *qiov, size_t qiov_offset)
-{
-    int64_t blen, in;
-
-    if (!bs->backing) {
-        iovector_memset(qiov, qiov_offset, 0, (size_t)n);
-        return 0;
-    }
-    blen = bdrv_co_getlength(bs->backing->bs);
-    if (blen < 0) {
-        return (int)blen;
-    }
-    in = offset >= blen ? 0 : (blen - offset < n ? blen - offset : n);
-    if (in < n) {
-        iovector_memset(qiov, qiov_offset + (size_t)in, 0, (size_t)(n - in));
-    }
-    return in ? bdrv_co_preadv_part(bs->backing, offset, in, qiov, qiov_offset, 0) : 0;
-}
-
 int coroutine_fn prl_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                IOVector *qiov, size_t qiov_offset, BdrvRequestFlags flags)
 {
@@ -71,7 +50,7 @@ int coroutine_fn prl_co_preadv(BlockDriverState *bs, int64_t offset, int64_t byt
         prl_chunk(s, offset, bytes, &idx, &in, &n);
         e = idx < s->bat_entries ? prl_entry(s, idx) : 0;
         if (e == 0) {
-            ret = prl_read_backing(bs, offset, n, qiov, qiov_offset);
+            ret = bdrv_co_read_backing(bs, offset, n, qiov, qiov_offset);
         } else if (!prl_host_ok(s, prl_host(s, e))) {
             ret = -EIO; /* outside the data area or the file: check -r all repairs it */
         } else {
@@ -146,7 +125,7 @@ static int coroutine_fn prl_fill(BlockDriverState *bs, uint64_t host, int64_t gu
         return -ENOMEM;
     }
     iovector_init_buf(&v, buf, len);
-    ret = prl_read_backing(bs, guest, (int64_t)len, &v, 0);
+    ret = bdrv_co_read_backing(bs, guest, (int64_t)len, &v, 0);
     if (ret == 0) {
         ret = fmt_co_pwrite(bs->file, (int64_t)host, (int64_t)len, buf, 0);
     }

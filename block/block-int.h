@@ -43,6 +43,18 @@ int bdrv_refresh_limits(BlockDriverState *bs, Error **errp);
 void bdrv_inc_in_flight(BlockDriverState *bs);
 void bdrv_dec_in_flight(BlockDriverState *bs);
 
+/*
+ * bdrv_co_preadv_part() without flags for a caller that has validated the
+ * request itself: child has a node with a driver, bytes > 0, offset and
+ * offset + bytes within [0, BDRV_MAX_LENGTH], and qiov holds bytes at
+ * qiov_offset. A format driver's read of its file child for a mapping it has
+ * just checked (qcow2's cached plain cluster) skips the entry checks this
+ * way; everything else (drain counting, serialisation, padding, copy-on-read
+ * of the child) is the same as through bdrv_co_preadv_part().
+ */
+int coroutine_fn bdrv_co_preadv_checked(BdrvChild *child, int64_t offset, int64_t bytes,
+                                        IOVector *qiov, size_t qiov_offset);
+
 /* Initialises / tears down the request-layer fields of a new node. */
 void bdrv_io_init(BlockDriverState *bs);
 

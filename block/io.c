@@ -562,6 +562,47 @@ static int coroutine_fn bdrv_do_preadv(BlockDriverState *bs, int64_t offset, int
     return ret;
 }
 
+/*
+ * A validated request without flags on bs: straight to the driver when it
+ * can pass through (see bdrv_can_pass_through), else the general path.
+ */
+static inline int coroutine_fn bdrv_plain_preadv(BlockDriverState *bs, int64_t offset,
+                                                 int64_t bytes, IOVector *qiov,
+                                                 size_t qiov_offset)
+{
+    int ret;
+
+    bdrv_inc_in_flight(bs);
+    if (bdrv_can_pass_through(bs, offset, bytes, qiov, qiov_offset) && bs->drv->co_preadv) {
+        bs->unlisted_in_flight++; /* bdrv_plain_begin(): none serialising */
+        ret = bs->drv->co_preadv(bs, offset, bytes, qiov, qiov_offset, 0);
+        bdrv_plain_end(bs);
+        ret = ret < 0 ? ret : 0;
+    } else {
+        ret = bdrv_do_preadv(bs, offset, bytes, qiov, qiov_offset, 0);
+    }
+    bdrv_dec_in_flight(bs);
+    return ret;
+}
+
+/* Copy-on-read (node's or caller's) only applies to writable nodes. */
+static bool bdrv_read_wants_cor(const BlockDriverState *bs, BdrvRequestFlags flags)
+{
+    return !bs->read_only &&
+           ((flags & BDRV_REQ_COPY_ON_READ) || (bs->open_flags & BDRV_O_COPY_ON_READ));
+}
+
+int coroutine_fn bdrv_co_preadv_checked(BdrvChild *child, int64_t offset, int64_t bytes,
+                                        IOVector *qiov, size_t qiov_offset)
+{
+    BlockDriverState *bs = child->bs;
+
+    if (bdrv_read_wants_cor(bs, 0)) {
+        return bdrv_co_preadv_part(child, offset, bytes, qiov, qiov_offset, 0);
+    }
+    return bdrv_plain_preadv(bs, offset, bytes, qiov, qiov_offset);
+}
+
 int coroutine_fn bdrv_co_preadv_part(BdrvChild *child, int64_t offset, int64_t bytes,
                                      IOVector *qiov, size_t qiov_offset, BdrvRequestFlags flags)
 {
@@ -575,13 +616,13 @@ int coroutine_fn bdrv_co_preadv_part(BdrvChild *child, int64_t offset, int64_t b
         return ret;
     }
     bs = child->bs;
-    if ((bs->open_flags & BDRV_O_COPY_ON_READ) && !bs->read_only) {
+    if (flags == 0 && qiov && bytes > 0 && !bdrv_read_wants_cor(bs, 0)) {
+        return bdrv_plain_preadv(bs, offset, bytes, qiov, qiov_offset); /* the common read */
+    }
+    if (bdrv_read_wants_cor(bs, flags)) {
         flags |= BDRV_REQ_COPY_ON_READ;
-    }
-    if (bs->read_only) {
+    } else {
         flags &= ~BDRV_REQ_COPY_ON_READ;
-    }
-    if (!(flags & BDRV_REQ_COPY_ON_READ)) {
         if (flags & BDRV_REQ_PREFETCH) {
             return 0;
         }
@@ -595,16 +636,11 @@ int coroutine_fn bdrv_co_preadv_part(BdrvChild *child, int64_t offset, int64_t b
     if (bytes == 0) {
         return 0;
     }
-    bdrv_inc_in_flight(bs);
-    if (!(flags & (BDRV_REQ_COPY_ON_READ | BDRV_REQ_SERIALISING)) && bs->drv->co_preadv &&
-        bdrv_can_pass_through(bs, offset, bytes, qiov, qiov_offset)) {
-        bs->unlisted_in_flight++; /* bdrv_plain_begin(): none serialising */
-        ret = bs->drv->co_preadv(bs, offset, bytes, qiov, qiov_offset, 0);
-        bdrv_plain_end(bs);
-        ret = ret < 0 ? ret : 0;
-    } else {
-        ret = bdrv_do_preadv(bs, offset, bytes, qiov, qiov_offset, flags);
+    if (!(flags & (BDRV_REQ_COPY_ON_READ | BDRV_REQ_SERIALISING))) {
+        return bdrv_plain_preadv(bs, offset, bytes, qiov, qiov_offset); /* other flags: none */
     }
+    bdrv_inc_in_flight(bs);
+    ret = bdrv_do_preadv(bs, offset, bytes, qiov, qiov_offset, flags);
     bdrv_dec_in_flight(bs);
     return ret;
 }

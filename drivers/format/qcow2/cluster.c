@@ -172,34 +172,6 @@ int coroutine_fn qcow2_get_host_offset(BlockDriverState *bs, uint64_t offset, ui
     return get_host_offset(bs, offset, bytes, host, type, false);
 }
 
-/*
- * The common read hit, without the lock (see qcow2_map_locked): a request
- * inside one cluster whose standard L2 entry is a plain allocated cluster
- * (no flag but COPIED, aligned, in range) in a cached table. False for
- * anything else, which the general lookup then handles.
- */
-static bool map_plain_hit(BDRVQcow2State *s, uint64_t offset, uint64_t bytes, uint64_t *host)
-{
-    uint64_t cmask = s->cluster_size - 1, l1i = qcow2_l1_index(s, offset), l2off, l2e, h;
-    uint8_t *l2;
-
-    if (qcow2_extl2(s) || (offset & cmask) + bytes > s->cluster_size || l1i >= s->l1_size) {
-        return false;
-    }
-    l2off = s->l1_table[l1i] & L1E_OFFSET_MASK;
-    if (!l2off || (l2off & cmask) || !(l2 = qcow2_cache_peek(s->l2_cache, l2off))) {
-        return false;
-    }
-    l2e = qcow2_l2_get(s, l2, qcow2_l2_index(s, offset));
-    h = (l2e & L2E_OFFSET_MASK) + (offset & cmask);
-    if ((l2e & ~(L2E_OFFSET_MASK | QCOW_OFLAG_COPIED)) || (l2e & cmask) ||
-        !(l2e & L2E_OFFSET_MASK) || h + s->cluster_size > QCOW2_MAX_OFFSET) {
-        return false;
-    }
-    *host = h;
-    return true;
-}
-
 int coroutine_fn qcow2_map_locked(BlockDriverState *bs, uint64_t offset, uint64_t *bytes,
                                   uint64_t *host, Qcow2MapType *type)
 {
@@ -212,8 +184,8 @@ int coroutine_fn qcow2_map_locked(BlockDriverState *bs, uint64_t offset, uint64_
      * is in the middle of a metadata update) a lookup that does not yield
      * sees consistent tables without taking it: a read hit costs no lock.
      */
-    if (!co_mutex_is_locked(&s->lock)) {
-        if (map_plain_hit(s, offset, n, host)) {
+    if (!qcow2_lock_busy(s)) {
+        if (qcow2_map_plain_hit(s, offset, n, host)) {
             *type = QCOW2_MAP_NORMAL;
             return 0;
         }

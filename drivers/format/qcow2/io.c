@@ -118,6 +118,10 @@ int coroutine_fn qcow2_read_guest_buf(BlockDriverState *bs, uint64_t offset, uin
         Qcow2MapType type;
         int ret;
 
+        if (qcow2_map_plain_hit(s, offset, n, &host)) {
+            /* The whole (rest of the) request in one cached plain cluster: checked. */
+            return bdrv_co_preadv_checked(s->data_file, (int64_t)host, (int64_t)n, qiov, qoff);
+        }
         if (l1_hole(s, offset, &n)) {
             type = QCOW2_MAP_UNALLOCATED;
             ret = 0;

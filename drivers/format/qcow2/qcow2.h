@@ -35,6 +35,7 @@
 #ifndef COBLK_QCOW2_H
 #define COBLK_QCOW2_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -537,6 +538,61 @@ int coroutine_fn qcow2_get_host_offset(BlockDriverState *bs, uint64_t offset, ui
 /* qcow2_get_host_offset taking s->lock itself, or without it on a cache hit while it is free. */
 int coroutine_fn qcow2_map_locked(BlockDriverState *bs, uint64_t offset, uint64_t *bytes,
                                   uint64_t *host, Qcow2MapType *type);
+
+/* co_mutex_is_locked(&s->lock), inline for the read hit path. */
+static inline bool qcow2_lock_busy(const BDRVQcow2State *s)
+{
+    return atomic_load_explicit((const _Atomic unsigned *)&s->lock.locked,
+                                memory_order_relaxed) != 0;
+}
+
+/* qcow2_cache_peek() with the last table looked up tried inline first. */
+static inline uint8_t *qcow2_cache_peek_hint(Qcow2Cache *c, uint64_t offset)
+{
+    Qcow2CacheEntry *e = &c->e[c->hint];
+
+    if (e->offset == offset) {
+        e->lru = ++c->clock;
+        return c->mem + (size_t)c->hint * c->table_size;
+    }
+    return qcow2_cache_peek(c, offset);
+}
+
+/*
+ * The common read hit, without the lock: true, with the host offset of
+ * offset in *host, if [offset, offset + bytes) lies inside one cluster whose
+ * standard L2 entry is a plain allocated cluster (no flag but COPIED,
+ * aligned, in range) in a cached table, and no coroutine holds s->lock.
+ * A graph runs in one thread, so while no coroutine is in the middle of a
+ * metadata update (they all hold s->lock) and nothing yields between the
+ * lookup and the use of its answer, the tables are consistent. False for
+ * anything else, which qcow2_map_locked() then handles (and reports
+ * corruption for). The host range it answers is within QCOW2_MAX_OFFSET.
+ */
+static inline bool qcow2_map_plain_hit(BDRVQcow2State *s, uint64_t offset, uint64_t bytes,
+                                       uint64_t *host)
+{
+    uint64_t cmask = s->cluster_size - 1, l1i = qcow2_l1_index(s, offset), l2off, l2e, h;
+    uint8_t *l2;
+
+    if (qcow2_lock_busy(s) || qcow2_extl2(s) || (offset & cmask) + bytes > s->cluster_size ||
+        l1i >= s->l1_size) {
+        return false;
+    }
+    l2off = s->l1_table[l1i] & L1E_OFFSET_MASK;
+    if (!l2off || (l2off & cmask) || !(l2 = qcow2_cache_peek_hint(s->l2_cache, l2off))) {
+        return false;
+    }
+    l2e = qcow2_l2_get(s, l2, qcow2_l2_index(s, offset));
+    h = (l2e & L2E_OFFSET_MASK) + (offset & cmask);
+    if ((l2e & ~(L2E_OFFSET_MASK | QCOW_OFLAG_COPIED)) || (l2e & cmask) ||
+        !(l2e & L2E_OFFSET_MASK) || h + s->cluster_size > QCOW2_MAX_OFFSET) {
+        return false;
+    }
+    *host = h;
+    return true;
+}
+
 /* Gets the L2 table for offset, allocating (or COWing) it if create. */
 int coroutine_fn qcow2_get_l2_table(BlockDriverState *bs, uint64_t offset, bool create,
                                     uint8_t **l2, int *l2_index);

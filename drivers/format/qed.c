@@ -9,13 +9,25 @@
  * u64 data cluster offsets (0 = unallocated: read the backing file, 1 = zero
  * cluster). Tables are table_size clusters long.
  *
- * Crash safety: new data clusters and new L2 tables are written and flushed
- * before the L2 / L1 entries that point at them (one flush per L2 table that a
- * request allocates in). Before the first allocation
- * after open the image is marked QED_F_NEED_CHECK (and flushed); a clean
- * close clears the mark. An image opened read-write with the mark set is
- * checked and repaired first (leaked clusters at the end are truncated, bad
- * table entries are dropped).
+ * Crash safety: a new data cluster (whole: the rest of a partial write is
+ * copied from the backing file, or zeroes) or a new L2 table (zeroes) is
+ * written at the end of the file, and the entry that points at it is set in
+ * the cached table only. The dirty table sectors (fmt-util.h, FmtDirty) are
+ * written at the next guest flush, close, reopen read-only, resize or check,
+ * when QED_DIRTY_LIMIT updates wait, or before a cache slot holding pending
+ * entries would be evicted: one flush (every cluster and table they point at
+ * is stable), the sectors, and for a guest flush one more. So an entry on
+ * disk never points at data or a table that is not stable, and a guest flush
+ * costs two flushes however many clusters it allocated. A dirty table stays
+ * in the cache until written.
+ * QED_F_NEED_CHECK is set (and flushed) before the first allocation after
+ * open and cleared at a clean close; an image opened read-write with the mark
+ * set is checked and repaired first (leaked clusters at the end are
+ * truncated, bad table entries are dropped). QEMU's driver relies on that
+ * check to skip the flush between data and table without a backing file; we
+ * do not: a table entry that reached the disk before its data would point
+ * past the end of the file or at zeroes, and the deferred commit already
+ * makes that flush once per guest flush rather than once per allocation.
  *
  * Limits (untrusted images): cluster size a power of two in [4 KiB, 64 MiB],
  * table size a power of two in [1, 16] with tables of at most 32 MiB, header
@@ -50,6 +62,8 @@
 #define QED_ZERO_CLUSTER 1ULL
 #define QED_CACHE_BYTES (32u << 20)  /* L2 cache budget */
 #define QED_CACHE_MAX 16
+/* Table updates that may wait for a flush (64 MiB of new 64 KiB clusters). */
+#define QED_DIRTY_LIMIT 1024u
 
 enum {
     QH_MAGIC = 0, QH_CLUSTER = 4, QH_TABLE = 8, QH_HEADER = 12, QH_FEATURES = 16,
@@ -80,6 +94,7 @@ typedef struct BDRVQedState {
     int n_cache;
     uint64_t clock;
     bool marked_dirty;          /* we set NEED_CHECK since open */
+    FmtDirty dirty;             /* file offsets of table sectors not yet written */
     CoMutex table_lock;         /* cache loads and every metadata update */
 } BDRVQedState;
 
@@ -254,11 +269,94 @@ static bool qed_offset_ok(const BDRVQedState *s, uint64_t off, uint64_t len, int
            range_within(off, len, (uint64_t)file_end);
 }
 
+/* ---------------------------------------------------------------------- */
+/* Deferred table updates (see the crash-safety note at the top) */
+
+/* Whether the table at offset (L1 or a cached L2) has sectors not yet written. */
+static bool qed_table_dirty(const BDRVQedState *s, uint64_t offset)
+{
+    for (unsigned i = 0; i < s->dirty.n; i++) {
+        if (s->dirty.unit[i] - offset < s->table_bytes) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Records entry i of the table at offset as changed in memory only. */
+static void qed_table_touch(BDRVQedState *s, uint64_t offset, uint32_t i)
+{
+    fmt_dirty_add(&s->dirty, offset + (uint64_t)i * 8 / 512 * 512);
+}
+
+/* FmtDirtyWriteFn: unit is the file offset of a table sector (L1 or a cached L2). */
+static int coroutine_fn qed_write_unit(BlockDriverState *bs, uint64_t unit)
+{
+    BDRVQedState *s = bs->opaque;
+    const uint64_t *t = NULL;
+    uint64_t base = 0;
+    uint8_t buf[512];
+
+    if (unit - s->l1_offset < s->table_bytes) {
+        t = s->l1;
+        base = s->l1_offset;
+    }
+    for (int i = 0; i < s->n_cache && !t; i++) {
+        if (s->cache[i].offset && unit - s->cache[i].offset < s->table_bytes) {
+            t = s->cache[i].table;
+            base = s->cache[i].offset;
+        }
+    }
+    if (!t) {
+        return -EIO; /* unreachable: a dirty table is never evicted */
+    }
+    t += (unit - base) / 8;
+    for (int i = 0; i < 64; i++) {
+        st_le64(buf + i * 8, t[i]);
+    }
+    return fmt_co_pwrite(bs->file, (int64_t)unit, sizeof(buf), buf, 0);
+}
+
+/* Writes the pending table sectors (then flushes if sync). Holds table_lock. */
+static int coroutine_fn qed_commit(BlockDriverState *bs, bool sync)
+{
+    BDRVQedState *s = bs->opaque;
+
+    return fmt_co_dirty_commit(bs, &s->dirty, qed_write_unit, sync);
+}
+
+/*
+ * The least recently used cache slot without pending entries; when every
+ * slot has some, they are written first. Holds table_lock.
+ */
+static int coroutine_fn qed_cache_victim(BlockDriverState *bs, QedL2Cache **victim)
+{
+    BDRVQedState *s = bs->opaque;
+    QedL2Cache *v = NULL;
+    int ret;
+
+    for (int pass = 0; pass < 2 && !v; pass++) {
+        for (int i = 0; i < s->n_cache; i++) {
+            QedL2Cache *c = &s->cache[i];
+
+            if ((!v || c->last_use < v->last_use) &&
+                (pass || !c->offset || !qed_table_dirty(s, c->offset))) {
+                v = c;
+            }
+        }
+        if (!v && (ret = qed_commit(bs, false)) < 0) {
+            return ret;
+        }
+    }
+    *victim = v;
+    return 0;
+}
+
 /* The cached L2 table at offset, loading it if needed. Caller holds table_lock. */
 static int coroutine_fn qed_l2_get_locked(BlockDriverState *bs, uint64_t offset, uint64_t **t)
 {
     BDRVQedState *s = bs->opaque;
-    QedL2Cache *victim = &s->cache[0];
+    QedL2Cache *victim;
     int ret;
 
     for (int i = 0; i < s->n_cache; i++) {
@@ -267,12 +365,13 @@ static int coroutine_fn qed_l2_get_locked(BlockDriverState *bs, uint64_t offset,
             *t = s->cache[i].table;
             return 0;
         }
-        if (s->cache[i].last_use < victim->last_use) {
-            victim = &s->cache[i];
-        }
     }
     if (!qed_offset_ok(s, offset, s->table_bytes, s->file_end)) {
         return -EIO; /* check -r repairs bad L1 entries */
+    }
+    ret = qed_cache_victim(bs, &victim);
+    if (ret < 0) {
+        return ret;
     }
     victim->offset = 0;
     ret = qed_read_table(bs, offset, victim->table);
@@ -429,147 +528,82 @@ static int coroutine_fn qed_fill_cluster(BlockDriverState *bs, int64_t host, int
     return ret;
 }
 
-/* Gives the L2 table of a guest cluster a place, writing a new (zeroed) one if needed. */
-static int coroutine_fn qed_ensure_l2(BlockDriverState *bs, uint32_t l1_index, uint64_t **t,
-                                      bool *is_new)
+/*
+ * Gives the L2 table of a guest cluster a place, writing a new (zeroed) one
+ * at the end of the file if needed; its L1 entry is then pending.
+ */
+static int coroutine_fn qed_ensure_l2(BlockDriverState *bs, uint32_t l1_index, uint64_t **t)
 {
     BDRVQedState *s = bs->opaque;
     uint64_t off = s->l1[l1_index];
-    QedL2Cache *victim = &s->cache[0];
+    QedL2Cache *victim;
     int ret;
 
-    *is_new = false;
     if (off) {
         return qed_l2_get_locked(bs, off, t);
     }
-    for (int i = 1; i < s->n_cache; i++) {
-        if (s->cache[i].last_use < victim->last_use) {
-            victim = &s->cache[i];
-        }
+    ret = qed_cache_victim(bs, &victim);
+    if (ret < 0) {
+        return ret;
     }
     off = (uint64_t)s->file_end;
+    victim->offset = 0;
     memset(victim->table, 0, s->table_bytes);
     ret = bdrv_co_pwrite_zeroes(bs->file, (int64_t)off, (int64_t)s->table_bytes, 0);
     if (ret < 0) {
-        victim->offset = 0;
         return ret;
     }
     s->file_end += (int64_t)s->table_bytes;
     victim->offset = off;
     victim->last_use = ++s->clock;
+    s->l1[l1_index] = off;
+    qed_table_touch(s, s->l1_offset, l1_index);
     *t = victim->table;
-    *is_new = true;
     return 0;
 }
 
 /*
- * Allocating writes are batched per L2 table: the data of every new cluster
- * of a request that falls in one table is written, then one flush, then the
- * table's changed entries in one write (for a new table: the entries into
- * it before the flush, the L1 entry after). A batch holds table_lock from
- * its first allocation to its commit.
+ * Prepares an update of the L2 entry of guest cluster cl: NEED_CHECK set,
+ * room in the pending set, the L2 table in the cache. Holds table_lock.
  */
-typedef struct QedBatch {
-    bool active;
-    uint32_t l1i;
-    QedL2Cache *entry;          /* the table's cache slot */
-    bool new_l2;                /* the table was created by this batch */
-    uint32_t first, last;       /* entries set */
-} QedBatch;
-
-static int coroutine_fn qed_batch_open(BlockDriverState *bs, QedBatch *b, uint32_t l1i)
+static int coroutine_fn qed_prepare_update(BlockDriverState *bs, uint64_t cl, uint64_t **t)
 {
     BDRVQedState *s = bs->opaque;
-    uint64_t *t;
     int ret = qed_mark_dirty(bs);
 
-    *b = (QedBatch){ .l1i = l1i, .first = UINT32_MAX };
-    if (ret == 0) {
-        ret = qed_ensure_l2(bs, l1i, &t, &b->new_l2);
+    if (ret == 0 && fmt_dirty_full(&s->dirty, 2)) {
+        ret = qed_commit(bs, false);
     }
-    if (ret < 0) {
-        return ret;
-    }
-    for (int i = 0; i < s->n_cache; i++) {
-        b->entry = s->cache[i].table == t ? &s->cache[i] : b->entry;
-    }
-    if (b->new_l2) {
-        s->l1[l1i] = b->entry->offset; /* in memory only until the commit */
-    }
-    b->active = true;
-    return 0;
+    return ret ? ret : qed_ensure_l2(bs, (uint32_t)(cl / s->table_entries), t);
 }
 
-static void qed_batch_drop(BlockDriverState *bs, QedBatch *b)
+/*
+ * Gives the guest cluster of [offset, offset + n) a new cluster at the end of
+ * the file, writes it whole, and sets its L2 entry (pending). Holds table_lock.
+ */
+static int coroutine_fn qed_alloc_cluster(BlockDriverState *bs, int64_t offset, int64_t n,
+                                          IOVector *qiov, size_t qiov_offset)
 {
     BDRVQedState *s = bs->opaque;
-
-    /* What the disk does not have is dropped: the table reloads from the file. */
-    b->entry->offset = 0;
-    if (b->new_l2) {
-        s->l1[b->l1i] = 0;
-    }
-    b->active = false;
-}
-
-static int coroutine_fn qed_batch_commit(BlockDriverState *bs, QedBatch *b)
-{
-    BDRVQedState *s = bs->opaque;
-    uint64_t *t = b->entry->table;
-    uint64_t l2_off = s->l1[b->l1i];
-    int ret = 0;
-
-    if (!b->active || b->first == UINT32_MAX) {
-        b->active = false;
-        return 0;
-    }
-    if (b->new_l2) {
-        ret = qed_write_entries(bs, l2_off, t, b->first, b->last - b->first + 1);
-    }
-    ret = ret ? ret : bdrv_co_flush(bs->file->bs);
-    if (ret == 0 && b->new_l2) {
-        ret = qed_write_entries(bs, s->l1_offset, s->l1, b->l1i, 1);
-    } else if (ret == 0) {
-        ret = qed_write_entries(bs, l2_off, t, b->first, b->last - b->first + 1);
-    }
-    if (ret < 0) {
-        qed_batch_drop(bs, b);
-    }
-    b->active = false;
-    return ret;
-}
-
-/* Gives the cluster of [offset, offset + n) a new place in the batch and writes it. */
-static int coroutine_fn qed_batch_add(BlockDriverState *bs, QedBatch *b, int64_t offset,
-                                      int64_t n, IOVector *qiov, size_t qiov_offset)
-{
-    BDRVQedState *s = bs->opaque;
-    uint64_t cl = (uint64_t)offset >> s->cluster_bits;
-    uint32_t l1i = (uint32_t)(cl / s->table_entries), l2i = (uint32_t)(cl % s->table_entries);
+    uint64_t cl = (uint64_t)offset >> s->cluster_bits, *t;
+    uint32_t l2i = (uint32_t)(cl % s->table_entries);
     uint32_t in_cl = (uint32_t)(offset & (s->cluster_size - 1));
     int64_t host;
-    int ret = 0;
+    int ret = qed_prepare_update(bs, cl, &t);
 
-    if (b->active && b->l1i != l1i) {
-        ret = qed_batch_commit(bs, b);
-    }
-    if (ret == 0 && !b->active) {
-        ret = qed_batch_open(bs, b, l1i);
-    }
     if (ret < 0) {
         return ret;
     }
     host = s->file_end;
     ret = qed_fill_cluster(bs, host, offset - in_cl, in_cl, n, qiov, qiov_offset,
-                           b->entry->table[l2i] == QED_ZERO_CLUSTER);
-    if (ret == 0) {
-        s->file_end += s->cluster_size;
-        b->entry->table[l2i] = (uint64_t)host;
-        b->entry->last_use = ++s->clock;
-        b->first = l2i < b->first ? l2i : b->first;
-        b->last = l2i > b->last ? l2i : b->last;
+                           t[l2i] == QED_ZERO_CLUSTER);
+    if (ret < 0) {
+        return ret;
     }
-    return ret;
+    s->file_end += s->cluster_size;
+    t[l2i] = (uint64_t)host;
+    qed_table_touch(s, s->l1[cl / s->table_entries], l2i);
+    return 0;
 }
 
 static int coroutine_fn qed_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
@@ -577,7 +611,6 @@ static int coroutine_fn qed_co_pwritev(BlockDriverState *bs, int64_t offset, int
                                        BdrvRequestFlags flags)
 {
     BDRVQedState *s = bs->opaque;
-    QedBatch b = { .active = false };
     bool locked = false;
     int ret = 0;
 
@@ -595,7 +628,7 @@ static int coroutine_fn qed_co_pwritev(BlockDriverState *bs, int64_t offset, int
             ret = qed_lookup_l(bs, (uint64_t)offset, &e, true);
         }
         if (ret == 0 && e <= QED_ZERO_CLUSTER) {
-            ret = qed_batch_add(bs, &b, offset, n, qiov, qiov_offset);
+            ret = qed_alloc_cluster(bs, offset, n, qiov, qiov_offset);
         } else if (ret == 0) {
             ret = qed_offset_ok(s, e, s->cluster_size, s->file_end)
                   ? bdrv_co_pwritev_part(bs->file, (int64_t)e + (offset & (s->cluster_size - 1)),
@@ -607,11 +640,6 @@ static int coroutine_fn qed_co_pwritev(BlockDriverState *bs, int64_t offset, int
         qiov_offset += (size_t)n;
     }
     if (locked) {
-        if (ret == 0) {
-            ret = qed_batch_commit(bs, &b);
-        } else if (b.active) {
-            qed_batch_drop(bs, &b);
-        }
         co_mutex_unlock(&s->table_lock);
     }
     return ret;
@@ -626,9 +654,7 @@ static int coroutine_fn qed_zero_cluster(BlockDriverState *bs, int64_t offset)
 {
     BDRVQedState *s = bs->opaque;
     uint64_t cl = (uint64_t)offset >> s->cluster_bits, e, *t;
-    uint32_t l1_index = (uint32_t)(cl / s->table_entries);
     uint32_t l2_index = (uint32_t)(cl % s->table_entries);
-    bool new_l2;
     int ret = qed_lookup(bs, (uint64_t)offset, &e);
 
     if (ret < 0 || e == QED_ZERO_CLUSTER || (e == 0 && !bs->backing)) {
@@ -641,24 +667,10 @@ static int coroutine_fn qed_zero_cluster(BlockDriverState *bs, int64_t offset)
         return bdrv_co_pwrite_zeroes(bs->file, (int64_t)e, s->cluster_size, 0);
     }
     co_mutex_lock(&s->table_lock);
-    ret = qed_mark_dirty(bs);
-    if (ret == 0) {
-        ret = qed_ensure_l2(bs, l1_index, &t, &new_l2);
-    }
+    ret = qed_prepare_update(bs, cl, &t);
     if (ret == 0 && t[l2_index] == 0) {
-        t[l2_index] = QED_ZERO_CLUSTER;
-        if (new_l2) {
-            uint64_t l2_off = (uint64_t)s->file_end - s->table_bytes;
-
-            ret = qed_write_entries(bs, l2_off, t, l2_index, 1);
-            ret = ret ? ret : bdrv_co_flush(bs->file->bs);
-            if (ret == 0) {
-                s->l1[l1_index] = l2_off;
-                ret = qed_write_entries(bs, s->l1_offset, s->l1, l1_index, 1);
-            }
-        } else {
-            ret = qed_write_entries(bs, s->l1[l1_index], t, l2_index, 1);
-        }
+        t[l2_index] = QED_ZERO_CLUSTER; /* pending like an allocation; no data behind it */
+        qed_table_touch(s, s->l1[cl / s->table_entries], l2_index);
     }
     co_mutex_unlock(&s->table_lock);
     return ret;
@@ -676,6 +688,18 @@ static int coroutine_fn qed_co_pwrite_zeroes(BlockDriverState *bs, int64_t offse
     for (; bytes > 0 && ret == 0; offset += s->cluster_size, bytes -= s->cluster_size) {
         ret = qed_zero_cluster(bs, offset);
     }
+    return ret;
+}
+
+/* Guest flush: the pending table sectors go to the file (the block layer flushes it after). */
+static int coroutine_fn qed_co_flush_to_os(BlockDriverState *bs)
+{
+    BDRVQedState *s = bs->opaque;
+    int ret;
+
+    co_mutex_lock(&s->table_lock);
+    ret = qed_commit(bs, false);
+    co_mutex_unlock(&s->table_lock);
     return ret;
 }
 
@@ -926,7 +950,12 @@ static int coroutine_fn qed_co_check(BlockDriverState *bs, BdrvCheckResult *res,
     int ret;
 
     co_mutex_lock(&s->table_lock);
-    ret = qed_do_check(bs, res, fix);
+    ret = qed_commit(bs, false); /* the check reads the tables from the file */
+    if (ret < 0) {
+        res->check_errors++;
+    } else {
+        ret = qed_do_check(bs, res, fix);
+    }
     co_mutex_unlock(&s->table_lock);
     return ret;
 }
@@ -1049,6 +1078,7 @@ static int qed_open(BlockDriverState *bs, BlockOpts *options, int flags, Error *
     int ret;
 
     co_mutex_init(&s->table_lock);
+    s->dirty = (FmtDirty){ .limit = QED_DIRTY_LIMIT };
     bs->file = bdrv_open_child(NULL, options, "file", bs, BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY,
                                false, errp);
     if (!bs->file) {
@@ -1071,7 +1101,10 @@ static int64_t coroutine_fn qed_close_co(void *opaque)
     if (!s->marked_dirty) {
         return 0;
     }
-    ret = bdrv_co_flush(bs->file->bs);
+    co_mutex_lock(&s->table_lock);
+    ret = qed_commit(bs, false);
+    co_mutex_unlock(&s->table_lock);
+    ret = ret ? ret : bdrv_co_flush(bs->file->bs);
     if (ret == 0) {
         s->features &= ~QED_F_NEED_CHECK;
         ret = qed_write_header(bs);
@@ -1206,6 +1239,7 @@ static int coroutine_fn qed_co_truncate(BlockDriverState *bs, int64_t offset, bo
     }
     co_mutex_lock(&s->table_lock);
     ret = qed_mark_dirty(bs);
+    ret = ret ? ret : qed_commit(bs, false); /* the entries before the new size */
     if (ret == 0 && size < s->image_size) {
         ret = qed_shrink_check(bs, size, errp);
         if (ret < 0) {
@@ -1398,6 +1432,7 @@ const BlockDriver bdrv_qed = {
     .co_preadv = qed_co_preadv,
     .co_pwritev = qed_co_pwritev,
     .co_pwrite_zeroes = qed_co_pwrite_zeroes,
+    .co_flush_to_os = qed_co_flush_to_os,
     .co_block_status = qed_co_block_status,
     .co_getlength = qed_co_getlength,
     .co_truncate = qed_co_truncate,

@@ -20,11 +20,17 @@
  * released at once: the last slot moves into its place and the file shrinks,
  * as VirtualBox does.
  *
- * Crash safety: a new slot's data and the header's new count are written and
- * flushed before the map entry that points at the slot; a released slot is
- * unreferenced (and flushed) before anything overwrites it; a moved slot is
- * copied and flushed before the map points at its new place. A crash leaves
- * at worst a leaked slot, which check -r reclaims.
+ * Crash safety: a new slot's data is written and the map entry that points
+ * at it is set in memory only; the dirty map sectors (fmt-util.h, FmtDirty)
+ * are written at the next guest flush, close, reopen read-only, resize,
+ * discard, check, or after VDI_DIRTY_LIMIT allocations: the header's new
+ * count is written, then one flush (data and count stable), then the map
+ * sectors, then (a guest flush) one more. So a guest flush costs two flushes
+ * however many blocks it allocated, and no entry on disk points at a slot
+ * whose data or count is not stable. A released slot is unreferenced (and
+ * flushed) before anything overwrites it; a moved slot is copied and flushed
+ * before the map points at its new place. A crash leaves at worst a leaked
+ * slot, which check -r reclaims.
  *
  * UUIDs: VirtualBox stores them with the first three fields little-endian;
  * the API takes and returns RFC 4122 (big-endian) byte order.
@@ -79,6 +85,8 @@ enum {
 };
 
 #define VDI_COMMENT_MAX 256
+/* Allocations whose map entries may wait for a flush (128 MiB of new blocks). */
+#define VDI_DIRTY_LIMIT 128u
 
 typedef struct BDRVVdiState {
     uint8_t hdr[VDI_HDR_BUF];   /* first sector of the file, as on disk */
@@ -93,6 +101,7 @@ typedef struct BDRVVdiState {
     uint64_t off_data;
     bool corrupt;               /* map entries out of range or shared: no allocation */
     bool modified;              /* the modification UUID was renewed since open */
+    FmtDirty dirty;             /* map sectors changed in memory, not yet in the file */
     CoRwlock lock;              /* I/O shared; slot release / moves exclusive */
     CoMutex alloc_lock;         /* one allocation at a time */
 } BDRVVdiState;
@@ -154,6 +163,33 @@ static int coroutine_fn vdi_write_map(BlockDriverState *bs)
     BDRVVdiState *s = bs->opaque;
 
     return fmt_co_pwrite(bs->file, (int64_t)s->off_bmap, (int64_t)s->blocks * 4, s->map, 0);
+}
+
+/* FmtDirtyWriteFn: unit is the index of a map sector. */
+static int coroutine_fn vdi_write_map_sector(BlockDriverState *bs, uint64_t unit)
+{
+    return vdi_write_entry(bs, (uint32_t)(unit * (VDI_SECTOR / 4)));
+}
+
+/*
+ * Writes the deferred map entries (see the crash-safety note at the top):
+ * the count first, then a flush, then the map sectors, then a flush if
+ * sync. Callers hold alloc_lock or the lock exclusively. Returns 0 or -errno
+ * (the entries stay pending in memory).
+ */
+static int coroutine_fn vdi_commit(BlockDriverState *bs, bool sync)
+{
+    BDRVVdiState *s = bs->opaque;
+    int ret;
+
+    if (s->dirty.n == 0) {
+        return 0;
+    }
+    ret = vdi_write_header(bs);
+    if (ret < 0) {
+        return ret;
+    }
+    return fmt_co_dirty_commit(bs, &s->dirty, vdi_write_map_sector, sync);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -336,10 +372,40 @@ static int64_t coroutine_fn vdi_open_co(void *opaque)
     return vdi_co_read_meta(o->bs, o->bs->opaque, o->errp);
 }
 
+/* Guest flush: the pending map entries go to the file (the block layer flushes it after). */
+static int coroutine_fn vdi_co_flush_to_os(BlockDriverState *bs)
+{
+    BDRVVdiState *s = bs->opaque;
+    int ret;
+
+    co_rwlock_rdlock(&s->lock);
+    co_mutex_lock(&s->alloc_lock);
+    ret = vdi_commit(bs, false);
+    co_mutex_unlock(&s->alloc_lock);
+    co_rwlock_unlock(&s->lock);
+    return ret;
+}
+
+static int64_t coroutine_fn vdi_commit_co(void *opaque)
+{
+    BlockDriverState *bs = opaque;
+    BDRVVdiState *s = bs->opaque;
+    int ret;
+
+    co_rwlock_wrlock(&s->lock);
+    ret = vdi_commit(bs, true);
+    co_rwlock_unlock(&s->lock);
+    return ret;
+}
+
 static void vdi_close(BlockDriverState *bs)
 {
     BDRVVdiState *s = bs->opaque;
 
+    if (s->map && s->dirty.n && bdrv_run_co(bs->aio_context, vdi_commit_co, bs) < 0) {
+        coblk_warn("vdi: '%s': writing the block map failed at close: the blocks allocated "
+                   "since the last flush are lost (leaked)", bs->filename);
+    }
     free(s->map);
     free(s->owner);
     s->map = NULL;
@@ -354,6 +420,7 @@ static int vdi_open(BlockDriverState *bs, BlockOpts *options, int flags, Error *
 
     co_rwlock_init(&s->lock);
     co_mutex_init(&s->alloc_lock);
+    s->dirty = (FmtDirty){ .limit = VDI_DIRTY_LIMIT };
     bs->file = bdrv_open_child(NULL, options, "file", bs, BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY,
                                false, errp);
     if (!bs->file) {
@@ -372,11 +439,21 @@ static int vdi_open(BlockDriverState *bs, BlockOpts *options, int flags, Error *
     return 0;
 }
 
-/* Nothing is staged: the metadata is written as it changes. */
+/* Nothing is staged; going read-only writes the pending map entries first. */
 static int vdi_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags,
                               Error **errp)
 {
-    return 0;
+    int ret;
+
+    if (new_flags & BDRV_O_RDWR) {
+        return 0;
+    }
+    ret = (int)bdrv_run_co(bs->aio_context, vdi_commit_co, bs);
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "vdi: could not write the block map of '%s'",
+                         bs->filename);
+    }
+    return ret;
 }
 
 static void vdi_reopen_noop(BlockDriverState *bs)
@@ -475,6 +552,12 @@ static int coroutine_fn vdi_alloc_write(BlockDriverState *bs, uint32_t block, ui
     if (slot >= s->blocks) {
         return -EIO; /* unreachable while the invariant holds */
     }
+    if (fmt_dirty_full(&s->dirty, 1)) {
+        ret = vdi_commit(bs, false);
+        if (ret < 0) {
+            return ret;
+        }
+    }
     ret = in_block ? bdrv_co_pwrite_zeroes(bs->file, at, in_block, 0) : 0;
     if (ret == 0) {
         ret = bdrv_co_pwritev_part(bs->file, at + in_block, n, qiov, qiov_offset, 0);
@@ -485,26 +568,13 @@ static int coroutine_fn vdi_alloc_write(BlockDriverState *bs, uint32_t block, ui
     if (ret < 0) {
         return ret;
     }
-    /* Data and the new count first, then the map entry that points at them. */
+    /* In memory now; the count and the entry reach the file at the next commit. */
     st_le32(s->hdr + VDI_OFF_ALLOCATED, slot + 1);
-    ret = vdi_write_header(bs);
-    if (ret == 0) {
-        ret = bdrv_co_flush(bs->file->bs);
-    }
-    if (ret < 0) {
-        st_le32(s->hdr + VDI_OFF_ALLOCATED, slot);
-        return ret;
-    }
     s->allocated = slot + 1;
     s->owner[slot] = block;
     vdi_set_entry(s, block, slot);
-    ret = vdi_write_entry(bs, block);
-    if (ret < 0) {
-        /* The slot leaks on disk; keep memory consistent with the disk map. */
-        vdi_set_entry(s, block, VDI_FREE);
-        s->owner[slot] = VDI_FREE;
-    }
-    return ret;
+    fmt_dirty_add(&s->dirty, (uint64_t)block * 4 / VDI_SECTOR);
+    return 0;
 }
 
 static int coroutine_fn vdi_write_chunk(BlockDriverState *bs, uint32_t block, uint32_t in_block,
@@ -645,6 +715,11 @@ static int coroutine_fn vdi_release_blocks(BlockDriverState *bs, uint32_t first,
     if (s->corrupt) {
         return -EIO;
     }
+    /* The whole map is written below: the pending entries must be safe to write first. */
+    ret = vdi_commit(bs, false);
+    if (ret < 0) {
+        return ret;
+    }
     for (uint32_t b = first; b <= last; b++) {
         uint32_t e = vdi_entry(s, b);
 
@@ -784,6 +859,7 @@ static int coroutine_fn vdi_co_compact(BlockDriverState *bs, BlockProgressFn *pr
         return -ENOMEM;
     }
     co_rwlock_wrlock(&s->lock);
+    ret = vdi_commit(bs, false); /* the map is rewritten whole below */
     iovector_init_buf(&qiov, buf, s->block_size);
     for (uint32_t b = 0; b < s->blocks && ret == 0; b++) {
         uint32_t e = vdi_entry(s, b);
@@ -833,6 +909,8 @@ static void coroutine_fn vdi_reload(BlockDriverState *bs)
     free(s->owner);
     s->map = NULL;
     s->owner = NULL;
+    s->dirty.n = 0; /* committed before the resize began: the file is authoritative */
+    s->dirty.updates = 0;
     if (vdi_co_read_meta(bs, s, NULL) < 0) {
         s->corrupt = true; /* no allocation until the image is reopened */
         s->blocks = 0;
@@ -1101,6 +1179,13 @@ static int coroutine_fn vdi_co_truncate(BlockDriverState *bs, int64_t offset, bo
         return ret;
     }
     co_rwlock_wrlock(&s->lock);
+    /* The resize rewrites and moves the map: nothing may be pending. */
+    ret = vdi_commit(bs, false);
+    if (ret < 0) {
+        co_rwlock_unlock(&s->lock);
+        error_setg_errno(errp, ret, "vdi: could not write the block map of '%s'", bs->filename);
+        return ret;
+    }
     if (size < s->disk_size) {
         ret = vdi_shrink(bs, size, nb, errp);
     } else {
@@ -1227,6 +1312,12 @@ static int coroutine_fn vdi_co_check(BlockDriverState *bs, BdrvCheckResult *res,
         return (int)file_len;
     }
     co_rwlock_wrlock(&s->lock);
+    ret = vdi_commit(bs, false); /* repairs rewrite the map whole */
+    if (ret < 0) {
+        res->check_errors++;
+        co_rwlock_unlock(&s->lock);
+        return ret;
+    }
     vdi_check_entries(bs, res, fix, file_len, &referenced, &dirty);
     if (dirty) {
         ret = vdi_write_map(bs);
@@ -1481,6 +1572,7 @@ const BlockDriver bdrv_vdi = {
     .co_pwritev = vdi_co_pwritev,
     .co_pwrite_zeroes = vdi_co_pwrite_zeroes,
     .co_pdiscard = vdi_co_pdiscard,
+    .co_flush_to_os = vdi_co_flush_to_os,
     .co_block_status = vdi_co_block_status,
     .co_getlength = vdi_co_getlength,
     .co_truncate = vdi_co_truncate,

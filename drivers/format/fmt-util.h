@@ -83,7 +83,10 @@ typedef int coroutine_fn FmtDirtyWriteFn(BlockDriverState *bs, uint64_t unit);
  */
 bool fmt_dirty_full(const FmtDirty *d, unsigned more);
 
-/** Records one table update in unit (each unit is kept once). There must be room (see fmt_dirty_full). */
+/**
+ * Records one table update in unit (each unit is kept once). There must be
+ * room (see fmt_dirty_full).
+ */
 void fmt_dirty_add(FmtDirty *d, uint64_t unit);
 
 /** True if unit is recorded dirty. */

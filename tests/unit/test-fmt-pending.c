@@ -6,9 +6,9 @@
  *    set qed's need-check mark, one per full pending set), and the guest
  *    flush after them at most two;
  *  - the log replayed to just after the guest flush is an image that holds
- *    every entry (as is the file after a reopen read-only, without a log): it reads back the data, coblk's
- *    check and `qemu-img check` find nothing, `qemu-img compare` finds it
- *    identical to the closed image;
+ *    every entry (as is the file after a reopen read-only, without a log):
+ *    it reads back the data, coblk's check and `qemu-img check` find
+ *    nothing, `qemu-img compare` finds it identical to the closed image;
  *  - the worst power cut after every driver flush (every later table-sized
  *    write lands, no data write does) leaves no entry pointing at unwritten
  *    data: the checks pass and every guest sector reads its old content

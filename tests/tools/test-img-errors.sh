@@ -134,6 +134,19 @@ if "$CIMG" --help | grep -q blkdebug; then
         o.raw | grep -q "Pattern verification failed" && fail "--salvage content" ||
         pass "--salvage zeroes only the bad sector"
     expect_rc 2 "compare: read error" "$CIMG" compare --image-opts "$RD" "driver=raw,file.filename=a.raw"
+    grep -q "Error while reading offset 2097152 of $RD: Input/output error" err.txt &&
+        pass "compare read error message" || fail "compare read error message: $(cat err.txt)"
+    # The second image is read in an IOThread: its errors come back the same way.
+    expect_rc 2 "compare: read error (second image)" "$CIMG" compare --image-opts \
+        "driver=raw,file.filename=a.raw" "$RD"
+    grep -q "Error while reading offset 2097152 of $RD: Input/output error" err.txt &&
+        pass "compare read error message (second image)" ||
+        fail "compare read error message (second image): $(cat err.txt)"
+    expect_rc 2 "compare: block status error (second image)" "$CIMG" compare --image-opts \
+        "driver=raw,file.filename=a.raw" "$BS"
+    grep -q "Sector allocation test failed for $BS" err.txt &&
+        pass "compare block status error message" ||
+        fail "compare block status error message: $(cat err.txt)"
     expect_rc 1 "dd: read error" "$CIMG" dd --image-opts if="$RD" of=d.raw bs=1M
     expect_rc 1 "map: block status error" "$CIMG" map --image-opts "$BS"
     expect_rc 1 "convert: block status error" "$CIMG" convert --image-opts "$BS" -O raw o2.raw

@@ -5,12 +5,18 @@
  * A mismatch is reported at the 512-byte sector that holds the first
  * differing byte, as qemu-img does.
  *
- * The loop thread reads segment k+1 while a worker thread compares segment
- * k (two sets of buffers); results are taken in order, so the first
- * mismatch reported is the lowest one, as with a sequential scan.
+ * The second image lives in an IOThread: where both images hold data, its
+ * read of a segment runs there while this thread reads the first image, so
+ * the two copies out of the page cache (the bulk of the CPU time) use both
+ * cores. A worker thread compares segment k while segment k+1 is read (two
+ * sets of buffers); results are taken in order, so the first mismatch
+ * reported is the lowest one, as with a sequential scan. Ranges that block
+ * status reports as zero in both images are not read.
  */
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,7 +47,30 @@ typedef struct CmpJob {
     bool busy;
 } CmpJob;
 
+/*
+ * A call into the second image's IOThread: fn runs in a coroutine there and
+ * this thread waits on cond (never polling a context another thread runs).
+ */
+typedef struct Remote {
+    AioContext *ctx;        /* NULL: no IOThread, the image is in this thread */
+    ImgCoFn *fn;
+    void *opaque;
+    int64_t ret;
+    bool done;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+} Remote;
+
+typedef struct ReadArgs {
+    BlockBackend *blk;
+    int64_t off, n;
+    uint8_t *buf;
+} ReadArgs;
+
 typedef struct Cmp {
+    IOThread *iothread;
+    Remote remote;
+    ReadArgs rd;            /* the second image's read in flight */
     StatusCache sc[2];
     BlockBackend *blk[2];
     const char *name[2];
@@ -162,16 +191,99 @@ static int cmp_segment(Cmp *c, int zi, int64_t off, int64_t n)
     return 0;
 }
 
-static int read_at(Cmp *c, int i, int64_t off, int64_t n)
+static void coroutine_fn remote_entry(void *opaque)
 {
-    int ret = blk_pread(c->blk[i], off, n, c->buf[i], 0);
+    Remote *r = opaque;
+    int64_t ret = r->fn(r->opaque);
 
+    pthread_mutex_lock(&r->lock);
+    r->ret = ret;
+    r->done = true;
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* Starts fn(opaque) in the IOThread; remote_wait() collects its result. */
+static void remote_start(Remote *r, ImgCoFn *fn, void *opaque)
+{
+    r->fn = fn;
+    r->opaque = opaque;
+    r->done = false;
+    aio_co_schedule(r->ctx, coroutine_create(remote_entry, r));
+}
+
+static int64_t remote_wait(Remote *r)
+{
+    pthread_mutex_lock(&r->lock);
+    while (!r->done) {
+        pthread_cond_wait(&r->cond, &r->lock);
+    }
+    pthread_mutex_unlock(&r->lock);
+    return r->ret;
+}
+
+/* Runs fn(opaque) in a coroutine in image i's context and waits for it. */
+static int64_t side_call(Cmp *c, int i, ImgCoFn *fn, void *opaque)
+{
+    if (i == 1 && c->remote.ctx) {
+        remote_start(&c->remote, fn, opaque);
+        return remote_wait(&c->remote);
+    }
+    return img_run_co(blk_get_aio_context(c->blk[i]), fn, opaque);
+}
+
+static int64_t read_co(void *opaque)
+{
+    ReadArgs *a = opaque;
+    IOVector qiov;
+
+    iovector_init_buf(&qiov, a->buf, (size_t)a->n);
+    return blk_co_preadv(a->blk, a->off, a->n, &qiov, 0);
+}
+
+static int read_done(Cmp *c, int i, int64_t off, int ret)
+{
     if (ret < 0) {
         img_error("Error while reading offset %" PRId64 " of %s: %s", off, c->name[i],
                   strerror(-ret));
         return -1;
     }
     return 0;
+}
+
+static int read_at(Cmp *c, int i, int64_t off, int64_t n)
+{
+    ReadArgs a = { c->blk[i], off, n, c->buf[i] };
+
+    return read_done(c, i, off, (int)side_call(c, i, read_co, &a));
+}
+
+/* Reads the segment of both images, the second one in its IOThread meanwhile. */
+static int read_both(Cmp *c, int64_t off, int64_t n)
+{
+    int r0, r1;
+
+    if (!c->remote.ctx) {
+        return read_at(c, 0, off, n) < 0 || read_at(c, 1, off, n) < 0 ? -1 : 0;
+    }
+    c->rd = (ReadArgs){ c->blk[1], off, n, c->buf[1] };
+    remote_start(&c->remote, read_co, &c->rd);
+    r0 = read_done(c, 0, off, blk_pread(c->blk[0], off, n, c->buf[0], 0));
+    r1 = read_done(c, 1, off, (int)remote_wait(&c->remote));
+    return r0 < 0 || r1 < 0 ? -1 : 0;
+}
+
+typedef struct StatusArgs {
+    BlockDriverState *bs;
+    int64_t off, bytes, pnum;
+} StatusArgs;
+
+static int64_t status_co(void *opaque)
+{
+    StatusArgs *a = opaque;
+
+    return bdrv_co_block_status_above(a->bs, NULL, a->off, a->bytes, &a->pnum, NULL, NULL,
+                                      NULL);
 }
 
 /*
@@ -184,9 +296,10 @@ static int status(Cmp *c, int i, int64_t off, int64_t n, int64_t end, int64_t *p
     StatusCache *sc = &c->sc[i];
 
     if (off < sc->start || off >= sc->end) {
-        int64_t p = 0;
-        int ret = img_block_status(blk_bs(c->blk[i]), NULL, off, end - off, &p, NULL, NULL,
-                                   NULL);
+        StatusArgs a = { blk_bs(c->blk[i]), off, end - off, 0 };
+        int ret = (int)side_call(c, i, status_co, &a);
+        int64_t p = a.pnum;
+
         if (ret < 0 || p <= 0) {
             img_error("Sector allocation test failed for %s", c->name[i]);
             return -1;
@@ -230,7 +343,7 @@ static int compare_common(Cmp *c, int64_t len, int64_t total)
                 return 1;
             }
         } else {
-            if (read_at(c, 0, off, n) < 0 || read_at(c, 1, off, n) < 0) {
+            if (read_both(c, off, n) < 0) {
                 return cmp_job_wait(c) ? 1 : 2;
             }
             if (cmp_segment(c, -1, off, n)) {
@@ -301,6 +414,78 @@ static int run_compare(Cmp *c)
     return ret;
 }
 
+/*
+ * Whether bs and its file/backing chain may move to another context: the
+ * leaves must be local files (an NBD connection stays bound to the context
+ * it was opened in; a plugin may be too).
+ */
+static bool movable(BlockDriverState *bs)
+{
+    static const char *const ok[] = { "file", "host_device", "null-co", "null-aio" };
+    BlockDriverState *file = bdrv_file_bs(bs), *backing = bdrv_backing_bs(bs);
+    const char *name = bdrv_get_format_name(bs);
+
+    if (file || backing) {
+        return (!file || movable(file)) && (!backing || movable(backing));
+    }
+    for (size_t i = 0; name && i < sizeof(ok) / sizeof(ok[0]); i++) {
+        if (strcmp(name, ok[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Moves the second image to an IOThread when it can (else it stays here). */
+static void remote_setup(Cmp *c)
+{
+    BlockDriverState *bs = blk_bs(c->blk[1]);
+    AioContext *ctx;
+
+    if (!movable(bs) || !(c->iothread = iothread_new("compare", NULL))) {
+        return;
+    }
+    ctx = iothread_get_aio_context(c->iothread);
+    if (bdrv_try_change_aio_context(bs, ctx, NULL) < 0) {
+        iothread_join(c->iothread);
+        c->iothread = NULL;
+        return;
+    }
+    pthread_mutex_init(&c->remote.lock, NULL);
+    pthread_cond_init(&c->remote.cond, NULL);
+    c->remote.ctx = ctx;
+}
+
+/* Brings the second image back here (the IOThread is idle) and stops the thread. */
+static void remote_teardown(Cmp *c)
+{
+    if (!c->iothread) {
+        return;
+    }
+    bdrv_try_change_aio_context(blk_bs(c->blk[1]), c->job.ctx, NULL);
+    iothread_join(c->iothread);
+    pthread_cond_destroy(&c->remote.cond);
+    pthread_mutex_destroy(&c->remote.lock);
+}
+
+/*
+ * A CMP_CHUNK buffer on one huge page where the kernel allows it: the copies
+ * out of the page cache into it then miss the TLB 512 times less often.
+ */
+static uint8_t *cmp_alloc(void)
+{
+    void *p = NULL;
+
+    if (posix_memalign(&p, CMP_CHUNK, CMP_CHUNK)) {
+        img_error("out of memory (%d bytes)", CMP_CHUNK);
+        exit(1);
+    }
+#ifdef MADV_HUGEPAGE
+    madvise(p, CMP_CHUNK, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
 static const struct option compare_longopts[] = {
     { "help", no_argument, NULL, 'h' },
     { "object", required_argument, NULL, OPT_OBJECT },
@@ -355,11 +540,13 @@ int img_compare(int argc, char **argv)
         if (!cmp.blk[i]) {
             goto out;
         }
-        cmp.buf[i] = img_alloc(CMP_CHUNK);
-        cmp.alt[i] = img_alloc(CMP_CHUNK);
+        cmp.buf[i] = cmp_alloc();
+        cmp.alt[i] = cmp_alloc();
     }
     cmp.job.ctx = blk_get_aio_context(cmp.blk[0]);
+    remote_setup(&cmp);
     ret = run_compare(&cmp);
+    remote_teardown(&cmp);
 out:
     for (int i = 0; i < 2; i++) {
         if (cmp.blk[i]) {

@@ -41,6 +41,17 @@ run_both "sigraise SIGTERM" -f raw -c 'write -P 1 0 4k' -c 'sigraise 15' -c 'wri
 run_both "sigraise bad arguments" -f raw -c 'sigraise 999' -c 'sigraise abc' -c 'sigraise -1' \
     -c 'sigraise 65' -c 'sigraise 0' -c 'help sigraise' -c 'length'
 run_both "read past the end" -f raw -c 'read 0 4M' -c 'read -q 0 4k' -c 'length'
+# Past the end every command fails as qemu-io's (BlockBackend's -EIO), also
+# when the request starts inside the image or exactly at its end.
+run_both "write/zero/discard past the end" -f raw -c 'write -P 1 1020k 8k' -c 'write -z 1M 1' \
+    -c 'discard 2M 1' -c 'read -P 0 1020k 4k' -c 'length'
+run_both "vectored past the end" -f raw -c 'readv 1M 1' -c 'writev 1023k 512 1k' -c 'length'
+run_both "aio_read past the end" -f raw -c 'aio_read 2M 4k' -c 'aio_flush' -c 'read 0 1'
+run_both "aio_write past the end" -f raw -c 'aio_write -P 3 1020k 8k' -c 'aio_flush' \
+    -c 'read -P 0 1020k 4k'
+run_both "aio_write -z past the end" -f raw -c 'aio_write -z 1M 1' -c 'aio_flush' -c 'length'
+run_both "aio_read pattern mismatch" -f raw -c 'aio_read -P 5 0 4k' -c 'aio_flush' -c 'length'
+run_both "read/write ending at the end" -f raw -c 'write -P 2 1020k 4k' -c 'read -P 2 1020k 4k'
 run_both "bad number" -f raw -c 'read 0 abc' -c 'read 1x 4'
 run_both "bad argument count" -f raw -c 'read 0' -c 'write'
 run_both "unknown command" -f raw -c 'bogus' -c 'length'

@@ -59,8 +59,7 @@ int io_discard_f(BlockBackend *blk, int argc, char **argv)
         return -EINVAL;
     }
     t1 = io_now();
-    ret = io_check_range(blk, off, len);
-    ret = ret < 0 ? ret : blk_pdiscard(blk, off, len);
+    ret = blk_pdiscard(blk, off, len);
     t2 = io_now();
     if (ret < 0) {
         printf("discard failed: %s\n", strerror(-ret));

@@ -46,8 +46,7 @@ static int do_read(BlockBackend *blk, void *buf, int64_t off, int64_t len, bool 
         ret = bdrv_load_vmstate(blk_bs(blk), buf, off, len);
         return ret < 0 ? ret : 0;
     }
-    ret = io_check_range(blk, off, len);
-    return ret < 0 ? ret : blk_pread(blk, off, len, buf, 0);
+    return blk_pread(blk, off, len, buf, 0);
 }
 
 int io_read_f(BlockBackend *blk, int argc, char **argv)
@@ -228,13 +227,11 @@ int io_write_f(BlockBackend *blk, int argc, char **argv)
     }
     t1 = io_now();
     if (o.zero) {
-        ret = io_check_range(blk, off, len);
-        ret = ret < 0 ? ret : blk_pwrite_zeroes(blk, off, len, flags);
+        ret = blk_pwrite_zeroes(blk, off, len, flags);
     } else if (o.vmstate) {
         ret = bdrv_save_vmstate(blk_bs(blk), buf, off, len);
     } else {
-        ret = io_check_range(blk, off, len);
-        ret = ret < 0 ? ret : blk_pwrite(blk, off, len, buf, flags);
+        ret = blk_pwrite(blk, off, len, buf, flags);
     }
     t2 = io_now();
     io_free_buf(buf);
@@ -270,11 +267,6 @@ static void vec_cb(void *opaque, int ret)
 /* A vectored request through the AIO API, waited for here. */
 static int run_vec(VecArgs *a)
 {
-    int ret = io_check_range(a->blk, a->off, (int64_t)a->qiov->size);
-
-    if (ret < 0) {
-        return ret;
-    }
     if (a->write) {
         blk_aio_pwritev(a->blk, a->off, a->qiov, a->flags, vec_cb, a);
     } else {

@@ -24,7 +24,6 @@ typedef struct IoState {
     bool misalign;          /* -m: buffers one byte off alignment */
     bool image_opts;        /* started with --image-opts */
     int aio_in_flight;
-    int aio_failed;
 } IoState;
 
 extern IoState io_state;
@@ -72,8 +71,6 @@ void io_dump_buffer(const void *buf, int64_t offset, int64_t len);
 int io_parse_pattern(const char *s);
 /** Builds an IOVector of buffers from the length arguments (readv/writev/aio). */
 void *io_create_iovec(BlockBackend *blk, IOVector *qiov, char **argv, int nr, int pattern);
-/** -EIO when [off, off + len) goes past the end of the image (as qemu's BlockBackend). */
-int io_check_range(BlockBackend *blk, int64_t off, int64_t len);
 /** Runs getopt-like parsing state reset before each command. */
 void io_reset_getopt(void);
 

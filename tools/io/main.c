@@ -128,15 +128,19 @@ int io_open(const char *name, const char *fmt, bool image_opts, int flags, bool 
             const char *aio, const char *discard, BlockOpts *extra)
 {
     BlockOpts *opts = extra ? extra : bopts_new();
+    const char *shown = name;   /* for messages: name is NULL once parsed (json: too) */
     Error *err = NULL;
 
     if (image_opts) {
         if (bopts_parse_keyval(opts, name, NULL, &err) < 0) {
             goto fail;
         }
-        name = NULL;
+        name = shown = NULL;
     } else if (fmt) {
         bopts_set(opts, "driver", fmt);
+    }
+    if (img_objects_apply_name(opts, &name, &err) < 0) {
+        goto fail;
     }
     if (img_objects_apply(opts) < 0) {
         bopts_free(opts);
@@ -178,8 +182,8 @@ int io_open(const char *name, const char *fmt, bool image_opts, int flags, bool 
     return 0;
 fail:
     bopts_free(opts);
-    fprintf(stderr, "coblk-io: can't open%s%s: %s\n", name ? " device " : "",
-            name ? name : "", error_get_pretty(err));
+    fprintf(stderr, "coblk-io: can't open%s%s: %s\n", shown ? " device " : "",
+            shown ? shown : "", error_get_pretty(err));
     error_free(err);
     return -EINVAL;
 }

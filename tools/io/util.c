@@ -216,13 +216,3 @@ void io_reset_getopt(void)
     optind = 0;
     opterr = 0;
 }
-
-int io_check_range(BlockBackend *blk, int64_t off, int64_t len)
-{
-    int64_t size = blk_getlength(blk);
-
-    if (size < 0) {
-        return (int)size;
-    }
-    return off > size || len > size - off ? -EIO : 0;
-}

@@ -133,6 +133,30 @@ if [ -n "$CIO" ]; then
     "$CIMG" convert "${qtls[@]}" --image-opts "$qopts" -O raw "$T/tlscopy.raw" ||
         fail "coblk-img convert from TLS"
     qio "$T/tlscopy.raw" "read -P 0x55 50M 1M" "read -P 0x56 51M 64k"
+    # tls-creds=ID inside a json: filename, as qemu-img takes it (also one level down).
+    qjson='json:{"driver":"nbd","server":{"type":"unix","path":"'$sock'"},"export":"exp",'
+    qjson+='"tls-creds":"t","tls-hostname":"localhost"}'
+    rjson='json:{"driver":"raw","file":{"driver":"nbd","server":{"type":"unix","path":"'$sock
+    rjson+='"},"export":"exp","tls-creds":"t","tls-hostname":"localhost"}}'
+    qemu-img info "${qtls[@]}" "$qjson" >"$T/qjinfo" 2>&1 ||
+        fail "qemu-img info json: with tls-creds: $(cat "$T/qjinfo")"
+    "$CIMG" info "${qtls[@]}" "$qjson" >"$T/cjinfo" 2>&1 ||
+        fail "coblk-img info json: with tls-creds: $(cat "$T/cjinfo")"
+    grep -q "virtual size: 64 MiB (67108864 bytes)" "$T/cjinfo" ||
+        fail "coblk-img info json: over TLS: $(cat "$T/cjinfo")"
+    rm -f "$T/jcopy.raw"
+    "$CIMG" convert "${qtls[@]}" -O raw "$rjson" "$T/jcopy.raw" ||
+        fail "coblk-img convert from a json: name with file.tls-creds"
+    qemu-img compare "${qtls[@]}" -F raw "$qjson" "$T/jcopy.raw" >/dev/null ||
+        fail "coblk-img convert json: over TLS: qemu-img compare finds a difference"
+    "$CIO" "${qtls[@]}" -c "read -P 0x56 51M 64k" "$qjson" >"$T/cjio" 2>&1 ||
+        fail "coblk-io json: with tls-creds: $(cat "$T/cjio")"
+    grep -Eqi "fail|error|mismatch" "$T/cjio" && fail "coblk-io json: over TLS: $(cat "$T/cjio")"
+    expect_fail "coblk-img json: unknown tls-creds id" "no tls-creds object with that id" \
+        "$CIMG" info "${qjson/\"t\"/\"nope\"}"
+    expect_fail "coblk-img json: without --object" "no tls-creds object with that id" \
+        "$CIMG" info "$rjson"
+    echo "coblk-img/coblk-io json: names with tls-creds: ok"
     expect_fail "coblk-io: unknown tls-creds id" "no tls-creds object with that id" \
         "$CIO" --image-opts "${qopts/tls-creds=t/tls-creds=nope}" -c "length"
     expect_fail "coblk-img: verify-peer=off refused" "verify-peer=off is not supported" \

@@ -104,6 +104,12 @@ bool img_is_zero(const void *buf, size_t len);
 int img_object_add(const char *spec);
 /** Replaces tls-creds=ID options (any prefix) with the NBD client's TLS options; -1 on error. */
 int img_objects_apply(BlockOpts *opts);
+/**
+ * A json:{...} *filename is parsed into opts here, as the block layer would at
+ * open (*filename becomes NULL), so that img_objects_apply() sees the
+ * tls-creds=ID options inside it. 0, or -1 with errp set (malformed JSON).
+ */
+int img_objects_apply_name(BlockOpts *opts, const char **filename, Error **errp);
 
 /* copy-offload.c: convert -C (copy_file_range into a raw target on a file) */
 typedef struct ImgCopyOffload ImgCopyOffload;

@@ -325,6 +325,7 @@ bool img_cache_flags(const char *mode, int *flags, bool *writethrough)
 
 BlockBackend *img_open(const char *filename, const ImgOpen *o)
 {
+    const char *shown = o->image_opts ? "(image-opts)" : filename;
     BlockOpts *opts = bopts_new();
     BlockBackend *blk;
     Error *err = NULL;
@@ -360,6 +361,11 @@ BlockBackend *img_open(const char *filename, const ImgOpen *o)
     } else if (o->fmt) {
         bopts_set(opts, "driver", o->fmt);
     }
+    if (img_objects_apply_name(opts, &filename, &err) < 0) {
+        img_error_err(err, "Could not open '%s'", shown);
+        bopts_free(opts);
+        return NULL;
+    }
     if (img_objects_apply(opts) < 0) {
         bopts_free(opts);
         return NULL;
@@ -372,7 +378,7 @@ BlockBackend *img_open(const char *filename, const ImgOpen *o)
     }
     blk = blk_new_open(filename, opts, flags, &err);
     if (!blk) {
-        img_error_err(err, "Could not open '%s'", filename ? filename : "(image-opts)");
+        img_error_err(err, "Could not open '%s'", shown);
         return NULL;
     }
     if (writethrough) {

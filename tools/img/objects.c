@@ -200,6 +200,19 @@ out:
     return ret;
 }
 
+int img_objects_apply_name(BlockOpts *opts, const char **filename, Error **errp)
+{
+    int ret = *filename ? bopts_parse_filename_json(opts, *filename, errp) : 0;
+
+    if (ret < 0) {
+        return -1;
+    }
+    if (ret == 1) {
+        *filename = NULL;
+    }
+    return 0;
+}
+
 int img_objects_apply(BlockOpts *opts)
 {
     for (size_t i = 0; i < bopts_count(opts);) {

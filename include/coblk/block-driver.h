@@ -174,6 +174,13 @@ struct BlockDriverState {
     BlockBackend *classic_blk;      /**< serves bdrv_aio_readv/writev; holds no reference */
 };
 
+/**
+ * Places the guest bytes [offset, offset + bytes) at offset host of the
+ * protocol node file (see co_copy_range_to). Returns 0 or -errno.
+ */
+typedef int coroutine_fn BdrvCopyFillFn(void *opaque, BlockDriverState *file, int64_t host,
+                                        int64_t offset, int64_t bytes);
+
 struct BlockDriver {
     uint32_t struct_size;           /**< sizeof(BlockDriver) the driver was built with */
     const char *format_name;        /**< "raw", "qcow2", "file", "null-co" */
@@ -333,6 +340,19 @@ struct BlockDriver {
      */
     void (*reopen_finish)(BlockDriverState *bs, bool undo);
 
+    /**
+     * Copy offloading into this node (qemu-img convert -C): [offset, offset +
+     * bytes) of the guest gets the data that fill() places, outside the block
+     * layer (copy_file_range), at host offsets of a protocol node below; the
+     * driver maps or allocates the host ranges and references them only after
+     * fill() returned 0, with the same ordering as a write. -ENOTSUP where it
+     * cannot do it (partial clusters needing copy-on-write, encryption, ...):
+     * the caller then writes the data itself. Part of the range may have been
+     * copied before an error. Optional; see bdrv_co_copy_range_to().
+     */
+    int coroutine_fn (*co_copy_range_to)(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                         BdrvCopyFillFn *fill, void *opaque);
+
     /* New fields go here, at the end. */
 };
 
@@ -359,6 +379,15 @@ COBLK_API void coroutine_fn bdrv_debug_event(BlockDriverState *bs, BlkdebugEvent
 
 /** Reads guest bytes a format image does not hold: from its backing file,
  *  zeroes past the backing file's end or when there is none. */
+/**
+ * Copy offloading into bs (a format node): see BlockDriver.co_copy_range_to.
+ * -ENOTSUP when its driver has no such callback, -EPERM when bs is
+ * read-only. Write generations of bs and of every node fill() wrote to are
+ * bumped, so that later flushes do not skip them.
+ */
+COBLK_API int coroutine_fn bdrv_co_copy_range_to(BlockDriverState *bs, int64_t offset,
+                                                 int64_t bytes, BdrvCopyFillFn *fill,
+                                                 void *opaque);
 COBLK_API int coroutine_fn bdrv_co_read_backing(BlockDriverState *bs, int64_t offset, int64_t n,
                                                 IOVector *qiov, size_t qiov_offset);
 #define BLKDBG_EVENT(child, event) \

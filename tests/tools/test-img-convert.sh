@@ -84,10 +84,10 @@ expect_rc 1 "convert -c to raw" "$CIMG" convert -c -f raw -O raw src.raw c.raw
 grep -q "Compression not supported" err.txt && pass "-c message" || fail "-c message: $(cat err.txt)"
 
 # -C: copy offloading. Data of a raw source and the plain clusters of a qcow2
-# source go through copy_file_range into a raw target (checked with strace
-# when it is installed); a qcow2 target falls back to read/write. The copies
-# equal their sources and stay as sparse as qemu-img -C makes them (data is
-# not scanned for zeroes: it is not read).
+# source go through copy_file_range into a raw or qcow2 target (checked with
+# strace when it is installed). The copies equal their sources and stay as
+# sparse as qemu-img -C makes them (data is not scanned for zeroes: it is not
+# read).
 qemu-img convert -f raw -O qcow2 src.raw src-c.qcow2
 for s in "raw src.raw" "qcow2 src-c.qcow2"; do
     set -- $s
@@ -107,10 +107,49 @@ for s in "raw src.raw" "qcow2 src-c.qcow2"; do
             fail "convert -C from $1: no copy_file_range"
     fi
 done
+# Into qcow2: the driver allocates the clusters, the kernel fills them, then
+# they are linked; partial clusters (a 2 MiB or extended-L2 target, 4 KiB
+# clusters of a 64 KiB write) and ranges already allocated (-n) too.
+for s in "raw src.raw" "qcow2 src-c.qcow2"; do
+    set -- $s
+    rm -f off.qcow2
+    expect_rc 0 "convert -C from $1 to qcow2" "$CIMG" convert -C -f "$1" -O qcow2 "$2" off.qcow2
+    expect_rc 0 "convert -C from $1 to qcow2: identical" qemu-img compare -f raw -F qcow2 \
+        src.raw off.qcow2
+    expect_rc 0 "convert -C from $1 to qcow2: check" qemu-img check -q off.qcow2
+    if command -v strace >/dev/null; then
+        rm -f off.qcow2
+        strace -f -e trace=copy_file_range -o trace.txt "$CIMG" convert -C -f "$1" -O qcow2 \
+            "$2" off.qcow2
+        grep -q "copy_file_range(.*= [1-9]" trace.txt &&
+            pass "convert -C from $1 to qcow2 offloads" ||
+            fail "convert -C from $1 to qcow2: no copy_file_range"
+    fi
+done
+for o in cluster_size=2M cluster_size=4k extended_l2=on compat=0.10; do
+    rm -f off.qcow2
+    qemu-img create -q -f qcow2 -o "$o" off.qcow2 "$(stat -c %s src.raw)"
+    expect_rc 0 "convert -C -n to qcow2 $o" "$CIMG" convert -C -n -f raw -O qcow2 src.raw off.qcow2
+    expect_rc 0 "convert -C -n to qcow2 $o: identical" qemu-img compare -f raw -F qcow2 \
+        src.raw off.qcow2
+    expect_rc 0 "convert -C -n to qcow2 $o: check" qemu-img check -q off.qcow2
+done
+qemu-io -f qcow2 -c 'write -P 0xee 0 1M' -c 'write -P 0xee 3M 2M' off.qcow2 >/dev/null
+expect_rc 0 "convert -C -n over allocated qcow2" "$CIMG" convert -C -n -f raw -O qcow2 src.raw \
+    off.qcow2
+expect_rc 0 "convert -C -n over allocated qcow2: identical" qemu-img compare -f raw -F qcow2 \
+    src.raw off.qcow2
+expect_rc 0 "convert -C -n over allocated qcow2: check" qemu-img check -q off.qcow2
+# compressed source clusters are read and written (no file offset to copy from)
+qemu-img convert -c -f raw -O qcow2 src.raw srcz.qcow2
 rm -f off.qcow2
-expect_rc 0 "convert -C to qcow2 (read/write)" "$CIMG" convert -C -f raw -O qcow2 src.raw off.qcow2
-expect_rc 0 "convert -C to qcow2: identical" qemu-img compare -f raw -F qcow2 src.raw off.qcow2
-expect_rc 0 "convert -C to qcow2: check" qemu-img check -q off.qcow2
+expect_rc 0 "convert -C from compressed qcow2" "$CIMG" convert -C -f qcow2 -O qcow2 srcz.qcow2 \
+    off.qcow2
+expect_rc 0 "convert -C from compressed qcow2: identical" qemu-img compare -f raw -F qcow2 \
+    src.raw off.qcow2
+expect_rc 1 "convert -C -c refused" "$CIMG" convert -C -c -f raw -O qcow2 src.raw off.qcow2
+grep -q "Cannot enable copy offloading when -c is used" err.txt && pass "convert -C -c message" ||
+    fail "convert -C -c message: $(cat err.txt)"
 # -n over a dirty raw target: zero ranges are still written
 qemu-io -f raw -c 'write -P 0xff 0 8M' dirty.raw >/dev/null
 expect_rc 0 "convert -C -n over dirty" "$CIMG" convert -C -n -f raw -O raw src.raw dirty.raw

@@ -13,9 +13,11 @@
  *
  * -C (copy offloading, copy-offload.c): data whose bytes lie as they are in
  * a file (block status OFFSET_VALID) is copied by copy_file_range into a raw
- * target on a file, without reading it here (so without zero detection:
- * -S is refused with -C, as qemu-img does). Other data, and everything
- * once the kernel refuses a copy, goes through read and write.
+ * target on a file or into the clusters a qcow2 target allocates for it,
+ * without reading it here (so without zero detection: -S is refused with -C,
+ * as qemu-img does). Other data (and partial qcow2 clusters that need
+ * copy-on-write), and everything once the kernel refuses a copy, goes
+ * through read and write.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -111,7 +111,7 @@ int img_objects_apply(BlockOpts *opts);
  */
 int img_objects_apply_name(BlockOpts *opts, const char **filename, Error **errp);
 
-/* copy-offload.c: convert -C (copy_file_range into a raw target on a file) */
+/* copy-offload.c: convert -C (copy_file_range into a raw target on a file, or qcow2) */
 typedef struct ImgCopyOffload ImgCopyOffload;
 /** NULL when dst is not a raw image directly on a file (no offloading then). */
 ImgCopyOffload *img_copy_offload_new(BlockBackend *dst);

@@ -308,15 +308,11 @@ static int coroutine_fn plan_write(BlockDriverState *bs, uint64_t offset, uint64
     return 0;
 }
 
-/* Without the lock: COW head/tail + guest data into the new clusters. */
-static int coroutine_fn alloc_write_data(BlockDriverState *bs, Qcow2Alloc *a, uint64_t offset,
-                                         uint64_t n, IOVector *qiov, size_t qiov_offset)
+/* The bytes of the allocation a before and after [offset, offset + n) that COW copies. */
+static void cow_sizes(BDRVQcow2State *s, const Qcow2Alloc *a, uint64_t offset, uint64_t n,
+                      uint64_t *phead, uint64_t *ptail)
 {
-    BDRVQcow2State *s = bs->opaque;
     uint64_t head = offset - a->write_start, tail = a->write_end - (offset + n);
-    Qcow2Buf *b = NULL;
-    IOVector v;
-    int ret = 0;
 
     if (a->write_end > s->size && tail) {
         /* Past the guest end: nothing to copy, the tail reads as zero. */
@@ -324,12 +320,21 @@ static int coroutine_fn alloc_write_data(BlockDriverState *bs, Qcow2Alloc *a, ui
 
         tail = real < tail ? real : tail;
     }
-    if (a->skip_head) {
-        head = 0;
-    }
-    if (a->skip_tail) {
-        tail = 0;
-    }
+    *phead = a->skip_head ? 0 : head;
+    *ptail = a->skip_tail ? 0 : tail;
+}
+
+/* Without the lock: COW head/tail + guest data into the new clusters. */
+static int coroutine_fn alloc_write_data(BlockDriverState *bs, Qcow2Alloc *a, uint64_t offset,
+                                         uint64_t n, IOVector *qiov, size_t qiov_offset)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t head, tail;
+    Qcow2Buf *b = NULL;
+    IOVector v;
+    int ret = 0;
+
+    cow_sizes(s, a, offset, n, &head, &tail);
     if (head + tail) {
         /* head, tail < one cluster each: they fit in the set's COW area. */
         b = qcow2_buf_get(s);
@@ -492,6 +497,81 @@ int coroutine_fn qcow2_co_pwritev_alloc(BlockDriverState *bs, uint64_t offset, u
         qiov_offset += n;
     }
     return 0;
+}
+
+/*
+ * One step of copy offloading (see qcow2_co_copy_range_to): [offset, offset
+ * + *n) is placed by fill() in place or into new clusters linked after it.
+ */
+static int coroutine_fn copy_range_step(BlockDriverState *bs, uint64_t offset, uint64_t *n,
+                                        BdrvCopyFillFn *fill, void *opaque)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t host = 0, head, tail;
+    Qcow2Alloc a;
+    int ret;
+
+    co_mutex_lock(&s->lock);
+    ret = plan_write(bs, offset, n, &host, &a);
+    if (ret == 1) {
+        ret = check_data_overlap(bs, host, *n);
+        co_mutex_unlock(&s->lock);
+        return ret < 0 ? ret : fill(opaque, s->data_file->bs, (int64_t)host, (int64_t)offset,
+                                    (int64_t)*n);
+    }
+    if (ret < 0) {
+        co_mutex_unlock(&s->lock);
+        return ret;
+    }
+    cow_sizes(s, &a, offset, *n, &head, &tail);
+    if (head + tail) {
+        ret = -ENOTSUP; /* copy-on-write of the rest of a cluster: not offloaded */
+    } else if (a.fill) {
+        ret = check_data_overlap(bs, a.host, s->cluster_size);
+    } else if (!qcow2_has_data_file(s)) {
+        ret = qcow2_check_overlap(bs, 0, a.host, (uint64_t)a.nb_clusters * s->cluster_size);
+    }
+    co_mutex_unlock(&s->lock);
+    if (ret == 0) {
+        ret = fill(opaque, s->data_file->bs, (int64_t)(a.host + (offset - a.guest_start)),
+                   (int64_t)offset, (int64_t)*n);
+    }
+    co_mutex_lock(&s->lock);
+    if (ret == 0) {
+        ret = alloc_link(bs, &a);
+    } else if (!qcow2_has_data_file(s) && !a.fill) {
+        qcow2_free_clusters(bs, a.host, (uint64_t)a.nb_clusters * s->cluster_size,
+                            QCOW2_DISCARD_NEVER);
+    }
+    qcow2_alloc_remove(s, &a);
+    co_mutex_unlock(&s->lock);
+    return ret;
+}
+
+/*
+ * Copy offloading into the image (BlockDriver.co_copy_range_to): as a write
+ * of [offset, offset + bytes), with fill() in place of the data transfer.
+ * Ranges that would need copy-on-write of part of a cluster, and encrypted
+ * images, are -ENOTSUP (the caller writes them).
+ */
+int coroutine_fn qcow2_co_copy_range_to(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                        BdrvCopyFillFn *fill, void *opaque)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret;
+
+    if (s->crypt_method) {
+        return -ENOTSUP;
+    }
+    ret = qcow2_bitmaps_note_write(bs, (uint64_t)offset, (uint64_t)bytes);
+    while (ret == 0 && bytes > 0) {
+        uint64_t n = (uint64_t)bytes;
+
+        ret = copy_range_step(bs, (uint64_t)offset, &n, fill, opaque);
+        offset += (int64_t)n;
+        bytes -= (int64_t)n;
+    }
+    return ret;
 }
 
 /* ---------------------------------------------------------------------- */

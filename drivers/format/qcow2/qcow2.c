@@ -823,6 +823,7 @@ const BlockDriver bdrv_qcow2 = {
     .reopen_commit = qcow2_reopen_commit,
     .reopen_abort = qcow2_reopen_abort,
     .reopen_finish = qcow2_reopen_finish,
+    .co_copy_range_to = qcow2_co_copy_range_to,
     .co_create_opts = qcow2_co_create_opts,
     .create_opts = qcow2_create_opts,
     .get_info = qcow2_get_info,

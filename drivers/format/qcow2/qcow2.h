@@ -611,6 +611,8 @@ int qcow2_classify_entry(BlockDriverState *bs, uint64_t l2e, uint64_t bitmap, in
 
 int coroutine_fn qcow2_co_pwritev_alloc(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
                                         IOVector *qiov, size_t qiov_offset, unsigned flags);
+int coroutine_fn qcow2_co_copy_range_to(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                        BdrvCopyFillFn *fill, void *opaque);
 /* The first in-flight allocation overlapping guest [start, end), or NULL. */
 Qcow2Alloc *qcow2_find_alloc_overlap(BDRVQcow2State *s, uint64_t start, uint64_t end);
 /* Unregisters an allocation and wakes the writes waiting for it. */

@@ -34,34 +34,6 @@ typedef struct RenamePlan {
     int linked;         /* new_paths[0..linked) were created */
 } RenamePlan;
 
-int coroutine_fn vmdk_write_desc(BlockDriverState *bs, const char *text)
-{
-    BDRVVmdkState *s = bs->opaque;
-    size_t len = strlen(text);
-    int ret;
-
-    if (s->desc_embedded) {
-        char *area;
-
-        if (len > s->desc_capacity) {
-            return -ENOSPC;
-        }
-        area = calloc(1, s->desc_capacity);
-        if (!area) {
-            return -ENOMEM;
-        }
-        memcpy(area, text, len);
-        ret = vmdk_co_pwrite(bs->file, s->desc_offset, area, s->desc_capacity);
-        free(area);
-    } else {
-        ret = vmdk_co_pwrite(bs->file, 0, text, len);
-        if (ret == 0) {
-            ret = bdrv_co_truncate(bs->file, (int64_t)len, true, PREALLOC_MODE_OFF, 0, NULL);
-        }
-    }
-    return ret < 0 ? ret : bdrv_co_flush(bs->file->bs);
-}
-
 /* "dir/disk.vmdk" -> "disk"; the stem extents named after the image start with. */
 static void stem_of(const char *path, char *out, size_t size)
 {
@@ -127,7 +99,7 @@ static int plan_extents(BlockDriverState *bs, const char *new_name, RenamePlan *
         return -ENOMEM;
     }
     for (int i = 0; i < p->n; i++) {
-        const VmdkExtent *e = &s->extents[i];
+        const VmdkExtent *e = s->extents[i];
         const char *name = s->desc.ext[i].filename;
 
         if (!e->child || !name || e->child == bs->file) {
@@ -197,7 +169,7 @@ static void commit_names(BlockDriverState *bs, RenamePlan *p, char *text)
             if (strcmp(p->new_paths[i], p->old_paths[i]) != 0) {
                 unlink(p->old_paths[i]);
             }
-            coblk_set_node_filename(s->extents[i].child->bs, p->old_paths[i],
+            coblk_set_node_filename(s->extents[i]->child->bs, p->old_paths[i],
                                     p->new_paths[i]);
         }
         if (!p->new_names[i]) {
@@ -205,8 +177,8 @@ static void commit_names(BlockDriverState *bs, RenamePlan *p, char *text)
         }
         free(s->desc.ext[i].filename);
         s->desc.ext[i].filename = p->new_names[i];
-        free(s->extents[i].filename);
-        s->extents[i].filename = strdup(p->new_names[i]);
+        free(s->extents[i]->filename);
+        s->extents[i]->filename = strdup(p->new_names[i]);
         p->new_names[i] = NULL;
     }
     free(s->desc_text);

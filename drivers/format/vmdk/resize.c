@@ -35,34 +35,6 @@
 
 #define TWO_GB (2ULL << 30)
 
-/* Writes text as the descriptor (embedded area or the descriptor file) and flushes. */
-static int coroutine_fn write_desc(BlockDriverState *bs, const char *text)
-{
-    BDRVVmdkState *s = bs->opaque;
-    size_t len = strlen(text);
-    int ret;
-
-    if (s->desc_embedded) {
-        char *area = calloc(1, s->desc_capacity);
-
-        if (!area) {
-            return -ENOMEM;
-        }
-        if (len > s->desc_capacity) {
-            free(area);
-            return -ENOSPC;
-        }
-        memcpy(area, text, len);
-        ret = vmdk_co_pwrite(bs->file, s->desc_offset, area, s->desc_capacity);
-        free(area);
-    } else {
-        ret = vmdk_co_pwrite(bs->file, 0, text, len);
-        ret = ret ? ret : bdrv_co_truncate(bs->file, (int64_t)len, true, PREALLOC_MODE_OFF, 0,
-                                           NULL);
-    }
-    return ret ? ret : bdrv_co_flush(bs->file->bs);
-}
-
 /* The descriptor text for the last extent at sectors; NULL if out of memory. */
 static char *new_desc(BDRVVmdkState *s, uint64_t size, uint64_t sectors)
 {
@@ -89,9 +61,9 @@ static int coroutine_fn resize_flat(BlockDriverState *bs, VmdkExtent *e, uint64_
         ret = (int64_t)end > flen ? bdrv_co_truncate(e->child, (int64_t)end, true,
                                                      PREALLOC_MODE_OFF, 0, NULL) : 0;
         ret = ret ? ret : bdrv_co_flush(e->child->bs);
-        return ret ? ret : write_desc(bs, text);
+        return ret ? ret : vmdk_write_desc(bs, text);
     }
-    ret = write_desc(bs, text);
+    ret = vmdk_write_desc(bs, text);
     if (ret == 0 && (uint64_t)flen == e->flat_offset + e->length && e->child != bs->file) {
         ret = bdrv_co_truncate(e->child, (int64_t)end, true, PREALLOC_MODE_OFF, 0, NULL);
     }
@@ -112,11 +84,11 @@ static int coroutine_fn grow_sparse(BlockDriverState *bs, VmdkExtent *e, uint64_
         return ret;
     }
     if (ret == 0 && ((BDRVVmdkState *)bs->opaque)->desc_embedded) {
-        ret = write_desc(bs, text);
+        ret = vmdk_write_desc(bs, text);
         ret = ret ? ret : vmdk_sparse_set_capacity(e, len / 512);
     } else if (ret == 0) {
         ret = vmdk_sparse_set_capacity(e, len / 512);
-        ret = ret ? ret : write_desc(bs, text);
+        ret = ret ? ret : vmdk_write_desc(bs, text);
     }
     return ret;
 }
@@ -152,7 +124,7 @@ int coroutine_fn vmdk_co_truncate(BlockDriverState *bs, int64_t offset, bool exa
 {
     BDRVVmdkState *s = bs->opaque;
     uint64_t size = (uint64_t)offset, len;
-    VmdkExtent *e = &s->extents[s->n_extents - 1];
+    VmdkExtent *e = s->extents[s->n_extents - 1];
     const char *why;
     char *text;
     int ret;

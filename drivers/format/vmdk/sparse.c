@@ -270,7 +270,7 @@ static VmdkGtSlot *gt_find(BDRVVmdkState *s, int idx, uint64_t gt_index)
 
 static int coroutine_fn gt_load(BDRVVmdkState *s, int idx, uint64_t gt_index, VmdkGtSlot **out)
 {
-    VmdkExtent *e = &s->extents[idx];
+    VmdkExtent *e = s->extents[idx];
     VmdkGtSlot *t = gt_find(s, idx, gt_index);
     int ret;
 
@@ -301,7 +301,7 @@ static int coroutine_fn gt_load(BDRVVmdkState *s, int idx, uint64_t gt_index, Vm
 int coroutine_fn vmdk_gte_lookup(BDRVVmdkState *s, int idx, uint64_t off, uint32_t *gte,
                                  VmdkGtSlot **slot)
 {
-    VmdkExtent *e = &s->extents[idx];
+    VmdkExtent *e = s->extents[idx];
     uint64_t grain = off / e->grain_size;
     uint64_t gt_index = grain / e->gtes_per_gt;
     int ret;
@@ -528,7 +528,7 @@ int coroutine_fn vmdk_sparse_set_capacity(VmdkExtent *e, uint64_t sectors)
 
 int coroutine_fn vmdk_gte_update(BDRVVmdkState *s, int idx, uint64_t off, uint32_t value)
 {
-    VmdkExtent *e = &s->extents[idx];
+    VmdkExtent *e = s->extents[idx];
     uint64_t grain = off / e->grain_size;
     uint64_t gt_index = grain / e->gtes_per_gt, pos = grain % e->gtes_per_gt;
     VmdkGtSlot *t;
@@ -635,7 +635,7 @@ static int coroutine_fn read_grain_part(BlockDriverState *bs, int idx, uint64_t 
                                         uint32_t gte, IOVector *qiov, size_t qoff)
 {
     BDRVVmdkState *s = bs->opaque;
-    VmdkExtent *e = &s->extents[idx];
+    VmdkExtent *e = s->extents[idx];
     uint64_t in = off % e->grain_size, host;
     uint8_t *buf;
     int ret;
@@ -670,7 +670,7 @@ int coroutine_fn vmdk_sparse_preadv(BlockDriverState *bs, int idx, uint64_t off,
                                     IOVector *qiov, size_t qoff)
 {
     BDRVVmdkState *s = bs->opaque;
-    VmdkExtent *e = &s->extents[idx];
+    VmdkExtent *e = s->extents[idx];
 
     while (bytes) {
         uint64_t in = off % e->grain_size;
@@ -698,7 +698,7 @@ int coroutine_fn vmdk_sparse_preadv(BlockDriverState *bs, int idx, uint64_t off,
 /* True if every grain of [off, off + bytes) is a plain allocated grain (s->lock held). */
 static int coroutine_fn all_allocated(BDRVVmdkState *s, int idx, uint64_t off, uint64_t bytes)
 {
-    VmdkExtent *e = &s->extents[idx];
+    VmdkExtent *e = s->extents[idx];
     uint64_t end = off + bytes;
 
     if (e->compressed) {
@@ -723,7 +723,7 @@ static int coroutine_fn all_allocated(BDRVVmdkState *s, int idx, uint64_t off, u
 static int coroutine_fn write_allocated(BDRVVmdkState *s, int idx, uint64_t off,
                                         uint64_t bytes, IOVector *qiov, size_t qoff)
 {
-    VmdkExtent *e = &s->extents[idx];
+    VmdkExtent *e = s->extents[idx];
 
     while (bytes) {
         uint64_t in = off % e->grain_size, host;
@@ -762,7 +762,7 @@ typedef struct PendingGte {
 
 static int coroutine_fn commit_pending(BDRVVmdkState *s, int idx, PendingGte *p, int *n)
 {
-    VmdkExtent *e = &s->extents[idx];
+    VmdkExtent *e = s->extents[idx];
     int ret = 0;
 
     if (*n == 0) {
@@ -785,7 +785,7 @@ static int coroutine_fn fill_grain(BlockDriverState *bs, int idx, uint64_t goff,
                                    uint8_t *buf)
 {
     BDRVVmdkState *s = bs->opaque;
-    VmdkExtent *e = &s->extents[idx];
+    VmdkExtent *e = s->extents[idx];
     int ret = 0;
 
     if (n < e->grain_size) {
@@ -814,7 +814,7 @@ static int coroutine_fn write_new_grain(BlockDriverState *bs, int idx, uint64_t 
                                         uint8_t **buf, PendingGte *pend, int *npend)
 {
     BDRVVmdkState *s = bs->opaque;
-    VmdkExtent *e = &s->extents[idx];
+    VmdkExtent *e = s->extents[idx];
     uint64_t in = off % e->grain_size, goff = off - in;
     uint32_t sector;
     int ret;
@@ -872,7 +872,7 @@ static int coroutine_fn zero_grain(BlockDriverState *bs, int idx, uint64_t off, 
                                    uint32_t gte, uint8_t **buf, PendingGte *pend, int *npend)
 {
     BDRVVmdkState *s = bs->opaque;
-    VmdkExtent *e = &s->extents[idx];
+    VmdkExtent *e = s->extents[idx];
 
     if (gte_is_zero(e, gte) || (gte == 0 && !bs->backing)) {
         return 0; /* already reads as zeroes */
@@ -888,7 +888,7 @@ int coroutine_fn vmdk_sparse_pwritev(BlockDriverState *bs, int idx, uint64_t off
                                      uint64_t bytes, IOVector *qiov, size_t qoff, bool zero)
 {
     BDRVVmdkState *s = bs->opaque;
-    VmdkExtent *e = &s->extents[idx];
+    VmdkExtent *e = s->extents[idx];
     PendingGte pend[VMDK_PENDING_MAX];
     uint8_t *buf = NULL;
     int npend = 0, ret;
@@ -934,7 +934,7 @@ int coroutine_fn vmdk_sparse_block_status(BlockDriverState *bs, int idx, uint64_
                                           BlockDriverState **file)
 {
     BDRVVmdkState *s = bs->opaque;
-    VmdkExtent *e = &s->extents[idx];
+    VmdkExtent *e = s->extents[idx];
     uint64_t in = off % e->grain_size, done = 0, first_host = 0;
     int status = -1, ret = 0;
 
@@ -1006,7 +1006,7 @@ int coroutine_fn vmdk_sparse_block_status(BlockDriverState *bs, int idx, uint64_
 static int coroutine_fn check_extent(BlockDriverState *bs, int idx, BdrvCheckResult *res)
 {
     BDRVVmdkState *s = bs->opaque;
-    VmdkExtent *e = &s->extents[idx];
+    VmdkExtent *e = s->extents[idx];
     uint64_t grains = div_round_up_u64(e->length, e->grain_size);
 
     for (uint64_t t = 0; t < e->gd_entries; t++) {
@@ -1049,7 +1049,7 @@ int coroutine_fn vmdk_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvC
 
     co_mutex_lock(&s->lock);
     for (int i = 0; i < s->n_extents && ret == 0; i++) {
-        if (s->extents[i].type == VMDK_EXT_SPARSE) {
+        if (s->extents[i]->type == VMDK_EXT_SPARSE) {
             ret = check_extent(bs, i, res);
         }
     }

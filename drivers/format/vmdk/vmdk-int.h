@@ -155,7 +155,7 @@ typedef struct VmdkExtent {
 
 typedef struct BDRVVmdkState {
     CoMutex lock;           /* grain table cache and allocation */
-    VmdkExtent *extents;
+    VmdkExtent **extents;   /* n_extents pointers: an extent never moves (resize appends) */
     int n_extents;
     uint64_t size;          /* guest bytes */
     VmdkDesc desc;
@@ -224,8 +224,6 @@ int coroutine_fn vmdk_stream_write_grain(VmdkExtent *e, uint64_t grain_index,
 /* rename.c */
 /* Renames the image, its extent files and their names in the descriptor. */
 int coroutine_fn vmdk_co_rename(BlockDriverState *bs, const char *new_name, Error **errp);
-/* Writes text as the descriptor (embedded area or descriptor file). */
-int coroutine_fn vmdk_write_desc(BlockDriverState *bs, const char *text);
 
 /* parent.c: sets parentFileNameHint and parentCID (NULL backing_file: no parent). */
 int coroutine_fn vmdk_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
@@ -248,6 +246,18 @@ int coroutine_fn vmdk_co_create_opts(const BlockDriver *drv, const char *filenam
 int vmdk_pread_sync(BdrvChild *c, uint64_t off, void *buf, size_t len);
 int coroutine_fn vmdk_co_pread(BdrvChild *c, uint64_t off, void *buf, size_t len);
 int coroutine_fn vmdk_co_pwrite(BdrvChild *c, uint64_t off, const void *buf, size_t len);
+/*
+ * Appends e (malloc'd, or NULL) as the last extent; returns e, or NULL (and
+ * frees e) when out of memory. Extents never move once appended: requests
+ * keep pointers to them across yields while a resize appends more.
+ */
+VmdkExtent *vmdk_extent_append(BDRVVmdkState *s, VmdkExtent *e);
+/*
+ * Writes text as the descriptor (the embedded area, -ENOSPC if it does not
+ * fit, or the whole descriptor file, truncated to it) and flushes. In place:
+ * atomic only when it fits in one sector.
+ */
+int coroutine_fn vmdk_write_desc(BlockDriverState *bs, const char *text);
 /* Rewrites the descriptor with a new CID (first write after open). */
 int coroutine_fn vmdk_update_cid(BlockDriverState *bs);
 

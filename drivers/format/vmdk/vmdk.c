@@ -209,6 +209,19 @@ static int open_extent(BlockDriverState *bs, BlockOpts *options, int i, VmdkExte
     return vmdk_sparse_open(bs, e, errp);
 }
 
+VmdkExtent *vmdk_extent_append(BDRVVmdkState *s, VmdkExtent *e)
+{
+    VmdkExtent **n = e ? realloc(s->extents, sizeof(*n) * (size_t)(s->n_extents + 1)) : NULL;
+
+    if (!n) {
+        free(e);
+        return NULL;
+    }
+    s->extents = n;
+    s->extents[s->n_extents++] = e;
+    return e;
+}
+
 static int open_descriptor_file(BlockDriverState *bs, BlockOpts *options, Error **errp)
 {
     BDRVVmdkState *s = bs->opaque;
@@ -232,14 +245,12 @@ static int open_descriptor_file(BlockDriverState *bs, BlockOpts *options, Error 
         error_setg(errp, "vmdk: %s: the descriptor lists no extents", bs->filename);
         return -EINVAL;
     }
-    s->extents = calloc((size_t)s->desc.n_ext, sizeof(*s->extents));
-    if (!s->extents) {
-        return -ENOMEM;
-    }
     for (int i = 0; i < s->desc.n_ext; i++) {
-        VmdkExtent *e = &s->extents[i];
+        VmdkExtent *e = vmdk_extent_append(s, calloc(1, sizeof(*e)));
 
-        s->n_extents = i + 1;
+        if (!e) {
+            return -ENOMEM;
+        }
         e->start = total;
         ret = open_extent(bs, options, i, e, errp);
         if (ret < 0) {
@@ -264,12 +275,13 @@ static int open_sparse_file(BlockDriverState *bs, const uint8_t *hdr, Error **er
     VmdkExtent *e;
     int ret;
 
-    s->extents = calloc(1, sizeof(*s->extents));
-    if (!s->extents || len < 0) {
-        return s->extents ? (int)len : -ENOMEM;
+    if (len < 0) {
+        return (int)len;
     }
-    s->n_extents = 1;
-    e = &s->extents[0];
+    e = vmdk_extent_append(s, calloc(1, sizeof(*e)));
+    if (!e) {
+        return -ENOMEM;
+    }
     e->type = VMDK_EXT_SPARSE;
     e->child = bs->file;
     ret = vmdk_sparse_open(bs, e, errp);
@@ -381,14 +393,15 @@ static void vmdk_close(BlockDriverState *bs)
     BDRVVmdkState *s = bs->opaque;
 
     for (int i = 0; i < s->n_extents; i++) {
-        if (s->extents[i].stream_written && vmdk_stream_finish_sync(&s->extents[i]) < 0) {
+        if (s->extents[i]->stream_written && vmdk_stream_finish_sync(s->extents[i]) < 0) {
             coblk_warn("vmdk: %s: could not write the end-of-stream marker", bs->filename);
         }
     }
     for (int i = 0; i < s->n_extents; i++) {
-        free(s->extents[i].gd);
-        free(s->extents[i].rgd);
-        free(s->extents[i].filename);
+        free(s->extents[i]->gd);
+        free(s->extents[i]->rgd);
+        free(s->extents[i]->filename);
+        free(s->extents[i]);
     }
     free(s->extents);
     free(s->gt_cache);
@@ -428,7 +441,7 @@ static int find_extent(const BDRVVmdkState *s, uint64_t off)
     while (lo < hi) {
         int mid = (lo + hi + 1) / 2;
 
-        if (s->extents[mid].start <= off) {
+        if (s->extents[mid]->start <= off) {
             lo = mid;
         } else {
             hi = mid - 1;
@@ -437,12 +450,44 @@ static int find_extent(const BDRVVmdkState *s, uint64_t off)
     return lo;
 }
 
+/* Writes text as the descriptor (embedded area or descriptor file), unflushed. */
+static int coroutine_fn put_desc(BlockDriverState *bs, const char *text)
+{
+    BDRVVmdkState *s = bs->opaque;
+    size_t len = strlen(text);
+    char *area;
+    int ret;
+
+    if (!s->desc_embedded) {
+        ret = vmdk_co_pwrite(bs->file, 0, text, len);
+        return ret < 0 ? ret : bdrv_co_truncate(bs->file, (int64_t)len, true,
+                                                PREALLOC_MODE_OFF, 0, NULL);
+    }
+    if (len > s->desc_capacity) {
+        return -ENOSPC;
+    }
+    area = calloc(1, s->desc_capacity);
+    if (!area) {
+        return -ENOMEM;
+    }
+    memcpy(area, text, len);
+    ret = vmdk_co_pwrite(bs->file, s->desc_offset, area, s->desc_capacity);
+    free(area);
+    return ret;
+}
+
+int coroutine_fn vmdk_write_desc(BlockDriverState *bs, const char *text)
+{
+    int ret = put_desc(bs, text);
+
+    return ret < 0 ? ret : bdrv_co_flush(bs->file->bs);
+}
+
 int coroutine_fn vmdk_update_cid(BlockDriverState *bs)
 {
     BDRVVmdkState *s = bs->opaque;
     uint32_t cid = s->desc.cid;
     char *text;
-    size_t len;
     int ret;
 
     if (!s->desc_text) {
@@ -457,27 +502,10 @@ int coroutine_fn vmdk_update_cid(BlockDriverState *bs)
     if (!text) {
         return 0; /* no CID line to update */
     }
-    len = strlen(text);
-    if (s->desc_embedded) {
-        char *area = calloc(1, s->desc_capacity);
-
-        if (!area || len > s->desc_capacity) {
-            free(area);
-            free(text);
-            return area ? 0 : -ENOMEM; /* does not fit: keep the old CID */
-        }
-        memcpy(area, text, len);
-        ret = vmdk_co_pwrite(bs->file, s->desc_offset, area, s->desc_capacity);
-        free(area);
-    } else {
-        ret = vmdk_co_pwrite(bs->file, 0, text, len);
-        if (ret == 0) {
-            ret = bdrv_co_truncate(bs->file, (int64_t)len, true, PREALLOC_MODE_OFF, 0, NULL);
-        }
-    }
+    ret = put_desc(bs, text);
     if (ret < 0) {
         free(text);
-        return ret;
+        return ret == -ENOSPC ? 0 : ret; /* does not fit: keep the old CID */
     }
     free(s->desc_text);
     s->desc_text = text;
@@ -494,7 +522,7 @@ static int coroutine_fn vmdk_co_preadv(BlockDriverState *bs, int64_t offset, int
 
     while (left) {
         int idx = find_extent(s, off);
-        VmdkExtent *e = &s->extents[idx];
+        VmdkExtent *e = s->extents[idx];
         uint64_t in = off - e->start;
         uint64_t n = left < e->length - in ? left : e->length - in;
         int ret;
@@ -545,7 +573,7 @@ static int coroutine_fn vmdk_write(BlockDriverState *bs, uint64_t off, uint64_t 
     }
     while (left) {
         int idx = find_extent(s, off);
-        VmdkExtent *e = &s->extents[idx];
+        VmdkExtent *e = s->extents[idx];
         uint64_t in = off - e->start;
         uint64_t n = left < e->length - in ? left : e->length - in;
 
@@ -586,7 +614,7 @@ static int coroutine_fn vmdk_co_block_status(BlockDriverState *bs, bool want_zer
 {
     BDRVVmdkState *s = bs->opaque;
     int idx = find_extent(s, (uint64_t)offset);
-    VmdkExtent *e = &s->extents[idx];
+    VmdkExtent *e = s->extents[idx];
     uint64_t in = (uint64_t)offset - e->start;
     uint64_t n = (uint64_t)bytes < e->length - in ? (uint64_t)bytes : e->length - in;
 
@@ -618,8 +646,8 @@ static int vmdk_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
     BDRVVmdkState *s = bs->opaque;
 
     for (int i = 0; i < s->n_extents; i++) {
-        if (s->extents[i].type == VMDK_EXT_SPARSE) {
-            bdi->cluster_size = (int64_t)s->extents[i].grain_size;
+        if (s->extents[i]->type == VMDK_EXT_SPARSE) {
+            bdi->cluster_size = (int64_t)s->extents[i]->grain_size;
             break;
         }
     }
@@ -682,7 +710,7 @@ static char *vmdk_get_specific_info(BlockDriverState *bs, Error **errp)
         if (i) {
             sb_puts(&sb, ", ");
         }
-        json_extent(&sb, bs, &s->extents[i]);
+        json_extent(&sb, bs, s->extents[i]);
     }
     sb_puts(&sb, "]}");
     out = sb_str(&sb) ? strdup(sb_str(&sb)) : NULL;

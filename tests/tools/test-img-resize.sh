@@ -97,6 +97,43 @@ qemu-io -f vmdk -c 'read -P 0x41 0 64k' -c 'read -P 0x42 9M 1M' -c 'read -P 0 10
     fail "vmdk 10G: $(cat out.txt)"
 check_ok "vmdk with a moved directory, after qemu's write" vmdk g.vmdk
 
+# twoGbMaxExtentSparse / twoGbMaxExtentFlat grown past 2 GiB: the extent fills
+# to 2 GiB and files named as qemu-img names them are added (t-s002.vmdk,
+# t-s003.vmdk); qemu-img check, info and compare against a raw reference,
+# qemu-io reads the old data and writes into every new extent, coblk reads
+# qemu's writes.
+for sub in Sparse:s Flat:f; do
+    kind=${sub#*:} sub=${sub%:*}
+    mkdir -p "2g$kind" && cd "2g$kind" || exit 1
+    qemu-img create -q -f vmdk -o subformat=twoGbMaxExtent$sub t.vmdk 10M
+    qemu-io -f vmdk -c 'write -P 0x51 0 64k' -c 'write -P 0x52 9M 1M' t.vmdk >/dev/null
+    qemu-img convert -f vmdk -O raw t.vmdk ref.raw
+    want=$(((5 << 30) + (1 << 20)))
+    expect_rc 0 "twoGb$sub grown to 5G+1M" "$CIMG" resize -f vmdk t.vmdk $want
+    [ "$(size_of vmdk t.vmdk)" = $want ] && pass "twoGb$sub: qemu-img info size $want" ||
+        fail "twoGb$sub: size $(size_of vmdk t.vmdk)"
+    [ -f t-${kind}002.vmdk ] && [ -f t-${kind}003.vmdk ] && [ ! -e t-${kind}004.vmdk ] &&
+        grep -q "RW 4194304 .* \"t-${kind}002.vmdk\"" t.vmdk &&
+        grep -q "RW 2099200 .* \"t-${kind}003.vmdk\"" t.vmdk &&
+        pass "twoGb$sub: extents t-${kind}002/003.vmdk in the descriptor" ||
+        { fail "twoGb$sub: extent files or descriptor"; ls; cat t.vmdk; }
+    check_ok "twoGb$sub grown" vmdk t.vmdk
+    truncate -s $want ref.raw
+    for io in "write -P 0x53 $(((2 << 30) - 32768)) 64k" "write -P 0x54 3G 1M" \
+              "write -P 0x55 $((want - 4096)) 4k"; do
+        qemu-io -f vmdk -c "$io" t.vmdk >/dev/null || fail "twoGb$sub: qemu-io $io"
+        qemu-io -f raw -c "$io" ref.raw >/dev/null
+    done
+    "$CIO" -f vmdk -c 'read -P 0x51 0 64k' -c 'read -P 0x52 9M 1M' -c 'read -P 0x54 3G 1M' \
+        -c "read -P 0x55 $((want - 4096)) 4k" t.vmdk >out.txt 2>&1 && ! grep -q failed out.txt &&
+        pass "twoGb$sub: coblk reads the old data and qemu's writes" ||
+        fail "twoGb$sub: $(cat out.txt)"
+    check_ok "twoGb$sub after qemu's writes" vmdk t.vmdk
+    qemu-img compare -q -f vmdk -F raw t.vmdk ref.raw &&
+        pass "twoGb$sub: identical to the reference" || fail "twoGb$sub: differs from the raw reference"
+    cd ..
+done
+
 # qed grown by qemu-img reads correctly through coblk (qemu-img can only resize qed,
 # raw and qcow2 of these formats).
 qemu-img create -q -f qed q.qed 10M

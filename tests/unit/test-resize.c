@@ -8,6 +8,10 @@
  * refused: -ENOTSUP and the data intact); and the limits each format
  * refuses with a message.
  */
+#include <errno.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
 #include "drv-test-util.h"
 
 #include <coblk/image.h>
@@ -51,12 +55,15 @@ static int setup(void **state)
 
 static void remove_image(void)
 {
-    static const char *const sfx[] = { "-flat.vmdk", "-s001.vmdk", "-s002.vmdk" };
     char ext[4200];
 
     unlink(img);
-    for (size_t i = 0; i < 3; i++) {
-        snprintf(ext, sizeof(ext), "%s%s", base, sfx[i]);
+    snprintf(ext, sizeof(ext), "%s-flat.vmdk", base);
+    unlink(ext);
+    for (int i = 1; i <= 5; i++) {
+        snprintf(ext, sizeof(ext), "%s-s%03d.vmdk", base, i);
+        unlink(ext);
+        snprintf(ext, sizeof(ext), "%s-f%03d.vmdk", base, i);
         unlink(ext);
     }
 }
@@ -296,6 +303,107 @@ static void test_vmdk_gd_moves(void **state)
     blk_unref(blk);
 }
 
+/* The size of extent file k (from 1) of a twoGbMaxExtent image, or -1 if it is missing. */
+static int64_t extent_file_size(char kind, int k)
+{
+    char path[4200];
+    struct stat st;
+
+    snprintf(path, sizeof(path), "%s-%c%03d.vmdk", base, kind, k);
+    return stat(path, &st) == 0 ? (int64_t)st.st_size : -1;
+}
+
+/*
+ * twoGbMaxExtentSparse / twoGbMaxExtentFlat: growing a 10 MiB image to
+ * 5 GiB + 1 MiB fills its one extent to 2 GiB and adds <base>-s002.vmdk
+ * (2 GiB) and <base>-s003.vmdk (1 GiB + 1 MiB); growing again to 7 GiB
+ * fills the third and adds a fourth. The data stays, every extent takes
+ * writes, the image reopens with the new size and checks clean.
+ */
+static void two_gb_grows(const Case *c, char kind)
+{
+    const int64_t g = 1024LL * MiB, to = 5 * g + MiB, to2 = 7 * g;
+    BlockBackend *blk;
+
+    create(c, S0);
+    blk = open_img(c);
+    put(blk, 0, 1);
+    put(blk, S0 - CHUNK, 2);
+    assert_int_equal(blk_truncate(blk, to, true, PREALLOC_MODE_OFF, 0, NULL), 0);
+    assert_int_equal(blk_getlength(blk), to);
+    put(blk, 2 * g - CHUNK / 2, 3);   /* across the first extents' boundary */
+    put(blk, 4 * g + 512, 4);
+    put(blk, to - CHUNK, 5);
+    blk_unref(blk);
+    assert_true(extent_file_size(kind, 2) > 0 && extent_file_size(kind, 3) > 0);
+    assert_int_equal(extent_file_size(kind, 4), -1);
+    if (kind == 'f') {
+        assert_int_equal(extent_file_size(kind, 1), 2 * g);
+        assert_int_equal(extent_file_size(kind, 3), g + MiB);
+    }
+    blk = open_img(c);
+    assert_int_equal(blk_getlength(blk), to);
+    expect(blk, 0, 1, "first chunk");
+    expect(blk, S0 - CHUNK, 2, "old last chunk");
+    expect(blk, S0, 0, "grown area of the old extent");
+    expect(blk, 2 * g - CHUNK / 2, 3, "across extents 1 and 2");
+    expect(blk, 4 * g + 512, 4, "third extent");
+    expect(blk, to - CHUNK, 5, "new end");
+    no_corruption(blk);
+    assert_int_equal(blk_truncate(blk, to2, true, PREALLOC_MODE_OFF, 0, NULL), 0);
+    put(blk, to2 - CHUNK, 6);
+    put(blk, 6 * g - CHUNK / 2, 7);
+    blk_unref(blk);
+    blk = open_img(c);
+    assert_int_equal(blk_getlength(blk), to2);
+    expect(blk, to - CHUNK, 5, "old end after the second grow");
+    expect(blk, 6 * g - CHUNK / 2, 7, "across extents 3 and 4");
+    expect(blk, to2 - CHUNK, 6, "second new end");
+    no_corruption(blk);
+    blk_unref(blk);
+    assert_int_equal(extent_file_size(kind, 5), -1);
+}
+
+static void test_vmdk_two_gb_adds_extents(void **state)
+{
+    static const Case sparse = { "vmdk", "subformat=twoGbMaxExtentSparse", false };
+    static const Case flat = { "vmdk", "subformat=twoGbMaxExtentFlat", true };
+
+    two_gb_grows(&sparse, 's');
+    two_gb_grows(&flat, 'f');
+}
+
+/* A file already holding a new extent's name is never overwritten: the grow fails. */
+static void test_vmdk_two_gb_name_taken(void **state)
+{
+    static const Case c = { "vmdk", "subformat=twoGbMaxExtentSparse", false };
+    char path[4200];
+    BlockBackend *blk;
+    Error *err = NULL;
+    FILE *f;
+
+    create(&c, S0);
+    snprintf(path, sizeof(path), "%s-s002.vmdk", base);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("not an extent", f);
+    fclose(f);
+    blk = open_img(&c);
+    put(blk, 0, 1);
+    assert_int_equal(blk_truncate(blk, 3LL * 1024 * MiB, true, PREALLOC_MODE_OFF, 0, &err),
+                     -EEXIST);
+    assert_non_null(strstr(error_get_pretty(err), "exists already"));
+    error_free(err);
+    assert_int_equal(blk_getlength(blk), S0);
+    assert_int_equal(extent_file_size('s', 2), 13);
+    blk_unref(blk);
+    blk = open_img(&c);
+    assert_int_equal(blk_getlength(blk), S0);
+    expect(blk, 0, 1, "data after the refused grow");
+    no_corruption(blk);
+    blk_unref(blk);
+}
+
 static void test_limits(void **state)
 {
     static const Case qed_small = { "qed", "cluster_size=4096,table_size=1", false };
@@ -330,6 +438,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resize_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shrink_unallocated_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmdk_gd_moves, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vmdk_two_gb_adds_extents, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vmdk_two_gb_name_taken, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
     };
 

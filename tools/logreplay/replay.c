@@ -243,3 +243,60 @@ int wlog_replay_crash(const Wlog *log, int target_fd, uint64_t upto, uint64_t se
     free(buf);
     return ret;
 }
+
+uint64_t wlog_window_writes(const Wlog *log, uint64_t upto)
+{
+    uint64_t n = 0;
+
+    for (uint64_t i = upto; i < log->nr_entries && !(log->e[i].flags & LOGW_FLUSH); i++) {
+        n += is_data(&log->e[i]);
+    }
+    return n;
+}
+
+bool wlog_subset_possible(const Wlog *log, uint64_t upto, uint64_t mask)
+{
+    bool fua_lost = false;
+    uint64_t j = 0;
+
+    for (uint64_t i = upto; i < log->nr_entries && !(log->e[i].flags & LOGW_FLUSH); i++) {
+        if (!is_data(&log->e[i])) {
+            continue;
+        }
+        if (j < 64 && (mask >> j & 1) && fua_lost) {
+            return false;
+        }
+        fua_lost |= (log->e[i].flags & LOGW_FUA) && (j >= 64 || !(mask >> j & 1));
+        j++;
+    }
+    return true;
+}
+
+int wlog_replay_subset(const Wlog *log, int target_fd, uint64_t upto, uint64_t mask)
+{
+    uint8_t *buf;
+    uint64_t j = 0;
+    int ret = wlog_replay_range(log, target_fd, 0, upto);
+
+    if (ret < 0) {
+        return ret;
+    }
+    buf = malloc(log->sectorsize);
+    if (!buf) {
+        return -ENOMEM;
+    }
+    for (uint64_t i = upto; i < log->nr_entries && !(log->e[i].flags & LOGW_FLUSH) && ret == 0;
+         i++) {
+        const WlogEntry *e = &log->e[i];
+
+        if (!is_data(e)) {
+            continue;
+        }
+        if (j < 64 && (mask >> j & 1)) {
+            ret = apply_sectors(log, e, target_fd, 0, e->nr_sectors, buf);
+        }
+        j++;
+    }
+    free(buf);
+    return ret;
+}

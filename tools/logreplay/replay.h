@@ -50,4 +50,23 @@ int wlog_replay_range(const Wlog *log, int target_fd, uint64_t from, uint64_t to
  */
 int wlog_replay_crash(const Wlog *log, int target_fd, uint64_t upto, uint64_t seed, bool torn);
 
+/* The data entries (writes, discards) from entry upto to the next FLUSH. */
+uint64_t wlog_window_writes(const Wlog *log, uint64_t upto);
+
+/*
+ * Whether a power cut after entry upto can leave exactly the data entries
+ * of mask (bit j: the j-th data entry from upto, before the next FLUSH):
+ * not if a FUA entry is missing while a later one is there (a FUA entry is
+ * durable before anything issued after it completes).
+ */
+bool wlog_subset_possible(const Wlog *log, uint64_t upto, uint64_t mask);
+
+/*
+ * A power cut after entry upto that kept exactly the data entries of mask
+ * (as above), each whole: applies [0, upto), then those entries in log
+ * order. Enumerating every mask covers every state the disk can be left in
+ * by a cut before the next FLUSH, short of torn writes. Returns 0 or -errno.
+ */
+int wlog_replay_subset(const Wlog *log, int target_fd, uint64_t upto, uint64_t mask);
+
 #endif

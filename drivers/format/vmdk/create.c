@@ -320,6 +320,28 @@ static int coroutine_fn write_descriptor(VmdkCreate *c, const char *filename, Er
     return ret;
 }
 
+int coroutine_fn vmdk_create_extent_file(const char *path, uint64_t sectors, bool sparse,
+                                        bool zeroed_grain, Error **errp)
+{
+    VmdkCreate c = { .subformat = sparse ? SF_2G_SPARSE : SF_2G_FLAT, .zeroed = zeroed_grain };
+    BlockBackend *blk = NULL;
+    int ret;
+
+    if (sparse) {
+        return create_sparse(&c, path, sectors, NULL, errp);
+    }
+    ret = create_file(path, sectors * VMDK_SECTOR, 0, false, &blk, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = blk_co_flush(blk);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "vmdk: could not flush '%s'", path);
+    }
+    blk_unref(blk);
+    return ret;
+}
+
 static int add_extent(VmdkDesc *d, uint64_t sectors, VmdkExtentType type, const char *name)
 {
     VmdkDescExtent *n = realloc(d->ext, sizeof(*n) * (size_t)(d->n_ext + 1));

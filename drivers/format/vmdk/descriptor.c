@@ -490,3 +490,33 @@ char *vmdk_desc_resize(const char *text, int n, uint64_t sectors, uint32_t cyls)
     }
     return out;
 }
+
+char *vmdk_desc_insert_extents(const char *text, int n, const char *lines)
+{
+    StrBuf sb;
+    const char *p = text, *t;
+    char *out;
+    bool done = false;
+    int seen = 0;
+
+    sb_init(&sb);
+    while (*p) {
+        const char *eol = strchr(p, '\n');
+        const char *end = eol ? eol + 1 : p + strlen(p);
+        bool here = is_extent_line(p) && seen++ == n;
+
+        sb_put(&sb, p, (size_t)(end - p));
+        if (here) {
+            if (!eol) {
+                sb_puts(&sb, "\n");
+            }
+            sb_puts(&sb, lines);
+            done = true;
+        }
+        p = end;
+    }
+    t = sb_str(&sb);
+    out = t && done ? strdup(t) : NULL;
+    sb_free(&sb);
+    return out;
+}

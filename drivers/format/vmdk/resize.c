@@ -21,9 +21,9 @@
  *   (flushed) before the capacity changes (sparse.c, move_gd).
  * Refused with -ENOTSUP and a message: shrinking a sparse extent, a
  * directory past VMDK_MAX_GD_BYTES, streamOptimized (compressed) extents, ZERO or
- * read-only last extents, images with a parent, growth that would need new
- * extents (twoGbMaxExtent* past 2 GiB in the last extent), and shrinking
- * below the start of the last extent.
+ * read-only last extents, images with a parent, and shrinking below the
+ * start of the last extent. Growing a twoGbMaxExtent* image past 2 GiB in
+ * its last extent adds extent files (grow.c).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -35,8 +35,7 @@
 
 #define TWO_GB (2ULL << 30)
 
-/* The descriptor text for the last extent at sectors; NULL if out of memory. */
-static char *new_desc(BDRVVmdkState *s, uint64_t size, uint64_t sectors)
+char *vmdk_resized_desc(BDRVVmdkState *s, uint64_t size, int n, uint64_t sectors)
 {
     uint64_t per_cyl = (uint64_t)s->desc.heads * s->desc.sectors_per_track * 512, cyl = 0;
 
@@ -44,7 +43,7 @@ static char *new_desc(BDRVVmdkState *s, uint64_t size, uint64_t sectors)
         cyl = size / per_cyl;
         cyl = cyl > 16383 ? 16383 : cyl ? cyl : 1;
     }
-    return vmdk_desc_resize(s->desc_text, s->n_extents - 1, sectors, (uint32_t)cyl);
+    return vmdk_desc_resize(s->desc_text, n, sectors, (uint32_t)cyl);
 }
 
 static int coroutine_fn resize_flat(BlockDriverState *bs, VmdkExtent *e, uint64_t len,
@@ -70,8 +69,7 @@ static int coroutine_fn resize_flat(BlockDriverState *bs, VmdkExtent *e, uint64_
     return ret;
 }
 
-static int coroutine_fn grow_sparse(BlockDriverState *bs, VmdkExtent *e, uint64_t len,
-                                    const char *text, Error **errp)
+int coroutine_fn vmdk_grow_sparse_extent(VmdkExtent *e, uint64_t len, Error **errp)
 {
     uint64_t grains = div_round_up_u64(len, e->grain_size);
     uint64_t need = div_round_up_u64(grains, e->gtes_per_gt);
@@ -83,14 +81,28 @@ static int coroutine_fn grow_sparse(BlockDriverState *bs, VmdkExtent *e, uint64_
                    VMDK_MAX_GD_BYTES);
         return ret;
     }
-    if (ret == 0 && ((BDRVVmdkState *)bs->opaque)->desc_embedded) {
-        ret = vmdk_write_desc(bs, text);
-        ret = ret ? ret : vmdk_sparse_set_capacity(e, len / 512);
-    } else if (ret == 0) {
-        ret = vmdk_sparse_set_capacity(e, len / 512);
-        ret = ret ? ret : vmdk_write_desc(bs, text);
+    return ret ? ret : vmdk_sparse_set_capacity(e, len / VMDK_SECTOR);
+}
+
+static int coroutine_fn grow_sparse(BlockDriverState *bs, VmdkExtent *e, uint64_t len,
+                                    const char *text, Error **errp)
+{
+    uint64_t grains = div_round_up_u64(len, e->grain_size);
+    uint64_t need = div_round_up_u64(grains, e->gtes_per_gt);
+    int ret;
+
+    if (!((BDRVVmdkState *)bs->opaque)->desc_embedded) {
+        /* The descriptor file decides the size: it changes last. */
+        ret = vmdk_grow_sparse_extent(e, len, errp);
+        return ret ? ret : vmdk_write_desc(bs, text);
     }
-    return ret;
+    /* The embedded descriptor comes first, the header's capacity last. */
+    ret = vmdk_sparse_grow_gd(e, need);
+    if (ret == -ENOTSUP) {
+        return vmdk_grow_sparse_extent(e, len, errp);
+    }
+    ret = ret ? ret : vmdk_write_desc(bs, text);
+    return ret ? ret : vmdk_sparse_set_capacity(e, len / VMDK_SECTOR);
 }
 
 /* Why the last extent cannot take len bytes, or NULL. */
@@ -112,9 +124,6 @@ static const char *refusal(BlockDriverState *bs, const VmdkExtent *e, uint64_t l
     }
     if (e->type == VMDK_EXT_SPARSE && len < e->length) {
         return "shrinking a sparse extent is not supported (qemu-img cannot either)";
-    }
-    if (!strncmp(s->desc.create_type, "twoGbMaxExtent", 14) && len > TWO_GB) {
-        return "its last extent would pass 2 GiB and adding extents is not supported";
     }
     return NULL;
 }
@@ -147,7 +156,13 @@ int coroutine_fn vmdk_co_truncate(BlockDriverState *bs, int64_t offset, bool exa
         error_setg(errp, "vmdk: cannot resize '%s': %s", bs->filename, why);
         return -ENOTSUP;
     }
-    text = new_desc(s, size, len / VMDK_SECTOR);
+    if (!strncmp(s->desc.create_type, "twoGbMaxExtent", 14) && len > TWO_GB) {
+        co_mutex_lock(&s->lock);
+        ret = vmdk_grow_extents(bs, size, errp);
+        co_mutex_unlock(&s->lock);
+        return ret;
+    }
+    text = vmdk_resized_desc(s, size, s->n_extents - 1, len / VMDK_SECTOR);
     if (!text) {
         error_setg(errp, "vmdk: '%s': could not rewrite the descriptor", bs->filename);
         return -ENOMEM;

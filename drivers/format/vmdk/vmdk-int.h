@@ -114,6 +114,12 @@ char *vmdk_desc_rename_extents(const char *text, char *const *names, int n);
  * Returns malloc'd text, or NULL (out of memory, or no such extent line).
  */
 char *vmdk_desc_resize(const char *text, int n, uint64_t sectors, uint32_t cyls);
+/*
+ * Inserts lines (complete extent lines, each ending in a newline) after the
+ * n-th extent line (from 0) of text. Returns malloc'd text, or NULL (out of
+ * memory, or no such extent line).
+ */
+char *vmdk_desc_insert_extents(const char *text, int n, const char *lines);
 
 /* ---------------------------------------------------------------------- */
 /* Extents */
@@ -210,6 +216,18 @@ int coroutine_fn vmdk_sparse_grow_gd(VmdkExtent *e, uint64_t gd_entries);
 int coroutine_fn vmdk_sparse_set_capacity(VmdkExtent *e, uint64_t sectors);
 
 /* resize.c */
+/* The descriptor text for size bytes with the n-th extent at sectors; NULL if out of memory. */
+char *vmdk_resized_desc(BDRVVmdkState *s, uint64_t size, int n, uint64_t sectors);
+/* Grows a hosted sparse extent's tables and header to len bytes (flushed). */
+int coroutine_fn vmdk_grow_sparse_extent(VmdkExtent *e, uint64_t len, Error **errp);
+
+/* grow.c */
+/*
+ * Grows a twoGbMaxExtent* image to size bytes by filling its last extent to
+ * 2 GiB and adding extent files of at most 2 GiB (see grow.c); s->lock held.
+ */
+int coroutine_fn vmdk_grow_extents(BlockDriverState *bs, uint64_t size, Error **errp);
+
 int coroutine_fn vmdk_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
                                   PreallocMode prealloc, BdrvRequestFlags flags, Error **errp);
 
@@ -240,6 +258,13 @@ int vmdk_flat_check(BlockDriverState *bs, VmdkExtent *e, Error **errp);
 extern const BlockCreateOptDesc vmdk_create_opts[];
 int coroutine_fn vmdk_co_create_opts(const BlockDriver *drv, const char *filename,
                                      BlockOpts *options, Error **errp);
+/*
+ * Creates one extent file of sectors sectors at path, written and flushed: a
+ * hosted sparse extent without descriptor (as twoGbMaxExtentSparse has,
+ * zeroed_grain sets the zeroed-grain flag) or a flat file.
+ */
+int coroutine_fn vmdk_create_extent_file(const char *path, uint64_t sectors, bool sparse,
+                                        bool zeroed_grain, Error **errp);
 
 /* vmdk.c */
 /* Reads len bytes at off of c from plain code or a coroutine. */

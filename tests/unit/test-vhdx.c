@@ -557,6 +557,137 @@ static void test_vhdx_move_bat(void **state)
     }
 }
 
+static int64_t file_len(BlockBackend *blk)
+{
+    return bdrv_getlength(blk_bs(blk)->file->bs);
+}
+
+static uint64_t bat_offset_of(BlockBackend *blk, uint64_t block)
+{
+    BDRVVhdxState *s = blk_bs(blk)->opaque;
+
+    return s->bat[vhdx_bat_index(s, block)] & VHDX_BAT_OFFSET_MASK;
+}
+
+/*
+ * The BAT region a move leaves behind takes the next new block (in the
+ * session that moved it, and after a reopen); the one after that grows the
+ * file. Blocks a shrink dropped take new blocks after a grow.
+ */
+static void test_vhdx_reuse_space(void **state)
+{
+    const int64_t big = 200LL * 1024 * MiB, far = 150LL * 1024 * MiB;
+    uint8_t *want = malloc(8 * MiB), *buf = malloc(8 * MiB);
+
+    for (int reopen = 0; reopen < 2; reopen++) {
+        BlockBackend *blk;
+        uint64_t old_bat;
+        int64_t len;
+
+        create("size=8M,block_size=1M");
+        blk = drv_test_open_ok(opts(), BDRV_O_RDWR);
+        old_bat = ((BDRVVhdxState *)blk_bs(blk)->opaque)->bat_offset;
+        drv_test_pattern(want, 3 * MiB, 21);
+        assert_int_equal(blk_pwrite(blk, 0, 2 * MiB, want, 0), 0);
+        assert_int_equal(blk_truncate(blk, big, true, PREALLOC_MODE_OFF, 0, NULL), 0);
+        assert_true(((BDRVVhdxState *)blk_bs(blk)->opaque)->bat_offset != old_bat);
+        if (reopen) {
+            blk_unref(blk);
+            blk = drv_test_open_ok(opts(), BDRV_O_RDWR);
+        }
+        len = file_len(blk);
+        assert_int_equal(blk_pwrite(blk, far, 4096, want + 2 * MiB, 0), 0);
+        assert_int_equal(bat_offset_of(blk, far / MiB), old_bat);
+        assert_int_equal(file_len(blk), len);
+        assert_int_equal(blk_pwrite(blk, far + MiB, 4096, want + 2 * MiB + 4096, 0), 0);
+        assert_int_equal(file_len(blk), len + MiB);
+        blk_unref(blk);
+        blk = drv_test_open_ok(opts(), 0);
+        assert_int_equal(blk_pread(blk, 0, 2 * MiB, buf, 0), 0);
+        assert_memory_equal(buf, want, 2 * MiB);
+        assert_int_equal(blk_pread(blk, far, 4096, buf, 0), 0);
+        assert_memory_equal(buf, want + 2 * MiB, 4096);
+        assert_int_equal(blk_pread(blk, far + MiB, 4096, buf, 0), 0);
+        assert_memory_equal(buf, want + 2 * MiB + 4096, 4096);
+        blk_unref(blk);
+        assert_int_equal(check_corruptions(), 0);
+    }
+
+    /* Shrink drops blocks 2..7; grown again, new blocks go into their space. */
+    {
+        BlockBackend *blk;
+        int64_t len;
+
+        create("size=8M,block_size=1M");
+        blk = drv_test_open_ok(opts(), BDRV_O_RDWR);
+        drv_test_pattern(want, 8 * MiB, 22);
+        assert_int_equal(blk_pwrite(blk, 0, 8 * MiB, want, 0), 0);
+        assert_int_equal(blk_truncate(blk, 2 * MiB, true, PREALLOC_MODE_OFF, 0, NULL), 0);
+        assert_int_equal(blk_truncate(blk, 8 * MiB, true, PREALLOC_MODE_OFF, 0, NULL), 0);
+        len = file_len(blk);
+        assert_int_equal(blk_pwrite(blk, 5 * MiB, MiB, want + 5 * MiB, 0), 0);
+        assert_int_equal(blk_pwrite(blk, 7 * MiB, MiB, want + 7 * MiB, 0), 0);
+        assert_int_equal(file_len(blk), len);
+        blk_unref(blk);
+        memset(want + 2 * MiB, 0, 3 * MiB);
+        memset(want + 6 * MiB, 0, MiB);
+        blk = drv_test_open_ok(opts(), 0);
+        assert_int_equal(blk_pread(blk, 0, 8 * MiB, buf, 0), 0);
+        assert_memory_equal(buf, want, 8 * MiB);
+        blk_unref(blk);
+        assert_int_equal(check_corruptions(), 0);
+    }
+    free(want);
+    free(buf);
+}
+
+/* Appends an optional region of an unknown GUID at *(uint64_t *)arg, 1 MiB long. */
+static void add_unknown_region(uint8_t *r, void *arg)
+{
+    uint32_t n = ld_le32(r + 8);
+    uint8_t *e = r + 16 + n * 32;
+
+    memset(e, 0x5c, 16);
+    st_le64(e + 16, *(uint64_t *)arg);
+    st_le32(e + 24, MiB);
+    st_le32(e + 28, 0);
+    st_le32(r + 8, n + 1);
+}
+
+/*
+ * A region this driver does not know may hold anything: an image whose
+ * region table names one never has its gaps reused (here the unknown region
+ * sits in the old BAT region, which would otherwise take the next block).
+ */
+static void test_vhdx_unknown_region_no_reuse(void **state)
+{
+    uint8_t sig[4096], got[4096], data[4096];
+    uint64_t old_bat;
+    BlockBackend *blk;
+    int64_t len;
+
+    create("size=8M,block_size=1M");
+    blk = drv_test_open_ok(opts(), BDRV_O_RDWR);
+    old_bat = ((BDRVVhdxState *)blk_bs(blk)->opaque)->bat_offset;
+    assert_int_equal(blk_truncate(blk, 200LL * 1024 * MiB, true, PREALLOC_MODE_OFF, 0, NULL),
+                     0);
+    blk_unref(blk);
+    patch_checked(192 * KiB, 64 * KiB, add_unknown_region, &old_bat);
+    patch_checked(256 * KiB, 64 * KiB, add_unknown_region, &old_bat);
+    memset(sig, 0xa7, sizeof(sig));
+    pwrite_file((off_t)old_bat, sig, sizeof(sig));
+    blk = drv_test_open_ok(opts(), BDRV_O_RDWR);
+    len = file_len(blk);
+    drv_test_pattern(data, sizeof(data), 23);
+    assert_int_equal(blk_pwrite(blk, 150LL * 1024 * MiB, 4096, data, 0), 0);
+    assert_int_equal(file_len(blk), len + MiB);
+    assert_int_equal(blk_pread(blk, 150LL * 1024 * MiB, 4096, got, 0), 0);
+    assert_memory_equal(got, data, sizeof(data));
+    blk_unref(blk);
+    pread_file((off_t)old_bat, got, sizeof(got));
+    assert_memory_equal(got, sig, sizeof(sig));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -570,6 +701,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vhdx_bad_bat, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_discard, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_move_bat, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhdx_reuse_space, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhdx_unknown_region_no_reuse, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

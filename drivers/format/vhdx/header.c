@@ -235,6 +235,7 @@ static int region_entry(BlockDriverState *bs, const uint8_t *e, uint64_t len, Er
                        bs->filename);
             return -ENOTSUP;
         }
+        s->unknown_regions = true; /* its space is never reused (space.c) */
         return 0;
     }
     if (off < VHDX_MiB || off % VHDX_MiB || rlen == 0 || rlen % VHDX_MiB ||

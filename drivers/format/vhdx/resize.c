@@ -11,8 +11,8 @@
  * first copy whose checksum holds, so a torn copy 1 leaves copy 2, the old
  * one); then the size item as below. A crash between the region tables and
  * the size item leaves the old size over a larger BAT, which is valid. The
- * old region's space stays in the file (no free-space map). Differencing
- * images are not resized.
+ * old region's space is reused for new blocks once all that is durable
+ * (space.c). Differencing images are not resized.
  *
  * Grow: the used part of the old last block past the old end is zeroed;
  * the new BAT entries (NOT_PRESENT, or for a fixed image - LeaveBlocksAllocated
@@ -25,8 +25,8 @@
  * that single update switches the size.
  *
  * Shrink: the BAT entries of the blocks past the new end become NOT_PRESENT
- * first (through the log, or in place; their space stays in the file, which
- * has no free-space map), the tail of the new last block is zeroed, flush,
+ * first (through the log, or in place; their space is reused for new blocks
+ * once durable, space.c), the tail of the new last block is zeroed, flush,
  * then the size item as above.
  */
 #include <errno.h>
@@ -266,6 +266,8 @@ int coroutine_fn vhdx_co_truncate(BlockDriverState *bs, int64_t offset, bool exa
         ret = shrink(bs, size, payload);
     }
     ret = ret ? ret : write_size_item(bs, size);
+    /* Durable now: the old BAT region or dropped blocks may be reused (space.c). */
+    vhdx_space_invalidate(s);
     if (ret == 0) {
         s->disk_size = size;
         s->payload_blocks = payload;

@@ -77,6 +77,14 @@ typedef struct VhdxHeader {
     uint64_t log_offset;
 } VhdxHeader;
 
+/* space.c: reusable space (see there). */
+#define VHDX_MAX_GAPS 64
+#define VHDX_GAP_SCAN_MAX (1ULL << 20)
+
+typedef struct VhdxGap {
+    uint64_t off, len;      /* 1 MiB aligned */
+} VhdxGap;
+
 typedef struct BDRVVhdxState {
     CoMutex lock;           /* BAT, allocation, log and header updates */
     VhdxHeader hdr;         /* the current header */
@@ -107,6 +115,10 @@ typedef struct BDRVVhdxState {
     uint64_t bat_entries;
     uint64_t *bat;          /* host order */
     uint64_t file_end;      /* where the next block goes (1 MiB aligned) */
+    bool unknown_regions;   /* the region table has regions this driver does not know */
+    bool gaps_known;        /* gaps[] is up to date (space.c) */
+    int n_gaps;
+    VhdxGap gaps[VHDX_MAX_GAPS];
 
     /* log and header state while writable */
     bool metadata_log;      /* open option metadata-log: BAT updates through the log */
@@ -175,6 +187,16 @@ int coroutine_fn vhdx_sb_run(BlockDriverState *bs, uint64_t off, uint64_t len, u
 /* Marks sectors [off, off + len) of block present (fresh: the block's others absent). */
 int coroutine_fn vhdx_sb_update(BlockDriverState *bs, uint64_t block, uint64_t off,
                                 uint64_t len, bool fresh);
+
+/* space.c */
+/*
+ * Where a new block of len bytes (a multiple of 1 MiB) goes: the first
+ * unreferenced gap it fits, else the end of the file (s->file_end grows);
+ * 0 if that would pass VHDX_MAX_FILE. Called with s->lock held.
+ */
+uint64_t vhdx_alloc_space(BDRVVhdxState *s, uint64_t len);
+/* Forgets the gaps: the next allocation scans again (after a resize). */
+void vhdx_space_invalidate(BDRVVhdxState *s);
 
 /* discard.c */
 int coroutine_fn vhdx_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);

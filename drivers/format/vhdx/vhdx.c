@@ -276,11 +276,10 @@ static int coroutine_fn alloc_block(BlockDriverState *bs, uint64_t e, uint64_t i
     int ret = 0;
 
     if (!off || off + s->block_size > s->file_end) {
-        off = s->file_end;
-        if (off + s->block_size > VHDX_MAX_FILE) {
+        off = vhdx_alloc_space(s, s->block_size);
+        if (!off) {
             return -ENOSPC;
         }
-        s->file_end = off + s->block_size;
     }
     if (in) {
         ret = bdrv_co_pwrite_zeroes(bs->file, (int64_t)off, (int64_t)in, 0);
@@ -315,11 +314,10 @@ static int coroutine_fn write_partial(BlockDriverState *bs, uint64_t block, uint
     int ret = 0;
 
     if (new_sb) {
-        sb_off = s->file_end;
-        if (sb_off + VHDX_MiB > VHDX_MAX_FILE) {
+        sb_off = vhdx_alloc_space(s, VHDX_MiB);
+        if (!sb_off) {
             return -ENOSPC;
         }
-        s->file_end += VHDX_MiB;
         ret = bdrv_co_pwrite_zeroes(bs->file, (int64_t)sb_off, (int64_t)VHDX_MiB, 0);
     }
     if (ret == 0 && fresh) {

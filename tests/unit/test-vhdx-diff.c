@@ -197,6 +197,57 @@ static void test_vhdx_diff_chain(void **state)
     free(want);
 }
 
+static uint64_t bat_of(BlockBackend *blk, uint64_t idx)
+{
+    return ((BDRVVhdxState *)blk_bs(blk)->opaque)->bat[idx];
+}
+
+/*
+ * Partial writes that together cover a block make it FULLY_PRESENT; its
+ * sector bitmap is then not consulted (cleared by hand, the block still
+ * reads the child's data). Blocks left partial stay PARTIALLY_PRESENT.
+ */
+static void test_vhdx_diff_promote(void **state)
+{
+    static const char *const logs[] = { "", ",metadata-log=off" };
+    uint8_t *want = malloc(SIZE), *zero = calloc(1, MiB);
+
+    for (int v = 0; v < 2; v++) {
+        BDRVVhdxState *s;
+        BlockBackend *blk;
+        uint64_t sb;
+
+        make_parent(want, "size=20M,block_size=1M");
+        make_child(",block_size=1M");
+        blk = drv_test_open_ok(opts_for(child, logs[v]), BDRV_O_RDWR);
+        s = blk_bs(blk)->opaque;
+        drv_test_pattern(want + 3 * MiB, MiB, 61);
+        drv_test_pattern(want + 5 * MiB, MiB / 2, 62);
+        assert_int_equal(blk_pwrite(blk, 3 * MiB + 4096, MiB / 2, want + 3 * MiB + 4096, 0), 0);
+        assert_int_equal(bat_of(blk, vhdx_bat_index(s, 3)) & VHDX_BAT_STATE_MASK,
+                         VHDX_PAYLOAD_PARTIALLY_PRESENT);
+        assert_int_equal(blk_pwrite(blk, 3 * MiB, 4096, want + 3 * MiB, 0), 0);
+        assert_int_equal(blk_pwrite(blk, 5 * MiB, MiB / 2, want + 5 * MiB, 0), 0);
+        assert_int_equal(bat_of(blk, vhdx_bat_index(s, 3)) & VHDX_BAT_STATE_MASK,
+                         VHDX_PAYLOAD_PARTIALLY_PRESENT);
+        assert_int_equal(blk_pwrite(blk, 3 * MiB + 4096 + MiB / 2, MiB / 2 - 4096,
+                                    want + 3 * MiB + 4096 + MiB / 2, 0), 0);
+        assert_int_equal(bat_of(blk, vhdx_bat_index(s, 3)) & VHDX_BAT_STATE_MASK,
+                         VHDX_PAYLOAD_FULLY_PRESENT);
+        assert_int_equal(bat_of(blk, vhdx_bat_index(s, 5)) & VHDX_BAT_STATE_MASK,
+                         VHDX_PAYLOAD_PARTIALLY_PRESENT);
+        sb = bat_of(blk, vhdx_sb_index(s, 3)) & VHDX_BAT_OFFSET_MASK;
+        blk_unref(blk);
+        read_all(opts_for(child, ""), want);
+        assert_int_equal(check_corruptions(opts_for(child, "")), 0);
+        /* Bits of block 3 cleared: it still reads the child's data (no longer consulted). */
+        put_bytes(child, (off_t)sb + 3 * (MiB / 512 / 8), zero, MiB / 512 / 8);
+        read_all(opts_for(child, ""), want);
+    }
+    free(want);
+    free(zero);
+}
+
 /* A child made from a parent that was written afterwards is refused. */
 static void test_vhdx_diff_linkage(void **state)
 {
@@ -283,6 +334,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_vhdx_diff_chain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhdx_diff_promote, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_diff_linkage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_diff_sibling, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_diff_bad_locator, setup, teardown),

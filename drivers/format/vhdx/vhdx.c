@@ -13,6 +13,9 @@
  * data (and the zeroed new blocks) flushed, then the sector bitmap entry,
  * then the bits (the block's other bits cleared), then the payload entry,
  * each through the log (or in place and flushed with metadata-log=off).
+ * A partial write after which every sector of a PARTIALLY_PRESENT block is
+ * present makes it FULLY_PRESENT (after its bits are durable): from then on
+ * its sector bitmap is not consulted.
  *
  * Crash safety: a new block is written and flushed before its BAT entry is
  * written (through the log by default, as the VHDX specification asks; in
@@ -301,6 +304,24 @@ static uint64_t block_used(const BDRVVhdxState *s, uint64_t block)
 }
 
 /*
+ * A PARTIALLY_PRESENT block whose sectors are all present now (its data and
+ * bits durable) becomes FULLY_PRESENT: reads and writes stop consulting its
+ * sector bitmap. A crash before the entry leaves a partial block whose bits
+ * are all set, which reads the same.
+ */
+static int coroutine_fn promote_if_full(BlockDriverState *bs, uint64_t block, uint64_t host)
+{
+    BDRVVhdxState *s = bs->opaque;
+    uint64_t used = block_used(s, block), run = 0;
+    int ret = vhdx_sb_run(bs, block * s->block_size, used, &run);
+
+    if (ret != 1 || run < used) {
+        return ret < 0 ? ret : 0;
+    }
+    return vhdx_bat_set(bs, block, host | VHDX_PAYLOAD_FULLY_PRESENT);
+}
+
+/*
  * A differencing image's write into part of a NOT_PRESENT (fresh) or
  * PARTIALLY_PRESENT block: see the top of the file for the order.
  */
@@ -341,7 +362,7 @@ static int coroutine_fn write_partial(BlockDriverState *bs, uint64_t block, uint
     if (ret == 0 && fresh) {
         ret = vhdx_bat_set(bs, block, host | VHDX_PAYLOAD_PARTIALLY_PRESENT);
     }
-    return ret;
+    return ret == 0 && !fresh ? promote_if_full(bs, block, host) : ret;
 }
 
 static int coroutine_fn write_block(BlockDriverState *bs, uint64_t block, uint64_t in,

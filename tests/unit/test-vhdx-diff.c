@@ -282,6 +282,96 @@ static void test_vhdx_diff_sibling(void **state)
     free(want);
 }
 
+static uint32_t get_le(const char *file, off_t off, int bytes)
+{
+    uint8_t b[4] = { 0 };
+    int fd = open(file, O_RDONLY);
+
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, b, (size_t)bytes, off), bytes);
+    close(fd);
+    return bytes == 2 ? ld_le16(b) : ld_le32(b);
+}
+
+/* Rewrites locator entry 1 (of a child whose parent was absolute) as volume_path = val. */
+static void make_volume_path(const char *val)
+{
+    const off_t e1 = LOC + 32;
+    uint32_t koff = get_le(child, e1, 4), voff = get_le(child, e1 + 4, 4);
+    uint16_t vlen = (uint16_t)get_le(child, e1 + 10, 2);
+    const char *key = "volume_path";
+
+    assert_true(strlen(val) * 2 <= vlen);
+    for (size_t i = 0; key[i]; i++) {
+        put16(child, LOC + koff + (off_t)i * 2, (uint16_t)key[i]);
+    }
+    put16(child, e1 + 8, (uint16_t)(strlen(key) * 2));
+    for (size_t i = 0; val[i]; i++) {
+        put16(child, LOC + voff + (off_t)i * 2, (uint16_t)val[i]);
+    }
+    put16(child, e1 + 10, (uint16_t)(strlen(val) * 2));
+}
+
+static void move_parent(const char *from, const char *to)
+{
+    assert_int_equal(rename(from, to), 0);
+}
+
+/*
+ * When relative_path does not resolve, the parent is found by the file name
+ * that absolute_win32_path, volume_path or relative_path ends with, as a
+ * sibling of the image; a host absolute_win32_path is followed as such
+ * only when the open is not untrusted=on.
+ */
+static void test_vhdx_diff_fallback_paths(void **state)
+{
+    uint8_t *want = malloc(SIZE);
+    char sub[4300], in_sub[4400], abs_opt[4600];
+
+    snprintf(sub, sizeof(sub), "%s/sub", dir);
+    snprintf(in_sub, sizeof(in_sub), "%s/parent.vhdx", sub);
+    assert_int_equal(mkdir(sub, 0700), 0);
+
+    /* relative_path "sub/parent.vhdx" after the parent moved next to the child. */
+    make_parent(want, "size=20M");
+    move_parent(parent, in_sub);
+    create(child, "backing_file=sub/parent.vhdx,backing_fmt=vhdx");
+    move_parent(in_sub, parent);
+    read_all(opts_for(child, ""), want);
+    read_all(opts_for(child, ",untrusted=on"), want);
+
+    /* relative_path "C:parent.vhdx" (drive-relative): its file name, a sibling. */
+    make_child("");
+    put16(child, LOC + 148 + 26, 'C');
+    put16(child, LOC + 148 + 28, ':');
+    read_all(opts_for(child, ",untrusted=on"), want);
+
+    /* absolute_win32_path: followed when trusted; untrusted=on: not a sibling. */
+    move_parent(parent, in_sub);
+    {
+        char *abs = realpath(in_sub, NULL);
+
+        assert_non_null(abs);
+        snprintf(abs_opt, sizeof(abs_opt), "backing_file=%s,backing_fmt=vhdx", abs);
+        free(abs);
+    }
+    create(child, abs_opt);
+    read_all(opts_for(child, ""), want);
+    drv_test_open_fails(opts_for(child, ",untrusted=on"), 0, "not a sibling");
+    /* ... and once it does not resolve, its file name as a sibling, in both modes. */
+    move_parent(in_sub, parent);
+    read_all(opts_for(child, ""), want);
+    read_all(opts_for(child, ",untrusted=on"), want);
+
+    /* volume_path only: never followed, its file name as a sibling. */
+    make_volume_path("\\\\?\\Volume{1}\\vm\\parent.vhdx");
+    read_all(opts_for(child, ""), want);
+    read_all(opts_for(child, ",untrusted=on"), want);
+    move_parent(parent, in_sub);
+    drv_test_open_fails(opts_for(child, ""), 0, "no usable parent path");
+    free(want);
+}
+
 /* Every parse error of the parent locator. */
 static void test_vhdx_diff_bad_locator(void **state)
 {
@@ -313,9 +403,9 @@ static void test_vhdx_diff_bad_locator(void **state)
     BAD(put16(child, LOC + 72, 0xDFFF), "value of 'parent_linkage' is not valid");
     BAD(put16(child, LOC + 72 + 2, 'x'), "valid parent_linkage GUID");
     BAD(put16(child, LOC + 44, 'q'), "valid parent_linkage GUID");          /* key renamed */
-    /* relative_path made "C:..." (a drive path): no usable path. */
-    BAD(put16(child, LOC + 148 + 26, 'C'); put16(child, LOC + 148 + 28, ':'),
-        "no usable parent path");
+    /* relative_path made "C:parenX.vhdx" (a drive path, no such sibling): no usable path. */
+    BAD(put16(child, LOC + 148 + 26, 'C'); put16(child, LOC + 148 + 28, ':');
+        put16(child, LOC + 148 + 26 + 14, 'X'), "no usable parent path");
     /* Both entries parent_linkage: a duplicate key. */
     BAD(put32(child, e1, 44); put16(child, e1 + 8, 28), "appears twice");
     /* HasParent without a locator item (the entry count cut to 5). */
@@ -338,6 +428,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vhdx_diff_linkage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_diff_sibling, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_diff_bad_locator, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhdx_diff_fallback_paths, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

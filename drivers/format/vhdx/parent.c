@@ -15,13 +15,16 @@
  * most VHDX_MAX_LOCATOR_KEYS entries, the table inside the item; every key
  * and value non-empty, of even length, past the entry table and inside the
  * item; UTF-16 well formed (paired surrogates, no NUL) and at most
- * VHDX_PATH_MAX bytes as UTF-8 (a key of 32 or more bytes, longer than any
- * known one, and the values of unknown keys are skipped); no key twice; parent_linkage present and a
- * "{8-4-4-4-12}" GUID. The parent path is relative_path, else
- * absolute_win32_path unless it names a drive or UNC path; volume_path
- * (\\?\Volume{GUID}\...) cannot be followed here. The path goes to the
- * block layer as the backing file name: with untrusted=on it must be a
- * sibling of the image.
+ * VHDX_PATH_MAX bytes as UTF-8 (a key of more than LOC_MAX_KEY = 64 bytes,
+ * longer than any known one, and the values of unknown keys are skipped);
+ * no key twice; parent_linkage present and a "{8-4-4-4-12}" GUID. The parent path is relative_path when that file
+ * exists; else absolute_win32_path when it is a host path (not a drive or
+ * UNC path) that exists and the open is not untrusted=on (the caller
+ * trusts the image: its opt-in to paths outside the image's folder); else
+ * the file name that absolute_win32_path, volume_path (\\?\Volume{GUID}\...,
+ * never followed as such) or relative_path ends with, as a sibling of the
+ * image, when that exists. The path goes to the block layer as the backing
+ * file name: with untrusted=on it must be a sibling of the image.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -29,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "block/bytes.h"
 #include "drivers/format/vhdx/vhdx-int.h"
@@ -37,6 +41,7 @@
 #define VHDX_MAX_LOCATOR_KEYS 256
 #define LOC_HDR 20
 #define LOC_ENTRY 12
+#define LOC_MAX_KEY 64 /* bytes of UTF-16: longer keys are not known ones, skipped */
 
 /* {B04AEFB7-D19E-4A81-B789-25B8E9445913}, on-disk (mixed-endian) layout. */
 static const VhdxGuid locator_type = { { 0xB7, 0xEF, 0x4A, 0xB0, 0x9E, 0xD1, 0x81, 0x4A, 0xB7,
@@ -210,7 +215,7 @@ static int parse_entry(BlockDriverState *bs, const uint8_t *item, uint32_t len, 
     const uint8_t *e = item + LOC_HDR + (size_t)i * LOC_ENTRY;
     uint32_t koff = ld_le32(e), voff = ld_le32(e + 4);
     uint16_t klen = ld_le16(e + 8), vlen = ld_le16(e + 10);
-    char key[64], *val;
+    char key[3 * LOC_MAX_KEY / 2 + 1], *val; /* UTF-8 of at most LOC_MAX_KEY / 2 units */
 
     if (!klen || !vlen || klen % 2 || vlen % 2 || koff < table_end || voff < table_end ||
         !range_within(koff, klen, len) || !range_within(voff, vlen, len)) {
@@ -219,7 +224,7 @@ static int parse_entry(BlockDriverState *bs, const uint8_t *item, uint32_t len, 
                    koff, klen, voff, vlen, len);
         return -EINVAL;
     }
-    if (klen >= sizeof(key) / 2) {
+    if (klen > LOC_MAX_KEY) {
         return 0; /* longer than any known key: skipped */
     }
     if (!utf16le_to_utf8(item + koff, klen, key, sizeof(key))) {
@@ -275,41 +280,107 @@ static int parse_locator(BlockDriverState *bs, const uint8_t *item, uint32_t len
     return 0;
 }
 
-/* A path that can be followed here: not a drive (C:\), UNC or volume path. */
-static bool usable_path(char *p)
+/* Locator paths use '\': made '/', leading "./" dropped. */
+static void normalize(char *p)
 {
     for (char *c = p; *c; c++) {
         if (*c == '\\') {
             *c = '/';
         }
     }
-    if (!p[0] || (p[1] == ':') || !strncmp(p, "//", 2)) {
-        return false;
-    }
     while (!strncmp(p, "./", 2)) {
         memmove(p, p + 2, strlen(p + 2) + 1);
     }
-    return p[0] != '\0';
+}
+
+/* A normalized path that can be followed here: not a drive (C:/), UNC or volume path. */
+static bool usable_path(const char *p)
+{
+    return p[0] && p[1] != ':' && strncmp(p, "//", 2) != 0;
+}
+
+/* The file name a normalized locator path ends with ("" if none): C:/vm/p.vhdx -> p.vhdx. */
+static const char *file_name(const char *p)
+{
+    const char *s = strrchr(p, '/');
+
+    s = s ? s + 1 : p;
+    if (s[0] && s[1] == ':') {
+        s += 2; /* "C:p.vhdx": drive-relative */
+    }
+    return strcmp(s, "..") && strcmp(s, ".") ? s : "";
+}
+
+/* Whether name (relative to the image's folder unless absolute) is an existing file. */
+static bool resolves(BlockDriverState *bs, const char *name)
+{
+    char dir[4096], path[8200];
+    struct stat st;
+
+    snprintf(dir, sizeof(dir), "%s", bs->filename);
+    if (name[0] == '/') {
+        snprintf(path, sizeof(path), "%s", name);
+    } else {
+        snprintf(path, sizeof(path), "%s/%s", dirname(dir), name);
+    }
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/*
+ * The parent path (see the top of the file): relative_path if it resolves;
+ * else a non-drive absolute_win32_path that resolves, unless the open is
+ * untrusted=on; else the file name of absolute_win32_path, volume_path or
+ * relative_path as a sibling of the image, the first that exists. If none
+ * resolves, the first usable path (the open then says it cannot open it).
+ */
+static const char *pick_path(BlockDriverState *bs, Locator *loc)
+{
+    static const int names[] = { KEY_ABSOLUTE, KEY_VOLUME, KEY_RELATIVE };
+    bool untrusted = (bs->open_flags & BDRV_O_UNTRUSTED) != 0;
+    const char *first = NULL;
+
+    for (int k = KEY_RELATIVE; k < N_KEYS; k++) {
+        if (loc->found[k]) {
+            normalize(loc->val[k]);
+        }
+    }
+    if (loc->found[KEY_RELATIVE] && usable_path(loc->val[KEY_RELATIVE])) {
+        first = loc->val[KEY_RELATIVE];
+        if (resolves(bs, first)) {
+            return first;
+        }
+    }
+    if (loc->found[KEY_ABSOLUTE] && usable_path(loc->val[KEY_ABSOLUTE])) {
+        first = first ? first : loc->val[KEY_ABSOLUTE];
+        if (!untrusted && resolves(bs, loc->val[KEY_ABSOLUTE])) {
+            return loc->val[KEY_ABSOLUTE];
+        }
+    }
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const char *n = loc->found[names[i]] ? file_name(loc->val[names[i]]) : "";
+
+        if (n[0] && resolves(bs, n)) {
+            return n;
+        }
+    }
+    return first;
 }
 
 static int choose_path(BlockDriverState *bs, Locator *loc, Error **errp)
 {
-    static const int order[] = { KEY_RELATIVE, KEY_ABSOLUTE };
+    const char *path = pick_path(bs, loc);
     int n;
 
-    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
-        if (loc->found[order[i]] && usable_path(loc->val[order[i]])) {
-            n = snprintf(bs->backing_file, sizeof(bs->backing_file), "%s", loc->val[order[i]]);
-            if (n < 0 || (size_t)n >= sizeof(bs->backing_file)) {
-                break;
-            }
+    if (path) {
+        n = snprintf(bs->backing_file, sizeof(bs->backing_file), "%s", path);
+        if (n >= 0 && (size_t)n < sizeof(bs->backing_file)) {
             snprintf(bs->backing_format, sizeof(bs->backing_format), "vhdx");
             return 0;
         }
     }
     error_setg(errp, "vhdx: %s: the parent locator has no usable parent path (relative_path "
-               "or a non-drive absolute_win32_path; volume_path is not supported)",
-               bs->filename);
+               "or a non-drive absolute_win32_path; volume_path and drive paths only by "
+               "their file name, as a sibling of the image)", bs->filename);
     return -ENOTSUP;
 }
 

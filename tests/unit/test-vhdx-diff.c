@@ -372,6 +372,97 @@ static void test_vhdx_diff_fallback_paths(void **state)
     free(want);
 }
 
+/*
+ * rebase -u: the child's parent locator names a new parent (another vhdx,
+ * its own DataWriteGuid) and the child then reads its unallocated blocks
+ * from it; a parent that cannot be opened, removing the parent, another
+ * format and a non-differencing image are refused with the image unchanged.
+ */
+static void test_vhdx_diff_rebase(void **state)
+{
+    uint8_t *want = malloc(SIZE), *other = malloc(SIZE), *buf = malloc(SIZE);
+    char newp[4400], longname[300];
+    BlockBackend *blk;
+    Error *err = NULL;
+
+    make_parent(want, "size=20M");
+    make_child("");
+    write_some(want, 512);
+    /* The new parent: other data, another DataWriteGuid. */
+    snprintf(newp, sizeof(newp), "%s/new.vhdx", dir);
+    create(newp, "size=20M");
+    drv_test_pattern(other, SIZE, 33);
+    blk = drv_test_open_ok(opts_for(newp, ""), BDRV_O_RDWR);
+    assert_int_equal(blk_pwrite(blk, 0, SIZE, other, 0), 0);
+    blk_unref(blk);
+
+    blk = drv_test_open_ok(opts_for(child, ""), BDRV_O_RDWR | BDRV_O_NO_BACKING);
+    assert_int_equal(bdrv_change_backing_file(blk_bs(blk), "missing.vhdx", "vhdx", &err),
+                     -ENOENT);
+    error_free(err);
+    err = NULL;
+    assert_int_equal(bdrv_change_backing_file(blk_bs(blk), NULL, NULL, &err), -ENOTSUP);
+    assert_non_null(strstr(error_get_pretty(err), "removing the parent"));
+    error_free(err);
+    err = NULL;
+    assert_int_equal(bdrv_change_backing_file(blk_bs(blk), "new.vhdx", "qcow2", &err),
+                     -ENOTSUP);
+    error_free(err);
+    err = NULL;
+    blk_unref(blk);
+    read_all(opts_for(child, ""), want); /* unchanged: still the old parent */
+
+    /* A long name: the locator grows past its old length. */
+    snprintf(longname, sizeof(longname), "%s", "new-parent-with-a-name-long-enough-to-grow-"
+             "the-locator-item-past-its-old-length.vhdx");
+    snprintf(newp + strlen(dir) + 1, sizeof(newp) - strlen(dir) - 1, "%s", longname);
+    {
+        char from[4400];
+
+        snprintf(from, sizeof(from), "%s/new.vhdx", dir);
+        assert_int_equal(rename(from, newp), 0);
+    }
+    blk = drv_test_open_ok(opts_for(child, ""), BDRV_O_RDWR | BDRV_O_NO_BACKING);
+    if (bdrv_change_backing_file(blk_bs(blk), longname, "vhdx", &err) < 0) {
+        fail_msg("rebase: %s", error_get_pretty(err));
+    }
+    blk_unref(blk);
+    /* What the child holds stays; the rest now comes from the new parent. */
+    blk = drv_test_open_ok(opts_for(child, ""), BDRV_O_NO_BACKING);
+    assert_string_equal(blk_bs(blk)->backing_file, longname);
+    blk_unref(blk);
+    {
+        BlockBackend *old = drv_test_open_ok(opts_for(child, ""), 0);
+        uint8_t *mixed = malloc(SIZE);
+
+        /* Sector by sector: what the child wrote (it differs from the old parent's
+         * pattern 7), else the new parent's data. */
+        drv_test_pattern(mixed, SIZE, 7);
+        for (int64_t i = 0; i < SIZE; i += 512) {
+            bool own = memcmp(want + i, mixed + i, 512) != 0;
+
+            memcpy(mixed + i, own ? want + i : other + i, 512);
+        }
+        assert_int_equal(blk_pread(old, 0, SIZE, buf, 0), 0);
+        assert_memory_equal(buf, mixed, SIZE);
+        assert_memory_not_equal(buf, want, SIZE);
+        blk_unref(old);
+        free(mixed);
+    }
+    read_all(opts_for(child, ",untrusted=on"), buf);
+    assert_int_equal(check_corruptions(opts_for(child, "")), 0);
+
+    /* A non-differencing image has no parent to set. */
+    blk = drv_test_open_ok(opts_for(parent, ""), BDRV_O_RDWR);
+    assert_int_equal(bdrv_change_backing_file(blk_bs(blk), longname, "vhdx", &err), -ENOTSUP);
+    assert_non_null(strstr(error_get_pretty(err), "not a differencing image"));
+    error_free(err);
+    blk_unref(blk);
+    free(want);
+    free(other);
+    free(buf);
+}
+
 /* Every parse error of the parent locator. */
 static void test_vhdx_diff_bad_locator(void **state)
 {
@@ -429,6 +520,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vhdx_diff_sibling, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_diff_bad_locator, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_diff_fallback_paths, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhdx_diff_rebase, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

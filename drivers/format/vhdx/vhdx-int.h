@@ -198,6 +198,10 @@ uint64_t vhdx_alloc_space(BDRVVhdxState *s, uint64_t len);
 /* Forgets the gaps: the next allocation scans again (after a resize). */
 void vhdx_space_invalidate(BDRVVhdxState *s);
 
+/* rebase.c: sets the parent of a differencing image (rebase -u). */
+int coroutine_fn vhdx_co_change_backing_file(BlockDriverState *bs, const char *backing_file,
+                                             const char *backing_fmt, Error **errp);
+
 /* discard.c */
 int coroutine_fn vhdx_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
 

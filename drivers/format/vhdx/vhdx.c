@@ -541,6 +541,7 @@ const BlockDriver bdrv_vhdx = {
     .co_block_status = vhdx_co_block_status,
     .co_getlength = vhdx_co_getlength,
     .co_truncate = vhdx_co_truncate,
+    .co_change_backing_file = vhdx_co_change_backing_file,
     .reopen_prepare = vhdx_reopen_prepare,
     .reopen_commit = vhdx_reopen_noop,
     .reopen_abort = vhdx_reopen_noop,

@@ -98,10 +98,13 @@ static int plan(BlockDriverState *bs, uint64_t size, GrowPlan *p, Error **errp)
     for (int i = 0; i < p->n; i++, left -= p->sectors[i - 1]) {
         p->sectors[i] = left < TWO_GB_SECTORS ? left : TWO_GB_SECTORS;
         if (asprintf(&p->names[i], "%.*s-%c%03d.vmdk", (int)stem, base, p->sparse ? 's' : 'f',
-                     p->first + i + 1) < 0 ||
-            asprintf(&p->paths[i], "%.*s%s", slash ? (int)(base - desc) : 0, desc,
+                     p->first + i + 1) < 0) {
+            p->names[i] = NULL;
+            return -ENOMEM;
+        }
+        if (asprintf(&p->paths[i], "%.*s%s", slash ? (int)(base - desc) : 0, desc,
                      p->names[i]) < 0) {
-            p->names[i] = p->paths[i] = NULL;
+            p->paths[i] = NULL;
             return -ENOMEM;
         }
         if (strlen(p->paths[i]) >= PATH_LEN || strchr(p->names[i], '"')) {

@@ -381,7 +381,7 @@ static void test_vhdx_diff_fallback_paths(void **state)
 static void test_vhdx_diff_rebase(void **state)
 {
     uint8_t *want = malloc(SIZE), *other = malloc(SIZE), *buf = malloc(SIZE);
-    char newp[4400], longname[300];
+    char newp[4200], longname[300];
     BlockBackend *blk;
     Error *err = NULL;
 

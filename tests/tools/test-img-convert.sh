@@ -155,6 +155,36 @@ qemu-io -f raw -c 'write -P 0xff 0 8M' dirty.raw >/dev/null
 expect_rc 0 "convert -C -n over dirty" "$CIMG" convert -C -n -f raw -O raw src.raw dirty.raw
 expect_rc 0 "convert -C -n over dirty: identical" qemu-img compare -f raw -F raw src.raw dirty.raw
 
+# In-order writes (no -W): a chunk hands the turn on as it issues its last
+# write, so the writes queue in the target in claim order and a qcow2 target
+# gets its clusters in guest order, although the source's clusters lie in
+# reverse order and its chunks hold zero pieces between data (several writes
+# per chunk). -n over a dirty target adds write-zeroes to the chunks.
+if "$CIMG" --help | grep -q " qcow2"; then
+    qemu-img create -q -f qcow2 shuf.qcow2 24M
+    for i in $(seq 23 -1 0); do
+        echo "write -q -P $((i + 1)) $((i * 1024))k 768k"
+        echo "write -q -P 0 $((i * 1024 + 256))k 64k"
+    done | qemu-io -f qcow2 shuf.qcow2 >/dev/null
+    in_guest_order() {
+        qemu-img map --output=json -f qcow2 "$1" |
+            jq -e '[.[] | select(.data and .offset != null) | .offset] | . == sort' >/dev/null
+    }
+    for m in "" "-m 16" "-m 2"; do
+        rm -f ord.qcow2
+        "$CIMG" convert $m -f qcow2 -O qcow2 shuf.qcow2 ord.qcow2 &&
+            qemu-img compare -q -f qcow2 -F qcow2 shuf.qcow2 ord.qcow2 &&
+            qemu-img check -q ord.qcow2 && pass "convert in order ${m:--m 8}: identical" ||
+            fail "convert in order ${m:--m 8} to qcow2"
+        in_guest_order ord.qcow2 && pass "convert in order ${m:--m 8}: clusters in guest order" ||
+            fail "convert in order ${m:--m 8}: clusters out of guest order"
+    done
+    qemu-io -f qcow2 -c 'write -P 0xff 0 24M' ord.qcow2 >/dev/null
+    "$CIMG" convert -n -f qcow2 -O qcow2 shuf.qcow2 ord.qcow2 &&
+        qemu-img compare -q -f qcow2 -F qcow2 shuf.qcow2 ord.qcow2 &&
+        pass "convert in order -n over dirty qcow2" || fail "convert in order -n over dirty qcow2"
+fi
+
 # A null-co source converts to zeroes.
 "$CIMG" convert --image-opts -O raw "driver=null-co,size=1M,read-zeroes=on" nul.raw
 qemu-img create -q -f raw z1.raw 1M

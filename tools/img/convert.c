@@ -4,12 +4,13 @@
  *
  * Several coroutines (-m, default 8) each claim the next chunk of the
  * source, classify it through block status (data, zero, or left to the
- * target's backing file with -B), read it, and write it. Writes happen in
- * claim order unless -W allows any order. Data chunks are scanned for
- * zeroes in -S sized pieces (default 4 KiB; -S 0 writes everything);
- * zero ranges are skipped when the target is known to read zeroes (a new
- * image without backing file, or --target-is-zero), else written as
- * write-zeroes. "-" as output streams a raw image to stdout.
+ * target's backing file with -B), read it, and write it. Writes are issued
+ * in claim order (a chunk's writes queue behind the previous chunk's without
+ * waiting for them to complete: see pass_turn()) unless -W allows any order.
+ * Data chunks are scanned for zeroes in -S sized pieces (default 4 KiB; -S 0
+ * writes everything); zero ranges are skipped when the target is known to
+ * read zeroes (a new image without backing file, or --target-is-zero), else
+ * written as write-zeroes. "-" as output streams a raw image to stdout.
  *
  * -C (copy offloading, copy-offload.c): data whose bytes lie as they are in
  * a file (block status OFFSET_VALID) is copied by copy_file_range into a raw
@@ -64,7 +65,7 @@ typedef struct Conv {
     int ncoroutines;
 
     CoMutex lock;
-    CoQueue order_q;
+    CoQueue order_q;        /* chunks waiting for their turn to write */
     /* The last block status (taken under lock): [st_start, st_end) of st_src is st. */
     ConvSrc *st_src;
     int64_t st_start, st_end;
@@ -72,14 +73,43 @@ typedef struct Conv {
     int64_t st_map;         /* with OFFSET_VALID: where st_start lies in st_file */
     BlockDriverState *st_file;
     int64_t next;
-    uint64_t seq_next;
-    uint64_t seq_done;
+    uint64_t seq_next;      /* the sequence number of the next chunk claimed */
+    uint64_t seq_turn;      /* in order: the chunk whose writes may be issued now */
     int running;
     int ret;
     int64_t done_bytes;
     int64_t start_ns;
     ImgProgress progress;
 } Conv;
+
+/* One chunk in the hands of a worker coroutine. */
+typedef struct ConvJob {
+    uint64_t seq;           /* claim order */
+    bool passed;            /* the turn went on to the next chunk */
+} ConvJob;
+
+/*
+ * In-order writes (no -W): the chunks' writes are issued in claim order. A
+ * chunk hands the turn on when it issues its last write, not when that
+ * write completes: the next chunk's write then queues behind it in the
+ * target instead of waiting for a round trip through this loop (a read of a
+ * cached source runs inline and would leave the target idle meanwhile).
+ * Requests to one file keep their order of issue through the block layer,
+ * qcow2's allocation lock (a FIFO) and the engines' FIFO submission queues;
+ * io_uring runs buffered writes to one file one after the other on one
+ * kernel worker. Passing the turn twice is harmless.
+ */
+static void pass_turn(Conv *s, ConvJob *job)
+{
+    if (job->passed) {
+        return;
+    }
+    job->passed = true;
+    if (s->in_order) {
+        s->seq_turn++;
+        co_queue_restart_all(&s->order_q);
+    }
+}
 
 static ConvSrc *find_src(Conv *s, int64_t off)
 {
@@ -249,7 +279,8 @@ static int coroutine_fn write_zero(Conv *s, int64_t off, int64_t n)
 }
 
 /* Writes a data chunk, leaving out -S sized zero pieces. */
-static int coroutine_fn write_sparse(Conv *s, int64_t off, int64_t n, uint8_t *buf)
+static int coroutine_fn write_sparse(Conv *s, ConvJob *job, int64_t off, int64_t n,
+                                     uint8_t *buf)
 {
     int64_t i = 0;
 
@@ -266,6 +297,9 @@ static int coroutine_fn write_sparse(Conv *s, int64_t off, int64_t n, uint8_t *b
                 break;
             }
             j = e;
+        }
+        if (j >= n) {
+            pass_turn(s, job);
         }
         int ret = zero ? write_zero(s, off + i, j - i) : write_data(s, off + i, j - i, buf + i, 0);
         if (ret < 0) {
@@ -325,7 +359,12 @@ static int coroutine_fn write_compressed(Conv *s, int64_t off, int64_t n, uint8_
     return 0;
 }
 
-static int coroutine_fn write_chunk(Conv *s, int kind, int64_t off, int64_t n, uint8_t *buf)
+/*
+ * Writes a chunk. Compressed, streamed and zero chunks pass the turn when
+ * done (the caller does), data chunks as they issue their last write.
+ */
+static int coroutine_fn write_chunk(Conv *s, ConvJob *job, int kind, int64_t off, int64_t n,
+                                    uint8_t *buf)
 {
     if (s->out_fd >= 0) {
         if (kind != CHUNK_DATA) {
@@ -342,7 +381,11 @@ static int coroutine_fn write_chunk(Conv *s, int kind, int64_t off, int64_t n, u
     if (s->compressed) {
         return write_compressed(s, off, n, buf);
     }
-    return s->sparse ? write_sparse(s, off, n, buf) : write_data(s, off, n, buf, 0);
+    if (s->sparse) {
+        return write_sparse(s, job, off, n, buf);
+    }
+    pass_turn(s, job);
+    return write_data(s, off, n, buf, 0);
 }
 
 static void coroutine_fn rate_limit(Conv *s)
@@ -377,7 +420,7 @@ static void coroutine_fn conv_worker(void *opaque)
         n = n < s->buf_size ? n : s->buf_size;
         int kind = classify(s, src, off - src->base, &n, &file, &map);
         s->next = off + n;
-        uint64_t seq = s->seq_next++;
+        ConvJob job = { .seq = s->seq_next++ };
         co_mutex_unlock(&s->lock);
         bool offload = kind == CHUNK_DATA && s->offload && file;
 
@@ -386,7 +429,7 @@ static void coroutine_fn conv_worker(void *opaque)
             fail(s, kind < 0 ? kind : -EIO);
             break;
         }
-        while (s->in_order && s->seq_done != seq && s->ret == 0) {
+        while (s->in_order && s->seq_turn != job.seq && s->ret == 0) {
             co_queue_wait(&s->order_q, NULL);
         }
         if (s->ret) {
@@ -398,14 +441,13 @@ static void coroutine_fn conv_worker(void *opaque)
             ret = read_chunk(s, src, off - src->base, n, buf) < 0 ? -EIO : 1;
         }
         if (ret > 0) {
-            ret = write_chunk(s, kind, off, n, buf);
+            ret = write_chunk(s, &job, kind, off, n, buf);
         }
         if (ret < 0) {
             fail(s, ret);
             break;
         }
-        s->seq_done++;
-        co_queue_restart_all(&s->order_q);
+        pass_turn(s, &job);
         s->done_bytes += n;
         progress_update(&s->progress, (uint64_t)s->done_bytes, (uint64_t)s->total);
         rate_limit(s);

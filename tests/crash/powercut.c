@@ -28,6 +28,10 @@
  * With "recover", each replayed image is first opened read-write and closed
  * through coblk, for formats whose recovery is designed to happen at the
  * next open (a vhdx log replay, qcow2 lazy refcounts); the checks then run.
+ * With "readfirst" too, the guest data is first read and checked through a
+ * read-only open, before the recovery could repair anything (parallels:
+ * a BAT entry written before its cluster's data reaches past the replayed
+ * file, which reads fail; the repair at open would drop it).
  * With "resize", the image is created at half the guest size, the first half
  * of the workload stays in that half, then the image is grown (truncate) to
  * the full size (with "resize-big": to 300 MiB, with "resize-huge": to
@@ -67,7 +71,7 @@ typedef struct GuestOp {
 #define CCLUSTER 65536  /* compressed writes cover whole clusters of this size */
 
 static const char *fmt;
-static bool recover, with_backing, compress, with_bitmap, resize;
+static bool recover, readfirst, with_backing, compress, with_bitmap, resize;
 static int64_t grow_to = GUEST_SIZE; /* "resize-big": far past the guest data */
 static int resize_flush = -1;   /* the guest flush right after the resize */
 static int64_t small_len;       /* the created image's size (resize) */
@@ -431,6 +435,41 @@ static void replay_to(const Wlog *log, uint64_t upto, int how, uint64_t seed)
     close(fd);
 }
 
+/* The guest data of the replayed image is what guest flush k (and later ops) allow. */
+static void verify_data(uint8_t *got, int k, bool crash, const char *what)
+{
+    if (read_guest(work, got, k) < 0) {
+        fprintf(stderr, "%s: the image cannot be read\n", what);
+        die("unreadable image");
+    }
+    if (!crash && k >= 0) {
+        if (memcmp(got, snap[k], GUEST_SIZE) != 0) {
+            fprintf(stderr, "%s: data differs from guest flush %d\n", what, k);
+            die("flushed data lost");
+        }
+    } else {
+        check_sectors(got, k, what);
+    }
+}
+
+/* The recovery open of a replayed image (read-write, then closed). */
+static void recover_image(const char *what)
+{
+    char opts[8192];
+    BlockOpts *o = bopts_new();
+    Error *err = NULL;
+    BlockDriverState *bs;
+
+    snprintf(opts, sizeof(opts), "driver=%s,file.driver=file,file.filename=%s", fmt, work);
+    bopts_parse_keyval(o, opts, NULL, NULL);
+    bs = bdrv_open(NULL, o, BDRV_O_RDWR, &err);
+    if (!bs) {
+        fprintf(stderr, "%s: recovery open: %s\n", what, error_get_pretty(err));
+        die("the image cannot be recovered");
+    }
+    bdrv_unref(bs);
+}
+
 static void verify_point(const Wlog *log, uint64_t upto, int how, uint64_t seed,
                          uint8_t *got, bool *can_check)
 {
@@ -444,20 +483,11 @@ static void verify_point(const Wlog *log, uint64_t upto, int how, uint64_t seed,
              (unsigned long long)upto, how == REPLAY_SUBSET ? "mask" : "seed",
              (unsigned long long)seed);
     replay_to(log, upto, how, seed);
+    if (readfirst) {
+        verify_data(got, k, crash, what); /* before any repair */
+    }
     if (recover) {
-        char opts[8192];
-        BlockOpts *o = bopts_new();
-        Error *err = NULL;
-        BlockDriverState *bs;
-
-        snprintf(opts, sizeof(opts), "driver=%s,file.driver=file,file.filename=%s", fmt, work);
-        bopts_parse_keyval(o, opts, NULL, NULL);
-        bs = bdrv_open(NULL, o, BDRV_O_RDWR, &err);
-        if (!bs) {
-            fprintf(stderr, "%s: recovery open: %s\n", what, error_get_pretty(err));
-            die("the image cannot be recovered");
-        }
-        bdrv_unref(bs);
+        recover_image(what);
     }
     if (*can_check) {
         c = qemu_check(work);
@@ -474,18 +504,7 @@ static void verify_point(const Wlog *log, uint64_t upto, int how, uint64_t seed,
         fprintf(stderr, "%s: coblk's check of %s finds corruption\n", what, fmt);
         die("coblk check failed");
     }
-    if (read_guest(work, got, k) < 0) {
-        fprintf(stderr, "%s: the image cannot be read\n", what);
-        die("unreadable image");
-    }
-    if (!crash && k >= 0) {
-        if (memcmp(got, snap[k], GUEST_SIZE) != 0) {
-            fprintf(stderr, "%s: data differs from guest flush %d\n", what, k);
-            die("flushed data lost");
-        }
-    } else {
-        check_sectors(got, k, what);
-    }
+    verify_data(got, k, crash, what);
 }
 
 #define SUBSET_MAX 6
@@ -650,6 +669,7 @@ int main(int argc, char **argv)
     want_ops = argc > 4 ? atoi(argv[4]) : 300;
     crashes = argc > 5 ? atoi(argv[5]) : 3;
     recover = argc > 6 && strstr(argv[6], "recover") != NULL;
+    readfirst = argc > 6 && strstr(argv[6], "readfirst") != NULL;
     with_backing = argc > 6 && strstr(argv[6], "backing") != NULL;
     compress = argc > 6 && strstr(argv[6], "compress") != NULL;
     with_bitmap = argc > 6 && strstr(argv[6], "bitmap") != NULL;

@@ -3,7 +3,8 @@
  * create options, read/write/reopen, the in_use flag (set before the first
  * change, "closed" on a clean close, an unclean image read-only with a
  * warning or repaired by a read-write open), crash ordering (a failed flush
- * before the BAT write leaves no BAT entry), concurrent allocating writes,
+ * before the deferred BAT write leaves no BAT entry, a retried flush writes
+ * it), concurrent allocating writes,
  * grow, a backing file given in the options, the old "WithoutFreeSpace"
  * layout, the empty-image flag, the Format Extension (kept while nothing
  * changes, dropped before the first change, unknown necessary features
@@ -315,12 +316,18 @@ static void test_parallels_inuse(void **state)
 }
 
 /* A flush that fails between the data and the BAT: the BAT never points at the data. */
+/*
+ * Every flush after the one that marks the image in use fails (as if the
+ * disk died): the write succeeds (its BAT entry waits for a guest flush),
+ * the guest flush fails at the data flush before the BAT write, and so
+ * does the close: the BAT on disk never names the cluster, which is a leak.
+ */
 static void test_parallels_crash_ordering(void **state)
 {
     static const char inj[] =
         "driver=parallels,file.driver=blkdebug,file.image.driver=file,"
         "file.image.filename=%s,file.inject-error.0.event=none,file.inject-error.0.iotype=flush,"
-        "file.inject-error.0.errno=5,file.inject-error.0.after=1,file.inject-error.0.once=on";
+        "file.inject-error.0.errno=5,file.inject-error.0.after=1";
     char opts[8192];
     uint8_t buf[4096], zero[4096] = { 0 }, data[4096];
     BlockBackend *blk;
@@ -329,27 +336,66 @@ static void test_parallels_crash_ordering(void **state)
     snprintf(opts, sizeof(opts), inj, img);
     blk = drv_test_open_ok(opts, BDRV_O_RDWR);
     memset(data, 0x5a, sizeof(data));
-    /* Flush 0 marks the image in use; flush 1 (data before BAT) fails. */
-    assert_int_equal(blk_pwrite(blk, 0, 4096, data, 0), -EIO);
-    blk_unref(blk);
-    assert_int_equal(file_le32(64), 0); /* BAT entry 0 was not written */
+    /* Flush 0 marks the image in use; the BAT entry is written at the next guest flush. */
+    assert_int_equal(blk_pwrite(blk, 0, 4096, data, 0), 0);
+    assert_int_equal(file_le32(64), 0);
+    assert_int_equal(blk_flush(blk), -EIO); /* data before BAT: the data flush fails */
+    assert_int_equal(file_le32(64), 0);     /* BAT entry 0 was not written */
+    assert_int_equal(blk_pread(blk, 0, 4096, buf, 0), 0);
+    assert_memory_equal(buf, data, sizeof(buf)); /* the node still maps it */
+    blk_unref(blk); /* the close fails the same way: in_use stays set */
+    assert_int_equal(file_le32(64), 0);
+    assert_int_equal(file_le32(44), INUSE_OPEN);
 
     blk = open_prl(0);
     assert_int_equal(blk_pread(blk, 0, 4096, buf, 0), 0);
     assert_memory_equal(buf, zero, sizeof(buf));
     BdrvCheckResult res = check(blk, BDRV_FIX_NONE);
-    assert_int_equal(res.corruptions, 0);
-    assert_int_equal(res.leaks, 1); /* the written cluster, unreferenced */
+    assert_int_equal(res.corruptions, 1); /* in_use */
+    assert_int_equal(res.leaks, 1);       /* the written cluster, unreferenced */
     blk_unref(blk);
 
-    blk = open_prl(BDRV_O_RDWR);
-    res = check(blk, BDRV_FIX_LEAKS);
-    assert_int_equal(res.leaks_fixed, 1);
+    blk = open_prl(BDRV_O_RDWR); /* repaired at open */
+    res = check(blk, BDRV_FIX_NONE);
+    assert_int_equal(res.corruptions + res.leaks, 0);
     assert_int_equal(blk_pwrite(blk, 0, 4096, data, 0), 0);
     assert_int_equal(blk_pread(blk, 0, 4096, buf, 0), 0);
     assert_memory_equal(buf, data, sizeof(buf));
     blk_unref(blk);
     assert_int_equal(file_size(), 2 * 4096);
+}
+
+/* The same flush fails once: the BAT sector stays dirty and the next flush writes it. */
+static void test_parallels_flush_retry(void **state)
+{
+    static const char inj[] =
+        "driver=parallels,file.driver=blkdebug,file.image.driver=file,"
+        "file.image.filename=%s,file.inject-error.0.event=none,file.inject-error.0.iotype=flush,"
+        "file.inject-error.0.errno=5,file.inject-error.0.after=1,file.inject-error.0.once=on";
+    char opts[8192];
+    uint8_t buf[4096], data[4096];
+    BlockBackend *blk;
+
+    assert_int_equal(create("size=1M,cluster_size=4k", NULL, 0), 0);
+    snprintf(opts, sizeof(opts), inj, img);
+    blk = drv_test_open_ok(opts, BDRV_O_RDWR);
+    memset(data, 0x6b, sizeof(data));
+    assert_int_equal(blk_pwrite(blk, 8192, 4096, data, 0), 0);
+    assert_int_equal(blk_flush(blk), -EIO);
+    assert_int_equal(file_le32(64 + 2 * 4), 0);
+    assert_int_equal(blk_flush(blk), 0);
+    assert_int_equal(file_le32(64 + 2 * 4), 1); /* cluster 0 of the data area (unit 1) */
+    assert_int_equal(blk_pread(blk, 8192, 4096, buf, 0), 0);
+    assert_memory_equal(buf, data, sizeof(buf));
+    blk_unref(blk);
+    assert_int_equal(file_le32(44), INUSE_CLOSED);
+
+    blk = open_prl(0);
+    assert_int_equal(blk_pread(blk, 8192, 4096, buf, 0), 0);
+    assert_memory_equal(buf, data, sizeof(buf));
+    BdrvCheckResult res = check(blk, BDRV_FIX_NONE);
+    assert_int_equal(res.corruptions + res.leaks, 0);
+    blk_unref(blk);
 }
 
 typedef struct ConcReq {
@@ -943,6 +989,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_parallels_create_options, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallels_inuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallels_crash_ordering, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parallels_flush_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallels_concurrent_alloc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallels_grow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallels_old_format, setup, teardown),

@@ -4,10 +4,15 @@
  * Allocation: a run of unallocated guest clusters that one write touches
  * gets as many new clusters at the end of the data area (data_end). The
  * file is extended to cover them, the guest data and the rest of each
- * cluster (zeroes, or the backing file's data) are written, the file is
- * flushed, and only then are the BAT entries set and their sectors
- * written. A cut before the BAT write leaves unreferenced space past the
- * last used cluster (a leak); the BAT never points at unwritten data.
+ * cluster (zeroes, or the backing file's data) are written, then the
+ * in-memory BAT entries are set (reads and writes use them at once) and
+ * their sectors marked dirty (fmt-defer.h). The dirty sectors reach the file
+ * at the next guest flush (co_flush_to_os), close, reopen read-only, any
+ * other metadata write, or when FMT_DEFER_MAX are pending: always after a
+ * flush of the data. So N allocating writes between two guest flushes cost
+ * O(1) flushes, not one each. A cut before the BAT write leaves
+ * unreferenced space past the last used cluster (a leak); the BAT on disk
+ * never points at unwritten data.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -147,6 +152,43 @@ static uint32_t prl_unallocated_run(const BDRVParallelsState *s, uint32_t idx, u
     return k;
 }
 
+/* The sector of the header + BAT that holds entry i. */
+static uint32_t prl_bat_sector(uint32_t i)
+{
+    return (uint32_t)((PRL_HEADER_SIZE + (uint64_t)i * 4) / PRL_SECTOR);
+}
+
+/*
+ * Makes room in the dirty set for the sectors of entries [idx, idx + k)
+ * (k <= 4096: at most 33 sectors) by committing the pending ones if needed.
+ */
+static int coroutine_fn prl_alloc_room(BlockDriverState *bs, uint32_t idx, uint32_t k)
+{
+    BDRVParallelsState *s = bs->opaque;
+    uint32_t first = prl_bat_sector(idx), n = prl_bat_sector(idx + k - 1) + 1 - first;
+
+    if (fmt_defer_has_room(&s->bat_dirty, first, n)) {
+        return 0;
+    }
+    return prl_commit_bat(bs);
+}
+
+/*
+ * A guest flush: the BAT sectors of new clusters are written after a flush
+ * of their data; the block layer then flushes the file, which makes them
+ * durable.
+ */
+int coroutine_fn prl_co_flush_to_os(BlockDriverState *bs)
+{
+    BDRVParallelsState *s = bs->opaque;
+    int ret;
+
+    co_mutex_lock(&s->alloc_lock);
+    ret = prl_commit_bat(bs);
+    co_mutex_unlock(&s->alloc_lock);
+    return ret;
+}
+
 /*
  * Gives guest clusters [idx, idx + k) new clusters at the end of the data
  * area and writes the request's bytes into them. Called with alloc_lock.
@@ -165,6 +207,10 @@ static int64_t coroutine_fn prl_alloc_write(BlockDriverState *bs, uint32_t idx, 
     len = span - in < (uint64_t)bytes ? span - in : (uint64_t)bytes;
     if ((host + span - s->cluster_size) / s->unit > UINT32_MAX) {
         return -ENOSPC; /* the BAT cannot address it */
+    }
+    ret = prl_alloc_room(bs, idx, k);
+    if (ret < 0) {
+        return ret; /* nothing changed: the dirty sectors stay for the next commit */
     }
     BLKDBG_EVENT(bs->file, BLKDBG_CLUSTER_ALLOC);
     end = host + span;
@@ -185,9 +231,6 @@ static int64_t coroutine_fn prl_alloc_write(BlockDriverState *bs, uint32_t idx, 
         ret = prl_fill(bs, host + in + len, guest + (int64_t)(in + len), span - in - len,
                        old_len);
     }
-    if (ret == 0) {
-        ret = bdrv_co_flush(bs->file->bs); /* data durable before the BAT points at it */
-    }
     if (ret < 0) {
         return ret;
     }
@@ -195,14 +238,9 @@ static int64_t coroutine_fn prl_alloc_write(BlockDriverState *bs, uint32_t idx, 
     for (uint32_t j = 0; j < k; j++) {
         prl_set_entry(s, idx + j, (uint32_t)((host + (uint64_t)j * s->cluster_size) / s->unit));
     }
-    ret = prl_write_bat_range(bs, idx, k);
-    if (ret < 0) {
-        /* The clusters leak (data_end stays past them); memory follows the old BAT. */
-        for (uint32_t j = 0; j < k; j++) {
-            prl_set_entry(s, idx + j, 0);
-        }
-        return ret;
-    }
+    /* Room was made above (prl_alloc_room): this cannot fail. */
+    fmt_defer_add(&s->bat_dirty, prl_bat_sector(idx), prl_bat_sector(idx + k - 1) + 1 -
+                  prl_bat_sector(idx));
     return (int64_t)len;
 }
 

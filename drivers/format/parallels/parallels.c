@@ -11,7 +11,8 @@
  * the flag as a corruption that -r all clears.
  *
  * Crash safety: a new cluster's data is written and flushed before the BAT
- * entry that points at it (io.c); the BAT entry is the only metadata that
+ * entry that points at it (io.c: the entries are written at the next guest
+ * flush, in batches); the BAT entry is the only metadata that
  * an allocation changes, so a cut leaves at worst space past the last used
  * cluster, which check reports as a leak and -r leaks truncates.
  */
@@ -28,27 +29,52 @@
 /* ---------------------------------------------------------------------- */
 /* Metadata writes */
 
-/* Writes the first sector (the header and the first BAT entries). */
-int coroutine_fn prl_write_header(BlockDriverState *bs)
+/* Writes sectors [first, first + count) of the header + BAT as they are in memory. */
+static int coroutine_fn prl_write_sectors(void *opaque, uint32_t first, uint32_t count)
 {
+    BlockDriverState *bs = opaque;
     BDRVParallelsState *s = bs->opaque;
+    uint64_t start = (uint64_t)first * PRL_SECTOR;
 
-    BLKDBG_EVENT(bs->file, BLKDBG_HEADER_UPDATE);
-    return fmt_co_pwrite(bs->file, 0, PRL_SECTOR, s->meta, 0);
+    BLKDBG_EVENT(bs->file, first == 0 ? BLKDBG_HEADER_UPDATE : BLKDBG_MAP_UPDATE);
+    return fmt_co_pwrite(bs->file, (int64_t)start, (int64_t)count * PRL_SECTOR,
+                         s->meta + start, 0);
 }
 
-/* Writes the sectors that hold BAT entries [first, first + count). */
-int coroutine_fn prl_write_bat_range(BlockDriverState *bs, uint32_t first, uint32_t count)
+/*
+ * Writes the BAT sectors that new clusters made dirty (io.c), after a flush
+ * of their data. Called with alloc_lock (or while nothing else runs).
+ */
+int coroutine_fn prl_commit_bat(BlockDriverState *bs)
 {
     BDRVParallelsState *s = bs->opaque;
-    uint64_t start = (PRL_HEADER_SIZE + (uint64_t)first * 4) / PRL_SECTOR * PRL_SECTOR;
-    uint64_t end = round_up_u64(PRL_HEADER_SIZE + ((uint64_t)first + count) * 4, PRL_SECTOR);
+
+    return fmt_defer_commit(&s->bat_dirty, bs->file, prl_write_sectors, bs);
+}
+
+/*
+ * Writes the first sector (the header and the first BAT entries). Dirty BAT
+ * sectors are committed first: the sector may hold entries of new clusters.
+ */
+int coroutine_fn prl_write_header(BlockDriverState *bs)
+{
+    int ret = prl_commit_bat(bs);
+
+    return ret < 0 ? ret : prl_write_sectors(bs, 0, 1);
+}
+
+/* Writes the sectors that hold BAT entries [first, first + count), dirty ones committed first. */
+int coroutine_fn prl_write_bat_range(BlockDriverState *bs, uint32_t first, uint32_t count)
+{
+    uint64_t start = (PRL_HEADER_SIZE + (uint64_t)first * 4) / PRL_SECTOR;
+    uint64_t end = div_round_up_u64(PRL_HEADER_SIZE + ((uint64_t)first + count) * 4, PRL_SECTOR);
+    int ret;
 
     if (count == 0) {
         return 0;
     }
-    BLKDBG_EVENT(bs->file, BLKDBG_MAP_UPDATE);
-    return fmt_co_pwrite(bs->file, (int64_t)start, (int64_t)(end - start), s->meta + start, 0);
+    ret = prl_commit_bat(bs);
+    return ret < 0 ? ret : prl_write_sectors(bs, (uint32_t)start, (uint32_t)(end - start));
 }
 
 /* ---------------------------------------------------------------------- */
@@ -415,6 +441,7 @@ static int prl_open(BlockDriverState *bs, BlockOpts *options, int flags, Error *
 
     co_rwlock_init(&s->lock);
     co_mutex_init(&s->alloc_lock);
+    fmt_defer_init(&s->bat_dirty);
     bs->file = bdrv_open_child(NULL, options, "file", bs, BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY,
                                false, errp);
     if (!bs->file) {
@@ -438,7 +465,8 @@ static int64_t coroutine_fn prl_mark_closed_co(void *opaque)
         return 0;
     }
     co_mutex_lock(&s->alloc_lock);
-    ret = bdrv_co_flush(bs->file->bs);
+    ret = prl_commit_bat(bs); /* data, then the BAT entries of new clusters */
+    ret = ret ? ret : bdrv_co_flush(bs->file->bs);
     if (ret == 0 && !s->unclean) {
         st_le32(s->meta + PRL_OFF_INUSE, PRL_INUSE_CLOSED);
         ret = prl_write_header(bs);
@@ -557,6 +585,7 @@ const BlockDriver bdrv_parallels = {
     .co_pwritev = prl_co_pwritev,
     .co_pwrite_zeroes = prl_co_pwrite_zeroes,
     .co_pdiscard = prl_co_pdiscard,
+    .co_flush_to_os = prl_co_flush_to_os,
     .co_block_status = prl_co_block_status,
     .co_truncate = prl_co_truncate,
     .co_getlength = prl_co_getlength,

@@ -24,6 +24,7 @@
 #include <coblk/block-driver.h>
 
 #include "block/bytes.h"
+#include "drivers/format/fmt-defer.h"
 
 #define PRL_MAGIC "WithoutFreeSpace"
 #define PRL_MAGIC_EXT "WithouFreSpacExt"
@@ -81,6 +82,7 @@ typedef struct BDRVParallelsState {
     uint32_t n_ext_clusters;
     uint32_t n_bitmaps;
     bool ext_keep_only;         /* unknown NECESSARY / TRANSIT extension: no writes */
+    FmtDefer bat_dirty;         /* BAT sectors ahead of the file (new clusters), io.c */
     CoRwlock lock;              /* I/O shared; check, grow exclusive */
     CoMutex alloc_lock;         /* allocations and metadata writes, one at a time */
 } BDRVParallelsState;
@@ -112,6 +114,7 @@ static inline bool prl_host_ok(const BDRVParallelsState *s, uint64_t host)
 int coroutine_fn prl_write_header(BlockDriverState *bs);
 int coroutine_fn prl_mark_in_use(BlockDriverState *bs);
 int coroutine_fn prl_write_bat_range(BlockDriverState *bs, uint32_t first, uint32_t count);
+int coroutine_fn prl_commit_bat(BlockDriverState *bs);
 void prl_scan_bat(BDRVParallelsState *s);
 
 /* io.c */
@@ -126,6 +129,7 @@ int coroutine_fn prl_co_block_status(BlockDriverState *bs, bool want_zero, int64
                                      BlockDriverState **file);
 int coroutine_fn prl_prepare_change(BlockDriverState *bs);
 uint64_t prl_next_cluster(const BDRVParallelsState *s);
+int coroutine_fn prl_co_flush_to_os(BlockDriverState *bs);
 
 /* discard.c */
 int coroutine_fn prl_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);

@@ -1,0 +1,75 @@
+/*
+ * Deferred table updates for the format drivers: a fixed-size set of dirty
+ * metadata units (for example the 512-byte sectors of a block allocation
+ * table) whose in-memory copy is ahead of the file. Not installed.
+ *
+ * The rule it keeps: a table unit that maps new data reaches the file only
+ * after that data is durable. An allocating write updates the in-memory
+ * table at once and marks the unit dirty (fmt_defer_add); the unit is
+ * written by fmt_defer_commit, which first flushes the data child, then
+ * writes every dirty unit, merged into runs of adjacent units. The commit
+ * does not flush after those writes: the guest flush that called it (or
+ * the caller) makes them durable.
+ *
+ * Drivers commit at a guest flush (co_flush_to_os), before any other write
+ * of a sector that may hold a dirty unit (the header, discards, resizes,
+ * repairs), at close and reopen read-only, and when the set is full.
+ * A failed commit leaves every unit dirty: the next commit writes them all
+ * again, so the file never holds a unit whose data was not flushed.
+ * The caller serializes add and commit (they run under its allocation lock).
+ */
+#ifndef COBLK_DRIVERS_FORMAT_FMT_DEFER_H
+#define COBLK_DRIVERS_FORMAT_FMT_DEFER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <coblk/block-driver.h>
+
+/** Most dirty units pending at once (the set is a fixed array). */
+#define FMT_DEFER_MAX 64u
+
+typedef struct FmtDefer {
+    uint32_t unit[FMT_DEFER_MAX];  /* dirty unit numbers, unsorted, no duplicates */
+    uint32_t n;                    /* how many */
+    uint64_t commits;              /* commits that wrote at least one unit (tests, stats) */
+} FmtDefer;
+
+/**
+ * Writes count units from first on (they hold the in-memory copy) to the
+ * file. Returns 0 or -errno.
+ */
+typedef int coroutine_fn (*FmtDeferWriteFn)(void *opaque, uint32_t first, uint32_t count);
+
+/** Empties the set. */
+void fmt_defer_init(FmtDefer *d);
+
+/** True if any unit is dirty. */
+static inline bool fmt_defer_pending(const FmtDefer *d)
+{
+    return d->n != 0;
+}
+
+/**
+ * True if units [first, first + count) can all be added without exceeding
+ * FMT_DEFER_MAX (those already dirty take no room). count must be at most
+ * FMT_DEFER_MAX: a caller that could need more commits and writes itself.
+ */
+bool fmt_defer_has_room(const FmtDefer *d, uint32_t first, uint32_t count);
+
+/**
+ * Marks units [first, first + count) dirty. The caller checked
+ * fmt_defer_has_room (committing first when there was none). Returns 0,
+ * or -ENOSPC (nothing added) if there is no room.
+ */
+int fmt_defer_add(FmtDefer *d, uint32_t first, uint32_t count);
+
+/**
+ * Flushes data (the child the new data went to), then writes every dirty
+ * unit through write_fn in ascending runs. Returns 0 (the set is empty) or
+ * the first -errno (every unit stays dirty). Does nothing if none is dirty.
+ */
+int coroutine_fn fmt_defer_commit(FmtDefer *d, BdrvChild *data, FmtDeferWriteFn write_fn,
+                                  void *opaque);
+
+#endif /* COBLK_DRIVERS_FORMAT_FMT_DEFER_H */

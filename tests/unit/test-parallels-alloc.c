@@ -1,0 +1,336 @@
+/*
+ * Unit tests: parallels allocation with deferred BAT updates
+ * (drivers/format/parallels/io.c, drivers/format/fmt-defer.c).
+ * The image's file is logged by blklogwrites, so the tests count the
+ * flushes the driver issues: N allocating writes without a guest flush cost
+ * O(1) flushes; a guest flush writes every new entry after a flush of the
+ * data; the dirty set is bounded (random allocations over a large BAT
+ * commit when it fills); discards, resizes and a reopen read-only commit
+ * first. Every image ends up read back through coblk and, when Debian's
+ * qemu-img is installed, passes `qemu-img check` and matches the expected
+ * bytes with `qemu-img compare`.
+ */
+#include "drv-test-util.h"
+
+#include <sys/wait.h>
+
+#include <coblk/image.h>
+
+#include "block/block-int.h"
+#include "block/bytes.h"
+#include "drivers/format/parallels/parallels.h"
+#include "drivers/protocol/blklogwrites.h"
+#include "drivers/protocol/logwrites-format.h"
+#include "tools/logreplay/replay.h"
+
+#define KiB 1024
+#define MiB (1024 * 1024)
+
+static char img[4096], logf[4096], raw[4096];
+static bool have_qemu;
+
+static int setup(void **state)
+{
+    drv_test_path(img, sizeof(img), "prl-alloc");
+    drv_test_path(logf, sizeof(logf), "prl-alloc-log");
+    drv_test_path(raw, sizeof(raw), "prl-alloc-raw");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    unlink(img);
+    unlink(logf);
+    unlink(raw);
+    return 0;
+}
+
+static int sh(const char *fmt, ...) COBLK_PRINTF(1, 2);
+static int sh(const char *fmt, ...)
+{
+    char cmd[16384];
+    va_list ap;
+    int st;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Creates the image and opens it over blklogwrites (a fresh log). */
+static BlockBackend *open_logged(const char *create_opts, int flags)
+{
+    char opts[16384];
+
+    assert_int_equal(drv_test_create("parallels", img, create_opts, NULL, 0), 0);
+    drv_test_make_file(logf, 0, 0);
+    snprintf(opts, sizeof(opts),
+             "driver=parallels,file.driver=blklogwrites,file.file.driver=file,"
+             "file.file.filename=%s,file.log.driver=file,file.log.filename=%s,discard=unmap", img,
+             logf);
+    return drv_test_open_ok(opts, flags);
+}
+
+static BlockBackend *open_plain(int flags)
+{
+    char opts[8192];
+
+    snprintf(opts, sizeof(opts), "driver=parallels,file.driver=file,file.filename=%s,"
+             "discard=unmap", img);
+    return drv_test_open_ok(opts, flags);
+}
+
+static void mark(BlockBackend *blk, const char *name)
+{
+    assert_int_equal(blklogwrites_mark(blk_bs(blk)->file->bs, name), 0);
+}
+
+/* Flushes in the log between two marks (NULL: the start / the end). */
+static uint64_t flushes_between(const char *from, const char *to)
+{
+    char err[256];
+    int64_t a = 0, b;
+    uint64_t n = 0;
+    Wlog log;
+
+    assert_int_equal(wlog_open(&log, logf, err, sizeof(err)), 0);
+    b = (int64_t)log.nr_entries;
+    if (from) {
+        a = wlog_find_mark(&log, from);
+        assert_true(a >= 0);
+    }
+    if (to) {
+        b = wlog_find_mark(&log, to);
+        assert_true(b >= a);
+    }
+    for (int64_t i = a; i < b; i++) {
+        n += (log.e[i].flags & LOGW_FLUSH) != 0;
+    }
+    wlog_close(&log);
+    return n;
+}
+
+static uint32_t file_le32(int64_t off)
+{
+    uint8_t b[4];
+    int fd = open(img, O_RDONLY);
+
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, b, 4, off), 4);
+    close(fd);
+    return ld_le32(b);
+}
+
+/* BAT entries of the file that differ from the node's in-memory BAT. */
+static uint32_t bat_differences(BlockBackend *blk)
+{
+    BDRVParallelsState *s = blk_bs(blk)->opaque;
+    uint32_t n = 0;
+
+    for (uint32_t i = 0; i < s->bat_entries; i++) {
+        n += file_le32(64 + 4 * (int64_t)i) != prl_entry(s, i);
+    }
+    return n;
+}
+
+/* Reopened read-only: coblk reads want, check is clean; so are qemu-img check and compare. */
+static void assert_image(const uint8_t *want, int64_t len)
+{
+    uint8_t *buf = malloc((size_t)len);
+    BdrvCheckResult res = { 0 };
+    BlockBackend *blk = open_plain(0);
+    int fd;
+
+    assert_non_null(buf);
+    assert_int_equal(blk_pread(blk, 0, len, buf, 0), 0);
+    assert_memory_equal(buf, want, (size_t)len);
+    assert_int_equal(bdrv_check(blk_bs(blk), &res, BDRV_FIX_NONE), 0);
+    assert_int_equal(res.corruptions + res.leaks + res.check_errors, 0);
+    blk_unref(blk);
+    free(buf);
+    if (!have_qemu) {
+        return;
+    }
+    fd = open(raw, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, want, (size_t)len), len);
+    close(fd);
+    assert_int_equal(sh("qemu-img check -q -f parallels '%s'", img), 0);
+    assert_int_equal(sh("qemu-img compare -q -f raw -F parallels '%s' '%s'", raw, img), 0);
+}
+
+/* ---------------------------------------------------------------------- */
+
+/*
+ * 64 sequential allocating writes: one flush (marking the image in use)
+ * before the guest flush instead of one per write; the guest flush adds
+ * two (the data, then the BAT after its write); the BAT on disk is empty
+ * until then and complete after it.
+ */
+static void test_parallels_alloc_o1_flushes(void **state)
+{
+    enum { N = 64, LEN = 64 * KiB };
+    uint8_t *want = malloc((size_t)N * LEN);
+    BlockBackend *blk = open_logged("size=4M,cluster_size=64k", BDRV_O_RDWR);
+
+    drv_test_pattern(want, (size_t)N * LEN, 3);
+    mark(blk, "start");
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(blk_pwrite(blk, (int64_t)i * LEN, LEN, want + (size_t)i * LEN, 0), 0);
+    }
+    mark(blk, "written");
+    assert_int_equal(bat_differences(blk), N); /* nothing on disk yet */
+    assert_int_equal(file_le32(64), 0);
+    assert_int_equal(blk_flush(blk), 0);
+    mark(blk, "flushed");
+    assert_int_equal(bat_differences(blk), 0);
+    blk_unref(blk);
+
+    assert_int_equal(flushes_between("start", "written"), 1);
+    assert_int_equal(flushes_between("written", "flushed"), 2);
+    assert_image(want, (int64_t)N * LEN);
+    free(want);
+}
+
+/*
+ * Random allocations over a BAT of 129 sectors: the dirty set fills
+ * (FMT_DEFER_MAX sectors) and commits on its own, so the pending sectors stay
+ * bounded, each commit after a data flush; still far fewer flushes than writes.
+ */
+static void test_parallels_alloc_bounded(void **state)
+{
+    enum { CL = 4 * KiB, NCL = 16384, N = 600 };
+    const int64_t size = (int64_t)CL * NCL;
+    uint8_t *want = calloc(1, (size_t)size), buf[CL];
+    BlockBackend *blk = open_logged("size=64M,cluster_size=4k", BDRV_O_RDWR);
+    BDRVParallelsState *s = blk_bs(blk)->opaque;
+    uint64_t seed = 7, commits0 = s->bat_dirty.commits;
+
+    assert_non_null(want);
+    mark(blk, "start");
+    for (int i = 0; i < N; i++) {
+        int64_t c;
+
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        c = (int64_t)((seed >> 33) % NCL);
+        drv_test_pattern(buf, CL, (uint8_t)i);
+        assert_int_equal(blk_pwrite(blk, c * CL, CL, buf, 0), 0);
+        memcpy(want + c * CL, buf, CL);
+        assert_true(s->bat_dirty.n <= FMT_DEFER_MAX);
+    }
+    mark(blk, "written");
+    assert_true(s->bat_dirty.commits > commits0); /* the set filled and committed */
+    assert_true(bat_differences(blk) > 0);        /* the rest waits for the flush */
+    assert_int_equal(blk_flush(blk), 0);
+    assert_int_equal(bat_differences(blk), 0);
+    blk_unref(blk);
+
+    /*
+     * Marking in use, then one flush per commit: a commit runs only when a
+     * write needs a sector that does not fit, so FMT_DEFER_MAX allocations
+     * at least separate two of them.
+     */
+    assert_true(flushes_between("start", "written") <= 2 + N / FMT_DEFER_MAX);
+    assert_true(flushes_between("start", "written") >= 2);
+    assert_image(want, size);
+    free(want);
+}
+
+typedef struct Req {
+    IOVector qiov;
+    int ret;
+    int *pending;
+} Req;
+
+static void req_done(void *opaque, int ret)
+{
+    Req *r = opaque;
+
+    r->ret = ret;
+    (*r->pending)--;
+}
+
+/*
+ * Concurrent allocating writes (neighbours share clusters), then a discard
+ * of some of the new clusters before any guest flush (it commits the dirty
+ * sectors first, then unmaps), more writes, a resize, and a reopen
+ * read-only, which commits what is left: the image is valid at each step.
+ */
+static void test_parallels_alloc_discard_resize_reopen(void **state)
+{
+    enum { N = 48, LEN = 6 * KiB };
+    const int64_t size = 2 * MiB;
+    uint8_t *want = calloc(1, (size_t)size);
+    BlockBackend *blk;
+    Req reqs[N];
+    int pending = N;
+
+    /* Over the file directly: blklogwrites does not reopen. */
+    assert_int_equal(drv_test_create("parallels", img, "size=1M,cluster_size=4k", NULL, 0), 0);
+    blk = open_plain(BDRV_O_RDWR | BDRV_O_UNMAP);
+
+    drv_test_pattern(want, (size_t)N * LEN, 11);
+    for (int i = 0; i < N; i++) {
+        reqs[i].pending = &pending;
+        iovector_init_buf(&reqs[i].qiov, want + (size_t)i * LEN, LEN);
+        blk_aio_pwritev(blk, (int64_t)i * LEN, &reqs[i].qiov, 0, req_done, &reqs[i]);
+    }
+    while (pending) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(reqs[i].ret, 0);
+    }
+    assert_true(bat_differences(blk) > 0);
+    /* Clusters 8..15 go; the others reach the file first. */
+    assert_int_equal(blk_pdiscard(blk, 32 * KiB, 32 * KiB), 0);
+    memset(want + 32 * KiB, 0, 32 * KiB);
+    assert_int_equal(bat_differences(blk), 0);
+
+    memset(want + 100 * KiB, 0x77, 8 * KiB);
+    assert_int_equal(blk_pwrite(blk, 100 * KiB, 8 * KiB, want + 100 * KiB, 0), 0);
+    assert_int_equal(blk_truncate(blk, size, false, PREALLOC_MODE_OFF, 0, NULL), 0);
+    assert_int_equal(bat_differences(blk), 0);
+    memset(want + size - 12 * KiB, 0x78, 12 * KiB);
+    assert_int_equal(blk_pwrite(blk, size - 12 * KiB, 12 * KiB, want + size - 12 * KiB, 0), 0);
+    assert_true(bat_differences(blk) > 0);
+    assert_int_equal(bdrv_reopen_set_read_only(blk_bs(blk), true, NULL), 0);
+    assert_int_equal(bat_differences(blk), 0);
+    assert_int_equal(file_le32(44), PRL_INUSE_CLOSED);
+    blk_unref(blk);
+    assert_image(want, size);
+    free(want);
+}
+
+/* Closing without a guest flush commits too. */
+static void test_parallels_alloc_close_commits(void **state)
+{
+    uint8_t want[3 * 64 * KiB];
+    BlockBackend *blk = open_logged("size=1M,cluster_size=64k", BDRV_O_RDWR);
+
+    memset(want, 0, sizeof(want));
+    drv_test_pattern(want + 64 * KiB, 2 * 64 * KiB, 21);
+    assert_int_equal(blk_pwrite(blk, 64 * KiB, 2 * 64 * KiB, want + 64 * KiB, 0), 0);
+    mark(blk, "written");
+    blk_unref(blk);
+    /* The close: data flush, BAT, flush, header "closed", flush. */
+    assert_int_equal(flushes_between("written", NULL), 3);
+    assert_int_equal(file_le32(44), PRL_INUSE_CLOSED);
+    assert_image(want, sizeof(want));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_parallels_alloc_o1_flushes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parallels_alloc_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parallels_alloc_discard_resize_reopen, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_parallels_alloc_close_commits, setup, teardown),
+    };
+
+    have_qemu = sh("command -v qemu-img >/dev/null") == 0;
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

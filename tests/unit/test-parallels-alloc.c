@@ -321,6 +321,91 @@ static void test_parallels_alloc_close_commits(void **state)
     assert_image(want, sizeof(want));
 }
 
+/* ---------------------------------------------------------------------- */
+/* Reuse of discarded clusters (discard.c: the free list) */
+
+static int64_t img_size(void)
+{
+    struct stat st;
+
+    assert_int_equal(stat(img, &st), 0);
+    return st.st_size;
+}
+
+/* Guest cluster i's host cluster index (from the data offset), 0-based; -1 if unallocated. */
+static int64_t host_cl(BlockBackend *blk, uint32_t i)
+{
+    BDRVParallelsState *s = blk_bs(blk)->opaque;
+
+    if (prl_entry(s, i) == 0) {
+        return -1;
+    }
+    return (int64_t)((prl_host(s, prl_entry(s, i)) - s->data_off) / s->cluster_size);
+}
+
+/*
+ * Clusters a discard frees in the middle are reused by the next allocations
+ * (the file does not grow), in the same open and, rebuilt from the BAT,
+ * after a reopen; freeing the last clusters cuts the file, and free
+ * clusters past the new end are forgotten. Every step leaves an image that
+ * coblk and qemu-img check accept and that reads back as the guest wrote it.
+ */
+static void test_parallels_reuse_discarded(void **state)
+{
+    enum { CL = 64 * KiB, NCL = 16 };
+    uint8_t *want = malloc((size_t)NCL * CL);
+    BlockBackend *blk;
+    int64_t full, data_off;
+
+    assert_int_equal(drv_test_create("parallels", img, "size=1M,cluster_size=64k", NULL, 0), 0);
+    blk = open_plain(BDRV_O_RDWR | BDRV_O_UNMAP);
+    drv_test_pattern(want, (size_t)NCL * CL, 31);
+    assert_int_equal(blk_pwrite(blk, 0, NCL * CL, want, 0), 0);
+    data_off = (int64_t)((BDRVParallelsState *)blk_bs(blk)->opaque)->data_off;
+    full = img_size();
+    assert_int_equal(full, data_off + NCL * CL);
+
+    /* Guest clusters 3..5 go (host clusters 3..5, in the middle); 3 and 4 come back. */
+    assert_int_equal(blk_pdiscard(blk, 3 * CL, 3 * CL), 0);
+    memset(want + 3 * CL, 0, 3 * CL);
+    assert_int_equal(img_size(), full);
+    drv_test_pattern(want + 3 * CL, 2 * CL, 32);
+    assert_int_equal(blk_pwrite(blk, 3 * CL, 2 * CL, want + 3 * CL, 0), 0);
+    assert_int_equal(img_size(), full); /* reused, not appended */
+    assert_true(host_cl(blk, 3) >= 3 && host_cl(blk, 3) <= 5);
+    assert_true(host_cl(blk, 4) >= 3 && host_cl(blk, 4) <= 5);
+    blk_unref(blk);
+    assert_image(want, NCL * CL);
+
+    /* After a reopen: the cluster still free (rebuilt from the BAT) and one freed now. */
+    blk = open_plain(BDRV_O_RDWR | BDRV_O_UNMAP);
+    assert_int_equal(blk_pdiscard(blk, 8 * CL, CL), 0);
+    drv_test_pattern(want + 5 * CL, CL, 33);
+    drv_test_pattern(want + 8 * CL, CL, 34);
+    assert_int_equal(blk_pwrite(blk, 5 * CL, CL, want + 5 * CL, 0), 0);
+    assert_int_equal(blk_pwrite(blk, 8 * CL, CL, want + 8 * CL, 0), 0);
+    assert_int_equal(img_size(), full);
+    blk_unref(blk);
+    assert_image(want, NCL * CL);
+
+    /* The last clusters: 13 (middle, free), then 14 and 15 cut the file back to 13. */
+    blk = open_plain(BDRV_O_RDWR | BDRV_O_UNMAP);
+    assert_int_equal(host_cl(blk, 13), 13);
+    assert_int_equal(blk_pdiscard(blk, 13 * CL, CL), 0);
+    assert_int_equal(img_size(), full);
+    assert_int_equal(blk_pdiscard(blk, 14 * CL, 2 * CL), 0);
+    memset(want + 13 * CL, 0, 3 * CL);
+    assert_int_equal(img_size(), full - 3 * CL);
+    /* A new cluster appends (host 13): the forgotten free ones are gone with the tail. */
+    drv_test_pattern(want + 15 * CL, CL, 35);
+    assert_int_equal(blk_pwrite(blk, 15 * CL, CL, want + 15 * CL, 0), 0);
+    assert_int_equal(host_cl(blk, 15), 13);
+    assert_int_equal(img_size(), full - 2 * CL);
+    blk_unref(blk);
+    assert_image(want, NCL * CL);
+    free(want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -329,6 +414,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_parallels_alloc_discard_resize_reopen, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_parallels_alloc_close_commits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parallels_reuse_discarded, setup, teardown),
     };
 
     have_qemu = sh("command -v qemu-img >/dev/null") == 0;

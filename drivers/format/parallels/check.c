@@ -271,6 +271,9 @@ int coroutine_fn prl_do_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCh
         ret = prl_check_leak(bs, res, fix);
     }
     prl_scan_bat(s);
+    if (prl_rebuild_free(s) < 0 && ret == 0) {
+        ret = -ENOMEM;
+    }
     s->corrupt = s->corrupt || res->corruptions > res->corruptions_fixed + (s->unclean ? 1 : 0);
     prl_check_stats(s, res);
 out:

@@ -12,15 +12,135 @@
  * that no leak remains for check to report: the file ends at the last used
  * cluster); the others are punched out of the file (they read zeroes and
  * take no host space). The format has no free-space map: a punched cluster
- * in the middle stays unused until the image is converted; allocations
- * append at the end of the data area as before.
+ * in the middle goes to the free list and is reused by the next
+ * allocation (io.c) before the data area grows.
+ *
+ * The free list: the clusters between the data offset and the end of the
+ * last used cluster that no BAT entry (nor the Format Extension) uses. It is
+ * rebuilt from the BAT at open, after a check and after the Format
+ * Extension is dropped, and grows as discards free clusters. At most
+ * PRL_MAX_FREE clusters are remembered (an array of that many indexes,
+ * allocated once); beyond that, freed clusters stay unused (punched).
+ * A reused cluster is safe: the discard that freed it wrote and flushed
+ * the BAT without it before its space was released.
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "block/block-int.h"
 #include "drivers/format/fmt-util.h"
 #include "drivers/format/parallels/parallels.h"
+
+/* ---------------------------------------------------------------------- */
+/* The free list */
+
+static int prl_cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* Cluster index (from the data offset) of a host offset inside the data area. */
+static uint32_t prl_cl(const BDRVParallelsState *s, uint64_t host)
+{
+    return (uint32_t)((host - s->data_off) / s->cluster_size);
+}
+
+/* The array of free clusters, allocated once (PRL_MAX_FREE entries at most). */
+static int prl_free_array(BDRVParallelsState *s)
+{
+    if (!s->free_cl) {
+        s->free_cl = malloc(PRL_MAX_FREE * sizeof(s->free_cl[0]));
+    }
+    return s->free_cl ? 0 : -ENOMEM;
+}
+
+/*
+ * Rebuilds the free list from the BAT (after prl_scan_bat): the gaps
+ * between the used clusters below data_end. Also marks the image corrupt
+ * if two entries share a cluster. An image already found corrupt gets an
+ * empty list (it refuses writes). Returns 0 or -ENOMEM.
+ */
+int prl_rebuild_free(BDRVParallelsState *s)
+{
+    uint32_t *v, n = 0, next = 0, top;
+
+    s->n_free = 0;
+    if (s->corrupt) {
+        return 0;
+    }
+    v = malloc(((size_t)s->bat_entries + s->n_ext_clusters + 1) * sizeof(*v));
+    if (!v || prl_free_array(s) < 0) {
+        free(v);
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < s->bat_entries; i++) {
+        if (prl_entry(s, i)) {
+            v[n++] = prl_cl(s, prl_host(s, prl_entry(s, i))); /* in range: prl_scan_bat */
+        }
+    }
+    qsort(v, n, sizeof(*v), prl_cmp_u32);
+    for (uint32_t i = 1; i < n && !s->corrupt; i++) {
+        s->corrupt = v[i] == v[i - 1]; /* shared: check -r all repairs it */
+    }
+    if (s->n_ext_clusters) {
+        for (uint32_t i = 0; i < s->n_ext_clusters; i++) {
+            v[n++] = prl_cl(s, s->ext_clusters[i]);
+        }
+        qsort(v, n, sizeof(*v), prl_cmp_u32);
+    }
+    top = prl_cl(s, prl_next_cluster(s));
+    for (uint32_t i = 0; i < n && !s->corrupt; i++) {
+        for (; next < v[i] && s->n_free < PRL_MAX_FREE; next++) {
+            s->free_cl[s->n_free++] = next;
+        }
+        next = v[i] + 1 > next ? v[i] + 1 : next;
+    }
+    for (; next < top && s->n_free < PRL_MAX_FREE; next++) {
+        s->free_cl[s->n_free++] = next;
+    }
+    free(v);
+    if (s->corrupt) {
+        s->n_free = 0;
+    }
+    return 0;
+}
+
+/* Takes a free cluster (its host offset) for an allocation, if there is one. */
+bool prl_take_free(BDRVParallelsState *s, uint64_t *host)
+{
+    if (s->n_free == 0) {
+        return false;
+    }
+    *host = s->data_off + (uint64_t)s->free_cl[--s->n_free] * s->cluster_size;
+    return true;
+}
+
+/* Gives a cluster back to the free list (dropped if the list is full or not allocated). */
+void prl_put_free(BDRVParallelsState *s, uint64_t host)
+{
+    if (s->free_cl && s->n_free < PRL_MAX_FREE) {
+        s->free_cl[s->n_free++] = prl_cl(s, host);
+    }
+}
+
+/* Drops the free clusters at or past data_end (after the file's tail was cut). */
+static void prl_trim_free(BDRVParallelsState *s)
+{
+    uint32_t top = prl_cl(s, prl_next_cluster(s)), n = 0;
+
+    for (uint32_t i = 0; i < s->n_free; i++) {
+        if (s->free_cl[i] < top) {
+            s->free_cl[n++] = s->free_cl[i];
+        }
+    }
+    s->n_free = n;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Discard */
 
 /* Releases the space of the clusters whose entries were unmapped (old[k] for idx first + k). */
 static int coroutine_fn prl_release(BlockDriverState *bs, const uint32_t *old, uint32_t n)
@@ -36,11 +156,13 @@ static int coroutine_fn prl_release(BlockDriverState *bs, const uint32_t *old, u
         }
         at_end |= host + s->cluster_size >= s->data_end;
         bdrv_co_pdiscard(bs->file, (int64_t)host, (int64_t)s->cluster_size);
+        prl_put_free(s, host);
     }
     if (!at_end) {
         return 0;
     }
     prl_scan_bat(s); /* data_end: the end of the last cluster still used */
+    prl_trim_free(s); /* free clusters past it go with the tail */
     if (s->file_len <= s->data_end) {
         return 0;
     }

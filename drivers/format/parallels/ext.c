@@ -232,6 +232,7 @@ int coroutine_fn prl_ext_drop(BlockDriverState *bs)
     s->n_ext_clusters = 0;
     s->n_bitmaps = 0;
     prl_scan_bat(s);
+    prl_rebuild_free(s); /* its clusters are free now; out of memory: no reuse */
     return 0;
 }
 

@@ -2,7 +2,9 @@
  * parallels: reads, writes, zero writes and block status.
  *
  * Allocation: a run of unallocated guest clusters that one write touches
- * gets as many new clusters at the end of the data area (data_end). The
+ * gets as many new clusters at the end of the data area (data_end), or,
+ * while the free list (discard.c) holds clusters that discards freed, its
+ * first cluster gets one of those (zeroes written around the data). The
  * file is extended to cover them, the guest data and the rest of each
  * cluster (zeroes, or the backing file's data) are written, then the
  * in-memory BAT entries are set (reads and writes use them at once) and
@@ -190,30 +192,20 @@ int coroutine_fn prl_co_flush_to_os(BlockDriverState *bs)
 }
 
 /*
- * Gives guest clusters [idx, idx + k) new clusters at the end of the data
- * area and writes the request's bytes into them. Called with alloc_lock.
- * Returns the guest bytes written or -errno.
+ * Writes new clusters [host, host + span) for guest offset guest: len
+ * request bytes at in, the rest of the span as an unallocated cluster
+ * reads (zeroes or the backing file's data); extends the file first if
+ * they reach past its end.
  */
-static int64_t coroutine_fn prl_alloc_write(BlockDriverState *bs, uint32_t idx, uint32_t k,
-                                            uint64_t in, int64_t bytes, IOVector *qiov,
-                                            size_t qiov_offset)
+static int coroutine_fn prl_alloc_fill(BlockDriverState *bs, uint64_t host, uint64_t span,
+                                       int64_t guest, uint64_t in, uint64_t len,
+                                       IOVector *qiov, size_t qiov_offset, uint64_t old_len)
 {
     BDRVParallelsState *s = bs->opaque;
-    uint64_t host = prl_next_cluster(s), span = (uint64_t)k * s->cluster_size;
-    uint64_t old_len = s->file_len, end, len;
-    int64_t guest = (int64_t)((uint64_t)idx * s->cluster_size);
-    int ret = 0;
+    uint64_t end = host + span;
+    int ret;
 
-    len = span - in < (uint64_t)bytes ? span - in : (uint64_t)bytes;
-    if ((host + span - s->cluster_size) / s->unit > UINT32_MAX) {
-        return -ENOSPC; /* the BAT cannot address it */
-    }
-    ret = prl_alloc_room(bs, idx, k);
-    if (ret < 0) {
-        return ret; /* nothing changed: the dirty sectors stay for the next commit */
-    }
     BLKDBG_EVENT(bs->file, BLKDBG_CLUSTER_ALLOC);
-    end = host + span;
     if (end > s->file_len) {
         ret = bdrv_co_truncate(bs->file, (int64_t)end, true, PREALLOC_MODE_OFF, 0, NULL);
         if (ret < 0) {
@@ -231,10 +223,44 @@ static int64_t coroutine_fn prl_alloc_write(BlockDriverState *bs, uint32_t idx, 
         ret = prl_fill(bs, host + in + len, guest + (int64_t)(in + len), span - in - len,
                        old_len);
     }
+    return ret;
+}
+
+/*
+ * Gives guest clusters [idx, idx + k) new clusters: a free one (discard.c)
+ * for the first only, else k at the end of the data area; writes the
+ * request's bytes into them. Called with alloc_lock.
+ * Returns the guest bytes written or -errno.
+ */
+static int64_t coroutine_fn prl_alloc_write(BlockDriverState *bs, uint32_t idx, uint32_t k,
+                                            uint64_t in, int64_t bytes, IOVector *qiov,
+                                            size_t qiov_offset)
+{
+    BDRVParallelsState *s = bs->opaque;
+    uint64_t host = prl_next_cluster(s), span, old_len = s->file_len, end, len;
+    int64_t guest = (int64_t)((uint64_t)idx * s->cluster_size);
+    bool reused;
+    int ret = prl_alloc_room(bs, idx, k);
+
     if (ret < 0) {
+        return ret; /* nothing changed: the dirty sectors stay for the next commit */
+    }
+    reused = prl_take_free(s, &host);
+    k = reused ? 1 : k; /* a free cluster in the middle serves one guest cluster */
+    span = (uint64_t)k * s->cluster_size;
+    len = span - in < (uint64_t)bytes ? span - in : (uint64_t)bytes;
+    if ((host + span - s->cluster_size) / s->unit > UINT32_MAX) {
+        return -ENOSPC; /* the BAT cannot address it (never for a reused cluster) */
+    }
+    ret = prl_alloc_fill(bs, host, span, guest, in, len, qiov, qiov_offset, old_len);
+    if (ret < 0) {
+        if (reused) {
+            prl_put_free(s, host);
+        }
         return ret;
     }
-    s->data_end = end;
+    end = host + span;
+    s->data_end = end > s->data_end ? end : s->data_end;
     for (uint32_t j = 0; j < k; j++) {
         prl_set_entry(s, idx + j, (uint32_t)((host + (uint64_t)j * s->cluster_size) / s->unit));
     }

@@ -221,38 +221,6 @@ void prl_scan_bat(BDRVParallelsState *s)
     }
 }
 
-/* Shared entries: a sort of the in-range entries finds them (check.c does the same). */
-static int prl_cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-static int prl_find_shared(BDRVParallelsState *s)
-{
-    uint32_t *v = malloc((size_t)s->bat_entries * 4 + 4);
-    uint32_t n = 0;
-
-    if (!v) {
-        return -ENOMEM;
-    }
-    for (uint32_t i = 0; i < s->bat_entries; i++) {
-        if (prl_entry(s, i)) {
-            v[n++] = prl_entry(s, i);
-        }
-    }
-    qsort(v, n, 4, prl_cmp_u32);
-    for (uint32_t i = 1; i < n; i++) {
-        if (v[i] == v[i - 1]) {
-            s->corrupt = true;
-            break;
-        }
-    }
-    free(v);
-    return 0;
-}
-
 /* ---------------------------------------------------------------------- */
 /* Open */
 
@@ -395,7 +363,7 @@ static int coroutine_fn prl_co_open(BlockDriverState *bs, Error **errp)
         return ret;
     }
     prl_scan_bat(s);
-    if (!s->corrupt && prl_find_shared(s) < 0) {
+    if (prl_rebuild_free(s) < 0) { /* also finds shared clusters */
         error_setg(errp, "out of memory");
         return -ENOMEM;
     }
@@ -430,6 +398,8 @@ static void prl_free(BDRVParallelsState *s)
 {
     free(s->meta);
     s->meta = NULL;
+    free(s->free_cl);
+    s->free_cl = NULL;
     prl_ext_free(s);
 }
 

@@ -45,6 +45,8 @@
  */
 #define PRL_MAX_TRACKS (1u << 17)
 #define PRL_MAX_BAT_ENTRIES (1u << 24)
+/* At most this many free clusters are remembered for reuse (discard.c); more stay unused. */
+#define PRL_MAX_FREE (1u << 16)
 
 /* Header field offsets. */
 enum {
@@ -82,6 +84,9 @@ typedef struct BDRVParallelsState {
     uint32_t n_ext_clusters;
     uint32_t n_bitmaps;
     bool ext_keep_only;         /* unknown NECESSARY / TRANSIT extension: no writes */
+    /* Free clusters inside the data area (discard.c): indexes from the data offset. */
+    uint32_t *free_cl;
+    uint32_t n_free;
     FmtDefer bat_dirty;         /* BAT sectors ahead of the file (new clusters), io.c */
     CoRwlock lock;              /* I/O shared; check, grow exclusive */
     CoMutex alloc_lock;         /* allocations and metadata writes, one at a time */
@@ -133,6 +138,9 @@ int coroutine_fn prl_co_flush_to_os(BlockDriverState *bs);
 
 /* discard.c */
 int coroutine_fn prl_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
+int prl_rebuild_free(BDRVParallelsState *s);
+bool prl_take_free(BDRVParallelsState *s, uint64_t *host);
+void prl_put_free(BDRVParallelsState *s, uint64_t host);
 
 /* check.c */
 int coroutine_fn prl_do_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);

@@ -19,8 +19,8 @@
  * - any other block's range is punched out of the file (it reads zeroes and
  *   takes no host space) and kept on an in-memory list of free slots, which
  *   the next allocations reuse (vpc_alloc_write) before growing the file.
- *   The list is not stored: after a reopen those slots stay unused holes
- *   (VHD has no free-space map) until the disk is converted.
+ *   VHD has no free-space map: the list is rebuilt at open from the BAT
+ *   (vpc_rebuild_free_slots), so the space is reused after a reopen too.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -85,6 +85,75 @@ void vpc_free_slots_clear(BDRVVpcState *s)
     free(s->free_slots);
     s->free_slots = NULL;
     s->n_free = s->cap_free = 0;
+}
+
+/* A byte range of the file that metadata or a block uses. */
+typedef struct VpcRange {
+    uint64_t start, end;
+} VpcRange;
+
+static int vpc_range_cmp(const void *a, const void *b)
+{
+    const VpcRange *x = a, *y = b;
+
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* Adds the block-sized, sector-aligned places inside [from, to) to the free slots. */
+static void vpc_carve_slots(BDRVVpcState *s, uint64_t from, uint64_t to)
+{
+    uint64_t len = (uint64_t)s->bitmap_size + s->block_size;
+
+    for (from = round_up_u64(from, VHD_SECTOR); from + len <= to; from += len) {
+        vpc_free_slot_push(s, (uint32_t)(from / VHD_SECTOR));
+    }
+}
+
+/*
+ * Rebuilds the free slots of a dynamic disk at open: the places for a block
+ * (bitmap + data, sector-aligned) before the trailing footer (free_off)
+ * that neither a BAT entry, the footer copy, the dynamic header nor the BAT
+ * uses. They are blocks discarded by an earlier open (their BAT entries
+ * were written and flushed before their space was released) or written by
+ * an allocation that a crash cut before its BAT entry: nothing maps them,
+ * and an allocation rewrites the whole bitmap and block. Memory: 16 bytes
+ * per allocated block (the BAT is capped at open), freed on return; at
+ * most one slot per BAT entry is kept (vpc_free_slot_push).
+ * Returns 0 or -ENOMEM (then no slot is known: new blocks go at the end).
+ */
+int vpc_rebuild_free_slots(BDRVVpcState *s)
+{
+    uint64_t len = (uint64_t)s->bitmap_size + s->block_size, cur = 0;
+    uint64_t dh = ld_be64(s->footer + FT_DATA_OFFSET);
+    VpcRange *r = malloc(((size_t)s->bat_entries + 3) * sizeof(*r));
+    size_t n = 0;
+
+    s->n_free = 0;
+    if (!r) {
+        return -ENOMEM;
+    }
+    r[n++] = (VpcRange){ 0, VHD_FOOTER_SIZE };
+    r[n++] = (VpcRange){ dh, dh + VHD_DYNHDR_SIZE };   /* inside the file (open checked) */
+    r[n++] = (VpcRange){ s->bat_offset,
+                         round_up_u64(s->bat_offset + (uint64_t)s->bat_entries * 4, VHD_SECTOR) };
+    for (uint32_t i = 0; i < s->bat_entries; i++) {
+        if (s->bat[i] != VHD_BAT_UNUSED) {
+            r[n].start = (uint64_t)s->bat[i] * VHD_SECTOR;
+            r[n].end = r[n].start + len;                  /* inside the file (open checked) */
+            n++;
+        }
+    }
+    qsort(r, n, sizeof(*r), vpc_range_cmp);
+    for (size_t i = 0; i < n; i++) {
+        if (r[i].start > cur) {
+            vpc_carve_slots(s, cur, r[i].start < (uint64_t)s->free_off ? r[i].start
+                                                                       : (uint64_t)s->free_off);
+        }
+        cur = r[i].end > cur ? r[i].end : cur;
+    }
+    vpc_carve_slots(s, cur, (uint64_t)s->free_off);
+    free(r);
+    return 0;
 }
 
 /* Removes the free slot whose block ends at free_off, if any; true if one was. */

@@ -4,8 +4,10 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "coblk-config.h"
 #include "block/io-int.h"
@@ -50,12 +52,36 @@ void bdrv_inc_in_flight(BlockDriverState *bs)
     atomic_fetch_add(&bs->in_flight, 1);
 }
 
+/*
+ * A thread that drains a node whose context another thread runs (an
+ * IOThread) must not poll that context: two threads would run one loop, and
+ * aio_poll() would make the waiter believe it is that loop's thread, so its
+ * later notifications to the loop would be skipped. It sleeps here instead;
+ * a request that leaves a drained node idle bumps drain_seq and wakes it.
+ */
+static pthread_mutex_t drain_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t drain_cond = PTHREAD_COND_INITIALIZER;
+static unsigned drain_seq;          /* under drain_lock */
+static atomic_int drain_sleepers;   /* threads in bdrv_poll_foreign() */
+
+static void drain_wake_sleepers(void)
+{
+    pthread_mutex_lock(&drain_lock);
+    drain_seq++;
+    pthread_cond_broadcast(&drain_cond);
+    pthread_mutex_unlock(&drain_lock);
+}
+
 void bdrv_dec_in_flight(BlockDriverState *bs)
 {
-    /* Only a drain waits for zero; wake its loop if it polls from elsewhere. */
-    if (atomic_fetch_sub(&bs->in_flight, 1) == 1 && bs->quiesce_counter > 0 &&
-        bs->aio_context) {
-        aio_notify(bs->aio_context);
+    /* Only a drain waits for zero; wake its loop, or a waiter in another thread. */
+    if (atomic_fetch_sub(&bs->in_flight, 1) == 1 && bs->quiesce_counter > 0) {
+        if (bs->aio_context) {
+            aio_notify(bs->aio_context);
+        }
+        if (atomic_load(&drain_sleepers) > 0) {
+            drain_wake_sleepers();
+        }
     }
 }
 
@@ -64,10 +90,54 @@ unsigned bdrv_get_in_flight(const BlockDriverState *bs)
     return atomic_load(&((BlockDriverState *)bs)->in_flight);
 }
 
+/*
+ * Waits until cond() is false while another thread runs the loop. Ordering:
+ * the sleeper count is raised before cond() is read, and a finishing request
+ * drops its count before it reads the sleeper count (both sequentially
+ * consistent), so either cond() sees the drop or the request wakes us; the
+ * sequence number read before cond() catches a wake between the two. Other
+ * conditions (a BlockBackend's own count, a coroutine's result) have no
+ * wake-up of their own: they are looked at again every FOREIGN_POLL_NS.
+ */
+#define FOREIGN_POLL_NS 1000000L
+
+static void bdrv_poll_foreign(bool (*cond)(void *opaque), void *opaque)
+{
+    atomic_fetch_add(&drain_sleepers, 1);
+    for (;;) {
+        unsigned seq;
+
+        pthread_mutex_lock(&drain_lock);
+        seq = drain_seq;
+        pthread_mutex_unlock(&drain_lock);
+        if (!cond(opaque)) {
+            break;
+        }
+        pthread_mutex_lock(&drain_lock);
+        if (seq == drain_seq) {
+            struct timespec ts;
+
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += FOREIGN_POLL_NS;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&drain_cond, &drain_lock, &ts);
+        }
+        pthread_mutex_unlock(&drain_lock);
+    }
+    atomic_fetch_sub(&drain_sleepers, 1);
+}
+
 void bdrv_poll_while(BlockDriverState *bs, bool (*cond)(void *opaque), void *opaque)
 {
     AioContext *ctx = bs->aio_context ? bs->aio_context : aio_context_current();
 
+    if (ctx && ctx != aio_context_current() && atomic_load(&ctx->iothread_owned)) {
+        bdrv_poll_foreign(cond, opaque);
+        return;
+    }
     while (cond(opaque)) {
         if (!ctx) {
             abort(); /* nothing could ever make progress */

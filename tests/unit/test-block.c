@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -695,6 +696,59 @@ static void test_block_move_to_iothread_and_back(void **state)
     blk_unref(blk);
 }
 
+/* A read that the IOThread has in flight while this thread moves the node back. */
+typedef struct SlowRead {
+    BlockBackend *blk;
+    uint8_t buf[512];
+    atomic_int state; /* 0: queued, 1: running in the IOThread, 2: done */
+    int ret;
+} SlowRead;
+
+static void coroutine_fn slow_read_co(void *opaque)
+{
+    SlowRead *r = opaque;
+    IOVector qiov;
+
+    atomic_store(&r->state, 1);
+    iovector_init_buf(&qiov, r->buf, sizeof(r->buf));
+    r->ret = blk_co_preadv(r->blk, 0, sizeof(r->buf), &qiov, 0);
+    atomic_store(&r->state, 2);
+}
+
+/*
+ * Draining a node that an IOThread runs, from another thread, while a request
+ * is in flight there: the drain waits for the request without polling the
+ * IOThread's context (two threads in one loop; and the caller would take that
+ * loop for its own, so its later notifications to it, such as the stop of
+ * iothread_join(), would be skipped and the join would hang).
+ */
+static void test_block_move_back_waits_for_iothread_request(void **state)
+{
+    BlockBackend *blk = blk_new_open(NULL, kv("driver=null-co,size=1M,read-zeroes=on,"
+                                              "latency-ns=200000000"), 0, NULL);
+    IOThread *t = iothread_new("blk", NULL);
+    AioContext *main_ctx = blk_get_aio_context(blk);
+    AioContext *io_ctx = iothread_get_aio_context(t);
+    SlowRead r = { .blk = blk };
+
+    assert_ptr_equal(aio_context_current(), main_ctx);
+    memset(r.buf, 0xaa, sizeof(r.buf));
+    assert_int_equal(bdrv_try_change_aio_context(blk_bs(blk), io_ctx, NULL), 0);
+    aio_co_schedule(io_ctx, coroutine_create(slow_read_co, &r));
+    /* Wait until the read is in flight (it takes 200 ms, so it still is below). */
+    while (atomic_load(&r.state) != 2 &&
+           !(atomic_load(&r.state) == 1 && bdrv_get_in_flight(blk_bs(blk)) > 0)) {
+        usleep(100);
+    }
+    assert_int_equal(bdrv_try_change_aio_context(blk_bs(blk), main_ctx, NULL), 0);
+    assert_int_equal(atomic_load(&r.state), 2);
+    assert_int_equal(r.ret, 0);
+    assert_int_equal(r.buf[0], 0);
+    assert_ptr_equal(aio_context_current(), main_ctx);
+    iothread_join(t); /* hung when the drain had polled io_ctx from here */
+    blk_unref(blk);
+}
+
 /* ---------------------------------------------------------------------- */
 /* BlockBackend callback API */
 
@@ -1159,6 +1213,7 @@ int main(void)
         cmocka_unit_test(test_block_reopen_read_only_and_back),
         cmocka_unit_test(test_block_reopen_bad_limits_restores_old_mode),
         cmocka_unit_test(test_block_move_to_iothread_and_back),
+        cmocka_unit_test(test_block_move_back_waits_for_iothread_request),
         cmocka_unit_test(test_block_aio_completes_once_later),
         cmocka_unit_test(test_block_aio_errors_come_through_callback),
         cmocka_unit_test(test_block_aio_cancel_queued_behind_drain),

@@ -205,6 +205,13 @@ int main(int argc, char **argv)
         goto fail;
     }
     b.image_size = (uint64_t)blk_getlength(b.blk);
+    if ((int64_t)b.image_size < b.offset + b.bufsize) {
+        /* qemu-img bench divides by the size here (SIGFPE on an empty image). */
+        fprintf(stderr, "coblk-blkbench: %s: the image (%lld bytes) is smaller than offset + "
+                "buffer size\n", argv[optind], (long long)b.image_size);
+        blk_unref(b.blk);
+        return 1;
+    }
     if (posix_memalign((void **)&b.buf, 4096, (size_t)b.bufsize * (size_t)b.depth)) {
         return 1;
     }

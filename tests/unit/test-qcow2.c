@@ -403,9 +403,75 @@ static void test_qcow2_concurrent_writes(void **state)
  * backing shortcut in io.c): a drain of the backing node begun while such
  * reads are in flight returns with nothing in flight on it, reads issued
  * while it is drained take the ordinary path, and every read returns the
- * base's bytes. (The drain also waits through the backing node's file child,
- * so this does not isolate the shortcut's own in-flight count.)
+ * base's bytes. The drain also waits through the backing node's file child,
+ * so the last part isolates the shortcut's own in-flight count: with the
+ * backing node's s->lock held, shortcut reads park in its qcow2 lookup with
+ * nothing in flight on its file; the drain of the backing node must see them
+ * in flight and wait for them (the lock is released only once the drain has
+ * begun).
  */
+typedef struct LockHolder {
+    BlockDriverState *b;
+    bool locked, done;
+    int in_flight_at_release;      /* on b, once the drain began; -1 if never */
+    int file_in_flight_at_release;
+} LockHolder;
+
+static void coroutine_fn hold_lock_co(void *opaque)
+{
+    LockHolder *h = opaque;
+    BDRVQcow2State *bs = h->b->opaque;
+
+    co_mutex_lock(&bs->lock);
+    h->locked = true;
+    while (h->b->quiesce_counter == 0) {
+        co_sleep_ns(1000 * 1000);
+    }
+    h->in_flight_at_release = (int)bdrv_get_in_flight(h->b);
+    h->file_in_flight_at_release = (int)bdrv_get_in_flight(h->b->file->bs);
+    co_mutex_unlock(&bs->lock);
+    h->done = true;
+}
+
+static void shortcut_drain_waits(BlockBackend *blk, BlockDriverState *b, const uint8_t *base)
+{
+    enum { N = 8, LEN = 4096 };
+    static uint8_t bufs[N][LEN];
+    AioContext *ctx = blk_get_aio_context(blk);
+    LockHolder h = { .b = b, .in_flight_at_release = -1 };
+    IOVector qiov[N];
+    AioWrite w = { 0, 0 };
+
+    aio_co_enter(ctx, coroutine_create(hold_lock_co, &h));
+    assert_true(h.locked);
+    for (int i = 0; i < N; i++) {
+        memset(bufs[i], 0xee, LEN);
+        iovector_init_buf(&qiov[i], bufs[i], LEN);
+        w.pending++;
+        blk_aio_preadv(blk, (int64_t)i * 300 * KiB, &qiov[i], 0, aio_cb, &w);
+    }
+    for (int i = 0; i < 100 && bdrv_get_in_flight(b) < N; i++) {
+        aio_poll(ctx, false);
+    }
+    /* Parked in b's lookup: counted on b alone. */
+    assert_int_equal((int)bdrv_get_in_flight(b), N);
+    assert_int_equal((int)bdrv_get_in_flight(b->file->bs), 0);
+    assert_int_equal(w.pending, N);
+    bdrv_drained_begin(b);
+    assert_true(h.done);
+    assert_int_equal(h.in_flight_at_release, N);
+    assert_int_equal(h.file_in_flight_at_release, 0);
+    assert_int_equal((int)bdrv_get_in_flight(b), 0);
+    bdrv_drained_end(b);
+    while (w.pending) {
+        aio_poll(ctx, true);
+    }
+    assert_int_equal(w.errors, 0);
+    for (int i = 0; i < N; i++) {
+        assert_memory_equal(bufs[i], base + (size_t)i * 300 * KiB, LEN);
+    }
+}
+
 static void test_qcow2_backing_shortcut_drain(void **state)
 {
     enum { N = 48, LEN = 12288 };
@@ -461,8 +527,69 @@ static void test_qcow2_backing_shortcut_drain(void **state)
             assert_memory_equal(bufs[i], base + offs[i], LEN);
         }
     }
+    shortcut_drain_waits(blk, b, base);
     blk_unref(blk);
     free(base);
+}
+
+/*
+ * The backing shortcut is for read-only backing nodes: once the backing node
+ * is reopened read-write (as commit does), reads through the overlay take the
+ * ordinary path on it again, so they wait for a serialising write in flight
+ * there (here an allocating one, which links its cluster only after its data
+ * is written: a read that skipped the wait would see the old zeroes), and
+ * every write to the backing node is seen through the overlay.
+ */
+static void test_qcow2_backing_shortcut_reopen_rw(void **state)
+{
+    uint8_t a[4096], bdata[4096], buf[4096];
+    char opts[8192];
+    IOVector wq, rq;
+    AioWrite w = { 0, 0 };
+    BlockDriverState *b;
+    BlockBackend *blk, *bblk;
+    Error *err = NULL;
+
+    drv_test_pattern(a, sizeof(a), 41);
+    drv_test_pattern(bdata, sizeof(bdata), 42);
+    create(img2, "size=4M,cluster_size=4k", NULL, 0);
+    blk = open_img(img2, "", BDRV_O_RDWR);
+    assert_int_equal(blk_pwrite(blk, 0, sizeof(a), a, 0), 0);
+    blk_unref(blk);
+    snprintf(opts, sizeof(opts), "backing_file=%s,backing_fmt=qcow2", img2);
+    create(img, opts, NULL, 0);
+    blk = open_img(img, "", BDRV_O_RDWR);
+    b = blk_bs(blk)->backing->bs;
+    assert_true(b->read_only);
+    assert_int_equal(blk_pread(blk, 0, sizeof(buf), buf, 0), 0);
+    assert_memory_equal(buf, a, sizeof(a));
+
+    assert_int_equal(bdrv_reopen_set_read_only(b, false, &err), 0);
+    assert_false(b->read_only);
+    bblk = blk_new_with_bs(b, &err);
+    assert_non_null(bblk);
+    /* A serialising allocating write to the backing node, then a read of it. */
+    iovector_init_buf(&wq, bdata, sizeof(bdata));
+    memset(buf, 0xee, sizeof(buf));
+    iovector_init_buf(&rq, buf, sizeof(buf));
+    w.pending = 2;
+    blk_aio_pwritev(bblk, 64 * KiB, &wq, BDRV_REQ_SERIALISING, aio_cb, &w);
+    blk_aio_preadv(blk, 64 * KiB, &rq, 0, aio_cb, &w);
+    while (w.pending) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+    assert_int_equal(w.errors, 0);
+    assert_memory_equal(buf, bdata, sizeof(bdata));
+    /* And plain writes to it show through the overlay. */
+    assert_int_equal(blk_pwrite(bblk, 0, sizeof(bdata), bdata, 0), 0);
+    assert_int_equal(blk_pread(blk, 0, sizeof(buf), buf, 0), 0);
+    assert_memory_equal(buf, bdata, sizeof(bdata));
+    blk_unref(bblk);
+    blk_unref(blk);
+    blk = open_img(img2, "", 0);
+    assert_int_equal(blk_pread(blk, 64 * KiB, sizeof(buf), buf, 0), 0);
+    assert_memory_equal(buf, bdata, sizeof(bdata));
+    blk_unref(blk);
 }
 
 /* Disjoint concurrent writes into the same clusters: exact contents. */
@@ -1421,6 +1548,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qcow2_create_backing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_concurrent_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_backing_shortcut_drain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_backing_shortcut_reopen_rw, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_concurrent_same_cluster, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_zero_discard, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_truncate, setup, teardown),

@@ -120,38 +120,14 @@ static bool entry_reads_zero(BlockDriverState *bs, uint64_t l2e)
 }
 
 /*
- * True if the n new clusters at host start at or past the end of the image
- * file, so they read as zero until written: no one wrote there (a write
- * would have moved the end past it, and the clusters are ours alone until
- * linked). bdrv_co_getlength costs a system call, so only when the host
- * offset is past the largest length seen so far (the file only shrinks when
- * the image is resized, which leaves the cached length too large: safe).
- */
-static bool coroutine_fn past_file_end(BlockDriverState *bs, uint64_t host)
-{
-    BDRVQcow2State *s = bs->opaque;
-    int64_t len;
-
-    if (host < s->file_len_seen) {
-        return false;
-    }
-    len = bdrv_co_getlength(bs->file->bs);
-    if (len < 0) {
-        return false;
-    }
-    if ((uint64_t)len > s->file_len_seen) {
-        s->file_len_seen = (uint64_t)len;
-    }
-    return host >= (uint64_t)len;
-}
-
-/*
- * A new cluster past the end of the file reads as zero, so COW parts that
- * read as zero need not be written: the write covers only the guest data
- * (the file then ends inside the last new cluster at worst, never before it
- * starts; reads past the end see zeroes, as in qemu). Not with extended L2
- * (the write range is already trimmed to subclusters) nor with an external
- * data file (whose unallocated areas may hold anything).
+ * A fresh cluster (past data_hwm: past the end of the file, or in the tail
+ * grown ahead with fallocate, never handed out since) reads as zero, so COW
+ * parts that read as zero need not be written: the write covers only the
+ * guest data (past the end of the file the file then ends inside the last
+ * new cluster at worst, never before it starts; reads past the end see
+ * zeroes, as in qemu). Not with extended L2 (the write range is already
+ * trimmed to subclusters) nor with an external data file (whose unallocated
+ * areas may hold anything).
  */
 static void plan_skip_zero_cow(BlockDriverState *bs, Qcow2Alloc *a, uint64_t offset,
                                uint64_t end, uint64_t first_l2e, uint64_t last_l2e)
@@ -162,7 +138,7 @@ static void plan_skip_zero_cow(BlockDriverState *bs, Qcow2Alloc *a, uint64_t off
     if (offset == a->write_start && end >= a->write_end) {
         return; /* whole clusters: no COW to skip, and no need to ask the file length */
     }
-    if (a->fill || qcow2_extl2(s) || qcow2_has_data_file(s) || !past_file_end(bs, a->host)) {
+    if (a->fill || qcow2_extl2(s) || qcow2_has_data_file(s) || !a->fresh) {
         return;
     }
     a->skip_head = entry_reads_zero(bs, first_l2e);
@@ -278,13 +254,14 @@ static int coroutine_fn plan_write(BlockDriverState *bs, uint64_t offset, uint64
         return ret;
     }
     a->fill = kind == WRITE_FILL;
+    a->fresh = false;
     if (a->fill) {
         a->host = first_l2e & L2E_OFFSET_MASK;
     } else if (qcow2_has_data_file(s)) {
         a->host = cstart; /* data clusters sit at their guest offset, no refcounts */
     } else {
         uint64_t got;
-        int64_t h = qcow2_alloc_clusters_upto(bs, (uint64_t)nb, &got);
+        int64_t h = qcow2_alloc_clusters_upto(bs, (uint64_t)nb, &got, &a->fresh);
 
         if (h < 0) {
             return (int)h;

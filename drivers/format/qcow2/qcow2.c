@@ -200,6 +200,13 @@ static int64_t coroutine_fn open_co(void *opaque)
     if (ret == 0) {
         ret = qcow2_read_snapshot_table(bs, s, a->errp);
     }
+    if (ret == 0) {
+        ret = qcow2_grow_init(bs);
+        if (ret < 0) {
+            error_setg_errno(a->errp, ret, "qcow2: could not get the size of '%s'",
+                             bs->filename);
+        }
+    }
     if (ret == 0 && (a->flags & BDRV_O_RDWR) && !(a->flags & BDRV_O_NO_IO) &&
         (s->incompatible_features & QCOW2_INCOMPAT_DIRTY)) {
         /* Lazy refcounts after a crash: rebuild the refcounts first. */
@@ -396,6 +403,9 @@ static int64_t coroutine_fn close_co(void *opaque)
         if (ret == 0) {
             ret = qcow2_mark_clean(bs);
         }
+    }
+    if (ret == 0) {
+        ret = qcow2_trim_grown(bs);
     }
     co_mutex_unlock(&s->lock);
     return ret;

@@ -203,7 +203,8 @@ typedef struct Qcow2Alloc {
     uint64_t write_start, write_end;
     bool fill;                  /* extended L2: fills subclusters of an existing cluster */
     bool skip_head, skip_tail;  /* COW head / tail reads as zero and so does the new
-                                 * cluster (past the end of the file): not written */
+                                 * cluster (fresh): not written */
+    bool fresh;                 /* new clusters past data_hwm: they read as zeroes */
     CoQueue waiters;            /* writes to an overlapping range wait here */
     struct Qcow2Alloc *next;
 } Qcow2Alloc;
@@ -302,7 +303,17 @@ typedef struct BDRVQcow2State {
     uint64_t *refcount_table;
     uint64_t refcount_table_used;       /* entries past this one are all 0 */
     uint64_t free_cluster_index;        /* allocation scan starts here */
-    uint64_t file_len_seen;             /* largest length of bs->file seen (a lower bound) */
+    /*
+     * The image file reads as zeroes from data_hwm on: it is at least the
+     * file's length at open (or after a refcount rebuild) and the end of every
+     * cluster handed out or written at a chosen place since (grow.c).
+     */
+    uint64_t data_hwm;
+    /* Grow-ahead (grow.c) */
+    uint64_t file_len_known;            /* a lower bound of bs->file's length */
+    uint64_t grow_floor;                /* file length before the first grow-ahead */
+    bool grown;                         /* the file was grown ahead: trim at close */
+    bool grow_off;                      /* growing failed (or no data in bs->file): never */
 
     /* Snapshots (see snapshot.c, to be added) */
     uint32_t nb_snapshots;
@@ -509,8 +520,15 @@ int coroutine_fn qcow2_update_cluster_refcount(BlockDriverState *bs, uint64_t of
                                                uint64_t len, int64_t delta);
 /* Allocates n contiguous clusters (refcount 1); returns the host offset or -errno. */
 int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs, uint64_t n);
-/* Allocates the first run of 1..n contiguous free clusters; *got = its length. */
-int64_t coroutine_fn qcow2_alloc_clusters_upto(BlockDriverState *bs, uint64_t n, uint64_t *got);
+/*
+ * Allocates the first run of 1..n contiguous free clusters; *got = its
+ * length; *fresh (if not NULL) says whether the run lies past data_hwm (it
+ * reads as zeroes until written).
+ */
+int64_t coroutine_fn qcow2_alloc_clusters_upto(BlockDriverState *bs, uint64_t n, uint64_t *got,
+                                               bool *fresh);
+/* End of the last cluster whose refcount is not 0 (0 if none) in *end. */
+int coroutine_fn qcow2_refcount_end(BlockDriverState *bs, uint64_t *end);
 /* Drops a reference now (only for clusters no durable metadata references). */
 int coroutine_fn qcow2_free_clusters(BlockDriverState *bs, uint64_t offset, uint64_t len,
                                      int type);
@@ -524,6 +542,18 @@ uint64_t qcow2_refblock_get(const BDRVQcow2State *s, const uint8_t *blk, uint64_
 void qcow2_refblock_set(const BDRVQcow2State *s, uint8_t *blk, uint64_t i, uint64_t v);
 int coroutine_fn qcow2_write_reftable(BlockDriverState *bs, uint64_t offset,
                                       const uint64_t *table, uint64_t entries);
+
+/* ---------------------------------------------------------------------- */
+/* grow.c: growing the image file ahead of allocations, trimming at close */
+
+/* Sets data_hwm and file_len_known from the file's length (open, rebuild). */
+int coroutine_fn qcow2_grow_init(BlockDriverState *bs);
+/* [.., end) of the file was handed out or written: data_hwm moves past it. */
+void qcow2_note_written(BDRVQcow2State *s, uint64_t end);
+/* Clusters up to end were handed out: grow the file ahead of them if needed. */
+void coroutine_fn qcow2_grow_ahead(BlockDriverState *bs, uint64_t end);
+/* Under s->lock, metadata flushed: cuts the grown file's unused tail. */
+int coroutine_fn qcow2_trim_grown(BlockDriverState *bs);
 
 /* ---------------------------------------------------------------------- */
 /* cluster.c */

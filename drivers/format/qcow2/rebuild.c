@@ -175,6 +175,7 @@ int coroutine_fn qcow2_rebuild_refcounts(BlockDriverState *bs, const Qcow2Refs *
     }
     ret = qcow2_cache_flush_all(bs);
     if (ret >= 0) {
+        qcow2_note_written(s, (start + nt + nb) * cs);
         ret = write_structure(bs, &tmp, r, start, nt, nb, &table);
     }
     if (ret < 0) {

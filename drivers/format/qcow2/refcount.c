@@ -165,6 +165,7 @@ static int coroutine_fn grow_write(BlockDriverState *bs, uint64_t start, uint64_
         goto out;
     }
     memcpy(table, s->refcount_table, s->refcount_table_size * 8);
+    qcow2_note_written(s, (start + k + r) * cs);
     for (uint64_t j = 0; j < r; j++) {
         uint64_t b = start / E + j, first = b * E;
 
@@ -277,6 +278,7 @@ static int coroutine_fn ensure_refblock(BlockDriverState *bs, uint64_t idx)
     if (ret < 0) {
         return ret;
     }
+    qcow2_note_written(s, off + s->cluster_size);
     ret = qcow2_cache_get_empty(bs, s->refcount_cache, off, &blk);
     if (ret < 0) {
         return ret;
@@ -439,10 +441,12 @@ static int coroutine_fn find_free_run(BlockDriverState *bs, uint64_t n, bool exa
 }
 
 static int64_t coroutine_fn alloc_run(BlockDriverState *bs, uint64_t n, bool exact,
-                                      uint64_t *got)
+                                      uint64_t *got, bool *fresh)
 {
     BDRVQcow2State *s = bs->opaque;
-    uint64_t E = 1ULL << s->refcount_block_bits, first;
+    uint64_t E = 1ULL << s->refcount_block_bits, first, end;
+    /* Taken first: a refcount block or table placed meanwhile lies outside the run. */
+    uint64_t hwm = s->data_hwm;
     int ret;
 
     if (exact && n >= E) {
@@ -461,6 +465,12 @@ static int64_t coroutine_fn alloc_run(BlockDriverState *bs, uint64_t n, bool exa
     if (first == s->free_cluster_index) {
         s->free_cluster_index = first + *got;
     }
+    end = (first + *got) << s->cluster_bits;
+    if (fresh) {
+        *fresh = (first << s->cluster_bits) >= hwm;
+    }
+    qcow2_note_written(s, end);
+    qcow2_grow_ahead(bs, end);
     return (int64_t)(first << s->cluster_bits);
 }
 
@@ -468,12 +478,49 @@ int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs, uint64_t n)
 {
     uint64_t got;
 
-    return alloc_run(bs, n, true, &got);
+    return alloc_run(bs, n, true, &got, NULL);
 }
 
-int64_t coroutine_fn qcow2_alloc_clusters_upto(BlockDriverState *bs, uint64_t n, uint64_t *got)
+int64_t coroutine_fn qcow2_alloc_clusters_upto(BlockDriverState *bs, uint64_t n, uint64_t *got,
+                                               bool *fresh)
 {
-    return alloc_run(bs, n, false, got);
+    return alloc_run(bs, n, false, got, fresh);
+}
+
+int coroutine_fn qcow2_refcount_end(BlockDriverState *bs, uint64_t *end)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t E = 1ULL << s->refcount_block_bits;
+    int shift = s->refcount_block_bits + s->cluster_bits;
+
+    *end = 0;
+    for (uint64_t idx = s->refcount_table_used; idx-- > 0;) {
+        uint64_t off;
+        uint8_t *blk;
+        int ret = refblock_offset(bs, idx, &off);
+
+        if (ret < 0) {
+            return ret;
+        }
+        if (!off || (shift < 64 && idx > (QCOW2_MAX_OFFSET >> shift))) {
+            continue; /* no block, or a range no valid cluster lies in */
+        }
+        ret = qcow2_cache_get(bs, s->refcount_cache, off, &blk);
+        if (ret < 0) {
+            return ret;
+        }
+        for (uint64_t i = E; i-- > 0;) {
+            if (qcow2_refblock_get(s, blk, i)) {
+                *end = (idx * E + i + 1) << s->cluster_bits;
+                break;
+            }
+        }
+        qcow2_cache_put(s->refcount_cache, &blk);
+        if (*end) {
+            return 0;
+        }
+    }
+    return 0;
 }
 
 int coroutine_fn qcow2_free_clusters(BlockDriverState *bs, uint64_t offset, uint64_t len,

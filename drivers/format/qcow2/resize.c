@@ -53,7 +53,7 @@ static int coroutine_fn prealloc_l2(BlockDriverState *bs, uint64_t *pos, uint64_
         } else {
             uint64_t got;
 
-            host = qcow2_alloc_clusters_upto(bs, (uint64_t)nb, &got);
+            host = qcow2_alloc_clusters_upto(bs, (uint64_t)nb, &got, NULL);
             nb = host < 0 ? nb : (int)got;
         }
         if (host < 0) {

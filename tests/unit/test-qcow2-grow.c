@@ -279,6 +279,41 @@ static void test_qcow2_grow_reused_cluster_not_fresh(void **state)
     assert_check_clean(img, true);
 }
 
+/*
+ * Metadata preallocation with 512-byte clusters: the refcount table grows
+ * (and its old clusters are freed and handed out again as data clusters)
+ * while the data clusters are allocated; every preallocated cluster reads
+ * as zeroes, and the image matches qemu-img's (check, compare).
+ */
+static void test_qcow2_prealloc_metadata_512(void **state)
+{
+    enum { SIZE = 24 * MiB };
+    uint8_t *buf = malloc(SIZE);
+    BlockBackend *blk;
+    size_t i;
+
+    assert_non_null(buf);
+    assert_int_equal(drv_test_create("qcow2", img, "size=24M,cluster_size=512,"
+                                     "preallocation=metadata", NULL, 0), 0);
+    blk = drv_test_open_image("qcow2", img, 0);
+    assert_int_equal(blk_pread(blk, 0, SIZE, buf, 0), 0);
+    blk_unref(blk);
+    for (i = 0; i < SIZE && !buf[i]; i++) {
+    }
+    if (i < SIZE) {
+        fail_msg("preallocated guest byte %zu reads 0x%02x, not zero", i, buf[i]);
+    }
+    free(buf);
+    assert_check_clean(img, true);
+    if (have_qemu) {
+        assert_int_equal(sh("qemu-img create -q -f qcow2 -o cluster_size=512,"
+                            "preallocation=metadata '%s' 24M", crash), 0);
+        assert_int_equal(sh("qemu-img compare -q '%s' '%s'", img, crash), 0);
+        assert_int_equal(sh("qemu-img map --output=json '%s' | grep -c '\"data\": false' "
+                            "| grep -qx 0", img), 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -286,6 +321,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qcow2_grow_keeps_old_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_grow_reused_cluster_not_fresh, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_prealloc_metadata_512, setup, teardown),
     };
 
     have_qemu = sh("command -v qemu-img >/dev/null") == 0;

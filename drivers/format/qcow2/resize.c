@@ -22,9 +22,14 @@ static int coroutine_fn write_size(BlockDriverState *bs, uint64_t size)
     return ret < 0 ? ret : 0;
 }
 
-/* Allocates host clusters for the unallocated clusters of one L2 table's range. */
+/*
+ * Allocates host clusters for the unallocated clusters of one L2 table's
+ * range. A cluster below data_hwm when it is handed out may hold old bytes
+ * (e.g. a refcount table this preallocation replaced and freed): it is
+ * zeroed; past data_hwm the file reads as zeroes already (grow.c).
+ */
 static int coroutine_fn prealloc_l2(BlockDriverState *bs, uint64_t *pos, uint64_t to,
-                                    uint64_t *host_end, int64_t flen)
+                                    uint64_t *host_end)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t cs = s->cluster_size;
@@ -51,21 +56,20 @@ static int coroutine_fn prealloc_l2(BlockDriverState *bs, uint64_t *pos, uint64_
         if (qcow2_has_data_file(s)) {
             host = (int64_t)*pos;
         } else {
-            uint64_t got;
+            uint64_t got, hwm = s->data_hwm;
 
             host = qcow2_alloc_clusters_upto(bs, (uint64_t)nb, &got, NULL);
             nb = host < 0 ? nb : (int)got;
+            if (host >= 0 && (uint64_t)host < hwm) {
+                uint64_t n = (uint64_t)nb * cs;
+
+                n = hwm - (uint64_t)host < n ? hwm - (uint64_t)host : n;
+                ret = bdrv_co_pwrite_zeroes(s->data_file, host, (int64_t)n, 0);
+            }
         }
         if (host < 0) {
             ret = (int)host;
             break;
-        }
-        /* Reused clusters inside the file may hold old data: zero them. */
-        if (host < flen && !qcow2_has_data_file(s)) {
-            uint64_t n = (uint64_t)nb * cs;
-
-            n = (uint64_t)(flen - host) < n ? (uint64_t)(flen - host) : n;
-            ret = bdrv_co_pwrite_zeroes(s->data_file, host, (int64_t)n, 0);
         }
         for (int i = 0; i < nb; i++) {
             qcow2_l2_set(s, l2, idx + i, ((uint64_t)host + (uint64_t)i * cs) | QCOW_OFLAG_COPIED);
@@ -88,6 +92,7 @@ int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t from, uint64_t
     BDRVQcow2State *s = bs->opaque;
     uint64_t pos = qcow2_start_of_cluster(s, from), host_end = 0;
     int64_t flen;
+    bool grow_off;
     int ret = 0;
 
     if (mode == PREALLOC_MODE_OFF || from >= to) {
@@ -98,9 +103,13 @@ int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t from, uint64_t
         return (int)flen;
     }
     co_mutex_lock(&s->lock);
+    /* The file is extended once at the end, in the asked mode: no grow-ahead meanwhile. */
+    grow_off = s->grow_off;
+    s->grow_off = true;
     while (pos < to && ret == 0) {
-        ret = prealloc_l2(bs, &pos, to, &host_end, flen);
+        ret = prealloc_l2(bs, &pos, to, &host_end);
     }
+    s->grow_off = grow_off;
     if (ret == 0) {
         ret = qcow2_cache_flush_all(bs);
     }

@@ -55,6 +55,14 @@ static int64_t file_size(const char *path)
     return st.st_size;
 }
 
+static int64_t file_blocks(const char *path)
+{
+    struct stat st;
+
+    assert_int_equal(stat(path, &st), 0);
+    return (int64_t)st.st_blocks;
+}
+
 static BlockBackend *open_rw(const char *path)
 {
     return drv_test_open_image("qcow2", path, BDRV_O_RDWR);
@@ -283,7 +291,8 @@ static void test_qcow2_grow_reused_cluster_not_fresh(void **state)
  * Metadata preallocation with 512-byte clusters: the refcount table grows
  * (and its old clusters are freed and handed out again as data clusters)
  * while the data clusters are allocated; every preallocated cluster reads
- * as zeroes, and the image matches qemu-img's (check, compare).
+ * as zeroes, and the image matches qemu-img's (check, compare) and takes
+ * no more than twice its file space.
  */
 static void test_qcow2_prealloc_metadata_512(void **state)
 {
@@ -309,6 +318,8 @@ static void test_qcow2_prealloc_metadata_512(void **state)
         assert_int_equal(sh("qemu-img create -q -f qcow2 -o cluster_size=512,"
                             "preallocation=metadata '%s' 24M", crash), 0);
         assert_int_equal(sh("qemu-img compare -q '%s' '%s'", img, crash), 0);
+        /* No file space beyond the metadata (no grow-ahead for preallocation). */
+        assert_true(file_blocks(img) <= 2 * file_blocks(crash));
         assert_int_equal(sh("qemu-img map --output=json '%s' | grep -c '\"data\": false' "
                             "| grep -qx 0", img), 0);
     }

@@ -267,6 +267,7 @@ static int coroutine_fn plan_write(BlockDriverState *bs, uint64_t offset, uint64
             return (int)h;
         }
         a->host = (uint64_t)h;
+        qcow2_grow_ahead(bs, a->host + got * cs);
         if (got < (uint64_t)nb) {
             /* A shorter free run: this round writes only its clusters (all whole). */
             nb = (int)got;

@@ -6,10 +6,12 @@
  * to it. On a disk file system an O_DIRECT write past the end of the file is
  * serialised (ext4 takes the inode lock exclusively and waits for the write
  * before the next one may start; io_uring hands such writes to one worker per
- * file), so 32 allocating writes in flight run one at a time. When a cluster
- * is handed out past the file's end, the file is grown with fallocate to
- * grow_step() beyond it: the next allocations' writes land inside the file,
- * in allocated (unwritten) extents, and run in parallel.
+ * file), so 32 allocating writes in flight run one at a time. When an
+ * allocating guest write gets clusters past the file's end, the file is grown
+ * with fallocate to grow_step() beyond them: the next allocations' writes
+ * land inside the file, in allocated (unwritten) extents, and run in
+ * parallel. Metadata allocations (tables, snapshots, preallocation, which
+ * extends the file itself in the asked mode) do not grow the file ahead.
  *
  * The refcounts, not the file length, say which clusters are in use: the
  * grown tail holds clusters of refcount 0, free, that read as zeroes. close

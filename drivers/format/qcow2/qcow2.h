@@ -550,7 +550,7 @@ int coroutine_fn qcow2_write_reftable(BlockDriverState *bs, uint64_t offset,
 int coroutine_fn qcow2_grow_init(BlockDriverState *bs);
 /* [.., end) of the file was handed out or written: data_hwm moves past it. */
 void qcow2_note_written(BDRVQcow2State *s, uint64_t end);
-/* Clusters up to end were handed out: grow the file ahead of them if needed. */
+/* Guest data clusters up to end were handed out: grow the file ahead of them if needed. */
 void coroutine_fn qcow2_grow_ahead(BlockDriverState *bs, uint64_t end);
 /* Under s->lock, metadata flushed: cuts the grown file's unused tail. */
 int coroutine_fn qcow2_trim_grown(BlockDriverState *bs);

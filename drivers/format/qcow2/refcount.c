@@ -7,9 +7,10 @@
  * the first cluster of the range it describes, and counts itself. A range
  * without a block has every refcount 0, so that cluster is free. When the
  * refcount table must grow, the new table and the blocks for the clusters it
- * occupies go to the first cluster past both the old coverage and the file
- * end; they are written and flushed before the header points at them, and
- * the old table is freed afterwards.
+ * occupies go to the first cluster past both the old coverage and data_hwm
+ * (past everything written or handed out: see grow.c); they are written and
+ * flushed before the header points at them, and the old table is freed
+ * afterwards.
  *
  * Every function here runs with s->lock held.
  */
@@ -141,15 +142,6 @@ int coroutine_fn qcow2_write_reftable(BlockDriverState *bs, uint64_t offset,
 /* ---------------------------------------------------------------------- */
 /* Refcount table growth */
 
-/* File length in clusters (rounded up). */
-static int64_t coroutine_fn file_end_cluster(BlockDriverState *bs)
-{
-    BDRVQcow2State *s = bs->opaque;
-    int64_t len = bdrv_co_getlength(bs->file->bs);
-
-    return len < 0 ? len : (int64_t)div_round_up_u64((uint64_t)len, s->cluster_size);
-}
-
 /* Writes count new refcount blocks and a new table, then switches the header. */
 static int coroutine_fn grow_write(BlockDriverState *bs, uint64_t start, uint64_t k, uint64_t r,
                                    uint64_t new_n)
@@ -217,12 +209,15 @@ static int coroutine_fn grow_reftable(BlockDriverState *bs, uint64_t idx)
     BDRVQcow2State *s = bs->opaque;
     uint64_t E = 1ULL << s->refcount_block_bits, cs = s->cluster_size;
     uint64_t old_n = s->refcount_table_size, start, new_n, k, r = 1;
-    int64_t fend = file_end_cluster(bs);
+    /*
+     * Past data_hwm nothing was written or handed out (grow.c): free clusters
+     * that read as zeroes, whether past the file's end or in its grown tail.
+     * The file's end would leave that tail as a gap below the new table,
+     * where reused clusters must then be zeroed first.
+     */
+    uint64_t hwm = div_round_up_u64(s->data_hwm, cs);
 
-    if (fend < 0) {
-        return (int)fend;
-    }
-    start = old_n * E > (uint64_t)fend ? old_n * E : (uint64_t)fend;
+    start = old_n * E > hwm ? old_n * E : hwm;
     new_n = idx + 1 > old_n + old_n / 2 ? idx + 1 : old_n + old_n / 2;
     for (;;) {
         uint64_t last;
@@ -470,7 +465,6 @@ static int64_t coroutine_fn alloc_run(BlockDriverState *bs, uint64_t n, bool exa
         *fresh = (first << s->cluster_bits) >= hwm;
     }
     qcow2_note_written(s, end);
-    qcow2_grow_ahead(bs, end);
     return (int64_t)(first << s->cluster_bits);
 }
 

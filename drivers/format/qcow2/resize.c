@@ -92,7 +92,6 @@ int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t from, uint64_t
     BDRVQcow2State *s = bs->opaque;
     uint64_t pos = qcow2_start_of_cluster(s, from), host_end = 0;
     int64_t flen;
-    bool grow_off;
     int ret = 0;
 
     if (mode == PREALLOC_MODE_OFF || from >= to) {
@@ -103,13 +102,9 @@ int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t from, uint64_t
         return (int)flen;
     }
     co_mutex_lock(&s->lock);
-    /* The file is extended once at the end, in the asked mode: no grow-ahead meanwhile. */
-    grow_off = s->grow_off;
-    s->grow_off = true;
     while (pos < to && ret == 0) {
         ret = prealloc_l2(bs, &pos, to, &host_end);
     }
-    s->grow_off = grow_off;
     if (ret == 0) {
         ret = qcow2_cache_flush_all(bs);
     }

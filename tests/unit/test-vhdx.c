@@ -512,6 +512,53 @@ static void test_vhdx_discard(void **state)
     free(buf);
 }
 
+/*
+ * A non-present block's entry keeps an offset a write may reuse; an untrusted
+ * one pointing at another block, the BAT or the headers is not reused (the
+ * block goes to free space) and nothing else is overwritten.
+ */
+static uint64_t bat_offset_of(BlockBackend *blk, uint64_t block);
+
+static void test_vhdx_bad_kept_offset(void **state)
+{
+    static const uint64_t bad[] = { 0, 3 * MiB, 1 * MiB }; /* block 0's home: filled below */
+    uint8_t *want = calloc(1, 8 * MiB), *buf = malloc(8 * MiB), e[8];
+    BlockBackend *blk;
+    uint64_t home0;
+
+    create("size=8M,block_size=1M");
+    blk = drv_test_open_ok(opts(), BDRV_O_RDWR);
+    drv_test_pattern(want, MiB, 21);
+    assert_int_equal(blk_pwrite(blk, 0, MiB, want, 0), 0);
+    blk_unref(blk);
+    pread_file(3 * MiB, e, 8);
+    home0 = ld_le64(e) & VHDX_BAT_OFFSET_MASK;
+    assert_true(home0 >= 4 * MiB);
+    for (int b = 1; b <= 3; b++) {
+        uint64_t off = b == 1 ? home0 : bad[b - 1];
+
+        put64(3 * MiB + 8 * b, off | (b == 3 ? VHDX_PAYLOAD_ZERO : VHDX_PAYLOAD_UNMAPPED));
+    }
+    blk = drv_test_open_ok(opts(), BDRV_O_RDWR);
+    for (int b = 1; b <= 3; b++) {
+        uint8_t *p = want + b * MiB + 8192;
+
+        drv_test_pattern(p, 4096, (uint8_t)(30 + b));
+        assert_int_equal(blk_pwrite(blk, b * MiB + 8192, 4096, p, 0), 0);
+        assert_true(bat_offset_of(blk, (uint64_t)b) != (b == 1 ? home0 : bad[b - 1]));
+    }
+    assert_int_equal(blk_pread(blk, 0, 8 * MiB, buf, 0), 0);
+    assert_memory_equal(buf, want, 8 * MiB);
+    blk_unref(blk);
+    blk = drv_test_open_ok(opts(), 0);
+    assert_int_equal(blk_pread(blk, 0, 8 * MiB, buf, 0), 0);
+    assert_memory_equal(buf, want, 8 * MiB);
+    blk_unref(blk);
+    assert_int_equal(check_corruptions(), 0);
+    free(want);
+    free(buf);
+}
+
 /* Growing past what the BAT region maps moves the BAT to the end of the file. */
 static void test_vhdx_move_bat(void **state)
 {
@@ -700,6 +747,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vhdx_bad_metadata, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_bad_bat, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_discard, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhdx_bad_kept_offset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_move_bat, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_reuse_space, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_unknown_region_no_reuse, setup, teardown),

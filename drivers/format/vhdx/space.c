@@ -108,6 +108,32 @@ static void scan(BDRVVhdxState *s)
     free(r);
 }
 
+static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+    return a < b + blen && b < a + alen;
+}
+
+bool vhdx_space_kept_ok(const BDRVVhdxState *s, uint64_t idx, uint64_t off)
+{
+    uint64_t len = s->block_size;
+
+    if (off < VHDX_MiB || off > s->file_end || len > s->file_end - off ||
+        overlaps(off, len, s->hdr.log_offset, s->hdr.log_length) ||
+        overlaps(off, len, s->bat_offset, s->bat_length) ||
+        overlaps(off, len, s->meta_offset, s->meta_length)) {
+        return false;
+    }
+    for (uint64_t i = 0; i < s->bat_entries; i++) {
+        uint64_t o = s->bat[i] & VHDX_BAT_OFFSET_MASK;
+        bool sb = (i + 1) % (s->chunk_ratio + 1) == 0;
+
+        if (i != idx && o && overlaps(off, len, o, sb ? VHDX_MiB : s->block_size)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 void vhdx_space_invalidate(BDRVVhdxState *s)
 {
     s->gaps_known = false;

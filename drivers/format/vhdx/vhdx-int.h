@@ -197,6 +197,14 @@ int coroutine_fn vhdx_sb_update(BlockDriverState *bs, uint64_t block, uint64_t o
 uint64_t vhdx_alloc_space(BDRVVhdxState *s, uint64_t len);
 /* Forgets the gaps: the next allocation scans again (after a resize). */
 void vhdx_space_invalidate(BDRVVhdxState *s);
+/*
+ * Whether the offset a non-present BAT entry idx kept (UNMAPPED, ZERO, ...)
+ * may hold its block's data again: [off, off + block_size) is inside the file
+ * and overlaps nothing else the image references. The entry is untrusted: a
+ * bad one could point at the headers, the log, the BAT, the metadata or
+ * another block. Linear in the BAT; runs only when such a block is written.
+ */
+bool vhdx_space_kept_ok(const BDRVVhdxState *s, uint64_t idx, uint64_t off);
 
 /* rebase.c: sets the parent of a differencing image (rebase -u). */
 int coroutine_fn vhdx_co_change_backing_file(BlockDriverState *bs, const char *backing_file,

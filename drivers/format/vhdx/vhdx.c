@@ -267,18 +267,18 @@ static int coroutine_fn vhdx_co_preadv(BlockDriverState *bs, int64_t offset, int
 }
 
 /*
- * Gives block a home in the file (its reserved space, or new space at the
- * end) and zeroes the parts the write leaves, which also extends the file
- * over the whole block.
+ * Gives block (BAT entry e) a home in the file (the space its entry kept,
+ * when that overlaps nothing else, or free space) and zeroes the parts the
+ * write leaves, which also extends the file over the whole block.
  */
-static int coroutine_fn alloc_block(BlockDriverState *bs, uint64_t e, uint64_t in, uint64_t n,
-                                    uint64_t *host)
+static int coroutine_fn alloc_block(BlockDriverState *bs, uint64_t block, uint64_t e,
+                                    uint64_t in, uint64_t n, uint64_t *host)
 {
     BDRVVhdxState *s = bs->opaque;
     uint64_t off = e & VHDX_BAT_OFFSET_MASK;
     int ret = 0;
 
-    if (!off || off + s->block_size > s->file_end) {
+    if (!off || !vhdx_space_kept_ok(s, vhdx_bat_index(s, block), off)) {
         off = vhdx_alloc_space(s, s->block_size);
         if (!off) {
             return -ENOSPC;
@@ -342,7 +342,7 @@ static int coroutine_fn write_partial(BlockDriverState *bs, uint64_t block, uint
         ret = bdrv_co_pwrite_zeroes(bs->file, (int64_t)sb_off, (int64_t)VHDX_MiB, 0);
     }
     if (ret == 0 && fresh) {
-        ret = alloc_block(bs, 0, in, n, &host);
+        ret = alloc_block(bs, block, 0, in, n, &host);
     }
     if (ret == 0) {
         ret = bdrv_co_pwritev_part(bs->file, (int64_t)(host + in), (int64_t)n, qiov, qoff, 0);
@@ -386,7 +386,7 @@ static int coroutine_fn write_block(BlockDriverState *bs, uint64_t block, uint64
         co_mutex_unlock(&s->lock);
         return ret;
     }
-    ret = alloc_block(bs, e, in, n, &host);
+    ret = alloc_block(bs, block, e, in, n, &host);
     if (ret == 0) {
         ret = bdrv_co_pwritev_part(bs->file, (int64_t)(host + in), (int64_t)n, qiov, qoff, 0);
     }

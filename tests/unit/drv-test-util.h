@@ -16,11 +16,30 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include <coblk/block-driver.h>
+
+/* Runs a shell command (printf-style); returns its exit status, -1 if it died. */
+static inline int drv_test_sh(const char *fmt, ...) COBLK_PRINTF(1, 2);
+static inline int drv_test_sh(const char *fmt, ...)
+{
+    char cmd[16384];
+    va_list ap;
+    int n, st;
+
+    va_start(ap, fmt);
+    n = vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(cmd)) {
+        fail_msg("drv_test_sh: command too long (%d bytes)", n);
+    }
+    st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
 
 /* The directory for scratch images: $COBLK_TEST_DIR, else the current one. */
 static inline const char *drv_test_dir(void)

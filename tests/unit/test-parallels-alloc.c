@@ -45,20 +45,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static int sh(const char *fmt, ...) COBLK_PRINTF(1, 2);
-static int sh(const char *fmt, ...)
-{
-    char cmd[16384];
-    va_list ap;
-    int st;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* Creates the image and opens it over blklogwrites (a fresh log). */
 static BlockBackend *open_logged(const char *create_opts, int flags)
 {
@@ -157,8 +143,8 @@ static void assert_image(const uint8_t *want, int64_t len)
     assert_true(fd >= 0);
     assert_int_equal(write(fd, want, (size_t)len), len);
     close(fd);
-    assert_int_equal(sh("qemu-img check -q -f parallels '%s'", img), 0);
-    assert_int_equal(sh("qemu-img compare -q -f raw -F parallels '%s' '%s'", raw, img), 0);
+    assert_int_equal(drv_test_sh("qemu-img check -q -f parallels '%s'", img), 0);
+    assert_int_equal(drv_test_sh("qemu-img compare -q -f raw -F parallels '%s' '%s'", raw, img), 0);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -417,6 +403,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_parallels_reuse_discarded, setup, teardown),
     };
 
-    have_qemu = sh("command -v qemu-img >/dev/null") == 0;
+    have_qemu = drv_test_sh("command -v qemu-img >/dev/null") == 0;
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -36,20 +36,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static int sh(const char *fmt, ...) COBLK_PRINTF(1, 2);
-static int sh(const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    int st;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void create(const char *path, const char *optstr)
 {
     BlockOpts *o = bopts_new();
@@ -78,12 +64,12 @@ static void assert_qemu_valid(const char *path, const uint8_t *expect, int64_t l
     if (!have_qemu) {
         return;
     }
-    assert_int_equal(sh("qemu-img check -q '%s'", path), 0);
+    assert_int_equal(drv_test_sh("qemu-img check -q '%s'", path), 0);
     fd = open(raw, O_RDWR | O_CREAT | O_TRUNC, 0644);
     assert_true(fd >= 0);
     assert_int_equal(write(fd, expect, (size_t)len), len);
     close(fd);
-    assert_int_equal(sh("qemu-img compare -q -f raw -F qcow2 '%s' '%s'", raw, path), 0);
+    assert_int_equal(drv_test_sh("qemu-img compare -q -f raw -F qcow2 '%s' '%s'", raw, path), 0);
 }
 
 /* Reads n bytes of the image file at off. */
@@ -246,7 +232,7 @@ static void check_parallel_writes(const char *copts, int64_t size, int64_t cs)
     assert_qemu_valid(img, want, size);
     if (have_qemu) {
         /* Most clusters went in compressed. */
-        assert_int_equal(sh("qemu-img check '%s' | grep -Eq ' [1-9][0-9.]*%% compressed'",
+        assert_int_equal(drv_test_sh("qemu-img check '%s' | grep -Eq ' [1-9][0-9.]*%% compressed'",
                             img), 0);
     }
     free(want);
@@ -733,6 +719,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qcow2_zero_compressed_extl2, setup, teardown),
     };
 
-    have_qemu = sh("command -v qemu-img >/dev/null") == 0;
+    have_qemu = drv_test_sh("command -v qemu-img >/dev/null") == 0;
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -33,20 +33,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static int sh(const char *fmt, ...) COBLK_PRINTF(1, 2);
-static int sh(const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    int st;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static int64_t file_size(const char *path)
 {
     struct stat st;
@@ -71,7 +57,7 @@ static BlockBackend *open_rw(const char *path)
 /* Copies src to dst byte for byte (the image as a power cut would leave it, after a flush). */
 static void copy_file(const char *src, const char *dst)
 {
-    assert_int_equal(sh("cp --sparse=always '%s' '%s'", src, dst), 0);
+    assert_int_equal(drv_test_sh("cp --sparse=always '%s' '%s'", src, dst), 0);
 }
 
 /* qemu-img check finds no error and no leak, and the image ends where the file does. */
@@ -80,9 +66,9 @@ static void assert_check_clean(const char *path, bool end_is_file_end)
     if (!have_qemu) {
         return;
     }
-    assert_int_equal(sh("qemu-img check -q '%s'", path), 0);
+    assert_int_equal(drv_test_sh("qemu-img check -q '%s'", path), 0);
     if (end_is_file_end) {
-        assert_int_equal(sh("qemu-img check '%s' | grep -qx 'Image end offset: %lld'", path,
+        assert_int_equal(drv_test_sh("qemu-img check '%s' | grep -qx 'Image end offset: %lld'", path,
                             (long long)file_size(path)), 0);
     }
 }
@@ -315,12 +301,12 @@ static void test_qcow2_prealloc_metadata_512(void **state)
     free(buf);
     assert_check_clean(img, true);
     if (have_qemu) {
-        assert_int_equal(sh("qemu-img create -q -f qcow2 -o cluster_size=512,"
+        assert_int_equal(drv_test_sh("qemu-img create -q -f qcow2 -o cluster_size=512,"
                             "preallocation=metadata '%s' 24M", crash), 0);
-        assert_int_equal(sh("qemu-img compare -q '%s' '%s'", img, crash), 0);
+        assert_int_equal(drv_test_sh("qemu-img compare -q '%s' '%s'", img, crash), 0);
         /* No file space beyond the metadata (no grow-ahead for preallocation). */
         assert_true(file_blocks(img) <= 2 * file_blocks(crash));
-        assert_int_equal(sh("qemu-img map --output=json '%s' | grep -c '\"data\": false' "
+        assert_int_equal(drv_test_sh("qemu-img map --output=json '%s' | grep -c '\"data\": false' "
                             "| grep -qx 0", img), 0);
     }
 }
@@ -335,6 +321,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qcow2_prealloc_metadata_512, setup, teardown),
     };
 
-    have_qemu = sh("command -v qemu-img >/dev/null") == 0;
+    have_qemu = drv_test_sh("command -v qemu-img >/dev/null") == 0;
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,20 +47,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static int sh(const char *fmt, ...) COBLK_PRINTF(1, 2);
-static int sh(const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    int st;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /*
  * Backing raw file with a pattern; overlay qcow2 (extended_l2) on it, created
  * by coblk (extra: more create options).
@@ -146,21 +132,21 @@ static void assert_qemu_agrees(const uint8_t *ref)
     if (!have_qemu) {
         return;
     }
-    assert_int_equal(sh("qemu-img check -q '%s'", img), 0);
+    assert_int_equal(drv_test_sh("qemu-img check -q '%s'", img), 0);
     fd = open(raw, O_RDWR | O_CREAT | O_TRUNC, 0644);
     assert_true(fd >= 0);
     assert_int_equal(pwrite(fd, ref, SIZE, 0), SIZE);
     close(fd);
-    assert_int_equal(sh("qemu-img compare -q -f raw -F qcow2 '%s' '%s'", raw, img), 0);
+    assert_int_equal(drv_test_sh("qemu-img compare -q -f raw -F qcow2 '%s' '%s'", raw, img), 0);
     if (!have_coblk_img) {
         return;
     }
     snprintf(a, sizeof(a), "%s.qmap", tmpraw);
     snprintf(b, sizeof(b), "%s.cmap", tmpraw);
-    assert_int_equal(sh("qemu-img map --output=json '%s' > '%s'", img, a), 0);
-    assert_int_equal(sh("'%s' map --output=json '%s' > '%s'", coblk_img, img, b), 0);
-    if (sh("cmp -s '%s' '%s'", a, b) != 0) {
-        sh("diff '%s' '%s' >&2", a, b);
+    assert_int_equal(drv_test_sh("qemu-img map --output=json '%s' > '%s'", img, a), 0);
+    assert_int_equal(drv_test_sh("'%s' map --output=json '%s' > '%s'", coblk_img, img, b), 0);
+    if (drv_test_sh("cmp -s '%s' '%s'", a, b) != 0) {
+        drv_test_sh("diff '%s' '%s' >&2", a, b);
         fail_msg("qemu-img map and coblk-img map differ");
     }
     unlink(a);
@@ -361,10 +347,10 @@ static void test_sc_data_file(void **state)
     if (have_qemu) {
         int fd = open(raw, O_RDWR | O_CREAT | O_TRUNC, 0644);
 
-        assert_int_equal(sh("qemu-img check -q '%s'", img), 0);
+        assert_int_equal(drv_test_sh("qemu-img check -q '%s'", img), 0);
         assert_int_equal(pwrite(fd, ref, SIZE, 0), SIZE);
         close(fd);
-        assert_int_equal(sh("qemu-img compare -q -f raw -F qcow2 '%s' '%s'", raw, img), 0);
+        assert_int_equal(drv_test_sh("qemu-img compare -q -f raw -F qcow2 '%s' '%s'", raw, img), 0);
     }
     free(ref);
 }
@@ -380,13 +366,13 @@ static void test_sc_qemu_written(void **state)
         skip();
     }
     drv_test_make_file(back, SIZE, 0x21);
-    assert_int_equal(sh("qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=64k,"
+    assert_int_equal(drv_test_sh("qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=64k,"
                         "backing_file='%s',backing_fmt=raw '%s'", back, img), 0);
-    assert_int_equal(sh("qemu-io -c 'write -P 0x11 3000 1000' -c 'write -z 10240 4096' "
+    assert_int_equal(drv_test_sh("qemu-io -c 'write -P 0x11 3000 1000' -c 'write -z 10240 4096' "
                         "-c 'write -P 0x22 65000 70000' -c 'discard 200704 4096' "
                         "-c 'write -c -P 0x33 262144 65536' -c 'write -P 0x44 266240 512' "
                         "-c 'write -z -u 327680 2048' '%s' >/dev/null", img), 0);
-    assert_int_equal(sh("qemu-img convert -O raw '%s' '%s'", img, tmpraw), 0);
+    assert_int_equal(drv_test_sh("qemu-img convert -O raw '%s' '%s'", img, tmpraw), 0);
     fd = open(tmpraw, O_RDONLY);
     assert_true(fd >= 0);
     assert_int_equal(pread(fd, theirs, SIZE, 0), SIZE);
@@ -474,7 +460,7 @@ int main(int argc, char **argv)
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 
-    have_qemu = sh("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") == 0;
+    have_qemu = drv_test_sh("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") == 0;
     if (n > 0) {
         exe[n] = '\0';
         snprintf(coblk_img, sizeof(coblk_img), "%s/../../tools/img/coblk-img", dirname(exe));

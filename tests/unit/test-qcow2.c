@@ -39,21 +39,6 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Runs a shell command; returns its exit status. */
-static int sh(const char *fmt, ...) COBLK_PRINTF(1, 2);
-static int sh(const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    int st;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 #define NEED_QEMU()                                                 \
     do {                                                            \
         if (!have_qemu) {                                           \
@@ -135,7 +120,7 @@ static void assert_same_as_qemu(const char *path, const char *extra)
     uint8_t *mine, *theirs;
     BlockBackend *blk;
 
-    assert_int_equal(sh("qemu-img convert -U -O raw '%s' '%s'", path, tmpraw), 0);
+    assert_int_equal(drv_test_sh("qemu-img convert -U -O raw '%s' '%s'", path, tmpraw), 0);
     blk = open_img(path, extra, 0);
     mine = read_all(blk, &a);
     blk_unref(blk);
@@ -152,10 +137,10 @@ static void assert_qemu_valid(const char *path, const uint8_t *expect, int64_t l
     if (!have_qemu) {
         return;
     }
-    assert_int_equal(sh("qemu-img check -q '%s'", path), 0);
+    assert_int_equal(drv_test_sh("qemu-img check -q '%s'", path), 0);
     if (expect) {
         write_file(raw, expect, (size_t)len);
-        assert_int_equal(sh("qemu-img compare -q -f raw -F qcow2 '%s' '%s'", raw, path), 0);
+        assert_int_equal(drv_test_sh("qemu-img compare -q -f raw -F qcow2 '%s' '%s'", raw, path), 0);
     }
 }
 
@@ -233,8 +218,8 @@ static void test_qcow2_create_write_variants(void **state)
 static void check_qemu_image(const char *copts)
 {
     NEED_QEMU();
-    assert_int_equal(sh("qemu-img create -q -f qcow2 -o %s '%s' 4M", copts, img), 0);
-    assert_int_equal(sh("qemu-io -f qcow2 -c 'write -P 0x11 0 65536' -c 'write -P 0x22 70000 "
+    assert_int_equal(drv_test_sh("qemu-img create -q -f qcow2 -o %s '%s' 4M", copts, img), 0);
+    assert_int_equal(drv_test_sh("qemu-io -f qcow2 -c 'write -P 0x11 0 65536' -c 'write -P 0x22 70000 "
                         "5000' -c 'write -z 131072 65536' -c 'write -P 0x33 1048576 1048576' "
                         "-c 'write -z 1572864 65536' -c 'write -P 0x44 4193792 512' '%s' "
                         ">/dev/null", img), 0);
@@ -265,12 +250,12 @@ static void test_qcow2_read_compressed(void **state)
         buf[i] = (uint8_t)((i / 1000) % 7 == 0 ? i * 31 : i / 4096);
     }
     write_file(raw, buf, 3 * MiB);
-    assert_int_equal(sh("qemu-img convert -c -O qcow2 '%s' '%s'", raw, img), 0);
+    assert_int_equal(drv_test_sh("qemu-img convert -c -O qcow2 '%s' '%s'", raw, img), 0);
     assert_same_as_qemu(img, "");
-    assert_int_equal(sh("qemu-img convert -c -O qcow2 -o compression_type=zstd '%s' '%s'", raw,
+    assert_int_equal(drv_test_sh("qemu-img convert -c -O qcow2 -o compression_type=zstd '%s' '%s'", raw,
                         img), 0);
     assert_same_as_qemu(img, "");
-    assert_int_equal(sh("qemu-img convert -c -O qcow2 -o cluster_size=4k '%s' '%s'", raw, img),
+    assert_int_equal(drv_test_sh("qemu-img convert -c -O qcow2 -o cluster_size=4k '%s' '%s'", raw, img),
                      0);
     assert_same_as_qemu(img, "");
     free(buf);
@@ -284,12 +269,12 @@ static void test_qcow2_backing_chain(void **state)
     int64_t len, wl;
 
     NEED_QEMU();
-    assert_int_equal(sh("qemu-img create -q -f qcow2 '%s' 4M && qemu-io -f qcow2 -c 'write -P "
+    assert_int_equal(drv_test_sh("qemu-img create -q -f qcow2 '%s' 4M && qemu-io -f qcow2 -c 'write -P "
                         "0x61 0 4M' '%s' >/dev/null", img3, img3), 0);
-    assert_int_equal(sh("qemu-img create -q -f qcow2 -b '%s' -F qcow2 '%s' && qemu-io -f "
+    assert_int_equal(drv_test_sh("qemu-img create -q -f qcow2 -b '%s' -F qcow2 '%s' && qemu-io -f "
                         "qcow2 -c 'write -P 0x62 65536 65536' -c 'write -z 262144 4096' '%s' "
                         ">/dev/null", img3, img2, img2), 0);
-    assert_int_equal(sh("qemu-img create -q -f qcow2 -o cluster_size=4k -b '%s' -F qcow2 '%s' "
+    assert_int_equal(drv_test_sh("qemu-img create -q -f qcow2 -o cluster_size=4k -b '%s' -F qcow2 '%s' "
                         "6M && qemu-io -f qcow2 -c 'write -P 0x63 100000 3000' '%s' >/dev/null",
                         img2, img, img), 0);
     assert_same_as_qemu(img, "");
@@ -301,7 +286,7 @@ static void test_qcow2_backing_chain(void **state)
     assert_int_equal(blk_pwrite(blk, 262144 + 1000, 100, pat, 0), 0);
     want = read_all(blk, &len);
     blk_unref(blk);
-    assert_int_equal(sh("qemu-img check -q '%s'", img), 0);
+    assert_int_equal(drv_test_sh("qemu-img check -q '%s'", img), 0);
     assert_same_as_qemu(img, "");
     got = read_file(tmpraw, &wl);
     assert_memory_equal(got, want, (size_t)len);
@@ -745,7 +730,7 @@ static void test_qcow2_preallocation(void **state)
         assert_qemu_valid(img, zero, 3 * MiB);
         if (have_qemu) {
             /* every cluster is allocated: "qemu-img map" shows data everywhere */
-            assert_int_equal(sh("qemu-img map --output=json '%s' | grep -q '\"data\": false'",
+            assert_int_equal(drv_test_sh("qemu-img map --output=json '%s' | grep -q '\"data\": false'",
                                 img), 1);
         }
     }
@@ -794,9 +779,9 @@ static void test_qcow2_change_backing(void **state)
     assert_string_equal(blk_bs(blk)->backing_format, "qcow2");
     blk_unref(blk);
     if (have_qemu) {
-        assert_int_equal(sh("qemu-img info '%s' | grep -q 'backing file format: qcow2'", img),
+        assert_int_equal(drv_test_sh("qemu-img info '%s' | grep -q 'backing file format: qcow2'", img),
                          0);
-        assert_int_equal(sh("qemu-img check -q '%s'", img), 0);
+        assert_int_equal(drv_test_sh("qemu-img check -q '%s'", img), 0);
     }
 }
 
@@ -862,7 +847,7 @@ static void corrupt_case(void (*mut)(uint8_t *b), int flags, const char *want)
     if (!want) {
         blk_unref(drv_test_open_ok(opts, flags));
         if (have_qemu && !mut) {
-            assert_int_equal(sh("qemu-img check -q '%s'", img), 0);
+            assert_int_equal(drv_test_sh("qemu-img check -q '%s'", img), 0);
         }
         return;
     }
@@ -1009,14 +994,14 @@ static void test_qcow2_dirty_repair(void **state)
     int64_t len;
 
     NEED_QEMU();
-    assert_int_equal(sh("qemu-img create -q -f qcow2 -o lazy_refcounts=on '%s' 2M && qemu-io "
+    assert_int_equal(drv_test_sh("qemu-img create -q -f qcow2 -o lazy_refcounts=on '%s' 2M && qemu-io "
                         "-f qcow2 -c 'write -P 0x5e 0 196608' '%s' >/dev/null", img, img), 0);
     b = read_file(img, &len);
     b[79] |= 1;                                 /* dirty bit */
     memset(b + 2 * 65536 + 3 * 2, 0, 5 * 2);    /* refcounts of clusters 3..7 lost */
     write_file(img, b, (size_t)len);
     free(b);
-    assert_int_not_equal(sh("qemu-img check -q '%s' 2>/dev/null", img), 0);
+    assert_int_not_equal(drv_test_sh("qemu-img check -q '%s' 2>/dev/null", img), 0);
     blk = open_img(img, "", BDRV_O_RDWR);
     memset(pat, 0x6f, sizeof(pat));
     assert_int_equal(blk_pwrite(blk, MiB, sizeof(pat), pat, 0), 0);
@@ -1058,7 +1043,7 @@ static void check_compressed_writes(const char *copts)
     assert_qemu_valid(img, want, 2 * MiB);
     if (have_qemu) {
         /* qemu-img 7.2 lists compressed data without an offset */
-        assert_int_equal(sh("qemu-img map --output=json '%s' | grep -q '\"data\": true}'",
+        assert_int_equal(drv_test_sh("qemu-img map --output=json '%s' | grep -q '\"data\": true}'",
                             img), 0);
     }
     free(want);
@@ -1374,8 +1359,8 @@ static void test_qcow2_reopen_fail_keeps_caches(void **state)
     assert_int_equal(write(fd, limram, (size_t)limram_len), limram_len);
     close(fd);
     if (have_qemu) {
-        assert_int_equal(sh("qemu-img check -q '%s'", img), 0);
-        assert_int_equal(sh("qemu-io -f qcow2 -c 'read -P 0 0 12345' -c 'read -P 0 17345 1M' "
+        assert_int_equal(drv_test_sh("qemu-img check -q '%s'", img), 0);
+        assert_int_equal(drv_test_sh("qemu-io -f qcow2 -c 'read -P 0 0 12345' -c 'read -P 0 17345 1M' "
                             "'%s' >/dev/null", img), 0);
     }
     free(limram);
@@ -1404,7 +1389,7 @@ static void test_qcow2_size_limits(void **state)
     assert_int_equal(blk_pwrite(blk, 132120576 - 512, 512, buf, 0), 0);
     blk_unref(blk);
     if (have_qemu) {
-        assert_int_equal(sh("qemu-img check -q '%s'", img), 0);
+        assert_int_equal(drv_test_sh("qemu-img check -q '%s'", img), 0);
     }
     /* One byte more needs a 4033rd L1 entry. */
     assert_int_equal(create(img, "size=132120577,cluster_size=512,refcount_bits=64", err,
@@ -1570,6 +1555,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qcow2_overlap_data_write, setup, teardown),
     };
 
-    have_qemu = sh("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") == 0;
+    have_qemu = drv_test_sh("command -v qemu-img >/dev/null && command -v qemu-io >/dev/null") == 0;
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -139,20 +139,6 @@ static void test_vpc_discard(void **state)
     free(want);
 }
 
-static int sh(const char *fmt, ...) COBLK_PRINTF(1, 2);
-static int sh(const char *fmt, ...)
-{
-    char cmd[16384];
-    va_list ap;
-    int st;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /*
  * qemu-img (when installed) reads img as want (compare) and, if its vpc
  * driver checks images at all (7.2's does not: exit 63), finds no error.
@@ -161,15 +147,15 @@ static void qemu_agrees(const uint8_t *want, int64_t len)
 {
     int fd, c;
 
-    if (sh("command -v qemu-img >/dev/null") != 0) {
+    if (drv_test_sh("command -v qemu-img >/dev/null") != 0) {
         return;
     }
     fd = open(raw, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     assert_true(fd >= 0);
     assert_int_equal(write(fd, want, (size_t)len), len);
     close(fd);
-    assert_int_equal(sh("qemu-img compare -q -f raw -F vpc '%s' '%s'", raw, img), 0);
-    c = sh("qemu-img check -q -f vpc '%s' 2>/dev/null", img);
+    assert_int_equal(drv_test_sh("qemu-img compare -q -f raw -F vpc '%s' '%s'", raw, img), 0);
+    c = drv_test_sh("qemu-img check -q -f vpc '%s' 2>/dev/null", img);
     assert_true(c == 0 || c == 63);
 }
 

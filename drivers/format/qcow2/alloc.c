@@ -424,6 +424,40 @@ static int coroutine_fn check_data_overlap(BlockDriverState *bs, uint64_t host, 
     return qcow2_check_overlap(bs, QCOW2_OL_INACTIVE_L2, host, len);
 }
 
+/* New clusters in the image file must not hit metadata (a data file has none). Holds s->lock. */
+static int alloc_check_overlap(BlockDriverState *bs, const Qcow2Alloc *a)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    if (a->fill) {
+        return check_data_overlap(bs, a->host, s->cluster_size);
+    }
+    if (!qcow2_has_data_file(s)) {
+        return qcow2_check_overlap(bs, 0, a->host, (uint64_t)a->nb_clusters * s->cluster_size);
+    }
+    return 0;
+}
+
+/*
+ * After the data of allocation a was placed (ret 0) or failed: links the
+ * clusters, or frees the new ones, and ends a. Takes and drops s->lock.
+ */
+static int coroutine_fn alloc_finish(BlockDriverState *bs, Qcow2Alloc *a, int ret)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    co_mutex_lock(&s->lock);
+    if (ret == 0) {
+        ret = alloc_link(bs, a);
+    } else if (!qcow2_has_data_file(s) && !a->fill) {
+        qcow2_free_clusters(bs, a->host, (uint64_t)a->nb_clusters * s->cluster_size,
+                            QCOW2_DISCARD_NEVER);
+    }
+    qcow2_alloc_remove(s, a);
+    co_mutex_unlock(&s->lock);
+    return ret;
+}
+
 int coroutine_fn qcow2_co_pwritev_alloc(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
                                         IOVector *qiov, size_t qiov_offset, unsigned flags)
 {
@@ -444,26 +478,12 @@ int coroutine_fn qcow2_co_pwritev_alloc(BlockDriverState *bs, uint64_t offset, u
                                            qiov_offset, 0);
             }
         } else if (ret == 0) {
-            /* Clusters in the image file must not hit metadata (a data file has none). */
-            if (a.fill) {
-                ret = check_data_overlap(bs, a.host, s->cluster_size);
-            } else if (!qcow2_has_data_file(s)) {
-                ret = qcow2_check_overlap(bs, 0, a.host,
-                                          (uint64_t)a.nb_clusters * s->cluster_size);
-            }
+            ret = alloc_check_overlap(bs, &a);
             co_mutex_unlock(&s->lock);
             if (ret == 0) {
                 ret = alloc_write_data(bs, &a, offset, n, qiov, qiov_offset);
             }
-            co_mutex_lock(&s->lock);
-            if (ret == 0) {
-                ret = alloc_link(bs, &a);
-            } else if (!qcow2_has_data_file(s) && !a.fill) {
-                qcow2_free_clusters(bs, a.host, (uint64_t)a.nb_clusters * s->cluster_size,
-                                    QCOW2_DISCARD_NEVER);
-            }
-            qcow2_alloc_remove(s, &a);
-            co_mutex_unlock(&s->lock);
+            ret = alloc_finish(bs, &a, ret);
         } else {
             co_mutex_unlock(&s->lock);
         }
@@ -504,26 +524,15 @@ static int coroutine_fn copy_range_step(BlockDriverState *bs, uint64_t offset, u
     cow_sizes(s, &a, offset, *n, &head, &tail);
     if (head + tail) {
         ret = -ENOTSUP; /* copy-on-write of the rest of a cluster: not offloaded */
-    } else if (a.fill) {
-        ret = check_data_overlap(bs, a.host, s->cluster_size);
-    } else if (!qcow2_has_data_file(s)) {
-        ret = qcow2_check_overlap(bs, 0, a.host, (uint64_t)a.nb_clusters * s->cluster_size);
+    } else {
+        ret = alloc_check_overlap(bs, &a);
     }
     co_mutex_unlock(&s->lock);
     if (ret == 0) {
         ret = fill(opaque, s->data_file->bs, (int64_t)(a.host + (offset - a.guest_start)),
                    (int64_t)offset, (int64_t)*n);
     }
-    co_mutex_lock(&s->lock);
-    if (ret == 0) {
-        ret = alloc_link(bs, &a);
-    } else if (!qcow2_has_data_file(s) && !a.fill) {
-        qcow2_free_clusters(bs, a.host, (uint64_t)a.nb_clusters * s->cluster_size,
-                            QCOW2_DISCARD_NEVER);
-    }
-    qcow2_alloc_remove(s, &a);
-    co_mutex_unlock(&s->lock);
-    return ret;
+    return alloc_finish(bs, &a, ret);
 }
 
 /*

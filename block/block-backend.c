@@ -8,6 +8,7 @@
  * so a steady stream of requests allocates nothing.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -766,6 +767,12 @@ void blk_aio_cancel(BlockAIOCB *acb)
 {
     AioContext *ctx = acb->blk->ctx;
 
+    if (ctx != aio_context_current() && atomic_load(&ctx->iothread_owned)) {
+        fprintf(stderr, "coblk: blk_aio_cancel() called outside the thread that runs the "
+                "BlockBackend's IOThread; use blk_aio_cancel_async() from a bottom half "
+                "of that context\n");
+        abort();
+    }
     acb->waiters++;
     blk_aio_cancel_async(acb);
     while (!acb->cb_ran) {

@@ -281,7 +281,11 @@ COBLK_API BlockAIOCB *blk_aio_pdiscard(BlockBackend *blk, int64_t offset, int64_
 COBLK_API BlockAIOCB *blk_aio_flush(BlockBackend *blk, BlockCompletionFunc *cb, void *opaque);
 /**
  * Cancels acb and waits until its callback has run (with -ECANCELED if the
- * request had not started, or its real result if it had). Plain code only.
+ * request had not started, or its real result if it had). Plain code only,
+ * in the thread that runs blk's AioContext (as for every blk_aio_* call):
+ * from another thread it aborts with a message, since waiting there would
+ * mean running another thread's loop. Other threads use
+ * blk_aio_cancel_async() through a bottom half of that context.
  */
 COBLK_API void blk_aio_cancel(BlockAIOCB *acb);
 /** Asks for cancellation without waiting; the callback still runs exactly once. */

@@ -16,6 +16,28 @@ for cmd in amend bench check commit compare compact convert create dd geometry i
     "$CIMG" $cmd --no-such-option a.raw >out.txt 2>&1
     [ $? -ne 0 ] && pass "$cmd bad option fails" || fail "$cmd bad option accepted"
 done
+# Every sub-command and flag in qemu-img's own synopsis is in coblk-img's usage line.
+qemu-img --help | sed -n '/^Command syntax/,/^Command parameters/p' | grep '^  [a-z]' >syn.txt
+[ -s syn.txt ] || fail "qemu-img --help printed no command syntax"
+while read -r cmd rest; do
+    "$CIMG" "$cmd" --help >out.txt 2>&1 || { fail "$cmd: no such sub-command"; continue; }
+    missing=""
+    for f in $(echo "$rest" | grep -oE '(--[a-z-]+|-[a-zA-Z])\b' | sort -u); do
+        grep -q -- "$f\b" out.txt || missing="$missing $f"
+    done
+    [ -z "$missing" ] && pass "$cmd usage has qemu-img's flags" ||
+        fail "$cmd usage lacks qemu-img's$missing"
+    # ... and the option parser takes each (with a dummy argument where it has one).
+    refused=""
+    while read -r f a; do
+        "$CIMG" "$cmd" $f ${a:+x} no-such-file >out.txt 2>&1
+        grep -qE 'invalid option|unrecognized option|requires an argument' out.txt &&
+            refused="$refused $f"
+    done < <(echo "$rest" | grep -oE '(--[a-z-]+|-[a-zA-Z])\b([ =][a-z_]+)?' |
+             sed -E 's/[ =]/ /' | sort -u)
+    [ -z "$refused" ] && pass "$cmd takes qemu-img's flags" ||
+        fail "$cmd refuses qemu-img's$refused"
+done <syn.txt
 expect_rc 0 "coblk-img --help" "$CIMG" --help
 expect_rc 1 "unknown command" "$CIMG" frobnicate
 expect_rc 1 "no command" "$CIMG"

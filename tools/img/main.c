@@ -63,9 +63,10 @@ static const ImgCmd img_cmds[] = {
       "Releases zero and discarded blocks of the image in place (as vbox-img compact)." },
     { "convert", img_convert,
       "convert [--object objectdef] [--image-opts] [--target-image-opts] [--target-is-zero] "
-      "[-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] "
-      "[-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-r rate_limit] "
-      "[-m num_coroutines] [-W] filename [filename2 [...]] output_filename",
+      "[--bitmaps [--skip-broken-bitmaps]] [-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] "
+      "[-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] "
+      "[-l snapshot_param] [-S sparse_size] [-r rate_limit] [-m num_coroutines] [-W] "
+      "[--salvage] filename [filename2 [...]] output_filename",
       "Copies (and joins) images into a new image of another format.\n"
       "An output_filename of '-' streams the image to stdout (raw directly; other formats,\n"
       "such as -O vmdk -o subformat=streamOptimized, through a temporary file in $TMPDIR)." },

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "coblk-config.h"
 #include "block/block-int.h"
@@ -622,7 +623,79 @@ out:
     return bs;
 }
 
+/*
+ * snapshot=on (BDRV_O_SNAPSHOT, qemu-io -s): the image opens read-only under
+ * a temporary qcow2 overlay in $TMPDIR (else /var/tmp) that takes every
+ * write. The overlay file is unlinked once open, so it disappears with the
+ * node (or the process) and the image itself is never written.
+ */
+static BlockDriverState *open_temp_snapshot(const char *filename, BlockOpts *options,
+                                            int flags, Error **errp)
+{
+    const char *dir = getenv("TMPDIR");
+    BlockDriverState *base, *bs = NULL;
+    BlockOpts *o = NULL;
+    char tmp[4096], size[32];
+    int64_t len;
+    int fd;
+
+    base = open_node(filename, options, flags & ~BDRV_O_RDWR, 0, NULL, errp);
+    if (!base) {
+        return NULL;
+    }
+    len = bdrv_getlength(base);
+    if (len < 0) {
+        error_setg_errno(errp, (int)-len, "%s: could not get the size for a temporary snapshot",
+                         base->filename);
+        goto out;
+    }
+    if (snprintf(tmp, sizeof(tmp), "%s/coblk-snapshot.XXXXXX",
+                 dir && *dir ? dir : "/var/tmp") >= (int)sizeof(tmp)) {
+        error_setg(errp, "TMPDIR is too long for a temporary snapshot");
+        goto out;
+    }
+    fd = mkstemp(tmp);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "Could not create a temporary snapshot file in '%s'",
+                         dir && *dir ? dir : "/var/tmp");
+        goto out;
+    }
+    close(fd);
+    snprintf(size, sizeof(size), "%lld", (long long)len);
+    o = bopts_new();
+    if (!o || bopts_set(o, "size", size) < 0) {
+        error_setg(errp, "out of memory");
+        bopts_free(o);
+        goto out_unlink;
+    }
+    if (bdrv_create("qcow2", tmp, o, errp) < 0) {
+        goto out_unlink;
+    }
+    o = bopts_new();
+    if (!o || bopts_set(o, "driver", "qcow2") < 0 || bopts_set(o, "file.driver", "file") < 0 ||
+        bopts_set(o, "file.filename", tmp) < 0 || bopts_set(o, "backing", base->node_name) < 0) {
+        error_setg(errp, "out of memory");
+        bopts_free(o);
+        goto out_unlink;
+    }
+    bs = open_node(NULL, o, flags & ~BDRV_O_UNTRUSTED, 0, NULL, errp);
+out_unlink:
+    unlink(tmp);
+out:
+    bdrv_unref(base); /* the overlay holds its own reference */
+    return bs;
+}
+
 BlockDriverState *bdrv_open(const char *filename, BlockOpts *options, int flags, Error **errp)
 {
+    bool snapshot = false;
+
+    if (options && bopts_take_bool(options, "snapshot", false, &snapshot, errp) < 0) {
+        bopts_free(options);
+        return NULL;
+    }
+    if (snapshot || (flags & BDRV_O_SNAPSHOT)) {
+        return open_temp_snapshot(filename, options, flags & ~BDRV_O_SNAPSHOT, errp);
+    }
     return open_node(filename, options, flags, 0, NULL, errp);
 }

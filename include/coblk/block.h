@@ -37,6 +37,7 @@ typedef struct BlockAIOCB BlockAIOCB;
 /** Open flags (bdrv_open / blk_new_open). Options override them. */
 enum {
     BDRV_O_RDWR = 0x0002,          /**< open read-write */
+    BDRV_O_SNAPSHOT = 0x0008,      /**< snapshot=on: writes go to a temporary overlay */
     BDRV_O_NOCACHE = 0x0020,       /**< cache.direct=on: O_DIRECT on files */
     BDRV_O_NO_FLUSH = 0x0200,      /**< cache.no-flush=on: flushes are no-ops */
     BDRV_O_COPY_ON_READ = 0x0400,  /**< copy backing data into the top image on read */

@@ -37,6 +37,22 @@ run_both "length info map alloc" -f raw -c 'length' -c 'info' -c 'map' -c 'alloc
     -c 'alloc 4k'
 run_both "truncate" -f raw -c 'truncate 2M' -c 'length' -c 'write -P 1 1536k 4k' \
     -c 'truncate 1M' -c 'length'
+# Snapshot mode: writes go to a temporary overlay; the image is unchanged (the
+# images must stay identical to base.raw, which run_both checks between them).
+run_both "snapshot mode -s" -s -f raw -c 'write -P 8 0 8k' -c 'read -P 8 0 8k' \
+    -c 'read -P 0 8k 4k' -c 'info' -c 'length'
+cmp -s c.raw base.raw && pass "-s leaves the image unchanged" || fail "-s wrote the image"
+run_both "snapshot mode -s -r" -s -r -f raw -c 'write -P 8 0 8k' -c 'read -P 0 0 8k'
+cp base.raw q.raw
+cp base.raw c.raw
+qemu-io -c 'open -s -o driver=raw q.raw' -c 'write -P 2 0 4k' -c 'read -P 2 0 4k' -c 'close' \
+    -c 'open -o driver=raw q.raw' -c 'read -P 0 0 4k' >q.out 2>&1
+"$CIO" -c 'open -s -o driver=raw c.raw' -c 'write -P 2 0 4k' -c 'read -P 2 0 4k' -c 'close' \
+    -c 'open -o driver=raw c.raw' -c 'read -P 0 0 4k' >c.out 2>&1
+norm_io q.out >q.n; norm_io c.out >c.n
+same_output "open -s: output" q.n c.n
+grep -q 'Pattern verification failed' c.out && fail "open -s wrote the image" ||
+    pass "open -s: the image reads back unchanged"
 run_both "sigraise SIGTERM" -f raw -c 'write -P 1 0 4k' -c 'sigraise 15' -c 'write -P 2 0 4k'
 run_both "sigraise bad arguments" -f raw -c 'sigraise 999' -c 'sigraise abc' -c 'sigraise -1' \
     -c 'sigraise 65' -c 'sigraise 0' -c 'help sigraise' -c 'length'

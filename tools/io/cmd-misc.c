@@ -322,7 +322,7 @@ int io_help_f(BlockBackend *blk, int argc, char **argv)
         printf("command %s not found\n", argv[1]);
         return -EINVAL;
     }
-    printf("%s %s -- %s\n", c->name, c->args, c->oneline);
+    printf("%s %s%s-- %s\n", c->name, c->args, c->args[0] ? " " : "", c->oneline);
     if (c->help) {
         c->help();
     }
@@ -356,9 +356,7 @@ int io_open_f(BlockBackend *blk, int argc, char **argv)
         case 'i': aio = optarg; break;
         case 'U': flags |= BDRV_O_FORCE_SHARE; break;
         case 'd': discard = optarg; break;
-        case 's':
-            printf("-s (snapshot mode) is not supported by coblk-io\n");
-            return -ENOTSUP;
+        case 's': flags |= BDRV_O_SNAPSHOT; break;
         case 't':
             if (strcmp(optarg, "none") == 0) {
                 flags |= BDRV_O_NOCACHE;

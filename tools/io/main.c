@@ -61,7 +61,7 @@ static const IoCmd io_cmds[] = {
       NULL },
     { "map", NULL, io_map_f, 0, 0, true, "", "prints the allocated areas of a file", NULL },
     { "open", "o", io_open_f, 1, -1, false,
-      "[-rCnkU] [-t cache] [-d discard] [-i aio] [-o options] [path]",
+      "[-rsCnkU] [-t cache] [-d discard] [-i aio] [-o options] [path]",
       "open the file specified by path", NULL },
     { "remove_break", NULL, io_remove_break_f, 1, 1, true, "tag",
       "remove a breakpoint by tag", NULL },
@@ -341,8 +341,8 @@ static int parse_main(int argc, char **argv, MainOpts *m)
             }
             break;
         case 's':
-            fprintf(stderr, "coblk-io: -s (snapshot mode) is not supported\n");
-            return -1;
+            m->flags |= BDRV_O_SNAPSHOT;
+            break;
         case 'O':
             if (img_object_add(optarg) < 0) {
                 return -1;

@@ -322,7 +322,9 @@ int io_help_f(BlockBackend *blk, int argc, char **argv)
         printf("command %s not found\n", argv[1]);
         return -EINVAL;
     }
-    printf("%s %s%s-- %s\n", c->name, c->args, c->args[0] ? " " : "", c->oneline);
+    /* "name args -- text"; args of " " (map) give qemu-io's two spaces. */
+    printf("%s %s%s-- %s\n", c->name, c->args, c->args[0] && c->args[0] != ' ' ? " " : "",
+           c->oneline);
     if (c->help) {
         c->help();
     }

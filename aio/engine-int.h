@@ -14,6 +14,16 @@
 
 #if COBLK_HAVE_IO_URING
 extern const AioEngineOps aio_engine_io_uring_ops;
+
+/*
+ * Test hook: io_uring engines created after this call treat the
+ * IORING_SETUP_* bits in flags as refused by the kernel (as an older kernel
+ * would, with -EINVAL) and fall back to the next set of setup flags.
+ * 0 restores the default.
+ */
+void aio_io_uring_refuse_setup_flags(unsigned flags);
+/* The IORING_SETUP_* flags io_uring engine e's ring runs with. */
+unsigned aio_io_uring_setup_flags(AioEngine *e);
 #endif
 #if COBLK_HAVE_LIBAIO
 extern const AioEngineOps aio_engine_linux_aio_ops;

@@ -8,6 +8,13 @@
  * many in flight as the CQ holds) wait on a backlog. Completions are reaped
  * by an fd handler on the ring fd, whose poll callback looks at the CQ
  * without a system call so that busy polling sees them.
+ *
+ * The ring runs with COOP_TASKRUN: completion task_work (posting the CQE of
+ * an interrupt-completed request, freeing a request an io-wq worker
+ * finished) no longer interrupts the thread with an IPI; it runs at the
+ * thread's next system call. TASKRUN_FLAG tells us when such work waits, so
+ * busy polling enters the kernel for it instead of spinning past it; a
+ * sleeping thread is still woken for it.
  */
 #include <assert.h>
 #include <errno.h>
@@ -37,6 +44,44 @@ typedef struct UringEngine {
     unsigned cq_entries;
     AioBH *retry_bh;        /* resubmits after -EAGAIN with nothing in flight */
 } UringEngine;
+
+/*
+ * Setup flags tried in order: the first set the kernel accepts wins.
+ * SUBMIT_ALL (5.18) keeps a batch going past a request that fails at submit;
+ * COOP_TASKRUN and TASKRUN_FLAG (5.19) are explained at the top.
+ */
+static const unsigned uring_setup_flags[] = {
+    IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+    IORING_SETUP_SUBMIT_ALL,
+    0,
+};
+
+/* Setup flags treated as refused by the kernel (test hook, see engine-int.h). */
+static _Atomic unsigned uring_refused_flags;
+
+void aio_io_uring_refuse_setup_flags(unsigned flags)
+{
+    uring_refused_flags = flags;
+}
+
+/*
+ * The flags to treat as refused: the test hook's, plus those of
+ * $COBLK_IO_URING_REFUSE (a number, e.g. 0x300 for COOP_TASKRUN|TASKRUN_FLAG),
+ * so that a benchmark can compare ring setups without a rebuild.
+ */
+static unsigned uring_refused(void)
+{
+    const char *env = getenv("COBLK_IO_URING_REFUSE");
+
+    return uring_refused_flags | (env ? (unsigned)strtoul(env, NULL, 0) : 0);
+}
+
+unsigned aio_io_uring_setup_flags(AioEngine *e)
+{
+    UringEngine *s = e->priv_state;
+
+    return s->ring.flags;
+}
 
 static void uring_prep(struct io_uring_sqe *sqe, AioIoReq *req)
 {
@@ -189,11 +234,17 @@ static void uring_reap(void *opaque)
     }
 }
 
+/*
+ * Busy-poll callback: CQEs are ready, or completion task_work waits for a
+ * system call (TASKRUN_FLAG); uring_reap's io_uring_peek_cqe() enters the
+ * kernel to run it when the CQ is empty.
+ */
 static bool uring_poll(void *opaque)
 {
     UringEngine *s = ((AioEngine *)opaque)->priv_state;
 
-    return io_uring_cq_ready(&s->ring) > 0;
+    return io_uring_cq_ready(&s->ring) > 0 ||
+           (IO_URING_READ_ONCE(*s->ring.sq.kflags) & IORING_SQ_TASKRUN);
 }
 
 /* Fails unless the kernel knows every opcode the engine issues. */
@@ -222,14 +273,16 @@ static int uring_probe_ops(struct io_uring *ring, Error **errp)
 
 static int uring_ring_init(UringEngine *s, Error **errp)
 {
-    struct io_uring_params p = { .flags = IORING_SETUP_SUBMIT_ALL };
-    int ret;
+    size_t n = sizeof(uring_setup_flags) / sizeof(uring_setup_flags[0]);
+    unsigned refused = uring_refused();
+    struct io_uring_params p;
+    int ret = -EINVAL;
 
-    ret = io_uring_queue_init_params(URING_ENTRIES, &s->ring, &p);
-
-    if (ret == -EINVAL) {
-        /* Kernels before 5.18 refuse SUBMIT_ALL; the engine copes without it. */
-        p = (struct io_uring_params){ 0 };
+    for (size_t i = 0; i < n && ret == -EINVAL; i++) {
+        p = (struct io_uring_params){ .flags = uring_setup_flags[i] };
+        if (p.flags & refused) {
+            continue; /* as the kernel would: -EINVAL for an unknown flag */
+        }
         ret = io_uring_queue_init_params(URING_ENTRIES, &s->ring, &p);
     }
     if (ret < 0) {

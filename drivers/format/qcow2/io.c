@@ -143,6 +143,10 @@ int coroutine_fn qcow2_read_guest_buf(BlockDriverState *bs, uint64_t offset, uin
             ret = bdrv_co_preadv_part(s->data_file, (int64_t)host, (int64_t)n, qiov, qoff, 0);
             break;
         case QCOW2_MAP_COMPRESSED:
+            if (!b && n < bytes && qcow2_cread_parallel(s, bytes)) {
+                /* More clusters follow: inflate them in parallel. */
+                return qcow2_read_compressed_parallel(bs, offset, bytes, qiov, qoff);
+            }
             ret = read_compressed(bs, host, offset, n, qiov, qoff, b);
             break;
         }

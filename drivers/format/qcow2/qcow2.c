@@ -6,7 +6,11 @@
  * cache-size, cache-clean-interval (seconds, default 600, 0 = off),
  * overlap-check (none|constant|cached|all, default cached), lazy-refcounts,
  * pass-discard-request, pass-discard-snapshot, pass-discard-other, and the
- * data-file child (data-file.* or a node reference).
+ * data-file child (data-file.* or a node reference). coblk's own:
+ * compressed-cache-size (bytes of decompressed clusters kept for reads of
+ * compressed clusters, 0 = none, at most 1 GiB and 65536 clusters; default
+ * 4 MiB, 4..64 clusters) and compress-workers (clusters compressed or
+ * inflated at once per node, 1..16; default 2 per CPU).
  */
 #include <errno.h>
 #include <libgen.h>
@@ -24,7 +28,7 @@
 static const char *const qcow2_option_names[] = {
     "l2-cache-size", "refcount-cache-size", "cache-size", "cache-clean-interval",
     "overlap-check", "lazy-refcounts", "pass-discard-request", "pass-discard-snapshot",
-    "pass-discard-other", "data-file", NULL,
+    "pass-discard-other", "data-file", "compressed-cache-size", "compress-workers", NULL,
 };
 
 static int qcow2_probe(const uint8_t *buf, int buf_size, const char *filename)
@@ -38,6 +42,45 @@ static int qcow2_probe(const uint8_t *buf, int buf_size, const char *filename)
 
 /* ---------------------------------------------------------------------- */
 /* Options */
+
+/* compressed-cache-size and compress-workers; ranges checked here, the entry count at open. */
+static int take_compress_opts(BlockOpts *o, Qcow2Opts *q, Error **errp)
+{
+    int r1 = bopts_take_size(o, "compressed-cache-size", 0, &q->dcache_bytes, errp);
+    int r2 = r1 < 0 ? -1 : bopts_take_uint64(o, "compress-workers", 0, &q->workers, errp);
+
+    if (r1 < 0 || r2 < 0) {
+        return -EINVAL;
+    }
+    q->has_dcache = r1 > 0;
+    q->has_workers = r2 > 0;
+    if (q->dcache_bytes > QCOW2_DCACHE_MAX_BYTES) {
+        error_setg(errp, "qcow2: compressed-cache-size %llu exceeds the limit %llu",
+                   (unsigned long long)q->dcache_bytes, QCOW2_DCACHE_MAX_BYTES);
+        return -EINVAL;
+    }
+    if (q->has_workers && (q->workers < 1 || q->workers > QCOW2_CSLOTS_MAX)) {
+        error_setg(errp, "qcow2: compress-workers %llu is out of range 1..%d",
+                   (unsigned long long)q->workers, QCOW2_CSLOTS_MAX);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* The number of cached clusters the options give for this image's cluster size. */
+static int check_dcache_entries(BlockDriverState *bs, const Qcow2Opts *q, Error **errp)
+{
+    uint64_t cs = ((BDRVQcow2State *)bs->opaque)->cluster_size;
+
+    if (q->has_dcache && q->dcache_bytes / cs > QCOW2_DCACHE_MAX_ENTRIES) {
+        error_setg(errp, "qcow2: '%s': compressed-cache-size %llu holds %llu clusters of %llu "
+                   "bytes, more than the limit %d", bs->filename,
+                   (unsigned long long)q->dcache_bytes, (unsigned long long)(q->dcache_bytes / cs),
+                   (unsigned long long)cs, QCOW2_DCACHE_MAX_ENTRIES);
+        return -EINVAL;
+    }
+    return 0;
+}
 
 
 static int take_opts(BlockDriverState *bs, BlockOpts *o, int flags, Qcow2Opts *q, Error **errp)
@@ -62,7 +105,7 @@ static int take_opts(BlockDriverState *bs, BlockOpts *o, int flags, Qcow2Opts *q
         return -EINVAL;
     }
     r1 = bopts_take_bool(o, "lazy-refcounts", false, &q->lazy, errp);
-    if (r1 < 0 ||
+    if (r1 < 0 || take_compress_opts(o, q, errp) < 0 ||
         bopts_take_bool(o, "pass-discard-request", !!(flags & BDRV_O_UNMAP),
                         &q->discard_request, errp) < 0 ||
         bopts_take_bool(o, "pass-discard-snapshot", true, &q->discard_snapshot, errp) < 0 ||
@@ -322,6 +365,7 @@ static void qcow2_close_state(BlockDriverState *bs)
     free(s->pending_free);
     s->pending_free = NULL;
     qcow2_cstate_free(s);
+    qcow2_dcache_free(s);
     qcow2_bufpool_destroy(s);
     qcow2_free_header_state(s);
 }
@@ -350,9 +394,15 @@ static int qcow2_open(BlockDriverState *bs, BlockOpts *options, int flags, Error
         goto fail;
     }
     ret = setup_caches(bs, s, &q, errp);
+    if (ret == 0) {
+        ret = check_dcache_entries(bs, &q, errp);
+    }
     if (ret < 0) {
         goto fail;
     }
+    s->dcache_set = q.has_dcache;
+    s->dcache_bytes = q.dcache_bytes;
+    s->compress_workers = (int)q.workers;
     qcow2_bufpool_init(s);
     ret = open_data_file(bs, options, flags, errp);
     if (ret < 0) {
@@ -629,8 +679,9 @@ static int reopen_stage_caches(BlockDriverState *bs, const Qcow2Opts *q, Error *
 /*
  * Runtime options may change (overlap-check, pass-discard-*, lazy-refcounts,
  * cache-clean-interval, and the cache sizes l2-cache-size,
- * refcount-cache-size, cache-size; options left out take their defaults,
- * as at open, except that the caches keep their size unless one is given). Going read-only writes all metadata first; going read-write
+ * refcount-cache-size, cache-size, compressed-cache-size, compress-workers;
+ * options left out take their defaults, as at open, except that the caches
+ * and compress-workers keep their size unless one is given). Going read-only writes all metadata first; going read-write
  * is refused for corrupt or dirty images, as at open.
  */
 static int qcow2_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags,
@@ -668,7 +719,10 @@ static int qcow2_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int ne
             return ret;
         }
     }
-    ret = reopen_stage_caches(bs, &q, errp);
+    ret = check_dcache_entries(bs, &q, errp);
+    if (ret == 0) {
+        ret = reopen_stage_caches(bs, &q, errp);
+    }
     if (ret < 0) {
         return ret;
     }
@@ -701,6 +755,32 @@ static void reopen_swap_caches(BlockDriverState *bs)
 }
 
 /*
+ * Sets compressed-cache-size and compress-workers (the cache and the slots
+ * are dropped and come back at their new size on first use). Nothing may be
+ * in use: the node is drained, but if it is not, the old sizes stay.
+ */
+static void set_compress_opts(BlockDriverState *bs, bool dc_set, uint64_t dc_bytes,
+                              int workers)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    if (dc_set == s->dcache_set && dc_bytes == s->dcache_bytes &&
+        workers == s->compress_workers) {
+        return;
+    }
+    if (!qcow2_dcache_idle(s) || !qcow2_cstate_idle(s)) {
+        coblk_warn("qcow2: '%s': compressed clusters in use, keeping the old "
+                   "compressed-cache-size and compress-workers", bs->filename);
+        return;
+    }
+    qcow2_dcache_free(s);
+    qcow2_cstate_free(s);
+    s->dcache_set = dc_set;
+    s->dcache_bytes = dc_bytes;
+    s->compress_workers = workers;
+}
+
+/*
  * Keeps the runtime state the first commit of a reopen changes: if a later
  * step fails, the block layer puts the old mode back with a second
  * prepare/commit without options (which would leave the new cache sizes and
@@ -722,6 +802,9 @@ static void reopen_save_undo(BDRVQcow2State *s)
         .discard_other = s->discard_other,
         .lazy = s->use_lazy_refcounts,
         .clean_interval = s->cache_clean_interval,
+        .dcache_set = s->dcache_set,
+        .dcache_bytes = s->dcache_bytes,
+        .workers = s->compress_workers,
     };
 }
 
@@ -738,6 +821,9 @@ static void qcow2_reopen_commit(BlockDriverState *bs)
         s->bitmaps_pending = true;
     }
     reopen_swap_caches(bs);
+    set_compress_opts(bs, q->has_dcache || s->dcache_set,
+                      q->has_dcache ? q->dcache_bytes : s->dcache_bytes,
+                      q->has_workers ? (int)q->workers : s->compress_workers);
     s->overlap_check = q->overlap;
     s->discard_request = q->discard_request;
     s->discard_snapshot = q->discard_snapshot;
@@ -796,6 +882,7 @@ static void qcow2_reopen_finish(BlockDriverState *bs, bool undo)
         start_clean_timer(bs);
     }
     reopen_restore_caches(bs, u.l2_n, u.rc_n);
+    set_compress_opts(bs, u.dcache_set, u.dcache_bytes, u.workers);
 }
 
 static void qcow2_reopen_abort(BlockDriverState *bs)

@@ -13,7 +13,8 @@
  *   alloc.c     allocating writes: in-flight allocations, COW of partial clusters
  *   io.c        read, write, write-zeroes, discard, flush, block status
  *   compress.c  zlib / zstd cluster compression codecs
- *   compress-pool.c  compression on worker threads, decompressed-cluster cache
+ *   compress-pool.c  compression on worker threads (slots)
+ *   cread.c     compressed reads: decompressed-cluster cache, parallel inflation
  *   create.c    image creation and the create option list
  *   resize.c    truncate (grow and shrink), preallocation
  *   overlap.c   metadata overlap checks and the corrupt bit
@@ -246,6 +247,8 @@ typedef struct Qcow2Opts {
     bool has_l2, has_rc, has_cache, lazy, has_lazy;
     bool discard_request, discard_snapshot, discard_other;
     int overlap;
+    uint64_t dcache_bytes, workers;     /* compressed-cache-size, compress-workers */
+    bool has_dcache, has_workers;
 } Qcow2Opts;
 
 /*
@@ -258,6 +261,9 @@ typedef struct Qcow2ReopenUndo {
     int overlap;
     bool discard_request, discard_snapshot, discard_other, lazy;
     uint64_t clean_interval;
+    bool dcache_set;            /* compressed-cache-size given, and its value */
+    uint64_t dcache_bytes;
+    int workers;                /* compress-workers */
 } Qcow2ReopenUndo;
 
 /* ---------------------------------------------------------------------- */
@@ -354,7 +360,11 @@ typedef struct BDRVQcow2State {
     bool discard_other;                 /* pass-discard-other */
     int overlap_check;                  /* QCOW2_OL_* mask */
     bool corrupt_signalled;
-    struct Qcow2CState *cstate;         /* compression workers and cache (compress-pool.c) */
+    struct Qcow2CState *cstate;         /* compression slots (compress-pool.c) */
+    struct Qcow2DCache *dcache;         /* decompressed clusters (cread.c) */
+    uint64_t dcache_bytes;              /* compressed-cache-size, if dcache_set */
+    bool dcache_set;
+    int compress_workers;               /* compress-workers, 0 = default */
     Qcow2Opts reopen_opts;              /* staged by reopen_prepare */
     bool reopen_to_rw;                  /* staged by reopen_prepare */
     bool bitmaps_pending;               /* read-write again: load bitmaps at the next write */
@@ -768,6 +778,11 @@ typedef struct Qcow2CSlot {
     Qcow2CJob job;
 } Qcow2CSlot;
 
+/* Limits of the runtime options compress-workers and compressed-cache-size. */
+#define QCOW2_CSLOTS_MAX 16
+#define QCOW2_DCACHE_MAX_BYTES (1ULL << 30)
+#define QCOW2_DCACHE_MAX_ENTRIES 65536
+
 /* Takes a free slot, waiting while all are in use; NULL if none can be allocated. */
 Qcow2CSlot *coroutine_fn qcow2_cslot_get(BlockDriverState *bs);
 void qcow2_cslot_put(BlockDriverState *bs, Qcow2CSlot *slot);
@@ -778,9 +793,13 @@ void qcow2_cslot_put(BlockDriverState *bs, Qcow2CSlot *slot);
  */
 ssize_t coroutine_fn qcow2_co_compress(BlockDriverState *bs, Qcow2CSlot *slot,
                                        const uint8_t *src);
-/* Decompresses clen bytes of slot->cbuf into dst (a cluster), on a worker thread. */
-int coroutine_fn qcow2_co_decompress(BlockDriverState *bs, Qcow2CSlot *slot, size_t clen,
-                                     uint8_t *dst);
+/* Inflates clen bytes of cbuf into dst (a cluster) with codec, on a worker thread. */
+int coroutine_fn qcow2_co_inflate(BlockDriverState *bs, Qcow2Codec *codec, const uint8_t *cbuf,
+                                  size_t clen, uint8_t *dst);
+/* True if (de)compression goes to worker threads (clusters of 8 KiB and more). */
+bool qcow2_compress_offloaded(const BDRVQcow2State *s);
+/* True if no slot is in use (a reopen may then drop them). */
+bool qcow2_cstate_idle(const BDRVQcow2State *s);
 /*
  * Reads [offset, offset + n) (within one cluster) of the compressed cluster
  * whose data is clen bytes at host offset coff, through the cache of
@@ -794,6 +813,18 @@ int coroutine_fn qcow2_read_compressed_cached(BlockDriverState *bs, uint64_t cof
 /* Forgets cached clusters whose compressed data lies in the host cluster at off. */
 void qcow2_dcache_invalidate(BDRVQcow2State *s, uint64_t host_cluster);
 void qcow2_dcache_clear(BDRVQcow2State *s);
+/* cread.c: clusters the cache holds with the current options; true if none is filling. */
+uint64_t qcow2_dcache_entries(const BDRVQcow2State *s);
+bool qcow2_dcache_idle(const BDRVQcow2State *s);
+void qcow2_dcache_free(BDRVQcow2State *s);
+/* True if a compressed read of bytes is worth spreading over several coroutines. */
+bool qcow2_cread_parallel(BDRVQcow2State *s, uint64_t bytes);
+/*
+ * Reads [offset, offset + bytes) one cluster per coroutine, up to
+ * compress-workers at once, so that compressed clusters inflate in parallel.
+ */
+int coroutine_fn qcow2_read_compressed_parallel(BlockDriverState *bs, uint64_t offset,
+                                                uint64_t bytes, IOVector *qiov, size_t qoff);
 /* Parallel clusters per compressed write request. */
 int qcow2_compress_workers(BDRVQcow2State *s);
 void qcow2_cstate_free(BDRVQcow2State *s);

@@ -139,7 +139,8 @@ fi
 # The coblk side of a compressed row: image options, with COPTS (the I/O engine goes
 # there too: with --image-opts, -i would be an option of the qcow2 node).
 cimg() {
-    echo "--image-opts driver=qcow2${COPTS:+,$COPTS},file.driver=file,file.aio=io_uring,file.filename=$1"
+    local o="driver=qcow2${COPTS:+,$COPTS},file.driver=file,file.aio=io_uring"
+    echo "--image-opts $o,file.filename=$1"
 }
 
 # IOPS of one fio run through the coblk engine: randread 4k qd32 on image $1 with driver $2.
@@ -223,13 +224,13 @@ for r in $ROWS; do
     crand) row "4b compressed read 4k, ws ${CSIZE}M > cache: coblk / qemu" 4 \
         "iops_bench $CRAND_COUNT $CBENCH $CBOPTS -s 4k -S $SCATTER -c $CRAND_COUNT \
          \$(cimg $DIR/c.qcow2)" \
-        "iops_bench $CRAND_COUNT qemu-img bench $CBOPTS -i io_uring -s 4k -S $SCATTER -c $CRAND_COUNT \
-         -f qcow2 $DIR/c.qcow2" ;;
+        "iops_bench $CRAND_COUNT qemu-img bench $CBOPTS -i io_uring -s 4k -S $SCATTER \
+         -c $CRAND_COUNT -f qcow2 $DIR/c.qcow2" ;;
     crandhot) row "4c compressed read 4k, ws 2M in cache: coblk / qemu" 4 \
         "iops_bench $CRAND_COUNT $CBENCH $CBOPTS -s 4k -S $SCATTER -c $CRAND_COUNT \
          \$(cimg $DIR/chot.qcow2)" \
-        "iops_bench $CRAND_COUNT qemu-img bench $CBOPTS -i io_uring -s 4k -S $SCATTER -c $CRAND_COUNT \
-         -f qcow2 $DIR/chot.qcow2" ;;
+        "iops_bench $CRAND_COUNT qemu-img bench $CBOPTS -i io_uring -s 4k -S $SCATTER \
+         -c $CRAND_COUNT -f qcow2 $DIR/chot.qcow2" ;;
     *) echo "run-qcow2: unknown row $r" >&2; exit 1 ;;
     esac
 done

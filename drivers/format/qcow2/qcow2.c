@@ -681,7 +681,8 @@ static int reopen_stage_caches(BlockDriverState *bs, const Qcow2Opts *q, Error *
  * cache-clean-interval, and the cache sizes l2-cache-size,
  * refcount-cache-size, cache-size, compressed-cache-size, compress-workers;
  * options left out take their defaults, as at open, except that the caches
- * and compress-workers keep their size unless one is given). Going read-only writes all metadata first; going read-write
+ * and compress-workers keep their size unless one is given). Going read-only
+ * writes all metadata first; going read-write
  * is refused for corrupt or dirty images, as at open.
  */
 static int qcow2_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags,

@@ -23,7 +23,7 @@
  * Crash safety: a new slot's data is written and the map entry that points
  * at it is set in memory only; the dirty map sectors (fmt-util.h, FmtDirty)
  * are written at the next guest flush, close, reopen read-only, resize,
- * discard, check, or after VDI_DIRTY_LIMIT allocations: the header's new
+ * discard, check, or when the pending set is full: the header's new
  * count is written, then one flush (data and count stable), then the map
  * sectors, then (a guest flush) one more. So a guest flush costs two flushes
  * however many blocks it allocated, and no entry on disk points at a slot
@@ -44,6 +44,7 @@
 #include "block/block-int.h"
 #include "drivers/drivers.h"
 #include "block/bytes.h"
+#include "drivers/format/fmt-grow.h"
 #include "drivers/format/fmt-util.h"
 
 #define VDI_SIGNATURE 0xbeda107fu
@@ -85,8 +86,16 @@ enum {
 };
 
 #define VDI_COMMENT_MAX 256
-/* Allocations whose map entries may wait for a flush (128 MiB of new blocks). */
-#define VDI_DIRTY_LIMIT 128u
+/*
+ * Allocations whose map entries may wait for a flush: no count of its own,
+ * the pending set (FMT_DIRTY_MAX map sectors of 128 entries) bounds them. A
+ * commit costs a flush of every data write before it, which stalled
+ * sequential allocating writes every 128 MiB when this was 128; entries not
+ * yet written at a crash lose only writes no guest flush covered.
+ */
+#define VDI_DIRTY_LIMIT UINT_MAX
+/* The file is grown this far past a new block (fmt-grow.h): 16 blocks per grow. */
+#define VDI_GROW_STEP (16u * VDI_BLOCK_SIZE)
 
 typedef struct BDRVVdiState {
     uint8_t hdr[VDI_HDR_BUF];   /* first sector of the file, as on disk */
@@ -102,6 +111,7 @@ typedef struct BDRVVdiState {
     bool corrupt;               /* map entries out of range or shared: no allocation */
     bool modified;              /* the modification UUID was renewed since open */
     FmtDirty dirty;             /* map sectors changed in memory, not yet in the file */
+    FmtGrow grow;               /* the file grown ahead of new slots (alloc_lock) */
     CoRwlock lock;              /* I/O shared; slot release / moves exclusive */
     CoMutex alloc_lock;         /* one allocation at a time */
 } BDRVVdiState;
@@ -190,6 +200,19 @@ static int coroutine_fn vdi_commit(BlockDriverState *bs, bool sync)
         return ret;
     }
     return fmt_co_dirty_commit(bs, &s->dirty, vdi_write_map_sector, sync);
+}
+
+/*
+ * Cuts the file grown ahead of new slots back to the end of the last one,
+ * where the paths that move slots, resize or repair expect it. The cut
+ * part holds no counted slot. Callers hold alloc_lock or the lock
+ * exclusively.
+ */
+static int coroutine_fn vdi_trim(BlockDriverState *bs)
+{
+    BDRVVdiState *s = bs->opaque;
+
+    return fmt_co_grow_trim(bs->file, &s->grow, (uint64_t)vdi_slot_offset(s, s->allocated));
 }
 
 /* ---------------------------------------------------------------------- */
@@ -357,7 +380,11 @@ static int coroutine_fn vdi_co_read_meta(BlockDriverState *bs, BDRVVdiState *s,
         return ret;
     }
     vdi_build_owner(s);
-    return 0;
+    ret = fmt_co_grow_init(bs->file, &s->grow, VDI_GROW_STEP, s->block_size, PREALLOC_MODE_OFF);
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "Could not get the size of '%s'", bs->filename);
+    }
+    return ret;
 }
 
 typedef struct VdiOpenCo {
@@ -394,6 +421,7 @@ static int64_t coroutine_fn vdi_commit_co(void *opaque)
 
     co_rwlock_wrlock(&s->lock);
     ret = vdi_commit(bs, true);
+    ret = ret ? ret : vdi_trim(bs);
     co_rwlock_unlock(&s->lock);
     return ret;
 }
@@ -402,9 +430,11 @@ static void vdi_close(BlockDriverState *bs)
 {
     BDRVVdiState *s = bs->opaque;
 
-    if (s->map && s->dirty.n && bdrv_run_co(bs->aio_context, vdi_commit_co, bs) < 0) {
-        coblk_warn("vdi: '%s': writing the block map failed at close: the blocks allocated "
-                   "since the last flush are lost (leaked)", bs->filename);
+    if (s->map && (s->dirty.n || s->grow.grown) &&
+        bdrv_run_co(bs->aio_context, vdi_commit_co, bs) < 0) {
+        coblk_warn("vdi: '%s': writing the block map or trimming the file failed at close: "
+                   "the blocks allocated since the last flush may be lost (leaked)",
+                   bs->filename);
     }
     free(s->map);
     free(s->owner);
@@ -432,6 +462,9 @@ static int vdi_open(BlockDriverState *bs, BlockOpts *options, int flags, Error *
         vdi_close(bs);
         return ret;
     }
+    /* A tail past the last slot (a crash while grown ahead) is cut at close. */
+    s->grow.grown = !bs->read_only && s->type == VDI_TYPE_DYNAMIC &&
+                    s->grow.file_len > (uint64_t)vdi_slot_offset(s, s->allocated);
     if (s->corrupt && !bs->read_only) {
         coblk_warn("vdi: '%s': the block map has shared or out-of-range entries; writes that "
                    "allocate fail until 'check -r all' repairs it", bs->filename);
@@ -534,22 +567,28 @@ static int coroutine_fn vdi_mark_modified(BlockDriverState *bs)
 }
 
 /*
- * Gives block a new slot at the end of the data and writes the chunk there
- * (zeroes around it). Called with alloc_lock held.
+ * Gives block a new slot at the end of the data, reading as zeroes, and
+ * returns it in *slot: the file is grown VDI_GROW_STEP ahead (fmt-grow.h),
+ * so a slot in the part grown since open already reads as zeroes; any other
+ * is zeroed first. The entry is set in memory at once (its sector is written
+ * at the next commit): the caller writes its data into the slot after
+ * dropping alloc_lock, in parallel with the other writes. Until then the
+ * slot reads as zeroes, as the unallocated block did, so a reader or a
+ * commit that sees the entry early sees the block's old content. Called
+ * with alloc_lock held.
  */
-static int coroutine_fn vdi_alloc_write(BlockDriverState *bs, uint32_t block, uint32_t in_block,
-                                        int64_t n, IOVector *qiov, size_t qiov_offset)
+static int coroutine_fn vdi_alloc_slot(BlockDriverState *bs, uint32_t block, uint32_t *slot)
 {
     BDRVVdiState *s = bs->opaque;
-    uint32_t slot = s->allocated;
-    int64_t at = vdi_slot_offset(s, slot);
-    int64_t tail = (int64_t)s->block_size - in_block - n;
+    uint32_t e = s->allocated;
+    int64_t at = vdi_slot_offset(s, e);
+    uint64_t end = (uint64_t)at + s->block_size, unzeroed;
     int ret;
 
     if (s->corrupt) {
         return -EIO;
     }
-    if (slot >= s->blocks) {
+    if (e >= s->blocks) {
         return -EIO; /* unreachable while the invariant holds */
     }
     if (fmt_dirty_full(&s->dirty, 1)) {
@@ -558,22 +597,25 @@ static int coroutine_fn vdi_alloc_write(BlockDriverState *bs, uint32_t block, ui
             return ret;
         }
     }
-    ret = in_block ? bdrv_co_pwrite_zeroes(bs->file, at, in_block, 0) : 0;
-    if (ret == 0) {
-        ret = bdrv_co_pwritev_part(bs->file, at + in_block, n, qiov, qiov_offset, 0);
-    }
-    if (ret == 0 && tail) {
-        ret = bdrv_co_pwrite_zeroes(bs->file, at + in_block + n, tail, 0);
-    }
+    ret = fmt_co_grow_to(bs->file, &s->grow, end, (uint64_t)vdi_slot_offset(s, s->blocks));
     if (ret < 0) {
         return ret;
     }
+    unzeroed = fmt_grow_unzeroed(&s->grow, (uint64_t)at, end);
+    if (unzeroed) {
+        ret = bdrv_co_pwrite_zeroes(bs->file, at, (int64_t)unzeroed, 0);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    fmt_grow_written(&s->grow, end);
     /* In memory now; the count and the entry reach the file at the next commit. */
-    st_le32(s->hdr + VDI_OFF_ALLOCATED, slot + 1);
-    s->allocated = slot + 1;
-    s->owner[slot] = block;
-    vdi_set_entry(s, block, slot);
+    st_le32(s->hdr + VDI_OFF_ALLOCATED, e + 1);
+    s->allocated = e + 1;
+    s->owner[e] = block;
+    vdi_set_entry(s, block, e);
     fmt_dirty_add(&s->dirty, (uint64_t)block * 4 / VDI_SECTOR);
+    *slot = e;
     return 0;
 }
 
@@ -582,17 +624,18 @@ static int coroutine_fn vdi_write_chunk(BlockDriverState *bs, uint32_t block, ui
 {
     BDRVVdiState *s = bs->opaque;
     uint32_t e = vdi_entry(s, block);
-    int ret;
+    int ret = 0;
 
     if (e == VDI_FREE || e == VDI_ZERO) {
         co_mutex_lock(&s->alloc_lock);
         e = vdi_entry(s, block);
         if (e == VDI_FREE || e == VDI_ZERO) {
-            ret = vdi_alloc_write(bs, block, in_block, n, qiov, qiov_offset);
-            co_mutex_unlock(&s->alloc_lock);
-            return ret;
+            ret = vdi_alloc_slot(bs, block, &e);
         }
         co_mutex_unlock(&s->alloc_lock);
+        if (ret < 0) {
+            return ret;
+        }
     }
     if (!vdi_is_slot(s, e)) {
         return -EIO;
@@ -645,8 +688,9 @@ static int coroutine_fn vdi_copy_slot(BlockDriverState *bs, uint32_t from, uint3
 
 /*
  * Fills the unreferenced slots below allocated with the highest used ones,
- * then lowers the count and shrinks the file. The caller flushed the map
- * that unreferenced the holes. Called with the lock held exclusively.
+ * then lowers the count and shrinks the file (its grown tail first). The
+ * caller flushed the map that unreferenced the holes. Called with the lock
+ * held exclusively.
  */
 static int coroutine_fn vdi_fill_holes(BlockDriverState *bs, BlockProgressFn *progress,
                                        void *opaque)
@@ -654,7 +698,11 @@ static int coroutine_fn vdi_fill_holes(BlockDriverState *bs, BlockProgressFn *pr
     BDRVVdiState *s = bs->opaque;
     uint32_t lo = 0, hi = s->allocated, moved = 0;
     uint8_t *buf = NULL;
-    int ret = 0;
+    int ret = vdi_trim(bs);
+
+    if (ret < 0) {
+        return ret;
+    }
 
     for (;;) {
         while (lo < hi && s->owner[lo] != VDI_FREE) {
@@ -699,6 +747,11 @@ static int coroutine_fn vdi_fill_holes(BlockDriverState *bs, BlockProgressFn *pr
     }
 out:
     free(buf);
+    if (moved || hi != s->allocated || ret < 0) {
+        int r = fmt_co_grow_reset(bs->file, &s->grow);
+
+        ret = ret ? ret : r;
+    }
     return ret;
 }
 
@@ -1181,6 +1234,7 @@ static int coroutine_fn vdi_co_truncate(BlockDriverState *bs, int64_t offset, bo
     co_rwlock_wrlock(&s->lock);
     /* The resize rewrites and moves the map: nothing may be pending. */
     ret = vdi_commit(bs, false);
+    ret = ret ? ret : vdi_trim(bs); /* the resize paths expect the file to end at the last slot */
     if (ret < 0) {
         co_rwlock_unlock(&s->lock);
         error_setg_errno(errp, ret, "vdi: could not write the block map of '%s'", bs->filename);
@@ -1202,6 +1256,11 @@ static int coroutine_fn vdi_co_truncate(BlockDriverState *bs, int64_t offset, bo
     }
     if (ret < 0) {
         vdi_reload(bs);
+    } else {
+        ret = fmt_co_grow_reset(bs->file, &s->grow);
+        if (ret < 0) {
+            error_setg_errno(errp, ret, "Could not get the size of '%s'", bs->filename);
+        }
     }
     co_rwlock_unlock(&s->lock);
     return ret;
@@ -1313,6 +1372,7 @@ static int coroutine_fn vdi_co_check(BlockDriverState *bs, BdrvCheckResult *res,
     }
     co_rwlock_wrlock(&s->lock);
     ret = vdi_commit(bs, false); /* repairs rewrite the map whole */
+    ret = ret ? ret : vdi_trim(bs);
     if (ret < 0) {
         res->check_errors++;
         co_rwlock_unlock(&s->lock);

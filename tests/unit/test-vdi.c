@@ -37,12 +37,17 @@ static BlockBackend *open_vdi(int flags)
     return drv_test_open_image("vdi", img, flags);
 }
 
-static int64_t file_size(void)
+static int64_t file_size_of(const char *path)
 {
     struct stat st;
 
-    assert_int_equal(stat(img, &st), 0);
+    assert_int_equal(stat(path, &st), 0);
     return st.st_size;
+}
+
+static int64_t file_size(void)
+{
+    return file_size_of(img);
 }
 
 static void test_vdi_create_and_rw(void **state)
@@ -65,10 +70,12 @@ static void test_vdi_create_and_rw(void **state)
     assert_memory_equal(buf, want, 3 * MiB);
     drv_test_pattern(want + MiB - 1000, 5000, 9);
     assert_int_equal(blk_pwrite(blk, MiB - 1000, 5000, want + MiB - 1000, 0), 0);
-    assert_int_equal(file_size(), 1024 + 2 * MiB);
+    /* Grown ahead of the next slots (up to the last block) while open; trimmed at close. */
+    assert_int_equal(file_size(), 1024 + 5 * MiB);
     assert_int_equal(blk_pread(blk, 0, 3 * MiB, buf, 0), 0);
     assert_memory_equal(buf, want, 3 * MiB);
     blk_unref(blk);
+    assert_int_equal(file_size(), 1024 + 2 * MiB);
 
     blk = open_vdi(0);
     assert_int_equal(blk_pread(blk, 0, 3 * MiB, buf, 0), 0);
@@ -294,13 +301,81 @@ static void test_vdi_discard_and_zeroes(void **state)
     /* Written again after release: a new slot at the end. */
     assert_int_equal(blk_pwrite(blk, MiB, 4 * 4096, want, 0), 0);
     memcpy(want + MiB, want, 4 * 4096);
-    assert_int_equal(file_size(), 1024 + 3 * MiB);
+    assert_int_equal(file_size(), 1024 + 4 * MiB); /* grown ahead */
     blk_unref(blk);
+    assert_int_equal(file_size(), 1024 + 3 * MiB); /* trimmed at close */
 
     blk = open_vdi(0);
     assert_int_equal(blk_pread(blk, 0, 4 * MiB, buf, 0), 0);
     assert_memory_equal(buf, want, 4 * MiB);
     blk_unref(blk);
+    free(want);
+    free(buf);
+}
+
+/* qemu-img check's exit status on path (77: no qemu-img). */
+static int qemu_check(const char *path)
+{
+    if (drv_test_sh("qemu-img --version >/dev/null 2>&1") != 0) {
+        return 77;
+    }
+    return drv_test_sh("qemu-img check -q -f vdi '%s'", path);
+}
+
+/*
+ * A power cut while the file is grown ahead (before the trim at close): the
+ * file is longer than its last slot. qemu-img check and ours accept it; the
+ * next allocation reuses the tail, zeroing what the write does not cover
+ * (the tail may hold data of slots whose entries never reached the map),
+ * and the close trims it.
+ */
+static void test_vdi_crash_after_grow(void **state)
+{
+    uint8_t *want = calloc(1, 8 * MiB), *buf = malloc(8 * MiB), junk[4096];
+    char copy[4200];
+    BdrvCheckResult res = { 0 };
+    BlockBackend *blk;
+    int fd, st;
+
+    snprintf(copy, sizeof(copy), "%s.cut", img);
+    assert_int_equal(create("size=8M", NULL, 0), 0);
+    blk = open_vdi(BDRV_O_RDWR);
+    drv_test_pattern(want + 512, 65536, 3);
+    assert_int_equal(blk_pwrite(blk, 512, 65536, want + 512, 0), 0);
+    assert_int_equal(blk_flush(blk), 0);
+    /* Data of a second block, never flushed: its entry stays in memory. */
+    drv_test_pattern(buf, MiB, 4);
+    assert_int_equal(blk_pwrite(blk, 5 * MiB, MiB, buf, 0), 0);
+    assert_int_equal(drv_test_sh("cp --sparse=always '%s' '%s'", img, copy), 0);
+    blk_unref(blk);
+
+    /* The cut image: grown to its last block, one slot counted and mapped. */
+    assert_int_equal(file_size_of(copy), 1024 + 8 * MiB);
+    st = qemu_check(copy);
+    assert_true(st == 0 || st == 77);
+    /* Junk where the next slot goes (the unflushed block's data is there already). */
+    fd = open(copy, O_WRONLY);
+    assert_true(fd >= 0);
+    memset(junk, 0xa5, sizeof(junk));
+    assert_int_equal(pwrite(fd, junk, sizeof(junk), 1024 + MiB + MiB - 4096), 4096);
+    close(fd);
+
+    blk = drv_test_open_image("vdi", copy, BDRV_O_RDWR);
+    assert_int_equal(bdrv_check(blk_bs(blk), &res, BDRV_FIX_NONE), 0);
+    assert_int_equal(res.corruptions + res.leaks, 0);
+    drv_test_pattern(want + 3 * MiB + 4096, 8192, 5);
+    assert_int_equal(blk_pwrite(blk, 3 * MiB + 4096, 8192, want + 3 * MiB + 4096, 0), 0);
+    assert_int_equal(blk_pread(blk, 0, 8 * MiB, buf, 0), 0);
+    assert_memory_equal(buf, want, 8 * MiB);
+    blk_unref(blk);
+    assert_int_equal(file_size_of(copy), 1024 + 2 * MiB); /* trimmed to the second slot */
+    st = qemu_check(copy);
+    assert_true(st == 0 || st == 77);
+    blk = drv_test_open_image("vdi", copy, 0);
+    assert_int_equal(blk_pread(blk, 0, 8 * MiB, buf, 0), 0);
+    assert_memory_equal(buf, want, 8 * MiB);
+    blk_unref(blk);
+    unlink(copy);
     free(want);
     free(buf);
 }
@@ -359,6 +434,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vdi_uuid_geometry_comment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vdi_discard_and_zeroes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vdi_compact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vdi_crash_after_grow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vdi_probe, setup, teardown),
     };
 

@@ -74,6 +74,12 @@ void fmt_grow_written(FmtGrow *g, uint64_t to)
     }
 }
 
+void fmt_grow_truncated(FmtGrow *g, uint64_t len)
+{
+    g->file_len = len;
+    g->zero_from = g->zero_from < len ? g->zero_from : len;
+}
+
 int coroutine_fn fmt_co_grow_trim(BdrvChild *file, FmtGrow *g, uint64_t keep)
 {
     int ret;

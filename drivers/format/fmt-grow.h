@@ -65,6 +65,9 @@ void fmt_grow_written(FmtGrow *g, uint64_t to);
  */
 int coroutine_fn fmt_co_grow_trim(BdrvChild *file, FmtGrow *g, uint64_t keep);
 
+/** The driver set the file's length to len itself (a cut, a copy past the end). */
+void fmt_grow_truncated(FmtGrow *g, uint64_t len);
+
 /**
  * Something else changed the file's length (a resize, a repair): reads it
  * again; nothing past it is known to read zero. Returns 0 or -errno.

@@ -386,9 +386,137 @@ static void test_parallels_reuse_discarded(void **state)
     drv_test_pattern(want + 15 * CL, CL, 35);
     assert_int_equal(blk_pwrite(blk, 15 * CL, CL, want + 15 * CL, 0), 0);
     assert_int_equal(host_cl(blk, 15), 13);
-    assert_int_equal(img_size(), full - 2 * CL);
+    assert_true(img_size() > full - 2 * CL); /* grown ahead (prealloc-size) while open */
     blk_unref(blk);
+    assert_int_equal(img_size(), full - 2 * CL); /* trimmed at close */
     assert_image(want, NCL * CL);
+    free(want);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Growing the file ahead of new clusters (prealloc-mode, prealloc-size) */
+
+static BlockBackend *open_prealloc(const char *extra, int flags)
+{
+    char opts[8192];
+
+    snprintf(opts, sizeof(opts), "driver=parallels,file.driver=file,file.filename=%s%s", img,
+             extra);
+    return drv_test_open_ok(opts, flags);
+}
+
+/*
+ * prealloc-size grows the file that far past a new cluster (in clusters, at
+ * most to the last cluster the BAT maps), once per step: the next clusters
+ * land inside it. prealloc-mode=truncate grows it sparse, falloc allocates
+ * it; the close trims it to the last cluster. Bad values are refused.
+ */
+static void test_parallels_alloc_prealloc_opts(void **state)
+{
+    enum { CL = 64 * KiB, DOFF = CL }; /* 16 MiB image: BAT of 256 entries, data at 1 cluster */
+    uint8_t *want = calloc(1, 16 * MiB);
+    Error *err = NULL;
+    BlockOpts *o = bopts_new();
+    BlockBackend *blk;
+    struct stat st;
+
+    assert_int_equal(drv_test_create("parallels", img, "size=16M,cluster_size=64k", NULL, 0), 0);
+    blk = open_prealloc(",prealloc-mode=truncate,prealloc-size=1M", BDRV_O_RDWR);
+    drv_test_pattern(want, 3 * CL, 41);
+    assert_int_equal(blk_pwrite(blk, 0, CL, want, 0), 0);
+    assert_int_equal(img_size(), DOFF + CL + MiB);
+    assert_int_equal(stat(img, &st), 0);
+    assert_true(st.st_blocks * 512 < DOFF + CL + MiB / 2); /* sparse */
+    assert_int_equal(blk_pwrite(blk, CL, 2 * CL, want + CL, 0), 0);
+    assert_int_equal(img_size(), DOFF + CL + MiB); /* inside the step: no grow */
+    drv_test_pattern(want + 15 * MiB, 64 * KiB, 42);
+    assert_int_equal(blk_pwrite(blk, 15 * MiB, 64 * KiB, want + 15 * MiB, 0), 0);
+    assert_int_equal(img_size(), DOFF + CL + MiB);
+    for (int i = 0; i < 16; i++) { /* 16 more clusters: the 14th passes the end, one grow */
+        assert_int_equal(blk_pwrite(blk, MiB + i * CL, CL, want + MiB + i * CL, 0), 0);
+    }
+    assert_int_equal(img_size(), DOFF + 18 * CL + MiB);
+    blk_unref(blk);
+    assert_int_equal(img_size(), DOFF + 20 * CL);
+    assert_image(want, 16 * MiB);
+
+    /* falloc (the default): the grown part is allocated; the default step is capped. */
+    blk = open_prealloc(",prealloc-size=2M", BDRV_O_RDWR);
+    assert_int_equal(blk_pwrite(blk, 2 * MiB, CL, want + 2 * MiB, 0), 0);
+    assert_int_equal(img_size(), DOFF + 21 * CL + 2 * MiB);
+    assert_int_equal(stat(img, &st), 0);
+    assert_true(st.st_blocks * 512 >= 21 * CL + 2 * MiB); /* the clusters and the grown part */
+    blk_unref(blk);
+    assert_int_equal(img_size(), DOFF + 21 * CL);
+    blk = open_prealloc("", BDRV_O_RDWR);
+    assert_int_equal(blk_pwrite(blk, 4 * MiB, CL, want + 4 * MiB, 0), 0);
+    assert_int_equal(img_size(), DOFF + 256 * CL); /* 128 MiB capped at the BAT's last */
+    blk_unref(blk);
+    assert_int_equal(img_size(), DOFF + 22 * CL);
+    assert_image(want, 16 * MiB);
+
+    assert_int_equal(bopts_parse_keyval(o, "driver=parallels,file.driver=file,"
+                                        "prealloc-mode=full", NULL, NULL), 0);
+    assert_int_equal(bopts_set(o, "file.filename", img), 0);
+    assert_null(bdrv_open(NULL, o, BDRV_O_RDWR, &err));
+    assert_non_null(strstr(error_get_pretty(err), "prealloc-mode"));
+    error_free(err);
+    free(want);
+}
+
+/*
+ * A power cut while the file is grown ahead (before the trim at close):
+ * the image is marked in use and ends past its last cluster. qemu-img check
+ * reports exactly that (the in_use mark, and the tail as leaked space, no
+ * other corruption) and `check -r all` repairs it; coblk's read-write open
+ * repairs it too (the tail is cut), after which qemu-img check finds nothing
+ * and the data reads back.
+ */
+static void test_parallels_alloc_crash_grown(void **state)
+{
+    enum { CL = 64 * KiB, DOFF = CL };
+    uint8_t *want = calloc(1, 16 * MiB);
+    char cut[4200], out[8192];
+    BlockBackend *blk;
+    FILE *f;
+    size_t n;
+
+    snprintf(cut, sizeof(cut), "%s.cut", img);
+    assert_int_equal(drv_test_create("parallels", img, "size=16M,cluster_size=64k", NULL, 0), 0);
+    blk = open_prealloc(",prealloc-size=4M", BDRV_O_RDWR);
+    drv_test_pattern(want + 3 * CL + 512, 4096, 51);
+    assert_int_equal(blk_pwrite(blk, 3 * CL + 512, 4096, want + 3 * CL + 512, 0), 0);
+    assert_int_equal(blk_flush(blk), 0);
+    assert_int_equal(drv_test_sh("cp --sparse=always '%s' '%s'", img, cut), 0);
+    blk_unref(blk);
+    assert_int_equal(img_size(), DOFF + CL);
+
+    strcpy(img + strlen(img), ".cut"); /* the helpers below work on img */
+    assert_int_equal(img_size(), DOFF + CL + 4 * MiB);
+    if (have_qemu) {
+        snprintf(out, sizeof(out), "qemu-img check -f parallels '%s' 2>&1", img);
+        f = popen(out, "r");
+        assert_non_null(f);
+        n = fread(out, 1, sizeof(out) - 1, f);
+        out[n] = '\0';
+        assert_int_equal(WEXITSTATUS(pclose(f)), 2);
+        assert_non_null(strstr(out, "not closed correctly"));
+        assert_non_null(strstr(out, "leaked"));
+        assert_non_null(strstr(out, "1 errors were found"));
+        assert_int_equal(drv_test_sh("cp '%s' '%s.q'", img, img), 0);
+        assert_int_equal(drv_test_sh("qemu-img check -q -r all -f parallels '%s.q' >/dev/null"
+                                     " 2>&1", img), 0);
+        assert_int_equal(drv_test_sh("qemu-img check -q -f parallels '%s.q'", img), 0);
+        assert_int_equal(drv_test_sh("qemu-img compare -q -f parallels -F parallels '%s.q' '%s'",
+                                     img, img), 0);
+        assert_int_equal(drv_test_sh("rm -f '%s.q'", img), 0);
+    }
+    blk = open_prealloc("", BDRV_O_RDWR); /* repaired at open */
+    assert_int_equal(img_size(), DOFF + CL);
+    blk_unref(blk);
+    assert_image(want, 16 * MiB);
+    unlink(img);
+    img[strlen(img) - 4] = '\0';
     free(want);
 }
 
@@ -396,6 +524,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_parallels_alloc_o1_flushes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parallels_alloc_prealloc_opts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parallels_alloc_crash_grown, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallels_alloc_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallels_alloc_discard_resize_reopen, setup,
                                         teardown),

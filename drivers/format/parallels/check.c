@@ -63,12 +63,12 @@ static void prl_check_entries(BlockDriverState *bs, PrlCheck *c, BdrvCheckResult
         if (e == 0) {
             continue;
         }
-        if (host < s->data_off || host >= s->file_len) {
+        if (host < s->data_off || host >= s->grow.file_len) {
             bdrv_check_report(res, "parallels: %s cluster %u is outside the image (offset %llu, "
                               "data area %llu..%llu)", fix & BDRV_FIX_ERRORS ? "Repairing" :
                               "ERROR", i, (unsigned long long)host,
                               (unsigned long long)s->data_off,
-                              (unsigned long long)s->file_len);
+                              (unsigned long long)s->grow.file_len);
             res->corruptions++;
             if (fix & BDRV_FIX_ERRORS) {
                 prl_set_entry(s, i, 0);
@@ -161,9 +161,10 @@ static int coroutine_fn prl_relocate(BlockDriverState *bs, PrlCheck *c, BdrvChec
         }
         newv[r] = (uint32_t)(to / s->unit);
         s->data_end = to + s->cluster_size;
-        if (s->data_end > s->file_len) {
-            s->file_len = s->data_end;
+        if (s->data_end > s->grow.file_len) {
+            fmt_grow_truncated(&s->grow, s->data_end);
         }
+        fmt_grow_written(&s->grow, s->data_end);
     }
     if (ret == 0) {
         ret = bdrv_co_flush(bs->file->bs); /* copies durable before the BAT points at them */
@@ -188,10 +189,10 @@ static int coroutine_fn prl_check_leak(BlockDriverState *bs, BdrvCheckResult *re
     uint64_t extra, n;
     int ret;
 
-    if (s->file_len <= s->data_end) {
+    if (s->grow.file_len <= s->data_end) {
         return 0;
     }
-    extra = s->file_len - s->data_end;
+    extra = s->grow.file_len - s->data_end;
     n = div_round_up_u64(extra, s->cluster_size);
     n = n > INT_MAX / 2 ? INT_MAX / 2 : n;
     bdrv_check_report(res, "parallels: %s space leaked at the end of the image: %llu bytes",
@@ -204,7 +205,7 @@ static int coroutine_fn prl_check_leak(BlockDriverState *bs, BdrvCheckResult *re
     if (ret < 0) {
         return ret;
     }
-    s->file_len = s->data_end;
+    fmt_grow_truncated(&s->grow, s->data_end);
     res->leaks_fixed += (int)n;
     return 0;
 }
@@ -244,7 +245,7 @@ int coroutine_fn prl_do_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCh
     if (bs->read_only) {
         fix = BDRV_FIX_NONE;
     }
-    s->file_len = (uint64_t)len;
+    fmt_grow_truncated(&s->grow, (uint64_t)len);
     c.uses = malloc(((size_t)s->bat_entries + s->n_ext_clusters + 1) * sizeof(PrlUse));
     c.reloc = malloc(((size_t)s->bat_entries + 1) * 4);
     if (!c.uses || !c.reloc) {
@@ -292,7 +293,9 @@ int coroutine_fn prl_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCh
 
     co_rwlock_wrlock(&s->lock);
     co_mutex_lock(&s->alloc_lock);
-    ret = prl_do_check(bs, res, fix);
+    /* The tail grown ahead of new clusters is not a leak: cut it first. */
+    ret = fmt_co_grow_trim(bs->file, &s->grow, s->data_end);
+    ret = ret ? ret : prl_do_check(bs, res, fix);
     co_mutex_unlock(&s->alloc_lock);
     co_rwlock_unlock(&s->lock);
     return ret;

@@ -163,12 +163,12 @@ static int coroutine_fn prl_release(BlockDriverState *bs, const uint32_t *old, u
     }
     prl_scan_bat(s); /* data_end: the end of the last cluster still used */
     prl_trim_free(s); /* free clusters past it go with the tail */
-    if (s->file_len <= s->data_end) {
+    if (s->grow.file_len <= s->data_end) {
         return 0;
     }
     if (bdrv_co_truncate(bs->file, (int64_t)s->data_end, true, PREALLOC_MODE_OFF, 0,
                          NULL) == 0) {
-        s->file_len = s->data_end;
+        fmt_grow_truncated(&s->grow, s->data_end);
     }
     return 0;
 }

@@ -46,7 +46,7 @@
 /* A cluster offset that obeys the rules of BAT clusters. */
 static bool prl_ext_cluster_ok(const BDRVParallelsState *s, uint64_t host)
 {
-    return host >= s->data_off && host < s->file_len &&
+    return host >= s->data_off && host < s->grow.file_len &&
            (host - s->data_off) % s->cluster_size == 0;
 }
 
@@ -58,7 +58,7 @@ static int prl_ext_add(BlockDriverState *bs, uint64_t host, const char *what, Er
         error_setg(errp, "'%s': %s at offset %llu is not a cluster of the data area (data "
                    "offset %llu, cluster size %llu, file size %llu)", bs->filename, what,
                    (unsigned long long)host, (unsigned long long)s->data_off,
-                   (unsigned long long)s->cluster_size, (unsigned long long)s->file_len);
+                   (unsigned long long)s->cluster_size, (unsigned long long)s->grow.file_len);
         return -EINVAL;
     }
     /* Bounded: the L1 tables all lie inside the one extension cluster. */
@@ -187,7 +187,7 @@ int coroutine_fn prl_ext_load(BlockDriverState *bs, uint64_t ext_off, Error **er
         error_setg(errp, "out of memory");
         return -ENOMEM;
     }
-    avail = s->file_len - host < s->cluster_size ? s->file_len - host : s->cluster_size;
+    avail = s->grow.file_len - host < s->cluster_size ? s->grow.file_len - host : s->cluster_size;
     ret = fmt_co_pread(bs->file, (int64_t)host, (int64_t)avail, buf);
     if (ret < 0) {
         error_setg_errno(errp, ret, "Could not read the Format Extension of '%s'",

@@ -105,12 +105,13 @@ int coroutine_fn prl_prepare_change(BlockDriverState *bs)
 
 /*
  * Writes len bytes at host that guest offset guest would read if the
- * cluster were unallocated: the backing file's data, or zeroes (only below
- * old_len: past it the extended file already reads zero).
+ * cluster were unallocated: the backing file's data, or zeroes (only where
+ * the file does not read as zeroes already: fmt-grow.h).
  */
 static int coroutine_fn prl_fill(BlockDriverState *bs, uint64_t host, int64_t guest,
-                                 uint64_t len, uint64_t old_len)
+                                 uint64_t len)
 {
+    BDRVParallelsState *s = bs->opaque;
     IOVector v;
     uint8_t *buf;
     int ret;
@@ -119,13 +120,8 @@ static int coroutine_fn prl_fill(BlockDriverState *bs, uint64_t host, int64_t gu
         return 0;
     }
     if (!bs->backing) {
-        if (host >= old_len) {
-            return 0;
-        }
-        if (host + len > old_len) {
-            len = old_len - host;
-        }
-        return bdrv_co_pwrite_zeroes(bs->file, (int64_t)host, (int64_t)len, 0);
+        len = fmt_grow_unzeroed(&s->grow, host, host + len);
+        return len ? bdrv_co_pwrite_zeroes(bs->file, (int64_t)host, (int64_t)len, 0) : 0;
     }
     buf = malloc(len);
     if (!buf) {
@@ -194,35 +190,34 @@ int coroutine_fn prl_co_flush_to_os(BlockDriverState *bs)
 /*
  * Writes new clusters [host, host + span) for guest offset guest: len
  * request bytes at in, the rest of the span as an unallocated cluster
- * reads (zeroes or the backing file's data); extends the file first if
- * they reach past its end.
+ * reads (zeroes or the backing file's data). When they reach past the end
+ * of the file it is grown prealloc_size past them first (fmt-grow.h), so
+ * the next allocations neither extend it nor write zeroes.
  */
 static int coroutine_fn prl_alloc_fill(BlockDriverState *bs, uint64_t host, uint64_t span,
                                        int64_t guest, uint64_t in, uint64_t len,
-                                       IOVector *qiov, size_t qiov_offset, uint64_t old_len)
+                                       IOVector *qiov, size_t qiov_offset)
 {
     BDRVParallelsState *s = bs->opaque;
     uint64_t end = host + span;
+    uint64_t max = s->data_off + (uint64_t)s->bat_entries * s->cluster_size;
     int ret;
 
     BLKDBG_EVENT(bs->file, BLKDBG_CLUSTER_ALLOC);
-    if (end > s->file_len) {
-        ret = bdrv_co_truncate(bs->file, (int64_t)end, true, PREALLOC_MODE_OFF, 0, NULL);
-        if (ret < 0) {
-            return ret;
-        }
-        s->file_len = end;
+    ret = fmt_co_grow_to(bs->file, &s->grow, end, max > end ? max : end);
+    if (ret < 0) {
+        return ret;
     }
-    ret = prl_fill(bs, host, guest, in, old_len);
+    ret = prl_fill(bs, host, guest, in);
     if (ret == 0) {
         BLKDBG_EVENT(bs->file, BLKDBG_WRITE_AIO);
         ret = bdrv_co_pwritev_part(bs->file, (int64_t)(host + in), (int64_t)len, qiov,
                                    qiov_offset, 0);
     }
     if (ret == 0) {
-        ret = prl_fill(bs, host + in + len, guest + (int64_t)(in + len), span - in - len,
-                       old_len);
+        ret = prl_fill(bs, host + in + len, guest + (int64_t)(in + len), span - in - len);
     }
+    fmt_grow_written(&s->grow, end); /* even on failure: the clusters may hold some data */
     return ret;
 }
 
@@ -237,7 +232,7 @@ static int64_t coroutine_fn prl_alloc_write(BlockDriverState *bs, uint32_t idx, 
                                             size_t qiov_offset)
 {
     BDRVParallelsState *s = bs->opaque;
-    uint64_t host = prl_next_cluster(s), span, old_len = s->file_len, end, len;
+    uint64_t host = prl_next_cluster(s), span, end, len;
     int64_t guest = (int64_t)((uint64_t)idx * s->cluster_size);
     bool reused;
     int ret = prl_alloc_room(bs, idx, k);
@@ -252,7 +247,7 @@ static int64_t coroutine_fn prl_alloc_write(BlockDriverState *bs, uint32_t idx, 
     if ((host + span - s->cluster_size) / s->unit > UINT32_MAX) {
         return -ENOSPC; /* the BAT cannot address it (never for a reused cluster) */
     }
-    ret = prl_alloc_fill(bs, host, span, guest, in, len, qiov, qiov_offset, old_len);
+    ret = prl_alloc_fill(bs, host, span, guest, in, len, qiov, qiov_offset);
     if (ret < 0) {
         if (reused) {
             prl_put_free(s, host);

@@ -205,7 +205,7 @@ void prl_scan_bat(BDRVParallelsState *s)
         if (e == 0) {
             continue;
         }
-        if (host < s->data_off || host >= s->file_len ||
+        if (host < s->data_off || host >= s->grow.file_len ||
             (host - s->data_off) % s->cluster_size) {
             s->corrupt = true;
             continue;
@@ -235,8 +235,8 @@ static int coroutine_fn prl_read_meta(BlockDriverState *bs, BDRVParallelsState *
         error_setg_errno(errp, (int)len, "Could not get the size of '%s'", bs->filename);
         return (int)len;
     }
-    s->file_len = (uint64_t)len;
-    if (s->file_len < PRL_HEADER_SIZE) {
+    s->grow.file_len = (uint64_t)len;
+    if (s->grow.file_len < PRL_HEADER_SIZE) {
         error_setg(errp, "'%s' is too short for a parallels header (%lld bytes)", bs->filename,
                    (long long)len);
         return -EINVAL;
@@ -248,7 +248,14 @@ static int coroutine_fn prl_read_meta(BlockDriverState *bs, BDRVParallelsState *
     }
     ret = prl_check_geometry(bs, s, h, errp);
     if (ret == 0) {
-        ret = prl_check_data_off(bs, s, h, s->file_len, errp);
+        ret = prl_check_data_off(bs, s, h, s->grow.file_len, errp);
+    }
+    if (ret == 0) {
+        ret = fmt_co_grow_init(bs->file, &s->grow, s->prealloc_size, s->cluster_size,
+                               s->prealloc_mode);
+        if (ret < 0) {
+            error_setg_errno(errp, ret, "Could not get the size of '%s'", bs->filename);
+        }
     }
     if (ret < 0) {
         return ret;
@@ -403,12 +410,34 @@ static void prl_free(BDRVParallelsState *s)
     prl_ext_free(s);
 }
 
+/*
+ * The open options QEMU's parallels driver takes, same names and defaults:
+ * prealloc-mode (falloc: grow with fallocate; truncate: sparse) and
+ * prealloc-size (how far the file is grown past a new cluster; 0: not).
+ */
+static int prl_take_opts(BDRVParallelsState *s, BlockOpts *options, Error **errp)
+{
+    static const char *const modes[] = { "falloc", "truncate" };
+    int mode;
+
+    if (bopts_take_enum(options, "prealloc-mode", modes, 2, 0, &mode, errp) < 0 ||
+        bopts_take_size(options, "prealloc-size", PRL_PREALLOC_SIZE, &s->prealloc_size,
+                        errp) < 0) {
+        return -EINVAL;
+    }
+    s->prealloc_mode = mode == 0 ? PREALLOC_MODE_FALLOC : PREALLOC_MODE_OFF;
+    return 0;
+}
+
 static int prl_open(BlockDriverState *bs, BlockOpts *options, int flags, Error **errp)
 {
     BDRVParallelsState *s = bs->opaque;
     PrlOpenCo o = { bs, errp };
-    int ret;
+    int ret = prl_take_opts(s, options, errp);
 
+    if (ret < 0) {
+        return ret;
+    }
     co_rwlock_init(&s->lock);
     co_mutex_init(&s->alloc_lock);
     fmt_defer_init(&s->bat_dirty);
@@ -437,6 +466,8 @@ static int64_t coroutine_fn prl_mark_closed_co(void *opaque)
     co_mutex_lock(&s->alloc_lock);
     ret = prl_commit_bat(bs); /* data, then the BAT entries of new clusters */
     ret = ret ? ret : bdrv_co_flush(bs->file->bs);
+    /* The tail grown ahead of new clusters goes before the header says "closed". */
+    ret = ret ? ret : fmt_co_grow_trim(bs->file, &s->grow, s->data_end);
     if (ret == 0 && !s->unclean) {
         st_le32(s->meta + PRL_OFF_INUSE, PRL_INUSE_CLOSED);
         ret = prl_write_header(bs);

@@ -25,6 +25,7 @@
 
 #include "block/bytes.h"
 #include "drivers/format/fmt-defer.h"
+#include "drivers/format/fmt-grow.h"
 
 #define PRL_MAGIC "WithoutFreeSpace"
 #define PRL_MAGIC_EXT "WithouFreSpacExt"
@@ -45,6 +46,8 @@
  */
 #define PRL_MAX_TRACKS (1u << 17)
 #define PRL_MAX_BAT_ENTRIES (1u << 24)
+/* Default of the open option prealloc-size (QEMU's): the file grows 128 MiB at a time. */
+#define PRL_PREALLOC_SIZE (128ULL << 20)
 /* At most this many free clusters are remembered for reuse (discard.c); more stay unused. */
 #define PRL_MAX_FREE (1u << 16)
 
@@ -72,7 +75,6 @@ typedef struct BDRVParallelsState {
     uint64_t unit;              /* bytes per BAT entry unit: 512 or cluster_size */
     uint64_t data_off;          /* start of the data area, bytes */
     uint64_t data_end;          /* end of the last used cluster (>= data_off) */
-    uint64_t file_len;          /* file length known to the driver */
     uint64_t disk_size;         /* guest size, bytes */
     bool ext_format;            /* "WithouFreSpacExt" */
     bool unclean;               /* in_use said "open" and no check has repaired it */
@@ -88,6 +90,15 @@ typedef struct BDRVParallelsState {
     uint32_t *free_cl;
     uint32_t n_free;
     FmtDefer bat_dirty;         /* BAT sectors ahead of the file (new clusters), io.c */
+    /*
+     * The file, grown ahead of new clusters (fmt-grow.h; grow.file_len is its
+     * length as known to the driver) by prealloc_size bytes with
+     * prealloc_mode (the open options prealloc-size and prealloc-mode, as
+     * QEMU's), and trimmed to data_end at close and before a check.
+     */
+    FmtGrow grow;
+    uint64_t prealloc_size;
+    PreallocMode prealloc_mode;
     CoRwlock lock;              /* I/O shared; check, grow exclusive */
     CoMutex alloc_lock;         /* allocations and metadata writes, one at a time */
 } BDRVParallelsState;

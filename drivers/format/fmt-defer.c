@@ -11,7 +11,7 @@ void fmt_defer_init(FmtDefer *d)
     d->n = 0;
 }
 
-static bool fmt_defer_has(const FmtDefer *d, uint32_t u)
+bool fmt_defer_has(const FmtDefer *d, uint64_t u)
 {
     for (uint32_t i = 0; i < d->n; i++) {
         if (d->unit[i] == u) {
@@ -21,7 +21,7 @@ static bool fmt_defer_has(const FmtDefer *d, uint32_t u)
     return false;
 }
 
-bool fmt_defer_has_room(const FmtDefer *d, uint32_t first, uint32_t count)
+bool fmt_defer_has_room(const FmtDefer *d, uint64_t first, uint32_t count)
 {
     uint32_t need = 0;
 
@@ -31,7 +31,7 @@ bool fmt_defer_has_room(const FmtDefer *d, uint32_t first, uint32_t count)
     return d->n + need <= FMT_DEFER_MAX;
 }
 
-int fmt_defer_add(FmtDefer *d, uint32_t first, uint32_t count)
+int fmt_defer_add(FmtDefer *d, uint64_t first, uint32_t count)
 {
     if (!fmt_defer_has_room(d, first, count)) {
         return -ENOSPC;
@@ -46,7 +46,7 @@ int fmt_defer_add(FmtDefer *d, uint32_t first, uint32_t count)
 
 static int fmt_defer_cmp(const void *a, const void *b)
 {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 
     return x < y ? -1 : x > y;
 }

@@ -1,7 +1,9 @@
 /*
- * Deferred table updates for the format drivers: a fixed-size set of dirty
- * metadata units (for example the 512-byte sectors of a block allocation
- * table) whose in-memory copy is ahead of the file. Not installed.
+ * Deferred table updates for the format drivers (vdi, qed, parallels): a
+ * fixed-size set of dirty metadata units (the 512-byte sectors of a block
+ * map, a BAT, L1 and L2 tables: the driver numbers them, adjacent numbers
+ * for adjacent sectors) whose in-memory copy is ahead of the file. Not
+ * installed.
  *
  * The rule it keeps: a table unit that maps new data reaches the file only
  * after that data is durable. An allocating write updates the in-memory
@@ -9,7 +11,10 @@
  * written by fmt_defer_commit, which first flushes the data child, then
  * writes every dirty unit, merged into runs of adjacent units. The commit
  * does not flush after those writes: the guest flush that called it (or
- * the caller) makes them durable.
+ * the caller, at close) makes them durable. So N allocations between two
+ * guest flushes cost two flushes, not N, and no unit on disk ever points at
+ * data that is not stable. The set is a fixed array: no allocation per
+ * request, and its size bounds how many units wait.
  *
  * Drivers commit at a guest flush (co_flush_to_os), before any other write
  * of a sector that may hold a dirty unit (the header, discards, resizes,
@@ -30,7 +35,7 @@
 #define FMT_DEFER_MAX 64u
 
 typedef struct FmtDefer {
-    uint32_t unit[FMT_DEFER_MAX];  /* dirty unit numbers, unsorted, no duplicates */
+    uint64_t unit[FMT_DEFER_MAX];  /* dirty unit numbers, unsorted, no duplicates */
     uint32_t n;                    /* how many */
     uint64_t commits;              /* commits that wrote at least one unit (tests, stats) */
 } FmtDefer;
@@ -39,7 +44,7 @@ typedef struct FmtDefer {
  * Writes count units from first on (they hold the in-memory copy) to the
  * file. Returns 0 or -errno.
  */
-typedef int coroutine_fn (*FmtDeferWriteFn)(void *opaque, uint32_t first, uint32_t count);
+typedef int coroutine_fn (*FmtDeferWriteFn)(void *opaque, uint64_t first, uint32_t count);
 
 /** Empties the set. */
 void fmt_defer_init(FmtDefer *d);
@@ -50,19 +55,28 @@ static inline bool fmt_defer_pending(const FmtDefer *d)
     return d->n != 0;
 }
 
+/** True if unit u is dirty. */
+bool fmt_defer_has(const FmtDefer *d, uint64_t u);
+
 /**
  * True if units [first, first + count) can all be added without exceeding
  * FMT_DEFER_MAX (those already dirty take no room). count must be at most
  * FMT_DEFER_MAX: a caller that could need more commits and writes itself.
  */
-bool fmt_defer_has_room(const FmtDefer *d, uint32_t first, uint32_t count);
+bool fmt_defer_has_room(const FmtDefer *d, uint64_t first, uint32_t count);
+
+/** True if k more units, wherever they are, fit (for updates that touch several tables). */
+static inline bool fmt_defer_room_for(const FmtDefer *d, uint32_t k)
+{
+    return d->n + k <= FMT_DEFER_MAX;
+}
 
 /**
  * Marks units [first, first + count) dirty. The caller checked
  * fmt_defer_has_room (committing first when there was none). Returns 0,
  * or -ENOSPC (nothing added) if there is no room.
  */
-int fmt_defer_add(FmtDefer *d, uint32_t first, uint32_t count);
+int fmt_defer_add(FmtDefer *d, uint64_t first, uint32_t count);
 
 /**
  * Flushes data (the child the new data went to), then writes every dirty

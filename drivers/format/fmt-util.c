@@ -1,7 +1,6 @@
 /*
  * Helpers shared by the vdi, vpc, qed and qcow drivers (see fmt-util.h).
  */
-#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,69 +60,4 @@ int fmt_refuse_write_open(BlockDriverState *bs, int flags, Error **errp)
     error_setg(errp, "'%s': the %s format is read-only in coblk: open it read-only "
                "(or convert it to a writable format)", bs->filename, bs->drv->format_name);
     return -EROFS;
-}
-
-bool fmt_dirty_full(const FmtDirty *d, unsigned more)
-{
-    unsigned limit = d->limit ? d->limit : FMT_DIRTY_MAX;
-
-    return d->n + more > FMT_DIRTY_MAX || d->updates >= limit;
-}
-
-bool fmt_dirty_has(const FmtDirty *d, uint64_t unit)
-{
-    for (unsigned i = 0; i < d->n; i++) {
-        if (d->unit[i] == unit) {
-            return true;
-        }
-    }
-    return false;
-}
-
-void fmt_dirty_add(FmtDirty *d, uint64_t unit)
-{
-    d->updates++;
-    if (fmt_dirty_has(d, unit)) {
-        return;
-    }
-    assert(d->n < FMT_DIRTY_MAX);
-    d->unit[d->n++] = unit;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-int coroutine_fn fmt_co_dirty_commit(BlockDriverState *bs, FmtDirty *d,
-                                     FmtDirtyWriteFn *write, bool sync)
-{
-    int ret;
-
-    if (d->n == 0) {
-        d->updates = 0;
-        return 0;
-    }
-    ret = bdrv_co_flush(bs->file->bs);
-    if (ret < 0) {
-        return ret;
-    }
-    qsort(d->unit, d->n, sizeof(d->unit[0]), cmp_u64);
-    for (unsigned i = 0; i < d->n; i++) {
-        ret = write(bs, d->unit[i]);
-        if (ret < 0) {
-            return ret;
-        }
-    }
-    if (sync) {
-        ret = bdrv_co_flush(bs->file->bs);
-        if (ret < 0) {
-            return ret;
-        }
-    }
-    d->n = 0;
-    d->updates = 0;
-    return 0;
 }

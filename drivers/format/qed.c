@@ -12,9 +12,10 @@
  * Crash safety: a new data cluster (whole: the rest of a partial write is
  * copied from the backing file, or zeroes) or a new L2 table (zeroes) is
  * written at the end of the file, and the entry that points at it is set in
- * the cached table only. The dirty table sectors (fmt-util.h, FmtDirty) are
- * written at the next guest flush, close, reopen read-only, resize or check,
- * when QED_DIRTY_LIMIT updates wait, or before a cache slot holding pending
+ * the cached table only. The dirty table sectors (fmt-defer.h, FmtDefer) are
+ * written, adjacent ones merged, at the next guest flush, close, reopen
+ * read-only, resize or check, when the pending set is full, or before a
+ * cache slot holding pending
  * entries would be evicted: one flush (every cluster and table they point at
  * is stable), the sectors, and for a guest flush one more. So an entry on
  * disk never points at data or a table that is not stable, and a guest flush
@@ -44,6 +45,7 @@
 #include "block/block-int.h"
 #include "drivers/drivers.h"
 #include "block/bytes.h"
+#include "drivers/format/fmt-defer.h"
 #include "drivers/format/fmt-util.h"
 
 #define QED_MAGIC 0x00444551u       /* "QED\0" little-endian */
@@ -62,8 +64,6 @@
 #define QED_ZERO_CLUSTER 1ULL
 #define QED_CACHE_BYTES (32u << 20)  /* L2 cache budget */
 #define QED_CACHE_MAX 16
-/* Table updates that may wait for a flush (64 MiB of new 64 KiB clusters). */
-#define QED_DIRTY_LIMIT 1024u
 
 enum {
     QH_MAGIC = 0, QH_CLUSTER = 4, QH_TABLE = 8, QH_HEADER = 12, QH_FEATURES = 16,
@@ -94,7 +94,7 @@ typedef struct BDRVQedState {
     int n_cache;
     uint64_t clock;
     bool marked_dirty;          /* we set NEED_CHECK since open */
-    FmtDirty dirty;             /* file offsets of table sectors not yet written */
+    FmtDefer dirty;             /* table sectors (file offset / 512) not yet written */
     CoMutex table_lock;         /* cache loads and every metadata update */
 } BDRVQedState;
 
@@ -276,53 +276,79 @@ static bool qed_offset_ok(const BDRVQedState *s, uint64_t off, uint64_t len, int
 static bool qed_table_dirty(const BDRVQedState *s, uint64_t offset)
 {
     for (unsigned i = 0; i < s->dirty.n; i++) {
-        if (s->dirty.unit[i] - offset < s->table_bytes) {
+        if (s->dirty.unit[i] * 512 - offset < s->table_bytes) {
             return true;
         }
     }
     return false;
 }
 
-/* Records entry i of the table at offset as changed in memory only. */
+/*
+ * Records entry i of the table at offset as changed in memory only. The
+ * caller made room (qed_prepare_update: two units, the L1 and an L2 sector).
+ */
 static void qed_table_touch(BDRVQedState *s, uint64_t offset, uint32_t i)
 {
-    fmt_dirty_add(&s->dirty, offset + (uint64_t)i * 8 / 512 * 512);
+    fmt_defer_add(&s->dirty, (offset + (uint64_t)i * 8) / 512, 1);
 }
 
-/* FmtDirtyWriteFn: unit is the file offset of a table sector (L1 or a cached L2). */
-static int coroutine_fn qed_write_unit(BlockDriverState *bs, uint64_t unit)
+/* The in-memory table (L1 or a cached L2) that holds the file's byte at off, and its offset. */
+static const uint64_t *qed_table_at(const BDRVQedState *s, uint64_t off, uint64_t *base)
 {
-    BDRVQedState *s = bs->opaque;
-    const uint64_t *t = NULL;
-    uint64_t base = 0;
-    uint8_t buf[512];
-
-    if (unit - s->l1_offset < s->table_bytes) {
-        t = s->l1;
-        base = s->l1_offset;
+    if (off - s->l1_offset < s->table_bytes) {
+        *base = s->l1_offset;
+        return s->l1;
     }
-    for (int i = 0; i < s->n_cache && !t; i++) {
-        if (s->cache[i].offset && unit - s->cache[i].offset < s->table_bytes) {
-            t = s->cache[i].table;
-            base = s->cache[i].offset;
+    for (int i = 0; i < s->n_cache; i++) {
+        if (s->cache[i].offset && off - s->cache[i].offset < s->table_bytes) {
+            *base = s->cache[i].offset;
+            return s->cache[i].table;
         }
     }
-    if (!t) {
-        return -EIO; /* unreachable: a dirty table is never evicted */
+    return NULL;
+}
+
+/*
+ * FmtDeferWriteFn: table sectors [first, first + count), in one write per
+ * table they lie in (adjacent sectors may belong to two tables).
+ */
+static int coroutine_fn qed_write_run(void *opaque, uint64_t first, uint32_t count)
+{
+    BlockDriverState *bs = opaque;
+    BDRVQedState *s = bs->opaque;
+    int ret = 0;
+
+    while (count && ret == 0) {
+        uint64_t base = 0, off = first * 512, left;
+        const uint64_t *t = qed_table_at(s, off, &base);
+        uint32_t n;
+
+        if (!t) {
+            return -EIO; /* unreachable: a dirty table is never evicted */
+        }
+        left = (base + s->table_bytes - off) / 512;
+        n = left < count ? (uint32_t)left : count;
+        ret = qed_write_entries(bs, base, t, (uint32_t)((off - base) / 8), n * 64);
+        first += n;
+        count -= n;
     }
-    t += (unit - base) / 8;
-    for (int i = 0; i < 64; i++) {
-        st_le64(buf + i * 8, t[i]);
-    }
-    return fmt_co_pwrite(bs->file, (int64_t)unit, sizeof(buf), buf, 0);
+    return ret;
 }
 
 /* Writes the pending table sectors (then flushes if sync). Holds table_lock. */
 static int coroutine_fn qed_commit(BlockDriverState *bs, bool sync)
 {
     BDRVQedState *s = bs->opaque;
+    int ret;
 
-    return fmt_co_dirty_commit(bs, &s->dirty, qed_write_unit, sync);
+    if (!fmt_defer_pending(&s->dirty)) {
+        return 0;
+    }
+    ret = fmt_defer_commit(&s->dirty, bs->file, qed_write_run, bs);
+    if (ret == 0 && sync) {
+        ret = bdrv_co_flush(bs->file->bs);
+    }
+    return ret;
 }
 
 /*
@@ -571,7 +597,7 @@ static int coroutine_fn qed_prepare_update(BlockDriverState *bs, uint64_t cl, ui
     BDRVQedState *s = bs->opaque;
     int ret = qed_mark_dirty(bs);
 
-    if (ret == 0 && fmt_dirty_full(&s->dirty, 2)) {
+    if (ret == 0 && !fmt_defer_room_for(&s->dirty, 2)) {
         ret = qed_commit(bs, false);
     }
     return ret ? ret : qed_ensure_l2(bs, (uint32_t)(cl / s->table_entries), t);
@@ -1078,7 +1104,7 @@ static int qed_open(BlockDriverState *bs, BlockOpts *options, int flags, Error *
     int ret;
 
     co_mutex_init(&s->table_lock);
-    s->dirty = (FmtDirty){ .limit = QED_DIRTY_LIMIT };
+    fmt_defer_init(&s->dirty);
     bs->file = bdrv_open_child(NULL, options, "file", bs, BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY,
                                false, errp);
     if (!bs->file) {

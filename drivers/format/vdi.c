@@ -21,7 +21,7 @@
  * as VirtualBox does.
  *
  * Crash safety: a new slot's data is written and the map entry that points
- * at it is set in memory only; the dirty map sectors (fmt-util.h, FmtDirty)
+ * at it is set in memory only; the dirty map sectors (fmt-defer.h, FmtDefer)
  * are written at the next guest flush, close, reopen read-only, resize,
  * discard, check, or when the pending set is full: the header's new
  * count is written, then one flush (data and count stable), then the map
@@ -44,6 +44,7 @@
 #include "block/block-int.h"
 #include "drivers/drivers.h"
 #include "block/bytes.h"
+#include "drivers/format/fmt-defer.h"
 #include "drivers/format/fmt-grow.h"
 #include "drivers/format/fmt-util.h"
 
@@ -86,14 +87,6 @@ enum {
 };
 
 #define VDI_COMMENT_MAX 256
-/*
- * Allocations whose map entries may wait for a flush: no count of its own,
- * the pending set (FMT_DIRTY_MAX map sectors of 128 entries) bounds them. A
- * commit costs a flush of every data write before it, which stalled
- * sequential allocating writes every 128 MiB when this was 128; entries not
- * yet written at a crash lose only writes no guest flush covered.
- */
-#define VDI_DIRTY_LIMIT UINT_MAX
 /* The file is grown this far past a new block (fmt-grow.h): 16 blocks per grow. */
 #define VDI_GROW_STEP (16u * VDI_BLOCK_SIZE)
 
@@ -110,7 +103,14 @@ typedef struct BDRVVdiState {
     uint64_t off_data;
     bool corrupt;               /* map entries out of range or shared: no allocation */
     bool modified;              /* the modification UUID was renewed since open */
-    FmtDirty dirty;             /* map sectors changed in memory, not yet in the file */
+    /*
+     * Map sectors changed in memory, not yet in the file. Only the set's size
+     * (FMT_DEFER_MAX sectors of 128 entries) bounds the allocations that wait
+     * for a flush: a commit flushes every data write before it, which stalled
+     * sequential allocating writes when it came every 128 allocations; an
+     * entry lost in a crash loses only writes no guest flush covered.
+     */
+    FmtDefer dirty;
     FmtGrow grow;               /* the file grown ahead of new slots (alloc_lock) */
     CoRwlock lock;              /* I/O shared; slot release / moves exclusive */
     CoMutex alloc_lock;         /* one allocation at a time */
@@ -156,18 +156,6 @@ static int coroutine_fn vdi_write_header(BlockDriverState *bs)
     return fmt_co_pwrite(bs->file, 0, VDI_HDR_BUF, s->hdr, 0);
 }
 
-/* Writes the map bytes that hold the entry of block (one sector at most). */
-static int coroutine_fn vdi_write_entry(BlockDriverState *bs, uint32_t block)
-{
-    BDRVVdiState *s = bs->opaque;
-    uint64_t map_len = (uint64_t)s->blocks * 4;
-    uint64_t start = (uint64_t)block * 4 / VDI_SECTOR * VDI_SECTOR;
-    uint64_t len = map_len - start < VDI_SECTOR ? map_len - start : VDI_SECTOR;
-
-    return fmt_co_pwrite(bs->file, (int64_t)(s->off_bmap + start), (int64_t)len, s->map + start,
-                         0);
-}
-
 static int coroutine_fn vdi_write_map(BlockDriverState *bs)
 {
     BDRVVdiState *s = bs->opaque;
@@ -175,10 +163,20 @@ static int coroutine_fn vdi_write_map(BlockDriverState *bs)
     return fmt_co_pwrite(bs->file, (int64_t)s->off_bmap, (int64_t)s->blocks * 4, s->map, 0);
 }
 
-/* FmtDirtyWriteFn: unit is the index of a map sector. */
-static int coroutine_fn vdi_write_map_sector(BlockDriverState *bs, uint64_t unit)
+/* FmtDeferWriteFn: map sectors [first, first + count) (the last one may be partial). */
+static int coroutine_fn vdi_write_map_run(void *opaque, uint64_t first, uint32_t count)
 {
-    return vdi_write_entry(bs, (uint32_t)(unit * (VDI_SECTOR / 4)));
+    BlockDriverState *bs = opaque;
+    BDRVVdiState *s = bs->opaque;
+    uint64_t map_len = (uint64_t)s->blocks * 4, start = first * VDI_SECTOR;
+    uint64_t end = (first + count) * VDI_SECTOR;
+
+    end = end < map_len ? end : map_len;
+    if (start >= end) {
+        return 0; /* unreachable: units come from entries inside the map */
+    }
+    return fmt_co_pwrite(bs->file, (int64_t)(s->off_bmap + start), (int64_t)(end - start),
+                         s->map + start, 0);
 }
 
 /*
@@ -192,14 +190,15 @@ static int coroutine_fn vdi_commit(BlockDriverState *bs, bool sync)
     BDRVVdiState *s = bs->opaque;
     int ret;
 
-    if (s->dirty.n == 0) {
+    if (!fmt_defer_pending(&s->dirty)) {
         return 0;
     }
     ret = vdi_write_header(bs);
-    if (ret < 0) {
-        return ret;
+    ret = ret ? ret : fmt_defer_commit(&s->dirty, bs->file, vdi_write_map_run, bs);
+    if (ret == 0 && sync) {
+        ret = bdrv_co_flush(bs->file->bs);
     }
-    return fmt_co_dirty_commit(bs, &s->dirty, vdi_write_map_sector, sync);
+    return ret;
 }
 
 /*
@@ -450,7 +449,7 @@ static int vdi_open(BlockDriverState *bs, BlockOpts *options, int flags, Error *
 
     co_rwlock_init(&s->lock);
     co_mutex_init(&s->alloc_lock);
-    s->dirty = (FmtDirty){ .limit = VDI_DIRTY_LIMIT };
+    fmt_defer_init(&s->dirty);
     bs->file = bdrv_open_child(NULL, options, "file", bs, BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY,
                                false, errp);
     if (!bs->file) {
@@ -591,7 +590,7 @@ static int coroutine_fn vdi_alloc_slot(BlockDriverState *bs, uint32_t block, uin
     if (e >= s->blocks) {
         return -EIO; /* unreachable while the invariant holds */
     }
-    if (fmt_dirty_full(&s->dirty, 1)) {
+    if (!fmt_defer_has_room(&s->dirty, (uint64_t)block * 4 / VDI_SECTOR, 1)) {
         ret = vdi_commit(bs, false);
         if (ret < 0) {
             return ret;
@@ -614,7 +613,7 @@ static int coroutine_fn vdi_alloc_slot(BlockDriverState *bs, uint32_t block, uin
     s->allocated = e + 1;
     s->owner[e] = block;
     vdi_set_entry(s, block, e);
-    fmt_dirty_add(&s->dirty, (uint64_t)block * 4 / VDI_SECTOR);
+    fmt_defer_add(&s->dirty, (uint64_t)block * 4 / VDI_SECTOR, 1); /* room made above */
     *slot = e;
     return 0;
 }
@@ -962,8 +961,7 @@ static void coroutine_fn vdi_reload(BlockDriverState *bs)
     free(s->owner);
     s->map = NULL;
     s->owner = NULL;
-    s->dirty.n = 0; /* committed before the resize began: the file is authoritative */
-    s->dirty.updates = 0;
+    fmt_defer_init(&s->dirty); /* committed before the resize began: the file is authoritative */
     if (vdi_co_read_meta(bs, s, NULL) < 0) {
         s->corrupt = true; /* no allocation until the image is reopened */
         s->blocks = 0;

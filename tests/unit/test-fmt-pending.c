@@ -1,6 +1,7 @@
 /*
  * Unit tests: deferred table updates of the qed and vdi drivers
- * (drivers/format/fmt-util.c, FmtDirty). Each case runs through
+ * (drivers/format/fmt-defer.c, FmtDefer; parallels has its own in
+ * test-parallels-alloc.c). Each case runs through
  * blklogwrites, which logs every write and flush a driver does to its file:
  *  - N allocating writes without a guest flush issue O(1) flushes (one to
  *    set qed's need-check mark, one per full pending set), and the guest
@@ -427,8 +428,11 @@ static void test_fmt_pending_qed_zeroes(void **state)
 
 static void test_fmt_pending_qed_flushes(void **state)
 {
-    /* 4 KiB clusters: 1100 allocations pass the limit of 1024 pending updates once. */
-    Case c = { "qed", "cluster_size=4096", false, 4096, 1100, 2 };
+    /*
+     * 4 KiB clusters, one allocation every 64 (256 KiB): each dirties its own
+     * L2 sector, so 70 fill the pending set (FMT_DEFER_MAX, 64) once.
+     */
+    Case c = { "qed", "cluster_size=4096", false, 64 * 4096, 70, 2 };
 
     run_case(&c);
 }

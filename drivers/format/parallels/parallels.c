@@ -30,7 +30,7 @@
 /* Metadata writes */
 
 /* Writes sectors [first, first + count) of the header + BAT as they are in memory. */
-static int coroutine_fn prl_write_sectors(void *opaque, uint32_t first, uint32_t count)
+static int coroutine_fn prl_write_sectors(void *opaque, uint64_t first, uint32_t count)
 {
     BlockDriverState *bs = opaque;
     BDRVParallelsState *s = bs->opaque;

@@ -17,12 +17,12 @@
  * 2. each new extent file is created, written and flushed, then their
  *    directory is synced;
  * 3. the descriptor naming them (and the last extent's new size and
- *    ddb.geometry.cylinders) is written and flushed.
- * A crash before 3 leaves the old image and files it does not name. A new
- * name that already exists is refused (never overwritten): after such a
- * crash, remove the stray files by hand. The descriptor is rewritten in
- * place (see vmdk_write_desc): atomic while it fits in one sector, which a
- * descriptor of up to about five extents does.
+ *    ddb.geometry.cylinders) is written and flushed (atomically: see
+ *    vmdk_write_desc).
+ * A crash before 3 leaves the old image and files it does not name. The
+ * next grow replaces such a leftover only if it holds nothing but what the
+ * grow itself would write, and refuses any other file of a new extent's name
+ * (never overwritten): see stray.c.
  * Refused with -ENOTSUP: more than VMDK_MAX_EXTENTS extents in all.
  */
 #include <errno.h>
@@ -49,13 +49,14 @@ typedef struct GrowPlan {
     char **names;       /* [n] as the descriptor names them */
     char **paths;       /* [n] */
     uint64_t *sectors;  /* [n] */
+    bool *taken;        /* [n] leftovers of an interrupted grow, replaced already */
     int created;        /* paths[0..created) exist */
 } GrowPlan;
 
 static void plan_free(GrowPlan *p, bool remove_files)
 {
     for (int i = 0; i < p->n; i++) {
-        if (remove_files && i < p->created) {
+        if (remove_files && (i < p->created || (p->taken && p->taken[i]))) {
             unlink(p->paths[i]);
         }
         free(p->names ? p->names[i] : NULL);
@@ -64,10 +65,16 @@ static void plan_free(GrowPlan *p, bool remove_files)
     free(p->names);
     free(p->paths);
     free(p->sectors);
+    free(p->taken);
 }
 
-/* The new extents' names, paths and sizes for size bytes in all. */
-static int plan(BlockDriverState *bs, uint64_t size, GrowPlan *p, Error **errp)
+/*
+ * The new extents' names, paths and sizes for size bytes in all. A file of a
+ * new name that is a leftover of an interrupted grow is replaced by the new
+ * extent file (p->taken), any other is refused (see stray.c).
+ */
+static int coroutine_fn plan(BlockDriverState *bs, uint64_t size, bool zeroed, GrowPlan *p,
+                             Error **errp)
 {
     BDRVVmdkState *s = bs->opaque;
     const char *desc = bs->file->bs->filename, *slash = strrchr(desc, '/');
@@ -75,7 +82,7 @@ static int plan(BlockDriverState *bs, uint64_t size, GrowPlan *p, Error **errp)
     uint64_t left = size / VMDK_SECTOR - (s->extents[s->n_extents - 1]->start / VMDK_SECTOR +
                                           TWO_GB_SECTORS);
     size_t stem = strlen(base);
-    struct stat st;
+    int ret;
 
     if (stem > 5 && !strcmp(base + stem - 5, ".vmdk")) {
         stem -= 5;
@@ -92,7 +99,8 @@ static int plan(BlockDriverState *bs, uint64_t size, GrowPlan *p, Error **errp)
     p->names = calloc((size_t)p->n, sizeof(char *));
     p->paths = calloc((size_t)p->n, sizeof(char *));
     p->sectors = calloc((size_t)p->n, sizeof(uint64_t));
-    if (!p->names || !p->paths || !p->sectors) {
+    p->taken = calloc((size_t)p->n, sizeof(bool));
+    if (!p->names || !p->paths || !p->sectors || !p->taken) {
         return -ENOMEM;
     }
     for (int i = 0; i < p->n; i++, left -= p->sectors[i - 1]) {
@@ -112,12 +120,12 @@ static int plan(BlockDriverState *bs, uint64_t size, GrowPlan *p, Error **errp)
                        bs->filename, p->names[i]);
             return -ENOTSUP;
         }
-        if (lstat(p->paths[i], &st) == 0 || errno != ENOENT) {
-            error_setg(errp, "vmdk: cannot grow '%s': its new extent file '%s' exists already "
-                       "(left by an interrupted resize? remove it if no image uses it)",
-                       bs->filename, p->paths[i]);
-            return -EEXIST;
+        ret = vmdk_take_stray_extent(bs, p->paths[i], p->names[i], p->sectors[i], p->sparse,
+                                     zeroed, errp);
+        if (ret < 0) {
+            return ret;
         }
+        p->taken[i] = ret == 1;
     }
     return 0;
 }
@@ -149,6 +157,9 @@ static int coroutine_fn create_files(GrowPlan *p, bool zeroed, Error **errp)
     for (; p->created < p->n; p->created++) {
         int i = p->created;
 
+        if (p->taken[i]) {
+            continue;
+        }
         ret = vmdk_create_extent_file(p->paths[i], p->sectors[i], p->sparse, zeroed, errp);
         if (ret < 0) {
             p->created++; /* it may exist in part: removed on failure */
@@ -285,14 +296,15 @@ int coroutine_fn vmdk_grow_extents(BlockDriverState *bs, uint64_t size, Error **
     GrowPlan p = { 0 };
     Error *err = NULL;
     char *text = NULL;
-    int ret = plan(bs, size, &p, &err);
+    bool zeroed = (last->flags & VMDK4_FLAG_ZERO_GRAIN) != 0;
+    int ret = plan(bs, size, zeroed, &p, &err);
 
     if (ret == 0) {
         text = grown_desc(s, size, &p);
         ret = text ? 0 : -ENOMEM;
     }
     ret = ret ? ret : fill_last(last, &err);
-    ret = ret ? ret : create_files(&p, (last->flags & VMDK4_FLAG_ZERO_GRAIN) != 0, &err);
+    ret = ret ? ret : create_files(&p, zeroed, &err);
     ret = ret ? ret : vmdk_write_desc(bs, text);
     if (ret < 0) {
         plan_free(&p, true);

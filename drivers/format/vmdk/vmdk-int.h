@@ -266,6 +266,16 @@ int coroutine_fn vmdk_co_create_opts(const BlockDriver *drv, const char *filenam
 int coroutine_fn vmdk_create_extent_file(const char *path, uint64_t sectors, bool sparse,
                                         bool zeroed_grain, Error **errp);
 
+/*
+ * stray.c: before a grow creates the extent file path (named name in the
+ * descriptor): 0 if no such file exists; 1 if one did and was a leftover of
+ * an interrupted grow, now replaced by the new extent file (created, synced);
+ * -EEXIST (errp names the file and why) if it is anything else, left as it is.
+ */
+int coroutine_fn vmdk_take_stray_extent(BlockDriverState *bs, const char *path,
+                                        const char *name, uint64_t sectors, bool sparse,
+                                        bool zeroed, Error **errp);
+
 /* vmdk.c */
 /* Reads len bytes at off of c from plain code or a coroutine. */
 int vmdk_pread_sync(BdrvChild *c, uint64_t off, void *buf, size_t len);

@@ -20,10 +20,13 @@
  *   takes no host space) and kept on an in-memory list of free slots, which
  *   the next allocations reuse (vpc_alloc_write) before growing the file.
  *   VHD has no free-space map: the list is rebuilt at open from the BAT
- *   (vpc_rebuild_free_slots), so the space is reused after a reopen too.
+ *   (vpc_rebuild_free_slots), so the space is reused after a reopen too,
+ *   and for differencing disks (whose discard does nothing) the same rebuild
+ *   reclaims the places a completed parent change or a cut allocation left.
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "block/bytes.h"
 #include "drivers/format/fmt-util.h"
@@ -110,22 +113,56 @@ static void vpc_carve_slots(BDRVVpcState *s, uint64_t from, uint64_t to)
 }
 
 /*
- * Rebuilds the free slots of a dynamic disk at open: the places for a block
- * (bitmap + data, sector-aligned) before the trailing footer (free_off)
- * that neither a BAT entry, the footer copy, the dynamic header nor the BAT
- * uses. They are blocks discarded by an earlier open (their BAT entries
- * were written and flushed before their space was released) or written by
- * an allocation that a crash cut before its BAT entry: nothing maps them,
- * and an allocation rewrites the whole bitmap and block. Memory: 16 bytes
- * per allocated block (the BAT is capped at open), freed on return; at
- * most one slot per BAT entry is kept (vpc_free_slot_push).
- * Returns 0 or -ENOMEM (then no slot is known: new blocks go at the end).
+ * Adds to r the data ranges of the parent locators of dynamic header dh that
+ * lie inside the file (file_len bytes; locators past it hold nothing of the
+ * file, and open refuses them in the header in use). Returns the new count.
  */
-int vpc_rebuild_free_slots(BDRVVpcState *s)
+static size_t vpc_locator_ranges(const uint8_t *dh, uint64_t file_len, VpcRange *r, size_t n)
+{
+    for (int i = 0; i < VHD_LOCATORS; i++) {
+        const uint8_t *e = dh + DH_LOCATORS + i * DH_LOCATOR_SIZE;
+        uint64_t off = ld_be64(e + 16), space = (uint64_t)ld_be32(e + 4) * VHD_SECTOR;
+        uint64_t len = ld_be32(e + 8), end;
+
+        /* The data space (sectors, or bytes as some writers store it) and the length. */
+        len = space > len ? space : len;
+        if (ld_be32(e) == 0 || len == 0 || off >= file_len ||
+            check_add_overflow(off, round_up_u64(len, VHD_SECTOR), &end)) {
+            continue;
+        }
+        r[n++] = (VpcRange){ off, end < file_len ? end : file_len };
+    }
+    return n;
+}
+
+/*
+ * Rebuilds the free slots of a dynamic or differencing disk at open: the
+ * places for a block (bitmap + data, sector-aligned) before the trailing
+ * footer (free_off) that neither a BAT entry, the footer copy, the dynamic
+ * header, the BAT nor (differencing) the parent locators' data uses. For a
+ * differencing disk the dynamic header named by the footer copy at offset 0
+ * (other_dh at other_off, when it differs from the header in use: a parent
+ * change whose two footer writes a crash separated, see vpc-parent.c) and
+ * its locators' data stay used as well, so no reader of either footer finds
+ * a block over its header. The slots are blocks discarded by an earlier
+ * open of a dynamic disk (their BAT entries were written and flushed before
+ * their space was released), the old header and locators a completed
+ * parent change left, or blocks an allocation wrote but a crash cut before
+ * their BAT entry: nothing maps them, and an allocation rewrites the whole
+ * bitmap and block (a differencing disk's bitmap then marks only the new
+ * sectors; the others read the parent as before). A differencing disk's
+ * discard stays a no-op (vpc_co_pdiscard), so its slots come only from
+ * those two sources. Memory: 16 bytes per allocated block (the BAT is
+ * capped at open), freed on return; at most one slot per BAT entry is kept
+ * (vpc_free_slot_push). Returns 0 or -ENOMEM (then no slot is known: new
+ * blocks go at the end).
+ */
+static int vpc_rebuild_free_slots(BDRVVpcState *s, const uint8_t *other_dh,
+                                  uint64_t other_off, uint64_t file_len)
 {
     uint64_t len = (uint64_t)s->bitmap_size + s->block_size, cur = 0;
     uint64_t dh = ld_be64(s->footer + FT_DATA_OFFSET);
-    VpcRange *r = malloc(((size_t)s->bat_entries + 3) * sizeof(*r));
+    VpcRange *r = malloc(((size_t)s->bat_entries + 4 + 2 * VHD_LOCATORS) * sizeof(*r));
     size_t n = 0;
 
     s->n_free = 0;
@@ -136,6 +173,15 @@ int vpc_rebuild_free_slots(BDRVVpcState *s)
     r[n++] = (VpcRange){ dh, dh + VHD_DYNHDR_SIZE };   /* inside the file (open checked) */
     r[n++] = (VpcRange){ s->bat_offset,
                          round_up_u64(s->bat_offset + (uint64_t)s->bat_entries * 4, VHD_SECTOR) };
+    if (s->type == VHD_DIFF) {
+        n = vpc_locator_ranges(s->dynhdr, file_len, r, n);
+        if (other_dh && other_off < file_len) {
+            uint64_t end = other_off + VHD_DYNHDR_SIZE;   /* other_off < file_len: no overflow */
+
+            r[n++] = (VpcRange){ other_off, end < file_len ? end : file_len };
+            n = vpc_locator_ranges(other_dh, file_len, r, n);
+        }
+    }
     for (uint32_t i = 0; i < s->bat_entries; i++) {
         if (s->bat[i] != VHD_BAT_UNUSED) {
             r[n].start = (uint64_t)s->bat[i] * VHD_SECTOR;
@@ -153,6 +199,33 @@ int vpc_rebuild_free_slots(BDRVVpcState *s)
     }
     vpc_carve_slots(s, cur, (uint64_t)s->free_off);
     free(r);
+    return 0;
+}
+
+/*
+ * The free slots at open (vpc_rebuild_free_slots). A differencing disk's
+ * footer copy at 0 may name another dynamic header than the one in use (see
+ * vpc-parent.c): that one and its locators' data are read (unchecked: they
+ * only keep more space used) so that no slot lies over them.
+ */
+int coroutine_fn vpc_open_free_slots(BlockDriverState *bs, uint64_t file_len,
+                                            Error **errp)
+{
+    BDRVVpcState *s = bs->opaque;
+    uint8_t copy[VHD_FOOTER_SIZE], other[VHD_DYNHDR_SIZE];
+    uint64_t dh = ld_be64(s->footer + FT_DATA_OFFSET), other_off = 0;
+    bool have_other = false;
+
+    if (s->type == VHD_DIFF && fmt_co_pread(bs->file, 0, VHD_FOOTER_SIZE, copy) == 0 &&
+        !memcmp(copy, "conectix", 8)) {
+        other_off = ld_be64(copy + FT_DATA_OFFSET);
+        have_other = other_off != dh && range_within(other_off, VHD_DYNHDR_SIZE, file_len) &&
+                     fmt_co_pread(bs->file, (int64_t)other_off, VHD_DYNHDR_SIZE, other) == 0;
+    }
+    if (vpc_rebuild_free_slots(s, have_other ? other : NULL, other_off, file_len) < 0) {
+        error_setg(errp, "out of memory");
+        return -ENOMEM;
+    }
     return 0;
 }
 

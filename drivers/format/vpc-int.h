@@ -84,8 +84,11 @@ int coroutine_fn vpc_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t b
 /* Takes a discarded block's place (*at, bytes) for an allocation; false if none. */
 bool vpc_free_slot_pop(BDRVVpcState *s, int64_t *at);
 void vpc_free_slots_clear(BDRVVpcState *s);
-/* Dynamic disks at open: the unused block places before the footer become free slots. */
-int vpc_rebuild_free_slots(BDRVVpcState *s);
+/*
+ * Dynamic and differencing disks at open: the unused block places before the
+ * footer (file_len bytes in all) become free slots (vpc-discard.c).
+ */
+int coroutine_fn vpc_open_free_slots(BlockDriverState *bs, uint64_t file_len, Error **errp);
 /* UTF-8 to UTF-16 (be or le); returns bytes written or -1 if invalid or over cap. */
 long utf8_to_utf16(const char *in, bool be, uint8_t *out, size_t cap);
 /*

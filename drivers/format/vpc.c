@@ -565,9 +565,8 @@ static int coroutine_fn vpc_co_open_meta(BlockDriverState *bs, Error **errp)
     if (ret == 0) {
         vpc_note_meta_end(s); /* new blocks go after a header moved to the end */
     }
-    if (ret == 0 && s->type == VHD_DYNAMIC && vpc_rebuild_free_slots(s) < 0) {
-        error_setg(errp, "out of memory");
-        ret = -ENOMEM;
+    if (ret == 0) {
+        ret = vpc_open_free_slots(bs, (uint64_t)file_len, errp);
     }
     return ret;
 }

@@ -24,7 +24,11 @@
  *  - bitmap: a persistent dirty bitmap (qcow2) is added before the workload;
  *    every replayed image must open with its bitmap directory intact, and
  *    the final image's bitmap is consistent and marks every range written;
- *  - recover: see below.
+ *  - recover: see below;
+ *  - longdesc (vmdk): the embedded descriptor is padded with comment lines
+ *    past its first sector before the workload, so that its updates (the CID
+ *    at the first write, the size at a resize) span sectors and take the
+ *    ordered, checksummed path of drivers/format/vmdk/desc-write.c.
  * With "recover", each replayed image is first opened read-write and closed
  * through coblk, for formats whose recovery is designed to happen at the
  * next open (a vhdx log replay, qcow2 lazy refcounts); the checks then run.
@@ -71,7 +75,7 @@ typedef struct GuestOp {
 #define CCLUSTER 65536  /* compressed writes cover whole clusters of this size */
 
 static const char *fmt;
-static bool recover, readfirst, with_backing, compress, with_bitmap, resize;
+static bool recover, readfirst, with_backing, compress, with_bitmap, resize, longdesc;
 static int64_t grow_to = GUEST_SIZE; /* "resize-big": far past the guest data */
 static int resize_flush = -1;   /* the guest flush right after the resize */
 static int64_t small_len;       /* the created image's size (resize) */
@@ -131,6 +135,58 @@ static void make_backing(void)
     if (fd < 0 || write(fd, initial, GUEST_SIZE) != GUEST_SIZE) {
         die("cannot write the backing file");
     }
+    close(fd);
+}
+
+/* Pads the embedded descriptor of the vmdk image at path past its first sector. */
+static void pad_vmdk_descriptor(const char *path)
+{
+    uint8_t hdr[512];
+    char *area, *out, *nl;
+    uint64_t off = 0, cap = 0;
+    int fd = open(path, O_RDWR);
+    size_t n = 0;
+
+    if (fd < 0 || pread(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) ||
+        memcmp(hdr, "KDMV", 4) != 0) {
+        die("longdesc: not a hosted sparse vmdk");
+    }
+    for (int i = 7; i >= 0; i--) {
+        off = off << 8 | hdr[28 + i];
+        cap = cap << 8 | hdr[36 + i];
+    }
+    off *= SECTOR;
+    cap *= SECTOR;
+    area = calloc(1, cap + 1);
+    out = calloc(1, cap + 1);
+    if (cap < 4 * SECTOR || cap > 65536 || pread(fd, area, cap, (off_t)off) != (ssize_t)cap ||
+        !(nl = strchr(area, '\n'))) {
+        die("longdesc: no embedded descriptor");
+    }
+    /* Comment lines before the extent line, which then starts 24 bytes before the end of
+     * sector 0: a torn update that mixes sectors cuts it (or the lines after it). */
+    nl = strstr(area, "\nRW ");
+    if (!nl || nl + 1 - area > 400) {
+        die("longdesc: no extent line in the first 400 bytes");
+    }
+    n = (size_t)(nl + 1 - area);
+    memcpy(out, area, n);
+    while (n < 488) {
+        size_t len = 488 - n > 60 ? 60 : 488 - n;
+
+        if (len < 3) {
+            len = 3;
+        }
+        memset(out + n, '#', len - 1);
+        out[n + len - 1] = '\n';
+        n += len;
+    }
+    strcpy(out + n, nl + 1);
+    if (strlen(out) > cap / 2 || pwrite(fd, out, cap, (off_t)off) != (ssize_t)cap) {
+        die("longdesc: cannot pad the descriptor");
+    }
+    free(area);
+    free(out);
     close(fd);
 }
 
@@ -673,6 +729,7 @@ int main(int argc, char **argv)
     with_backing = argc > 6 && strstr(argv[6], "backing") != NULL;
     compress = argc > 6 && strstr(argv[6], "compress") != NULL;
     with_bitmap = argc > 6 && strstr(argv[6], "bitmap") != NULL;
+    longdesc = argc > 6 && strstr(argv[6], "longdesc") != NULL;
     for (int i = 7; i < argc; i++) {
         resize |= strncmp(argv[i], "resize", 6) == 0;
         if (strcmp(argv[i], "resize-big") == 0) {
@@ -704,6 +761,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "powercut: cannot create a %s image: %s; skipping\n", fmt,
                 error_get_pretty(e));
         return 77;
+    }
+    if (longdesc) {
+        pad_vmdk_descriptor(img);
     }
     copy_file(img, base);
     close(open(logf, O_CREAT | O_TRUNC | O_WRONLY, 0644));

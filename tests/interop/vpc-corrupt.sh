@@ -59,6 +59,24 @@ must_fail_open vpc "$T/bad.vhd" "cxsparse"
 "$FMTIO" create vpc "$T/bad.vhd" backing_file=p.vhd
 poke "$T/bad.vhd" 0x450 0000000100000000; reseal
 must_fail_open vpc "$T/bad.vhd" "parent locator 0"
+# No cookie in either footer.
+fresh; poke_footer 0x0 0000000000000000
+must_fail_open vpc "$T/bad.vhd" "has no VHD footer"
+# A differencing disk with no parent name and eight empty locators (no platform code).
+"$FMTIO" create vpc "$T/bad.vhd" backing_file=p.vhd
+poke "$T/bad.vhd" 0x240 "$(printf '0%.0s' $(seq 1408))"; reseal
+must_fail_open vpc "$T/bad.vhd" "without a usable parent locator"
+# A fixed disk whose footer claims more than its file holds.
+qemu-img create -q -f vpc -o subformat=fixed,force_size=on "$T/bad.vhd" 4M
+poke "$T/bad.vhd" $((4 * 1024 * 1024 + 0x30)) 0000000001000000
+python3 - "$T/bad.vhd" <<'PY'
+import sys, struct
+f = open(sys.argv[1], 'r+b'); d = bytearray(f.read()); o = len(d) - 512
+b = d[o:o + 512]; b[64:68] = b'\0\0\0\0'
+d[o + 64:o + 68] = struct.pack('>I', (~sum(b)) & 0xffffffff)
+f.seek(0); f.write(d)
+PY
+must_fail_open vpc "$T/bad.vhd" "fixed disk of 16777216 bytes is larger than its file"
 # A differencing disk whose parent is missing.
 "$FMTIO" create vpc "$T/bad.vhd" backing_file=p.vhd
 rm "$T/p.vhd"

@@ -8,7 +8,9 @@
  *    open64(), openat() and openat64() and counts the calls naming it (process-local,
  *    unlike inotify, so other programs reading /etc/passwd do not matter).
  *    The same vmdk opened trusted does open it: the positive control that
- *    shows the interposition sees the library's opens.
+ *    shows the interposition sees the library's opens. The same for the
+ *    parents of vpc and vhdx differencing disks named by an absolute path
+ *    in another folder (that parent is the watched file then).
  *  - Open, info, check and a block-status walk of vdi and vmdk images with
  *    the largest tables the drivers accept, on sparse files, finish in a child process
  *    limited to 1 GiB of address space and 10 s of CPU (an error is fine,
@@ -61,12 +63,13 @@ static char *opts_for(const char *fmt, const char *path)
     return o;
 }
 
-/* Opens of /etc/passwd by this process since the last call. */
+/* Opens of the watched file (/etc/passwd unless a test sets another) since the last call. */
 static int passwd_opened;
+static const char *watched = "/etc/passwd";
 
 static void note_open(const char *path)
 {
-    if (path && !strcmp(path, "/etc/passwd")) {
+    if (path && !strcmp(path, watched)) {
         passwd_opened++;
     }
 }
@@ -198,6 +201,40 @@ static void create(const char *fmt, const char *path, const char *opts)
     }
 }
 
+/*
+ * The parents of vpc and vhdx differencing disks (their parent locators name
+ * an absolute path in another folder): an untrusted open refuses them and
+ * never opens the parent; a trusted open does (the positive control).
+ */
+static void parent_elsewhere(const char *fmt, const char *ext)
+{
+    char sub[4300], parent[4400], child[4400], opt[4600];
+
+    snprintf(sub, sizeof(sub), "%s/elsewhere", dir);
+    snprintf(parent, sizeof(parent), "%s/parent.%s", sub, ext);
+    snprintf(child, sizeof(child), "%s/child.%s", dir, ext);
+    mkdir(sub, 0755);
+    create(fmt, parent, "size=4M");
+    snprintf(opt, sizeof(opt), "backing_file=%s,backing_fmt=%s", parent, fmt);
+    create(fmt, child, opt);
+    watched = parent;
+    passwd_events();
+    drv_test_open_fails(opts_for(fmt, child), BDRV_O_UNTRUSTED, "not a sibling");
+    assert_int_equal(passwd_events(), 0);
+    blk_unref(drv_test_open_ok(opts_for(fmt, child), 0));
+    assert_true(passwd_events() > 0);
+    watched = "/etc/passwd";
+    unlink(child);
+    unlink(parent);
+    rmdir(sub);
+}
+
+static void test_untrusted_diff_parent_elsewhere(void **state)
+{
+    parent_elsewhere("vpc", "vhd");
+    parent_elsewhere("vhdx", "vhdx");
+}
+
 static void quiet(void *opaque, const char *msg)
 {
 }
@@ -304,6 +341,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_untrusted_passwd_never_opened),
+        cmocka_unit_test(test_untrusted_diff_parent_elsewhere),
         cmocka_unit_test(test_untrusted_bounded_inspection),
     };
 

@@ -403,6 +403,10 @@ static void test_vhdx_diff_rebase(void **state)
     err = NULL;
     assert_int_equal(bdrv_change_backing_file(blk_bs(blk), NULL, NULL, &err), -ENOTSUP);
     assert_non_null(strstr(error_get_pretty(err), "removing the parent"));
+    assert_non_null(strstr(error_get_pretty(err), "partially present read the parent"));
+    error_free(err);
+    err = NULL;
+    assert_int_equal(bdrv_change_backing_file(blk_bs(blk), "", NULL, &err), -ENOTSUP);
     error_free(err);
     err = NULL;
     assert_int_equal(bdrv_change_backing_file(blk_bs(blk), "new.vhdx", "qcow2", &err),
@@ -452,12 +456,24 @@ static void test_vhdx_diff_rebase(void **state)
     read_all(opts_for(child, ",untrusted=on"), buf);
     assert_int_equal(check_corruptions(opts_for(child, "")), 0);
 
-    /* A non-differencing image has no parent to set. */
+    /* A non-differencing image is not given a parent (HasParent = 0), and stays as it was. */
     blk = drv_test_open_ok(opts_for(parent, ""), BDRV_O_RDWR);
     assert_int_equal(bdrv_change_backing_file(blk_bs(blk), longname, "vhdx", &err), -ENOTSUP);
     assert_non_null(strstr(error_get_pretty(err), "not a differencing image"));
+    assert_non_null(strstr(error_get_pretty(err), "HasParent is 0"));
+    assert_non_null(strstr(error_get_pretty(err), "instead of zeroes"));
     error_free(err);
     blk_unref(blk);
+    blk = drv_test_open_ok(opts_for(parent, ""), 0);
+    assert_null(blk_bs(blk)->backing_file[0] ? blk_bs(blk)->backing_file : NULL);
+    drv_test_pattern(other, SIZE, 7);
+    assert_int_equal(blk_pread(blk, 0, SIZE, buf, 0), 0);
+    assert_memory_equal(buf, other, SIZE);
+    blk_unref(blk);
+    assert_int_equal(check_corruptions(opts_for(parent, "")), 0);
+    if (drv_test_sh("qemu-img --version >/dev/null 2>&1") == 0) {
+        assert_int_equal(drv_test_sh("qemu-img check -q -f vhdx '%s'", parent), 0);
+    }
     free(want);
     free(other);
     free(buf);

@@ -365,6 +365,46 @@ static void test_vhdx_bad_headers(void **state)
     drv_test_open_fails(opts(), 0, "region table entry count 5000");
 }
 
+/* Region table edits (both copies, resealed): see test_vhdx_bad_regions. */
+static void edit_regions(uint8_t *r, void *arg)
+{
+    int mode = *(int *)arg;
+    uint8_t *e0 = r + 16, *e1 = r + 48;
+
+    if (mode == 0) {
+        st_le64(e1 + 16, ld_le64(e0 + 16));       /* the second region over the first */
+    } else if (mode == 3) {
+        st_le64(e0 + 16, 12345);                  /* not 1 MiB aligned */
+    } else {
+        e0[0] ^= 0xff;                            /* a GUID nobody knows */
+        st_le32(e0 + 28, mode == 1 ? 1 : 0);      /* required or not */
+    }
+}
+
+/*
+ * The region table errors the headers test does not reach: the BAT and
+ * metadata regions overlapping, an unknown required region, a known one
+ * missing (its entry turned into an unknown optional one), a misaligned
+ * region; and a metadata table without its signature.
+ */
+static void test_vhdx_bad_regions(void **state)
+{
+    static const char *const want[] = { "the BAT and metadata regions overlap",
+                                        "unknown required region",
+                                        "the region table lacks the",
+                                        "is misaligned or past the end of the file" };
+
+    for (int mode = 0; mode < 4; mode++) {
+        create("size=8M");
+        patch_checked(192 * KiB, 64 * KiB, edit_regions, &mode);
+        patch_checked(256 * KiB, 64 * KiB, edit_regions, &mode);
+        drv_test_open_fails(opts(), 0, want[mode]);
+    }
+    create("size=8M");
+    pwrite_file(2 * MiB, "metadatX", 8);
+    drv_test_open_fails(opts(), 0, "bad metadata table signature");
+}
+
 /* Metadata items of a coblk image: table at 2 MiB, items from 2 MiB + 64 KiB. */
 #define META (2 * MiB)
 #define ITEMS (META + 64 * KiB)
@@ -745,6 +785,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vhdx_in_place_bat, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_bad_headers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_bad_metadata, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhdx_bad_regions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_bad_bat, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_discard, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_bad_kept_offset, setup, teardown),

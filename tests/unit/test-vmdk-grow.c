@@ -5,6 +5,11 @@
  * any other file is refused with a message naming it and left untouched.
  * The grown image reads back its data, and coblk's check and qemu-img check
  * (when installed) find nothing.
+ * Descriptor rewrites (drivers/format/vmdk/desc-write.c): a descriptor file
+ * is replaced by rename (a new inode, the old permissions, no temporary file
+ * left); an embedded descriptor spanning sectors, torn by a simulated crash
+ * between its sectors, is recovered from its copy (and repaired by a
+ * read-write open), or refused when the copy is damaged too.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -254,6 +259,154 @@ static void test_vmdk_grow_flat_leftovers(void **state)
     unlink(target);
 }
 
+/* ---------------------------------------------------------------------- */
+/* Descriptor rewrites */
+
+static void test_vmdk_desc_file_replaced(void **state)
+{
+    struct stat a, b;
+
+    create(img, "twoGbMaxExtentFlat", S0);
+    assert_int_equal(chmod(img, 0640), 0);
+    assert_int_equal(stat(img, &a), 0);
+    grow_ok(3 * GiB);
+    assert_int_equal(stat(img, &b), 0);
+    assert_true(a.st_ino != b.st_ino);
+    assert_int_equal(b.st_mode & 07777, 0640);
+    assert_int_not_equal(drv_test_sh("ls '%s' | grep -q 'coblk-vgrow-%d.vmdk.coblk-'",
+                                     drv_test_dir(), (int)getpid()), 0);
+}
+
+/* The embedded descriptor area of the sparse image at path: offset and size (bytes). */
+static void desc_area(const char *path, off_t *off, size_t *cap)
+{
+    uint8_t hdr[512];
+    int fd = open(path, O_RDONLY);
+    uint64_t o = 0, c = 0;
+
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, hdr, 512, 0), 512);
+    close(fd);
+    for (int i = 7; i >= 0; i--) {
+        o = o << 8 | hdr[28 + i];
+        c = c << 8 | hdr[36 + i];
+    }
+    *off = (off_t)(o * 512);
+    *cap = (size_t)(c * 512);
+    assert_true(*cap >= 4096 && *cap <= 65536);
+}
+
+static void rw_area(const char *path, char *buf, size_t len, off_t at, bool write)
+{
+    int fd = open(path, write ? O_WRONLY : O_RDONLY);
+
+    assert_true(fd >= 0);
+    if (write) {
+        assert_int_equal(pwrite(fd, buf, len, at), (ssize_t)len);
+    } else {
+        assert_int_equal(pread(fd, buf, len, at), (ssize_t)len);
+    }
+    close(fd);
+}
+
+/* Puts comment lines before the extent line so that it starts 24 bytes before sector 1. */
+static void pad_descriptor(void)
+{
+    char *area, *out, *rw;
+    size_t cap, n;
+    off_t off;
+
+    desc_area(img, &off, &cap);
+    area = calloc(1, cap + 1);
+    out = calloc(1, cap + 1);
+    rw_area(img, area, cap, off, false);
+    rw = strstr(area, "\nRW ");
+    assert_non_null(rw);
+    n = (size_t)(rw + 1 - area);
+    assert_true(n < 400);
+    memcpy(out, area, n);
+    while (n < 488) {
+        size_t len = 488 - n > 60 ? 60 : 488 - n < 3 ? 3 : 488 - n;
+
+        memset(out + n, '#', len - 1);
+        out[n + len - 1] = '\n';
+        n += len;
+    }
+    strcpy(out + n, rw + 1);
+    rw_area(img, out, cap, off, true);
+    free(area);
+    free(out);
+}
+
+static void expect_size(int64_t size, int flags)
+{
+    BlockBackend *blk = drv_test_open_image("vmdk", img, flags);
+
+    assert_int_equal(blk_getlength(blk), size);
+    expect(blk, 0, 1);
+    blk_unref(blk);
+}
+
+/*
+ * A monolithicSparse image whose descriptor spans two sectors grows (its
+ * extent line changes); the torn state "new sector 0, old sector 1" opens
+ * with the new size from the copy, read-only without touching the file, and
+ * read-write repairs it (qemu-img then reads the new size). With the copy
+ * damaged too, the open fails naming the checksum.
+ */
+static void test_vmdk_embedded_desc_torn(void **state)
+{
+    char *before, *after, *torn;
+    BlockBackend *blk;
+    size_t cap;
+    off_t off;
+
+    create(img, "monolithicSparse", S0);
+    pad_descriptor();
+    blk = open_img();
+    put(blk, 0, 1);
+    blk_unref(blk);
+    desc_area(img, &off, &cap);
+    before = calloc(1, cap + 1);
+    after = calloc(1, cap + 1);
+    torn = calloc(1, cap + 1);
+    rw_area(img, before, cap, off, false);
+    assert_non_null(strstr(before, "# coblk-crc32: "));
+    blk = open_img();
+    assert_int_equal(blk_truncate(blk, 2 * S0, true, PREALLOC_MODE_OFF, 0, NULL), 0);
+    blk_unref(blk);
+    rw_area(img, after, cap, off, false);
+    assert_memory_not_equal(before, after, 1024);
+    checks_clean();
+
+    memcpy(torn, after, cap);
+    memcpy(torn + 512, before + 512, 512);
+    rw_area(img, torn, cap, off, true);
+    expect_size(2 * S0, 0);
+    rw_area(img, before, cap, off, false); /* (reused as scratch) */
+    assert_memory_equal(before, torn, cap);
+    expect_size(2 * S0, BDRV_O_RDWR);
+    rw_area(img, before, cap, off, false);
+    assert_memory_equal(before, after, 1024);
+    checks_clean();
+    if (drv_test_sh("qemu-img --version >/dev/null 2>&1") == 0) {
+        assert_int_equal(drv_test_sh("qemu-img info -f vmdk '%s' | grep -q '(%lld bytes)'", img,
+                                     (long long)(2 * S0)), 0);
+    }
+
+    memset(torn + cap / 2, 0, cap / 2);
+    rw_area(img, torn, cap, off, true);
+    {
+        char opts[8192];
+
+        snprintf(opts, sizeof(opts), "driver=vmdk,file.driver=file,file.filename=%s", img);
+        drv_test_open_fails(opts, 0, "fails its checksum");
+    }
+    free(before);
+    free(after);
+    free(torn);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -262,6 +415,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vmdk_grow_sparse_foreign_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_vmdk_grow_flat_leftovers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vmdk_desc_file_replaced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vmdk_embedded_desc_torn, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

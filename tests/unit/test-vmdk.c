@@ -351,6 +351,69 @@ static void test_vmdk_bad_gd(void **state)
     expect_open_error(img, 0, "past the end");
 }
 
+/*
+ * Every descriptor and header field error a bad image reaches that
+ * test_vmdk_bad_descriptor does not: short and malformed extent lines, bad
+ * numbers, an overlong line and createType, extents adding up past the
+ * largest size (checked addition), a descriptor that gives a sparse extent
+ * more sectors than its header, a capacity past the largest size and an
+ * unknown compression algorithm.
+ */
+static void test_vmdk_bad_descriptor_fields(void **state)
+{
+    static const char head[] = "# Disk DescriptorFile\ncreateType=\"custom\"\n";
+    char text[9000], ext[4300];
+    const unsigned long long max = (unsigned long long)BDRV_MAX_LENGTH / 512;
+    static const struct { const char *body, *want; } cases[] = {
+        { "RW 10\n", "needs access, size and type" },
+        { "RW 10 FLAT data.bin\n", "needs a quoted file name" },
+        { "RW 10 FLAT \"\"\n", "needs a quoted file name" },
+        { "RW 10 FLAT \"data.bin\" 1y\n", "bad extent offset '1y'" },
+        { "RW 10 SPARSE \"data.bin\" 5\n", "bad extent offset '5'" },
+        { "RW 10 ZERO\nddb.geometry.cylinders = \"x1\"\n", "ddb.geometry.cylinders 'x1' is "
+          "not a number" },
+        { "CID=zz\nRW 10 ZERO\n", "CID 'zz' is not a 32-bit hex number" },
+        { "parentCID=123456789\nRW 10 ZERO\n", "is not a 32-bit hex number" },
+        { "RW 99999999999999999999 ZERO\n", "is not a sector count" },
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(text, sizeof(text), "%s%s", head, cases[i].body);
+        write_text(img, text);
+        expect_open_error(img, 0, cases[i].want);
+    }
+    /* A line longer than the parser's limit, and a createType too long to keep. */
+    snprintf(text, sizeof(text), "%s# ", head);
+    memset(text + strlen(text), 'x', 5000);
+    text[strlen(head) + 2 + 5000] = '\0';
+    strcat(text, "\nRW 10 ZERO\n");
+    write_text(img, text);
+    expect_open_error(img, 0, "is longer than");
+    snprintf(text, sizeof(text), "# Disk DescriptorFile\ncreateType=\"%0100d\"\nRW 1 ZERO\n", 7);
+    write_text(img, text);
+    expect_open_error(img, 0, "is too long");
+    /* Two extents of the largest size each: their sum is refused, not wrapped. */
+    snprintf(text, sizeof(text), "%sRW %llu ZERO\nRW %llu ZERO\n", head, max, max);
+    write_text(img, text);
+    expect_open_error(img, 0, "the extents add up to more than");
+    /* A sparse extent the descriptor makes larger than its header's capacity. */
+    snprintf(ext, sizeof(ext), "%s/ext-s001.vmdk", dir);
+    create(ext, "size=1M");
+    snprintf(text, sizeof(text), "# Disk DescriptorFile\ncreateType=\"twoGbMaxExtentSparse\"\n"
+             "RW 4096 SPARSE \"ext-s001.vmdk\"\n");
+    write_text(img, text);
+    expect_open_error(img, 0, "the descriptor gives the extent 4096 sectors but its header "
+                      "only 2048");
+    unlink(ext);
+    /* Header: capacity past the largest size, an unknown compressAlgorithm. */
+    create(img, "size=1M");
+    patch_le64(img, 12, max + 1);
+    expect_open_error(img, 0, "is too large");
+    create(img, "size=1M");
+    patch(img, 77, "\x05\x00", 2);
+    expect_open_error(img, 0, "unsupported compressAlgorithm 5");
+}
+
 static void test_vmdk_gte_past_eof(void **state)
 {
     uint8_t buf[4096];
@@ -523,6 +586,7 @@ int main(void)
         cmocka_unit_test(test_vmdk_bad_gd),
         cmocka_unit_test(test_vmdk_gte_past_eof),
         cmocka_unit_test(test_vmdk_bad_descriptor),
+        cmocka_unit_test(test_vmdk_bad_descriptor_fields),
         cmocka_unit_test(test_vmdk_extent_paths),
         cmocka_unit_test(test_vmdk_stream_corrupt),
     };

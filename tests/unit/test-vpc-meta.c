@@ -1,7 +1,8 @@
 /*
  * Unit tests: vpc (VHD) discard (drivers/format/vpc-discard.c; its free
  * places reused after a reopen, checked with qemu-img compare) and the
- * parent file name of differencing disks (drivers/format/vpc-parent.c).
+ * parent file name of differencing disks (drivers/format/vpc-parent.c);
+ * the free places of differencing disks, found at open.
  * qemu-img interop of both is in tests/interop/vpc-qemu.sh.
  */
 #include "drv-test-util.h"
@@ -309,6 +310,100 @@ static void test_vpc_set_parent(void **state)
     free(want);
 }
 
+/* Sets BAT entry block of img (BAT at bat_off) to value. */
+static void put_bat(uint64_t bat_off, uint32_t block, uint32_t value)
+{
+    uint8_t be[4];
+    int fd = open(img, O_WRONLY);
+
+    st_be32(be, value);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, be, 4, (off_t)(bat_off + block * 4ULL)), 4);
+    close(fd);
+}
+
+/* Points the footer copy at offset 0 of img at the dynamic header at dh (sealed). */
+static void point_copy_at(uint64_t dh)
+{
+    uint8_t f[512];
+    int fd = open(img, O_RDWR);
+
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, f, 512, 0), 512);
+    st_be64(f + FT_DATA_OFFSET, dh);
+    vpc_seal_footer(f);
+    assert_int_equal(pwrite(fd, f, 512, 0), 512);
+    close(fd);
+}
+
+/*
+ * Differencing disks: a block that a crash left written but unmapped (its
+ * BAT entry cleared here by hand) is found at open and reused before the
+ * file grows, and its unwritten sectors read the parent again. A place that
+ * holds the dynamic header the footer copy at 0 names (as a parent change
+ * cut between its two footer writes leaves) is never reused.
+ */
+static void test_vpc_differencing_reuse(void **state)
+{
+    uint8_t *want = malloc(10 * MiB), hdr[1024];
+    uint64_t bat_off, dh, block1;
+    char opt[8300];
+    BlockBackend *blk;
+    int64_t len0;
+    int fd;
+
+    create(parent, "size=10M,force_size=on");
+    blk = open_vpc(parent, BDRV_O_RDWR);
+    memset(want, 0x77, 10 * MiB);
+    assert_int_equal(blk_pwrite(blk, 0, 10 * MiB, want, 0), 0);
+    blk_unref(blk);
+    snprintf(opt, sizeof(opt), "backing_file=%s", strrchr(parent, '/') + 1);
+    create(img, opt);
+    blk = open_vpc(img, BDRV_O_RDWR);
+    for (int b = 0; b < 4; b++) {
+        memset(want + b * 2 * MiB + 4096, 0x10 + b, 8192);
+        assert_int_equal(blk_pwrite(blk, b * 2 * MiB + 4096, 8192, want + b * 2 * MiB + 4096,
+                                    0), 0);
+    }
+    bat_off = ((BDRVVpcState *)blk_bs(blk)->opaque)->bat_offset;
+    block1 = (uint64_t)((BDRVVpcState *)blk_bs(blk)->opaque)->bat[1] * 512;
+    dh = ld_be64(((BDRVVpcState *)blk_bs(blk)->opaque)->footer + FT_DATA_OFFSET);
+    memcpy(hdr, ((BDRVVpcState *)blk_bs(blk)->opaque)->dynhdr, 1024);
+    blk_unref(blk);
+    len0 = file_size(img);
+
+    /* Block 1 unmapped, and the footer copy names a header placed in its space. */
+    put_bat(bat_off, 1, VHD_BAT_UNUSED);
+    memset(want + 2 * MiB + 4096, 0x77, 8192);
+    fd = open(img, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, hdr, 1024, (off_t)block1 + 4096), 1024);
+    close(fd);
+    point_copy_at(block1 + 4096);
+    blk = open_vpc(img, 0);
+    assert_int_equal(((BDRVVpcState *)blk_bs(blk)->opaque)->n_free, 0);
+    expect(blk, want, 10 * MiB);
+    blk_unref(blk);
+
+    /* The copy names the header in use again: block 1's place is a free slot. */
+    point_copy_at(dh);
+    blk = open_vpc(img, BDRV_O_RDWR);
+    assert_int_equal(((BDRVVpcState *)blk_bs(blk)->opaque)->n_free, 1);
+    expect(blk, want, 10 * MiB);
+    memset(want + 8 * MiB + 512, 0x3c, 1024);
+    assert_int_equal(blk_pwrite(blk, 8 * MiB + 512, 1024, want + 8 * MiB + 512, 0), 0);
+    assert_int_equal(file_size(img), len0);
+    expect(blk, want, 10 * MiB); /* the rest of block 4 reads the parent, not block 1's data */
+    check_clean(blk);
+    blk_unref(blk);
+    /* (No qemu-img compare: qemu's vpc driver does not read a differencing disk's parent.) */
+    blk = open_vpc(img, 0);
+    expect(blk, want, 10 * MiB);
+    check_clean(blk);
+    blk_unref(blk);
+    free(want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -316,6 +411,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vpc_reuse_after_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vpc_discard_differencing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vpc_set_parent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vpc_differencing_reuse, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,9 +13,23 @@
  * entries only). The parent's contents are not compared: as with qemu-img
  * rebase -u, the caller vouches that the new parent holds the same data.
  *
- * Refused (-ENOTSUP, with a message): images that are not differencing
- * (HasParent would have to be set and sector bitmaps added), removing the
- * parent, and parents of another format than vhdx.
+ * Refused with -ENOTSUP and a message saying why (MS-VHDX 2.5.1.2, 2.6):
+ *  - giving a parent to an image that is not differencing: its file
+ *    parameters say HasParent = 0 and it has no parent locator item. Both
+ *    could be written through the log, but the BAT would change meaning
+ *    under the guest: a block that is not present (or unmapped, or
+ *    undefined) reads zeroes without a parent and the parent's data with
+ *    one, and the BAT of a differencing image ends with one more sector
+ *    bitmap entry than the image has room for when its payload blocks fill
+ *    the last chunk. coblk does not convert; 'coblk-img create -b' makes a
+ *    new differencing image over it instead;
+ *  - removing the parent: without HasParent and the locator, partially
+ *    present blocks (whose sector bitmaps send the other sectors to the
+ *    parent) are invalid and blocks not present would read zeroes: the
+ *    guest's data would change or the image would be corrupt.
+ *    'coblk-img convert' makes a standalone copy instead;
+ *  - parents of another format than vhdx (the locator's parent_linkage is
+ *    the parent's vhdx DataWriteGuid).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -35,13 +49,17 @@ static int refuse(BlockDriverState *bs, const char *name, const char *fmt, Error
     BDRVVhdxState *s = bs->opaque;
 
     if (!s->has_parent) {
-        error_setg(errp, "vhdx: '%s' is not a differencing image: setting a parent is not "
-                   "supported", bs->filename);
+        error_setg(errp, "vhdx: '%s' is not a differencing image (HasParent is 0 in its file "
+                   "parameters and it has no parent locator): giving it a parent is not "
+                   "supported, as its blocks not present would then read the parent instead "
+                   "of zeroes; create a differencing image over it instead", bs->filename);
         return -ENOTSUP;
     }
     if (!name || !name[0]) {
         error_setg(errp, "vhdx: removing the parent of the differencing image '%s' is not "
-                   "supported", bs->filename);
+                   "supported: VHDX has no standalone form of it (its blocks not present or "
+                   "partially present read the parent); convert it to a new image instead",
+                   bs->filename);
         return -ENOTSUP;
     }
     if (fmt && strcmp(fmt, "vhdx") != 0) {

@@ -235,11 +235,12 @@ int coroutine_fn vmdk_co_rename(BlockDriverState *bs, const char *new_name, Erro
         goto out;
     }
     /* The descriptor (now under its new name) names the new extent files. */
-    ret = text ? vmdk_write_desc(bs, text) : 0;
+    ret = text ? vmdk_put_desc(bs, s->desc_embedded ? NULL : new_name, text) : 0;
+    ret = ret ? ret : bdrv_co_flush(bs->file->bs);
     if (ret < 0) {
         error_setg_errno(errp, ret, "vmdk: could not rewrite the descriptor of '%s'",
                          new_name);
-        if (vmdk_write_desc(bs, s->desc_text) < 0 ||
+        if (vmdk_put_desc(bs, s->desc_embedded ? NULL : new_name, s->desc_text) < 0 ||
             coblk_rename_noreplace(new_name, old_desc) < 0) {
             coblk_warn("vmdk: '%s' may name extents under both old and new names; "
                        "check it by hand", new_name);

@@ -287,12 +287,24 @@ int coroutine_fn vmdk_co_pwrite(BdrvChild *c, uint64_t off, const void *buf, siz
  * keep pointers to them across yields while a resize appends more.
  */
 VmdkExtent *vmdk_extent_append(BDRVVmdkState *s, VmdkExtent *e);
+
+/* desc-write.c (see its file comment for the crash-safe orders) */
 /*
- * Writes text as the descriptor (the embedded area, -ENOSPC if it does not
- * fit, or the whole descriptor file, truncated to it) and flushes. In place:
- * atomic only when it fits in one sector.
+ * Writes text as the descriptor: the embedded area (-ENOSPC if it does not
+ * fit), or the descriptor file (a local one, named path, or when path is
+ * NULL the one bs->file opened, is replaced atomically; another is
+ * rewritten in place). The embedded area is not flushed at the end.
  */
+int coroutine_fn vmdk_put_desc(BlockDriverState *bs, const char *path, const char *text);
+/* vmdk_put_desc(bs, NULL, text), then a flush. */
 int coroutine_fn vmdk_write_desc(BlockDriverState *bs, const char *text);
+/*
+ * At open, on the embedded descriptor area (cap bytes, NUL-terminated past
+ * them): if its checksum line does not match (an update torn by a crash),
+ * replaces the text by its copy in the upper half, written back to the file
+ * if bs is open read-write; -EINVAL (errp says why) if no valid copy.
+ */
+int vmdk_desc_recover(BlockDriverState *bs, char *area, size_t cap, Error **errp);
 /* Rewrites the descriptor with a new CID (first write after open). */
 int coroutine_fn vmdk_update_cid(BlockDriverState *bs);
 

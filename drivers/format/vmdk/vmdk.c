@@ -301,6 +301,7 @@ static int open_sparse_file(BlockDriverState *bs, const uint8_t *hdr, Error **er
         s->desc_offset = desc_off * VMDK_SECTOR;
         s->desc_capacity = desc_size * VMDK_SECTOR;
         ret = read_desc(bs->file, s->desc_offset, s->desc_capacity, &s->desc_text, errp);
+        ret = ret ? ret : vmdk_desc_recover(bs, s->desc_text, s->desc_capacity, errp);
         if (ret < 0) {
             return ret;
         }
@@ -450,39 +451,6 @@ static int find_extent(const BDRVVmdkState *s, uint64_t off)
     return lo;
 }
 
-/* Writes text as the descriptor (embedded area or descriptor file), unflushed. */
-static int coroutine_fn put_desc(BlockDriverState *bs, const char *text)
-{
-    BDRVVmdkState *s = bs->opaque;
-    size_t len = strlen(text);
-    char *area;
-    int ret;
-
-    if (!s->desc_embedded) {
-        ret = vmdk_co_pwrite(bs->file, 0, text, len);
-        return ret < 0 ? ret : bdrv_co_truncate(bs->file, (int64_t)len, true,
-                                                PREALLOC_MODE_OFF, 0, NULL);
-    }
-    if (len > s->desc_capacity) {
-        return -ENOSPC;
-    }
-    area = calloc(1, s->desc_capacity);
-    if (!area) {
-        return -ENOMEM;
-    }
-    memcpy(area, text, len);
-    ret = vmdk_co_pwrite(bs->file, s->desc_offset, area, s->desc_capacity);
-    free(area);
-    return ret;
-}
-
-int coroutine_fn vmdk_write_desc(BlockDriverState *bs, const char *text)
-{
-    int ret = put_desc(bs, text);
-
-    return ret < 0 ? ret : bdrv_co_flush(bs->file->bs);
-}
-
 int coroutine_fn vmdk_update_cid(BlockDriverState *bs)
 {
     BDRVVmdkState *s = bs->opaque;
@@ -502,7 +470,7 @@ int coroutine_fn vmdk_update_cid(BlockDriverState *bs)
     if (!text) {
         return 0; /* no CID line to update */
     }
-    ret = put_desc(bs, text);
+    ret = vmdk_put_desc(bs, NULL, text);
     if (ret < 0) {
         free(text);
         return ret == -ENOSPC ? 0 : ret; /* does not fit: keep the old CID */

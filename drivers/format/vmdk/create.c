@@ -12,11 +12,13 @@
  * after that. Every grain table is preallocated (zeroed, sparse on the host).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -320,26 +322,36 @@ static int coroutine_fn write_descriptor(VmdkCreate *c, const char *filename, Er
     return ret;
 }
 
+/*
+ * fsyncs the file at path. A flat extent is only created and sized: a flush
+ * through a node that wrote nothing is skipped by the block layer, so its
+ * size would not be durable before the descriptor that names it.
+ */
+static int sync_file(const char *path, Error **errp)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC), ret = 0;
+
+    if (fd < 0 || fsync(fd) < 0) {
+        ret = -errno;
+        error_setg_errno(errp, -ret, "vmdk: could not sync '%s'", path);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ret;
+}
+
 int coroutine_fn vmdk_create_extent_file(const char *path, uint64_t sectors, bool sparse,
                                         bool zeroed_grain, Error **errp)
 {
     VmdkCreate c = { .subformat = sparse ? SF_2G_SPARSE : SF_2G_FLAT, .zeroed = zeroed_grain };
-    BlockBackend *blk = NULL;
     int ret;
 
     if (sparse) {
         return create_sparse(&c, path, sectors, NULL, errp);
     }
-    ret = create_file(path, sectors * VMDK_SECTOR, 0, false, &blk, errp);
-    if (ret < 0) {
-        return ret;
-    }
-    ret = blk_co_flush(blk);
-    if (ret < 0) {
-        error_setg_errno(errp, -ret, "vmdk: could not flush '%s'", path);
-    }
-    blk_unref(blk);
-    return ret;
+    ret = create_file(path, sectors * VMDK_SECTOR, 0, false, NULL, errp);
+    return ret < 0 ? ret : sync_file(path, errp);
 }
 
 static int add_extent(VmdkDesc *d, uint64_t sectors, VmdkExtentType type, const char *name)
@@ -383,6 +395,7 @@ static int coroutine_fn create_split(VmdkCreate *c, const char *filename, bool s
             ret = sparse ? create_sparse(c, path, n, NULL, errp)
                          : create_file(path, n * VMDK_SECTOR, c->prealloc, c->nocow, NULL,
                                        errp);
+            ret = ret || sparse ? ret : sync_file(path, errp);
         }
         if (ret < 0) {
             return ret;

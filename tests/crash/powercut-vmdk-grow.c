@@ -1,0 +1,916 @@
+/*
+ * Power-cut test of vmdk twoGbMaxExtentSparse / twoGbMaxExtentFlat growth,
+ * across all the image's files:
+ *
+ *   powercut-vmdk-grow DIR SUBFORMAT
+ *
+ * A grow creates extent files and replaces the descriptor file, so a log of
+ * one file's writes (blklogwrites, as tests/crash/powercut.c uses) cannot
+ * replay it. This test interposes the libc calls that change files in its
+ * scratch folder (open with O_CREAT/O_TRUNC, mkstemp, write, pwrite,
+ * pwritev, ftruncate, fallocate, fsync, fdatasync, rename, unlink; the
+ * io_uring and libaio engines are made unavailable so that every request
+ * takes the thread pool's pwritev/fdatasync) and records them, per inode,
+ * while a guest workload writes, grows the image from 10 MiB to 3 GiB and
+ * writes across the old and new extents, with guest flushes.
+ *
+ * A power cut after event k is then rebuilt in a fresh folder: each
+ * inode's writes up to its last fsync before k are kept, later ones kept or
+ * lost (none, all, or random subsets); names (creations, renames, unlinks)
+ * up to the folder's last fsync are kept, later ones as a random prefix
+ * (a journaling file system keeps them in order). Every cut after a sync
+ * and every cut inside the grow is checked:
+ *  - the image opens, and qemu-img check finds no corruption;
+ *  - its size is the old or the new one (the new one once a guest flush
+ *    after the grow came before the cut);
+ *  - every tracked guest sector holds the data of the last guest flush
+ *    before the cut or of a later guest write;
+ *  - an image left at the old size grows again to the new size (the
+ *    leftover extent files of the cut grow are taken over, see
+ *    drivers/format/vmdk/stray.c) and checks clean.
+ * Exit 0 = pass, 1 = a violation (printed), 77 = skipped (no vmdk).
+ */
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <coblk/block-driver.h>
+#include <coblk/image.h>
+
+#define MiB (1024LL * 1024)
+#define GiB (1024 * MiB)
+#define S0 (10 * MiB)
+#define GROWN (3 * GiB)
+#define RLEN (2 * MiB)              /* two tracked guest regions of RLEN bytes */
+#define SECTOR 512
+#define MAX_EV 100000
+#define MAX_INO 64
+#define MAX_FD 4096
+#define MAX_OPS 64
+#define NAME_LEN 256
+
+static const int64_t region_start[2] = { 0, 2 * GiB - MiB };
+
+typedef enum { EV_CREATE, EV_WRITE, EV_TRUNC, EV_ZERO, EV_SYNC, EV_SYNCDIR, EV_RENAME,
+               EV_UNLINK, EV_MARK, EV_ZERO_GROW } EvKind;
+
+typedef struct Ev {
+    EvKind kind;
+    int ino;                /* data events, CREATE, RENAME (the renamed inode) */
+    char name[NAME_LEN];    /* CREATE, UNLINK, RENAME (from); MARK (its text) */
+    char name2[NAME_LEN];   /* RENAME (to) */
+    uint64_t off, len;      /* WRITE, TRUNC (len), ZERO */
+    bool grows;             /* ZERO: without FALLOC_FL_KEEP_SIZE (may extend the file) */
+    size_t data;            /* WRITE: offset in the data log */
+} Ev;
+
+static char scratch[4096], dir[4200], work[4200], desc_name[NAME_LEN];
+static Ev *ev;
+static int nev;
+static uint8_t *dlog;
+static size_t dlog_len, dlog_cap;
+static bool tracing;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static int fd_ino[MAX_FD];
+static bool fd_dir[MAX_FD];
+static uint64_t fd_pos[MAX_FD];
+/* The folder as the traced program sees it: name -> inode (-1: none). */
+static char names[MAX_INO][NAME_LEN];
+static int name_ino[MAX_INO], nnames, ninos, base_inos;
+
+static void die(const char *what)
+{
+    fprintf(stderr, "powercut-vmdk-grow: FAIL: %s\n", what);
+    exit(1);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Recording */
+
+static Ev *add_ev(EvKind kind, int ino)
+{
+    if (nev >= MAX_EV) {
+        die("too many events");
+    }
+    memset(&ev[nev], 0, sizeof(ev[nev]));
+    ev[nev].kind = kind;
+    ev[nev].ino = ino;
+    return &ev[nev++];
+}
+
+/* The base name of path if it lies directly in dir, else NULL. */
+static const char *in_dir(const char *path)
+{
+    size_t n = strlen(dir);
+
+    if (!path || strncmp(path, dir, n) || path[n] != '/' || strchr(path + n + 1, '/')) {
+        return NULL;
+    }
+    return path + n + 1;
+}
+
+static int lookup(const char *name)
+{
+    for (int i = 0; i < nnames; i++) {
+        if (name_ino[i] >= 0 && !strcmp(names[i], name)) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static void set_name(const char *name, int ino)
+{
+    int i = lookup(name);
+
+    if (i < 0) {
+        if (nnames >= MAX_INO) {
+            die("too many names");
+        }
+        i = nnames++;
+        snprintf(names[i], NAME_LEN, "%s", name);
+    }
+    name_ino[i] = ino;
+}
+
+static void note_open(const char *path, int flags, bool existed, int fd)
+{
+    const char *name = in_dir(path);
+    int i;
+
+    if (fd < 0 || fd >= MAX_FD || !tracing) {
+        return;
+    }
+    fd_ino[fd] = -1;
+    fd_dir[fd] = path && !strcmp(path, dir);
+    fd_pos[fd] = 0;
+    if (!name) {
+        return;
+    }
+    pthread_mutex_lock(&lock);
+    i = lookup(name);
+    if (i < 0 || !existed) {
+        if (ninos >= MAX_INO) {
+            die("too many inodes");
+        }
+        set_name(name, ninos++);
+        snprintf(add_ev(EV_CREATE, ninos - 1)->name, NAME_LEN, "%s", name);
+        i = lookup(name);
+    } else if (flags & O_TRUNC) {
+        add_ev(EV_TRUNC, name_ino[i])->len = 0;
+    }
+    fd_ino[fd] = name_ino[i];
+    pthread_mutex_unlock(&lock);
+}
+
+static bool traced(int fd)
+{
+    return tracing && fd >= 0 && fd < MAX_FD && (fd_ino[fd] >= 0 || fd_dir[fd]);
+}
+
+static void note_write(int fd, const struct iovec *iov, int cnt, uint64_t off, ssize_t n)
+{
+    Ev *e;
+
+    if (n <= 0 || !traced(fd) || fd_dir[fd]) {
+        return;
+    }
+    pthread_mutex_lock(&lock);
+    if (dlog_len + (size_t)n > dlog_cap) {
+        dlog_cap = (dlog_len + (size_t)n) * 2;
+        dlog = realloc(dlog, dlog_cap);
+        if (!dlog) {
+            die("out of memory");
+        }
+    }
+    e = add_ev(EV_WRITE, fd_ino[fd]);
+    e->off = off;
+    e->len = (uint64_t)n;
+    e->data = dlog_len;
+    for (int i = 0; i < cnt && n > 0; i++) {
+        size_t take = iov[i].iov_len < (size_t)n ? iov[i].iov_len : (size_t)n;
+
+        memcpy(dlog + dlog_len, iov[i].iov_base, take);
+        dlog_len += take;
+        n -= (ssize_t)take;
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+static void note_simple(int fd, EvKind kind, uint64_t off, uint64_t len)
+{
+    Ev *e;
+
+    if (!traced(fd)) {
+        return;
+    }
+    pthread_mutex_lock(&lock);
+    if (fd_dir[fd]) {
+        if (kind == EV_SYNC) {
+            add_ev(EV_SYNCDIR, -1);
+        }
+    } else {
+        e = add_ev(kind == EV_ZERO_GROW ? EV_ZERO : kind, fd_ino[fd]);
+        e->off = off;
+        e->len = len;
+        e->grows = kind == EV_ZERO_GROW;
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+static void mark(const char *text)
+{
+    pthread_mutex_lock(&lock);
+    snprintf(add_ev(EV_MARK, -1)->name, NAME_LEN, "%s", text);
+    pthread_mutex_unlock(&lock);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Interposers (see test-untrusted.c for why the symbol names are explicit) */
+
+#define REAL(sym, ret, params)                          \
+    static ret (*real) params;                          \
+    if (!real) {                                        \
+        real = (ret (*) params)dlsym(RTLD_NEXT, sym);   \
+    }
+
+static mode_t open_mode(int flags, va_list ap)
+{
+    return flags & (O_CREAT | O_TMPFILE) ? (mode_t)va_arg(ap, int) : 0;
+}
+
+#define INTERPOSE_OPEN(cname, sym)                                              \
+    int cname(const char *path, int flags, ...) __asm__(sym);                  \
+    int cname(const char *path, int flags, ...)                                \
+    {                                                                           \
+        va_list ap;                                                             \
+        mode_t mode;                                                            \
+        bool existed = tracing && in_dir(path) && access(path, F_OK) == 0;     \
+        int fd;                                                                 \
+        REAL(sym, int, (const char *, int, ...))                                \
+                                                                                \
+        va_start(ap, flags);                                                    \
+        mode = open_mode(flags, ap);                                            \
+        va_end(ap);                                                             \
+        fd = real(path, flags, mode);                                           \
+        note_open(path, flags, existed, fd);                                    \
+        return fd;                                                              \
+    }
+
+INTERPOSE_OPEN(pc_open, "open")
+INTERPOSE_OPEN(pc_open64, "open64")
+
+/*
+ * With _FILE_OFFSET_BITS=64 the headers send some calls to their *64 names:
+ * each is interposed under both.
+ */
+#define INTERPOSE_MKSTEMP(cname, sym)                                          \
+    int cname(char *tmpl) __asm__(sym);                                        \
+    int cname(char *tmpl)                                                      \
+    {                                                                          \
+        int fd;                                                                \
+        REAL(sym, int, (char *))                                               \
+                                                                               \
+        fd = real(tmpl);                                                       \
+        note_open(tmpl, O_CREAT, false, fd);                                   \
+        return fd;                                                             \
+    }
+
+#define INTERPOSE_PWRITEV(cname, sym)                                          \
+    ssize_t cname(int fd, const struct iovec *iov, int cnt, off_t off) __asm__(sym); \
+    ssize_t cname(int fd, const struct iovec *iov, int cnt, off_t off)         \
+    {                                                                          \
+        ssize_t n;                                                             \
+        REAL(sym, ssize_t, (int, const struct iovec *, int, off_t))            \
+                                                                               \
+        n = real(fd, iov, cnt, off);                                           \
+        note_write(fd, iov, cnt, (uint64_t)off, n);                            \
+        return n;                                                              \
+    }
+
+#define INTERPOSE_PWRITE(cname, sym)                                           \
+    ssize_t cname(int fd, const void *buf, size_t len, off_t off) __asm__(sym); \
+    ssize_t cname(int fd, const void *buf, size_t len, off_t off)              \
+    {                                                                          \
+        struct iovec iov = { (void *)buf, len };                               \
+        ssize_t n;                                                             \
+        REAL(sym, ssize_t, (int, const void *, size_t, off_t))                 \
+                                                                               \
+        n = real(fd, buf, len, off);                                           \
+        note_write(fd, &iov, 1, (uint64_t)off, n);                             \
+        return n;                                                              \
+    }
+
+#define INTERPOSE_FTRUNCATE(cname, sym)                                        \
+    int cname(int fd, off_t len) __asm__(sym);                                 \
+    int cname(int fd, off_t len)                                               \
+    {                                                                          \
+        int r;                                                                 \
+        REAL(sym, int, (int, off_t))                                           \
+                                                                               \
+        r = real(fd, len);                                                     \
+        if (r == 0) {                                                          \
+            note_simple(fd, EV_TRUNC, 0, (uint64_t)len);                       \
+        }                                                                      \
+        return r;                                                              \
+    }
+
+#define INTERPOSE_FALLOCATE(cname, sym)                                        \
+    int cname(int fd, int mode, off_t off, off_t len) __asm__(sym);            \
+    int cname(int fd, int mode, off_t off, off_t len)                          \
+    {                                                                          \
+        int r;                                                                 \
+        REAL(sym, int, (int, int, off_t, off_t))                               \
+                                                                               \
+        r = real(fd, mode, off, len);                                          \
+        if (r == 0 && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) { \
+            note_simple(fd, (mode & FALLOC_FL_KEEP_SIZE) ? EV_ZERO : EV_ZERO_GROW, \
+                        (uint64_t)off, (uint64_t)len);                         \
+        } else if (r == 0 && traced(fd)) {                                     \
+            die("an untracked fallocate mode");                                \
+        }                                                                      \
+        return r;                                                              \
+    }
+
+INTERPOSE_MKSTEMP(pc_mkstemp, "mkstemp")
+INTERPOSE_MKSTEMP(pc_mkstemp64, "mkstemp64")
+INTERPOSE_PWRITEV(pc_pwritev, "pwritev")
+INTERPOSE_PWRITEV(pc_pwritev64, "pwritev64")
+INTERPOSE_PWRITE(pc_pwrite, "pwrite")
+INTERPOSE_PWRITE(pc_pwrite64, "pwrite64")
+INTERPOSE_FTRUNCATE(pc_ftruncate, "ftruncate")
+INTERPOSE_FTRUNCATE(pc_ftruncate64, "ftruncate64")
+INTERPOSE_FALLOCATE(pc_fallocate, "fallocate")
+INTERPOSE_FALLOCATE(pc_fallocate64, "fallocate64")
+
+int close(int fd)
+{
+    REAL("close", int, (int))
+
+    if (fd >= 0 && fd < MAX_FD) {
+        fd_ino[fd] = -1;
+        fd_dir[fd] = false;
+    }
+    return real(fd);
+}
+
+ssize_t write(int fd, const void *buf, size_t len)
+{
+    struct iovec iov = { (void *)buf, len };
+    ssize_t n;
+    REAL("write", ssize_t, (int, const void *, size_t))
+
+    n = real(fd, buf, len);
+    if (n > 0 && traced(fd) && !fd_dir[fd]) {
+        note_write(fd, &iov, 1, fd_pos[fd], n);
+        fd_pos[fd] += (uint64_t)n;
+    }
+    return n;
+}
+
+int fsync(int fd)
+{
+    int r;
+    REAL("fsync", int, (int))
+
+    r = real(fd);
+    if (r == 0) {
+        note_simple(fd, EV_SYNC, 0, 0);
+    }
+    return r;
+}
+
+int fdatasync(int fd)
+{
+    int r;
+    REAL("fdatasync", int, (int))
+
+    r = real(fd);
+    if (r == 0) {
+        note_simple(fd, EV_SYNC, 0, 0);
+    }
+    return r;
+}
+
+int rename(const char *from, const char *to)
+{
+    const char *a = in_dir(from), *b = in_dir(to);
+    int r;
+    REAL("rename", int, (const char *, const char *))
+
+    r = real(from, to);
+    if (r == 0 && tracing && a && b) {
+        pthread_mutex_lock(&lock);
+        if (lookup(a) < 0) {
+            die("rename of an unknown file");
+        }
+        {
+            Ev *e = add_ev(EV_RENAME, name_ino[lookup(a)]);
+
+            snprintf(e->name, NAME_LEN, "%s", a);
+            snprintf(e->name2, NAME_LEN, "%s", b);
+            set_name(b, name_ino[lookup(a)]);
+            name_ino[lookup(a)] = -1;
+        }
+        pthread_mutex_unlock(&lock);
+    }
+    return r;
+}
+
+int unlink(const char *path)
+{
+    const char *a = in_dir(path);
+    int r;
+    REAL("unlink", int, (const char *))
+
+    r = real(path);
+    if (r == 0 && tracing && a && lookup(a) >= 0) {
+        pthread_mutex_lock(&lock);
+        snprintf(add_ev(EV_UNLINK, -1)->name, NAME_LEN, "%s", a);
+        name_ino[lookup(a)] = -1;
+        pthread_mutex_unlock(&lock);
+    }
+    return r;
+}
+
+/* No io_uring, no libaio: every request goes through the thread pool's libc calls. */
+struct io_uring;
+struct io_uring_params;
+int io_uring_queue_init_params(unsigned entries, struct io_uring *ring,
+                               struct io_uring_params *p);
+int io_setup(int nr, void **ctx);
+int io_uring_queue_init_params(unsigned entries, struct io_uring *ring,
+                               struct io_uring_params *p)
+{
+    return -ENOSYS;
+}
+
+int io_setup(int nr, void **ctx)
+{
+    return -ENOSYS;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Guest workload */
+
+typedef struct GuestOp {
+    int region;
+    int64_t off, len;       /* within the region */
+    uint32_t seq;
+} GuestOp;
+
+static GuestOp ops[MAX_OPS];
+static int nops, nflush, grow_flush = -1;
+static int flush_after[MAX_OPS];        /* guest flush k came after ops[0..flush_after[k]) */
+static uint8_t (*snap)[2][RLEN];        /* tracked guest data at each guest flush */
+static uint8_t cur[2][RLEN];
+
+static uint8_t op_byte(const GuestOp *op, int64_t o)
+{
+    uint64_t x = (uint64_t)o * 0x9e3779b1u + op->seq * 0x85ebca6bu;
+
+    return (uint8_t)(x >> 24 ^ x);
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return *s >> 33;
+}
+
+static void guest_flush(BlockBackend *blk)
+{
+    char m[32];
+
+    if (blk_flush(blk) < 0) {
+        die("guest flush failed");
+    }
+    snprintf(m, sizeof(m), "flush %d", nflush);
+    mark(m);
+    memcpy(snap[nflush], cur, sizeof(cur));
+    flush_after[nflush++] = nops;
+}
+
+static void guest_writes(BlockBackend *blk, int n, bool grown, uint64_t *seed)
+{
+    uint8_t *buf = malloc(64 * 1024);
+
+    for (int i = 0; i < n; i++) {
+        GuestOp *op = &ops[nops];
+
+        op->region = grown ? (int)(rnd(seed) % 2) : 0;
+        op->len = (int64_t)(1 + rnd(seed) % 128) * SECTOR;
+        op->off = (int64_t)(rnd(seed) % (RLEN / SECTOR)) * SECTOR;
+        if (op->off + op->len > RLEN) {
+            op->len = RLEN - op->off;
+        }
+        op->seq = (uint32_t)nops + 1;
+        for (int64_t b = 0; b < op->len; b++) {
+            buf[b] = op_byte(op, region_start[op->region] + op->off + b);
+            cur[op->region][op->off + b] = buf[b];
+        }
+        if (blk_pwrite(blk, region_start[op->region] + op->off, op->len, buf, 0) < 0) {
+            die("a guest write failed");
+        }
+        nops++;
+        if (rnd(seed) % 4 == 0) {
+            guest_flush(blk);
+        }
+    }
+    guest_flush(blk);
+    free(buf);
+}
+
+static void run_workload(const char *img)
+{
+    char opts[8192];
+    BlockOpts *o = bopts_new();
+    Error *err = NULL;
+    BlockBackend *blk;
+    uint64_t seed = 4242;
+
+    snprintf(opts, sizeof(opts), "driver=vmdk,file.driver=file,file.filename=%s", img);
+    bopts_parse_keyval(o, opts, NULL, NULL);
+    blk = blk_new_open(NULL, o, BDRV_O_RDWR | BDRV_O_AIO_THREADS, &err);
+    if (!blk) {
+        fprintf(stderr, "open: %s\n", error_get_pretty(err));
+        die("cannot open the image");
+    }
+    guest_writes(blk, 12, false, &seed);
+    mark("grow-start");
+    if (blk_truncate(blk, GROWN, true, PREALLOC_MODE_OFF, 0, &err) < 0) {
+        fprintf(stderr, "grow: %s\n", error_get_pretty(err));
+        die("the grow failed");
+    }
+    mark("grow-end");
+    guest_flush(blk);
+    grow_flush = nflush - 1;
+    guest_writes(blk, 16, true, &seed);
+    blk_unref(blk);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Rebuilding a power cut */
+
+static char base_copy[MAX_INO][4400];
+
+static void sh(const char *fmt, ...)
+{
+    char cmd[16384];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "command failed: %s\n", cmd);
+        die("a helper command failed");
+    }
+}
+
+/* Keep-or-lose for event i after its sync point: mode 0 none, 1 all, else random bits. */
+static bool keep(int mode, uint64_t seed, int i)
+{
+    uint64_t s = seed ^ ((uint64_t)i * 0x9e3779b97f4a7c15ULL);
+
+    return mode == 1 || (mode > 1 && rnd(&s) % 2);
+}
+
+/* Writes inode ino's content at the cut into path. */
+static void build_inode(int ino, int k, int mode, uint64_t seed, const char *path)
+{
+    int last_sync = -1, fd;
+
+    for (int i = 0; i < k; i++) {
+        if (ev[i].kind == EV_SYNC && ev[i].ino == ino) {
+            last_sync = i;
+        }
+    }
+    if (ino < base_inos) {
+        sh("cp --sparse=always '%s' '%s'", base_copy[ino], path);
+    }
+    fd = open(path, O_WRONLY | O_CREAT, 0644);
+    if (fd < 0) {
+        die("cannot build a file");
+    }
+    for (int i = 0; i < k; i++) {
+        const Ev *e = &ev[i];
+        bool ok = e->ino == ino && (i < last_sync || keep(mode, seed, i));
+
+        if (!ok || (e->kind != EV_WRITE && e->kind != EV_TRUNC && e->kind != EV_ZERO)) {
+            continue;
+        }
+        if (e->kind == EV_WRITE && pwrite(fd, dlog + e->data, e->len, (off_t)e->off) !=
+                                   (ssize_t)e->len) {
+            die("replay write failed");
+        }
+        if (e->kind == EV_TRUNC && ftruncate(fd, (off_t)e->len) < 0) {
+            die("replay truncate failed");
+        }
+        if (e->kind == EV_ZERO) {
+            struct stat st;
+
+            if (e->grows && fstat(fd, &st) == 0 && (uint64_t)st.st_size < e->off + e->len &&
+                ftruncate(fd, (off_t)(e->off + e->len)) < 0) {
+                die("replay truncate failed");
+            }
+            if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)e->off,
+                          (off_t)e->len) < 0) {
+                die("replay punch failed");
+            }
+        }
+    }
+    close(fd);
+}
+
+/* Rebuilds the folder as a power cut after event k leaves it, into work. */
+static void build_cut(int k, int mode, uint64_t seed)
+{
+    char nm[MAX_INO][NAME_LEN], path[4600];
+    int ino[MAX_INO], n = 0, last_dir = -1, cutoff = k, later = 0;
+
+    sh("rm -rf '%s' && mkdir '%s'", work, work);
+    for (int i = 0; i < k; i++) {
+        if (ev[i].kind == EV_SYNCDIR) {
+            last_dir = i;
+        }
+    }
+    /* Names after the last folder sync: a prefix survives. */
+    for (int i = last_dir + 1; i < k; i++) {
+        later += ev[i].kind == EV_CREATE || ev[i].kind == EV_RENAME || ev[i].kind == EV_UNLINK;
+    }
+    if (later) {
+        uint64_t s = seed;
+        int keep_n = mode == 0 ? 0 : mode == 1 ? later : (int)(rnd(&s) % (uint64_t)(later + 1));
+
+        for (int i = last_dir + 1; i < k; i++) {
+            bool ns = ev[i].kind == EV_CREATE || ev[i].kind == EV_RENAME ||
+                      ev[i].kind == EV_UNLINK;
+
+            if (ns && keep_n-- == 0) {
+                cutoff = i;
+                break;
+            }
+        }
+    }
+    for (int i = 0; i < base_inos; i++) {
+        snprintf(nm[n], NAME_LEN, "%s", names[i]);
+        ino[n++] = i;
+    }
+    for (int i = 0; i < cutoff; i++) {
+        const Ev *e = &ev[i];
+
+        for (int j = 0; j < n; j++) {
+            bool gone = (e->kind == EV_UNLINK && !strcmp(nm[j], e->name)) ||
+                        (e->kind == EV_RENAME && !strcmp(nm[j], e->name2));
+
+            if (gone) {
+                nm[j][0] = '\0';
+            }
+        }
+        if (e->kind == EV_CREATE || e->kind == EV_RENAME) {
+            snprintf(nm[n], NAME_LEN, "%s", e->kind == EV_CREATE ? e->name : e->name2);
+            ino[n++] = e->ino;
+            if (e->kind == EV_RENAME) {
+                for (int j = 0; j < n - 1; j++) {
+                    if (!strcmp(nm[j], e->name)) {
+                        nm[j][0] = '\0';
+                    }
+                }
+            }
+        }
+    }
+    for (int j = 0; j < n; j++) {
+        if (nm[j][0]) {
+            snprintf(path, sizeof(path), "%s/%.255s", work, nm[j]);
+            build_inode(ino[j], k, mode, seed, path);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Checks */
+
+static BlockBackend *open_work(int flags, Error **err)
+{
+    char opts[8192];
+    BlockOpts *o = bopts_new();
+
+    snprintf(opts, sizeof(opts), "driver=vmdk,file.driver=file,file.filename=%s/%s", work,
+             desc_name);
+    bopts_parse_keyval(o, opts, NULL, NULL);
+    return blk_new_open(NULL, o, flags, err);
+}
+
+static int last_flush_before(int k)
+{
+    int f = -1;
+
+    for (int i = 0; i < k; i++) {
+        if (ev[i].kind == EV_MARK && !strncmp(ev[i].name, "flush ", 6)) {
+            f = atoi(ev[i].name + 6);
+        }
+    }
+    return f;
+}
+
+static void check_data(BlockBackend *blk, int r, int f, const char *what)
+{
+    uint8_t *got = malloc(RLEN);
+
+    if (blk_pread(blk, region_start[r], RLEN, got, 0) < 0) {
+        fprintf(stderr, "%s: cannot read region %d\n", what, r);
+        die("unreadable image");
+    }
+    for (int64_t s = 0; s < RLEN / SECTOR; s++) {
+        const uint8_t *want = f >= 0 ? snap[f][r] + s * SECTOR : NULL;
+        bool ok = want ? !memcmp(got + s * SECTOR, want, SECTOR) : true;
+        static const uint8_t zero[SECTOR];
+
+        ok = ok && (f >= 0 || !memcmp(got + s * SECTOR, zero, SECTOR));
+        for (int o = f >= 0 ? flush_after[f] : 0; !ok && o < nops; o++) {
+            const GuestOp *op = &ops[o];
+            bool match = op->region == r && op->off <= s * SECTOR &&
+                         s * SECTOR < op->off + op->len;
+
+            for (int b = 0; match && b < SECTOR; b++) {
+                match = got[s * SECTOR + b] == op_byte(op, region_start[r] + s * SECTOR + b);
+            }
+            ok = match;
+        }
+        if (!ok) {
+            fprintf(stderr, "%s: region %d sector %lld is neither guest flush %d's data nor "
+                    "a later write's\n", what, r, (long long)s, f);
+            die("lost or corrupted data");
+        }
+    }
+    free(got);
+}
+
+static void verify_cut(int k, int mode, uint64_t seed, bool can_check)
+{
+    char what[128];
+    int f = last_flush_before(k);
+    Error *err = NULL;
+    BlockBackend *blk;
+    int64_t len;
+
+    snprintf(what, sizeof(what), "cut after event %d (mode %d, seed %llu)", k, mode,
+             (unsigned long long)seed);
+    build_cut(k, mode, seed);
+    blk = open_work(0, &err);
+    if (!blk) {
+        fprintf(stderr, "%s: %s\n", what, error_get_pretty(err));
+        die("the image does not open");
+    }
+    len = blk_getlength(blk);
+    if (len != S0 && len != GROWN) {
+        fprintf(stderr, "%s: size %lld\n", what, (long long)len);
+        die("the image has neither the old nor the new size");
+    }
+    if (len != GROWN && f >= grow_flush && grow_flush >= 0) {
+        fprintf(stderr, "%s: the old size after guest flush %d\n", what, f);
+        die("the grow was lost after a guest flush");
+    }
+    check_data(blk, 0, f, what);
+    if (len == GROWN) {
+        check_data(blk, 1, f, what);
+    }
+    blk_unref(blk);
+    if (can_check) {
+        char cmd[9000];
+        int rc;
+
+        snprintf(cmd, sizeof(cmd), "qemu-img check -q -f vmdk '%s/%s' >/dev/null 2>&1", work,
+                 desc_name);
+        rc = system(cmd);
+        rc = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+        if (rc != 0 && rc != 3) {
+            fprintf(stderr, "%s: qemu-img check exit %d\n", what, rc);
+            die("qemu-img check failed");
+        }
+    }
+    if (len == S0) {
+        /* The cut grow's leftovers are taken over by the next one. */
+        blk = open_work(BDRV_O_RDWR, &err);
+        if (!blk || blk_truncate(blk, GROWN, true, PREALLOC_MODE_OFF, 0, &err) < 0) {
+            fprintf(stderr, "%s: grow again: %s\n", what, error_get_pretty(err));
+            die("the image cannot grow again after the cut");
+        }
+        check_data(blk, 0, f, what);
+        blk_unref(blk);
+        if (can_check) {
+            char cmd[9000];
+
+            snprintf(cmd, sizeof(cmd), "qemu-img check -q -f vmdk '%s/%s' >/dev/null 2>&1",
+                     work, desc_name);
+            if (system(cmd) != 0) {
+                fprintf(stderr, "%s: qemu-img check after growing again\n", what);
+                die("qemu-img check failed after growing again");
+            }
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    char img[4500], opts[256];
+    bool can_check = system("qemu-img --version >/dev/null 2>&1") == 0;
+    BlockOpts *o;
+    Error *err = NULL;
+    int gs = -1, ge = -1, points = 0;
+    DIR *d;
+    struct dirent *de;
+
+    if (argc < 3) {
+        fprintf(stderr, "usage: powercut-vmdk-grow DIR SUBFORMAT\n");
+        return 2;
+    }
+    if (!bdrv_find_format("vmdk")) {
+        return 77;
+    }
+    for (int i = 0; i < MAX_FD; i++) {
+        fd_ino[i] = -1;
+    }
+    snprintf(scratch, sizeof(scratch), "%.3900s/pcvg-%.40s-%d", argv[1], argv[2], (int)getpid());
+    snprintf(dir, sizeof(dir), "%s/img", scratch);
+    snprintf(work, sizeof(work), "%s/cut", scratch);
+    sh("rm -rf '%s' && mkdir -p '%s'", scratch, dir);
+    snprintf(desc_name, sizeof(desc_name), "disk.vmdk");
+    snprintf(img, sizeof(img), "%s/%s", dir, desc_name);
+    snprintf(opts, sizeof(opts), "size=%lld,subformat=%s", (long long)S0, argv[2]);
+    o = bopts_new();
+    bopts_parse_keyval(o, opts, NULL, NULL);
+    if (bdrv_create("vmdk", img, o, &err) < 0) {
+        fprintf(stderr, "create: %s\n", error_get_pretty(err));
+        return 1;
+    }
+    /* The files before the workload are the base inodes. */
+    d = opendir(dir);
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.') {
+            continue;
+        }
+        set_name(de->d_name, ninos);
+        snprintf(base_copy[ninos], sizeof(base_copy[0]), "%s/base-%d", scratch, ninos);
+        sh("cp --sparse=always '%s/%s' '%s'", dir, de->d_name, base_copy[ninos]);
+        ninos++;
+    }
+    closedir(d);
+    base_inos = ninos;
+    ev = calloc(MAX_EV, sizeof(*ev));
+    snap = calloc(MAX_OPS + 4, sizeof(*snap));
+    tracing = true;
+    run_workload(img);
+    tracing = false;
+
+    for (int i = 0; i < nev; i++) {
+        if (ev[i].kind == EV_MARK && !strcmp(ev[i].name, "grow-start")) {
+            gs = i;
+        } else if (ev[i].kind == EV_MARK && !strcmp(ev[i].name, "grow-end")) {
+            ge = i;
+        }
+    }
+    if (gs < 0 || ge < 0) {
+        die("the grow marks are missing");
+    }
+    /*
+     * Cuts: after every second sync outside the grow (keeping none, all and
+     * a random subset of the later writes) and, inside the grow, after every
+     * sync, creation, rename and unlink and every 16th write (none and all).
+     */
+    for (int k = 1, syncs = 0; k <= nev; k++) {
+        EvKind kind = ev[k - 1].kind;
+        bool in_grow = k > gs && k <= ge + 1;
+        bool sync = kind == EV_SYNC || kind == EV_SYNCDIR || k == nev;
+
+        if (in_grow ? (kind == EV_WRITE && k % 16) || kind == EV_MARK : !sync || syncs++ % 2) {
+            continue;
+        }
+        verify_cut(k, 0, 0, can_check);
+        verify_cut(k, 1, 0, can_check);
+        points += 2;
+        if (!in_grow) {
+            verify_cut(k, 2, (uint64_t)k * 7919, can_check);
+            points++;
+        }
+    }
+    printf("powercut-vmdk-grow %s: %d events (%d in the grow), %d guest writes, %d guest "
+           "flushes, %d power cuts checked%s\n", argv[2], nev, ge - gs, nops, nflush, points,
+           can_check ? "" : " (qemu-img check unavailable)");
+    sh("rm -rf '%s'", scratch);
+    free(ev);
+    free(snap);
+    free(dlog);
+    return 0;
+}

@@ -212,7 +212,7 @@ int coroutine_fn vpc_open_free_slots(BlockDriverState *bs, uint64_t file_len,
                                             Error **errp)
 {
     BDRVVpcState *s = bs->opaque;
-    uint8_t copy[VHD_FOOTER_SIZE], other[VHD_DYNHDR_SIZE];
+    uint8_t copy[VHD_FOOTER_SIZE], other[VHD_DYNHDR_SIZE] = { 0 };
     uint64_t dh = ld_be64(s->footer + FT_DATA_OFFSET), other_off = 0;
     bool have_other = false;
 

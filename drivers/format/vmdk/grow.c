@@ -296,7 +296,7 @@ int coroutine_fn vmdk_grow_extents(BlockDriverState *bs, uint64_t size, Error **
     GrowPlan p = { 0 };
     Error *err = NULL;
     char *text = NULL;
-    bool zeroed = (last->flags & VMDK4_FLAG_ZERO_GRAIN) != 0;
+    bool zeroed = (last->flags & VMDK4_FLAG_ZERO_GRAIN) != 0, files_done;
     int ret = plan(bs, size, zeroed, &p, &err);
 
     if (ret == 0) {
@@ -305,9 +305,15 @@ int coroutine_fn vmdk_grow_extents(BlockDriverState *bs, uint64_t size, Error **
     }
     ret = ret ? ret : fill_last(last, &err);
     ret = ret ? ret : create_files(&p, zeroed, &err);
+    files_done = ret == 0;
     ret = ret ? ret : vmdk_write_desc(bs, text);
     if (ret < 0) {
-        plan_free(&p, true);
+        /*
+         * Once the descriptor write began, it may have replaced the old one
+         * (a failed folder sync after the rename): the new files stay, as
+         * leftovers the next grow takes over (stray.c) if it did not.
+         */
+        plan_free(&p, !files_done);
         free(text);
         if (!err) {
             error_setg_errno(&err, ret, "vmdk: could not grow '%s'", bs->filename);

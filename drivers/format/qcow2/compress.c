@@ -6,7 +6,8 @@
  * last 512-byte sector, so decompression stops once a whole cluster came out.
  *
  * Inflating uses libdeflate when it is available (faster; zlib remains the
- * fallback for streams it does not take).
+ * fallback for streams it does not take). Deflating is in compress-deflate.c
+ * (ISA-L when available, zlib otherwise).
  *
  * A Qcow2Codec keeps its zlib / zstd contexts between calls (they are reset,
  * not reallocated). It is not thread-safe: one user at a time, but that user
@@ -94,30 +95,6 @@ static int zlib_decompress(Qcow2Codec *c, uint8_t *dst, size_t dst_len, const ui
     return 0;
 }
 
-static ssize_t zlib_compress(Qcow2Codec *c, uint8_t *dst, size_t dst_len, const uint8_t *src,
-                             size_t src_len)
-{
-    z_stream *z = &c->deflate;
-    int ret;
-
-    if (!c->deflate_ready) {
-        memset(z, 0, sizeof(*z));
-        if (deflateInit2(z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, QCOW2_ZLIB_WINDOW_BITS, 9,
-                         Z_DEFAULT_STRATEGY) != Z_OK) {
-            return -ENOMEM;
-        }
-        c->deflate_ready = true;
-    } else if (deflateReset(z) != Z_OK) {
-        return -EIO;
-    }
-    z->next_in = (Bytef *)src;
-    z->avail_in = (uInt)src_len;
-    z->next_out = dst;
-    z->avail_out = (uInt)dst_len;
-    ret = deflate(z, Z_FINISH);
-    return ret == Z_STREAM_END ? (ssize_t)(dst_len - z->avail_out) : -ENOSPC;
-}
-
 #if COBLK_HAVE_ZSTD
 static int zstd_decompress(Qcow2Codec *c, uint8_t *dst, size_t dst_len, const uint8_t *src,
                            size_t src_len)
@@ -184,7 +161,7 @@ ssize_t qcow2_codec_compress(Qcow2Codec *c, int type, uint8_t *dst, size_t dst_l
 {
     switch (type) {
     case QCOW2_COMPRESSION_ZLIB:
-        return zlib_compress(c, dst, dst_len, src, src_len);
+        return qcow2_deflate_compress(c, dst, dst_len, src, src_len);
 #if COBLK_HAVE_ZSTD
     case QCOW2_COMPRESSION_ZSTD:
         return zstd_compress(c, dst, dst_len, src, src_len);
@@ -196,9 +173,7 @@ ssize_t qcow2_codec_compress(Qcow2Codec *c, int type, uint8_t *dst, size_t dst_l
 
 void qcow2_codec_free(Qcow2Codec *c)
 {
-    if (c->deflate_ready) {
-        deflateEnd(&c->deflate);
-    }
+    qcow2_deflate_free(c);
     if (c->inflate_ready) {
         inflateEnd(&c->inflate);
     }

@@ -13,6 +13,7 @@
  *   alloc.c     allocating writes: in-flight allocations, COW of partial clusters
  *   io.c        read, write, write-zeroes, discard, flush, block status
  *   compress.c  zlib / zstd cluster compression codecs
+ *   compress-deflate.c  deflate compression: ISA-L, zlib fallback, incompressible data
  *   compress-pool.c  compression on worker threads (slots)
  *   cread.c     compressed reads: decompressed-cluster cache, parallel inflation
  *   create.c    image creation and the create option list
@@ -737,6 +738,8 @@ typedef struct Qcow2Codec {
     struct ZSTD_CCtx_s *zstd_c;
     struct ZSTD_DCtx_s *zstd_d;
     struct libdeflate_decompressor *libdeflate;
+    struct Qcow2IsalDeflate *isal;  /* ISA-L deflate stream + level buffer (compress-deflate.c) */
+    int deflate_engine;             /* chosen on first compression: ISA-L or zlib */
 } Qcow2Codec;
 
 /* Inflates src into exactly dst_len bytes (trailing input is padding); -EIO if it cannot. */
@@ -747,6 +750,24 @@ ssize_t qcow2_codec_compress(Qcow2Codec *c, int type, uint8_t *dst, size_t dst_l
                              const uint8_t *src, size_t src_len);
 void qcow2_codec_free(Qcow2Codec *c);
 bool qcow2_compression_supported(int type);
+
+/* ---------------------------------------------------------------------- */
+/* compress-deflate.c: deflate compression (ISA-L, zlib fallback) */
+
+/*
+ * Compresses src into a raw deflate stream with a 4 KiB window (what qcow2
+ * readers inflate). Returns its size, -ENOSPC if it does not fit in dst_len
+ * (or the cluster was found incompressible without a full run), or -errno.
+ */
+ssize_t qcow2_deflate_compress(Qcow2Codec *c, uint8_t *dst, size_t dst_len, const uint8_t *src,
+                               size_t src_len);
+/* Whether qcow2_deflate_compress() stores src uncompressed without a full run (tests). */
+bool qcow2_deflate_skips(Qcow2Codec *c, uint8_t *scratch, size_t scratch_len,
+                         const uint8_t *src, size_t src_len);
+/* "isal" or "zlib" once c has compressed, "unset" before. */
+const char *qcow2_deflate_engine_name(Qcow2Codec *c);
+/* Frees the deflate state of c (called by qcow2_codec_free()). */
+void qcow2_deflate_free(Qcow2Codec *c);
 
 /* ---------------------------------------------------------------------- */
 /* compress-pool.c: compression off the request thread, decompressed-cluster cache */

@@ -339,6 +339,65 @@ static void test_qcow2_deflate_image_zlib(void **state)
     check_images();
 }
 
+/*
+ * Compressed clusters of about 0.6 of a cluster each fill the host file
+ * without gaps: one that does not fit in the rest of a host cluster starts
+ * there and runs on into the next (as qemu-img packs them), so the file is
+ * the compressed bytes plus metadata, not a host cluster per guest cluster.
+ */
+static void test_qcow2_deflate_packed_straddle(void **state)
+{
+    enum { N = 32 };
+    int64_t cs = 64 * KiB, size = N * cs;
+    uint8_t *want = malloc((size_t)size), *got = malloc((size_t)size), *tmp = malloc(cs);
+    BlockOpts *o = bopts_new();
+    Error *err = NULL;
+    BlockBackend *blk;
+    uint64_t packed = 0;
+    unsigned seed = 11;
+    struct stat st;
+    Qcow2Codec c;
+
+    memset(&c, 0, sizeof(c));
+    for (int i = 0; i < N; i++) {
+        ssize_t n;
+
+        fill_random(want + i * cs, 36 * KiB, &seed);
+        fill_text(want + i * cs + 36 * KiB, (size_t)cs - 36 * KiB, &seed);
+        n = qcow2_codec_compress(&c, QCOW2_COMPRESSION_ZLIB, tmp, (size_t)cs - 1, want + i * cs,
+                                 (size_t)cs);
+        assert_true(n > cs / 2 && n < cs);
+        packed += (uint64_t)n;
+    }
+    qcow2_codec_free(&c);
+    assert_int_equal(bopts_parse_keyval(o, "size=2M", NULL, &err), 0);
+    assert_int_equal(bdrv_create("qcow2", img, o, &err), 0);
+    blk = open_img(img);
+    assert_int_equal(blk_pwrite(blk, 0, size, want, BDRV_REQ_WRITE_COMPRESSED), 0);
+    assert_int_equal(blk_pread(blk, 0, size, got, 0), 0);
+    assert_memory_equal(got, want, (size_t)size);
+    blk_unref(blk);
+    assert_int_equal(stat(img, &st), 0);
+    /* header, L1, refcount table and block, L2: 5 clusters; one more for the last tail */
+    if ((uint64_t)st.st_size > packed + 6 * (uint64_t)cs) {
+        fail_msg("file of %lld bytes for %llu compressed bytes: gaps between clusters",
+                 (long long)st.st_size, (unsigned long long)packed);
+    }
+    if (have_qemu) {
+        assert_int_equal(drv_test_sh("qemu-img check -q '%s'", img), 0);
+        int fd = open(raw, O_RDWR | O_CREAT | O_TRUNC, 0644);
+
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, want, (size_t)size), size);
+        close(fd);
+        assert_int_equal(drv_test_sh("qemu-img compare -q -f raw -F qcow2 '%s' '%s'", raw, img),
+                         0);
+    }
+    free(want);
+    free(got);
+    free(tmp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -349,6 +408,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qcow2_deflate_skip_zlib, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_deflate_image_default, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_deflate_image_zlib, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow2_deflate_packed_straddle, setup, teardown),
     };
 
     have_qemu = drv_test_sh("command -v qemu-img >/dev/null && command -v qemu-io "

@@ -179,7 +179,8 @@ int coroutine_fn qcow2_co_preadv(BlockDriverState *bs, int64_t offset, int64_t b
  * Host bytes for clen bytes of compressed data (s->lock held). Compressed
  * clusters are packed: the next one goes right after the previous one when
  * it fits in that host cluster, whose refcount then counts one more user;
- * otherwise new clusters are allocated (each touched cluster refcount 1).
+ * otherwise a new cluster is allocated (refcount 1), and when it directly
+ * follows that host cluster the data straddles the two, as qemu-img packs.
  */
 static int64_t coroutine_fn alloc_compressed(BlockDriverState *bs, uint64_t clen)
 {
@@ -198,6 +199,19 @@ static int64_t coroutine_fn alloc_compressed(BlockDriverState *bs, uint64_t clen
         host = qcow2_alloc_clusters(bs, div_round_up_u64(clen, cs));
         if (host < 0) {
             return host;
+        }
+        /*
+         * The new cluster follows the partly used one: the data starts in the
+         * free tail of that one and runs on into the new one (the descriptor
+         * may span host clusters; each cluster it touches holds a reference),
+         * so no tail is left empty.
+         */
+        if (fbo && (uint64_t)host == qcow2_start_of_cluster(s, fbo) + cs) {
+            ret = qcow2_update_cluster_refcount(bs, qcow2_start_of_cluster(s, fbo), cs, 1);
+            if (ret < 0) {
+                return ret; /* the new cluster leaks: referenced by nothing */
+            }
+            host = (int64_t)fbo;
         }
     }
     s->free_byte_offset = ((uint64_t)host + clen) & (cs - 1) ? (uint64_t)host + clen : 0;

@@ -24,6 +24,9 @@
  *  - bitmap: a persistent dirty bitmap (qcow2) is added before the workload;
  *    every replayed image must open with its bitmap directory intact, and
  *    the final image's bitmap is consistent and marks every range written;
+ *  - concurrent: some operations are bursts of 8 adjacent whole 64 KiB cluster
+ *    writes in flight at once (a qcow2 image batches their new clusters' data
+ *    writes), each burst write an op of its own;
  *  - recover: see below;
  *  - longdesc (vmdk): the embedded descriptor is padded with comment lines
  *    past its first sector before the workload, so that its updates (the CID
@@ -76,6 +79,7 @@ typedef struct GuestOp {
 
 static const char *fmt;
 static bool recover, readfirst, with_backing, compress, with_bitmap, resize, longdesc;
+static bool concurrent;
 static int64_t grow_to = GUEST_SIZE; /* "resize-big": far past the guest data */
 static int resize_flush = -1;   /* the guest flush right after the resize */
 static int64_t small_len;       /* the created image's size (resize) */
@@ -230,10 +234,58 @@ static void grow(BlockBackend *blk, const uint8_t *cur)
     resize_flush = nflush - 1;
 }
 
+/* Completion of one write of a concurrent burst. */
+static void burst_done(void *opaque, int ret)
+{
+    int *pending = opaque;
+
+    if (ret < 0) {
+        fprintf(stderr, "burst write: %s\n", strerror(-ret));
+        die("a guest request failed");
+    }
+    (*pending)--;
+}
+
+/*
+ * "concurrent": BURST_N adjacent whole-cluster writes from cluster-aligned off, all in
+ * flight at once (their allocations run concurrently: qcow2 batches their data writes).
+ * Each is an op of its own; they do not overlap, so the sector checks hold as for
+ * sequential ops. Returns the number of ops added.
+ */
+#define BURST_N 8
+static int burst(BlockBackend *blk, int64_t off, uint32_t seq, uint8_t *cur)
+{
+    static uint8_t bufs[BURST_N][CCLUSTER];
+    IOVector qiov[BURST_N];
+    int pending = 0, n = 0;
+
+    off = off / CCLUSTER * CCLUSTER;
+    for (; n < BURST_N && off + CCLUSTER <= GUEST_SIZE && nops < MAX_OPS; n++) {
+        GuestOp *op = &ops[nops++];
+
+        *op = (GuestOp){ off, CCLUSTER, 0, seq + (uint32_t)n };
+        for (int64_t b = 0; b < CCLUSTER; b++) {
+            bufs[n][b] = op_byte(op, off + b);
+        }
+        memcpy(cur + off, bufs[n], CCLUSTER);
+        iovector_init_buf(&qiov[n], bufs[n], CCLUSTER);
+        pending++;
+        if (!blk_aio_pwritev(blk, off, &qiov[n], 0, burst_done, &pending)) {
+            die("blk_aio_pwritev failed");
+        }
+        off += CCLUSTER;
+    }
+    while (pending) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+    return n;
+}
+
 static void run_workload(BlockBackend *blk, int nops_want, uint8_t *cur)
 {
     uint64_t seed = 12345;
     uint8_t *buf = malloc(2 * CCLUSTER);
+    uint32_t burst_seq = 0;
 
     for (int i = 0; i < nops_want; i++) {
         GuestOp *op = &ops[nops];
@@ -248,6 +300,15 @@ static void run_workload(BlockBackend *blk, int nops_want, uint8_t *cur)
         }
         if (s + n > lim) {
             n = lim - s;
+        }
+        if (concurrent && k == 3) {
+            /* seq numbers past every sequential op's (those are i + 1 <= nops_want). */
+            burst_seq += BURST_N;
+            burst(blk, s * SECTOR, (uint32_t)nops_want + burst_seq, cur);
+            if (rnd(&seed) % 3 == 0) {
+                guest_flush(blk, cur);
+            }
+            continue;
         }
         *op = (GuestOp){ s * SECTOR, n * SECTOR, k == 0 ? 1 : k == 1 ? 2 : 0, (uint32_t)i + 1 };
         if (compress && k == 2) {
@@ -730,6 +791,7 @@ int main(int argc, char **argv)
     compress = argc > 6 && strstr(argv[6], "compress") != NULL;
     with_bitmap = argc > 6 && strstr(argv[6], "bitmap") != NULL;
     longdesc = argc > 6 && strstr(argv[6], "longdesc") != NULL;
+    concurrent = argc > 6 && strstr(argv[6], "concurrent") != NULL;
     for (int i = 7; i < argc; i++) {
         resize |= strncmp(argv[i], "resize", 6) == 0;
         if (strcmp(argv[i], "resize-big") == 0) {

@@ -345,8 +345,7 @@ static int coroutine_fn alloc_write_data(BlockDriverState *bs, Qcow2Alloc *a, ui
         iovector_add(&v, b->cow + head, tail);
     }
     BLKDBG_EVENT(s->data_file, (head || tail) ? BLKDBG_COW_WRITE : BLKDBG_WRITE_AIO);
-    ret = bdrv_co_pwritev(s->data_file, (int64_t)(a->host + (offset - head - a->guest_start)),
-                          (int64_t)(head + n + tail), &v, 0);
+    ret = qcow2_write_new_data(bs, a->host + (offset - head - a->guest_start), &v);
     iovector_destroy(&v);
     qcow2_buf_put(s, b);
     return ret;

@@ -270,6 +270,8 @@ typedef struct Qcow2ReopenUndo {
 /* ---------------------------------------------------------------------- */
 /* Driver state */
 
+typedef struct Qcow2WriteBatch Qcow2WriteBatch;
+
 typedef struct BDRVQcow2State {
     /* Header */
     uint32_t version;
@@ -351,6 +353,9 @@ typedef struct BDRVQcow2State {
     /* Runtime */
     CoMutex lock;
     Qcow2Alloc *allocs;                 /* in-flight allocating writes */
+    Qcow2WriteBatch *wbatch;            /* open batch of new-cluster data writes (wbatch.c) */
+    uint64_t wbatch_writes;             /* batches written with more than one member */
+    uint64_t wbatch_joined;             /* data writes that joined another's batch */
     Qcow2PendingFree *pending_free;
     int nb_pending_free, pending_free_cap;
     bool l2_needs_barrier;              /* refcounts/data must be flushed before L2 writes */
@@ -563,6 +568,12 @@ int coroutine_fn qcow2_grow_init(BlockDriverState *bs);
 void qcow2_note_written(BDRVQcow2State *s, uint64_t end);
 /* Guest data clusters up to end were handed out: grow the file ahead of them if needed. */
 void coroutine_fn qcow2_grow_ahead(BlockDriverState *bs, uint64_t end);
+
+/*
+ * Without s->lock: writes v at host (new clusters of an in-flight allocation),
+ * joined with the adjacent data writes of concurrent allocations (wbatch.c).
+ */
+int coroutine_fn qcow2_write_new_data(BlockDriverState *bs, uint64_t host, IOVector *v);
 /* Under s->lock, metadata flushed: cuts the grown file's unused tail. */
 int coroutine_fn qcow2_trim_grown(BlockDriverState *bs);
 

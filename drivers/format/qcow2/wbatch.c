@@ -1,0 +1,134 @@
+/*
+ * qcow2: the data writes of concurrent allocating writes that land next to
+ * each other in the image file go out as one request.
+ *
+ * Sequential guest writes at a queue depth get their new clusters one after
+ * the other at the end of the file, and a burst of completions (one loop
+ * iteration reaping several) starts as many new allocating writes in the
+ * same iteration. Each would write its clusters with a request of its own;
+ * on a disk file system every such request into the grown (unwritten) tail
+ * costs the file system an extent split at submission and a conversion at
+ * completion, both under the inode's extent lock. Here the first of them
+ * leads a batch: it lets the loop finish dispatching (it re-enters from the
+ * scheduled-coroutine bottom half of the same iteration), while later
+ * writes whose bytes start where the batch ends append their vectors to it
+ * and wait; the leader then writes the whole range in one request and hands
+ * every member the result.
+ *
+ * Only the data write is shared: each member then links its own L2 entries
+ * (alloc_finish), or frees its own clusters if the write failed, exactly as
+ * alone, so the metadata ordering (data before L2, refcounts before L2)
+ * does not change, and no data I/O happens under s->lock. A batch is led
+ * only while another allocation is in flight (at queue depth 1 there is
+ * nobody to wait for) and is capped at QCOW2_WBATCH_MAX bytes and
+ * QCOW2_WBATCH_IOV vector entries (within the file's max_iov / max_transfer).
+ */
+#include <errno.h>
+
+#include "qcow2.h"
+
+#define QCOW2_WBATCH_MAX (2ULL << 20)
+#define QCOW2_WBATCH_IOV 64
+
+/* A write that joined a batch; lives on the member's stack while it waits. */
+typedef struct Qcow2WbMember {
+    Coroutine *co;
+    int ret;
+    bool done;
+    struct Qcow2WbMember *next;
+} Qcow2WbMember;
+
+struct Qcow2WriteBatch {
+    uint64_t start, end;     /* host byte range written so far */
+    IOVector iov;            /* the members' vectors, in host order */
+    Qcow2WbMember *members;  /* those waiting (not the leader) */
+};
+
+/* The most bytes and vector entries one batch may hold, for data_file. */
+static void batch_limits(BDRVQcow2State *s, uint64_t *max_bytes, int *max_iov)
+{
+    const BlockDriverState *f = s->data_file->bs;
+
+    *max_bytes = QCOW2_WBATCH_MAX;
+    if (f->bl.max_transfer > 0 && (uint64_t)f->bl.max_transfer < *max_bytes) {
+        *max_bytes = (uint64_t)f->bl.max_transfer;
+    }
+    *max_iov = QCOW2_WBATCH_IOV;
+    if (f->bl.max_iov > 0 && f->bl.max_iov < *max_iov) {
+        *max_iov = f->bl.max_iov;
+    }
+}
+
+/* True if [host, host + v->size) may be appended to the open batch b. */
+static bool batch_fits(BDRVQcow2State *s, const Qcow2WriteBatch *b, uint64_t host,
+                       const IOVector *v)
+{
+    uint64_t max_bytes;
+    int max_iov;
+
+    batch_limits(s, &max_bytes, &max_iov);
+    return b->end == host && b->end - b->start + v->size <= max_bytes &&
+           b->iov.niov + v->niov <= max_iov;
+}
+
+/* Appends v to b and waits until the leader has written the batch. */
+static int coroutine_fn batch_join(BDRVQcow2State *s, Qcow2WriteBatch *b, const IOVector *v)
+{
+    Qcow2WbMember m = { .co = coroutine_self(), .ret = 0, .done = false };
+
+    iovector_concat(&b->iov, v, 0, v->size);
+    b->end += v->size;
+    m.next = b->members;
+    /* m lives on this coroutine's stack until the leader has set m.done and woken it. */
+    /* cppcheck-suppress autoVariables */
+    b->members = &m;
+    s->wbatch_joined++;
+    while (!m.done) {
+        coroutine_yield();
+    }
+    return m.ret;
+}
+
+/* Leads a batch starting with v at host: writes it once the loop iteration is dispatched. */
+static int coroutine_fn batch_lead(BlockDriverState *bs, uint64_t host, const IOVector *v)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2WriteBatch b = { .start = host, .end = host + v->size, .members = NULL };
+    Qcow2WbMember *m;
+    int ret;
+
+    iovector_init(&b.iov, v->niov + 8);
+    iovector_concat(&b.iov, v, 0, v->size);
+    s->wbatch = &b;
+    aio_co_schedule(bdrv_get_aio_context(bs), coroutine_self());
+    coroutine_yield();
+    s->wbatch = NULL;
+    if (b.members) {
+        s->wbatch_writes++;
+    }
+    ret = bdrv_co_pwritev(s->data_file, (int64_t)b.start, (int64_t)(b.end - b.start), &b.iov, 0);
+    iovector_destroy(&b.iov);
+    for (m = b.members; m;) {
+        Qcow2WbMember *next = m->next; /* m is gone once its coroutine runs */
+
+        m->ret = ret;
+        m->done = true;
+        aio_co_wake(m->co);
+        m = next;
+    }
+    return ret;
+}
+
+int coroutine_fn qcow2_write_new_data(BlockDriverState *bs, uint64_t host, IOVector *v)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2WriteBatch *b = s->wbatch;
+
+    if (b && batch_fits(s, b, host, v)) {
+        return batch_join(s, b, v);
+    }
+    if (!b && s->allocs && s->allocs->next) {
+        return batch_lead(bs, host, v);
+    }
+    return bdrv_co_pwritev(s->data_file, (int64_t)host, (int64_t)v->size, v, 0);
+}

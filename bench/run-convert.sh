@@ -15,6 +15,10 @@
 # layout is fragmented like a used image), the rest never written (sparse).
 # Everything lives in image-dir (default /tmp: a disk, so conversions pay for
 # the writes as a user's would) and is deleted at the end, even on ^C.
+# Before every timed command the script runs `sync` (untimed; the page cache is
+# kept, not dropped, so the source stays cached for both tools): the previous
+# command's dirty target is written back first instead of in the next one's
+# time (a -c target still being written back slowed the compare after it).
 set -euo pipefail
 BUILD=$(realpath "${1:-build}")
 DIR=${2:-/tmp}/coblk-convert.$$
@@ -62,6 +66,7 @@ run() {
     local key=$1 t0 t1 u s
     shift
     rm -f out.*
+    sync
     t0=$(date +%s%N)
     /usr/bin/time -f "%U %S" -o time.txt "$@" >/dev/null
     t1=$(date +%s%N)

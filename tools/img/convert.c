@@ -19,6 +19,10 @@
  * as qemu-img does). Other data (and partial qcow2 clusters that need
  * copy-on-write), and everything once the kernel refuses a copy, goes
  * through read and write.
+ *
+ * A new raw target on an ext4 or XFS file gets the ranges it will be written
+ * preallocated ahead of the copy by one more coroutine (prealloc_walk(),
+ * convert-prealloc.c says why).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -58,6 +62,7 @@ typedef struct Conv {
     bool salvage;
     bool copy_range;        /* -C */
     ImgCopyOffload *offload;
+    ImgPrealloc *prealloc;  /* raw target on ext4/XFS: its data ranges ahead of the copy */
     int64_t sparse;
     int64_t buf_size;
     int64_t cluster;        /* -c: the target's cluster size (0: unknown) */
@@ -301,8 +306,14 @@ static int coroutine_fn write_sparse(Conv *s, ConvJob *job, int64_t off, int64_t
         if (j >= n) {
             pass_turn(s, job);
         }
-        int ret = zero ? write_zero(s, off + i, j - i) : write_data(s, off + i, j - i, buf + i, 0);
+        int ret = !zero ? write_data(s, off + i, j - i, buf + i, 0) :
+                  s->prealloc ? img_prealloc_unmap(s->prealloc, off + i, j - i) :
+                  write_zero(s, off + i, j - i);
         if (ret < 0) {
+            if (zero && s->prealloc) {
+                img_error("error while freeing the zeroes at byte %" PRId64 ": %s", off + i,
+                          strerror(-ret));
+            }
             return ret;
         }
         i = j;
@@ -456,6 +467,38 @@ static void coroutine_fn conv_worker(void *opaque)
     s->running--;
 }
 
+/*
+ * Queues the ranges the workers will write (classify()'s data: everything
+ * with -S 0, else what block status does not call zero) for preallocation,
+ * source by source, until the end or a failure (the workers report errors).
+ */
+static void coroutine_fn prealloc_walk(void *opaque)
+{
+    Conv *s = opaque;
+
+    for (int i = 0; i < s->nsrc && s->ret == 0; i++) {
+        ConvSrc *src = &s->src[i];
+        BlockDriverState *bs = blk_bs(src->blk);
+
+        for (int64_t soff = 0, p; soff < src->size && s->ret == 0; soff += p) {
+            int st = 0;
+
+            p = src->size - soff;
+            if (s->sparse) {
+                st = bdrv_co_block_status_above(bs, NULL, soff, p, &p, NULL, NULL, NULL);
+                if (st < 0 || p <= 0) {
+                    break;
+                }
+            }
+            if (!(st & BDRV_BLOCK_ZERO)) {
+                img_prealloc_add(s->prealloc, src->base + soff, p);
+            }
+        }
+    }
+    img_prealloc_end(s->prealloc);
+    s->running--;
+}
+
 static int run_convert(Conv *s)
 {
     AioContext *ctx = blk_get_aio_context(s->src[0].blk);
@@ -464,6 +507,10 @@ static int run_convert(Conv *s)
     co_queue_init(&s->order_q);
     s->start_ns = aio_clock_ns();
     s->running = s->ncoroutines;
+    if (s->prealloc) {
+        s->running++;
+        aio_co_enter(ctx, coroutine_create(prealloc_walk, s));
+    }
     for (int i = 0; i < s->ncoroutines; i++) {
         aio_co_enter(ctx, coroutine_create(conv_worker, s));
     }
@@ -677,6 +724,9 @@ static int open_target(Conv *s, ConvOpts *co, const char *out)
     if (s->copy_range) {
         s->offload = img_copy_offload_new(s->dst);
     }
+    if (s->target_zero && !s->has_backing && !s->offload && !s->compressed) {
+        s->prealloc = img_prealloc_new(s->dst);
+    }
     if (s->compressed) {
         if (!(blk_bs(s->dst)->supported_write_flags & BDRV_REQ_WRITE_COMPRESSED)) {
             img_error("Compression not supported for this file format");
@@ -773,6 +823,8 @@ static void convert_cleanup(Conv *s, ConvOpts *co)
 {
     img_copy_offload_free(s->offload);
     s->offload = NULL;
+    img_prealloc_free(s->prealloc);
+    s->prealloc = NULL;
     if (s->dst) {
         blk_unref(s->dst);
     }
@@ -864,6 +916,8 @@ static int convert_staged(int argc, char **argv, Conv *s, ConvOpts *co)
     ret = run_to_file(s, co, argc - 1 - optind, argv + optind, tmp);
     img_copy_offload_free(s->offload);
     s->offload = NULL;
+    img_prealloc_free(s->prealloc);
+    s->prealloc = NULL;
     if (s->dst) {
         blk_unref(s->dst);
         s->dst = NULL;

@@ -123,6 +123,21 @@ void img_copy_offload_free(ImgCopyOffload *c);
 int coroutine_fn img_copy_offload(ImgCopyOffload *c, BlockDriverState *file, int64_t map,
                                   int64_t off, int64_t n);
 
+/* convert-prealloc.c: convert into a raw file on ext4/XFS preallocates its data ranges */
+typedef struct ImgPrealloc ImgPrealloc;
+/** NULL when dst is not a raw image directly on an ext4 or XFS file. */
+ImgPrealloc *img_prealloc_new(BlockBackend *dst);
+void img_prealloc_free(ImgPrealloc *p);
+/** Queues [off, off + n) (ascending, not overlapping) for preallocation ahead of the writes. */
+void coroutine_fn img_prealloc_add(ImgPrealloc *p, int64_t off, int64_t n);
+/** No more ranges: preallocates what is queued and stops. Must be called once. */
+void coroutine_fn img_prealloc_end(ImgPrealloc *p);
+/**
+ * Frees the space of a range the copy leaves out (zeroes inside data) once it
+ * has been preallocated. 0 (also when the storage cannot punch holes) or -errno.
+ */
+int coroutine_fn img_prealloc_unmap(ImgPrealloc *p, int64_t off, int64_t n);
+
 /* --------------------------------------------------------------------- */
 /* json.c: a small JSON tree (to pretty-print driver JSON) and an emitter */
 

@@ -39,8 +39,15 @@
 
 #define PREALLOC_EXT4_MAGIC 0xEF53
 #define PREALLOC_XFS_MAGIC 0x58465342
-#define PREALLOC_BATCH 64                   /* ranges per thread-pool job */
-#define PREALLOC_BATCH_BYTES (16LL << 20)   /* or this much data, whichever first */
+/*
+ * Big batches: the walker runs on the loop thread between reads, so each job's
+ * hand-off back takes a while; with 64 ranges / 16 MiB per job the calls were
+ * spread over the whole copy and fallocate spun on the inode lock against the
+ * writer (perf: 4% of the samples in rwsem_spin_on_owner, CPU 0.63 s against
+ * 0.55 s with these sizes, 1 GiB of data).
+ */
+#define PREALLOC_BATCH 1024                 /* ranges per thread-pool job */
+#define PREALLOC_BATCH_BYTES (256LL << 20)  /* or this much data, whichever first */
 
 struct ImgPrealloc {
     AioContext *ctx;

@@ -184,3 +184,24 @@ void qcow2_cstate_free(BDRVQcow2State *s)
     free(cs);
     s->cstate = NULL;
 }
+
+void coroutine_fn qcow2_workers_run(Qcow2Workers *w, int n, uint64_t max, CoroutineEntry *fn,
+                                    void *job)
+{
+    n = (uint64_t)n > max ? (int)max : n;
+    co_queue_init(&w->done);
+    w->running = n;
+    for (int i = 0; i < n; i++) {
+        coroutine_enter(coroutine_create(fn, job));
+    }
+    while (w->running > 0) {
+        co_queue_wait(&w->done, NULL);
+    }
+}
+
+void qcow2_worker_done(Qcow2Workers *w)
+{
+    if (--w->running == 0) {
+        co_queue_restart_all(&w->done);
+    }
+}

@@ -394,9 +394,8 @@ typedef struct CReadJob {
     uint64_t offset, end;       /* next byte to claim, end of the request */
     IOVector *qiov;
     size_t qoff;                /* vector offset of the next byte to claim */
-    int running;
     int ret;
-    CoQueue done;               /* the request waiting for its workers */
+    Qcow2Workers w;
 } CReadJob;
 
 /* Reads one cluster (or the part of it in the request) at a time until none is left. */
@@ -418,9 +417,7 @@ static void coroutine_fn cread_worker(void *opaque)
             j->ret = ret;
         }
     }
-    if (--j->running == 0) {
-        co_queue_restart_all(&j->done);
-    }
+    qcow2_worker_done(&j->w);
 }
 
 bool qcow2_cread_parallel(BDRVQcow2State *s, uint64_t bytes)
@@ -437,16 +434,7 @@ int coroutine_fn qcow2_read_compressed_parallel(BlockDriverState *bs, uint64_t o
                    .qoff = qoff };
     uint64_t first = qcow2_start_of_cluster(s, offset);
     uint64_t nclusters = div_round_up_u64(offset + bytes - first, s->cluster_size);
-    int workers = qcow2_compress_workers(s);
 
-    co_queue_init(&j.done);
-    workers = (uint64_t)workers > nclusters ? (int)nclusters : workers;
-    j.running = workers;
-    for (int i = 0; i < workers; i++) {
-        coroutine_enter(coroutine_create(cread_worker, &j));
-    }
-    while (j.running > 0) {
-        co_queue_wait(&j.done, NULL);
-    }
+    qcow2_workers_run(&j.w, qcow2_compress_workers(s), nclusters, cread_worker, &j);
     return j.ret;
 }

@@ -300,10 +300,9 @@ typedef struct CompressJob {
     IOVector *qiov;
     size_t qoff;                /* vector offset of the next cluster */
     uint64_t store_next;        /* the cluster whose turn it is to be stored */
-    int running;
     int ret;
     CoQueue order;              /* workers waiting for their turn to store */
-    CoQueue done;               /* the request waiting for its workers */
+    Qcow2Workers w;
 } CompressJob;
 
 /*
@@ -378,9 +377,7 @@ static void coroutine_fn compress_job_worker(void *opaque)
         write_compressed_cluster(j->bs, slot, off, n, j->qiov, qoff, j);
         qcow2_cslot_put(j->bs, slot);
     }
-    if (--j->running == 0) {
-        co_queue_restart_all(&j->done);
-    }
+    qcow2_worker_done(&j->w);
 }
 
 static int coroutine_fn write_compressed(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
@@ -411,15 +408,7 @@ static int coroutine_fn write_compressed(BlockDriverState *bs, uint64_t offset, 
         return ret;
     }
     co_queue_init(&j.order);
-    co_queue_init(&j.done);
-    workers = (uint64_t)workers > nclusters ? (int)nclusters : workers;
-    j.running = workers;
-    for (int i = 0; i < workers; i++) {
-        coroutine_enter(coroutine_create(compress_job_worker, &j));
-    }
-    while (j.running > 0) {
-        co_queue_wait(&j.done, NULL);
-    }
+    qcow2_workers_run(&j.w, workers, nclusters, compress_job_worker, &j);
     return j.ret;
 }
 

@@ -818,6 +818,16 @@ typedef struct Qcow2CSlot {
 /* Takes a free slot, waiting while all are in use; NULL if none can be allocated. */
 Qcow2CSlot *coroutine_fn qcow2_cslot_get(BlockDriverState *bs);
 void qcow2_cslot_put(BlockDriverState *bs, Qcow2CSlot *slot);
+
+/* A request's parallel workers (compressed reads and writes): a count and the waiter. */
+typedef struct Qcow2Workers {
+    int running;
+    CoQueue done;
+} Qcow2Workers;
+/* Starts min(n, max) coroutines fn(job) and waits until each has called qcow2_worker_done(). */
+void coroutine_fn qcow2_workers_run(Qcow2Workers *w, int n, uint64_t max, CoroutineEntry *fn,
+                                    void *job);
+void qcow2_worker_done(Qcow2Workers *w);
 /*
  * Compresses src (one cluster) into slot->cbuf, at most cluster_size - 1
  * bytes, on a worker thread (the coroutine yields meanwhile). Returns the

@@ -1,5 +1,5 @@
 /*
- * Unit tests: the vdi format driver (drivers/format/vdi.c): create options,
+ * Unit tests: the vdi format driver (drivers/format/vdi/): create options,
  * read/write/allocation across blocks, concurrent allocating writes, block
  * status, UUIDs, geometry, comment, discard and zero writes that release
  * blocks, compact, and refusals (static compact, long comment, bad options).

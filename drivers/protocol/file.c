@@ -20,6 +20,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "block/image-meta.h"
 #include "drivers/drivers.h"
 #include "file-int.h"
 
@@ -694,6 +695,33 @@ static int file_create_take_opts(BlockOpts *options, int64_t *size, PreallocMode
     return bopts_check_empty(options, "file", errp);
 }
 
+/*
+ * Makes a new file durable before create returns: its size and preallocated
+ * blocks (fsync), and its name (fsync of the directory). Without this, an image
+ * that is created and then only read, or whose first writes are not flushed,
+ * can vanish in a crash, and a flush of a node that wrote nothing is skipped.
+ */
+static int file_create_sync(int fd, const char *filename, Error **errp)
+{
+    struct stat st;
+    int ret;
+
+    if (fsync(fd) < 0 && errno != EINVAL && errno != EROFS) {
+        ret = -errno;
+        error_setg_errno(errp, ret, "Could not sync the new file '%s'", filename);
+        return ret;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        return 0;
+    }
+    ret = coblk_sync_dir_of(filename);
+    if (ret < 0 && ret != -EINVAL && ret != -EROFS) {
+        error_setg_errno(errp, ret, "Could not sync the directory of '%s'", filename);
+        return ret;
+    }
+    return 0;
+}
+
 static int coroutine_fn file_co_create_opts(const BlockDriver *drv, const char *filename,
                                             BlockOpts *options, Error **errp)
 {
@@ -729,6 +757,9 @@ static int coroutine_fn file_co_create_opts(const BlockDriver *drv, const char *
         goto out_close;
     }
     ret = file_co_resize(fd, 0, size, prealloc, filename, errp);
+    if (ret == 0) {
+        ret = file_create_sync(fd, filename, errp);
+    }
 out_close:
     close(fd);
     return ret;

@@ -5,7 +5,9 @@
  * I/O, EOF, write-zeroes, discard, block status, truncate, create, image
  * locking, option errors, and a loop device when the machine allows one.
  */
+#include <libgen.h>
 #include <limits.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "drv-test-util.h"
@@ -339,17 +341,53 @@ static void coroutine_fn create_co(void *opaque)
     bopts_free(o);
 }
 
+/*
+ * The files this process fsync()ed, by inode: the test executable's fsync()
+ * replaces libc's for the statically linked library.
+ */
+static struct stat synced[16];
+static int n_synced;
+
+int fsync(int fd)
+{
+    struct stat st;
+
+    if (fstat(fd, &st) == 0 && n_synced < (int)(sizeof(synced) / sizeof(synced[0]))) {
+        synced[n_synced++] = st;
+    }
+    return (int)syscall(SYS_fsync, fd);
+}
+
+static bool was_synced(const char *path)
+{
+    struct stat st;
+
+    assert_int_equal(stat(path, &st), 0);
+    for (int i = 0; i < n_synced; i++) {
+        if (synced[i].st_dev == st.st_dev && synced[i].st_ino == st.st_ino) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static void test_file_create(void **state)
 {
     CreateArgs a = { .opts = "size=2M,preallocation=full,nocow=on" };
+    char dir[PATH_MAX];
     struct stat st;
 
     unlink(img);
+    n_synced = 0;
     drv_test_run_co(bdrv_default_aio_context(), create_co, &a);
     assert_int_equal(a.ret, 0);
     assert_int_equal(stat(img, &st), 0);
     assert_int_equal(st.st_size, 2 * MiB);
     assert_true(allocated(img) >= 2 * MiB);
+    /* Durable when create returns: the file (size, blocks) and its name. */
+    snprintf(dir, sizeof(dir), "%s", img);
+    assert_true(was_synced(img));
+    assert_true(was_synced(dirname(dir)));
 
     a = (CreateArgs){ .opts = "size=1M,preallocation=metadata" };
     drv_test_run_co(bdrv_default_aio_context(), create_co, &a);

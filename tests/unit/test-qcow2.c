@@ -15,6 +15,7 @@
 
 #define KiB 1024
 #define MiB (1024 * 1024)
+#define GiB (1024LL * MiB)
 
 static char img[4096], img2[4096], img3[4096], raw[4096], tmpraw[4096];
 static bool have_qemu;
@@ -1367,47 +1368,93 @@ static void test_qcow2_reopen_fail_keeps_caches(void **state)
     limram = NULL;
 }
 
+/* Writes 512 bytes of value p + i at each offset i, then reads them back. */
+static void write_marks(BlockBackend *blk, const int64_t *offs, int n, int p)
+{
+    uint8_t buf[512], got[512];
+
+    for (int i = 0; i < n; i++) {
+        memset(buf, p + i, sizeof(buf));
+        assert_int_equal(blk_pwrite(blk, offs[i], sizeof(buf), buf, 0), 0);
+    }
+    for (int i = 0; i < n; i++) {
+        memset(buf, p + i, sizeof(buf));
+        assert_int_equal(blk_pread(blk, offs[i], sizeof(got), got, 0), 0);
+        assert_memory_equal(got, buf, sizeof(buf));
+    }
+}
+
+/* qemu-img check finds no error, and qemu-io the marks of write_marks. */
+static void qemu_reads_marks(const char *path, const int64_t *offs, int n, int p)
+{
+    if (!have_qemu) {
+        return;
+    }
+    assert_int_equal(drv_test_sh("qemu-img check -q '%s'", path), 0);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(drv_test_sh("out=$(qemu-io -f qcow2 -r -c 'read -q -P %d %lld 512' "
+                                     "'%s' 2>&1) && [ -z \"$out\" ]", p + i,
+                                     (long long)offs[i], path), 0);
+    }
+}
+
 /*
- * Size limits of small clusters with wide refcounts (see check_size_limits
- * in resize.c): a table is one run of at most E - 1 clusters (E refcount
- * entries per block). 512-byte clusters, refcount_bits=64: E = 64, 4032 L1
- * entries (126 MiB of guest), a refcount table of 4032 entries (126 MiB of
- * host file). Past them create fails at once with -EFBIG and a message
- * naming the size and the limit; at them it works.
+ * Size limits of small clusters (see check_size_limits in resize.c). The L1
+ * table holds at most 32 MiB (4 Mi entries: 128 GiB of guest with 512-byte
+ * clusters). A table longer than a refcount range (E clusters, E = refcount
+ * entries per block: 64 for 512-byte clusters and refcount_bits=64) cannot
+ * lie between the blocks that start each range: it goes to the end of the
+ * image with the blocks of its ranges behind it (refcount.c, alloc_tail).
+ * Past the limits create fails at once with -EFBIG and a message naming the
+ * size and the limit.
  */
 static void test_qcow2_size_limits(void **state)
 {
+    const int64_t big[] = { 0, 5 * GiB + 4096, 10 * GiB - 512, 20 * GiB - 512 };
+    const int64_t grown[] = { 512, 2 * GiB + 512, 3 * GiB - 512 };
+    BlockSnapshotInfo sn = { .vm_state_size = 0 };
+    BDRVQcow2State *s;
     char err[1024];
     BlockBackend *blk;
-    uint8_t buf[512];
+    Error *e = NULL;
 
-    /* The largest guest size: every L1 entry. */
-    assert_int_equal(create(img, "size=132120576,cluster_size=512,refcount_bits=64", err,
+    /* 20 GiB: an L1 table of 5 MiB = 10240 clusters, 160 refcount ranges. */
+    assert_int_equal(create(img, "size=20G,cluster_size=512,refcount_bits=64", err,
                             sizeof(err)), 0);
     blk = open_img(img, "", BDRV_O_RDWR);
-    drv_test_pattern(buf, sizeof(buf), 9);
-    assert_int_equal(blk_pwrite(blk, 132120576 - 512, 512, buf, 0), 0);
+    s = blk_bs(blk)->opaque;
+    assert_int_equal(s->l1_size, 655360);
+    write_marks(blk, big, 4, 20);
+    /* An internal snapshot copies the L1 table: another run of 10240 clusters. */
+    snprintf(sn.name, sizeof(sn.name), "s1");
+    assert_int_equal(bdrv_snapshot_create(blk_bs(blk), &sn, &e), 0);
+    assert_null(e);
+    write_marks(blk, big, 4, 40);
     blk_unref(blk);
-    if (have_qemu) {
-        assert_int_equal(drv_test_sh("qemu-img check -q '%s'", img), 0);
-    }
-    /* One byte more needs a 4033rd L1 entry. */
-    assert_int_equal(create(img, "size=132120577,cluster_size=512,refcount_bits=64", err,
-                            sizeof(err)), -EFBIG);
-    assert_non_null(strstr(err, "a guest size of 132120577 bytes needs 4033 L1 entries"));
-    assert_non_null(strstr(err, "refcount_bits=64 the L1 table holds at most 4032"));
-    /* 16-bit refcounts: 16320 entries (510 MiB); a huge image fails just as fast. */
-    assert_int_equal(create(img, "size=1T,cluster_size=512", err, sizeof(err)), -EFBIG);
-    assert_non_null(strstr(err, "holds at most 16320 (a guest size of 534773760 bytes)"));
-    /* Preallocating it needs more host file than the refcounts reach (data + tables). */
-    assert_int_equal(create(img, "size=132120576,cluster_size=512,refcount_bits=64,"
-                                 "preallocation=full", err, sizeof(err)), -EFBIG);
-    assert_non_null(strstr(err, "the refcount table (at most 4032 entries) describes at most "
-                                "132120576 bytes"));
-    assert_int_equal(create(img, "size=132120576,cluster_size=512,refcount_bits=64,"
+    qemu_reads_marks(img, big, 4, 40);
+
+    /* 16-bit refcounts (E = 256): 1 GiB grown to 3 GiB moves the L1 table (256 clusters). */
+    assert_int_equal(create(img, "size=1G,cluster_size=512", err, sizeof(err)), 0);
+    blk = open_img(img, "", BDRV_O_RDWR);
+    write_marks(blk, grown, 1, 60);
+    assert_int_equal(blk_truncate(blk, 3 * GiB, false, PREALLOC_MODE_OFF, 0, &e), 0);
+    assert_null(e);
+    write_marks(blk, grown, 3, 60);
+    blk_unref(blk);
+    qemu_reads_marks(img, grown, 3, 60);
+
+    /* The L1 cap: 128 GiB, one byte more needs a 4194305th entry. */
+    assert_int_equal(create(img, "size=137438953473,cluster_size=512", err, sizeof(err)),
+                     -EFBIG);
+    assert_non_null(strstr(err, "a guest size of 137438953473 bytes needs 4194305 L1 entries"));
+    assert_non_null(strstr(err, "512-byte clusters the L1 table holds at most 4194304 (a guest "
+                                "size of 137438953472 bytes)"));
+    /* Preallocating needs more host file than the refcount table reaches (8 MiB: 32 GiB). */
+    assert_int_equal(create(img, "size=40G,cluster_size=512,refcount_bits=64,"
                                  "preallocation=metadata", err, sizeof(err)), -EFBIG);
-    assert_non_null(strstr(err, "preallocating a guest size of 132120576 bytes"));
-    /* 64 KiB clusters reach the 32 MiB L1 cap: 4 PiB, past BDRV_MAX_LENGTH anyway. */
+    assert_non_null(strstr(err, "the refcount table (at most 1048576 entries) describes at "
+                                "most 34359738368 bytes"));
+    /* 64 KiB clusters reach the 32 MiB L1 cap at 2 PiB. */
     assert_int_equal(create(img, "size=1P,cluster_size=65536", err, sizeof(err)), 0);
 }
 

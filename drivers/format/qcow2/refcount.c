@@ -5,7 +5,10 @@
  * Layout rule for new refcount blocks: the block describing refcount range
  * b (clusters [b*E, (b+1)*E), E entries per block) is placed at cluster b*E,
  * the first cluster of the range it describes, and counts itself. A range
- * without a block has every refcount 0, so that cluster is free. When the
+ * without a block has every refcount 0, so that cluster is free. A run of E
+ * clusters or more (a large table) cannot lie between those blocks: it goes
+ * past data_hwm, and the blocks of the ranges it covers right after it
+ * (alloc_tail). When the
  * refcount table must grow, the new table and the blocks for the clusters it
  * occupies go to the first cluster past both the old coverage and data_hwm
  * (past everything written or handed out: see grow.c); they are written and
@@ -435,6 +438,179 @@ static int coroutine_fn find_free_run(BlockDriverState *bs, uint64_t n, bool exa
     }
 }
 
+/* Ranges in [first, end) (cluster indexes) without a refcount block. */
+static int coroutine_fn count_missing(BlockDriverState *bs, uint64_t first, uint64_t end,
+                                      uint64_t *m)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    *m = 0;
+    for (uint64_t idx = first >> s->refcount_block_bits;
+         idx <= (end - 1) >> s->refcount_block_bits; idx++) {
+        uint64_t off;
+        int ret = refblock_offset(bs, idx, &off);
+
+        if (ret < 0) {
+            return ret;
+        }
+        *m += !off;
+    }
+    return 0;
+}
+
+/*
+ * Writes the k refcount blocks for the ranges of [first, end) that lack one
+ * at clusters [at, at + k) (all free, past data_hwm), flushes, then hooks
+ * them into the refcount table. A block counts itself when it lies in a
+ * range it or another new block describes; a block in a range that already
+ * had one is counted there afterwards.
+ */
+static int coroutine_fn place_refblocks(BlockDriverState *bs, uint64_t first, uint64_t end,
+                                        uint64_t at, uint64_t k)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size, bits = s->refcount_block_bits;
+    uint64_t E = 1ULL << bits, *idx = calloc(k, sizeof(*idx));
+    uint8_t *blks = calloc(k, cs), entry[8];
+    uint64_t j = 0;
+    int ret = -ENOMEM;
+
+    if (!idx || !blks) {
+        goto out;
+    }
+    for (uint64_t r = first >> bits; r <= (end - 1) >> bits && j < k; r++) {
+        uint64_t off;
+
+        ret = refblock_offset(bs, r, &off);
+        if (ret < 0) {
+            goto out;
+        }
+        if (!off) {
+            idx[j++] = r;
+        }
+    }
+    for (j = 0; j < k; j++) {
+        for (uint64_t b = 0; b < k; b++) {
+            if (idx[b] == (at + j) >> bits) {
+                qcow2_refblock_set(s, blks + b * cs, (at + j) & (E - 1), 1);
+            }
+        }
+    }
+    ret = qcow2_check_overlap(bs, 0, at * cs, k * cs);
+    if (ret < 0) {
+        goto out;
+    }
+    qcow2_note_written(s, (at + k) * cs);
+    BLKDBG_EVENT(bs->file, BLKDBG_REFBLOCK_ALLOC_WRITE);
+    ret = qcow2_pwrite(bs->file, (int64_t)(at * cs), (int64_t)(k * cs), blks);
+    if (ret >= 0) {
+        ret = bdrv_co_flush(bs->file->bs);
+    }
+    for (j = 0; j < k && ret >= 0; j++) {
+        s->refcount_table[idx[j]] = (at + j) * cs;
+        if (idx[j] >= s->refcount_table_used) {
+            s->refcount_table_used = idx[j] + 1;
+        }
+        st_be64(entry, (at + j) * cs);
+        BLKDBG_EVENT(bs->file, BLKDBG_REFBLOCK_ALLOC_HOOKUP);
+        ret = qcow2_pwrite(bs->file, (int64_t)(s->refcount_table_offset + idx[j] * 8), 8,
+                           entry);
+    }
+    /* Blocks lying in a range that had a block before: count them there. */
+    for (j = 0; j < k && ret >= 0; j++) {
+        bool self = false;
+
+        for (uint64_t b = 0; b < k; b++) {
+            self |= idx[b] == (at + j) >> bits;
+        }
+        if (!self) {
+            ret = qcow2_update_cluster_refcount(bs, (at + j) * cs, cs, 1);
+        }
+    }
+    s->l2_needs_barrier = true;
+out:
+    free(idx);
+    free(blks);
+    return ret < 0 ? ret : 0;
+}
+
+/*
+ * The refcount table index covering a run of n clusters (with its blocks)
+ * that follows a new table placed where grow_reftable puts one.
+ */
+static uint64_t tail_reftable_idx(BDRVQcow2State *s, uint64_t n)
+{
+    uint64_t cs = s->cluster_size, bits = s->refcount_block_bits;
+    uint64_t old = s->refcount_table_size << bits, hwm = div_round_up_u64(s->data_hwm, cs);
+    uint64_t base = old > hwm ? old : hwm, idx = (base + n) >> bits;
+
+    for (int it = 0; it < 64; it++) {
+        uint64_t t = div_round_up_u64((idx + 1) * 8, cs), r = ((t + 1) >> bits) + 1;
+        uint64_t next = (base + t + r + n) >> bits;
+
+        if (next <= idx) {
+            break;
+        }
+        idx = next;
+    }
+    return idx + 1;
+}
+
+/*
+ * A run of n >= E clusters (a large L1 or snapshot table) never fits between
+ * the blocks at the start of each range: it goes past data_hwm, where every
+ * cluster is free, and the blocks for the ranges it covers go right after it
+ * instead of at the starts of their ranges.
+ */
+static int64_t coroutine_fn alloc_tail(BlockDriverState *bs, uint64_t n)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size, start, k = 0, m;
+    int ret;
+
+    for (int tries = 0;; tries++) {
+        start = div_round_up_u64(s->data_hwm, cs);
+        k = 0;
+        for (int it = 0; it < 64; it++) {
+            ret = count_missing(bs, start, start + n + k, &m);
+            if (ret < 0) {
+                return ret;
+            }
+            if (m == k) {
+                break;
+            }
+            k = m;
+        }
+        if ((start + n + k) * cs >= QCOW2_MAX_OFFSET || tries == 8) {
+            return -EFBIG;
+        }
+        if (((start + n + k - 1) >> s->refcount_block_bits) < s->refcount_table_size) {
+            break;
+        }
+        /*
+         * The table grows past data_hwm and past its old coverage (where
+         * grow_reftable puts it), and the run then goes behind it: size it
+         * for that run, so that it grows once.
+         */
+        ret = grow_reftable(bs, tail_reftable_idx(s, n + k));
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    if (k) {
+        ret = place_refblocks(bs, start, start + n + k, start + n, k);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    ret = qcow2_update_cluster_refcount(bs, start * cs, n * cs, 1);
+    if (ret < 0) {
+        return ret;
+    }
+    qcow2_note_written(s, (start + n) * cs);
+    return (int64_t)(start * cs);
+}
+
 static int64_t coroutine_fn alloc_run(BlockDriverState *bs, uint64_t n, bool exact,
                                       uint64_t *got, bool *fresh)
 {
@@ -446,7 +622,8 @@ static int64_t coroutine_fn alloc_run(BlockDriverState *bs, uint64_t n, bool exa
 
     if (exact && n >= E) {
         /* Each refcount range starts with its own block: no longer free runs. */
-        return -EFBIG;
+        *got = n;
+        return alloc_tail(bs, n);
     }
     ret = find_free_run(bs, n, exact, &first, got);
     if (ret < 0) {

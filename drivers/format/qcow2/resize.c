@@ -124,26 +124,16 @@ int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t from, uint64_t
 /*
  * Size limits, from the qcow2 layout and our caps (checked before anything
  * is written, so that a request past them fails at once with -EFBIG):
- *   - a table (L1, refcount table) is one contiguous run of clusters, and a
- *     free run is at most E - 1 clusters long (E = refcount entries per
- *     block, cluster_size * 8 / refcount_bits: each range of E clusters
- *     starts with its own refcount block), so a table holds at most
- *     min(cap, (E - 1) * cluster_size) bytes, the cap being 32 MiB for the
- *     L1 table and 8 MiB for the refcount table;
+ *   - the L1 table holds at most 32 MiB and the refcount table 8 MiB (a
+ *     table longer than a refcount range goes past the end of the image,
+ *     with the blocks of its ranges behind it: refcount.c, alloc_tail);
  *   - guest size <= L1 entries * cluster_size * (cluster_size / L2 entry size);
- *   - host file size <= refcount table entries * E * cluster_size.
- * E.g. 512-byte clusters with refcount_bits=64 (E = 64): at most 4032 L1
- * entries, a guest size of 126 MiB, and a host file of 126 MiB; with
- * refcount_bits=16 (E = 256), 16320 entries and 510 MiB; 64 KiB clusters
- * with refcount_bits=16 reach the caps: 4 PiB of guest, 2^56 of host.
+ *   - host file size <= refcount table entries * E * cluster_size
+ *     (E = refcount entries per block, cluster_size * 8 / refcount_bits).
+ * E.g. 512-byte clusters: at most 4 Mi L1 entries and 128 GiB of guest; with
+ * refcount_bits=64 (E = 64) a host file of 32 GiB. 64 KiB clusters with
+ * refcount_bits=16: 2 PiB of guest, 2^56 of host.
  */
-static uint64_t max_table_bytes(BDRVQcow2State *s, uint64_t cap)
-{
-    uint64_t run = ((1ULL << s->refcount_block_bits) - 1) * s->cluster_size;
-
-    return run < cap ? run : cap;
-}
-
 /*
  * Host bytes that preallocating guest [from, to) adds, at most: data
  * clusters (metadata preallocation allocates them too, unwritten), L2
@@ -162,8 +152,8 @@ static int check_size_limits(BlockDriverState *bs, uint64_t size, uint64_t l1_en
                              PreallocMode prealloc, Error **errp)
 {
     BDRVQcow2State *s = bs->opaque;
-    uint64_t l1_max = max_table_bytes(s, QCOW2_MAX_L1_BYTES) / 8;
-    uint64_t rt_max = max_table_bytes(s, QCOW2_MAX_REFTABLE_BYTES) / 8;
+    uint64_t l1_max = QCOW2_MAX_L1_BYTES / 8;
+    uint64_t rt_max = QCOW2_MAX_REFTABLE_BYTES / 8;
     int shift = s->refcount_block_bits + s->cluster_bits;
     uint64_t host_max = shift >= 36 ? QCOW2_MAX_OFFSET : rt_max << shift; /* rt_max <= 2^20 */
     uint64_t host, guest_max = l1_max << (s->l2_bits + s->cluster_bits); /* < 2^62 */
@@ -171,10 +161,10 @@ static int check_size_limits(BlockDriverState *bs, uint64_t size, uint64_t l1_en
 
     if (l1_entries > l1_max) {
         error_setg(errp, "qcow2: '%s': a guest size of %llu bytes needs %llu L1 entries; with "
-                   "%llu-byte clusters and refcount_bits=%d the L1 table holds at most %llu "
-                   "(a guest size of %llu bytes)", bs->filename, (unsigned long long)size,
+                   "%llu-byte clusters the L1 table holds at most %llu (a guest size of "
+                   "%llu bytes)", bs->filename, (unsigned long long)size,
                    (unsigned long long)l1_entries, (unsigned long long)s->cluster_size,
-                   s->refcount_bits, (unsigned long long)l1_max,
+                   (unsigned long long)l1_max,
                    (unsigned long long)guest_max);
         return -EFBIG;
     }

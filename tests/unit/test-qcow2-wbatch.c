@@ -274,12 +274,63 @@ static void test_wbatch_write_error(void **state)
     free(want);
 }
 
+/*
+ * Writes whose guest vectors have more pieces than a batch or the on-stack
+ * vector of an allocating write holds (80 pieces of 819 bytes, then 4
+ * pieces): the long ones go out alone through a heap vector, the short ones
+ * still batch, and every byte reads back.
+ */
+static void test_wbatch_many_pieces(void **state)
+{
+    enum { PIECES = 80, N = 16 };
+    uint8_t *want = calloc(1, GUEST);
+    IOVector qiov[N];
+    BurstReq reqs[N];
+    BlockBackend *blk;
+
+    assert_non_null(want);
+    assert_int_equal(drv_test_create("qcow2", img, "size=8M", NULL, 0), 0);
+    blk = drv_test_open_image("qcow2", img, BDRV_O_RDWR);
+    for (int i = 0; i < N; i++) {
+        int pieces = i < N / 2 ? PIECES : 4;
+        size_t piece = CS / (size_t)pieces, done = 0;
+
+        reqs[i] = (BurstReq){ .off = (int64_t)i * CS, .len = CS };
+        reqs[i].buf = malloc(CS);
+        assert_non_null(reqs[i].buf);
+        drv_test_pattern(reqs[i].buf, CS, (uint8_t)(60 + i));
+        iovector_init(&qiov[i], pieces);
+        for (int k = 0; k < pieces; k++) {
+            size_t len = k == pieces - 1 ? CS - done : piece;
+
+            iovector_add(&qiov[i], reqs[i].buf + done, len);
+            done += len;
+        }
+        assert_non_null(blk_aio_pwritev(blk, reqs[i].off, &qiov[i], 0, burst_cb, &reqs[i]));
+    }
+    for (int i = 0; i < N; i++) {
+        while (!reqs[i].done) {
+            aio_poll(blk_get_aio_context(blk), true);
+        }
+        assert_int_equal(reqs[i].ret, 0);
+        iovector_destroy(&qiov[i]);
+    }
+    assert_true(qcow2_state(blk)->wbatch_joined > 0);
+    apply(want, reqs, N);
+    burst_free(reqs, N);
+    assert_guest(blk, want);
+    blk_unref(blk);
+    assert_image(want);
+    free(want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_wbatch_whole_clusters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wbatch_cow_from_backing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wbatch_write_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wbatch_many_pieces, setup, teardown),
     };
 
     have_qemu = drv_test_sh("command -v qemu-img >/dev/null") == 0;

@@ -302,11 +302,78 @@ static void cow_sizes(BDRVQcow2State *s, const Qcow2Alloc *a, uint64_t offset, u
     *ptail = a->skip_tail ? 0 : tail;
 }
 
+/* Entries of the on-stack vector of one allocating write (COW head, guest pieces, COW tail). */
+#define ALLOC_IOV 16
+
+/*
+ * Copies the entries of [off, off + bytes) of src into dst[0..cap) (by
+ * reference); returns how many, or -1 if they do not fit.
+ */
+static int slice_iov(struct iovec *dst, int cap, const IOVector *src, size_t off, size_t bytes)
+{
+    int k = 0;
+
+    for (int i = 0; i < src->niov && bytes > 0; i++) {
+        size_t len = src->iov[i].iov_len;
+
+        if (off >= len) {
+            off -= len;
+            continue;
+        }
+        len -= off;
+        len = len < bytes ? len : bytes;
+        if (k == cap) {
+            return -1;
+        }
+        dst[k].iov_base = (char *)src->iov[i].iov_base + off;
+        dst[k++].iov_len = len;
+        bytes -= len;
+        off = 0;
+    }
+    return k;
+}
+
+/*
+ * The vector of an allocating write: head bytes of cow, [qoff, qoff + n) of
+ * qiov, tail bytes of cow + head. It lives in iov[ALLOC_IOV] (no allocation)
+ * unless the guest vector has more pieces than that holds; then v is a heap
+ * vector that iovector_destroy() frees.
+ */
+static void alloc_vector(IOVector *v, struct iovec *iov, uint8_t *cow, uint64_t head,
+                         uint64_t tail, IOVector *qiov, size_t qoff, uint64_t n)
+{
+    int k = 0, g;
+
+    if (head) {
+        iov[k].iov_base = cow;
+        iov[k++].iov_len = head;
+    }
+    g = slice_iov(iov + k, ALLOC_IOV - 1 - k, qiov, qoff, n);
+    if (g >= 0) {
+        k += g;
+        if (tail) {
+            iov[k].iov_base = cow + head;
+            iov[k++].iov_len = tail;
+        }
+        iovector_init_external(v, iov, k);
+        return;
+    }
+    iovector_init(v, qiov->niov + 2);
+    if (head) {
+        iovector_add(v, cow, head);
+    }
+    iovector_concat(v, qiov, qoff, n);
+    if (tail) {
+        iovector_add(v, cow + head, tail);
+    }
+}
+
 /* Without the lock: COW head/tail + guest data into the new clusters. */
 static int coroutine_fn alloc_write_data(BlockDriverState *bs, Qcow2Alloc *a, uint64_t offset,
                                          uint64_t n, IOVector *qiov, size_t qiov_offset)
 {
     BDRVQcow2State *s = bs->opaque;
+    struct iovec iov[ALLOC_IOV];
     uint64_t head, tail;
     Qcow2Buf *b = NULL;
     IOVector v;
@@ -336,14 +403,7 @@ static int coroutine_fn alloc_write_data(BlockDriverState *bs, Qcow2Alloc *a, ui
         qcow2_buf_put(s, b);
         return ret;
     }
-    iovector_init(&v, 3);
-    if (head) {
-        iovector_add(&v, b->cow, head);
-    }
-    iovector_concat(&v, qiov, qiov_offset, n);
-    if (tail) {
-        iovector_add(&v, b->cow + head, tail);
-    }
+    alloc_vector(&v, iov, b ? b->cow : NULL, head, tail, qiov, qiov_offset, n);
     BLKDBG_EVENT(s->data_file, (head || tail) ? BLKDBG_COW_WRITE : BLKDBG_WRITE_AIO);
     ret = qcow2_write_new_data(bs, a->host + (offset - head - a->guest_start), &v);
     iovector_destroy(&v);

@@ -22,8 +22,14 @@
  * only while another allocation is in flight (at queue depth 1 there is
  * nobody to wait for) and is capped at QCOW2_WBATCH_MAX bytes and
  * QCOW2_WBATCH_IOV vector entries (within the file's max_iov / max_transfer).
+ *
+ * Nothing here allocates: the batch, its vector array and each member's
+ * record live on the stacks of the leader and the members (1 KiB for the
+ * leader's array). A write whose own vector would not fit in the array goes
+ * out alone, as without batching.
  */
 #include <errno.h>
+#include <string.h>
 
 #include "qcow2.h"
 
@@ -38,10 +44,12 @@ typedef struct Qcow2WbMember {
     struct Qcow2WbMember *next;
 } Qcow2WbMember;
 
+/* An open batch; lives on the leader's stack until its write has completed. */
 struct Qcow2WriteBatch {
     uint64_t start, end;     /* host byte range written so far */
-    IOVector iov;            /* the members' vectors, in host order */
+    int niov;                /* entries used in iov */
     Qcow2WbMember *members;  /* those waiting (not the leader) */
+    struct iovec iov[QCOW2_WBATCH_IOV]; /* the members' vectors, in host order */
 };
 
 /* The most bytes and vector entries one batch may hold, for data_file. */
@@ -68,7 +76,15 @@ static bool batch_fits(BDRVQcow2State *s, const Qcow2WriteBatch *b, uint64_t hos
 
     batch_limits(s, &max_bytes, &max_iov);
     return b->end == host && b->end - b->start + v->size <= max_bytes &&
-           b->iov.niov + v->niov <= max_iov;
+           b->niov + v->niov <= max_iov;
+}
+
+/* Appends the entries of v (which fit: batch_fits) to the array of b. */
+static void batch_append(Qcow2WriteBatch *b, const IOVector *v)
+{
+    memcpy(&b->iov[b->niov], v->iov, (size_t)v->niov * sizeof(struct iovec));
+    b->niov += v->niov;
+    b->end += v->size;
 }
 
 /* Appends v to b and waits until the leader has written the batch. */
@@ -76,8 +92,7 @@ static int coroutine_fn batch_join(BDRVQcow2State *s, Qcow2WriteBatch *b, const 
 {
     Qcow2WbMember m = { .co = coroutine_self(), .ret = 0, .done = false };
 
-    iovector_concat(&b->iov, v, 0, v->size);
-    b->end += v->size;
+    batch_append(b, v);
     m.next = b->members;
     /* m lives on this coroutine's stack until the leader has set m.done and woken it. */
     /* cppcheck-suppress autoVariables */
@@ -93,12 +108,15 @@ static int coroutine_fn batch_join(BDRVQcow2State *s, Qcow2WriteBatch *b, const 
 static int coroutine_fn batch_lead(BlockDriverState *bs, uint64_t host, const IOVector *v)
 {
     BDRVQcow2State *s = bs->opaque;
-    Qcow2WriteBatch b = { .start = host, .end = host + v->size, .members = NULL };
+    Qcow2WriteBatch b;
     Qcow2WbMember *m;
+    IOVector w;
     int ret;
 
-    iovector_init(&b.iov, v->niov + 8);
-    iovector_concat(&b.iov, v, 0, v->size);
+    b.start = b.end = host;
+    b.niov = 0;
+    b.members = NULL;
+    batch_append(&b, v);
     s->wbatch = &b;
     aio_co_schedule(bdrv_get_aio_context(bs), coroutine_self());
     coroutine_yield();
@@ -106,8 +124,8 @@ static int coroutine_fn batch_lead(BlockDriverState *bs, uint64_t host, const IO
     if (b.members) {
         s->wbatch_writes++;
     }
-    ret = bdrv_co_pwritev(s->data_file, (int64_t)b.start, (int64_t)(b.end - b.start), &b.iov, 0);
-    iovector_destroy(&b.iov);
+    iovector_init_external(&w, b.iov, b.niov);
+    ret = bdrv_co_pwritev(s->data_file, (int64_t)b.start, (int64_t)(b.end - b.start), &w, 0);
     for (m = b.members; m;) {
         Qcow2WbMember *next = m->next; /* m is gone once its coroutine runs */
 
@@ -127,7 +145,7 @@ int coroutine_fn qcow2_write_new_data(BlockDriverState *bs, uint64_t host, IOVec
     if (b && batch_fits(s, b, host, v)) {
         return batch_join(s, b, v);
     }
-    if (!b && s->allocs && s->allocs->next) {
+    if (!b && s->allocs && s->allocs->next && v->niov <= QCOW2_WBATCH_IOV) {
         return batch_lead(bs, host, v);
     }
     return bdrv_co_pwritev(s->data_file, (int64_t)host, (int64_t)v->size, v, 0);

@@ -484,11 +484,29 @@ void bdrv_ref(BlockDriverState *bs)
     bs->refcnt++;
 }
 
+static int64_t coroutine_fn close_flush_co(void *opaque)
+{
+    return bdrv_co_flush(opaque);
+}
+
 static void bdrv_close(BlockDriverState *bs)
 {
+    int ret;
+
     /* Nobody holds a reference, so no new request can come after this. */
     blk_free_classic(bs);
     bdrv_drain(bs);
+    /*
+     * What was written is durable once the image is closed (as in QEMU),
+     * unless the cache mode says flushes are no-ops: the node's caches and
+     * its children now; what the driver's close writes after this is
+     * flushed when each child closes in turn. A node that wrote nothing
+     * since its last flush skips it.
+     */
+    ret = (int)bdrv_run_co(bdrv_get_aio_context(bs), close_flush_co, bs);
+    if (ret < 0) {
+        coblk_warn("flushing '%s' on close failed: %s", bs->filename, strerror(-ret));
+    }
     if (bs->drv->bdrv_close) {
         bs->drv->bdrv_close(bs);
     }

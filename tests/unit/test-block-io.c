@@ -80,10 +80,19 @@ static int tr_open(BlockDriverState *bs, BlockOpts *options, int flags, Error **
     return s->data && s->alloc ? 0 : -ENOMEM;
 }
 
+/* Flushes to disk and calls after the last flush of the last node closed. */
+static int closed_flushes, closed_after_flush;
+
 static void tr_close(BlockDriverState *bs)
 {
     TestRam *s = bs->opaque;
 
+    closed_flushes = 0;
+    closed_after_flush = 0;
+    for (int i = 0; i < s->ncalls; i++) {
+        closed_flushes += s->calls[i].op == 'f';
+        closed_after_flush = s->calls[i].op == 'f' ? 0 : closed_after_flush + 1;
+    }
     free(s->data);
     free(s->alloc);
 }
@@ -986,6 +995,40 @@ static void test_block_io_flush_skipped_when_clean(void **state)
     node_close(&n);
 }
 
+/* Close makes what was written durable (as QEMU's), unless flushes are no-ops. */
+static void test_block_io_flush_on_close(void **state)
+{
+    TestCfg cfg = { 0 };
+    uint8_t buf[10] = { 0 };
+    Node n;
+
+    node_open(&n, "testram", &cfg, BDRV_O_RDWR);
+    assert_int_equal(do_io(OP_WRITE, &n, 0, 10, buf, 0), 0);
+    node_close(&n);
+    assert_int_equal(closed_flushes, 1);
+    assert_int_equal(closed_after_flush, 0);
+
+    /* Nothing written since the last flush: no second one. */
+    node_open(&n, "testram", &cfg, BDRV_O_RDWR);
+    assert_int_equal(do_io(OP_WRITE, &n, 0, 10, buf, 0), 0);
+    assert_int_equal(do_io(OP_FLUSH, &n, 0, 0, NULL, 0), 0);
+    node_close(&n);
+    assert_int_equal(closed_flushes, 1);
+
+    /* A truncate counts as a write. */
+    node_open(&n, "testram", &cfg, BDRV_O_RDWR);
+    assert_int_equal(do_io(OP_TRUNC, &n, 4096, 0, NULL, 0), 0);
+    node_close(&n);
+    assert_int_equal(closed_flushes, 1);
+    assert_int_equal(closed_after_flush, 0);
+
+    /* cache.no-flush (cache=unsafe): none. */
+    node_open(&n, "testram", &cfg, BDRV_O_RDWR | BDRV_O_NO_FLUSH);
+    assert_int_equal(do_io(OP_WRITE, &n, 0, 10, buf, 0), 0);
+    node_close(&n);
+    assert_int_equal(closed_flushes, 0);
+}
+
 static void test_block_io_flush_coalesced(void **state)
 {
     TestCfg cfg = { 0 };
@@ -1517,6 +1560,7 @@ int main(void)
         cmocka_unit_test(test_block_io_discard),
         cmocka_unit_test(test_block_io_flush_skipped_when_clean),
         cmocka_unit_test(test_block_io_flush_coalesced),
+        cmocka_unit_test(test_block_io_flush_on_close),
         cmocka_unit_test(test_block_io_errors_propagate),
         cmocka_unit_test(test_block_io_read_only_eperm),
         cmocka_unit_test(test_block_io_invalid_ranges),

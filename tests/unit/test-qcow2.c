@@ -1443,9 +1443,11 @@ static void test_qcow2_size_limits(void **state)
     blk_unref(blk);
     qemu_reads_marks(img, grown, 3, 60);
 
-    /* The L1 cap: 128 GiB, one byte more needs a 4194305th entry. */
+    /* The L1 cap: 128 GiB, one byte more needs a 4194305th entry; no file is left. */
+    unlink(img);
     assert_int_equal(create(img, "size=137438953473,cluster_size=512", err, sizeof(err)),
                      -EFBIG);
+    assert_int_equal(access(img, F_OK), -1);
     assert_non_null(strstr(err, "a guest size of 137438953473 bytes needs 4194305 L1 entries"));
     assert_non_null(strstr(err, "512-byte clusters the L1 table holds at most 4194304 (a guest "
                                 "size of 137438953472 bytes)"));

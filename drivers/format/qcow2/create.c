@@ -320,6 +320,12 @@ int coroutine_fn qcow2_co_create_opts(const BlockDriver *drv, const char *filena
         ret = -EFBIG;
     }
     if (ret == 0) {
+        /* Before the file exists: a size past the limits leaves nothing behind. */
+        int cb = __builtin_ctzll(c.cluster_size);
+
+        ret = qcow2_check_guest_size(filename, c.size, cb, cb - (c.extl2 ? 4 : 3), errp);
+    }
+    if (ret == 0) {
         ret = create_file(filename, errp);
     }
     if (ret == 0 && c.data_file) {

@@ -432,6 +432,13 @@ static inline uint64_t qcow2_l1_entries_for(uint64_t size, int cluster_bits, int
     return div_round_up_u64(size, 1ULL << (cluster_bits + l2_bits));
 }
 
+/*
+ * Fails with -EFBIG and a message naming filename when a guest of size bytes
+ * needs more L1 entries than the 32 MiB table holds (resize.c).
+ */
+int qcow2_check_guest_size(const char *filename, uint64_t size, int cluster_bits, int l2_bits,
+                           Error **errp);
+
 /* Reads / writes L2 entry i of a cached table (bitmap: extended L2 word). */
 static inline uint64_t qcow2_l2_get(const BDRVQcow2State *s, const uint8_t *t, int i)
 {

@@ -148,24 +148,34 @@ static uint64_t prealloc_host_bytes(BDRVQcow2State *s, uint64_t from, uint64_t t
     return (n + div_round_up_u64(n, 1ULL << s->refcount_block_bits) + 1) * cs;
 }
 
-static int check_size_limits(BlockDriverState *bs, uint64_t size, uint64_t l1_entries,
-                             PreallocMode prealloc, Error **errp)
+int qcow2_check_guest_size(const char *filename, uint64_t size, int cluster_bits, int l2_bits,
+                           Error **errp)
+{
+    uint64_t l1_max = QCOW2_MAX_L1_BYTES / 8, need;
+    uint64_t guest_max = l1_max << (l2_bits + cluster_bits); /* < 2^62 */
+
+    need = qcow2_l1_entries_for(size, cluster_bits, l2_bits);
+    if (need <= l1_max) {
+        return 0;
+    }
+    error_setg(errp, "qcow2: '%s': a guest size of %llu bytes needs %llu L1 entries; with "
+               "%llu-byte clusters the L1 table holds at most %llu (a guest size of %llu bytes)",
+               filename, (unsigned long long)size, (unsigned long long)need,
+               1ULL << cluster_bits, (unsigned long long)l1_max, (unsigned long long)guest_max);
+    return -EFBIG;
+}
+
+static int check_size_limits(BlockDriverState *bs, uint64_t size, PreallocMode prealloc,
+                             Error **errp)
 {
     BDRVQcow2State *s = bs->opaque;
-    uint64_t l1_max = QCOW2_MAX_L1_BYTES / 8;
     uint64_t rt_max = QCOW2_MAX_REFTABLE_BYTES / 8;
     int shift = s->refcount_block_bits + s->cluster_bits;
     uint64_t host_max = shift >= 36 ? QCOW2_MAX_OFFSET : rt_max << shift; /* rt_max <= 2^20 */
-    uint64_t host, guest_max = l1_max << (s->l2_bits + s->cluster_bits); /* < 2^62 */
+    uint64_t host;
     int64_t flen;
 
-    if (l1_entries > l1_max) {
-        error_setg(errp, "qcow2: '%s': a guest size of %llu bytes needs %llu L1 entries; with "
-                   "%llu-byte clusters the L1 table holds at most %llu (a guest size of "
-                   "%llu bytes)", bs->filename, (unsigned long long)size,
-                   (unsigned long long)l1_entries, (unsigned long long)s->cluster_size,
-                   (unsigned long long)l1_max,
-                   (unsigned long long)guest_max);
+    if (qcow2_check_guest_size(bs->filename, size, s->cluster_bits, s->l2_bits, errp) < 0) {
         return -EFBIG;
     }
     if (prealloc == PREALLOC_MODE_OFF || qcow2_has_data_file(s)) {
@@ -318,7 +328,7 @@ int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t offset, bool ex
         return shrink(bs, (uint64_t)offset, errp);
     }
     need = qcow2_l1_entries_for((uint64_t)offset, s->cluster_bits, s->l2_bits);
-    ret = check_size_limits(bs, (uint64_t)offset, need, prealloc, errp);
+    ret = check_size_limits(bs, (uint64_t)offset, prealloc, errp);
     if (ret < 0) {
         return ret;
     }

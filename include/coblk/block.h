@@ -222,7 +222,12 @@ COBLK_API BlockBackend *blk_new_open(const char *filename, BlockOpts *options, i
                                      Error **errp);
 /** Creates a BlockBackend over an existing node (takes a new reference). */
 COBLK_API BlockBackend *blk_new_with_bs(BlockDriverState *bs, Error **errp);
-/** Drains and frees blk; drops its reference to the root node. */
+/**
+ * Drains and frees blk; drops its reference to the root node. A node closed
+ * by the last reference is flushed first (what was written is durable,
+ * unless cache.no-flush); a failed flush there is only warned about, so
+ * call blk_flush() first when the result matters.
+ */
 COBLK_API void blk_unref(BlockBackend *blk);
 COBLK_API BlockDriverState *blk_bs(BlockBackend *blk);
 COBLK_API AioContext *blk_get_aio_context(BlockBackend *blk);

@@ -2,7 +2,8 @@
  * Unit tests: the vdi format driver (drivers/format/vdi/): create options,
  * read/write/allocation across blocks, concurrent allocating writes, block
  * status, UUIDs, geometry, comment, discard and zero writes that release
- * blocks, compact, and refusals (static compact, long comment, bad options).
+ * blocks, compact, refusals (static compact, long comment, bad options), and
+ * allocating writes whose data write fails (blkdebug below the vdi node).
  * qemu-img interop and corrupt images are in tests/interop/vdi-*.sh.
  */
 #include "drv-test-util.h"
@@ -424,6 +425,237 @@ static void test_vdi_probe(void **state)
     blk_unref(blk);
 }
 
+/* ---------------------------------------------------------------------- */
+/* A failed data write into a new block (blkdebug below the vdi node) */
+
+/* Slot n's first sector in a 4 MiB image (header and map: 1024 bytes). */
+#define SLOT_SECTOR(n) ((1024 + (int64_t)(n) * MiB) / 512)
+
+/* Opens img over blkdebug, failing (EIO, once) the first write touching sector. */
+static BlockBackend *open_failing(int64_t sector)
+{
+    char opts[8192];
+
+    snprintf(opts, sizeof(opts), "driver=vdi,file.driver=blkdebug,file.image.driver=file,"
+             "file.image.filename=%s,file.inject-error.0.event=none,"
+             "file.inject-error.0.iotype=write,file.inject-error.0.sector=%lld,"
+             "file.inject-error.0.once=on", img, (long long)sector);
+    return drv_test_open_ok(opts, BDRV_O_RDWR);
+}
+
+typedef struct AioDone {
+    bool done;
+    int ret;
+} AioDone;
+
+static void aio_done_cb(void *opaque, int ret)
+{
+    AioDone *d = opaque;
+
+    d->ret = ret;
+    d->done = true;
+}
+
+static void wait_suspended(BlockBackend *blk, const char *tag)
+{
+    for (int i = 0; i < 1000 && !bdrv_debug_is_suspended(blk_bs(blk), tag); i++) {
+        aio_poll(blk_get_aio_context(blk), false);
+    }
+    assert_true(bdrv_debug_is_suspended(blk_bs(blk), tag));
+}
+
+/*
+ * Starts a guest write and holds it at the blkdebug breakpoint tag2 on its
+ * first write to the file: the "pwritev" event fires for the vdi node's
+ * request first (held at tag1 and resumed), then for the file's.
+ */
+static void start_held_write(BlockBackend *blk, int64_t offset, IOVector *qiov, AioDone *d,
+                             const char *tag1, const char *tag2)
+{
+    BlockDriverState *bs = blk_bs(blk);
+
+    assert_int_equal(bdrv_debug_breakpoint(bs, "pwritev", tag1), 0);
+    assert_non_null(blk_aio_pwritev(blk, offset, qiov, 0, aio_done_cb, d));
+    wait_suspended(blk, tag1);
+    assert_int_equal(bdrv_debug_breakpoint(bs, "pwritev", tag2), 0);
+    assert_int_equal(bdrv_debug_resume(bs, tag1), 0);
+    wait_suspended(blk, tag2);
+}
+
+static void wait_done(BlockBackend *blk, AioDone *d)
+{
+    while (!d->done) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+}
+
+/* The block's guest bytes [0, 1 MiB) hold want at [at, at + len) and zeroes elsewhere. */
+static void assert_block(BlockBackend *blk, int64_t block, int64_t at, const uint8_t *want,
+                         int64_t len)
+{
+    uint8_t *buf = malloc(MiB), *exp = calloc(1, MiB);
+
+    if (len) {
+        memcpy(exp + at, want, (size_t)len);
+    }
+    assert_int_equal(blk_pread(blk, block * MiB, MiB, buf, 0), 0);
+    assert_memory_equal(buf, exp, MiB);
+    free(buf);
+    free(exp);
+}
+
+/* qemu-img check finds nothing wrong with path (or is not installed). */
+static void assert_qemu_clean(const char *path)
+{
+    int st = qemu_check(path);
+
+    if (st != 77) {
+        assert_int_equal(st, 0);
+    }
+}
+
+static void assert_check(BlockBackend *blk, int leaks, int64_t allocated)
+{
+    BdrvCheckResult res = { 0 };
+
+    assert_int_equal(bdrv_check(blk_bs(blk), &res, BDRV_FIX_NONE), 0);
+    assert_int_equal(res.corruptions, 0);
+    assert_int_equal(res.leaks, leaks);
+    assert_int_equal(res.allocated_clusters, allocated);
+}
+
+/*
+ * The data write into a new block fails: the write returns the error, the
+ * block stays unallocated (reads zeroes, block status without DATA, not
+ * counted), its slot goes to the next new block, and the image checks clean
+ * with us and qemu-img; the block can be written again.
+ */
+static void test_vdi_failed_alloc_write(void **state)
+{
+    uint8_t a[4096], b[4096], c[8192];
+    BlockBackend *blk;
+    StatusQuery q;
+    int ret;
+
+    memset(a, 0xa1, sizeof(a));
+    memset(b, 0xb2, sizeof(b));
+    memset(c, 0xc3, sizeof(c));
+    assert_int_equal(create("size=4M", NULL, 0), 0);
+    blk = open_failing(SLOT_SECTOR(1) + 8); /* block 2's write lands in slot 1 at 4 KiB */
+    assert_int_equal(blk_pwrite(blk, 0, 4096, a, 0), 0);              /* block 0: slot 0 */
+    assert_int_equal(blk_pwrite(blk, 2 * MiB + 4096, 4096, b, 0), -EIO);
+    assert_block(blk, 2, 0, NULL, 0);
+    ret = status(blk, 2 * MiB, MiB, &q);
+    assert_true(ret >= 0 && !(ret & BDRV_BLOCK_DATA));
+    assert_check(blk, 0, 1);
+    /* Slot 1 again, for block 3: zeroed where the write does not reach. */
+    assert_int_equal(blk_pwrite(blk, 3 * MiB + 512, sizeof(c), c, 0), 0);
+    assert_block(blk, 3, 512, c, sizeof(c));
+    ret = status(blk, 3 * MiB, MiB, &q);
+    assert_true(ret & BDRV_BLOCK_DATA);
+    assert_int_equal(q.map, SLOT_SECTOR(1) * 512);
+    assert_int_equal(blk_pwrite(blk, 2 * MiB + 4096, 4096, b, 0), 0); /* once=on: passes */
+    assert_int_equal(blk_flush(blk), 0);
+    assert_check(blk, 0, 3);
+    blk_unref(blk);
+    assert_int_equal(file_size(), 1024 + 3 * MiB);
+    assert_qemu_clean(img);
+    blk = open_vdi(0);
+    assert_block(blk, 0, 0, a, sizeof(a));
+    assert_block(blk, 2, 4096, b, sizeof(b));
+    assert_block(blk, 3, 512, c, sizeof(c));
+    blk_unref(blk);
+}
+
+/*
+ * A second write into a block whose allocating write is in flight waits for
+ * it (it would otherwise write into a slot the first one may give back);
+ * when the first fails, the second allocates the block itself.
+ */
+static void test_vdi_failed_alloc_waiter(void **state)
+{
+    uint8_t a[4096], b[4096], c[4096];
+    AioDone da = { 0 }, dc = { 0 };
+    IOVector qa, qc;
+    BlockBackend *blk;
+
+    memset(a, 0xa1, sizeof(a));
+    memset(b, 0xb2, sizeof(b));
+    memset(c, 0xc3, sizeof(c));
+    assert_int_equal(create("size=4M", NULL, 0), 0);
+    blk = open_failing(SLOT_SECTOR(1));
+    assert_int_equal(blk_pwrite(blk, 0, 4096, a, 0), 0); /* slot 0; the header written */
+    iovector_init_buf(&qa, b, sizeof(b));
+    iovector_init_buf(&qc, c, sizeof(c));
+    start_held_write(blk, MiB, &qa, &da, "a1", "a2");   /* block 1 -> slot 1, held */
+    /*
+     * The second write, resumed past its vdi-level event, must wait: were
+     * it to write into the block it would stop at c2 (no I/O before that).
+     */
+    assert_int_equal(bdrv_debug_breakpoint(blk_bs(blk), "pwritev", "c1"), 0);
+    assert_non_null(blk_aio_pwritev(blk, MiB + 64 * 1024, &qc, 0, aio_done_cb, &dc));
+    wait_suspended(blk, "c1");
+    assert_int_equal(bdrv_debug_breakpoint(blk_bs(blk), "pwritev", "c2"), 0);
+    assert_int_equal(bdrv_debug_resume(blk_bs(blk), "c1"), 0);
+    for (int i = 0; i < 100; i++) {
+        aio_poll(blk_get_aio_context(blk), false);
+    }
+    assert_false(bdrv_debug_is_suspended(blk_bs(blk), "c2"));
+    assert_false(dc.done);
+    assert_int_equal(bdrv_debug_remove_breakpoint(blk_bs(blk), "c2"), 0);
+    assert_int_equal(bdrv_debug_resume(blk_bs(blk), "a2"), 0);
+    wait_done(blk, &da);
+    wait_done(blk, &dc);
+    assert_int_equal(da.ret, -EIO);
+    assert_int_equal(dc.ret, 0);
+    assert_block(blk, 1, 64 * 1024, c, sizeof(c));
+    assert_check(blk, 0, 2);
+    blk_unref(blk);
+    assert_int_equal(file_size(), 1024 + 2 * MiB);
+    assert_qemu_clean(img);
+}
+
+/*
+ * The failed write's slot is not the last one any more (another block got
+ * the next slot meanwhile): the block stays unallocated, the slot is a leak
+ * that check reports and check -r reclaims (moving the last slot into it).
+ */
+static void test_vdi_failed_alloc_leak(void **state)
+{
+    uint8_t a[4096], b[4096], c[4096];
+    BdrvCheckResult res = { 0 };
+    AioDone da = { 0 }, dc = { 0 };
+    IOVector qa, qc;
+    BlockBackend *blk;
+
+    memset(a, 0xa1, sizeof(a));
+    memset(b, 0xb2, sizeof(b));
+    memset(c, 0xc3, sizeof(c));
+    assert_int_equal(create("size=4M", NULL, 0), 0);
+    blk = open_failing(SLOT_SECTOR(1));
+    assert_int_equal(blk_pwrite(blk, 0, 4096, a, 0), 0);
+    iovector_init_buf(&qa, b, sizeof(b));
+    iovector_init_buf(&qc, c, sizeof(c));
+    start_held_write(blk, MiB, &qa, &da, "a1", "a2");   /* block 1 -> slot 1, held */
+    assert_non_null(blk_aio_pwritev(blk, 2 * MiB, &qc, 0, aio_done_cb, &dc)); /* slot 2 */
+    wait_done(blk, &dc);
+    assert_int_equal(dc.ret, 0);
+    assert_int_equal(bdrv_debug_resume(blk_bs(blk), "a2"), 0);
+    wait_done(blk, &da);
+    assert_int_equal(da.ret, -EIO);
+    assert_block(blk, 1, 0, NULL, 0);
+    assert_block(blk, 2, 0, c, sizeof(c));
+    assert_check(blk, 1, 2);
+    assert_int_equal(bdrv_check(blk_bs(blk), &res, BDRV_FIX_LEAKS), 0);
+    assert_int_equal(res.leaks_fixed, 1);
+    assert_check(blk, 0, 2);
+    assert_block(blk, 0, 0, a, sizeof(a));
+    assert_block(blk, 2, 0, c, sizeof(c));
+    blk_unref(blk);
+    assert_int_equal(file_size(), 1024 + 2 * MiB);
+    assert_qemu_clean(img);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -436,6 +668,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vdi_compact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vdi_crash_after_grow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vdi_probe, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vdi_failed_alloc_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vdi_failed_alloc_waiter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vdi_failed_alloc_leak, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -71,15 +71,14 @@ int coroutine_fn vdi_mark_modified(BlockDriverState *bs)
 }
 
 /*
- * Gives block a new slot at the end of the data, reading as zeroes, and
- * returns it in *slot: the file is grown VDI_GROW_STEP ahead (fmt-grow.h),
- * so a slot in the part grown since open already reads as zeroes; any other
- * is zeroed first. The entry is set in memory at once (its sector is written
- * at the next commit): the caller writes its data into the slot after
- * dropping alloc_lock, in parallel with the other writes. Until then the
- * slot reads as zeroes, as the unallocated block did, so a reader or a
- * commit that sees the entry early sees the block's old content. Called
- * with alloc_lock held.
+ * Reserves a new slot for block at the end of the data, reading as zeroes,
+ * and returns it in *slot: the file is grown VDI_GROW_STEP ahead
+ * (fmt-grow.h), so a slot in the part grown since open already reads as
+ * zeroes; any other is zeroed first. The slot is counted (the header's new
+ * count reaches the file at the next commit) but no map entry points at it
+ * yet: vdi_publish() sets the entry once the block's data is written, so a
+ * failed data write leaves the block as it was (unallocated, reading as
+ * zeroes). Called with alloc_lock held.
  */
 static int coroutine_fn vdi_alloc_slot(BlockDriverState *bs, uint32_t block, uint32_t *slot)
 {
@@ -95,12 +94,6 @@ static int coroutine_fn vdi_alloc_slot(BlockDriverState *bs, uint32_t block, uin
     if (e >= s->blocks) {
         return -EIO; /* unreachable while the invariant holds */
     }
-    if (!fmt_defer_has_room(&s->dirty, (uint64_t)block * 4 / VDI_SECTOR, 1)) {
-        ret = vdi_commit(bs, false);
-        if (ret < 0) {
-            return ret;
-        }
-    }
     ret = fmt_co_grow_to(bs->file, &s->grow, end, (uint64_t)vdi_slot_offset(s, s->blocks));
     if (ret < 0) {
         return ret;
@@ -113,14 +106,122 @@ static int coroutine_fn vdi_alloc_slot(BlockDriverState *bs, uint32_t block, uin
         }
     }
     fmt_grow_written(&s->grow, end);
-    /* In memory now; the count and the entry reach the file at the next commit. */
     st_le32(s->hdr + VDI_OFF_ALLOCATED, e + 1);
     s->allocated = e + 1;
     s->owner[e] = block;
-    vdi_set_entry(s, block, e);
-    fmt_defer_add(&s->dirty, (uint64_t)block * 4 / VDI_SECTOR, 1); /* room made above */
     *slot = e;
     return 0;
+}
+
+/*
+ * The data of a reserved slot is written: points the block's map entry at
+ * it (in memory; its sector is written at the next commit, which runs here
+ * first when the pending set is full). Called with alloc_lock held.
+ */
+static int coroutine_fn vdi_publish(BlockDriverState *bs, const VdiAlloc *a)
+{
+    BDRVVdiState *s = bs->opaque;
+    uint64_t sector = (uint64_t)a->block * 4 / VDI_SECTOR;
+    int ret;
+
+    if (!fmt_defer_has_room(&s->dirty, sector, 1)) {
+        ret = vdi_commit(bs, false);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    vdi_set_entry(s, a->block, a->slot);
+    fmt_defer_add(&s->dirty, sector, 1); /* room made above */
+    return 0;
+}
+
+/*
+ * The data write into a reserved slot failed: gives the slot back if it is
+ * still the last one (the next allocation zeroes it again, as the failed
+ * write may have changed part of it); else another allocation came after
+ * it and the slot stays counted but unused, a leak that check -r, discard
+ * and compact reclaim. Called with alloc_lock held.
+ */
+static void vdi_unreserve(BlockDriverState *bs, const VdiAlloc *a)
+{
+    BDRVVdiState *s = bs->opaque;
+
+    s->owner[a->slot] = VDI_FREE;
+    if (a->slot + 1 == s->allocated) {
+        s->allocated = a->slot;
+        st_le32(s->hdr + VDI_OFF_ALLOCATED, a->slot);
+    }
+}
+
+/* The allocation of block in flight, or NULL. Called with alloc_lock held. */
+static VdiAlloc *vdi_find_alloc(const BDRVVdiState *s, uint32_t block)
+{
+    for (VdiAlloc *a = s->allocs; a; a = a->next) {
+        if (a->block == block) {
+            return a;
+        }
+    }
+    return NULL;
+}
+
+/* Unlists a and wakes the writers waiting for it. Called with alloc_lock held. */
+static void vdi_drop_alloc(BDRVVdiState *s, VdiAlloc *a)
+{
+    VdiAlloc **p = &s->allocs;
+
+    while (*p != a) {
+        p = &(*p)->next;
+    }
+    *p = a->next;
+    co_queue_restart_all(&a->waiters);
+}
+
+/*
+ * Writes into an unallocated block: waits while another writer allocates
+ * it, else reserves a slot, writes the data into it without alloc_lock (in
+ * parallel with the other writes) and publishes the map entry only once the
+ * data is written, or gives the slot back. Returns 0, 1 when the block was
+ * allocated by another writer meanwhile (the caller writes into its slot),
+ * or -errno.
+ */
+static int coroutine_fn vdi_write_new_block(BlockDriverState *bs, uint32_t block,
+                                            uint32_t in_block, int64_t n, IOVector *qiov,
+                                            size_t qiov_offset)
+{
+    BDRVVdiState *s = bs->opaque;
+    VdiAlloc a = { .block = block }, *busy;
+    uint32_t e;
+    int ret;
+
+    co_mutex_lock(&s->alloc_lock);
+    while (((e = vdi_entry(s, block)) == VDI_FREE || e == VDI_ZERO) &&
+           (busy = vdi_find_alloc(s, block))) {
+        co_queue_wait(&busy->waiters, &s->alloc_lock);
+    }
+    if (e != VDI_FREE && e != VDI_ZERO) {
+        co_mutex_unlock(&s->alloc_lock);
+        return 1;
+    }
+    ret = vdi_alloc_slot(bs, block, &a.slot);
+    if (ret < 0) {
+        co_mutex_unlock(&s->alloc_lock);
+        return ret;
+    }
+    co_queue_init(&a.waiters);
+    a.next = s->allocs;
+    s->allocs = &a;
+    co_mutex_unlock(&s->alloc_lock);
+
+    ret = bdrv_co_pwritev_part(bs->file, vdi_slot_offset(s, a.slot) + in_block, n, qiov,
+                               qiov_offset, 0);
+    co_mutex_lock(&s->alloc_lock);
+    ret = ret < 0 ? ret : vdi_publish(bs, &a);
+    if (ret < 0) {
+        vdi_unreserve(bs, &a);
+    }
+    vdi_drop_alloc(s, &a);
+    co_mutex_unlock(&s->alloc_lock);
+    return ret;
 }
 
 static int coroutine_fn vdi_write_chunk(BlockDriverState *bs, uint32_t block, uint32_t in_block,
@@ -128,18 +229,14 @@ static int coroutine_fn vdi_write_chunk(BlockDriverState *bs, uint32_t block, ui
 {
     BDRVVdiState *s = bs->opaque;
     uint32_t e = vdi_entry(s, block);
-    int ret = 0;
 
     if (e == VDI_FREE || e == VDI_ZERO) {
-        co_mutex_lock(&s->alloc_lock);
-        e = vdi_entry(s, block);
-        if (e == VDI_FREE || e == VDI_ZERO) {
-            ret = vdi_alloc_slot(bs, block, &e);
-        }
-        co_mutex_unlock(&s->alloc_lock);
-        if (ret < 0) {
+        int ret = vdi_write_new_block(bs, block, in_block, n, qiov, qiov_offset);
+
+        if (ret <= 0) {
             return ret;
         }
+        e = vdi_entry(s, block);
     }
     if (!vdi_is_slot(s, e)) {
         return -EIO;

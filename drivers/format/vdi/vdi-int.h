@@ -60,6 +60,18 @@ enum {
 /* The file is grown this far past a new block (fmt-grow.h): 16 blocks per grow. */
 #define VDI_GROW_STEP (16u * VDI_BLOCK_SIZE)
 
+/*
+ * A new block whose data write is in flight: its slot is reserved (counted,
+ * owned), its map entry not set yet. Lives on the writer's stack, listed in
+ * BDRVVdiState.allocs under alloc_lock.
+ */
+typedef struct VdiAlloc {
+    uint32_t block;
+    uint32_t slot;
+    CoQueue waiters;            /* other writers of the block, woken when it ends */
+    struct VdiAlloc *next;
+} VdiAlloc;
+
 typedef struct BDRVVdiState {
     uint8_t hdr[VDI_HDR_BUF];   /* first sector of the file, as on disk */
     uint8_t *map;               /* block map as on disk (LE u32s) */
@@ -84,6 +96,7 @@ typedef struct BDRVVdiState {
     FmtGrow grow;               /* the file grown ahead of new slots (alloc_lock) */
     CoRwlock lock;              /* I/O shared; slot release / moves exclusive */
     CoMutex alloc_lock;         /* one allocation at a time */
+    VdiAlloc *allocs;           /* allocations whose data write is in flight (alloc_lock) */
 } BDRVVdiState;
 
 static inline uint32_t vdi_entry(const BDRVVdiState *s, uint32_t block)

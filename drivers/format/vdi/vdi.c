@@ -20,10 +20,14 @@
  * check: the slots 0 .. blocks_allocated - 1 are each referenced by exactly
  * one map entry, and the file ends at the last slot. A discarded block is
  * released at once: the last slot moves into its place and the file shrinks,
- * as VirtualBox does.
+ * as VirtualBox does. Two exceptions, both unreferenced slots: a slot whose
+ * data write is in flight (its entry is set once the data is written), and
+ * one whose data write failed after a later slot was handed out (a leak that
+ * check -r, discard and compact reclaim).
  *
- * Crash safety: a new slot's data is written and the map entry that points
- * at it is set in memory only; the dirty map sectors (fmt-defer.h, FmtDefer)
+ * Crash safety: a new slot's data is written first, then the map entry that
+ * points at it is set, in memory only (a failed data write leaves the block
+ * unallocated and gives the slot back, see io.c); the dirty map sectors (fmt-defer.h, FmtDefer)
  * are written at the next guest flush, close, reopen read-only, resize,
  * discard, check, or when the pending set is full: the header's new
  * count is written, then one flush (data and count stable), then the map

@@ -152,6 +152,11 @@ void coblk_set_node_filename(BlockDriverState *bs, const char *old, const char *
     }
 }
 
+int bdrv_replace_file(BlockDriverState *bs, const char *tmp, const char *path)
+{
+    return HAS_CB(bs->drv, replace_file) ? bs->drv->replace_file(bs, tmp, path) : -ENOTSUP;
+}
+
 /* One file of the "file" protocol holds the whole image (besides its backing chain). */
 static BlockDriverState *single_file(BlockDriverState *bs)
 {

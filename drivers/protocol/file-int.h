@@ -74,6 +74,8 @@ void file_detach_aio_context(BlockDriverState *bs);
 int file_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags, Error **errp);
 void file_reopen_commit(BlockDriverState *bs);
 void file_reopen_abort(BlockDriverState *bs);
+/* BlockDriver.replace_file (file-replace.c). */
+int file_replace_file(BlockDriverState *bs, const char *tmp, const char *path);
 
 /* Length of an open fd: st_size, or BLKGETSIZE64 for a block device. -errno on failure. */
 int64_t file_fd_getlength(int fd);

@@ -1109,4 +1109,5 @@ const BlockDriver bdrv_file = {
     .reopen_commit = file_reopen_commit,
     .reopen_abort = file_reopen_abort,
     .co_create_opts = file_co_create_opts,
+    .replace_file = file_replace_file,
 };

@@ -353,6 +353,19 @@ struct BlockDriver {
     int coroutine_fn (*co_copy_range_to)(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                          BdrvCopyFillFn *fill, void *opaque);
 
+    /**
+     * Local-file protocols: makes the file at tmp this node's file, renamed
+     * over path (the node's own file, which a format replaces whole, as
+     * vmdk its descriptor). tmp is opened with the node's open flags and
+     * given the node's image locks first, so that once it has the name no
+     * other process can open it unlocked; then it is renamed; then the node
+     * reads, writes and locks it, and its old file is closed. The caller
+     * made tmp durable and syncs the directory. Returns 0, or -errno with
+     * the node unchanged and tmp left in place. Optional; see
+     * bdrv_replace_file().
+     */
+    int (*replace_file)(BlockDriverState *bs, const char *tmp, const char *path);
+
     /* New fields go here, at the end. */
 };
 

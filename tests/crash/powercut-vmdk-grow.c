@@ -8,9 +8,10 @@
  * one file's writes (blklogwrites, as tests/crash/powercut.c uses) cannot
  * replay it. This test interposes the libc calls that change files in its
  * scratch folder (open with O_CREAT/O_TRUNC, mkstemp, write, pwrite,
- * pwritev, ftruncate, fallocate, fsync, fdatasync, rename, unlink; the
- * io_uring and libaio engines are made unavailable so that every request
- * takes the thread pool's pwritev/fdatasync) and records them, per inode,
+ * pwritev, ftruncate, fallocate, fsync, fdatasync, rename, unlink; dup2
+ * moves an fd's inode; the io_uring and libaio engines are made
+ * unavailable so that every request takes the thread pool's
+ * pwritev/fdatasync) and records them, per inode,
  * while a guest workload writes, grows the image from 10 MiB to 3 GiB and
  * writes across the old and new extents, with guest flushes.
  *
@@ -365,6 +366,21 @@ int close(int fd)
         fd_dir[fd] = false;
     }
     return real(fd);
+}
+
+/* The file node takes a replaced file under its old fd number (drivers/protocol/file-replace.c). */
+int dup2(int from, int to)
+{
+    int r;
+    REAL("dup2", int, (int, int))
+
+    r = real(from, to);
+    if (r >= 0 && from >= 0 && from < MAX_FD && to >= 0 && to < MAX_FD && from != to) {
+        fd_ino[to] = fd_ino[from];
+        fd_dir[to] = fd_dir[from];
+        fd_pos[to] = fd_pos[from];
+    }
+    return r;
 }
 
 ssize_t write(int fd, const void *buf, size_t len)

@@ -4,7 +4,8 @@
  * corrupt or hostile images (bad magic/version, grain size 0, GTEs per GT,
  * huge or out-of-file grain directories, a GTE past EOF, oversized
  * descriptors, too many extents, non-sibling and json: extent names,
- * a stream without its footer, a broken compressed grain).
+ * a stream without its footer, a broken compressed grain), and the image
+ * locks kept across a descriptor file replaced by rename.
  */
 #include "drv-test-util.h"
 
@@ -575,6 +576,76 @@ static void test_vmdk_stream_corrupt(void **state)
     expect_open_error(img, 0, "no footer marker");
 }
 
+static ino_t inode_of(const char *path)
+{
+    struct stat st;
+
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_ino;
+}
+
+/* Another open of the file at path, read-write and read-only, is refused for its lock. */
+static void assert_locked(const char *path)
+{
+    char opts[8400];
+
+    snprintf(opts, sizeof(opts), "driver=file,filename=%s", path);
+    drv_test_open_fails(opts, BDRV_O_RDWR, "lock");
+    drv_test_open_fails(opts, 0, "lock");
+}
+
+/*
+ * The descriptor file is replaced by a rename when it changes (its CID at
+ * the first write, a rename of the image): the image locks move to the new
+ * file, so a second open of the descriptor is refused while the image is
+ * open, and the node keeps working on the new file.
+ */
+static void test_vmdk_desc_replace_keeps_lock(void **state)
+{
+    char renamed[4300], opts[8400];
+    uint8_t buf[4096], back[4096];
+    BlockBackend *blk;
+    ino_t ino;
+
+    memset(buf, 0x3c, sizeof(buf));
+    snprintf(renamed, sizeof(renamed), "%s/moved.vmdk", dir);
+    create(img, "size=1M,subformat=monolithicFlat");
+    blk = drv_test_open_ok(opts_for(img, ""), BDRV_O_RDWR);
+    assert_locked(img);
+    ino = inode_of(img);
+    assert_int_equal(blk_pwrite(blk, 0, sizeof(buf), buf, 0), 0); /* new CID */
+    assert_true(inode_of(img) != ino);                             /* replaced */
+    assert_locked(img);
+    assert_int_equal(blk_flush(blk), 0);
+
+    assert_int_equal(bdrv_rename(blk_bs(blk), renamed, NULL), 0);  /* rewrites the extent name */
+    assert_locked(renamed);
+    assert_int_equal(blk_pread(blk, 0, sizeof(back), back, 0), 0);
+    assert_memory_equal(back, buf, sizeof(back));
+    blk_unref(blk);
+
+    snprintf(opts, sizeof(opts), "driver=file,filename=%s", renamed);
+    blk = drv_test_open_ok(opts, BDRV_O_RDWR);                     /* free after close */
+    blk_unref(blk);
+    /*
+     * Opened read-only and reopened read-write, the file node reads and
+     * writes through a new fd but holds its locks on the first one: both
+     * move to the replaced file.
+     */
+    blk = drv_test_open_ok(opts_for(renamed, ""), 0);
+    assert_int_equal(bdrv_reopen_set_read_only(blk_bs(blk), false, NULL), 0);
+    ino = inode_of(renamed);
+    assert_int_equal(blk_pwrite(blk, 8192, sizeof(buf), buf, 0), 0); /* new CID */
+    assert_true(inode_of(renamed) != ino);
+    assert_locked(renamed);
+    assert_int_equal(bdrv_reopen_set_read_only(blk_bs(blk), true, NULL), 0);
+    drv_test_open_fails(opts, BDRV_O_RDWR, "lock");                /* we read it */
+    blk_unref(drv_test_open_ok(opts, 0));                          /* shared reads */
+    assert_int_equal(blk_pread(blk, 8192, sizeof(back), back, 0), 0);
+    assert_memory_equal(back, buf, sizeof(back));
+    blk_unref(blk);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -589,6 +660,7 @@ int main(void)
         cmocka_unit_test(test_vmdk_bad_descriptor_fields),
         cmocka_unit_test(test_vmdk_extent_paths),
         cmocka_unit_test(test_vmdk_stream_corrupt),
+        cmocka_unit_test(test_vmdk_desc_replace_keeps_lock),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

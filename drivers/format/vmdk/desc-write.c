@@ -6,9 +6,11 @@
  * rewritten: the new text goes to a unique temporary sibling (mkstemp, the
  * old file's permissions), which is fsynced and renamed over the
  * descriptor, and the directory is fsynced. rename() is atomic, so the name
- * gives the old or the new text. The open node keeps the old inode (now
- * unlinked): the driver reads the descriptor only at open and writes it
- * only through here, by path. Over any other protocol the file is
+ * gives the old or the new text. The rename is done by the file node
+ * (bdrv_replace_file): it locks the temporary file as it locks its own
+ * before the rename, then takes it as its file, so the image locks stay
+ * on the file that has the descriptor's name (another process cannot open
+ * the image while it is in use). Over any other protocol the file is
  * rewritten in place and truncated (atomic only within one sector).
  *
  * The descriptor embedded in a hosted sparse file sits in a fixed area
@@ -156,8 +158,8 @@ static int write_all(int fd, const char *buf, size_t len)
     return 0;
 }
 
-/* Replaces the file at path by one holding text (see the file comment). */
-static int replace_file(const char *path, const char *text)
+/* Replaces path, the file of node file, by one holding text (see the file comment). */
+static int replace_file(BlockDriverState *file, const char *path, const char *text)
 {
     struct stat st;
     char *tmp;
@@ -178,8 +180,8 @@ static int replace_file(const char *path, const char *text)
         ret = -errno;
     }
     close(fd);
-    if (ret == 0 && rename(tmp, path) < 0) {
-        ret = -errno;
+    if (ret == 0) {
+        ret = bdrv_replace_file(file, tmp, path);
     }
     if (ret < 0) {
         unlink(tmp);
@@ -306,7 +308,7 @@ int coroutine_fn vmdk_put_desc(BlockDriverState *bs, const char *path, const cha
         return put_embedded(bs, text);
     }
     if (is_local_file(bs)) {
-        return replace_file(path ? path : bs->file->bs->filename, text);
+        return replace_file(bs->file->bs, path ? path : bs->file->bs->filename, text);
     }
     ret = vmdk_co_pwrite(bs->file, 0, text, len);
     return ret < 0 ? ret : bdrv_co_truncate(bs->file, (int64_t)len, true, PREALLOC_MODE_OFF, 0,

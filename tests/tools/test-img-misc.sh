@@ -53,9 +53,12 @@ done
 qemu-img create -q -f raw lk.raw 1M
 qemu-io -f raw -c 'sleep 120000' lk.raw &
 holder=$!
-# Wait (up to 60 s on a loaded machine) until qemu-io holds the lock.
+# Wait (up to 60 s on a loaded machine) until qemu-io holds the lock: seen held
+# three times in a row, not in a passing state of its open.
+held=0
 for i in $(seq 600); do
-    "$CIMG" map -f raw lk.raw >/dev/null 2>&1 || break
+    if "$CIMG" map -f raw lk.raw >/dev/null 2>&1; then held=0; else held=$((held + 1)); fi
+    [ $held -ge 3 ] && break
     sleep 0.1
 done
 expect_rc 0 "info on an image in use" "$CIMG" info -f raw lk.raw

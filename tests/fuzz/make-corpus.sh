@@ -102,6 +102,9 @@ keep vmdk descriptor-flat "$T/desc"
 mk qcow2 empty 4M "cluster_size=512"
 mk qcow2 data 4M "cluster_size=512" "write -P 0x44 0 8k" "write -P 0x45 1M 4k"
 mk qcow2 compat010 1M "compat=0.10,cluster_size=512" "write -P 0x46 0 4k"
+mk qcow2 compressed 1M "cluster_size=4096" "write -c -P 0x47 0 4k" "write -c -P 0x48 8k 8k"
+mk qcow2 compressed-zstd 1M "cluster_size=4096,compression_type=zstd" "write -c -P 0x49 0 4k" \
+    "write -c -P 0x4a 8k 8k"
 bad qcow2 bad-cluster-bits empty 0x14 0000001f
 bad qcow2 bad-l1-size empty 0x24 7fffffff
 bad qcow2 bad-refcount-table empty 0x30 00000000ffffffff

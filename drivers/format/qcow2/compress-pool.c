@@ -122,8 +122,8 @@ static int64_t cjob_work(void *opaque)
         return qcow2_codec_compress(job->codec, job->type, job->dst, job->dst_len, job->src,
                                     job->src_len);
     }
-    return qcow2_codec_decompress(job->codec, job->type, job->dst, job->dst_len, job->src,
-                                  job->src_len);
+    return qcow2_codec_inflate(job->codec, job->type, job->dst, job->dst_len, job->need,
+                               job->src, job->src_len);
 }
 
 static int64_t coroutine_fn cjob_run(BlockDriverState *bs, Qcow2CJob *job)
@@ -148,14 +148,15 @@ ssize_t coroutine_fn qcow2_co_compress(BlockDriverState *bs, Qcow2CSlot *slot,
     return (ssize_t)cjob_run(bs, &slot->job);
 }
 
-int coroutine_fn qcow2_co_inflate(BlockDriverState *bs, Qcow2Codec *codec, const uint8_t *cbuf,
-                                  size_t clen, uint8_t *dst)
+ssize_t coroutine_fn qcow2_co_inflate(BlockDriverState *bs, Qcow2Codec *codec,
+                                      const uint8_t *cbuf, size_t clen, uint8_t *dst,
+                                      size_t need)
 {
     BDRVQcow2State *s = bs->opaque;
     Qcow2CJob job = { .codec = codec, .compress = false, .src = cbuf, .src_len = clen,
-                      .dst = dst, .dst_len = s->cluster_size };
+                      .dst = dst, .dst_len = s->cluster_size, .need = need };
 
-    return (int)cjob_run(bs, &job);
+    return (ssize_t)cjob_run(bs, &job);
 }
 
 bool qcow2_cstate_idle(const BDRVQcow2State *s)

@@ -5,9 +5,10 @@
  * frame. A compressed cluster on disk may be followed by padding up to its
  * last 512-byte sector, so decompression stops once a whole cluster came out.
  *
- * Inflating uses libdeflate when it is available (faster; zlib remains the
- * fallback for streams it does not take). Deflating is in compress-deflate.c
- * (ISA-L when available, zlib otherwise).
+ * A read of part of a cluster decompresses only the part of the cluster up
+ * to the end of the read (a prefix: both codecs are sequential). Inflating
+ * is in compress-inflate.c (libdeflate, ISA-L, zlib), deflating in
+ * compress-deflate.c (ISA-L when available, zlib otherwise).
  *
  * A Qcow2Codec keeps its zlib / zstd contexts between calls (they are reset,
  * not reallocated). It is not thread-safe: one user at a time, but that user
@@ -25,82 +26,28 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 #endif
-#if COBLK_HAVE_LIBDEFLATE
-#include <libdeflate.h>
-#endif
 
-#define QCOW2_ZLIB_WINDOW_BITS (-12)
+/* Compressed bytes fed to zstd per call when a prefix will do (blocks end within steps). */
+#define QCOW2_ZSTD_STEP 4096
 
 bool qcow2_compression_supported(int type)
 {
     return type == QCOW2_COMPRESSION_ZLIB || (type == QCOW2_COMPRESSION_ZSTD && COBLK_HAVE_ZSTD);
 }
 
-#if COBLK_HAVE_LIBDEFLATE
-/*
- * libdeflate inflates whole buffers about twice as fast as zlib. It wants the
- * output to be exactly one cluster and the stream to end within the input;
- * anything else (a stream that goes on past the cluster, or is cut short
- * after filling it, which zlib's reader accepts) is left to zlib, so both
- * accept the same images.
- */
-static int fast_inflate(Qcow2Codec *c, uint8_t *dst, size_t dst_len, const uint8_t *src,
-                        size_t src_len)
-{
-    if (!c->libdeflate) {
-        c->libdeflate = libdeflate_alloc_decompressor();
-        if (!c->libdeflate) {
-            return -ENOMEM;
-        }
-    }
-    return libdeflate_deflate_decompress(c->libdeflate, src, src_len, dst, dst_len, NULL) ==
-           LIBDEFLATE_SUCCESS ? 0 : -EIO;
-}
-#else
-static int fast_inflate(Qcow2Codec *c, uint8_t *dst, size_t dst_len, const uint8_t *src,
-                        size_t src_len)
-{
-    (void)c, (void)dst, (void)dst_len, (void)src, (void)src_len;
-    return -ENOTSUP;
-}
-#endif
-
-static int zlib_decompress(Qcow2Codec *c, uint8_t *dst, size_t dst_len, const uint8_t *src,
-                           size_t src_len)
-{
-    int ret = fast_inflate(c, dst, dst_len, src, src_len);
-    z_stream *z = &c->inflate;
-
-    if (ret == 0) {
-        return 0;
-    }
-    if (!c->inflate_ready) {
-        memset(z, 0, sizeof(*z));
-        if (inflateInit2(z, QCOW2_ZLIB_WINDOW_BITS) != Z_OK) {
-            return -ENOMEM;
-        }
-        c->inflate_ready = true;
-    } else if (inflateReset(z) != Z_OK) {
-        return -EIO;
-    }
-    z->next_in = (Bytef *)src;
-    z->avail_in = (uInt)src_len;
-    z->next_out = dst;
-    z->avail_out = (uInt)dst_len;
-    ret = inflate(z, Z_FINISH);
-    /* Trailing sector padding leaves Z_BUF_ERROR with a full output: fine. */
-    if ((ret != Z_STREAM_END && ret != Z_BUF_ERROR) || z->avail_out != 0) {
-        return -EIO;
-    }
-    return 0;
-}
-
 #if COBLK_HAVE_ZSTD
-static int zstd_decompress(Qcow2Codec *c, uint8_t *dst, size_t dst_len, const uint8_t *src,
-                           size_t src_len)
+/*
+ * At least need bytes of the cluster: zstd decodes whole blocks (up to 128
+ * KiB), so for a prefix it is fed QCOW2_ZSTD_STEP input bytes at a time and
+ * stopped once the blocks out cover need bytes; the frame must not end
+ * before the cluster is full.
+ */
+static ssize_t zstd_decompress(Qcow2Codec *c, uint8_t *dst, size_t dst_len, size_t need,
+                               const uint8_t *src, size_t src_len)
 {
     ZSTD_outBuffer out = { dst, dst_len, 0 };
-    ZSTD_inBuffer in = { src, src_len, 0 };
+    ZSTD_inBuffer in = { src, 0, 0 };
+    size_t step = need < dst_len ? QCOW2_ZSTD_STEP : src_len;
 
     if (!c->zstd_d) {
         c->zstd_d = ZSTD_createDCtx();
@@ -109,17 +56,26 @@ static int zstd_decompress(Qcow2Codec *c, uint8_t *dst, size_t dst_len, const ui
         }
     }
     ZSTD_DCtx_reset(c->zstd_d, ZSTD_reset_session_only);
-    while (out.pos < out.size) {
-        size_t r = ZSTD_decompressStream(c->zstd_d, &out, &in);
+    while (out.pos < need) {
+        size_t r, was_in, was_out;
 
-        if (ZSTD_isError(r)) {
-            break;
+        if (in.pos == in.size) {
+            if (in.size == src_len) {
+                return -EIO; /* input exhausted */
+            }
+            in.size = src_len - in.size < step ? src_len : in.size + step;
         }
-        if (r == 0 || in.pos == in.size) {
-            break; /* frame done, or input exhausted */
+        was_in = in.pos;
+        was_out = out.pos;
+        r = ZSTD_decompressStream(c->zstd_d, &out, &in);
+        if (ZSTD_isError(r) || (in.pos == was_in && out.pos == was_out)) {
+            return -EIO;
+        }
+        if (r == 0) {
+            return out.pos == out.size ? (ssize_t)out.pos : -EIO; /* frame done */
         }
     }
-    return out.pos == out.size ? 0 : -EIO;
+    return (ssize_t)out.pos;
 }
 
 static ssize_t zstd_compress(Qcow2Codec *c, uint8_t *dst, size_t dst_len, const uint8_t *src,
@@ -141,19 +97,28 @@ static ssize_t zstd_compress(Qcow2Codec *c, uint8_t *dst, size_t dst_len, const 
 }
 #endif
 
-int qcow2_codec_decompress(Qcow2Codec *c, int type, uint8_t *dst, size_t dst_len,
-                           const uint8_t *src, size_t src_len)
+ssize_t qcow2_codec_inflate(Qcow2Codec *c, int type, uint8_t *dst, size_t dst_len, size_t need,
+                            const uint8_t *src, size_t src_len)
 {
+    need = need > dst_len || need == 0 ? dst_len : need;
     switch (type) {
     case QCOW2_COMPRESSION_ZLIB:
-        return zlib_decompress(c, dst, dst_len, src, src_len);
+        return qcow2_inflate_prefix(c, dst, dst_len, need, src, src_len);
 #if COBLK_HAVE_ZSTD
     case QCOW2_COMPRESSION_ZSTD:
-        return zstd_decompress(c, dst, dst_len, src, src_len);
+        return zstd_decompress(c, dst, dst_len, need, src, src_len);
 #endif
     default:
         return -ENOTSUP;
     }
+}
+
+int qcow2_codec_decompress(Qcow2Codec *c, int type, uint8_t *dst, size_t dst_len,
+                           const uint8_t *src, size_t src_len)
+{
+    ssize_t ret = qcow2_codec_inflate(c, type, dst, dst_len, dst_len, src, src_len);
+
+    return ret < 0 ? (int)ret : 0;
 }
 
 ssize_t qcow2_codec_compress(Qcow2Codec *c, int type, uint8_t *dst, size_t dst_len,
@@ -174,12 +139,7 @@ ssize_t qcow2_codec_compress(Qcow2Codec *c, int type, uint8_t *dst, size_t dst_l
 void qcow2_codec_free(Qcow2Codec *c)
 {
     qcow2_deflate_free(c);
-    if (c->inflate_ready) {
-        inflateEnd(&c->inflate);
-    }
-#if COBLK_HAVE_LIBDEFLATE
-    libdeflate_free_decompressor(c->libdeflate);
-#endif
+    qcow2_inflate_free(c);
 #if COBLK_HAVE_ZSTD
     ZSTD_freeCCtx(c->zstd_c);
     ZSTD_freeDCtx(c->zstd_d);

@@ -13,6 +13,12 @@
  * Entry buffers are allocated on first use and kept until close: no
  * allocation in the steady state.
  *
+ * Partial inflation: a miss inflates the cluster only up to the end of the
+ * read (compress-inflate.c: on average half a cluster for a random 4 KiB
+ * read), and the entry holds that prefix (valid bytes). A later read within
+ * the prefix hits; one beyond it inflates the whole cluster into the entry
+ * (a cluster read twice is likely read again: at most two inflations).
+ *
  * Scan resistance: a read of a whole cluster uses a cached copy if there is
  * one, but never inserts one (it would be read once and only push out the
  * hot set); it inflates straight into the caller's buffer when that is one
@@ -49,6 +55,7 @@ enum { DC_EMPTY, DC_FILLING, DC_VALID };
 typedef struct DCEntry {
     uint64_t coff, clen;            /* compressed data: host offset, bytes */
     uint8_t *data;                  /* one decompressed cluster (allocated on first use) */
+    uint64_t valid;                 /* bytes of data inflated: a prefix of the cluster */
     struct DCEntry *hnext;          /* hash chain: FILLING and VALID entries */
     struct DCEntry *prev, *next;    /* LRU list of VALID entries; free list (next) */
     int state;
@@ -213,21 +220,38 @@ static uint8_t *one_piece(const IOVector *qiov, size_t qoff, size_t len)
     return NULL;
 }
 
+/* Says once per node that compressed data does not inflate (reads then get -EIO). */
+static void report_bad_stream(BlockDriverState *bs, uint64_t coff, uint64_t clen, uint64_t need)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    if (s->cread_warned) {
+        return;
+    }
+    s->cread_warned = true;
+    coblk_warn("qcow2: image '%s': the compressed cluster at host offset 0x%llx (%llu bytes) "
+               "does not decompress to the %llu bytes a read needs of it (corrupt compressed "
+               "data); further such errors are not reported", bs->filename,
+               (unsigned long long)coff, (unsigned long long)clen, (unsigned long long)need);
+}
+
 /*
- * Reads the compressed cluster and inflates it into dst (NULL: straight
- * into the caller's vector if the cluster is wanted whole and that is one
- * piece, else the decompression buffer) with the buffers and codec of b, or
- * of slot when b is NULL, then gives [in, in + n) of it to the caller.
+ * Reads the compressed cluster and inflates it, at least up to byte need,
+ * into dst (NULL: straight into the caller's vector if the cluster is wanted
+ * whole and that is one piece, else the decompression buffer) with the
+ * buffers and codec of b, or of slot when b is NULL, then gives [in, in + n)
+ * of it to the caller. Returns how many bytes of dst are valid, or -errno.
  */
-static int coroutine_fn inflate_cluster(BlockDriverState *bs, Qcow2Buf *b, Qcow2CSlot *slot,
-                                        uint64_t coff, uint64_t clen, uint8_t *dst,
-                                        uint64_t in, uint64_t n, IOVector *qiov, size_t qoff)
+static int64_t coroutine_fn inflate_cluster(BlockDriverState *bs, Qcow2Buf *b, Qcow2CSlot *slot,
+                                            uint64_t coff, uint64_t clen, uint8_t *dst,
+                                            uint64_t need, uint64_t in, uint64_t n,
+                                            IOVector *qiov, size_t qoff)
 {
     BDRVQcow2State *s = bs->opaque;
     uint8_t *cbuf = b ? b->cbuf : slot->cbuf;
     Qcow2Codec *codec = b ? b->codec : &slot->codec;
     uint8_t *direct = NULL;
-    int ret;
+    ssize_t ret;
 
     if (!dst && n == s->cluster_size) {
         direct = one_piece(qiov, qoff, n);
@@ -235,33 +259,44 @@ static int coroutine_fn inflate_cluster(BlockDriverState *bs, Qcow2Buf *b, Qcow2
     dst = dst ? dst : direct ? direct : b ? b->dbuf : slot->dbuf;
     ret = qcow2_pread(bs->file, (int64_t)coff, (int64_t)clen, cbuf);
     if (ret >= 0) {
-        ret = qcow2_co_inflate(bs, codec, cbuf, clen, dst);
+        ret = qcow2_co_inflate(bs, codec, cbuf, clen, dst, need);
+        if (ret == -EIO) {
+            report_bad_stream(bs, coff, clen, need);
+        }
     }
     if (ret < 0) {
         return ret;
     }
+    if ((uint64_t)ret < in + n) {
+        return -EIO; /* cannot happen: the codec gives at least need bytes */
+    }
     if (!direct) {
         iovector_from_buf(qiov, qoff, dst + in, n);
     }
-    return 0;
+    return ret;
 }
 
-/* Inflates (coff, clen) into a newly claimed entry e, then gives the caller its part. */
+/*
+ * Inflates (coff, clen) up to byte need into e (newly claimed, or a valid
+ * entry holding a shorter prefix, now FILLING), then gives the caller its part.
+ */
 static int coroutine_fn fill_entry(BlockDriverState *bs, Qcow2DCache *dc, DCEntry *e,
-                                   Qcow2Buf *b, Qcow2CSlot *slot, uint64_t in, uint64_t n,
-                                   IOVector *qiov, size_t qoff)
+                                   Qcow2Buf *b, Qcow2CSlot *slot, uint64_t need, uint64_t in,
+                                   uint64_t n, IOVector *qiov, size_t qoff)
 {
     BDRVQcow2State *s = bs->opaque;
-    int ret = inflate_cluster(bs, b, slot, e->coff, e->clen, e->data, in, n, qiov, qoff);
+    int64_t ret = inflate_cluster(bs, b, slot, e->coff, e->clen, e->data, need, in, n, qiov,
+                                  qoff);
 
-    if (ret == 0 && !e->stale) {
+    if (ret >= 0 && !e->stale) {
+        e->valid = (uint64_t)ret;
         e->state = DC_VALID;
         lru_push(dc, e);
     } else {
         dc_drop(s, dc, e);
     }
     co_queue_restart_all(&e->waiters);
-    return ret;
+    return ret < 0 ? (int)ret : 0;
 }
 
 /*
@@ -291,7 +326,7 @@ int coroutine_fn qcow2_read_compressed_cached(BlockDriverState *bs, uint64_t cof
         while (dc && (e = dc_lookup(s, dc, coff, clen)) && e->state == DC_FILLING) {
             co_queue_wait(&e->waiters, NULL);
         }
-        if (dc && e) {
+        if (dc && e && in + n <= e->valid) {
             lru_unlink(e);
             lru_push(dc, e);
             iovector_from_buf(qiov, qoff, e->data + in, n);
@@ -306,12 +341,23 @@ int coroutine_fn qcow2_read_compressed_cached(BlockDriverState *bs, uint64_t cof
             return -ENOMEM;
         }
     }
-    e = dc && !whole ? dc_claim(s, dc, coff, clen) : NULL;
+    if (dc && e && !whole) {
+        /* Cached, but a shorter prefix: inflate the whole cluster into the entry. */
+        lru_unlink(e);
+        e->state = DC_FILLING;
+        e->stale = false;
+        ret = fill_entry(bs, dc, e, b, slot, s->cluster_size, in, n, qiov, qoff);
+        goto out;
+    }
+    e = dc && !whole && !e ? dc_claim(s, dc, coff, clen) : NULL;
     if (e) {
-        ret = fill_entry(bs, dc, e, b, slot, in, n, qiov, qoff);
+        ret = fill_entry(bs, dc, e, b, slot, in + n, in, n, qiov, qoff);
     } else {
         /* No cache, a whole cluster, or every entry being filled: uncached. */
-        ret = inflate_cluster(bs, b, slot, coff, clen, NULL, in, n, qiov, qoff);
+        int64_t r = inflate_cluster(bs, b, slot, coff, clen, NULL, whole ? n : in + n, in, n,
+                                    qiov, qoff);
+
+        ret = r < 0 ? (int)r : 0;
     }
 out:
     if (slot) {

@@ -366,6 +366,7 @@ typedef struct BDRVQcow2State {
     bool discard_other;                 /* pass-discard-other */
     int overlap_check;                  /* QCOW2_OL_* mask */
     bool corrupt_signalled;
+    bool cread_warned;                  /* a compressed cluster did not inflate (cread.c) */
     struct Qcow2CState *cstate;         /* compression slots (compress-pool.c) */
     struct Qcow2DCache *dcache;         /* decompressed clusters (cread.c) */
     uint64_t dcache_bytes;              /* compressed-cache-size, if dcache_set */
@@ -758,9 +759,19 @@ typedef struct Qcow2Codec {
     struct libdeflate_decompressor *libdeflate;
     struct Qcow2IsalDeflate *isal;  /* ISA-L deflate stream + level buffer (compress-deflate.c) */
     int deflate_engine;             /* chosen on first compression: ISA-L or zlib */
+    struct inflate_state *isal_inflate; /* ISA-L inflate state (compress-inflate.c) */
+    int inflate_engine;             /* chosen on first inflation (compress-inflate.c) */
 } Qcow2Codec;
 
-/* Inflates src into exactly dst_len bytes (trailing input is padding); -EIO if it cannot. */
+/*
+ * Decompresses src (compressed cluster, trailing bytes are padding) into dst
+ * (dst_len = one cluster) at least up to byte need (0 or dst_len: all of
+ * it). Returns how many leading bytes of dst are valid (need .. dst_len), or
+ * -EIO if the data up to there does not decompress (or ends too early).
+ */
+ssize_t qcow2_codec_inflate(Qcow2Codec *c, int type, uint8_t *dst, size_t dst_len, size_t need,
+                            const uint8_t *src, size_t src_len);
+/* Decompresses src into exactly dst_len bytes: 0, or -EIO if it cannot. */
 int qcow2_codec_decompress(Qcow2Codec *c, int type, uint8_t *dst, size_t dst_len,
                            const uint8_t *src, size_t src_len);
 /* Returns the compressed size, -ENOSPC if it does not fit in dst_len, or -errno. */
@@ -782,6 +793,10 @@ ssize_t qcow2_deflate_compress(Qcow2Codec *c, uint8_t *dst, size_t dst_len, cons
 /* Whether qcow2_deflate_compress() stores src uncompressed without a full run (tests). */
 bool qcow2_deflate_skips(Qcow2Codec *c, uint8_t *scratch, size_t scratch_len,
                          const uint8_t *src, size_t src_len);
+/* compress-inflate.c: qcow2_codec_inflate() for deflate; frees the inflate state of c. */
+ssize_t qcow2_inflate_prefix(Qcow2Codec *c, uint8_t *dst, size_t dst_len, size_t need,
+                             const uint8_t *src, size_t src_len);
+void qcow2_inflate_free(Qcow2Codec *c);
 /* "isal" or "zlib" once c has compressed, "unset" before. */
 const char *qcow2_deflate_engine_name(Qcow2Codec *c);
 /* Frees the deflate state of c (called by qcow2_codec_free()). */
@@ -801,6 +816,7 @@ typedef struct Qcow2CJob {
     size_t src_len;
     uint8_t *dst;
     size_t dst_len;
+    size_t need;                /* decompression: bytes of dst wanted (a prefix) */
     bool compress;
 } Qcow2CJob;
 
@@ -842,9 +858,14 @@ void qcow2_worker_done(Qcow2Workers *w);
  */
 ssize_t coroutine_fn qcow2_co_compress(BlockDriverState *bs, Qcow2CSlot *slot,
                                        const uint8_t *src);
-/* Inflates clen bytes of cbuf into dst (a cluster) with codec, on a worker thread. */
-int coroutine_fn qcow2_co_inflate(BlockDriverState *bs, Qcow2Codec *codec, const uint8_t *cbuf,
-                                  size_t clen, uint8_t *dst);
+/*
+ * Inflates clen bytes of cbuf into dst (a cluster) with codec, on a worker
+ * thread, at least up to byte need (cluster_size: all of it). Returns how
+ * many leading bytes of dst are valid (>= need), or -errno.
+ */
+ssize_t coroutine_fn qcow2_co_inflate(BlockDriverState *bs, Qcow2Codec *codec,
+                                      const uint8_t *cbuf, size_t clen, uint8_t *dst,
+                                      size_t need);
 /* True if (de)compression goes to worker threads (clusters of 8 KiB and more). */
 bool qcow2_compress_offloaded(const BDRVQcow2State *s);
 /* True if no slot is in use (a reopen may then drop them). */

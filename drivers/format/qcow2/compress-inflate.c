@@ -199,17 +199,19 @@ ssize_t qcow2_inflate_prefix(Qcow2Codec *c, uint8_t *dst, size_t dst_len, size_t
                              const uint8_t *src, size_t src_len)
 {
     int engine = inflate_engine(c);
+    bool auto_prefix;
     ssize_t ret;
 
     need = need > dst_len || need == 0 ? dst_len : need;
     if (engine == INFLATE_ZLIB) {
         return zlib_prefix(c, dst, dst_len, need, src, src_len);
     }
-    if (HAVE_ISAL && (engine == INFLATE_ISAL ||
-                      (engine == INFLATE_AUTO && (!HAVE_LIBDEFLATE || prefix_pays(need, dst_len))))) {
+    /* The default policy streams a prefix if that pays, or if there is no libdeflate. */
+    auto_prefix = engine == INFLATE_AUTO && (!HAVE_LIBDEFLATE || prefix_pays(need, dst_len));
+    if (HAVE_ISAL && (engine == INFLATE_ISAL || auto_prefix)) {
         return isal_prefix(c, dst, dst_len, need, src, src_len);
     }
-    if (!HAVE_LIBDEFLATE || (engine == INFLATE_AUTO && prefix_pays(need, dst_len))) {
+    if (!HAVE_LIBDEFLATE || auto_prefix) {
         return zlib_prefix(c, dst, dst_len, need, src, src_len);
     }
     ret = libdeflate_whole(c, dst, dst_len, src, src_len);

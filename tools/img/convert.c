@@ -20,6 +20,10 @@
  * copy-on-write), and everything once the kernel refuses a copy, goes
  * through read and write.
  *
+ * With COBLK_CONVERT_MAP=1, data that lies as it is in a source file (block
+ * status OFFSET_VALID) and is in the page cache is not read into the buffer:
+ * the write takes it from a read-only mapping of the file (convert-map.c).
+ *
  * A new raw target on an ext4 or XFS file gets the ranges it will be written
  * preallocated ahead of the copy by one more coroutine (prealloc_walk(),
  * convert-prealloc.c says why).
@@ -63,6 +67,7 @@ typedef struct Conv {
     bool copy_range;        /* -C */
     ImgCopyOffload *offload;
     ImgPrealloc *prealloc;  /* raw target on ext4/XFS: its data ranges ahead of the copy */
+    ImgSrcMap *srcmap;      /* cached source data is written from a mapping, not read */
     int64_t sparse;
     int64_t buf_size;
     int64_t cluster;        /* -c: the target's cluster size (0: unknown) */
@@ -434,8 +439,10 @@ static void coroutine_fn conv_worker(void *opaque)
         ConvJob job = { .seq = s->seq_next++ };
         co_mutex_unlock(&s->lock);
         bool offload = kind == CHUNK_DATA && s->offload && file;
+        const uint8_t *mapped = kind == CHUNK_DATA && s->srcmap && file ?
+                                img_srcmap_get(s->srcmap, blk_bs(src->blk), file, map, n) : NULL;
 
-        if (kind < 0 || (kind == CHUNK_DATA && !offload &&
+        if (kind < 0 || (kind == CHUNK_DATA && !offload && !mapped &&
                          read_chunk(s, src, off - src->base, n, buf) < 0)) {
             fail(s, kind < 0 ? kind : -EIO);
             break;
@@ -452,7 +459,8 @@ static void coroutine_fn conv_worker(void *opaque)
             ret = read_chunk(s, src, off - src->base, n, buf) < 0 ? -EIO : 1;
         }
         if (ret > 0) {
-            ret = write_chunk(s, &job, kind, off, n, buf);
+            /* The write paths only read the bytes they are given. */
+            ret = write_chunk(s, &job, kind, off, n, mapped ? (uint8_t *)mapped : buf);
         }
         if (ret < 0) {
             fail(s, ret);
@@ -702,6 +710,18 @@ static int create_target(Conv *s, ConvOpts *co, const char *out)
     return 0;
 }
 
+/*
+ * COBLK_CONVERT_MAP=1 takes cached source data from a mapping (convert-map.c):
+ * less CPU, but a longer critical path when two CPUs are free, so not the
+ * default (convert-map.c has the figures).
+ */
+static bool map_enabled(void)
+{
+    const char *e = getenv("COBLK_CONVERT_MAP");
+
+    return e && strcmp(e, "1") == 0;
+}
+
 static int open_target(Conv *s, ConvOpts *co, const char *out)
 {
     ImgOpen o = { .fmt = co->target_image_opts ? NULL : co->out_fmt,
@@ -726,6 +746,9 @@ static int open_target(Conv *s, ConvOpts *co, const char *out)
     }
     if (s->target_zero && !s->has_backing && !s->offload && !s->compressed) {
         s->prealloc = img_prealloc_new(s->dst);
+    }
+    if (!s->offload && !s->compressed && !s->salvage && map_enabled()) {
+        s->srcmap = img_srcmap_new();
     }
     if (s->compressed) {
         if (!(blk_bs(s->dst)->supported_write_flags & BDRV_REQ_WRITE_COMPRESSED)) {
@@ -825,6 +848,8 @@ static void convert_cleanup(Conv *s, ConvOpts *co)
     s->offload = NULL;
     img_prealloc_free(s->prealloc);
     s->prealloc = NULL;
+    img_srcmap_free(s->srcmap);
+    s->srcmap = NULL;
     if (s->dst) {
         blk_unref(s->dst);
     }
@@ -918,6 +943,8 @@ static int convert_staged(int argc, char **argv, Conv *s, ConvOpts *co)
     s->offload = NULL;
     img_prealloc_free(s->prealloc);
     s->prealloc = NULL;
+    img_srcmap_free(s->srcmap);
+    s->srcmap = NULL;
     if (s->dst) {
         blk_unref(s->dst);
         s->dst = NULL;

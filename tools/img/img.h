@@ -123,6 +123,20 @@ void img_copy_offload_free(ImgCopyOffload *c);
 int coroutine_fn img_copy_offload(ImgCopyOffload *c, BlockDriverState *file, int64_t map,
                                   int64_t off, int64_t n);
 
+/* convert-map.c: convert takes cached source data from a read-only mapping of its file */
+typedef struct ImgSrcMap ImgSrcMap;
+ImgSrcMap *img_srcmap_new(void);
+void img_srcmap_free(ImgSrcMap *m);
+/**
+ * The n bytes at offset map of the file node file (block status of the
+ * source node src), read in place from the page cache (valid until
+ * img_srcmap_free), or NULL when they must be read normally: not a file node
+ * right under src or its backing chain, O_DIRECT, past the mapped length,
+ * not all cached. A file node is judged once, with the first src given.
+ */
+const uint8_t *img_srcmap_get(ImgSrcMap *m, BlockDriverState *src, BlockDriverState *file,
+                              int64_t map, int64_t n);
+
 /* convert-prealloc.c: convert into a raw file on ext4/XFS preallocates its data ranges */
 typedef struct ImgPrealloc ImgPrealloc;
 /** NULL when dst is not a raw image directly on an ext4 or XFS file. */

@@ -19,6 +19,9 @@
 # kept, not dropped, so the source stays cached for both tools): the previous
 # command's dirty target is written back first instead of in the next one's
 # time (a -c target still being written back slowed the compare after it).
+# CONVERT_SETTLE=SECONDS also sleeps that long after the sync (default 0): on a
+# virtual disk the host may still be writing back or punching holes after the
+# guest's sync returns; a settle delay tells whether that lands in the next run.
 set -euo pipefail
 BUILD=$(realpath "${1:-build}")
 DIR=${2:-/tmp}/coblk-convert.$$
@@ -26,6 +29,7 @@ SIZE=${CONVERT_SIZE_MB:-2048}
 ROUNDS=${CONVERT_ROUNDS:-5}
 FLAGS=${CONVERT_FLAGS:--m 8}
 CASES=${CONVERT_CASES:-raw qcow2 c compare map}
+SETTLE=${CONVERT_SETTLE:-0}
 CIMG=$BUILD/tools/img/coblk-img
 for t in qemu-img qemu-io python3; do
     command -v $t >/dev/null || { echo "$t missing"; exit 77; }
@@ -67,6 +71,7 @@ run() {
     shift
     rm -f out.*
     sync
+    sleep "$SETTLE"
     t0=$(date +%s%N)
     /usr/bin/time -f "%U %S" -o time.txt "$@" >/dev/null
     t1=$(date +%s%N)
@@ -111,4 +116,4 @@ for c in $CASES; do
         "$qw" "$cw" "$(echo "$cw / $qw" | bc -l)" "$qc" "$cc" \
         "$(echo "$cc / ($qc + 0.0001)" | bc -l)"
 done
-echo "flags: $FLAGS; load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs"
+echo "flags: $FLAGS; settle: ${SETTLE} s; load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs"

@@ -116,4 +116,5 @@ for c in $CASES; do
         "$qw" "$cw" "$(echo "$cw / $qw" | bc -l)" "$qc" "$cc" \
         "$(echo "$cc / ($qc + 0.0001)" | bc -l)"
 done
-echo "flags: $FLAGS; settle: ${SETTLE} s; load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs"
+echo "flags: $FLAGS; settle: ${SETTLE} s; load average: $(cut -d' ' -f1-3 /proc/loadavg);" \
+    "$(nproc) CPUs"

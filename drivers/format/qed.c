@@ -21,6 +21,12 @@
  * disk never points at data or a table that is not stable, and a guest flush
  * costs two flushes however many clusters it allocated. A dirty table stays
  * in the cache until written.
+ * Concurrency: table_lock covers the tables, the cache and file_end, not
+ * guest data. An allocating write takes its cluster (file_end) under the
+ * lock, writes the cluster's data without it, then sets the entry under it
+ * again; meanwhile the cluster is in s->allocs (QedAlloc), so that another
+ * writer of the same guest cluster waits instead of taking a second one,
+ * and check and resize wait for every allocation in flight.
  * QED_F_NEED_CHECK is set (and flushed) before the first allocation after
  * open and cleared at a clean close; an image opened read-write with the mark
  * set is checked and repaired first (leaked clusters at the end are
@@ -77,6 +83,19 @@ typedef struct QedL2Cache {
     uint64_t last_use;
 } QedL2Cache;
 
+/*
+ * An allocating write in flight (on its coroutine's stack): the new cluster
+ * at host is taken (file_end moved past it) but its data is not written yet,
+ * so the L2 entry still says unallocated. Other writers of guest cluster cl
+ * wait for it to end (they would allocate a second cluster); readers do not:
+ * until the entry is set they read what the cluster held before, which is
+ * what the new cluster holds outside the bytes being written.
+ */
+typedef struct QedAlloc {
+    uint64_t cl;                /* guest cluster */
+    struct QedAlloc *next;
+} QedAlloc;
+
 typedef struct BDRVQedState {
     uint8_t hdr[QED_HEADER_LEN];
     uint32_t cluster_size;
@@ -96,6 +115,8 @@ typedef struct BDRVQedState {
     bool marked_dirty;          /* we set NEED_CHECK since open */
     FmtDefer dirty;             /* table sectors (file offset / 512) not yet written */
     CoMutex table_lock;         /* cache loads and every metadata update */
+    QedAlloc *allocs;           /* allocating writes in flight (under table_lock) */
+    CoQueue alloc_wait;         /* waiting for one of them to end (with table_lock) */
 } BDRVQedState;
 
 /* ---------------------------------------------------------------------- */
@@ -533,6 +554,7 @@ static int coroutine_fn qed_fill_cluster(BlockDriverState *bs, int64_t host, int
     int ret;
 
     if (n == s->cluster_size) {
+        BLKDBG_EVENT(bs->file, BLKDBG_WRITE_AIO);
         return bdrv_co_pwritev_part(bs->file, host, n, qiov, qiov_offset, 0);
     }
     buf = malloc(s->cluster_size);
@@ -548,6 +570,7 @@ static int coroutine_fn qed_fill_cluster(BlockDriverState *bs, int64_t host, int
     }
     if (ret == 0) {
         iovector_to_buf(qiov, qiov_offset, buf + in_cl, (size_t)n);
+        BLKDBG_EVENT(bs->file, BLKDBG_COW_WRITE);
         ret = fmt_co_pwrite(bs->file, host, s->cluster_size, buf, 0);
     }
     free(buf);
@@ -603,33 +626,133 @@ static int coroutine_fn qed_prepare_update(BlockDriverState *bs, uint64_t cl, ui
     return ret ? ret : qed_ensure_l2(bs, (uint32_t)(cl / s->table_entries), t);
 }
 
+/* Whether an allocating write of guest cluster cl is in flight. Holds table_lock. */
+static bool qed_alloc_busy(const BDRVQedState *s, uint64_t cl)
+{
+    for (const QedAlloc *a = s->allocs; a; a = a->next) {
+        if (a->cl == cl) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /*
- * Gives the guest cluster of [offset, offset + n) a new cluster at the end of
- * the file, writes it whole, and sets its L2 entry (pending). Holds table_lock.
+ * The L2 entry of the cluster of guest offset guest once no allocating write
+ * of that cluster is in flight (waits for it). Holds table_lock.
  */
-static int coroutine_fn qed_alloc_cluster(BlockDriverState *bs, int64_t offset, int64_t n,
-                                          IOVector *qiov, size_t qiov_offset)
+static int coroutine_fn qed_lookup_settled(BlockDriverState *bs, uint64_t guest,
+                                           uint64_t *entry)
 {
     BDRVQedState *s = bs->opaque;
-    uint64_t cl = (uint64_t)offset >> s->cluster_bits, *t;
+
+    while (qed_alloc_busy(s, guest >> s->cluster_bits)) {
+        co_queue_wait(&s->alloc_wait, &s->table_lock);
+    }
+    return qed_lookup_l(bs, guest, entry, true);
+}
+
+/* Waits until no allocating write is in flight (check, resize). Holds table_lock. */
+static void coroutine_fn qed_wait_allocs(BDRVQedState *s)
+{
+    while (s->allocs) {
+        co_queue_wait(&s->alloc_wait, &s->table_lock);
+    }
+}
+
+/* Ends allocation a (done or failed) and wakes whoever waits. Holds table_lock. */
+static void qed_alloc_end(BDRVQedState *s, QedAlloc *a)
+{
+    QedAlloc **p = &s->allocs;
+
+    while (*p != a) {
+        p = &(*p)->next;
+    }
+    *p = a->next;
+    co_queue_restart_all(&s->alloc_wait);
+}
+
+/*
+ * Points the L2 entry of guest cluster cl at host, whose data is written
+ * (pending: see the crash-safety note). Holds table_lock.
+ */
+static int coroutine_fn qed_link_cluster(BlockDriverState *bs, uint64_t cl, uint64_t host)
+{
+    BDRVQedState *s = bs->opaque;
     uint32_t l2i = (uint32_t)(cl % s->table_entries);
-    uint32_t in_cl = (uint32_t)(offset & (s->cluster_size - 1));
-    int64_t host;
+    uint64_t *t;
     int ret = qed_prepare_update(bs, cl, &t);
 
+    if (ret == 0) {
+        t[l2i] = host;
+        qed_table_touch(s, s->l1[cl / s->table_entries], l2i);
+    }
+    return ret;
+}
+
+/*
+ * Writes [offset, offset + n) (inside one cluster) at its allocated place e.
+ * No lock: the entry of an allocated cluster never changes while it is in use.
+ */
+static int coroutine_fn qed_write_in_place(BlockDriverState *bs, uint64_t e, int64_t offset,
+                                           int64_t n, IOVector *qiov, size_t qiov_offset)
+{
+    BDRVQedState *s = bs->opaque;
+
+    if (!qed_offset_ok(s, e, s->cluster_size, s->file_end)) {
+        return -EIO;
+    }
+    BLKDBG_EVENT(bs->file, BLKDBG_WRITE_AIO);
+    return bdrv_co_pwritev_part(bs->file, (int64_t)e + (offset & (s->cluster_size - 1)), n,
+                                qiov, qiov_offset, 0);
+}
+
+/*
+ * Writes [offset, offset + n) (inside one cluster, unallocated or a zero
+ * cluster when looked up without the lock). Under table_lock: a new cluster
+ * is taken at the end of the file (or the write goes in place if another
+ * writer allocated the cluster meanwhile). Without it: the cluster is written
+ * whole (the rest from the backing file, or zeroes), so other allocating
+ * writes and flushes proceed meanwhile. Under it again: the L2 entry is set.
+ */
+static int coroutine_fn qed_write_alloc(BlockDriverState *bs, int64_t offset, int64_t n,
+                                        IOVector *qiov, size_t qiov_offset)
+{
+    BDRVQedState *s = bs->opaque;
+    uint64_t cl = (uint64_t)offset >> s->cluster_bits, e;
+    uint32_t in_cl = (uint32_t)(offset & (s->cluster_size - 1));
+    QedAlloc a = { .cl = cl };
+    int64_t host;
+    int ret;
+
+    co_mutex_lock(&s->table_lock);
+    ret = qed_lookup_settled(bs, (uint64_t)offset, &e);
+    if (ret == 0 && e > QED_ZERO_CLUSTER) {
+        co_mutex_unlock(&s->table_lock);
+        return qed_write_in_place(bs, e, offset, n, qiov, qiov_offset);
+    }
+    ret = ret ? ret : qed_mark_dirty(bs);
     if (ret < 0) {
+        co_mutex_unlock(&s->table_lock);
         return ret;
     }
     host = s->file_end;
-    ret = qed_fill_cluster(bs, host, offset - in_cl, in_cl, n, qiov, qiov_offset,
-                           t[l2i] == QED_ZERO_CLUSTER);
-    if (ret < 0) {
-        return ret;
-    }
     s->file_end += s->cluster_size;
-    t[l2i] = (uint64_t)host;
-    qed_table_touch(s, s->l1[cl / s->table_entries], l2i);
-    return 0;
+    a.next = s->allocs;
+    s->allocs = &a;
+    co_mutex_unlock(&s->table_lock);
+
+    ret = qed_fill_cluster(bs, host, offset - in_cl, in_cl, n, qiov, qiov_offset,
+                           e == QED_ZERO_CLUSTER);
+
+    co_mutex_lock(&s->table_lock);
+    ret = ret ? ret : qed_link_cluster(bs, cl, (uint64_t)host);
+    if (ret < 0 && host + s->cluster_size == s->file_end) {
+        s->file_end = host; /* nothing points at it: the next allocation takes it again */
+    }
+    qed_alloc_end(s, &a);
+    co_mutex_unlock(&s->table_lock);
+    return ret;
 }
 
 static int coroutine_fn qed_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
@@ -637,7 +760,6 @@ static int coroutine_fn qed_co_pwritev(BlockDriverState *bs, int64_t offset, int
                                        BdrvRequestFlags flags)
 {
     BDRVQedState *s = bs->opaque;
-    bool locked = false;
     int ret = 0;
 
     if ((uint64_t)(offset + bytes) > s->image_size) {
@@ -647,26 +769,15 @@ static int coroutine_fn qed_co_pwritev(BlockDriverState *bs, int64_t offset, int
         int64_t n = qed_chunk(s, offset, bytes);
         uint64_t e;
 
-        ret = qed_lookup_l(bs, (uint64_t)offset, &e, locked);
-        if (ret == 0 && e <= QED_ZERO_CLUSTER && !locked) {
-            co_mutex_lock(&s->table_lock);
-            locked = true;
-            ret = qed_lookup_l(bs, (uint64_t)offset, &e, true);
-        }
+        ret = qed_lookup(bs, (uint64_t)offset, &e);
         if (ret == 0 && e <= QED_ZERO_CLUSTER) {
-            ret = qed_alloc_cluster(bs, offset, n, qiov, qiov_offset);
+            ret = qed_write_alloc(bs, offset, n, qiov, qiov_offset);
         } else if (ret == 0) {
-            ret = qed_offset_ok(s, e, s->cluster_size, s->file_end)
-                  ? bdrv_co_pwritev_part(bs->file, (int64_t)e + (offset & (s->cluster_size - 1)),
-                                         n, qiov, qiov_offset, 0)
-                  : -EIO;
+            ret = qed_write_in_place(bs, e, offset, n, qiov, qiov_offset);
         }
         offset += n;
         bytes -= n;
         qiov_offset += (size_t)n;
-    }
-    if (locked) {
-        co_mutex_unlock(&s->table_lock);
     }
     return ret;
 }
@@ -683,6 +794,13 @@ static int coroutine_fn qed_zero_cluster(BlockDriverState *bs, int64_t offset)
     uint32_t l2_index = (uint32_t)(cl % s->table_entries);
     int ret = qed_lookup(bs, (uint64_t)offset, &e);
 
+    if (ret == 0 && e == 0 && bs->backing) {
+        co_mutex_lock(&s->table_lock);
+        ret = qed_lookup_settled(bs, (uint64_t)offset, &e); /* after a write in flight */
+        if (ret < 0 || e != 0) {
+            co_mutex_unlock(&s->table_lock);
+        }
+    }
     if (ret < 0 || e == QED_ZERO_CLUSTER || (e == 0 && !bs->backing)) {
         return ret;
     }
@@ -692,8 +810,7 @@ static int coroutine_fn qed_zero_cluster(BlockDriverState *bs, int64_t offset)
         }
         return bdrv_co_pwrite_zeroes(bs->file, (int64_t)e, s->cluster_size, 0);
     }
-    co_mutex_lock(&s->table_lock);
-    ret = qed_prepare_update(bs, cl, &t);
+    ret = qed_prepare_update(bs, cl, &t); /* e == 0 with a backing file: table_lock held */
     if (ret == 0 && t[l2_index] == 0) {
         t[l2_index] = QED_ZERO_CLUSTER; /* pending like an allocation; no data behind it */
         qed_table_touch(s, s->l1[cl / s->table_entries], l2_index);
@@ -976,6 +1093,7 @@ static int coroutine_fn qed_co_check(BlockDriverState *bs, BdrvCheckResult *res,
     int ret;
 
     co_mutex_lock(&s->table_lock);
+    qed_wait_allocs(s); /* a cluster taken but not yet linked would look leaked */
     ret = qed_commit(bs, false); /* the check reads the tables from the file */
     if (ret < 0) {
         res->check_errors++;
@@ -1104,6 +1222,8 @@ static int qed_open(BlockDriverState *bs, BlockOpts *options, int flags, Error *
     int ret;
 
     co_mutex_init(&s->table_lock);
+    co_queue_init(&s->alloc_wait);
+    s->allocs = NULL;
     fmt_defer_init(&s->dirty);
     bs->file = bdrv_open_child(NULL, options, "file", bs, BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY,
                                false, errp);
@@ -1264,6 +1384,7 @@ static int coroutine_fn qed_co_truncate(BlockDriverState *bs, int64_t offset, bo
         return 0;
     }
     co_mutex_lock(&s->table_lock);
+    qed_wait_allocs(s); /* a shrink must see every cluster the writes in flight link */
     ret = qed_mark_dirty(bs);
     ret = ret ? ret : qed_commit(bs, false); /* the entries before the new size */
     if (ret == 0 && size < s->image_size) {

@@ -2,7 +2,8 @@
  * Unit tests: the qed format driver (drivers/format/qed.c): create options,
  * reads and allocating writes over a backing file, zero clusters, block
  * status, the need-check flag (set by the first allocation, cleared on a
- * clean close), concurrent allocating writes, check, change_backing_file.
+ * clean close), concurrent allocating writes (data written outside table_lock,
+ * writers of a cluster being allocated wait for it), check, change_backing_file.
  * qemu-img interop and corrupt images are in tests/interop/qed-*.sh.
  */
 #include "drv-test-util.h"
@@ -215,6 +216,117 @@ static void test_qed_concurrent_alloc(void **state)
     free(buf);
 }
 
+/* Polls ctx until *pending is 0 (each completion decrements it). */
+static void wait_pending(BlockBackend *blk, const int *pending)
+{
+    while (*pending) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+}
+
+/* Polls ctx a while without blocking (enough for any runnable request to end). */
+static void poll_some(BlockBackend *blk)
+{
+    for (int i = 0; i < 50; i++) {
+        aio_poll(blk_get_aio_context(blk), false);
+    }
+}
+
+/*
+ * The data of an allocating write goes out without table_lock: while a
+ * partial write's new cluster (copied from the backing file) is held inside
+ * its data write by a blkdebug breakpoint, an allocating write of another
+ * cluster, a read of the same cluster's other bytes (backing data) and a
+ * flush all complete; a write of other bytes of the same cluster waits for
+ * it (it would take a second cluster and lose one of the two writes). Then
+ * everything reads back, check finds no leak, qemu-img check and compare
+ * agree.
+ */
+static void test_qed_alloc_unlocked(void **state)
+{
+    enum { CL = 64 * KiB, A = CL + 4 * KiB, B = CL + 32 * KiB, R = CL + 48 * KiB };
+    uint8_t *want = malloc(MiB), *buf = malloc(MiB), *w2 = want + 3 * CL;
+    char opts[8192];
+    int pending_a = 1, pending = 0, pending_b = 1;
+    ConcReq ra = { .pending = &pending_a }, rb = { .pending = &pending_b };
+    ConcReq r2 = { .pending = &pending }, rr = { .pending = &pending };
+    ConcReq rf = { .pending = &pending };
+    BdrvCheckResult res = { 0 };
+    BlockDriverState *bs;
+    BlockBackend *blk;
+
+    make_base(MiB, 0x5b);
+    snprintf(opts, sizeof(opts), "size=1M,backing_file=%s,backing_fmt=raw",
+             strrchr(base, '/') + 1);
+    assert_int_equal(create(opts, NULL, 0), 0);
+    snprintf(opts, sizeof(opts), "driver=qed,file.driver=blkdebug,file.image.driver=file,"
+             "file.image.filename=%s", img);
+    blk = drv_test_open_ok(opts, BDRV_O_RDWR);
+    bs = blk_bs(blk);
+    memset(want, 0x5b, MiB);
+    memset(want + A, 0xa1, 4 * KiB);
+    memset(want + B, 0xb2, 4 * KiB);
+    drv_test_pattern(w2, CL, 3);
+
+    assert_int_equal(bdrv_debug_breakpoint(bs, "cow_write", "a"), 0);
+    iovector_init_buf(&ra.qiov, want + A, 4 * KiB);
+    blk_aio_pwritev(blk, A, &ra.qiov, 0, conc_done, &ra);
+    while (pending_a && !bdrv_debug_is_suspended(bs, "a")) {
+        aio_poll(blk_get_aio_context(blk), true); /* the backing read completes first */
+    }
+    assert_true(bdrv_debug_is_suspended(bs, "a"));
+
+    /* Another cluster, a read of other bytes of the same one, a flush: not held. */
+    pending = 3;
+    iovector_init_buf(&r2.qiov, w2, CL);
+    blk_aio_pwritev(blk, 3 * CL, &r2.qiov, 0, conc_done, &r2);
+    iovector_init_buf(&rr.qiov, buf, 4 * KiB);
+    blk_aio_preadv(blk, R, &rr.qiov, 0, conc_done, &rr);
+    blk_aio_flush(blk, conc_done, &rf);
+    /* Other bytes of the same cluster: held behind the allocation. */
+    iovector_init_buf(&rb.qiov, want + B, 4 * KiB);
+    blk_aio_pwritev(blk, B, &rb.qiov, 0, conc_done, &rb);
+    wait_pending(blk, &pending);
+    assert_int_equal(r2.ret, 0);
+    assert_int_equal(rr.ret, 0);
+    assert_int_equal(rf.ret, 0);
+    assert_memory_equal(buf, want + R, 4 * KiB);
+    poll_some(blk);
+    assert_int_equal(pending_a + pending_b, 2);
+    assert_true(bdrv_debug_is_suspended(bs, "a"));
+
+    assert_int_equal(bdrv_debug_resume(bs, "a"), 0);
+    wait_pending(blk, &pending_a);
+    wait_pending(blk, &pending_b);
+    assert_int_equal(ra.ret, 0);
+    assert_int_equal(rb.ret, 0);
+    assert_int_equal(blk_pread(blk, 0, MiB, buf, 0), 0);
+    assert_memory_equal(buf, want, MiB);
+    assert_int_equal(bdrv_check(bs, &res, BDRV_FIX_NONE), 0);
+    assert_int_equal(res.corruptions + res.leaks + res.check_errors, 0);
+    blk_unref(blk);
+
+    blk = open_qed(0);
+    assert_int_equal(blk_pread(blk, 0, MiB, buf, 0), 0);
+    assert_memory_equal(buf, want, MiB);
+    blk_unref(blk);
+    if (drv_test_sh("qemu-img --version >/dev/null 2>&1") == 0) {
+        char raw[4096];
+        int fd;
+
+        drv_test_path(raw, sizeof(raw), "qed-raw");
+        fd = open(raw, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        assert_int_equal(pwrite(fd, want, MiB, 0), MiB);
+        close(fd);
+        assert_int_equal(drv_test_sh("qemu-img check -q -f qed '%s'", img), 0);
+        assert_int_equal(drv_test_sh("qemu-img compare -q -f qed -F raw '%s' '%s'", img, raw),
+                         0);
+        unlink(raw);
+    }
+    free(want);
+    free(buf);
+}
+
 static void test_qed_change_backing(void **state)
 {
     char longname[5000];
@@ -248,6 +360,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qed_create_options, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qed_backing_and_zero, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qed_concurrent_alloc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qed_alloc_unlocked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qed_change_backing, setup, teardown),
     };
 

@@ -719,7 +719,7 @@ static int coroutine_fn qed_write_alloc(BlockDriverState *bs, int64_t offset, in
                                         IOVector *qiov, size_t qiov_offset)
 {
     BDRVQedState *s = bs->opaque;
-    uint64_t cl = (uint64_t)offset >> s->cluster_bits, e;
+    uint64_t cl = (uint64_t)offset >> s->cluster_bits, e, *t;
     uint32_t in_cl = (uint32_t)(offset & (s->cluster_size - 1));
     QedAlloc a = { .cl = cl };
     int64_t host;
@@ -731,7 +731,8 @@ static int coroutine_fn qed_write_alloc(BlockDriverState *bs, int64_t offset, in
         co_mutex_unlock(&s->table_lock);
         return qed_write_in_place(bs, e, offset, n, qiov, qiov_offset);
     }
-    ret = ret ? ret : qed_mark_dirty(bs);
+    /* The L2 table first, so that the clusters of a sequential stream follow each other. */
+    ret = ret ? ret : qed_prepare_update(bs, cl, &t);
     if (ret < 0) {
         co_mutex_unlock(&s->table_lock);
         return ret;

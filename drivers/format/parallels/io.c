@@ -4,11 +4,13 @@
  * Allocation: a run of unallocated guest clusters that one write touches
  * gets as many new clusters at the end of the data area (data_end), or,
  * while the free list (discard.c) holds clusters that discards freed, its
- * first cluster gets one of those (zeroes written around the data). The
- * file is extended to cover them, the guest data and the rest of each
- * cluster (zeroes, or the backing file's data) are written, then the
- * in-memory BAT entries are set (reads and writes use them at once) and
- * their sectors marked dirty (fmt-defer.h). The dirty sectors reach the file
+ * first cluster gets one of those (zeroes written around the data). They
+ * are taken and the file extended to cover them under alloc_lock; the guest
+ * data and the rest of each cluster (zeroes, or the backing file's data)
+ * are written without it (a PrlAlloc in s->allocs makes other writers of
+ * those guest clusters wait meanwhile); then, under it again, the in-memory
+ * BAT entries are set (reads and writes use them at once) and their sectors
+ * marked dirty (fmt-defer.h). The dirty sectors reach the file
  * at the next guest flush (co_flush_to_os), close, reopen read-only, any
  * other metadata write, or when FMT_DEFER_MAX are pending: always after a
  * flush of the data. So N allocating writes between two guest flushes cost
@@ -105,13 +107,12 @@ int coroutine_fn prl_prepare_change(BlockDriverState *bs)
 
 /*
  * Writes len bytes at host that guest offset guest would read if the
- * cluster were unallocated: the backing file's data, or zeroes (only where
- * the file does not read as zeroes already: fmt-grow.h).
+ * cluster were unallocated: the backing file's data, or zeroes (only the
+ * first zlen bytes, which the file does not read as zeroes yet: fmt-grow.h).
  */
 static int coroutine_fn prl_fill(BlockDriverState *bs, uint64_t host, int64_t guest,
-                                 uint64_t len)
+                                 uint64_t len, uint64_t zlen)
 {
-    BDRVParallelsState *s = bs->opaque;
     IOVector v;
     uint8_t *buf;
     int ret;
@@ -120,8 +121,7 @@ static int coroutine_fn prl_fill(BlockDriverState *bs, uint64_t host, int64_t gu
         return 0;
     }
     if (!bs->backing) {
-        len = fmt_grow_unzeroed(&s->grow, host, host + len);
-        return len ? bdrv_co_pwrite_zeroes(bs->file, (int64_t)host, (int64_t)len, 0) : 0;
+        return zlen ? bdrv_co_pwrite_zeroes(bs->file, (int64_t)host, (int64_t)zlen, 0) : 0;
     }
     buf = malloc(len);
     if (!buf) {
@@ -136,7 +136,29 @@ static int coroutine_fn prl_fill(BlockDriverState *bs, uint64_t host, int64_t gu
     return ret;
 }
 
-/* Unallocated clusters from idx on inside the request (at least the first). */
+/* Whether an allocating write of guest cluster i is in flight. Called with alloc_lock. */
+static bool prl_alloc_busy(const BDRVParallelsState *s, uint32_t i)
+{
+    for (const PrlAlloc *a = s->allocs; a; a = a->next) {
+        if (i - a->idx < a->k) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Waits until no allocating write is in flight (discard, close: they move
+ * data_end by the BAT). Called with alloc_lock.
+ */
+void coroutine_fn prl_wait_allocs(BDRVParallelsState *s)
+{
+    while (s->allocs) {
+        co_queue_wait(&s->alloc_wait, &s->alloc_lock);
+    }
+}
+
+/* Unallocated clusters from idx on inside the request (at least the first), none in flight. */
 static uint32_t prl_unallocated_run(const BDRVParallelsState *s, uint32_t idx, uint64_t in,
                                     int64_t bytes)
 {
@@ -144,7 +166,7 @@ static uint32_t prl_unallocated_run(const BDRVParallelsState *s, uint32_t idx, u
     uint32_t k = 1;
 
     while ((uint64_t)k * s->cluster_size < span && idx + k < s->bat_entries &&
-           prl_entry(s, idx + k) == 0 && k < 4096) {
+           prl_entry(s, idx + k) == 0 && !prl_alloc_busy(s, idx + k) && k < 4096) {
         k++;
     }
     return k;
@@ -188,107 +210,164 @@ int coroutine_fn prl_co_flush_to_os(BlockDriverState *bs)
 }
 
 /*
- * Writes new clusters [host, host + span) for guest offset guest: len
- * request bytes at in, the rest of the span as an unallocated cluster
- * reads (zeroes or the backing file's data). When they reach past the end
- * of the file it is grown prealloc_size past them first (fmt-grow.h), so
- * the next allocations neither extend it nor write zeroes.
+ * New clusters [host, host + span) for guest clusters [idx, idx + k) of an
+ * allocating write: len request bytes go at in, the rest of the span is
+ * filled as an unallocated cluster reads, of which the first zhead bytes
+ * before and ztail bytes after the request's need zeroes written (without a
+ * backing file; the rest of the file there reads zeroes already).
  */
-static int coroutine_fn prl_alloc_fill(BlockDriverState *bs, uint64_t host, uint64_t span,
-                                       int64_t guest, uint64_t in, uint64_t len,
-                                       IOVector *qiov, size_t qiov_offset)
+typedef struct PrlSlot {
+    uint64_t host, span, in, len, zhead, ztail;
+    uint32_t idx, k;
+    bool reused;            /* a free cluster (discard.c), not the end of the data area */
+} PrlSlot;
+
+/*
+ * Takes new clusters for guest clusters [idx, idx + k): a free one
+ * (discard.c) for the first only, else k at the end of the data area. When
+ * they reach past the end of the file it is grown prealloc_size past them
+ * (fmt-grow.h), so the next allocations neither extend it nor write
+ * zeroes. Called with alloc_lock. Returns 0 or -errno (nothing taken).
+ */
+static int coroutine_fn prl_alloc_take(BlockDriverState *bs, uint32_t idx, uint32_t k,
+                                       uint64_t in, int64_t bytes, PrlSlot *p)
 {
     BDRVParallelsState *s = bs->opaque;
-    uint64_t end = host + span;
-    uint64_t max = s->data_off + (uint64_t)s->bat_entries * s->cluster_size;
+    uint64_t max = s->data_off + (uint64_t)s->bat_entries * s->cluster_size, end;
     int ret;
 
+    *p = (PrlSlot){ .host = prl_next_cluster(s), .in = in, .idx = idx };
+    p->reused = prl_take_free(s, &p->host);
+    p->k = p->reused ? 1 : k; /* a free cluster in the middle serves one guest cluster */
+    p->span = (uint64_t)p->k * s->cluster_size;
+    p->len = p->span - in < (uint64_t)bytes ? p->span - in : (uint64_t)bytes;
+    if ((p->host + p->span - s->cluster_size) / s->unit > UINT32_MAX) {
+        return -ENOSPC; /* the BAT cannot address it (never for a reused cluster) */
+    }
+    end = p->host + p->span;
     BLKDBG_EVENT(bs->file, BLKDBG_CLUSTER_ALLOC);
     ret = fmt_co_grow_to(bs->file, &s->grow, end, max > end ? max : end);
     if (ret < 0) {
+        if (p->reused) {
+            prl_put_free(s, p->host);
+        }
         return ret;
     }
-    ret = prl_fill(bs, host, guest, in);
+    p->zhead = fmt_grow_unzeroed(&s->grow, p->host, p->host + in);
+    p->ztail = fmt_grow_unzeroed(&s->grow, p->host + in + p->len, end);
+    fmt_grow_written(&s->grow, end); /* handed out: it may hold data from now on */
+    s->data_end = end > s->data_end ? end : s->data_end;
+    return 0;
+}
+
+/* Writes the clusters of p: the request's bytes and the fill around them. No lock held. */
+static int coroutine_fn prl_alloc_data(BlockDriverState *bs, const PrlSlot *p, IOVector *qiov,
+                                       size_t qiov_offset)
+{
+    BDRVParallelsState *s = bs->opaque;
+    int64_t guest = (int64_t)((uint64_t)p->idx * s->cluster_size);
+    uint64_t after = p->in + p->len;
+    int ret = prl_fill(bs, p->host, guest, p->in, p->zhead);
+
     if (ret == 0) {
         BLKDBG_EVENT(bs->file, BLKDBG_WRITE_AIO);
-        ret = bdrv_co_pwritev_part(bs->file, (int64_t)(host + in), (int64_t)len, qiov,
+        ret = bdrv_co_pwritev_part(bs->file, (int64_t)(p->host + p->in), (int64_t)p->len, qiov,
                                    qiov_offset, 0);
     }
     if (ret == 0) {
-        ret = prl_fill(bs, host + in + len, guest + (int64_t)(in + len), span - in - len);
+        ret = prl_fill(bs, p->host + after, guest + (int64_t)after, p->span - after, p->ztail);
     }
-    fmt_grow_written(&s->grow, end); /* even on failure: the clusters may hold some data */
     return ret;
 }
 
 /*
- * Gives guest clusters [idx, idx + k) new clusters: a free one (discard.c)
- * for the first only, else k at the end of the data area; writes the
- * request's bytes into them. Called with alloc_lock.
- * Returns the guest bytes written or -errno.
+ * After the data of p was written (ret 0): sets the BAT entries in memory,
+ * their sectors dirty (fmt-defer.h). After a failure (ret < 0) the clusters
+ * go back: the tail of the data area, or the free list. Called with
+ * alloc_lock. Returns 0 or -errno.
  */
-static int64_t coroutine_fn prl_alloc_write(BlockDriverState *bs, uint32_t idx, uint32_t k,
-                                            uint64_t in, int64_t bytes, IOVector *qiov,
-                                            size_t qiov_offset)
+static int coroutine_fn prl_alloc_link(BlockDriverState *bs, const PrlSlot *p, int ret)
 {
     BDRVParallelsState *s = bs->opaque;
-    uint64_t host = prl_next_cluster(s), span, end, len;
-    int64_t guest = (int64_t)((uint64_t)idx * s->cluster_size);
-    bool reused;
-    int ret = prl_alloc_room(bs, idx, k);
+    uint32_t first = prl_bat_sector(p->idx);
 
+    ret = ret ? ret : prl_alloc_room(bs, p->idx, p->k);
     if (ret < 0) {
-        return ret; /* nothing changed: the dirty sectors stay for the next commit */
-    }
-    reused = prl_take_free(s, &host);
-    k = reused ? 1 : k; /* a free cluster in the middle serves one guest cluster */
-    span = (uint64_t)k * s->cluster_size;
-    len = span - in < (uint64_t)bytes ? span - in : (uint64_t)bytes;
-    if ((host + span - s->cluster_size) / s->unit > UINT32_MAX) {
-        return -ENOSPC; /* the BAT cannot address it (never for a reused cluster) */
-    }
-    ret = prl_alloc_fill(bs, host, span, guest, in, len, qiov, qiov_offset);
-    if (ret < 0) {
-        if (reused) {
-            prl_put_free(s, host);
+        if (!p->reused && p->host + p->span == s->data_end) {
+            s->data_end = p->host;
+        } else {
+            for (uint32_t j = 0; j < p->k; j++) {
+                prl_put_free(s, p->host + (uint64_t)j * s->cluster_size);
+            }
         }
         return ret;
     }
-    end = host + span;
-    s->data_end = end > s->data_end ? end : s->data_end;
-    for (uint32_t j = 0; j < k; j++) {
-        prl_set_entry(s, idx + j, (uint32_t)((host + (uint64_t)j * s->cluster_size) / s->unit));
+    for (uint32_t j = 0; j < p->k; j++) {
+        prl_set_entry(s, p->idx + j,
+                      (uint32_t)((p->host + (uint64_t)j * s->cluster_size) / s->unit));
     }
     /* Room was made above (prl_alloc_room): this cannot fail. */
-    fmt_defer_add(&s->bat_dirty, prl_bat_sector(idx), prl_bat_sector(idx + k - 1) + 1 -
-                  prl_bat_sector(idx));
-    return (int64_t)len;
+    fmt_defer_add(&s->bat_dirty, first, prl_bat_sector(p->idx + p->k - 1) + 1 - first);
+    return 0;
 }
 
-/* Writes the part of a request that starts at an unallocated cluster. */
+/* Ends allocation a and wakes whoever waits for one. Called with alloc_lock. */
+static void prl_alloc_end(BDRVParallelsState *s, PrlAlloc *a)
+{
+    PrlAlloc **pp = &s->allocs;
+
+    while (*pp != a) {
+        pp = &(*pp)->next;
+    }
+    *pp = a->next;
+    co_queue_restart_all(&s->alloc_wait);
+}
+
+/*
+ * Writes the part of a request that starts at an unallocated cluster: new
+ * clusters taken under alloc_lock, their data written without it (other
+ * allocating writes and flushes go on meanwhile), the BAT entries set under
+ * it again. A writer of a cluster being allocated waits for that allocation.
+ * Returns the guest bytes written, 0 if the cluster was allocated meanwhile
+ * (the caller writes in place), or -errno.
+ */
 static int64_t coroutine_fn prl_write_unallocated(BlockDriverState *bs, int64_t offset,
                                                   int64_t bytes, IOVector *qiov,
                                                   size_t qiov_offset)
 {
     BDRVParallelsState *s = bs->opaque;
-    uint32_t idx, k;
+    PrlAlloc a;
+    PrlSlot p;
+    uint32_t idx;
     uint64_t in;
-    int64_t n, ret;
+    int64_t n;
+    int ret;
 
     prl_chunk(s, offset, bytes, &idx, &in, &n);
     co_mutex_lock(&s->alloc_lock);
-    if (prl_entry(s, idx) != 0) {
-        co_mutex_unlock(&s->alloc_lock);
-        return 0; /* allocated meanwhile: the caller writes in place */
+    while (prl_entry(s, idx) == 0 && prl_alloc_busy(s, idx)) {
+        co_queue_wait(&s->alloc_wait, &s->alloc_lock);
     }
-    if (s->corrupt) {
+    if (prl_entry(s, idx) != 0 || s->corrupt) {
         co_mutex_unlock(&s->alloc_lock);
-        return -EIO;
+        return s->corrupt ? -EIO : 0; /* allocated meanwhile: the caller writes in place */
     }
-    k = prl_unallocated_run(s, idx, in, bytes);
-    ret = prl_alloc_write(bs, idx, k, in, bytes, qiov, qiov_offset);
+    ret = prl_alloc_take(bs, idx, prl_unallocated_run(s, idx, in, bytes), in, bytes, &p);
+    if (ret < 0) {
+        co_mutex_unlock(&s->alloc_lock);
+        return ret;
+    }
+    a = (PrlAlloc){ .idx = idx, .k = p.k, .next = s->allocs };
+    s->allocs = &a;
     co_mutex_unlock(&s->alloc_lock);
-    return ret;
+
+    ret = prl_alloc_data(bs, &p, qiov, qiov_offset);
+
+    co_mutex_lock(&s->alloc_lock);
+    ret = prl_alloc_link(bs, &p, ret);
+    prl_alloc_end(s, &a);
+    co_mutex_unlock(&s->alloc_lock);
+    return ret < 0 ? ret : (int64_t)p.len;
 }
 
 int coroutine_fn prl_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,

@@ -7,7 +7,7 @@
  * data; the dirty set is bounded (random allocations over a large BAT
  * commit when it fills); discards, resizes and a reopen read-only commit
  * first; new clusters' data is written outside alloc_lock (a write held
- * there holds up only writers of its cluster and discards). Every image
+ * there holds up at most writers of its cluster and discards). Every image
  * ends up read back through coblk and, when Debian's
  * qemu-img is installed, passes `qemu-img check` and matches the expected
  * bytes with `qemu-img compare`.
@@ -292,35 +292,51 @@ static void test_parallels_alloc_discard_resize_reopen(void **state)
     free(want);
 }
 
-/* Polls until *pending is 0 (each completion decrements it). */
-static void wait_pending(BlockBackend *blk, const int *pending)
+/* Starts a write of len bytes of want at off; the caller polls for it. */
+static void start_write(BlockBackend *blk, Req *r, int *pending, uint8_t *want, int64_t off,
+                        int64_t len)
 {
-    while (*pending) {
+    *r = (Req){ .pending = pending };
+    (*pending)++;
+    iovector_init_buf(&r->qiov, want + off, (size_t)len);
+    blk_aio_pwritev(blk, off, &r->qiov, 0, req_done, r);
+}
+
+/* Starts a write and polls until it is held at breakpoint tag (write_aio). */
+static void start_held(BlockBackend *blk, Req *r, int *pending, uint8_t *want, int64_t off,
+                       int64_t len, const char *tag)
+{
+    assert_int_equal(bdrv_debug_breakpoint(blk_bs(blk), "write_aio", tag), 0);
+    start_write(blk, r, pending, want, off, len);
+    while (*pending && !bdrv_debug_is_suspended(blk_bs(blk), tag)) {
         aio_poll(blk_get_aio_context(blk), true);
     }
+    assert_true(bdrv_debug_is_suspended(blk_bs(blk), tag));
 }
 
 /*
- * The data of an allocating write goes out without alloc_lock: while a
- * partial write into a new cluster is held inside its data write by a
- * blkdebug breakpoint, an allocating write of another cluster, a read of
- * the same cluster's other bytes (zeroes) and a flush all complete; a write
- * of other bytes of the same cluster waits for it (it would take a second
- * cluster and lose one of the two writes), and so does a discard (it moves
- * the end of the data area by the BAT, which does not list the cluster yet).
+ * The data of an allocating write goes out without alloc_lock. Held inside
+ * its data write by a blkdebug breakpoint:
+ *  - a partial write into a new cluster at the end of the data area (which
+ *    reads zeroes already: linked before its data) holds up nothing: an
+ *    allocation elsewhere, a write of other bytes of the same cluster, a
+ *    read and a flush complete;
+ *  - a partial write into a reused (discarded) cluster, whose zero fill is
+ *    written first (linked after its data), holds up a write of other bytes
+ *    of the same cluster (it would take a second cluster); an allocation
+ *    elsewhere, a read of the cluster (zeroes) and a flush complete.
+ * (Discards are not tried while a write is held: the block layer makes them
+ * wait for every write in flight.)
  * Then everything reads back, check is clean, qemu-img check and compare agree.
  */
 static void test_parallels_alloc_unlocked(void **state)
 {
-    enum { CL = 64 * KiB, A = CL + 4 * KiB, B = CL + 32 * KiB, R = CL + 48 * KiB };
+    enum { CL = 64 * KiB, A = CL + 4 * KiB, B = CL + 32 * KiB, R = 48 * KiB };
     const int64_t size = 4 * MiB;
     uint8_t *want = calloc(1, (size_t)size), *buf = malloc((size_t)size);
-    int pending_a = 1, pending_b = 1, pending_d = 1, pending = 3;
-    Req ra = { .pending = &pending_a }, rb = { .pending = &pending_b };
-    Req rd = { .pending = &pending_d }, r2 = { .pending = &pending };
-    Req rr = { .pending = &pending }, rf = { .pending = &pending };
+    int held = 0, other = 0, pending = 0;
+    Req ra, rb, r2, rr, rf = { .pending = &pending };
     BdrvCheckResult res = { 0 };
-    BlockDriverState *bs;
     BlockBackend *blk;
     char opts[8192];
 
@@ -328,53 +344,61 @@ static void test_parallels_alloc_unlocked(void **state)
     snprintf(opts, sizeof(opts), "driver=parallels,file.driver=blkdebug,file.image.driver=file,"
              "file.image.filename=%s,discard=unmap", img);
     blk = drv_test_open_ok(opts, BDRV_O_RDWR | BDRV_O_UNMAP);
-    bs = blk_bs(blk);
-    memset(want + 6 * CL, 0x66, CL);
-    assert_int_equal(blk_pwrite(blk, 6 * CL, CL, want + 6 * CL, 0), 0);
-    memset(want + A, 0xa1, 4 * KiB);
-    memset(want + B, 0xb2, 4 * KiB);
-    drv_test_pattern(want + 3 * CL, CL, 5);
+    drv_test_pattern(want, size, 5);
+    memset(want + 8 * CL, 0, size - 8 * CL);
+    assert_int_equal(blk_pwrite(blk, 6 * CL, 2 * CL, want + 6 * CL, 0), 0); /* hosts 0, 1 */
+    memset(want, 0, 6 * CL);
 
-    assert_int_equal(bdrv_debug_breakpoint(bs, "write_aio", "a"), 0);
-    iovector_init_buf(&ra.qiov, want + A, 4 * KiB);
-    blk_aio_pwritev(blk, A, &ra.qiov, 0, req_done, &ra);
-    while (pending_a && !bdrv_debug_is_suspended(bs, "a")) {
+    /* A new cluster at the end: nothing waits for it. */
+    start_held(blk, &ra, &held, want, A, 4 * KiB, "a");
+    start_write(blk, &r2, &pending, want, 3 * CL, CL);
+    start_write(blk, &rb, &pending, want, B, 4 * KiB);
+    rr = (Req){ .pending = &pending };
+    pending += 2;
+    iovector_init_buf(&rr.qiov, buf, 4 * KiB);
+    blk_aio_preadv(blk, CL + R, &rr.qiov, 0, req_done, &rr);
+    blk_aio_flush(blk, req_done, &rf);
+    while (pending) {
         aio_poll(blk_get_aio_context(blk), true);
     }
-    assert_true(bdrv_debug_is_suspended(bs, "a"));
-
-    /* Another cluster, a read of other bytes of the same one, a flush: not held. */
-    iovector_init_buf(&r2.qiov, want + 3 * CL, CL);
-    blk_aio_pwritev(blk, 3 * CL, &r2.qiov, 0, req_done, &r2);
-    iovector_init_buf(&rr.qiov, buf, 4 * KiB);
-    blk_aio_preadv(blk, R, &rr.qiov, 0, req_done, &rr);
-    blk_aio_flush(blk, req_done, &rf);
-    /* Other bytes of the same cluster, and a discard: held behind the allocation. */
-    iovector_init_buf(&rb.qiov, want + B, 4 * KiB);
-    blk_aio_pwritev(blk, B, &rb.qiov, 0, req_done, &rb);
-    blk_aio_pdiscard(blk, 6 * CL, CL, req_done, &rd);
+    assert_int_equal(r2.ret + rb.ret + rr.ret + rf.ret, 0);
+    assert_memory_equal(buf, want + CL + R, 4 * KiB);
+    assert_int_equal(held, 1);
+    assert_int_equal(bdrv_debug_resume(blk_bs(blk), "a"), 0);
+    while (held) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+    assert_int_equal(ra.ret, 0);
+    assert_int_equal(blk_pdiscard(blk, 6 * CL, CL), 0); /* host 0 goes to the free list */
     memset(want + 6 * CL, 0, CL);
-    wait_pending(blk, &pending);
-    assert_int_equal(r2.ret, 0);
-    assert_int_equal(rr.ret, 0);
-    assert_int_equal(rf.ret, 0);
-    assert_memory_equal(buf, want + R, 4 * KiB);
+
+    /* Guest cluster 9 gets the discarded host 0 back: others of it wait. */
+    start_held(blk, &ra, &held, want, 9 * CL + 4 * KiB, 4 * KiB, "b");
+    start_write(blk, &r2, &pending, want, 12 * CL, 8 * KiB);
+    rr = (Req){ .pending = &pending };
+    pending += 2;
+    iovector_init_buf(&rr.qiov, buf, 4 * KiB);
+    blk_aio_preadv(blk, 9 * CL + R, &rr.qiov, 0, req_done, &rr);
+    blk_aio_flush(blk, req_done, &rf);
+    start_write(blk, &rb, &other, want, 9 * CL + 32 * KiB, 4 * KiB);
+    while (pending) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+    assert_int_equal(r2.ret + rr.ret + rf.ret, 0);
+    assert_memory_equal(buf, want + 9 * CL + R, 4 * KiB);
     for (int i = 0; i < 50; i++) {
         aio_poll(blk_get_aio_context(blk), false);
     }
-    assert_int_equal(pending_a + pending_b + pending_d, 3);
-    assert_true(bdrv_debug_is_suspended(bs, "a"));
+    assert_int_equal(held + other, 2);
+    assert_int_equal(bdrv_debug_resume(blk_bs(blk), "b"), 0);
+    while (held || other) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+    assert_int_equal(ra.ret + rb.ret, 0);
 
-    assert_int_equal(bdrv_debug_resume(bs, "a"), 0);
-    wait_pending(blk, &pending_a);
-    wait_pending(blk, &pending_b);
-    wait_pending(blk, &pending_d);
-    assert_int_equal(ra.ret, 0);
-    assert_int_equal(rb.ret, 0);
-    assert_int_equal(rd.ret, 0);
     assert_int_equal(blk_pread(blk, 0, size, buf, 0), 0);
     assert_memory_equal(buf, want, (size_t)size);
-    assert_int_equal(bdrv_check(bs, &res, BDRV_FIX_NONE), 0);
+    assert_int_equal(bdrv_check(blk_bs(blk), &res, BDRV_FIX_NONE), 0);
     assert_int_equal(res.corruptions + res.leaks + res.check_errors, 0);
     blk_unref(blk);
     assert_image(want, size);

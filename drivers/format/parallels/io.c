@@ -220,6 +220,7 @@ typedef struct PrlSlot {
     uint64_t host, span, in, len, zhead, ztail;
     uint32_t idx, k;
     bool reused;            /* a free cluster (discard.c), not the end of the data area */
+    bool zeroed;            /* the span reads zeroes already and no backing file shows */
 } PrlSlot;
 
 /*
@@ -253,6 +254,7 @@ static int coroutine_fn prl_alloc_take(BlockDriverState *bs, uint32_t idx, uint3
         }
         return ret;
     }
+    p->zeroed = !bs->backing && !p->reused && fmt_grow_unzeroed(&s->grow, p->host, end) == 0;
     p->zhead = fmt_grow_unzeroed(&s->grow, p->host, p->host + in);
     p->ztail = fmt_grow_unzeroed(&s->grow, p->host + in + p->len, end);
     fmt_grow_written(&s->grow, end); /* handed out: it may hold data from now on */
@@ -328,6 +330,8 @@ static void prl_alloc_end(BDRVParallelsState *s, PrlAlloc *a)
  * clusters taken under alloc_lock, their data written without it (other
  * allocating writes and flushes go on meanwhile), the BAT entries set under
  * it again. A writer of a cluster being allocated waits for that allocation.
+ * Clusters that read zeroes already (no backing file, not reused) are linked
+ * before their data is written instead: nobody waits for them.
  * Returns the guest bytes written, 0 if the cluster was allocated meanwhile
  * (the caller writes in place), or -errno.
  */
@@ -353,9 +357,17 @@ static int64_t coroutine_fn prl_write_unallocated(BlockDriverState *bs, int64_t 
         return s->corrupt ? -EIO : 0; /* allocated meanwhile: the caller writes in place */
     }
     ret = prl_alloc_take(bs, idx, prl_unallocated_run(s, idx, in, bytes), in, bytes, &p);
-    if (ret < 0) {
+    if (ret < 0 || p.zeroed) {
+        /*
+         * New clusters that read zeroes, as the unallocated ones did: linked at
+         * once, so that other writers of them write in place meanwhile. A commit
+         * may then write an entry before its data lands; after a crash there the
+         * cluster reads zeroes outside what landed, the old content.
+         */
+        ret = ret ? ret : prl_alloc_link(bs, &p, 0);
         co_mutex_unlock(&s->alloc_lock);
-        return ret;
+        ret = ret ? ret : prl_alloc_data(bs, &p, qiov, qiov_offset);
+        return ret < 0 ? ret : (int64_t)p.len;
     }
     a = (PrlAlloc){ .idx = idx, .k = p.k, .next = s->allocs };
     s->allocs = &a;

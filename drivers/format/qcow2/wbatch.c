@@ -20,8 +20,11 @@
  * alone, so the metadata ordering (data before L2, refcounts before L2)
  * does not change, and no data I/O happens under s->lock. A batch is led
  * only while another allocation is in flight (at queue depth 1 there is
- * nobody to wait for) and is capped at QCOW2_WBATCH_MAX bytes and
- * QCOW2_WBATCH_IOV vector entries (within the file's max_iov / max_transfer).
+ * nobody to wait for, and the write goes out at once), and only by a write
+ * that leaves room for another like it; it is capped at QCOW2_WBATCH_MAX
+ * bytes and QCOW2_WBATCH_IOV vector entries (within the file's max_iov /
+ * max_transfer). A full batch closes at once: the next adjacent write leads
+ * a new one, so a burst becomes several requests in flight, not one.
  *
  * Nothing here allocates: the batch, its vector array and each member's
  * record live on the stacks of the leader and the members (1 KiB for the
@@ -33,7 +36,14 @@
 
 #include "qcow2.h"
 
-#define QCOW2_WBATCH_MAX (2ULL << 20)
+/*
+ * Batches are small on purpose: on ext4 over a virtio disk (row 3b of
+ * bench/run-qcow2.sh, 64 KiB sequential writes at qd 32) two clusters per
+ * request (half the extent conversions of lone writes, ~16 requests still
+ * in flight) ran at 1.5x the IOPS of batches up to 2 MiB (1-3 requests in
+ * flight) and 1.7x lone writes; 256 KiB was in between. See bench/README.md.
+ */
+#define QCOW2_WBATCH_MAX (128ULL << 10)
 #define QCOW2_WBATCH_IOV 64
 
 /* A write that joined a batch; lives on the member's stack while it waits. */
@@ -79,6 +89,16 @@ static bool batch_fits(BDRVQcow2State *s, const Qcow2WriteBatch *b, uint64_t hos
            b->niov + v->niov <= max_iov;
 }
 
+/* True if a batch led by v would have room for another write like v. */
+static bool lead_fits(BDRVQcow2State *s, const IOVector *v)
+{
+    uint64_t max_bytes;
+    int max_iov;
+
+    batch_limits(s, &max_bytes, &max_iov);
+    return 2 * v->size <= max_bytes && 2 * v->niov <= max_iov;
+}
+
 /* Appends the entries of v (which fit: batch_fits) to the array of b. */
 static void batch_append(Qcow2WriteBatch *b, const IOVector *v)
 {
@@ -98,6 +118,9 @@ static int coroutine_fn batch_join(BDRVQcow2State *s, Qcow2WriteBatch *b, const 
     /* cppcheck-suppress autoVariables */
     b->members = &m;
     s->wbatch_joined++;
+    if (!batch_fits(s, b, b->end, v)) {
+        s->wbatch = NULL; /* full: the next write leads a batch of its own */
+    }
     while (!m.done) {
         coroutine_yield();
     }
@@ -120,7 +143,9 @@ static int coroutine_fn batch_lead(BlockDriverState *bs, uint64_t host, const IO
     s->wbatch = &b;
     aio_co_schedule(bdrv_get_aio_context(bs), coroutine_self());
     coroutine_yield();
-    s->wbatch = NULL;
+    if (s->wbatch == &b) {
+        s->wbatch = NULL;
+    }
     if (b.members) {
         s->wbatch_writes++;
     }
@@ -145,7 +170,7 @@ int coroutine_fn qcow2_write_new_data(BlockDriverState *bs, uint64_t host, IOVec
     if (b && batch_fits(s, b, host, v)) {
         return batch_join(s, b, v);
     }
-    if (!b && s->allocs && s->allocs->next && v->niov <= QCOW2_WBATCH_IOV) {
+    if (!b && s->allocs && s->allocs->next && lead_fits(s, v)) {
         return batch_lead(bs, host, v);
     }
     return bdrv_co_pwritev(s->data_file, (int64_t)host, (int64_t)v->size, v, 0);

@@ -151,8 +151,9 @@ static void test_wbatch_whole_clusters(void **state)
     }
     apply(want, reqs, BURST);
     burst_free(reqs, BURST);
-    assert_true(s->wbatch_writes > 0);
-    assert_true(s->wbatch_joined > 0);
+    /* A full batch (two clusters) closes and the next write leads another: many batches. */
+    assert_true(s->wbatch_writes >= BURST / 4);
+    assert_true(s->wbatch_joined >= BURST / 4);
     assert_int_equal(s->wbatch, NULL);
     assert_guest(blk, want);
 

@@ -41,7 +41,8 @@
  * bench/run-qcow2.sh, 64 KiB sequential writes at qd 32) two clusters per
  * request (half the extent conversions of lone writes, ~16 requests still
  * in flight) ran at 1.5x the IOPS of batches up to 2 MiB (1-3 requests in
- * flight) and 1.7x lone writes; 256 KiB was in between. See bench/README.md.
+ * flight) and 1.6x lone writes, medians of 7 rounds at load 8-12 (at load
+ * 15: even with 2 MiB); 256 KiB was in between. See bench/README.md.
  */
 #define QCOW2_WBATCH_MAX (128ULL << 10)
 #define QCOW2_WBATCH_IOV 64

@@ -125,4 +125,54 @@ static inline void qe_expect(BlockBackend *blk, int64_t off, size_t len, uint8_t
     free(b);
 }
 
+/*
+ * Host offset and byte count of the compressed data of guest cluster i
+ * (its L2 table must exist); asserts that the cluster is compressed.
+ */
+static inline void qe_compressed_extent(const char *path, uint64_t i, uint64_t *off,
+                                        uint64_t *len)
+{
+    int cb = qe_cluster_bits(path), x = 62 - (cb - 8);
+    uint64_t e = qe_rd64(path, qe_l2slot(path, i << cb));
+
+    assert_true(e & (1ULL << 62));
+    *off = e & ((1ULL << x) - 1);
+    *len = (((e >> x) & ((1ULL << (cb - 8)) - 1)) + 1) * 512 - (*off & 511);
+}
+
+/* Whole file prefix of len bytes (malloc'd). */
+static inline uint8_t *qe_read_file(const char *path, size_t len)
+{
+    uint8_t *b = malloc(len);
+    int fd = open(path, O_RDONLY);
+
+    assert_non_null(b);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, b, len, 0), (ssize_t)len);
+    close(fd);
+    return b;
+}
+
+/* Asynchronous requests in flight and how many failed (blk_aio_* callbacks). */
+typedef struct QeAio {
+    int pending;
+    int errors;
+} QeAio;
+
+static inline void qe_aio_cb(void *opaque, int ret)
+{
+    QeAio *a = opaque;
+
+    a->pending--;
+    a->errors += ret < 0;
+}
+
+/* Polls blk's context until at most n requests are in flight. */
+static inline void qe_aio_wait_below(BlockBackend *blk, QeAio *a, int n)
+{
+    while (a->pending > n) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+}
+
 #endif

@@ -82,66 +82,11 @@ static void file_read(const char *path, uint64_t off, void *buf, size_t n)
     close(fd);
 }
 
-static void file_write(const char *path, uint64_t off, const void *buf, size_t n)
-{
-    int fd = open(path, O_RDWR);
-
-    assert_true(fd >= 0);
-    assert_int_equal(pwrite(fd, buf, n, (off_t)off), (ssize_t)n);
-    close(fd);
-}
-
-/*
- * Host offset and byte count of the compressed data of the first guest
- * cluster, read from the file (flush the image first). Asserts that the
- * cluster is compressed.
- */
-static void compressed_extent(const char *path, uint64_t *off, uint64_t *len)
-{
-    uint8_t b[8];
-    uint32_t cb;
-    uint64_t l1, l2, e, x;
-
-    file_read(path, 20, b, 4);
-    cb = ld_be32(b);
-    file_read(path, 40, b, 8);
-    l1 = ld_be64(b);
-    file_read(path, l1, b, 8);
-    l2 = ld_be64(b) & 0x00fffffffffffe00ULL;
-    assert_true(l2 != 0);
-    file_read(path, l2, b, 8);
-    e = ld_be64(b);
-    assert_true(e & (1ULL << 62));
-    x = 62 - (cb - 8);
-    *off = e & ((1ULL << x) - 1);
-    *len = (((e >> x) & ((1ULL << (cb - 8)) - 1)) + 1) * 512 - (*off & 511);
-}
-
 /* Fills a cluster with data that compresses well; seed varies the bytes, not the size. */
 static void compressible(uint8_t *buf, size_t len, uint8_t seed)
 {
     for (size_t i = 0; i < len; i++) {
         buf[i] = (uint8_t)((i / 1500) ^ seed);
-    }
-}
-
-typedef struct AioState {
-    int pending;
-    int errors;
-} AioState;
-
-static void aio_cb(void *opaque, int ret)
-{
-    AioState *a = opaque;
-
-    a->pending--;
-    a->errors += ret < 0;
-}
-
-static void wait_below(BlockBackend *blk, AioState *a, int n)
-{
-    while (a->pending > n) {
-        aio_poll(blk_get_aio_context(blk), true);
     }
 }
 
@@ -192,7 +137,7 @@ static void check_parallel_writes(const char *copts, int64_t size, int64_t cs)
     static IOVector qiov[MAXREQ];
     int64_t offs[MAXREQ], lens[MAXREQ];
     uint8_t *want = mixed_content(size, cs, 7), *got = malloc((size_t)size);
-    AioState a = { 0, 0 };
+    QeAio a = { 0, 0 };
     BlockBackend *blk;
     unsigned seed = 99;
     int n = 0;
@@ -221,10 +166,10 @@ static void check_parallel_writes(const char *copts, int64_t size, int64_t cs)
     for (int i = 0; i < n; i++) {
         iovector_init_buf(&qiov[i], want + offs[i], (size_t)lens[i]);
         a.pending++;
-        blk_aio_pwritev(blk, offs[i], &qiov[i], BDRV_REQ_WRITE_COMPRESSED, aio_cb, &a);
-        wait_below(blk, &a, 16);
+        blk_aio_pwritev(blk, offs[i], &qiov[i], BDRV_REQ_WRITE_COMPRESSED, qe_aio_cb, &a);
+        qe_aio_wait_below(blk, &a, 16);
     }
-    wait_below(blk, &a, 0);
+    qe_aio_wait_below(blk, &a, 0);
     assert_int_equal(a.errors, 0);
     assert_int_equal(blk_pread(blk, 0, size, got, 0), 0);
     assert_memory_equal(got, want, (size_t)size);
@@ -276,17 +221,17 @@ static void test_qcow2_dcache_hit(void **state)
     assert_memory_equal(got, x, 4 * KiB);
 
     /* Damage the compressed bytes on disk: only a cached copy can still read right. */
-    compressed_extent(img, &coff, &clen);
+    qe_compressed_extent(img, 0, &coff, &clen);
     saved = malloc(clen);
     junk = malloc(clen);
     file_read(img, coff, saved, clen);
     memset(junk, 0xa5, clen);
-    file_write(img, coff, junk, clen);
+    qe_wr(img, coff, junk, clen);
     for (int i = 1; i < 16; i++) {
         assert_int_equal(blk_pread(blk, i * 4 * KiB, 4 * KiB, got, 0), 0);
         assert_memory_equal(got, x + i * 4 * KiB, 4 * KiB);
     }
-    file_write(img, coff, saved, clen);
+    qe_wr(img, coff, saved, clen);
     blk_unref(blk);
     assert_qemu_valid(img, x, 64 * KiB);
     free(x);
@@ -311,7 +256,7 @@ static void check_dcache_invalidation(const char *copts)
     compressible(want, 64 * KiB, 1);
     assert_int_equal(blk_pwrite(blk, 0, 64 * KiB, want, BDRV_REQ_WRITE_COMPRESSED), 0);
     assert_int_equal(blk_flush(blk), 0);
-    compressed_extent(img, &off1, &len1);
+    qe_compressed_extent(img, 0, &off1, &len1);
     assert_int_equal(blk_pread(blk, 4 * KiB, 4 * KiB, got, 0), 0); /* cached now */
     assert_memory_equal(got, want + 4 * KiB, 4 * KiB);
 
@@ -321,7 +266,7 @@ static void check_dcache_invalidation(const char *copts)
     compressible(y, 64 * KiB, 2);
     assert_int_equal(blk_pwrite(blk, 0, 64 * KiB, y, BDRV_REQ_WRITE_COMPRESSED), 0);
     assert_int_equal(blk_flush(blk), 0);
-    compressed_extent(img, &off2, &len2);
+    qe_compressed_extent(img, 0, &off2, &len2);
     assert_int_equal(off2, off1); /* the case that matters: same key, new contents */
     assert_int_equal(len2, len1);
     memcpy(want, y, 64 * KiB);
@@ -371,7 +316,7 @@ static void test_qcow2_dcache_concurrent_reads(void **state)
     enum { SIZE = 2 * MiB, CS = 16 * KiB, N = SIZE / (4 * KiB) };
     static IOVector qiov[N];
     uint8_t *want = malloc(SIZE), *got = malloc(SIZE);
-    AioState a = { 0, 0 };
+    QeAio a = { 0, 0 };
     unsigned seed = 5;
     BlockBackend *blk;
     int order[N];
@@ -400,9 +345,9 @@ static void test_qcow2_dcache_concurrent_reads(void **state)
 
             iovector_init_buf(&qiov[i], got + off, 4 * KiB);
             a.pending++;
-            blk_aio_preadv(blk, off, &qiov[i], 0, aio_cb, &a);
+            blk_aio_preadv(blk, off, &qiov[i], 0, qe_aio_cb, &a);
         }
-        wait_below(blk, &a, 0);
+        qe_aio_wait_below(blk, &a, 0);
         assert_int_equal(a.errors, 0);
         assert_memory_equal(got, want, SIZE);
     }
@@ -433,16 +378,16 @@ static void test_qcow2_cow_from_dcache(void **state)
     assert_int_equal(blk_pwrite(blk, 0, 64 * KiB, want, BDRV_REQ_WRITE_COMPRESSED), 0);
     assert_int_equal(blk_flush(blk), 0);
     assert_int_equal(blk_pread(blk, 0, 512, got, 0), 0); /* cached now */
-    compressed_extent(img, &coff, &clen);
+    qe_compressed_extent(img, 0, &coff, &clen);
     saved = malloc(clen);
     junk = malloc(clen);
     file_read(img, coff, saved, clen);
     memset(junk, 0x5a, clen);
-    file_write(img, coff, junk, clen);
+    qe_wr(img, coff, junk, clen);
     memset(want + 20 * KiB, 0xd7, 3 * KiB);
     assert_int_equal(blk_pwrite(blk, 20 * KiB, 3 * KiB, want + 20 * KiB, 0), 0);
     assert_int_equal(blk_flush(blk), 0);
-    file_write(img, coff, saved, clen); /* the cluster is no longer referenced */
+    qe_wr(img, coff, saved, clen); /* the cluster is no longer referenced */
     assert_int_equal(blk_pread(blk, 0, 64 * KiB, got, 0), 0);
     assert_memory_equal(got, want, 64 * KiB);
     blk_unref(blk);
@@ -465,7 +410,7 @@ static void check_concurrent_cow(const char *copts, int64_t size, int64_t cs)
     static IOVector qiov[NREQ];
     static uint8_t *bufs[NREQ];
     uint8_t *want = malloc((size_t)size), *got = malloc((size_t)size);
-    AioState a = { 0, 0 };
+    QeAio a = { 0, 0 };
     unsigned seed = 1234;
     BlockBackend *blk;
     int64_t nclusters = size / cs;
@@ -497,7 +442,7 @@ static void check_concurrent_cow(const char *copts, int64_t size, int64_t cs)
             bufs[i] = malloc((size_t)len);
             a.pending++;
             iovector_init_buf(&qiov[i], bufs[i], (size_t)len);
-            blk_aio_preadv(blk, off, &qiov[i], 0, aio_cb, &a);
+            blk_aio_preadv(blk, off, &qiov[i], 0, qe_aio_cb, &a);
         } else {
             /* Within the cluster, or spanning into the next one (two COWs). */
             off = c * cs + 512 * (rand_r(&seed) % (cs / 512));
@@ -516,15 +461,15 @@ static void check_concurrent_cow(const char *copts, int64_t size, int64_t cs)
             iovector_init_buf(&qiov[i], bufs[i], (size_t)len);
             a.pending++;
             blk_aio_pwritev(blk, off, &qiov[i], kind == 0 ? BDRV_REQ_WRITE_COMPRESSED : 0,
-                            aio_cb, &a);
+                            qe_aio_cb, &a);
         }
         if ((i + 1) % (nclusters / 2) == 0) {
-            wait_below(blk, &a, 0); /* the next pass may touch these clusters */
+            qe_aio_wait_below(blk, &a, 0); /* the next pass may touch these clusters */
         } else {
-            wait_below(blk, &a, 32);
+            qe_aio_wait_below(blk, &a, 32);
         }
     }
-    wait_below(blk, &a, 0);
+    qe_aio_wait_below(blk, &a, 0);
     assert_int_equal(a.errors, 0);
     assert_int_equal(blk_pread(blk, 0, size, got, 0), 0);
     assert_memory_equal(got, want, (size_t)size);

@@ -21,6 +21,7 @@
 #include <zlib.h>
 
 #include "drv-test-util.h"
+#include "qcow2-test-edit.h"
 #include "block/bytes.h"
 
 #define KiB 1024
@@ -64,27 +65,6 @@ static BlockBackend *open_opts(const char *opts)
     return drv_test_open_ok(s, 0);
 }
 
-static uint8_t *read_file(const char *path, size_t len)
-{
-    uint8_t *b = malloc(len);
-    int fd = open(path, O_RDONLY);
-
-    assert_non_null(b);
-    assert_true(fd >= 0);
-    assert_int_equal(pread(fd, b, len, 0), (ssize_t)len);
-    close(fd);
-    return b;
-}
-
-static void write_at(const char *path, const void *buf, size_t len, uint64_t off)
-{
-    int fd = open(path, O_RDWR);
-
-    assert_true(fd >= 0);
-    assert_int_equal(pwrite(fd, buf, len, (off_t)off), (ssize_t)len);
-    close(fd);
-}
-
 /*
  * size bytes, per 4 KiB block text-like, random or zero (so a cluster's
  * compressed stream mixes compressed and stored blocks); img = qemu-img
@@ -113,7 +93,7 @@ static uint8_t *make_image(int64_t size, const char *copts)
     assert_int_equal(drv_test_sh("qemu-img convert -c -f raw -O qcow2 -o %s '%s' '%s'", copts,
                                  src, img), 0);
     assert_int_equal(drv_test_sh("qemu-img convert -f qcow2 -O raw '%s' '%s'", img, ref), 0);
-    return read_file(ref, (size_t)size);
+    return qe_read_file(ref, (size_t)size);
 }
 
 /* Reads [off, off + len) (clipped to size) and compares it with want. */
@@ -204,30 +184,16 @@ static void test_qcow2_cpartial_zstd_positions(void **state)
 /* ---------------------------------------------------------------------- */
 /* Corrupt compressed data */
 
-/* File offset of the L2 entry of guest cluster i (first L2 table). */
+/* File offset of the L2 entry of guest cluster i. */
 static uint64_t l2_entry_at(int i)
 {
-    uint8_t *h = read_file(img, 48), *t;
-    uint64_t l1 = ld_be64(h + 40), l2;
-
-    free(h);
-    t = read_file(img, l1 + 8);
-    l2 = ld_be64(t + l1) & 0x00fffffffffffe00ULL;
-    free(t);
-    return l2 + 8 * (uint64_t)i;
+    return qe_l2slot(img, (uint64_t)i * 64 * KiB);
 }
 
-/* The compressed data of guest cluster i (64 KiB clusters): host offset and length. */
+/* The compressed data of guest cluster i: host offset and length. */
 static void extent(int i, uint64_t *off, uint64_t *len)
 {
-    uint64_t at = l2_entry_at(i), e;
-    uint8_t *t = read_file(img, at + 8);
-
-    e = ld_be64(t + at);
-    free(t);
-    assert_true(e & (1ULL << 62));
-    *off = e & ((1ULL << 54) - 1);
-    *len = (((e >> 54) & 0xff) + 1) * 512 - (*off & 511);
+    qe_compressed_extent(img, (uint64_t)i, off, len);
 }
 
 /* Points the L2 entry of cluster i at len bytes from its data's start (64 KiB clusters). */
@@ -241,7 +207,7 @@ static void set_extent_len(int i, uint64_t len)
     assert_true(sectors >= 1 && sectors <= 256);
     e = (1ULL << 62) | ((sectors - 1) << 54) | off;
     st_be64(be, e);
-    write_at(img, be, 8, at);
+    qe_wr(img, at, be, 8);
 }
 
 /* Raw deflate (window 4 KiB, as qcow2 writes it) of len bytes; returns its size. */
@@ -342,7 +308,7 @@ static void test_qcow2_cpartial_corrupt_zlib(void **state)
     /* Garbage: 0xff starts a block of the reserved type 3. */
     extent(3, &off, &len);
     memset(junk, 0xff, len);
-    write_at(img, junk, len, off);
+    qe_wr(img, off, junk, len);
     each_engine_eio(want, 3);
 
     /* Truncated: the L2 entry gives the stream one sector (of some 25 KiB). */
@@ -354,7 +320,7 @@ static void test_qcow2_cpartial_corrupt_zlib(void **state)
     /* Too short: a whole stream that makes only the first half of the cluster. */
     extent(10, &off, &len);
     n = deflate_raw(want + 10 * 64 * KiB, 32 * KiB, stream, sizeof(stream));
-    write_at(img, stream, n, off);
+    qe_wr(img, off, stream, n);
     set_extent_len(10, n);
     each_engine_eio(want, 10);
 
@@ -363,7 +329,7 @@ static void test_qcow2_cpartial_corrupt_zlib(void **state)
     memcpy(data, want + 14 * 64 * KiB, 64 * KiB);
     memset(data + 64 * KiB, 'x', 64 * KiB);
     n = deflate_raw(data, sizeof(data), stream, sizeof(stream));
-    write_at(img, stream, n, off);
+    qe_wr(img, off, stream, n);
     set_extent_len(14, n);
     for (int e = 0; e < 4; e++) {
         BlockBackend *blk;
@@ -390,7 +356,7 @@ static void test_qcow2_cpartial_corrupt_zstd(void **state)
     want = make_image(2 * MiB, "cluster_size=64k,compression_type=zstd");
     extent(3, &off, &len);
     memset(junk, 0xff, len);
-    write_at(img, junk, len, off);
+    qe_wr(img, off, junk, len);
     expect_eio(want, 3, "");
     expect_eio(want, 3, "compressed-cache-size=0");
     extent(7, &off, &len);

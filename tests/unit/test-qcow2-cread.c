@@ -14,6 +14,7 @@
  * (77) without qemu-img.
  */
 #include "drv-test-util.h"
+#include "qcow2-test-edit.h"
 #include "block/bytes.h"
 #include "drivers/format/qcow2/qcow2.h"
 
@@ -47,18 +48,6 @@ static BlockBackend *open_opts(const char *opts, int flags)
     return drv_test_open_ok(s, flags);
 }
 
-static uint8_t *read_file(const char *path, size_t len)
-{
-    uint8_t *b = malloc(len);
-    int fd = open(path, O_RDONLY);
-
-    assert_non_null(b);
-    assert_true(fd >= 0);
-    assert_int_equal(pread(fd, b, len, 0), (ssize_t)len);
-    close(fd);
-    return b;
-}
-
 /*
  * size bytes of mixed content, per 4 KiB block: text-like (compresses
  * well), random, zero; then img = qemu-img convert -c of it with copts,
@@ -87,27 +76,7 @@ static uint8_t *make_image(int64_t size, const char *copts)
     assert_int_equal(drv_test_sh("qemu-img convert -c -f raw -O qcow2 -o %s '%s' '%s'", copts,
                                  src, img), 0);
     assert_int_equal(drv_test_sh("qemu-img convert -f qcow2 -O raw '%s' '%s'", img, ref), 0);
-    return read_file(ref, (size_t)size);
-}
-
-typedef struct AioState {
-    int pending;
-    int errors;
-} AioState;
-
-static void aio_cb(void *opaque, int ret)
-{
-    AioState *a = opaque;
-
-    a->pending--;
-    a->errors += ret < 0;
-}
-
-static void wait_below(BlockBackend *blk, AioState *a, int n)
-{
-    while (a->pending > n) {
-        aio_poll(blk_get_aio_context(blk), true);
-    }
+    return qe_read_file(ref, (size_t)size);
 }
 
 /* Reads [off, off + len) and compares it with want. */
@@ -138,7 +107,7 @@ static void check_all_paths(const uint8_t *want, int64_t size, int64_t cs, const
     static uint8_t bufs[N][4 * KiB];
     BlockBackend *blk = open_opts(opts, 0);
     int64_t big = cs * 3 < 4 * MiB ? 4 * MiB : cs * 3, offs[N];
-    AioState a = { 0, 0 };
+    QeAio a = { 0, 0 };
     unsigned seed = 3;
 
     for (int64_t o = 0; o < size; o += big) {
@@ -162,9 +131,9 @@ static void check_all_paths(const uint8_t *want, int64_t size, int64_t cs, const
         offs[i] = (int64_t)(rand_r(&seed) % (int)(size / (4 * KiB))) * 4 * KiB;
         iovector_init_buf(&qiov[i], bufs[i], 4 * KiB);
         a.pending++;
-        blk_aio_preadv(blk, offs[i], &qiov[i], 0, aio_cb, &a);
+        blk_aio_preadv(blk, offs[i], &qiov[i], 0, qe_aio_cb, &a);
     }
-    wait_below(blk, &a, 0);
+    qe_aio_wait_below(blk, &a, 0);
     assert_int_equal(a.errors, 0);
     for (int i = 0; i < N; i++) {
         assert_memory_equal(bufs[i], want + offs[i], 4 * KiB);
@@ -205,25 +174,10 @@ static void test_qcow2_cread_zstd(void **state)
 /* ---------------------------------------------------------------------- */
 /* What the cache holds */
 
-/* Host offset and byte count of the compressed data of guest cluster i (first L2 table). */
+/* Host offset and byte count of the compressed data of guest cluster i. */
 static void extent(int i, uint64_t *off, uint64_t *len)
 {
-    uint8_t *h = read_file(img, 48);
-    uint32_t cb = ld_be32(h + 20);
-    uint64_t l1 = ld_be64(h + 40), l2, e, x;
-    uint8_t *t;
-
-    free(h);
-    t = read_file(img, l1 + 8);
-    l2 = ld_be64(t + l1) & 0x00fffffffffffe00ULL;
-    free(t);
-    t = read_file(img, l2 + 8 * (uint64_t)i + 8);
-    e = ld_be64(t + l2 + 8 * (uint64_t)i);
-    free(t);
-    assert_true(e & (1ULL << 62));
-    x = 62 - (cb - 8);
-    *off = e & ((1ULL << x) - 1);
-    *len = (((e >> x) & ((1ULL << (cb - 8)) - 1)) + 1) * 512 - (*off & 511);
+    qe_compressed_extent(img, (uint64_t)i, off, len);
 }
 
 typedef struct Damage {
@@ -546,7 +500,7 @@ static void test_qcow2_cread_readers_writers(void **state)
     assert_int_equal(drv_test_sh("qemu-img check -q '%s'", img), 0);
     assert_int_equal(drv_test_sh("qemu-img convert -f qcow2 -O raw '%s' '%s'", img, ref), 0);
     {
-        uint8_t *q = read_file(ref, RW_SIZE);
+        uint8_t *q = qe_read_file(ref, RW_SIZE);
 
         assert_memory_equal(q, st->model, RW_SIZE);
         free(q);

@@ -27,6 +27,75 @@ static inline int coroutine_fn fmt_co_pwrite(BdrvChild *child, int64_t offset, i
     return bdrv_co_pwritev(child, offset, bytes, &qiov, flags);
 }
 
+/*
+ * Allocating writes in flight: each took guest units [first, first + count)
+ * (clusters, blocks) under the driver's lock and writes their data without
+ * it; the units' table entries are set only after that. Other writers of
+ * those units wait for it to end (they would allocate them a second time);
+ * check, resize, discard and close wait for all of them. The records live
+ * on the writers' stacks; every call is made with the driver's lock held.
+ */
+typedef struct FmtInflight {
+    uint64_t first;
+    uint64_t count;
+    struct FmtInflight *next;
+} FmtInflight;
+
+typedef struct FmtInflightList {
+    FmtInflight *head;
+    CoQueue wait;               /* waiting for one of them to end */
+} FmtInflightList;
+
+static inline void fmt_inflight_init(FmtInflightList *l)
+{
+    l->head = NULL;
+    co_queue_init(&l->wait);
+}
+
+static inline void fmt_inflight_begin(FmtInflightList *l, FmtInflight *a, uint64_t first,
+                                      uint64_t count)
+{
+    *a = (FmtInflight){ .first = first, .count = count, .next = l->head };
+    l->head = a;
+}
+
+/** Whether an allocating write of unit u is in flight. */
+static inline bool fmt_inflight_busy(const FmtInflightList *l, uint64_t u)
+{
+    for (const FmtInflight *a = l->head; a; a = a->next) {
+        if (u - a->first < a->count) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/** Unlists a (done or failed) and wakes whoever waits. */
+static inline void fmt_inflight_end(FmtInflightList *l, FmtInflight *a)
+{
+    FmtInflight **p = &l->head;
+
+    while (*p != a) {
+        p = &(*p)->next;
+    }
+    *p = a->next;
+    co_queue_restart_all(&l->wait);
+}
+
+/** Waits for one allocating write to end; lock is the driver's lock, held. */
+static inline void coroutine_fn fmt_inflight_wait(FmtInflightList *l, CoMutex *lock)
+{
+    co_queue_wait(&l->wait, lock);
+}
+
+/** Waits until no allocating write is in flight. */
+static inline void coroutine_fn fmt_inflight_wait_all(FmtInflightList *l, CoMutex *lock)
+{
+    while (l->head) {
+        co_queue_wait(&l->wait, lock);
+    }
+}
+
 /**
  * Creates filename empty through the protocol its name selects ("file" by
  * default) and opens it read-write as a protocol node behind a new

@@ -24,7 +24,7 @@
  * Concurrency: table_lock covers the tables, the cache and file_end, not
  * guest data. An allocating write takes its cluster (file_end) under the
  * lock, writes the cluster's data without it, then sets the entry under it
- * again; meanwhile the cluster is in s->allocs (QedAlloc), so that another
+ * again; meanwhile the cluster is in s->allocs (fmt-util.h), so that another
  * writer of the same guest cluster waits instead of taking a second one,
  * and check and resize wait for every allocation in flight.
  * QED_F_NEED_CHECK is set (and flushed) before the first allocation after
@@ -83,19 +83,6 @@ typedef struct QedL2Cache {
     uint64_t last_use;
 } QedL2Cache;
 
-/*
- * An allocating write in flight (on its coroutine's stack): the new cluster
- * at host is taken (file_end moved past it) but its data is not written yet,
- * so the L2 entry still says unallocated. Other writers of guest cluster cl
- * wait for it to end (they would allocate a second cluster); readers do not:
- * until the entry is set they read what the cluster held before, which is
- * what the new cluster holds outside the bytes being written.
- */
-typedef struct QedAlloc {
-    uint64_t cl;                /* guest cluster */
-    struct QedAlloc *next;
-} QedAlloc;
-
 typedef struct BDRVQedState {
     uint8_t hdr[QED_HEADER_LEN];
     uint32_t cluster_size;
@@ -115,8 +102,14 @@ typedef struct BDRVQedState {
     bool marked_dirty;          /* we set NEED_CHECK since open */
     FmtDefer dirty;             /* table sectors (file offset / 512) not yet written */
     CoMutex table_lock;         /* cache loads and every metadata update */
-    QedAlloc *allocs;           /* allocating writes in flight (under table_lock) */
-    CoQueue alloc_wait;         /* waiting for one of them to end (with table_lock) */
+    /*
+     * Allocating writes in flight, by guest cluster (table_lock): a new
+     * cluster is taken (file_end moved past it) but its data not written
+     * yet, so its L2 entry still says unallocated. Readers do not wait:
+     * until the entry is set they read what the cluster held before, which
+     * is what the new cluster holds outside the bytes being written.
+     */
+    FmtInflightList allocs;
 } BDRVQedState;
 
 /* ---------------------------------------------------------------------- */
@@ -626,17 +619,6 @@ static int coroutine_fn qed_prepare_update(BlockDriverState *bs, uint64_t cl, ui
     return ret ? ret : qed_ensure_l2(bs, (uint32_t)(cl / s->table_entries), t);
 }
 
-/* Whether an allocating write of guest cluster cl is in flight. Holds table_lock. */
-static bool qed_alloc_busy(const BDRVQedState *s, uint64_t cl)
-{
-    for (const QedAlloc *a = s->allocs; a; a = a->next) {
-        if (a->cl == cl) {
-            return true;
-        }
-    }
-    return false;
-}
-
 /*
  * The L2 entry of the cluster of guest offset guest once no allocating write
  * of that cluster is in flight (waits for it). Holds table_lock.
@@ -646,30 +628,10 @@ static int coroutine_fn qed_lookup_settled(BlockDriverState *bs, uint64_t guest,
 {
     BDRVQedState *s = bs->opaque;
 
-    while (qed_alloc_busy(s, guest >> s->cluster_bits)) {
-        co_queue_wait(&s->alloc_wait, &s->table_lock);
+    while (fmt_inflight_busy(&s->allocs, guest >> s->cluster_bits)) {
+        fmt_inflight_wait(&s->allocs, &s->table_lock);
     }
     return qed_lookup_l(bs, guest, entry, true);
-}
-
-/* Waits until no allocating write is in flight (check, resize). Holds table_lock. */
-static void coroutine_fn qed_wait_allocs(BDRVQedState *s)
-{
-    while (s->allocs) {
-        co_queue_wait(&s->alloc_wait, &s->table_lock);
-    }
-}
-
-/* Ends allocation a (done or failed) and wakes whoever waits. Holds table_lock. */
-static void qed_alloc_end(BDRVQedState *s, QedAlloc *a)
-{
-    QedAlloc **p = &s->allocs;
-
-    while (*p != a) {
-        p = &(*p)->next;
-    }
-    *p = a->next;
-    co_queue_restart_all(&s->alloc_wait);
 }
 
 /*
@@ -721,7 +683,7 @@ static int coroutine_fn qed_write_alloc(BlockDriverState *bs, int64_t offset, in
     BDRVQedState *s = bs->opaque;
     uint64_t cl = (uint64_t)offset >> s->cluster_bits, e, *t;
     uint32_t in_cl = (uint32_t)(offset & (s->cluster_size - 1));
-    QedAlloc a = { .cl = cl };
+    FmtInflight a;
     int64_t host;
     int ret;
 
@@ -739,8 +701,7 @@ static int coroutine_fn qed_write_alloc(BlockDriverState *bs, int64_t offset, in
     }
     host = s->file_end;
     s->file_end += s->cluster_size;
-    a.next = s->allocs;
-    s->allocs = &a;
+    fmt_inflight_begin(&s->allocs, &a, cl, 1);
     co_mutex_unlock(&s->table_lock);
 
     ret = qed_fill_cluster(bs, host, offset - in_cl, in_cl, n, qiov, qiov_offset,
@@ -751,7 +712,7 @@ static int coroutine_fn qed_write_alloc(BlockDriverState *bs, int64_t offset, in
     if (ret < 0 && host + s->cluster_size == s->file_end) {
         s->file_end = host; /* nothing points at it: the next allocation takes it again */
     }
-    qed_alloc_end(s, &a);
+    fmt_inflight_end(&s->allocs, &a);
     co_mutex_unlock(&s->table_lock);
     return ret;
 }
@@ -1094,7 +1055,8 @@ static int coroutine_fn qed_co_check(BlockDriverState *bs, BdrvCheckResult *res,
     int ret;
 
     co_mutex_lock(&s->table_lock);
-    qed_wait_allocs(s); /* a cluster taken but not yet linked would look leaked */
+    /* A cluster taken but not yet linked would look leaked. */
+    fmt_inflight_wait_all(&s->allocs, &s->table_lock);
     ret = qed_commit(bs, false); /* the check reads the tables from the file */
     if (ret < 0) {
         res->check_errors++;
@@ -1223,8 +1185,7 @@ static int qed_open(BlockDriverState *bs, BlockOpts *options, int flags, Error *
     int ret;
 
     co_mutex_init(&s->table_lock);
-    co_queue_init(&s->alloc_wait);
-    s->allocs = NULL;
+    fmt_inflight_init(&s->allocs);
     fmt_defer_init(&s->dirty);
     bs->file = bdrv_open_child(NULL, options, "file", bs, BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY,
                                false, errp);
@@ -1385,7 +1346,8 @@ static int coroutine_fn qed_co_truncate(BlockDriverState *bs, int64_t offset, bo
         return 0;
     }
     co_mutex_lock(&s->table_lock);
-    qed_wait_allocs(s); /* a shrink must see every cluster the writes in flight link */
+    /* A shrink must see every cluster the writes in flight link. */
+    fmt_inflight_wait_all(&s->allocs, &s->table_lock);
     ret = qed_mark_dirty(bs);
     ret = ret ? ret : qed_commit(bs, false); /* the entries before the new size */
     if (ret == 0 && size < s->image_size) {

@@ -238,7 +238,7 @@ int coroutine_fn prl_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t b
     co_rwlock_rdlock(&s->lock);
     co_mutex_lock(&s->alloc_lock);
     /* Clusters taken by writes in flight are in no entry yet: data_end must not drop below. */
-    prl_wait_allocs(s);
+    fmt_inflight_wait_all(&s->allocs, &s->alloc_lock);
     /* Large discards in steps, so the saved entries stay small. */
     for (uint64_t i = first; i < end && ret == 0; i += 65536) {
         uint64_t e = end - i > 65536 ? i + 65536 : end;

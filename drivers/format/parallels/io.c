@@ -7,7 +7,7 @@
  * first cluster gets one of those (zeroes written around the data). They
  * are taken and the file extended to cover them under alloc_lock; the guest
  * data and the rest of each cluster (zeroes, or the backing file's data)
- * are written without it (a PrlAlloc in s->allocs makes other writers of
+ * are written without it (a record in s->allocs makes other writers of
  * those guest clusters wait meanwhile); then, under it again, the in-memory
  * BAT entries are set (reads and writes use them at once) and their sectors
  * marked dirty (fmt-defer.h). The dirty sectors reach the file
@@ -136,28 +136,6 @@ static int coroutine_fn prl_fill(BlockDriverState *bs, uint64_t host, int64_t gu
     return ret;
 }
 
-/* Whether an allocating write of guest cluster i is in flight. Called with alloc_lock. */
-static bool prl_alloc_busy(const BDRVParallelsState *s, uint32_t i)
-{
-    for (const PrlAlloc *a = s->allocs; a; a = a->next) {
-        if (i - a->idx < a->k) {
-            return true;
-        }
-    }
-    return false;
-}
-
-/*
- * Waits until no allocating write is in flight (discard, close: they move
- * data_end by the BAT). Called with alloc_lock.
- */
-void coroutine_fn prl_wait_allocs(BDRVParallelsState *s)
-{
-    while (s->allocs) {
-        co_queue_wait(&s->alloc_wait, &s->alloc_lock);
-    }
-}
-
 /* Unallocated clusters from idx on inside the request (at least the first), none in flight. */
 static uint32_t prl_unallocated_run(const BDRVParallelsState *s, uint32_t idx, uint64_t in,
                                     int64_t bytes)
@@ -166,7 +144,7 @@ static uint32_t prl_unallocated_run(const BDRVParallelsState *s, uint32_t idx, u
     uint32_t k = 1;
 
     while ((uint64_t)k * s->cluster_size < span && idx + k < s->bat_entries &&
-           prl_entry(s, idx + k) == 0 && !prl_alloc_busy(s, idx + k) && k < 4096) {
+           prl_entry(s, idx + k) == 0 && !fmt_inflight_busy(&s->allocs, idx + k) && k < 4096) {
         k++;
     }
     return k;
@@ -313,18 +291,6 @@ static int coroutine_fn prl_alloc_link(BlockDriverState *bs, const PrlSlot *p, i
     return 0;
 }
 
-/* Ends allocation a and wakes whoever waits for one. Called with alloc_lock. */
-static void prl_alloc_end(BDRVParallelsState *s, PrlAlloc *a)
-{
-    PrlAlloc **pp = &s->allocs;
-
-    while (*pp != a) {
-        pp = &(*pp)->next;
-    }
-    *pp = a->next;
-    co_queue_restart_all(&s->alloc_wait);
-}
-
 /*
  * Writes the part of a request that starts at an unallocated cluster: new
  * clusters taken under alloc_lock, their data written without it (other
@@ -340,7 +306,7 @@ static int64_t coroutine_fn prl_write_unallocated(BlockDriverState *bs, int64_t 
                                                   size_t qiov_offset)
 {
     BDRVParallelsState *s = bs->opaque;
-    PrlAlloc a;
+    FmtInflight a;
     PrlSlot p;
     uint32_t idx;
     uint64_t in;
@@ -349,8 +315,8 @@ static int64_t coroutine_fn prl_write_unallocated(BlockDriverState *bs, int64_t 
 
     prl_chunk(s, offset, bytes, &idx, &in, &n);
     co_mutex_lock(&s->alloc_lock);
-    while (prl_entry(s, idx) == 0 && prl_alloc_busy(s, idx)) {
-        co_queue_wait(&s->alloc_wait, &s->alloc_lock);
+    while (prl_entry(s, idx) == 0 && fmt_inflight_busy(&s->allocs, idx)) {
+        fmt_inflight_wait(&s->allocs, &s->alloc_lock);
     }
     if (prl_entry(s, idx) != 0 || s->corrupt) {
         co_mutex_unlock(&s->alloc_lock);
@@ -369,15 +335,14 @@ static int64_t coroutine_fn prl_write_unallocated(BlockDriverState *bs, int64_t 
         ret = ret ? ret : prl_alloc_data(bs, &p, qiov, qiov_offset);
         return ret < 0 ? ret : (int64_t)p.len;
     }
-    a = (PrlAlloc){ .idx = idx, .k = p.k, .next = s->allocs };
-    s->allocs = &a;
+    fmt_inflight_begin(&s->allocs, &a, idx, p.k);
     co_mutex_unlock(&s->alloc_lock);
 
     ret = prl_alloc_data(bs, &p, qiov, qiov_offset);
 
     co_mutex_lock(&s->alloc_lock);
     ret = prl_alloc_link(bs, &p, ret);
-    prl_alloc_end(s, &a);
+    fmt_inflight_end(&s->allocs, &a);
     co_mutex_unlock(&s->alloc_lock);
     return ret < 0 ? ret : (int64_t)p.len;
 }

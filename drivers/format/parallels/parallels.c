@@ -440,8 +440,7 @@ static int prl_open(BlockDriverState *bs, BlockOpts *options, int flags, Error *
     }
     co_rwlock_init(&s->lock);
     co_mutex_init(&s->alloc_lock);
-    co_queue_init(&s->alloc_wait);
-    s->allocs = NULL;
+    fmt_inflight_init(&s->allocs);
     fmt_defer_init(&s->bat_dirty);
     bs->file = bdrv_open_child(NULL, options, "file", bs, BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY,
                                false, errp);
@@ -466,7 +465,8 @@ static int64_t coroutine_fn prl_mark_closed_co(void *opaque)
         return 0;
     }
     co_mutex_lock(&s->alloc_lock);
-    prl_wait_allocs(s); /* the tail is cut to data_end: their clusters must be linked */
+    /* The tail is cut to data_end: their clusters must be linked. */
+    fmt_inflight_wait_all(&s->allocs, &s->alloc_lock);
     ret = prl_commit_bat(bs); /* data, then the BAT entries of new clusters */
     ret = ret ? ret : bdrv_co_flush(bs->file->bs);
     /* The tail grown ahead of new clusters goes before the header says "closed". */

@@ -26,6 +26,7 @@
 #include "block/bytes.h"
 #include "drivers/format/fmt-defer.h"
 #include "drivers/format/fmt-grow.h"
+#include "drivers/format/fmt-util.h"
 
 #define PRL_MAGIC "WithoutFreeSpace"
 #define PRL_MAGIC_EXT "WithouFreSpacExt"
@@ -66,21 +67,6 @@ enum {
     PRL_OFF_EXT_OFF = 56,
 };
 
-/*
- * An allocating write in flight (io.c, on its coroutine's stack): new
- * clusters for guest clusters [idx, idx + k) are taken (data_end moved past
- * them, or a free cluster taken) but their data is not written yet, so the
- * BAT still says unallocated. Other writers of those guest clusters wait for
- * it to end (they would take second clusters); readers do not: until the
- * entries are set they read what the clusters held before, which is what
- * the new clusters hold outside the bytes being written.
- */
-typedef struct PrlAlloc {
-    uint32_t idx;
-    uint32_t k;
-    struct PrlAlloc *next;
-} PrlAlloc;
-
 typedef struct BDRVParallelsState {
     uint8_t *meta;              /* header + BAT as on disk (meta_len bytes) */
     size_t meta_len;            /* round_up(64 + 4 * bat_entries, 512) */
@@ -116,8 +102,14 @@ typedef struct BDRVParallelsState {
     PreallocMode prealloc_mode;
     CoRwlock lock;              /* I/O shared; check, grow exclusive */
     CoMutex alloc_lock;         /* allocations and metadata writes, one at a time */
-    PrlAlloc *allocs;           /* allocating writes in flight (under alloc_lock) */
-    CoQueue alloc_wait;         /* waiting for one of them to end (with alloc_lock) */
+    /*
+     * Allocating writes in flight, by guest cluster (alloc_lock, io.c): new
+     * clusters are taken (data_end moved past them, or free ones) but their
+     * data is not written yet, so the BAT still says unallocated. Readers do
+     * not wait: until the entries are set they read what the clusters held
+     * before, which is what the new clusters hold outside the bytes written.
+     */
+    FmtInflightList allocs;
 } BDRVParallelsState;
 
 /* BAT entry i (decoded). */
@@ -163,7 +155,6 @@ int coroutine_fn prl_co_block_status(BlockDriverState *bs, bool want_zero, int64
 int coroutine_fn prl_prepare_change(BlockDriverState *bs);
 uint64_t prl_next_cluster(const BDRVParallelsState *s);
 int coroutine_fn prl_co_flush_to_os(BlockDriverState *bs);
-void coroutine_fn prl_wait_allocs(BDRVParallelsState *s);
 
 /* discard.c */
 int coroutine_fn prl_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);

@@ -153,29 +153,6 @@ static void vdi_unreserve(BlockDriverState *bs, const VdiAlloc *a)
     }
 }
 
-/* The allocation of block in flight, or NULL. Called with alloc_lock held. */
-static VdiAlloc *vdi_find_alloc(const BDRVVdiState *s, uint32_t block)
-{
-    for (VdiAlloc *a = s->allocs; a; a = a->next) {
-        if (a->block == block) {
-            return a;
-        }
-    }
-    return NULL;
-}
-
-/* Unlists a and wakes the writers waiting for it. Called with alloc_lock held. */
-static void vdi_drop_alloc(BDRVVdiState *s, VdiAlloc *a)
-{
-    VdiAlloc **p = &s->allocs;
-
-    while (*p != a) {
-        p = &(*p)->next;
-    }
-    *p = a->next;
-    co_queue_restart_all(&a->waiters);
-}
-
 /*
  * Writes into an unallocated block: waits while another writer allocates
  * it, else reserves a slot, writes the data into it without alloc_lock (in
@@ -189,14 +166,14 @@ static int coroutine_fn vdi_write_new_block(BlockDriverState *bs, uint32_t block
                                             size_t qiov_offset)
 {
     BDRVVdiState *s = bs->opaque;
-    VdiAlloc a = { .block = block }, *busy;
+    VdiAlloc a = { .block = block };
     uint32_t e;
     int ret;
 
     co_mutex_lock(&s->alloc_lock);
     while (((e = vdi_entry(s, block)) == VDI_FREE || e == VDI_ZERO) &&
-           (busy = vdi_find_alloc(s, block))) {
-        co_queue_wait(&busy->waiters, &s->alloc_lock);
+           fmt_inflight_busy(&s->allocs, block)) {
+        fmt_inflight_wait(&s->allocs, &s->alloc_lock);
     }
     if (e != VDI_FREE && e != VDI_ZERO) {
         co_mutex_unlock(&s->alloc_lock);
@@ -207,9 +184,7 @@ static int coroutine_fn vdi_write_new_block(BlockDriverState *bs, uint32_t block
         co_mutex_unlock(&s->alloc_lock);
         return ret;
     }
-    co_queue_init(&a.waiters);
-    a.next = s->allocs;
-    s->allocs = &a;
+    fmt_inflight_begin(&s->allocs, &a.in, block, 1);
     co_mutex_unlock(&s->alloc_lock);
 
     ret = bdrv_co_pwritev_part(bs->file, vdi_slot_offset(s, a.slot) + in_block, n, qiov,
@@ -219,7 +194,7 @@ static int coroutine_fn vdi_write_new_block(BlockDriverState *bs, uint32_t block
     if (ret < 0) {
         vdi_unreserve(bs, &a);
     }
-    vdi_drop_alloc(s, &a);
+    fmt_inflight_end(&s->allocs, &a.in);
     co_mutex_unlock(&s->alloc_lock);
     return ret;
 }

@@ -17,6 +17,7 @@
 #include "block/bytes.h"
 #include "drivers/format/fmt-defer.h"
 #include "drivers/format/fmt-grow.h"
+#include "drivers/format/fmt-util.h"
 
 #define VDI_SIGNATURE 0xbeda107fu
 #define VDI_VERSION_1_1 0x00010001u
@@ -68,8 +69,7 @@ enum {
 typedef struct VdiAlloc {
     uint32_t block;
     uint32_t slot;
-    CoQueue waiters;            /* other writers of the block, woken when it ends */
-    struct VdiAlloc *next;
+    FmtInflight in;             /* in BDRVVdiState.allocs */
 } VdiAlloc;
 
 typedef struct BDRVVdiState {
@@ -96,7 +96,7 @@ typedef struct BDRVVdiState {
     FmtGrow grow;               /* the file grown ahead of new slots (alloc_lock) */
     CoRwlock lock;              /* I/O shared; slot release / moves exclusive */
     CoMutex alloc_lock;         /* one allocation at a time */
-    VdiAlloc *allocs;           /* allocations whose data write is in flight (alloc_lock) */
+    FmtInflightList allocs;     /* blocks whose data write is in flight (alloc_lock) */
 } BDRVVdiState;
 
 static inline uint32_t vdi_entry(const BDRVVdiState *s, uint32_t block)

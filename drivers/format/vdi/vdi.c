@@ -120,6 +120,7 @@ static int vdi_open(BlockDriverState *bs, BlockOpts *options, int flags, Error *
 
     co_rwlock_init(&s->lock);
     co_mutex_init(&s->alloc_lock);
+    fmt_inflight_init(&s->allocs);
     fmt_defer_init(&s->dirty);
     bs->file = bdrv_open_child(NULL, options, "file", bs, BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY,
                                false, errp);

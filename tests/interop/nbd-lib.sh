@@ -23,13 +23,19 @@ need() {
     done
 }
 
-# wait_sock PATH: the server is listening (5 s at most).
+# wait_sock PATH: the server is listening on PATH (10 s at most). The socket
+# file appears at bind(), before listen(): a client connecting in between is
+# refused. /proc/net/unix shows the listening state (flag __SO_ACCEPTCON,
+# 00010000) without connecting, which a one-client server would count.
 wait_sock() {
-    for _ in $(seq 100); do
-        [ -S "$1" ] && return 0
+    for _ in $(seq 200); do
+        if [ -S "$1" ] && awk -v p="$1" '$4 == "00010000" && $8 == p { f = 1 } END { exit !f }' \
+            /proc/net/unix; then
+            return 0
+        fi
         sleep 0.05
     done
-    fail "no socket at $1"
+    fail "no socket listening at $1"
 }
 
 # wait_gone PID: the process has exited (5 s at most).

@@ -3,10 +3,14 @@
  * read/write/allocation across blocks, concurrent allocating writes, block
  * status, UUIDs, geometry, comment, discard and zero writes that release
  * blocks, compact, refusals (static compact, long comment, bad options), and
- * allocating writes whose data write fails (blkdebug below the vdi node).
+ * allocating writes whose data write fails (blkdebug below the vdi node), and
+ * new blocks reusing the leaked slot such a failure leaves.
  * qemu-img interop and corrupt images are in tests/interop/vdi-*.sh.
  */
 #include "drv-test-util.h"
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <coblk/image.h>
 
@@ -656,6 +660,88 @@ static void test_vdi_failed_alloc_leak(void **state)
     assert_qemu_clean(img);
 }
 
+/*
+ * Leaves slot 1 leaked: block 0 in slot 0, block 2 in slot 2, block 1's
+ * allocating write failed in slot 1 after block 2 took the next slot; then
+ * fills slot 1 with stale bytes, as a torn write could have.
+ */
+static BlockBackend *open_with_leak(void)
+{
+    uint8_t a[4096], b[4096], c[4096], *junk = malloc(MiB);
+    AioDone da = { 0 }, dc = { 0 };
+    IOVector qa, qc;
+    BlockBackend *blk;
+    int fd;
+
+    memset(a, 0xa1, sizeof(a));
+    memset(b, 0xb2, sizeof(b));
+    memset(c, 0xc3, sizeof(c));
+    assert_int_equal(create("size=8M", NULL, 0), 0);
+    blk = open_failing(SLOT_SECTOR(1));
+    assert_int_equal(blk_pwrite(blk, 0, 4096, a, 0), 0);
+    iovector_init_buf(&qa, b, sizeof(b));
+    iovector_init_buf(&qc, c, sizeof(c));
+    start_held_write(blk, MiB, &qa, &da, "a1", "a2");
+    assert_non_null(blk_aio_pwritev(blk, 2 * MiB, &qc, 0, aio_done_cb, &dc));
+    wait_done(blk, &dc);
+    assert_int_equal(bdrv_debug_resume(blk_bs(blk), "a2"), 0);
+    wait_done(blk, &da);
+    assert_int_equal(da.ret, -EIO);
+    assert_int_equal(dc.ret, 0);
+    assert_int_equal(blk_flush(blk), 0);
+    memset(junk, 0x5a, MiB);
+    fd = open(img, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, junk, MiB, SLOT_SECTOR(1) * 512), MiB);
+    close(fd);
+    free(junk);
+    return blk;
+}
+
+/*
+ * The next new block takes the leaked slot (zeroed first) rather than
+ * growing the data: no leak is left, the file is no larger, qemu-img check
+ * is clean. In the same session and after a reopen (the count comes from
+ * the map then).
+ */
+static void test_vdi_leaked_slot_reused(void **state)
+{
+    uint8_t a[4096], c[4096], d[8192];
+    BlockBackend *blk;
+    StatusQuery q;
+
+    memset(a, 0xa1, sizeof(a));
+    memset(c, 0xc3, sizeof(c));
+    memset(d, 0xd4, sizeof(d));
+    for (int reopen = 0; reopen < 2; reopen++) {
+        blk = open_with_leak();
+        if (reopen) {
+            blk_unref(blk);
+            blk = open_vdi(BDRV_O_RDWR);
+        }
+        assert_check(blk, 1, 2);
+        assert_int_equal(blk_pwrite(blk, 3 * MiB + 512, sizeof(d), d, 0), 0);
+        assert_true(status(blk, 3 * MiB, MiB, &q) & BDRV_BLOCK_DATA);
+        assert_int_equal(q.map, SLOT_SECTOR(1) * 512);
+        assert_block(blk, 3, 512, d, sizeof(d));
+        assert_check(blk, 0, 3);
+        assert_int_equal(blk_pwrite(blk, 4 * MiB, 4096, a, 0), 0); /* a new slot: 3 */
+        assert_true(status(blk, 4 * MiB, MiB, &q) & BDRV_BLOCK_DATA);
+        assert_int_equal(q.map, SLOT_SECTOR(3) * 512);
+        blk_unref(blk);
+        assert_int_equal(file_size(), 1024 + 4 * MiB);
+        assert_qemu_clean(img);
+        blk = open_vdi(0);
+        assert_block(blk, 0, 0, a, sizeof(a));
+        assert_block(blk, 1, 0, NULL, 0);
+        assert_block(blk, 2, 0, c, sizeof(c));
+        assert_block(blk, 3, 512, d, sizeof(d));
+        assert_block(blk, 4, 0, a, sizeof(a));
+        assert_check(blk, 0, 4);
+        blk_unref(blk);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -671,6 +757,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vdi_failed_alloc_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vdi_failed_alloc_waiter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vdi_failed_alloc_leak, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vdi_leaked_slot_reused, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -83,6 +83,7 @@ int coroutine_fn vdi_fill_holes(BlockDriverState *bs, BlockProgressFn *progress,
     }
 out:
     free(buf);
+    vdi_count_leaked(s);
     if (moved || hi != s->allocated || ret < 0) {
         int r = fmt_co_grow_reset(bs->file, &s->grow);
 

@@ -167,7 +167,12 @@ static int vdi_check_header(BlockDriverState *bs, BDRVVdiState *s, int64_t file_
     return 0;
 }
 
-/* Builds the slot -> block table; a shared or out-of-range entry marks corrupt. */
+/*
+ * Builds the slot -> block table (a shared or out-of-range entry marks
+ * corrupt) and counts the leaked slots: counted in the header, owned by no
+ * block (a crash or a failed write between reserving a slot and publishing
+ * its map entry). New blocks reuse them before the file grows.
+ */
 void vdi_build_owner(BDRVVdiState *s)
 {
     for (uint32_t i = 0; i < s->blocks; i++) {
@@ -185,6 +190,16 @@ void vdi_build_owner(BDRVVdiState *s)
             continue;
         }
         s->owner[e] = b;
+    }
+    vdi_count_leaked(s);
+}
+
+/* Counts the slots below allocated that no block owns (after owner changed). */
+void vdi_count_leaked(BDRVVdiState *s)
+{
+    s->leaked = 0;
+    for (uint32_t i = 0; i < s->allocated && i < s->blocks; i++) {
+        s->leaked += s->owner[i] == VDI_FREE;
     }
 }
 

@@ -71,8 +71,36 @@ int coroutine_fn vdi_mark_modified(BlockDriverState *bs)
 }
 
 /*
- * Reserves a new slot for block at the end of the data, reading as zeroes,
- * and returns it in *slot: the file is grown VDI_GROW_STEP ahead
+ * Reuses a leaked slot (counted, owned by no block; see vdi_build_owner) for
+ * block: it is zeroed whole first, as a failed or lost write may have left
+ * bytes in it. Called with alloc_lock held and s->leaked > 0.
+ */
+static int coroutine_fn vdi_reuse_slot(BlockDriverState *bs, uint32_t block, uint32_t *slot)
+{
+    BDRVVdiState *s = bs->opaque;
+    uint32_t e = 0;
+    int ret;
+
+    while (e < s->allocated && s->owner[e] != VDI_FREE) {
+        e++;
+    }
+    if (e == s->allocated) {
+        s->leaked = 0; /* unreachable while the count holds */
+        return -EAGAIN;
+    }
+    ret = bdrv_co_pwrite_zeroes(bs->file, vdi_slot_offset(s, e), s->block_size, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    s->owner[e] = block;
+    s->leaked--;
+    *slot = e;
+    return 0;
+}
+
+/*
+ * Reserves a new slot for block, reading as zeroes, and returns it in *slot:
+ * a leaked one if there is one, else the next one at the end of the data: the file is grown VDI_GROW_STEP ahead
  * (fmt-grow.h), so a slot in the part grown since open already reads as
  * zeroes; any other is zeroed first. The slot is counted (the header's new
  * count reaches the file at the next commit) but no map entry points at it
@@ -90,6 +118,12 @@ static int coroutine_fn vdi_alloc_slot(BlockDriverState *bs, uint32_t block, uin
 
     if (s->corrupt) {
         return -EIO;
+    }
+    if (s->leaked) {
+        ret = vdi_reuse_slot(bs, block, slot);
+        if (ret != -EAGAIN) {
+            return ret;
+        }
     }
     if (e >= s->blocks) {
         return -EIO; /* unreachable while the invariant holds */
@@ -136,11 +170,11 @@ static int coroutine_fn vdi_publish(BlockDriverState *bs, const VdiAlloc *a)
 }
 
 /*
- * The data write into a reserved slot failed: gives the slot back if it is
- * still the last one (the next allocation zeroes it again, as the failed
- * write may have changed part of it); else another allocation came after
- * it and the slot stays counted but unused, a leak that check -r, discard
- * and compact reclaim. Called with alloc_lock held.
+ * The data write into a reserved slot failed: gives the slot back, to the
+ * end of the data if it is still the last one (the next allocation zeroes
+ * it again, as the failed write may have changed part of it), else as a
+ * leaked slot that the next new block reuses (vdi_reuse_slot zeroes it).
+ * Called with alloc_lock held.
  */
 static void vdi_unreserve(BlockDriverState *bs, const VdiAlloc *a)
 {
@@ -150,6 +184,8 @@ static void vdi_unreserve(BlockDriverState *bs, const VdiAlloc *a)
     if (a->slot + 1 == s->allocated) {
         s->allocated = a->slot;
         st_le32(s->hdr + VDI_OFF_ALLOCATED, a->slot);
+    } else {
+        s->leaked++;
     }
 }
 

@@ -78,6 +78,7 @@ typedef struct BDRVVdiState {
     uint32_t *owner;            /* slot -> block that uses it, VDI_FREE if none */
     uint32_t blocks;            /* blocks in image */
     uint32_t allocated;         /* slots in use (header field) */
+    uint32_t leaked;            /* slots below allocated no block owns (alloc_lock) */
     uint32_t block_size;
     uint32_t type;
     uint64_t disk_size;
@@ -129,6 +130,7 @@ int coroutine_fn vdi_write_map(BlockDriverState *bs);
 int coroutine_fn vdi_commit(BlockDriverState *bs, bool sync);
 int coroutine_fn vdi_trim(BlockDriverState *bs);
 void vdi_build_owner(BDRVVdiState *s);
+void vdi_count_leaked(BDRVVdiState *s);
 int coroutine_fn vdi_co_read_meta(BlockDriverState *bs, BDRVVdiState *s, Error **errp);
 
 /* io.c */

@@ -11,6 +11,10 @@ for sz in 1M 1.5k 100 0 64K 2G; do
     "$CIMG" create -q -f raw c.raw $sz
     [ "$(stat -c %s q.raw)" = "$(stat -c %s c.raw)" ] && pass "create size $sz" ||
         fail "create size $sz: qemu $(stat -c %s q.raw), coblk $(stat -c %s c.raw)"
+    # Both allocate the new file's first block (up to 4 KiB of zeroes), nothing else.
+    qemu-img map -f raw --output=json q.raw >q.json
+    qemu-img map -f raw --output=json c.raw >c.json
+    same_output "create $sz: map of the new file" q.json c.json
 done
 qemu-img create -f raw q.raw 1M >q.txt
 "$CIMG" create -f raw c.raw 1M >c.txt

@@ -7,6 +7,7 @@
  */
 #include <libgen.h>
 #include <limits.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -73,6 +74,28 @@ static void check_rw(BlockBackend *blk, uint8_t seed)
     free(r);
 }
 
+/*
+ * An O_DIRECT node takes the alignments statx reports for its file (where
+ * the kernel and file system report them; else they are probed).
+ */
+static void assert_statx_alignment(BlockBackend *blk)
+{
+#ifdef STATX_DIOALIGN
+    struct statx st;
+    int fd = open(img, O_RDONLY | O_DIRECT | O_CLOEXEC);
+
+    assert_true(fd >= 0);
+    if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &st) == 0 &&
+        (st.stx_mask & STATX_DIOALIGN) && st.stx_dio_offset_align) {
+        assert_int_equal(blk_bs(blk)->bl.request_alignment, st.stx_dio_offset_align);
+        assert_int_equal(blk_bs(blk)->bl.min_mem_alignment, st.stx_dio_mem_align);
+    }
+    close(fd);
+#else
+    (void)blk;
+#endif
+}
+
 static void rw_with(const char *engine, bool direct)
 {
     char extra[128];
@@ -88,6 +111,7 @@ static void rw_with(const char *engine, bool direct)
     assert_int_equal(blk_getlength(blk), 4 * MiB);
     if (direct) {
         assert_true(blk_bs(blk)->bl.request_alignment >= 512);
+        assert_statx_alignment(blk);
     } else {
         assert_int_equal(blk_bs(blk)->bl.request_alignment, 1);
     }

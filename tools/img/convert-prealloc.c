@@ -69,7 +69,8 @@ typedef struct PreallocJob {
 } PreallocJob;
 
 /*
- * ext4 or XFS, and nothing allocated yet: the holes img_prealloc_unmap()
+ * ext4 or XFS, and nothing allocated yet but the first block a new file gets
+ * (file_allocate_first_block, as qemu-img): the holes img_prealloc_unmap()
  * punches must not take space that -o preallocation=falloc/full asked for.
  */
 static bool prealloc_file_ok(int fd)
@@ -79,7 +80,7 @@ static bool prealloc_file_ok(int fd)
 
     return fstatfs(fd, &sfs) == 0 &&
            (sfs.f_type == PREALLOC_EXT4_MAGIC || sfs.f_type == PREALLOC_XFS_MAGIC) &&
-           fstat(fd, &st) == 0 && st.st_blocks == 0;
+           fstat(fd, &st) == 0 && st.st_blocks * 512 <= 4096;
 }
 
 ImgPrealloc *img_prealloc_new(BlockBackend *dst)

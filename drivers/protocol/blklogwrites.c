@@ -1,6 +1,6 @@
 /*
  * blklogwrites: passes every request to its "file" child and logs each
- * completed write, write-zeroes, discard and flush to its "log" child in
+ * completed write, write-zeroes, discard, truncate and flush to its "log" child in
  * the dm-log-writes format (logwrites-format.h), for power-cut testing:
  * the replay tool rebuilds the image as of any flush, plus any subset of
  * the writes after it.
@@ -307,31 +307,26 @@ static int64_t coroutine_fn logwrites_co_getlength(BlockDriverState *bs)
 }
 
 /*
- * A growing truncate is logged as a DISCARD (reads as zeroes) of the new
- * whole sectors, so that a replay extends the file as the truncate did;
- * like a write, it is durable only after the next flush. Shrinking is not
- * logged (a replayed file keeps its old tail, which nothing references).
+ * Every truncate that succeeded, growing or shrinking, is logged as a
+ * "coblk:truncate=<length>" mark (logwrites-format.h): a replay sets the
+ * file's length there, and a power cut before the next flush may keep the
+ * old length or the new one.
  */
 static int coroutine_fn logwrites_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
                                               PreallocMode prealloc, BdrvRequestFlags flags,
                                               Error **errp)
 {
-    BDRVLogWritesState *s = bs->opaque;
-    int64_t old = bdrv_co_getlength(bs->file->bs);
+    char name[64];
     int ret = bdrv_co_truncate(bs->file, offset, exact, prealloc, flags, errp);
-    uint64_t from, to;
 
-    if (ret < 0 || old < 0 || offset <= old) {
+    if (ret < 0) {
         return ret;
     }
-    from = round_up_u64((uint64_t)old, s->sectorsize);
-    to = round_up_u64((uint64_t)offset, s->sectorsize);
-    while (from < to && ret == 0) {
-        uint64_t n = to - from, max = LOGW_MAX_WRITE_SECTORS * s->sectorsize;
-
-        n = n < max ? n : max; /* the replay's limit per entry */
-        ret = log_append(bs, LOGW_DISCARD, (int64_t)from, (int64_t)n, NULL, 0, NULL);
-        from += n;
+    snprintf(name, sizeof(name), LOGW_TRUNCATE_MARK "%lld", (long long)offset);
+    ret = log_append(bs, LOGW_MARK, 0, 0, NULL, 0, name);
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "blklogwrites: cannot log the truncate of '%s'",
+                         bs->filename);
     }
     return ret;
 }
@@ -352,7 +347,9 @@ int blklogwrites_mark(BlockDriverState *bs, const char *name)
 {
     MarkCo m = { bs, name };
 
-    if (!name || !*name || strlen(name) > LOGW_MAX_MARK) {
+    /* The reserved prefix is for coblk's own entries (logwrites-format.h). */
+    if (!name || !*name || strlen(name) > LOGW_MAX_MARK ||
+        !strncmp(name, LOGW_RESERVED_PREFIX, strlen(LOGW_RESERVED_PREFIX))) {
         return -EINVAL;
     }
     for (; m.bs && m.bs->drv != &bdrv_blklogwrites;) {

@@ -16,6 +16,16 @@
  * before it completed before the flush was issued and is durable once the
  * flush succeeds; a DISCARD entry also stands for write-zeroes (the range
  * reads as zeroes afterwards); a FUA write is durable when it completes.
+ *
+ * coblk's own entries ride in MARK entries whose name starts with
+ * LOGW_RESERVED_PREFIX ("coblk:"), so that other readers of the format skip
+ * them as marks; user marks may not start with it. One kind exists:
+ *   "coblk:truncate=<length>": the file was truncated (grown or shrunk) to
+ *   <length> bytes, decimal digits only, at most LOGW_MAX_FILE_LEN. It is
+ *   logged when the truncate completed. Like a write, it is durable only once
+ *   a later FLUSH succeeds: a cut before that leaves the file at its old
+ *   length or at the new one (a grown part reads as zeroes, a cut part is
+ *   gone), so a replay treats it as one more entry that may or may not land.
  */
 #ifndef COBLK_LOGWRITES_FORMAT_H
 #define COBLK_LOGWRITES_FORMAT_H
@@ -38,5 +48,9 @@
 #define LOGW_MAX_MARK 4096
 #define LOGW_MAX_ENTRIES (1ULL << 26)
 #define LOGW_MAX_WRITE_SECTORS (1ULL << 24)
+#define LOGW_MAX_FILE_LEN (1ULL << 62) /* a truncate entry's length (fits off_t) */
+
+#define LOGW_RESERVED_PREFIX "coblk:"
+#define LOGW_TRUNCATE_MARK "coblk:truncate="
 
 #endif /* COBLK_LOGWRITES_FORMAT_H */

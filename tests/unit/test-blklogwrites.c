@@ -4,7 +4,11 @@
  * write/zero/discard/flush workload is logged; replaying to each flush
  * rebuilds exactly the data as of that flush, and simulated power cuts
  * leave every sector holding its flushed data or data written after it.
+ * Truncates (growing and shrinking) are logged and replayed in order; a cut
+ * before the flush that follows one leaves the old length or the new one.
  */
+#include <sys/stat.h>
+
 #include "drv-test-util.h"
 
 #include "block/bytes.h"
@@ -281,6 +285,195 @@ static void test_blklogwrites_append(void **state)
     wlog_close(&log);
 }
 
+/* The length of path and its bytes (len bytes into buf, at most cap). */
+static int64_t file_bytes(const char *path, uint8_t *buf, int64_t cap)
+{
+    struct stat st;
+    int fd = open(path, O_RDONLY);
+
+    assert_true(fd >= 0 && fstat(fd, &st) == 0);
+    assert_true(st.st_size <= cap);
+    assert_int_equal(pread(fd, buf, (size_t)st.st_size, 0), st.st_size);
+    close(fd);
+    return st.st_size;
+}
+
+#define TR_CAP (2 * IMG_SIZE)
+
+/* What the truncate workload left after each of its three flushes. */
+typedef struct TruncModel {
+    int64_t len[3];
+    uint8_t data[3][TR_CAP];
+} TruncModel;
+
+static TruncModel tm;
+
+/*
+ * Writes, grows to twice the size and writes in the new part, flushes;
+ * shrinks to half, flushes; grows back (the cut part now reads zero),
+ * writes there, flushes; then grows again and writes with no flush after.
+ */
+static void truncate_workload(BlockBackend *blk)
+{
+    static const int64_t lens[3] = { TR_CAP, IMG_SIZE / 2, IMG_SIZE };
+    uint8_t *cur = calloc(1, TR_CAP), buf[4096];
+    Error *e = NULL;
+
+    for (int r = 0; r < 3; r++) {
+        if (r == 0) {
+            drv_test_pattern(buf, sizeof(buf), 1);
+            assert_int_equal(blk_pwrite(blk, 8192, sizeof(buf), buf, 0), 0);
+            memcpy(cur + 8192, buf, sizeof(buf));
+        }
+        assert_int_equal(blk_truncate(blk, lens[r], true, PREALLOC_MODE_OFF, 0, &e), 0);
+        if (lens[r] < TR_CAP) {
+            memset(cur + lens[r], 0, (size_t)(TR_CAP - lens[r])); /* cut: regrows as zeroes */
+        }
+        if (r != 1) {
+            drv_test_pattern(buf, sizeof(buf), (uint8_t)(2 + r));
+            assert_int_equal(blk_pwrite(blk, lens[r] - 3 * 4096, sizeof(buf), buf, 0), 0);
+            memcpy(cur + lens[r] - 3 * 4096, buf, sizeof(buf));
+        }
+        assert_int_equal(blk_flush(blk), 0);
+        tm.len[r] = lens[r];
+        memcpy(tm.data[r], cur, TR_CAP);
+    }
+    assert_int_equal(blk_truncate(blk, TR_CAP, true, PREALLOC_MODE_OFF, 0, &e), 0);
+    drv_test_pattern(buf, sizeof(buf), 9);
+    assert_int_equal(blk_pwrite(blk, TR_CAP - 4096, sizeof(buf), buf, 0), 0);
+    free(cur);
+}
+
+/* Replays log onto a copy of base: [0, upto) exactly, or with a subset mask after it. */
+static int64_t replay_into(const Wlog *log, uint64_t upto, int64_t mask, uint8_t *got)
+{
+    int fd;
+
+    copy_file(base, target);
+    fd = open(target, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(mask < 0 ? wlog_replay_range(log, fd, 0, upto)
+                              : wlog_replay_subset(log, fd, upto, (uint64_t)mask), 0);
+    close(fd);
+    return file_bytes(target, got, TR_CAP);
+}
+
+static void test_blklogwrites_truncates(void **state)
+{
+    uint8_t *got = malloc(TR_CAP);
+    char opts[16384], err[256];
+    uint64_t lens_seen = 0;
+    BlockBackend *blk;
+    Wlog log;
+
+    drv_test_make_file(img, IMG_SIZE, 0);
+    copy_file(img, base);
+    drv_test_make_file(logf, 0, 0);
+    snprintf(opts, sizeof(opts), "driver=blklogwrites,file.driver=file,file.filename=%s,"
+             "log.driver=file,log.filename=%s", img, logf);
+    blk = drv_test_open_ok(opts, BDRV_O_RDWR);
+    truncate_workload(blk);
+    assert_int_equal(blklogwrites_mark(blk_bs(blk), "coblk:truncate=5"), -EINVAL);
+    assert_int_equal(blklogwrites_mark(blk_bs(blk), "coblk:"), -EINVAL);
+    blk_unref(blk);
+
+    assert_int_equal(wlog_open(&log, logf, err, sizeof(err)), 0);
+    assert_int_equal(wlog_count_flushes(&log), 4); /* the last one at close */
+    /* Each flush gives the length and bytes as of that flush. */
+    for (int k = 0; k < 3; k++) {
+        int64_t len = replay_into(&log, (uint64_t)wlog_find_flush(&log, k) + 1, -1, got);
+
+        assert_int_equal(len, tm.len[k]);
+        assert_memory_equal(got, tm.data[k], (size_t)len);
+    }
+    /* The whole log gives the final file. */
+    {
+        uint8_t *final = malloc(TR_CAP);
+        int64_t len = replay_into(&log, log.nr_entries, -1, got);
+
+        assert_int_equal(len, file_bytes(img, final, TR_CAP));
+        assert_memory_equal(got, final, (size_t)len);
+        free(final);
+    }
+    /*
+     * A cut between the shrink and its flush: the shrink is one of the two
+     * entries of the window (with nothing else); every subset is possible,
+     * and both lengths show up.
+     */
+    {
+        uint64_t upto = (uint64_t)wlog_find_flush(&log, 0) + 1;
+
+        assert_int_equal(wlog_window_writes(&log, upto), 1);
+        for (int64_t mask = 0; mask < 2; mask++) {
+            int64_t len = replay_into(&log, upto, mask, got);
+
+            assert_true(wlog_subset_possible(&log, upto, (uint64_t)mask));
+            assert_int_equal(len, mask ? tm.len[1] : tm.len[0]);
+            assert_memory_equal(got, tm.data[mask ? 1 : 0], (size_t)len);
+            lens_seen |= 1u << mask;
+        }
+    }
+    assert_int_equal(lens_seen, 3);
+    /*
+     * The last window (a grow and a write past the old end, then only the
+     * flush at close): the file keeps its old length, or is grown; the write
+     * extends it anyway.
+     */
+    {
+        uint64_t upto = (uint64_t)wlog_find_flush(&log, 2) + 1;
+
+        assert_int_equal(wlog_window_writes(&log, upto), 2);
+        assert_int_equal(replay_into(&log, upto, 0, got), tm.len[2]);
+        assert_int_equal(replay_into(&log, upto, 1, got), TR_CAP);
+        assert_memory_equal(got, tm.data[2], TR_CAP); /* grown: zeroes past the old end */
+        assert_int_equal(replay_into(&log, upto, 2, got), TR_CAP);
+        assert_memory_equal(got, tm.data[2], TR_CAP - 4096);
+    }
+    wlog_close(&log);
+    free(got);
+}
+
+/* coblk's reserved marks with a bad or unknown body make the log unusable, named. */
+static void test_blklogwrites_bad_truncate_marks(void **state)
+{
+    static const char *const bodies[][2] = {
+        { "xoblk:truncate=12x", "bad truncate length" },
+        { "xoblk:truncate=", "unknown coblk entry" },
+        { "xoblk:resize=12", "unknown coblk entry" },
+        { "xoblk:truncate=99999999999999999999", "bad truncate length" },
+    };
+
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        char opts[16384], err[256];
+        uint8_t *logbuf = malloc(65536), *at;
+        BlockBackend *blk;
+        Wlog log;
+        int fd;
+        ssize_t n;
+
+        drv_test_make_file(img, IMG_SIZE, 0);
+        drv_test_make_file(logf, 0, 0);
+        snprintf(opts, sizeof(opts), "driver=blklogwrites,file.driver=file,file.filename=%s,"
+                 "log.driver=file,log.filename=%s", img, logf);
+        blk = drv_test_open_ok(opts, BDRV_O_RDWR);
+        assert_int_equal(blklogwrites_mark(blk_bs(blk), bodies[i][0]), 0);
+        blk_unref(blk);
+        /* Turn the user mark into a reserved one. */
+        fd = open(logf, O_RDWR);
+        n = pread(fd, logbuf, 65536, 0);
+        assert_true(n > 0);
+        at = memmem(logbuf, (size_t)n, "xoblk:", 6);
+        assert_non_null(at);
+        assert_int_equal(pwrite(fd, "c", 1, at - logbuf), 1);
+        close(fd);
+        assert_int_equal(wlog_open(&log, logf, err, sizeof(err)), -EINVAL);
+        if (!strstr(err, bodies[i][1])) {
+            fail_msg("'%s': error '%s' lacks '%s'", bodies[i][0], err, bodies[i][1]);
+        }
+        free(logbuf);
+    }
+}
+
 /* blkverify passes matching data and catches a reference that drifted. */
 static void test_blkverify(void **state)
 {
@@ -318,6 +511,8 @@ int main(void)
         cmocka_unit_test(test_blklogwrites_power_cuts),
         cmocka_unit_test(test_blklogwrites_bad_logs),
         cmocka_unit_test(test_blklogwrites_append),
+        cmocka_unit_test(test_blklogwrites_truncates),
+        cmocka_unit_test(test_blklogwrites_bad_truncate_marks),
         cmocka_unit_test(test_blkverify),
     };
 

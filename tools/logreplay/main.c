@@ -8,7 +8,7 @@
  *                   [--crash SEED [--torn]] LOG TARGET
  *
  * TARGET must be a copy of the image as it was when logging started; the
- * log's writes are applied to it in place. Without a --to-* option the
+ * log's writes and truncates are applied to it in place. Without a --to-* option the
  * whole log is applied. --to-flush K stops just after the K-th flush entry
  * (0-based): the state a successful flush guaranteed. --crash adds a power
  * cut after that point (see wlog_replay_crash). Exit status 0 on success,
@@ -41,7 +41,8 @@ static void list(const Wlog *log)
         const WlogEntry *e = &log->e[i];
 
         printf("%llu %s%s sector %llu count %llu%s%s\n", (unsigned long long)i,
-               (e->flags & LOGW_FLUSH) ? "flush" : (e->flags & LOGW_MARK) ? "mark"
+               (e->flags & LOGW_FLUSH) ? "flush" : e->truncate ? "truncate"
+               : (e->flags & LOGW_MARK) ? "mark"
                : (e->flags & LOGW_DISCARD) ? "discard" : "write",
                (e->flags & LOGW_FUA) ? "+fua" : "", (unsigned long long)e->sector,
                (unsigned long long)e->nr_sectors, e->mark ? " " : "", e->mark ? e->mark : "");

@@ -30,6 +30,38 @@ static uint64_t entry_data_len(uint64_t flags, uint64_t nr_sectors, uint64_t mar
     return (flags & (LOGW_FLUSH | LOGW_DISCARD)) ? 0 : nr_sectors * ss;
 }
 
+/*
+ * A mark with the reserved prefix is one of coblk's own entries: only
+ * "coblk:truncate=<decimal length>" exists, its length at most
+ * LOGW_MAX_FILE_LEN; any other reserved name is an error (a newer log).
+ */
+static int parse_reserved(WlogEntry *e, uint64_t i, char *err, size_t errlen)
+{
+    size_t plen = strlen(LOGW_TRUNCATE_MARK);
+    const char *d = e->mark + plen;
+    uint64_t len = 0;
+
+    if (strncmp(e->mark, LOGW_RESERVED_PREFIX, strlen(LOGW_RESERVED_PREFIX))) {
+        return 0;
+    }
+    if (strncmp(e->mark, LOGW_TRUNCATE_MARK, plen) || !*d) {
+        snprintf(err, errlen, "entry %llu: unknown coblk entry '%.64s'", (unsigned long long)i,
+                 e->mark);
+        return -EINVAL;
+    }
+    for (; *d; d++) {
+        if (*d < '0' || *d > '9' || len > (LOGW_MAX_FILE_LEN - (uint64_t)(*d - '0')) / 10) {
+            snprintf(err, errlen, "entry %llu: bad truncate length in '%.64s' (limit %llu)",
+                     (unsigned long long)i, e->mark, (unsigned long long)LOGW_MAX_FILE_LEN);
+            return -EINVAL;
+        }
+        len = len * 10 + (uint64_t)(*d - '0');
+    }
+    e->truncate = true;
+    e->length = len;
+    return 0;
+}
+
 static int index_entries(Wlog *log, uint64_t size, char *err, size_t errlen)
 {
     uint64_t off = log->sectorsize;
@@ -69,6 +101,9 @@ static int index_entries(Wlog *log, uint64_t size, char *err, size_t errlen)
             e->mark = calloc(1, mlen + 1);
             if (!e->mark || rd_exact(log->fd, e->mark, mlen, e->data_off) < 0) {
                 return -EIO;
+            }
+            if (parse_reserved(e, i, err, errlen) < 0) {
+                return -EINVAL;
             }
         }
         off = e->data_off + dlen;
@@ -175,9 +210,19 @@ static int apply_sectors(const Wlog *log, const WlogEntry *e, int fd, uint64_t f
     return 0;
 }
 
+/* Whether e changes the file: a write, a discard or a truncate. */
 static bool is_data(const WlogEntry *e)
 {
-    return !(e->flags & (LOGW_FLUSH | LOGW_MARK)) && e->nr_sectors;
+    return e->truncate || (!(e->flags & (LOGW_FLUSH | LOGW_MARK)) && e->nr_sectors);
+}
+
+/* Applies a data entry whole. */
+static int apply_entry(const Wlog *log, const WlogEntry *e, int fd, uint8_t *buf)
+{
+    if (e->truncate) {
+        return ftruncate(fd, (off_t)e->length) < 0 ? -errno : 0;
+    }
+    return apply_sectors(log, e, fd, 0, e->nr_sectors, buf);
 }
 
 int wlog_replay_range(const Wlog *log, int target_fd, uint64_t from, uint64_t to)
@@ -187,7 +232,7 @@ int wlog_replay_range(const Wlog *log, int target_fd, uint64_t from, uint64_t to
 
     for (uint64_t i = from; i < to && i < log->nr_entries && ret == 0; i++) {
         if (is_data(&log->e[i])) {
-            ret = apply_sectors(log, &log->e[i], target_fd, 0, log->e[i].nr_sectors, buf);
+            ret = apply_entry(log, &log->e[i], target_fd, buf);
         }
     }
     free(buf);
@@ -227,10 +272,10 @@ int wlog_replay_crash(const Wlog *log, int target_fd, uint64_t upto, uint64_t se
             continue;
         }
         if (e->flags & LOGW_FUA) {
-            ret = apply_sectors(log, e, target_fd, 0, e->nr_sectors, buf);
-        } else if (!torn) {
+            ret = apply_entry(log, e, target_fd, buf);
+        } else if (!torn || e->truncate) {
             if (rnd(&st) & 1) {
-                ret = apply_sectors(log, e, target_fd, 0, e->nr_sectors, buf);
+                ret = apply_entry(log, e, target_fd, buf);
             }
         } else {
             for (uint64_t k = 0; k < e->nr_sectors && ret == 0; k++) {
@@ -293,7 +338,7 @@ int wlog_replay_subset(const Wlog *log, int target_fd, uint64_t upto, uint64_t m
             continue;
         }
         if (j < 64 && (mask >> j & 1)) {
-            ret = apply_sectors(log, e, target_fd, 0, e->nr_sectors, buf);
+            ret = apply_entry(log, e, target_fd, buf);
         }
         j++;
     }

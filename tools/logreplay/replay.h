@@ -5,6 +5,11 @@
  * then any subset of the later writes up to a crash point, FUA writes that
  * completed before the crash always kept, optionally torn at sector
  * granularity). Used by coblk-logreplay and the crash tests.
+ *
+ * "Data entries" below are the entries that change the file: writes,
+ * discards and truncates (coblk's "coblk:truncate=" marks, which set the
+ * file's length). A truncate, like a write, is durable only once the next
+ * FLUSH is: a cut before it keeps or drops it as it keeps or drops a write.
  */
 #ifndef COBLK_LOGREPLAY_H
 #define COBLK_LOGREPLAY_H
@@ -19,6 +24,8 @@ typedef struct WlogEntry {
     uint64_t flags;       /* LOGW_* */
     uint64_t data_off;    /* byte offset of the entry's data in the log */
     char *mark;           /* MARK entries: the name */
+    bool truncate;        /* a "coblk:truncate=" mark: the file's length became length */
+    uint64_t length;
 } WlogEntry;
 
 typedef struct Wlog {
@@ -44,13 +51,14 @@ int wlog_replay_range(const Wlog *log, int target_fd, uint64_t from, uint64_t to
 /*
  * A power cut after entry `upto` (exclusive): applies [0, upto), then picks
  * a crash point in [upto, next FLUSH after upto] and applies, in log order,
- * every FUA entry before it and each other write/discard before it with
- * probability 1/2; with torn, each sector of a chosen write independently.
+ * every FUA entry before it and each other data entry before it with
+ * probability 1/2; with torn, each sector of a write or discard independently
+ * (a truncate lands whole or not at all).
  * seed makes it reproducible. Returns 0 or -errno.
  */
 int wlog_replay_crash(const Wlog *log, int target_fd, uint64_t upto, uint64_t seed, bool torn);
 
-/* The data entries (writes, discards) from entry upto to the next FLUSH. */
+/* The data entries (writes, discards, truncates) from entry upto to the next FLUSH. */
 uint64_t wlog_window_writes(const Wlog *log, uint64_t upto);
 
 /*

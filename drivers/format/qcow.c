@@ -9,9 +9,16 @@
  * 63 set = a compressed cluster: raw deflate data of csize bytes, with csize
  * in the bits above the 63 - cluster_bits offset bits).
  *
- * New clusters and L2 tables go at the end of the file (cluster-aligned);
- * they are written and flushed before the L2 / L1 entry that points at them,
- * one flush per L2 table that a request allocates in.
+ * New clusters and L2 tables go at the end of the file (cluster-aligned).
+ * A new L2 table is written (zeroes) at once; the L1 / L2 entries that point
+ * at new tables and clusters change in memory and their table sectors are
+ * written later (fmt-defer.h): at a guest flush, when the set of pending
+ * sectors is full, before check, at close and before going read-only, each
+ * time after a flush of the data. So no entry on disk points at data that
+ * is not durable, and N allocations between two guest flushes cost two
+ * flushes, not N. A dirty L2 table is never evicted from the cache.
+ * Requests are split into runs of clusters that are contiguous in the file
+ * (or all unallocated, or all new and whole): one I/O per run.
  * Compressed clusters are read (zlib) and rewritten uncompressed when
  * written to; coblk never writes compressed clusters. Encrypted images
  * (crypt_method 1, AES) are refused. check finds table entries that are
@@ -34,6 +41,7 @@
 #include "block/block-int.h"
 #include "drivers/drivers.h"
 #include "block/bytes.h"
+#include "drivers/format/fmt-defer.h"
 #include "drivers/format/fmt-util.h"
 
 #define QCOW_MAGIC 0x514649fbu
@@ -43,6 +51,7 @@
 #define QCOW_L1_MAX_BYTES (32u << 20)
 #define QCOW_BACKING_NAME_MAX 1023u
 #define QCOW_CACHE_MAX 16
+#define QCOW_RUN_MAX 1024       /* new clusters per write: 16 table sectors at most */
 
 enum {
     QC_MAGIC = 0, QC_VERSION = 4, QC_BACKING_OFF = 8, QC_BACKING_LEN = 16, QC_MTIME = 20,
@@ -69,6 +78,8 @@ typedef struct BDRVQcowState {
     int64_t file_end;
     QcowL2Cache cache[QCOW_CACHE_MAX];
     uint64_t clock;
+    FmtDefer dirty;             /* table sectors (file offset / 512) not yet written */
+    uint8_t *scratch;           /* FMT_DEFER_MAX sectors: big-endian entries for a commit */
     CoMutex lock;               /* cache loads and every metadata update */
 } BDRVQcowState;
 
@@ -189,11 +200,133 @@ static int coroutine_fn qcow_write_entry(BlockDriverState *bs, uint64_t table, u
     return fmt_co_pwrite(bs->file, (int64_t)(table + (uint64_t)i * 8), 8, buf, 0);
 }
 
+/*
+ * The in-memory table (L1 or a cached L2) that overlaps the 512-byte sector
+ * at off: its base and size (the L1 table need not start on a sector).
+ */
+static const uint64_t *qcow_table_at(const BDRVQcowState *s, uint64_t off, uint64_t *base,
+                                     uint64_t *len)
+{
+    uint64_t l1_len = (uint64_t)s->l1_entries * 8;
+
+    if (s->l1_offset < off + 512 && off < s->l1_offset + l1_len) {
+        *base = s->l1_offset;
+        *len = l1_len;
+        return s->l1;
+    }
+    for (int i = 0; i < QCOW_CACHE_MAX; i++) {
+        if (s->cache[i].offset && off - s->cache[i].offset < s->l2_bytes) {
+            *base = s->cache[i].offset;
+            *len = s->l2_bytes;
+            return s->cache[i].table;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * FmtDeferWriteFn: table sectors [first, first + count) from the in-memory
+ * tables, one write per table they overlap, of the table's bytes only (a
+ * sector shared with the header or the backing file name keeps those).
+ */
+static int coroutine_fn qcow_write_run(void *opaque, uint64_t first, uint32_t count)
+{
+    BlockDriverState *bs = opaque;
+    BDRVQcowState *s = bs->opaque;
+    int ret = 0;
+
+    while (count && ret == 0) {
+        uint64_t base = 0, len = 0, lo = first * 512, hi = (first + count) * 512, a, b, used;
+        const uint64_t *t = qcow_table_at(s, lo, &base, &len);
+
+        if (!t) {
+            return -EIO; /* unreachable: a dirty table is never evicted */
+        }
+        a = lo > base ? lo : base;
+        b = hi < base + len ? hi : base + len;
+        for (uint64_t i = 0; i < (b - a) / 8; i++) {
+            st_be64(s->scratch + i * 8, t[(a - base) / 8 + i]);
+        }
+        ret = fmt_co_pwrite(bs->file, (int64_t)a, (int64_t)(b - a), s->scratch, 0);
+        used = div_round_up_u64(b, 512) - first;
+        first += used;
+        count -= (uint32_t)used;
+    }
+    return ret;
+}
+
+/* Writes the pending table sectors after a flush of the data. Caller holds lock. */
+static int coroutine_fn qcow_commit(BlockDriverState *bs)
+{
+    BDRVQcowState *s = bs->opaque;
+
+    if (!fmt_defer_pending(&s->dirty)) {
+        return 0;
+    }
+    return fmt_defer_commit(&s->dirty, bs->file, qcow_write_run, bs);
+}
+
+/* Marks entry i of the table at offset changed in memory. The caller made room. */
+static void qcow_touch(BDRVQcowState *s, uint64_t table, uint32_t i)
+{
+    fmt_defer_add(&s->dirty, (table + (uint64_t)i * 8) / 512, 1);
+}
+
+/* Room for two more pending sectors (an L2 and an L1 one), committing if needed. */
+static int coroutine_fn qcow_make_room(BlockDriverState *bs)
+{
+    BDRVQcowState *s = bs->opaque;
+
+    return fmt_defer_room_for(&s->dirty, 2) ? 0 : qcow_commit(bs);
+}
+
+/* Whether the cached L2 table at offset has sectors not yet written. */
+static bool qcow_table_dirty(const BDRVQcowState *s, uint64_t offset)
+{
+    for (uint32_t i = 0; i < s->dirty.n; i++) {
+        if (s->dirty.unit[i] * 512 - offset < s->l2_bytes) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * The least recently used cache slot without pending entries (emptied);
+ * when every slot has some, they are written first. Caller holds lock.
+ */
+static int coroutine_fn qcow_cache_victim(BlockDriverState *bs, QcowL2Cache **victim)
+{
+    BDRVQcowState *s = bs->opaque;
+    QcowL2Cache *v = NULL;
+    int ret;
+
+    for (int pass = 0; pass < 2 && !v; pass++) {
+        for (int i = 0; i < QCOW_CACHE_MAX; i++) {
+            QcowL2Cache *c = &s->cache[i];
+
+            if ((!v || c->last_use < v->last_use) &&
+                (!c->offset || !qcow_table_dirty(s, c->offset))) {
+                v = c;
+            }
+        }
+        if (!v && (ret = qcow_commit(bs)) < 0) {
+            return ret;
+        }
+    }
+    if (!v) {
+        return -EIO; /* unreachable: a commit leaves no table dirty */
+    }
+    v->offset = 0;
+    *victim = v;
+    return 0;
+}
+
 /* The cached L2 table at offset, loaded if needed. Caller holds lock. */
 static int coroutine_fn qcow_l2_get_locked(BlockDriverState *bs, uint64_t offset, uint64_t **t)
 {
     BDRVQcowState *s = bs->opaque;
-    QcowL2Cache *victim = &s->cache[0];
+    QcowL2Cache *victim;
     int ret;
 
     for (int i = 0; i < QCOW_CACHE_MAX; i++) {
@@ -202,15 +335,15 @@ static int coroutine_fn qcow_l2_get_locked(BlockDriverState *bs, uint64_t offset
             *t = s->cache[i].table;
             return 0;
         }
-        if (s->cache[i].last_use < victim->last_use) {
-            victim = &s->cache[i];
-        }
     }
     if (offset % 8 || offset < QCOW_HEADER_LEN ||
         !range_within(offset, s->l2_bytes, (uint64_t)s->file_end)) {
         return -EIO;
     }
-    victim->offset = 0;
+    ret = qcow_cache_victim(bs, &victim);
+    if (ret < 0) {
+        return ret;
+    }
     ret = qcow_read_table(bs, offset, victim->table, s->l2_entries);
     if (ret < 0) {
         return ret;
@@ -301,18 +434,61 @@ static bool qcow_cluster_ok(const BDRVQcowState *s, uint64_t e)
     return e % 512 == 0 && range_within(e, s->cluster_size, (uint64_t)s->file_end);
 }
 
-static int coroutine_fn qcow_read_chunk(BlockDriverState *bs, int64_t offset, int64_t n,
-                                        IOVector *qiov, size_t qiov_offset)
+static int64_t qcow_chunk(const BDRVQcowState *s, int64_t offset, int64_t bytes);
+
+/* What a cluster's entry asks of a request: how clusters can share one I/O. */
+enum { QCOW_UNALLOC, QCOW_DATA, QCOW_COMPRESSED };
+
+static int qcow_kind(uint64_t e)
+{
+    return e == 0 ? QCOW_UNALLOC : (e & QCOW_OFLAG_COMPRESSED) ? QCOW_COMPRESSED : QCOW_DATA;
+}
+
+/*
+ * How many bytes from offset (at most bytes) lie in clusters that can share
+ * one I/O with the first one, whose entry is e: unallocated clusters
+ * (one backing read), or clusters that follow each other in the file (one
+ * read or write). A compressed cluster stands alone. Entries not cached
+ * end the run (no load for a lookahead).
+ */
+static int64_t qcow_run(BlockDriverState *bs, int64_t offset, int64_t bytes, uint64_t e)
+{
+    BDRVQcowState *s = bs->opaque;
+    int64_t n = qcow_chunk(s, offset, bytes);
+    uint64_t k = 1;
+
+    while (n < bytes && qcow_kind(e) != QCOW_COMPRESSED) {
+        uint64_t cl = (uint64_t)(offset + n) >> s->cluster_bits;
+        uint64_t l2 = s->l1[cl >> s->l2_bits], e2 = UINT64_MAX;
+        uint32_t i = (uint32_t)(cl & (s->l2_entries - 1));
+
+        if (!l2) {
+            e2 = 0;
+        }
+        for (int c = 0; l2 && c < QCOW_CACHE_MAX; c++) {
+            if (s->cache[c].offset == l2) {
+                e2 = s->cache[c].table[i];
+                break;
+            }
+        }
+        if (e == 0 ? e2 != 0 : e2 != e + k * s->cluster_size) {
+            break;
+        }
+        n += qcow_chunk(s, offset + n, bytes - n);
+        k++;
+    }
+    return n;
+}
+
+/* Reads [offset, offset + n) of a run that starts with the cluster of entry e. */
+static int coroutine_fn qcow_read_run(BlockDriverState *bs, int64_t offset, int64_t n,
+                                      uint64_t e, IOVector *qiov, size_t qiov_offset)
 {
     BDRVQcowState *s = bs->opaque;
     uint32_t in_cl = (uint32_t)(offset & (s->cluster_size - 1));
-    uint64_t e;
     uint8_t *buf;
-    int ret = qcow_lookup(bs, (uint64_t)offset, &e, false);
+    int ret;
 
-    if (ret < 0) {
-        return ret;
-    }
     if (e == 0) {
         return bdrv_co_read_backing(bs, offset, n, qiov, qiov_offset);
     }
@@ -328,7 +504,8 @@ static int coroutine_fn qcow_read_chunk(BlockDriverState *bs, int64_t offset, in
         free(buf);
         return ret;
     }
-    if (!qcow_cluster_ok(s, e)) {
+    if (!qcow_cluster_ok(s, e) ||
+        !range_within(e, in_cl + (uint64_t)n, (uint64_t)s->file_end)) {
         return -EIO;
     }
     return bdrv_co_preadv_part(bs->file, (int64_t)e + in_cl, n, qiov, qiov_offset, 0);
@@ -345,13 +522,18 @@ static int coroutine_fn qcow_co_preadv(BlockDriverState *bs, int64_t offset, int
                                        IOVector *qiov, size_t qiov_offset,
                                        BdrvRequestFlags flags)
 {
-    BDRVQcowState *s = bs->opaque;
     int ret = 0;
 
     while (bytes > 0 && ret == 0) {
-        int64_t n = qcow_chunk(s, offset, bytes);
+        uint64_t e;
+        int64_t n;
 
-        ret = qcow_read_chunk(bs, offset, n, qiov, qiov_offset);
+        ret = qcow_lookup(bs, (uint64_t)offset, &e, false);
+        if (ret < 0) {
+            break;
+        }
+        n = qcow_run(bs, offset, bytes, e);
+        ret = qcow_read_run(bs, offset, n, e, qiov, qiov_offset);
         offset += n;
         bytes -= n;
         qiov_offset += (size_t)n;
@@ -372,118 +554,38 @@ static int64_t qcow_reserve(BDRVQcowState *s, uint64_t len)
 }
 
 /*
- * Allocating writes are batched per L2 table: the data of every new cluster
- * of a request that falls in one table is written, then one flush, then the
- * table's changed entries in one write (and, for a new table, the L1 entry).
- * A batch holds the lock from its first allocation to its commit.
+ * The cached L2 table of L1 entry l1i, made if there is none: a new table
+ * goes at the end of the file, written as zeroes at once, and the L1 entry
+ * pointing at it changes in memory (written at the next commit, after a
+ * flush: the zeroes are durable first). Caller holds lock and made room.
  */
-typedef struct QcowBatch {
-    bool active;
-    uint32_t l1i;
-    QcowL2Cache *entry;         /* the table's cache slot (most recently used) */
-    int64_t new_l2;             /* a table written by this batch, else 0 */
-    uint32_t first, last;       /* entries set */
-} QcowBatch;
-
-/* Opens a batch on the table of l1i, creating the table at the end if needed. */
-static int coroutine_fn qcow_batch_open(BlockDriverState *bs, QcowBatch *b, uint32_t l1i)
+static int coroutine_fn qcow_l2_for_write(BlockDriverState *bs, uint32_t l1i, uint64_t **t)
 {
     BDRVQcowState *s = bs->opaque;
-    QcowL2Cache *victim = &s->cache[0];
-    uint64_t *t;
+    QcowL2Cache *v;
+    int64_t at;
     int ret;
 
-    *b = (QcowBatch){ .l1i = l1i, .first = UINT32_MAX };
     if (s->l1[l1i]) {
-        ret = qcow_l2_get_locked(bs, s->l1[l1i], &t);
-        for (int i = 0; ret == 0 && i < QCOW_CACHE_MAX; i++) {
-            b->entry = s->cache[i].table == t ? &s->cache[i] : b->entry;
-        }
-        b->active = ret == 0;
+        return qcow_l2_get_locked(bs, s->l1[l1i], t);
+    }
+    ret = qcow_cache_victim(bs, &v);
+    if (ret < 0) {
         return ret;
     }
-    for (int i = 1; i < QCOW_CACHE_MAX; i++) {
-        if (s->cache[i].last_use < victim->last_use) {
-            victim = &s->cache[i];
-        }
-    }
-    b->new_l2 = qcow_reserve(s, s->l2_bytes);
-    victim->offset = 0;
-    memset(victim->table, 0, s->l2_bytes);
-    ret = bdrv_co_pwrite_zeroes(bs->file, b->new_l2,
+    at = qcow_reserve(s, s->l2_bytes);
+    ret = bdrv_co_pwrite_zeroes(bs->file, at,
                                 (int64_t)round_up_u64(s->l2_bytes, s->cluster_size), 0);
     if (ret < 0) {
-        return ret;
+        return ret; /* the space stays unused: qcow does not account for it */
     }
-    victim->offset = (uint64_t)b->new_l2;
-    victim->last_use = ++s->clock;
-    s->l1[l1i] = (uint64_t)b->new_l2; /* in memory only until the commit */
-    b->entry = victim;
-    b->active = true;
+    memset(v->table, 0, s->l2_bytes);
+    v->offset = (uint64_t)at;
+    v->last_use = ++s->clock;
+    s->l1[l1i] = (uint64_t)at;
+    qcow_touch(s, s->l1_offset, l1i);
+    *t = v->table;
     return 0;
-}
-
-static int coroutine_fn qcow_write_range(BlockDriverState *bs, uint64_t table,
-                                         const uint64_t *t, uint32_t first, uint32_t last)
-{
-    uint32_t n = last - first + 1;
-    uint8_t *buf = malloc((size_t)n * 8);
-    int ret;
-
-    if (!buf) {
-        return -ENOMEM;
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        st_be64(buf + (size_t)i * 8, t[first + i]);
-    }
-    ret = fmt_co_pwrite(bs->file, (int64_t)(table + (uint64_t)first * 8), (int64_t)n * 8, buf,
-                        0);
-    free(buf);
-    return ret;
-}
-
-/* Makes a batch durable: data (and a new table), flush, then the pointers to them. */
-static int coroutine_fn qcow_batch_commit(BlockDriverState *bs, QcowBatch *b)
-{
-    BDRVQcowState *s = bs->opaque;
-    uint64_t *t = b->entry->table;
-    int ret = 0;
-
-    if (!b->active || b->first == UINT32_MAX) {
-        b->active = false;
-        return 0;
-    }
-    b->active = false;
-    if (b->new_l2) {
-        ret = qcow_write_range(bs, (uint64_t)b->new_l2, t, b->first, b->last);
-    }
-    ret = ret ? ret : bdrv_co_flush(bs->file->bs);
-    if (ret == 0 && b->new_l2) {
-        ret = qcow_write_entry(bs, s->l1_offset, b->l1i, (uint64_t)b->new_l2);
-    } else if (ret == 0) {
-        ret = qcow_write_range(bs, s->l1[b->l1i], t, b->first, b->last);
-    }
-    if (ret < 0) {
-        /* Drop what the disk does not have: the table reloads from the file. */
-        b->entry->offset = 0;
-        if (b->new_l2) {
-            s->l1[b->l1i] = 0;
-        }
-    }
-    return ret;
-}
-
-static void qcow_batch_abort(BlockDriverState *bs, QcowBatch *b)
-{
-    BDRVQcowState *s = bs->opaque;
-
-    if (b->active) {
-        b->entry->offset = 0;
-        if (b->new_l2) {
-            s->l1[b->l1i] = 0;
-        }
-        b->active = false;
-    }
 }
 
 /* The old content of a cluster being replaced: backing data or a compressed cluster. */
@@ -500,34 +602,44 @@ static int coroutine_fn qcow_old_cluster(BlockDriverState *bs, uint64_t e, int64
     return bdrv_co_read_backing(bs, cl_start, s->cluster_size, &v, 0);
 }
 
-/* Gives the cluster of [offset, offset + n) a new place in the batch and writes it. */
-static int coroutine_fn qcow_batch_add(BlockDriverState *bs, QcowBatch *b, int64_t offset,
-                                       int64_t n, uint64_t old, IOVector *qiov,
-                                       size_t qiov_offset)
+/*
+ * Gives [offset, offset + n) new clusters at the end of the file and writes
+ * them: a run of whole clusters in one L2 table as one write, or one
+ * partial cluster completed from its old content (backing file or
+ * compressed cluster, entry old). The entries change in memory once the
+ * data is written. Caller holds lock; *done is how much was written.
+ */
+static int coroutine_fn qcow_alloc_run(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                       uint64_t old, IOVector *qiov, size_t qiov_offset,
+                                       int64_t *done)
 {
     BDRVQcowState *s = bs->opaque;
     uint64_t cl = (uint64_t)offset >> s->cluster_bits;
     uint32_t l1i = (uint32_t)(cl >> s->l2_bits), l2i = (uint32_t)(cl & (s->l2_entries - 1));
-    uint32_t in_cl = (uint32_t)(offset & (s->cluster_size - 1));
+    uint32_t in_cl = (uint32_t)(offset & (s->cluster_size - 1)), k = 1;
+    int64_t n = qcow_chunk(s, offset, bytes), host;
+    uint64_t *t;
     uint8_t *buf;
-    int64_t host;
-    int ret = 0;
+    int ret = qcow_make_room(bs);
 
-    if (b->active && b->l1i != l1i) {
-        ret = qcow_batch_commit(bs, b);
-    }
-    if (ret == 0 && !b->active) {
-        ret = qcow_batch_open(bs, b, l1i);
-    }
+    ret = ret ? ret : qcow_l2_for_write(bs, l1i, &t);
     if (ret < 0) {
         return ret;
     }
-    host = qcow_reserve(s, s->cluster_size);
     if (n == s->cluster_size) {
+        /* Following whole clusters of the same table that need a place too. */
+        while (l2i + k < s->l2_entries && k < QCOW_RUN_MAX &&
+               (int64_t)(k + 1) * s->cluster_size <= bytes &&
+               (t[l2i + k] == 0 || (t[l2i + k] & QCOW_OFLAG_COMPRESSED))) {
+            k++;
+        }
+        n = (int64_t)k * s->cluster_size;
+        host = qcow_reserve(s, (uint64_t)n);
         ret = bdrv_co_pwritev_part(bs->file, host, n, qiov, qiov_offset, 0);
     } else if (!(buf = malloc(s->cluster_size))) {
-        ret = -ENOMEM;
+        return -ENOMEM;
     } else {
+        host = qcow_reserve(s, s->cluster_size);
         ret = qcow_old_cluster(bs, old, offset - in_cl, buf);
         if (ret == 0) {
             iovector_to_buf(qiov, qiov_offset, buf + in_cl, (size_t)n);
@@ -535,12 +647,20 @@ static int coroutine_fn qcow_batch_add(BlockDriverState *bs, QcowBatch *b, int64
         }
         free(buf);
     }
-    if (ret == 0) {
-        b->entry->table[l2i] = (uint64_t)host;
-        b->entry->last_use = ++s->clock;
-        b->first = l2i < b->first ? l2i : b->first;
-        b->last = b->first == UINT32_MAX || l2i > b->last ? l2i : b->last;
+    if (ret < 0) {
+        return ret;
     }
+    /* t is still cached: the slot holds dirty entries or was just used. */
+    for (uint32_t i = 0; i < k; i++) {
+        t[l2i + i] = (uint64_t)host + (uint64_t)i * s->cluster_size;
+    }
+    ret = fmt_defer_has_room(&s->dirty, (s->l1[l1i] + (uint64_t)l2i * 8) / 512,
+                             (uint32_t)((l2i % 64 + k + 63) / 64))
+          ? 0 : qcow_commit(bs);
+    for (uint32_t i = 0; ret == 0 && i < k; i += 64 - (l2i + i) % 64) {
+        qcow_touch(s, s->l1[l1i], l2i + i);
+    }
+    *done = n;
     return ret;
 }
 
@@ -554,7 +674,6 @@ static int coroutine_fn qcow_co_pwritev(BlockDriverState *bs, int64_t offset, in
                                         BdrvRequestFlags flags)
 {
     BDRVQcowState *s = bs->opaque;
-    QcowBatch b = { .active = false };
     bool locked = false;
     int ret = 0;
 
@@ -562,7 +681,7 @@ static int coroutine_fn qcow_co_pwritev(BlockDriverState *bs, int64_t offset, in
         return -ENOSPC;
     }
     while (bytes > 0 && ret == 0) {
-        int64_t n = qcow_chunk(s, offset, bytes);
+        int64_t n = 0;
         uint64_t e;
 
         ret = qcow_lookup(bs, (uint64_t)offset, &e, locked);
@@ -571,10 +690,16 @@ static int coroutine_fn qcow_co_pwritev(BlockDriverState *bs, int64_t offset, in
             locked = true;
             ret = qcow_lookup(bs, (uint64_t)offset, &e, true);
         }
-        if (ret == 0 && qcow_needs_alloc(e)) {
-            ret = qcow_batch_add(bs, &b, offset, n, e, qiov, qiov_offset);
-        } else if (ret == 0) {
-            ret = qcow_cluster_ok(s, e)
+        if (ret < 0) {
+            break;
+        }
+        if (qcow_needs_alloc(e)) {
+            ret = qcow_alloc_run(bs, offset, bytes, e, qiov, qiov_offset, &n);
+        } else {
+            n = qcow_run(bs, offset, bytes, e);
+            ret = qcow_cluster_ok(s, e) &&
+                  range_within(e, (uint64_t)(offset & (s->cluster_size - 1)) + (uint64_t)n,
+                               (uint64_t)s->file_end)
                   ? bdrv_co_pwritev_part(bs->file, (int64_t)e + (offset & (s->cluster_size - 1)),
                                          n, qiov, qiov_offset, 0)
                   : -EIO;
@@ -584,13 +709,20 @@ static int coroutine_fn qcow_co_pwritev(BlockDriverState *bs, int64_t offset, in
         qiov_offset += (size_t)n;
     }
     if (locked) {
-        if (ret == 0) {
-            ret = qcow_batch_commit(bs, &b);
-        } else {
-            qcow_batch_abort(bs, &b);
-        }
         co_mutex_unlock(&s->lock);
     }
+    return ret;
+}
+
+/* A guest flush: the pending table sectors go to the file (the data flushed first). */
+static int coroutine_fn qcow_co_flush_to_os(BlockDriverState *bs)
+{
+    BDRVQcowState *s = bs->opaque;
+    int ret;
+
+    co_mutex_lock(&s->lock);
+    ret = qcow_commit(bs);
+    co_mutex_unlock(&s->lock);
     return ret;
 }
 
@@ -734,6 +866,7 @@ static int coroutine_fn qcow_co_check(BlockDriverState *bs, BdrvCheckResult *res
         return c.file_len < 0 ? (int)c.file_len : -ENOMEM;
     }
     co_mutex_lock(&s->lock);
+    ret = qcow_commit(bs); /* the file's tables are the ones checked */
     for (int i = 0; i < QCOW_CACHE_MAX; i++) {
         s->cache[i].offset = 0; /* repairs rewrite tables behind the cache */
     }
@@ -794,7 +927,9 @@ static int coroutine_fn qcow_co_open(BlockDriverState *bs, Error **errp)
         return ret;
     }
     s->file_end = file_len;
-    s->l1 = malloc((size_t)s->l1_entries * 8);
+    fmt_defer_init(&s->dirty);
+    s->scratch = malloc(FMT_DEFER_MAX * 512);
+    s->l1 = s->scratch ? malloc((size_t)s->l1_entries * 8) : NULL;
     for (int i = 0; i < QCOW_CACHE_MAX; i++) {
         s->cache[i].table = malloc(s->l2_bytes);
         if (!s->cache[i].table) {
@@ -824,9 +959,32 @@ static int64_t coroutine_fn qcow_open_co(void *opaque)
     return qcow_co_open(o->bs, o->errp);
 }
 
+/* Pending table sectors to the file, then everything durable. */
+static int64_t coroutine_fn qcow_close_co(void *opaque)
+{
+    BlockDriverState *bs = opaque;
+    BDRVQcowState *s = bs->opaque;
+    int ret;
+
+    if (!fmt_defer_pending(&s->dirty)) {
+        return 0;
+    }
+    co_mutex_lock(&s->lock);
+    ret = qcow_commit(bs);
+    co_mutex_unlock(&s->lock);
+    return ret ? ret : bdrv_co_flush(bs->file->bs);
+}
+
 static void qcow_close(BlockDriverState *bs)
 {
     BDRVQcowState *s = bs->opaque;
+
+    if (bdrv_run_co(bs->aio_context, qcow_close_co, bs) < 0) {
+        coblk_warn("qcow: '%s': writing its tables at close failed: writes since the "
+                   "last flush may be lost", bs->filename);
+    }
+    free(s->scratch);
+    s->scratch = NULL;
 
     for (int i = 0; i < QCOW_CACHE_MAX; i++) {
         free(s->cache[i].table);
@@ -862,11 +1020,20 @@ static void qcow_refresh_limits(BlockDriverState *bs, Error **errp)
     }
 }
 
-/* Nothing is staged: the metadata is written as it changes. */
+/* Going read-only: the pending table sectors are written first. */
 static int qcow_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags,
                                Error **errp)
 {
-    return 0;
+    int ret;
+
+    if (new_flags & BDRV_O_RDWR) {
+        return 0;
+    }
+    ret = (int)bdrv_run_co(bs->aio_context, qcow_close_co, bs);
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "Could not write the tables of '%s'", bs->filename);
+    }
+    return ret;
 }
 
 static void qcow_reopen_noop(BlockDriverState *bs)
@@ -997,6 +1164,7 @@ const BlockDriver bdrv_qcow = {
     .co_preadv = qcow_co_preadv,
     .co_pwritev = qcow_co_pwritev,
     .co_block_status = qcow_co_block_status,
+    .co_flush_to_os = qcow_co_flush_to_os,
     .co_getlength = qcow_co_getlength,
     .co_create_opts = qcow_co_create_opts,
     .create_opts = qcow_create_opts,

@@ -1,5 +1,5 @@
 /*
- * Deferred table updates for the format drivers (vdi, qed, parallels): a
+ * Deferred table updates for the format drivers (vdi, qed, parallels, qcow): a
  * fixed-size set of dirty metadata units (the 512-byte sectors of a block
  * map, a BAT, L1 and L2 tables: the driver numbers them, adjacent numbers
  * for adjacent sectors) whose in-memory copy is ahead of the file. Not

@@ -9,7 +9,7 @@
  * and descending order (cache hits), with and without the cache, must
  * return the bytes of `qemu-img convert -O raw`: 512 B, 4 KiB, 64 KiB and
  * 2 MiB clusters, zlib and zstd, and each inflate engine
- * (COBLK_QCOW2_INFLATE: the default policy, zlib, ISA-L, libdeflate).
+ * (COBLK_QCOW2_INFLATE: the default policy, zlib, ISA-L, libdeflate, ours).
  *
  * Corrupt compressed data, crafted in place (with the L2 entry's sector
  * count rewritten where the stream length changes): garbage, a truncated
@@ -28,7 +28,7 @@
 #define MiB (1024 * 1024)
 
 static char img[4096], src[4096], ref[4096];
-static const char *const engines[] = { NULL, "zlib", "isal", "libdeflate" };
+static const char *const engines[] = { NULL, "zlib", "isal", "libdeflate", "own" };
 
 static int setup(void **state)
 {
@@ -161,7 +161,7 @@ static void check_type(const char *type, bool every_engine)
         snprintf(copts, sizeof(copts), "cluster_size=%lld,compression_type=%s",
                  (long long)shapes[i].cs, type);
         want = make_image(shapes[i].size, copts);
-        for (int e = 0; e < (every_engine ? 4 : 1); e++) {
+        for (int e = 0; e < (every_engine ? (int)(sizeof(engines) / sizeof(engines[0])) : 1); e++) {
             set_engine(engines[e]);
             check_positions(want, shapes[i].size, shapes[i].cs, "compressed-cache-size=0");
             check_positions(want, shapes[i].size, shapes[i].cs, "");
@@ -285,7 +285,7 @@ static void expect_eio(const uint8_t *want, int i, const char *opts)
 
 static void each_engine_eio(const uint8_t *want, int i)
 {
-    for (int e = 0; e < 4; e++) {
+    for (int e = 0; e < (int)(sizeof(engines) / sizeof(engines[0])); e++) {
         set_engine(engines[e]);
         expect_eio(want, i, "");
         expect_eio(want, i, "compressed-cache-size=0");
@@ -331,7 +331,7 @@ static void test_qcow2_cpartial_corrupt_zlib(void **state)
     n = deflate_raw(data, sizeof(data), stream, sizeof(stream));
     qe_wr(img, off, stream, n);
     set_extent_len(14, n);
-    for (int e = 0; e < 4; e++) {
+    for (int e = 0; e < (int)(sizeof(engines) / sizeof(engines[0])); e++) {
         BlockBackend *blk;
 
         set_engine(engines[e]);

@@ -6,23 +6,24 @@
  * stops there. A read of 4 KiB at a random place then inflates half a
  * cluster on average instead of all of it.
  *
- * Engines (CPU per byte measured on /usr/lib data, 64 KiB clusters,
- * bench/README.md "Partial inflation"):
- * - libdeflate: fastest, but whole buffers only (it cannot stop early, and
- *   what it leaves in a too-short output buffer is unspecified). Used for
- *   whole clusters and for prefixes over 3/4 of a cluster.
- * - ISA-L isal_inflate(): streams at ~1.3x libdeflate's CPU per byte. It
- *   stops when its input runs out, so it is fed the compressed bytes
- *   QCOW2_INFLATE_STEP at a time into a whole-cluster output buffer and
- *   stopped once need bytes came out (it decodes at most one step too far).
- *   Given an output buffer of only need bytes instead, it would decode into
- *   its own 64 KiB buffer first and cost as much as a whole cluster.
+ * Engines (CPU per cluster measured on the crand image's clusters by
+ * coblk-inflate-bench, bench/README.md "Our own inflater"):
+ * - ours (inflate-fast.c): decodes straight into the cluster buffer and
+ *   stops once need bytes are out, at ~1.1x libdeflate's CPU per byte. The
+ *   default for every prefix (and whole clusters without libdeflate).
+ * - libdeflate: the fastest per byte, but whole buffers only (it cannot stop
+ *   early, and what it leaves in a too-short output buffer is unspecified).
+ *   The default for whole clusters.
+ * - ISA-L isal_inflate(): as fast as ours per byte but it stops only when its
+ *   input runs out, so it is fed the compressed bytes QCOW2_INFLATE_STEP at a
+ *   time into a whole-cluster output buffer and stopped once need bytes came
+ *   out (it decodes at most one step too far). Given an output buffer of only
+ *   need bytes instead, it would decode into its own 64 KiB buffer first.
  * - zlib inflate(), windowBits -12 (as QEMU reads): ~2x libdeflate's CPU
- *   per byte; the fallback. Streams with an exact output limit.
- * Without libdeflate, whatever streams takes every read; without ISA-L,
- * zlib takes the prefixes of up to 7/16 of a cluster.
- * COBLK_QCOW2_INFLATE=zlib|isal|libdeflate in the environment (read when a
- * codec first inflates) forces one engine for every read (libdeflate: whole
+ *   per byte; streams with an exact output limit. The fallback of libdeflate
+ *   for streams that do not end within their input.
+ * COBLK_QCOW2_INFLATE=own|zlib|isal|libdeflate in the environment (read when
+ * a codec first inflates) forces one engine for every read (libdeflate: whole
  * clusters only; each still falls back to zlib where the default does), so
  * that the tests cover each and a benchmark can compare them.
  *
@@ -33,8 +34,9 @@
  * as the decoder meets it: a prefix read only decodes its prefix, so damage
  * further into the stream shows only to the reads that reach it.
  *
- * The ISA-L state (~85 KiB) and the zlib stream are allocated on first use
- * and kept with the codec: nothing is allocated per cluster.
+ * Our decoder's tables (~56 KiB), the ISA-L state (~85 KiB) and the zlib
+ * stream are allocated on first use and kept with the codec: nothing is
+ * allocated per cluster.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -43,6 +45,7 @@
 #include <zlib.h>
 
 #include "coblk-config.h"
+#include "inflate-fast.h"
 #include "qcow2.h"
 
 #if COBLK_HAVE_LIBDEFLATE
@@ -56,7 +59,7 @@
 /* Compressed bytes fed to ISA-L per call: 512 to 2048 cost the same; 4096 overshoots. */
 #define QCOW2_INFLATE_STEP 1024
 
-enum { INFLATE_UNSET, INFLATE_AUTO, INFLATE_ZLIB, INFLATE_ISAL, INFLATE_LIBDEFLATE };
+enum { INFLATE_UNSET, INFLATE_AUTO, INFLATE_ZLIB, INFLATE_ISAL, INFLATE_LIBDEFLATE, INFLATE_OWN };
 
 static int inflate_engine(Qcow2Codec *c)
 {
@@ -67,6 +70,7 @@ static int inflate_engine(Qcow2Codec *c)
                           : strcmp(env, "zlib") == 0       ? INFLATE_ZLIB
                           : strcmp(env, "isal") == 0       ? INFLATE_ISAL
                           : strcmp(env, "libdeflate") == 0 ? INFLATE_LIBDEFLATE
+                          : strcmp(env, "own") == 0        ? INFLATE_OWN
                                                            : INFLATE_AUTO;
     }
     return c->inflate_engine;
@@ -183,36 +187,57 @@ static ssize_t zlib_prefix(Qcow2Codec *c, uint8_t *dst, size_t dst_len, size_t n
     return (ssize_t)need;
 }
 
-/* Whether the default policy inflates a prefix of need bytes rather than the whole cluster. */
-static bool prefix_pays(size_t need, size_t dst_len)
+/*
+ * Our decoder (inflate-fast.c): at least need bytes, stopped there. The same
+ * acceptance as the others: the stream may go on past the cluster (cut), but
+ * must not end before it is full.
+ */
+static ssize_t own_prefix(Qcow2Codec *c, uint8_t *dst, size_t dst_len, size_t need,
+                          const uint8_t *src, size_t src_len)
 {
-    if (need >= dst_len) {
-        return false;
+    bool ended;
+    ssize_t n;
+
+    if (!c->own_inflate) {
+        c->own_inflate = malloc(sizeof(*c->own_inflate));
+        if (!c->own_inflate) {
+            return -ENOMEM;
+        }
     }
-    if (HAVE_ISAL) {
-        return need <= dst_len / 4 * 3;
+    n = qcow2_raw_inflate(c->own_inflate, src, src_len, dst, dst_len, need, &ended);
+    if (n < 0 || (size_t)n < need || (ended && (size_t)n != dst_len)) {
+        return -EIO;
     }
-    return need <= dst_len / 16 * 7;
+    return n;
 }
 
 ssize_t qcow2_inflate_prefix(Qcow2Codec *c, uint8_t *dst, size_t dst_len, size_t need,
                              const uint8_t *src, size_t src_len)
 {
     int engine = inflate_engine(c);
-    bool auto_prefix;
     ssize_t ret;
 
     need = need > dst_len || need == 0 ? dst_len : need;
-    if (engine == INFLATE_ZLIB) {
+    switch (engine) {
+    case INFLATE_ZLIB:
         return zlib_prefix(c, dst, dst_len, need, src, src_len);
-    }
-    /* The default policy streams a prefix if that pays, or if there is no libdeflate. */
-    auto_prefix = engine == INFLATE_AUTO && (!HAVE_LIBDEFLATE || prefix_pays(need, dst_len));
-    if (HAVE_ISAL && (engine == INFLATE_ISAL || auto_prefix)) {
-        return isal_prefix(c, dst, dst_len, need, src, src_len);
-    }
-    if (!HAVE_LIBDEFLATE || auto_prefix) {
+    case INFLATE_OWN:
+        return own_prefix(c, dst, dst_len, need, src, src_len);
+    case INFLATE_ISAL:
+        if (HAVE_ISAL) {
+            return isal_prefix(c, dst, dst_len, need, src, src_len);
+        }
         return zlib_prefix(c, dst, dst_len, need, src, src_len);
+    case INFLATE_AUTO:
+        if (need < dst_len || !HAVE_LIBDEFLATE) {
+            return own_prefix(c, dst, dst_len, need, src, src_len);
+        }
+        break;
+    default: /* INFLATE_LIBDEFLATE: whole clusters */
+        if (!HAVE_LIBDEFLATE) {
+            return zlib_prefix(c, dst, dst_len, need, src, src_len);
+        }
+        break;
     }
     ret = libdeflate_whole(c, dst, dst_len, src, src_len);
     return ret == -EIO ? zlib_prefix(c, dst, dst_len, dst_len, src, src_len) : ret;
@@ -230,5 +255,7 @@ void qcow2_inflate_free(Qcow2Codec *c)
 #endif
     free(c->isal_inflate);
     c->isal_inflate = NULL;
+    free(c->own_inflate);
+    c->own_inflate = NULL;
     c->inflate_engine = INFLATE_UNSET;
 }

@@ -761,6 +761,7 @@ typedef struct Qcow2Codec {
     int deflate_engine;             /* chosen on first compression: ISA-L or zlib */
     struct inflate_state *isal_inflate; /* ISA-L inflate state (compress-inflate.c) */
     int inflate_engine;             /* chosen on first inflation (compress-inflate.c) */
+    struct Qcow2InflateTables *own_inflate; /* our decoder's tables (inflate-fast.c) */
 } Qcow2Codec;
 
 /*

@@ -79,6 +79,7 @@ typedef struct BDRVQcowState {
     QcowL2Cache cache[QCOW_CACHE_MAX];
     uint64_t clock;
     FmtDefer dirty;             /* table sectors (file offset / 512) not yet written */
+    FmtInflightList allocs;     /* guest clusters whose new data is being written (lock) */
     uint8_t *scratch;           /* FMT_DEFER_MAX sectors: big-endian entries for a commit */
     CoMutex lock;               /* cache loads and every metadata update */
 } BDRVQcowState;
@@ -544,6 +545,11 @@ static int coroutine_fn qcow_co_preadv(BlockDriverState *bs, int64_t offset, int
 /* ---------------------------------------------------------------------- */
 /* Writes */
 
+static bool qcow_needs_alloc(uint64_t e)
+{
+    return e == 0 || (e & QCOW_OFLAG_COMPRESSED);
+}
+
 /* Reserves len bytes at the cluster-aligned end of the file. */
 static int64_t qcow_reserve(BDRVQcowState *s, uint64_t len)
 {
@@ -603,70 +609,93 @@ static int coroutine_fn qcow_old_cluster(BlockDriverState *bs, uint64_t e, int64
 }
 
 /*
- * Gives [offset, offset + n) new clusters at the end of the file and writes
- * them: a run of whole clusters in one L2 table as one write, or one
+ * Gives [offset, offset + *done) new clusters at the end of the file and
+ * writes them: a run of whole clusters of one L2 table as one write, or one
  * partial cluster completed from its old content (backing file or
- * compressed cluster, entry old). The entries change in memory once the
- * data is written. Caller holds lock; *done is how much was written.
+ * compressed cluster). The clusters are taken under the lock, the data is
+ * written without it (other allocations, reads and flushes go on; writers
+ * of these clusters wait, s->allocs), and the entries change in memory under
+ * it again once the data is written. *done is 0 when the cluster turned out
+ * allocated meanwhile (the caller writes it in place).
  */
 static int coroutine_fn qcow_alloc_run(BlockDriverState *bs, int64_t offset, int64_t bytes,
-                                       uint64_t old, IOVector *qiov, size_t qiov_offset,
-                                       int64_t *done)
+                                       IOVector *qiov, size_t qiov_offset, int64_t *done)
 {
     BDRVQcowState *s = bs->opaque;
-    uint64_t cl = (uint64_t)offset >> s->cluster_bits;
+    uint64_t cl = (uint64_t)offset >> s->cluster_bits, old, *t;
     uint32_t l1i = (uint32_t)(cl >> s->l2_bits), l2i = (uint32_t)(cl & (s->l2_entries - 1));
     uint32_t in_cl = (uint32_t)(offset & (s->cluster_size - 1)), k = 1;
     int64_t n = qcow_chunk(s, offset, bytes), host;
-    uint64_t *t;
+    FmtInflight in;
     uint8_t *buf;
-    int ret = qcow_make_room(bs);
+    int ret;
 
+    *done = 0;
+    co_mutex_lock(&s->lock);
+    for (;;) {
+        ret = qcow_lookup(bs, (uint64_t)offset, &old, true);
+        if (ret < 0 || !qcow_needs_alloc(old)) {
+            co_mutex_unlock(&s->lock);
+            return ret;
+        }
+        if (!fmt_inflight_busy(&s->allocs, cl)) {
+            break;
+        }
+        fmt_inflight_wait(&s->allocs, &s->lock);
+    }
+    ret = qcow_make_room(bs);
     ret = ret ? ret : qcow_l2_for_write(bs, l1i, &t);
     if (ret < 0) {
+        co_mutex_unlock(&s->lock);
         return ret;
     }
     if (n == s->cluster_size) {
         /* Following whole clusters of the same table that need a place too. */
         while (l2i + k < s->l2_entries && k < QCOW_RUN_MAX &&
                (int64_t)(k + 1) * s->cluster_size <= bytes &&
-               (t[l2i + k] == 0 || (t[l2i + k] & QCOW_OFLAG_COMPRESSED))) {
+               qcow_needs_alloc(t[l2i + k]) && !fmt_inflight_busy(&s->allocs, cl + k)) {
             k++;
         }
         n = (int64_t)k * s->cluster_size;
-        host = qcow_reserve(s, (uint64_t)n);
+    }
+    host = qcow_reserve(s, (uint64_t)k * s->cluster_size);
+    fmt_inflight_begin(&s->allocs, &in, cl, k);
+    co_mutex_unlock(&s->lock);
+
+    if (n == (int64_t)k * s->cluster_size) {
         ret = bdrv_co_pwritev_part(bs->file, host, n, qiov, qiov_offset, 0);
     } else if (!(buf = malloc(s->cluster_size))) {
-        return -ENOMEM;
+        ret = -ENOMEM;
     } else {
-        host = qcow_reserve(s, s->cluster_size);
         ret = qcow_old_cluster(bs, old, offset - in_cl, buf);
         if (ret == 0) {
             iovector_to_buf(qiov, qiov_offset, buf + in_cl, (size_t)n);
+            BLKDBG_EVENT(bs->file, BLKDBG_COW_WRITE);
             ret = fmt_co_pwrite(bs->file, host, s->cluster_size, buf, 0);
         }
         free(buf);
     }
-    if (ret < 0) {
-        return ret;
-    }
-    /* t is still cached: the slot holds dirty entries or was just used. */
-    for (uint32_t i = 0; i < k; i++) {
-        t[l2i + i] = (uint64_t)host + (uint64_t)i * s->cluster_size;
-    }
-    ret = fmt_defer_has_room(&s->dirty, (s->l1[l1i] + (uint64_t)l2i * 8) / 512,
-                             (uint32_t)((l2i % 64 + k + 63) / 64))
-          ? 0 : qcow_commit(bs);
-    for (uint32_t i = 0; ret == 0 && i < k; i += 64 - (l2i + i) % 64) {
-        qcow_touch(s, s->l1[l1i], l2i + i);
-    }
-    *done = n;
-    return ret;
-}
 
-static bool qcow_needs_alloc(uint64_t e)
-{
-    return e == 0 || (e & QCOW_OFLAG_COMPRESSED);
+    co_mutex_lock(&s->lock);
+    /* The table again: it may have left the cache while the lock was free. */
+    ret = ret ? ret : qcow_l2_for_write(bs, l1i, &t);
+    if (ret == 0 && !fmt_defer_has_room(&s->dirty, (s->l1[l1i] + (uint64_t)l2i * 8) / 512,
+                                        (uint32_t)((l2i % 64 + k + 63) / 64))) {
+        ret = qcow_commit(bs); /* evicts nothing: t stays valid */
+    }
+    if (ret == 0) {
+        for (uint32_t i = 0; i < k; i++) {
+            t[l2i + i] = (uint64_t)host + (uint64_t)i * s->cluster_size;
+        }
+        for (uint32_t i = 0; i < k; i += 64 - (l2i + i) % 64) {
+            qcow_touch(s, s->l1[l1i], l2i + i);
+        }
+        *done = n;
+    }
+    /* On failure the space stays unused (qcow does not account for it). */
+    fmt_inflight_end(&s->allocs, &in);
+    co_mutex_unlock(&s->lock);
+    return ret;
 }
 
 static int coroutine_fn qcow_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
@@ -674,7 +703,6 @@ static int coroutine_fn qcow_co_pwritev(BlockDriverState *bs, int64_t offset, in
                                         BdrvRequestFlags flags)
 {
     BDRVQcowState *s = bs->opaque;
-    bool locked = false;
     int ret = 0;
 
     if ((uint64_t)(offset + bytes) > s->size) {
@@ -684,17 +712,12 @@ static int coroutine_fn qcow_co_pwritev(BlockDriverState *bs, int64_t offset, in
         int64_t n = 0;
         uint64_t e;
 
-        ret = qcow_lookup(bs, (uint64_t)offset, &e, locked);
-        if (ret == 0 && qcow_needs_alloc(e) && !locked) {
-            co_mutex_lock(&s->lock);
-            locked = true;
-            ret = qcow_lookup(bs, (uint64_t)offset, &e, true);
-        }
+        ret = qcow_lookup(bs, (uint64_t)offset, &e, false);
         if (ret < 0) {
             break;
         }
         if (qcow_needs_alloc(e)) {
-            ret = qcow_alloc_run(bs, offset, bytes, e, qiov, qiov_offset, &n);
+            ret = qcow_alloc_run(bs, offset, bytes, qiov, qiov_offset, &n);
         } else {
             n = qcow_run(bs, offset, bytes, e);
             ret = qcow_cluster_ok(s, e) &&
@@ -704,12 +727,10 @@ static int coroutine_fn qcow_co_pwritev(BlockDriverState *bs, int64_t offset, in
                                          n, qiov, qiov_offset, 0)
                   : -EIO;
         }
+        /* n == 0: allocated meanwhile, written in place on the next pass. */
         offset += n;
         bytes -= n;
         qiov_offset += (size_t)n;
-    }
-    if (locked) {
-        co_mutex_unlock(&s->lock);
     }
     return ret;
 }
@@ -866,6 +887,7 @@ static int coroutine_fn qcow_co_check(BlockDriverState *bs, BdrvCheckResult *res
         return c.file_len < 0 ? (int)c.file_len : -ENOMEM;
     }
     co_mutex_lock(&s->lock);
+    fmt_inflight_wait_all(&s->allocs, &s->lock);
     ret = qcow_commit(bs); /* the file's tables are the ones checked */
     for (int i = 0; i < QCOW_CACHE_MAX; i++) {
         s->cache[i].offset = 0; /* repairs rewrite tables behind the cache */
@@ -1001,6 +1023,7 @@ static int qcow_open(BlockDriverState *bs, BlockOpts *options, int flags, Error 
     int ret;
 
     co_mutex_init(&s->lock);
+    fmt_inflight_init(&s->allocs);
     bs->file = bdrv_open_child(NULL, options, "file", bs, BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY,
                                false, errp);
     if (!bs->file) {

@@ -1,7 +1,8 @@
 /*
  * Unit tests: the qcow (version 1) format driver (drivers/format/qcow.c):
  * create options (encryption refused), reads and allocating writes over a
- * backing file, block status, concurrent allocating writes, a compressed
+ * backing file, block status, concurrent allocating writes (data written
+ * outside the lock, same-cluster writers waiting), a compressed
  * cluster built here with zlib (read, then rewritten when written to), and
  * an encrypted header refused with the method's name.
  * qemu-img interop and corrupt images are in tests/interop/qcow-*.sh.
@@ -168,6 +169,103 @@ static void test_qcow_concurrent_alloc(void **state)
     free(buf);
 }
 
+static void wait_pending(BlockBackend *blk, const int *pending)
+{
+    while (*pending) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+}
+
+/*
+ * The data of an allocating write goes out without the lock: while a
+ * partial write's new cluster (completed with zeroes) is held in its data
+ * write by a blkdebug breakpoint, an allocating write of other clusters, a
+ * read of the same cluster's other bytes (zeroes) and a
+ * flush all complete; a write of other bytes of the same cluster waits (it
+ * would take a second cluster and lose one of the two writes). Then
+ * everything reads back, after a reopen too, and qemu-img compare agrees.
+ */
+static void test_qcow_alloc_unlocked(void **state)
+{
+    enum { CL = 4 * KiB, A = CL + 512, B = CL + 2048, R = CL + 3072 };
+    uint8_t *want = malloc(MiB), *buf = malloc(MiB), *w2 = want + 3 * CL;
+    char opts[8192];
+    int pending_a = 1, pending = 0, pending_b = 1;
+    ConcReq ra = { .pending = &pending_a }, rb = { .pending = &pending_b };
+    ConcReq r2 = { .pending = &pending }, rr = { .pending = &pending };
+    ConcReq rf = { .pending = &pending };
+    BlockDriverState *bs;
+    BlockBackend *blk;
+
+    /* No backing file: 4 KiB clusters (512 B ones over a backing file). */
+    assert_int_equal(create("size=1M", NULL, 0), 0);
+    snprintf(opts, sizeof(opts), "driver=qcow,file.driver=blkdebug,file.image.driver=file,"
+             "file.image.filename=%s", img);
+    blk = drv_test_open_ok(opts, BDRV_O_RDWR);
+    bs = blk_bs(blk);
+    memset(want, 0, MiB);
+    memset(want + A, 0xa1, 512);
+    memset(want + B, 0xb2, 512);
+    drv_test_pattern(w2, 4 * CL, 3);
+
+    assert_int_equal(bdrv_debug_breakpoint(bs, "cow_write", "a"), 0);
+    iovector_init_buf(&ra.qiov, want + A, 512);
+    blk_aio_pwritev(blk, A, &ra.qiov, 0, conc_done, &ra);
+    while (pending_a && !bdrv_debug_is_suspended(bs, "a")) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+    assert_true(bdrv_debug_is_suspended(bs, "a"));
+
+    /* Other clusters (one run), a read of other bytes of the same one, a flush: not held. */
+    pending = 3;
+    iovector_init_buf(&r2.qiov, w2, 4 * CL);
+    blk_aio_pwritev(blk, 3 * CL, &r2.qiov, 0, conc_done, &r2);
+    iovector_init_buf(&rr.qiov, buf, 512);
+    blk_aio_preadv(blk, R, &rr.qiov, 0, conc_done, &rr);
+    blk_aio_flush(blk, conc_done, &rf);
+    /* Other bytes of the same cluster: held behind the allocation. */
+    iovector_init_buf(&rb.qiov, want + B, 512);
+    blk_aio_pwritev(blk, B, &rb.qiov, 0, conc_done, &rb);
+    wait_pending(blk, &pending);
+    assert_int_equal(r2.ret, 0);
+    assert_int_equal(rr.ret, 0);
+    assert_int_equal(rf.ret, 0);
+    assert_memory_equal(buf, want + R, 512);
+    for (int i = 0; i < 50; i++) {
+        aio_poll(blk_get_aio_context(blk), false);
+    }
+    assert_int_equal(pending_a + pending_b, 2);
+    assert_true(bdrv_debug_is_suspended(bs, "a"));
+
+    assert_int_equal(bdrv_debug_resume(bs, "a"), 0);
+    wait_pending(blk, &pending_a);
+    wait_pending(blk, &pending_b);
+    assert_int_equal(ra.ret, 0);
+    assert_int_equal(rb.ret, 0);
+    assert_int_equal(blk_pread(blk, 0, MiB, buf, 0), 0);
+    assert_memory_equal(buf, want, MiB);
+    blk_unref(blk);
+
+    blk = open_qcow(0);
+    assert_int_equal(blk_pread(blk, 0, MiB, buf, 0), 0);
+    assert_memory_equal(buf, want, MiB);
+    blk_unref(blk);
+    if (drv_test_sh("qemu-img --version >/dev/null 2>&1") == 0) {
+        char raw[4096];
+        int fd;
+
+        drv_test_path(raw, sizeof(raw), "qcow-raw");
+        fd = open(raw, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        assert_int_equal(pwrite(fd, want, MiB, 0), MiB);
+        close(fd);
+        assert_int_equal(drv_test_sh("qemu-img compare -q -f qcow -F raw '%s' '%s'", img, raw),
+                         0);
+        unlink(raw);
+    }
+    free(want);
+    free(buf);
+}
+
 /* Appends a raw-deflate compressed copy of a 4 KiB cluster; returns its L2 entry. */
 static uint64_t append_compressed(int fd, const uint8_t *cluster)
 {
@@ -276,6 +374,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qcow_create_options, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow_backing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow_concurrent_alloc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow_alloc_unlocked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow_compressed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow_encrypted, setup, teardown),
     };

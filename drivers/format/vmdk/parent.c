@@ -167,6 +167,7 @@ int coroutine_fn vmdk_co_change_backing_file(BlockDriverState *bs, const char *b
         return -ENOMEM;
     }
     co_mutex_lock(&s->lock);
+    vmdk_wait_allocs(s);
     ret = vmdk_write_desc(bs, text);
     co_mutex_unlock(&s->lock);
     if (ret < 0) {

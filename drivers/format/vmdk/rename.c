@@ -235,8 +235,11 @@ int coroutine_fn vmdk_co_rename(BlockDriverState *bs, const char *new_name, Erro
         goto out;
     }
     /* The descriptor (now under its new name) names the new extent files. */
+    co_mutex_lock(&s->lock);
+    vmdk_wait_allocs(s);
     ret = text ? vmdk_put_desc(bs, s->desc_embedded ? NULL : new_name, text) : 0;
     ret = ret ? ret : bdrv_co_flush(bs->file->bs);
+    co_mutex_unlock(&s->lock);
     if (ret < 0) {
         error_setg_errno(errp, ret, "vmdk: could not rewrite the descriptor of '%s'",
                          new_name);

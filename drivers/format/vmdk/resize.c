@@ -158,6 +158,7 @@ int coroutine_fn vmdk_co_truncate(BlockDriverState *bs, int64_t offset, bool exa
     }
     if (!strncmp(s->desc.create_type, "twoGbMaxExtent", 14) && len > TWO_GB) {
         co_mutex_lock(&s->lock);
+        vmdk_wait_allocs(s);
         ret = vmdk_grow_extents(bs, size, errp);
         co_mutex_unlock(&s->lock);
         return ret;
@@ -168,6 +169,7 @@ int coroutine_fn vmdk_co_truncate(BlockDriverState *bs, int64_t offset, bool exa
         return -ENOMEM;
     }
     co_mutex_lock(&s->lock);
+    vmdk_wait_allocs(s); /* they may take file space and grain tables the grow moves */
     ret = e->type == VMDK_EXT_FLAT ? resize_flat(bs, e, len, text)
                                    : grow_sparse(bs, e, len, text, errp);
     if (ret == 0) {

@@ -526,37 +526,52 @@ int coroutine_fn vmdk_sparse_set_capacity(VmdkExtent *e, uint64_t sectors)
     return ret ? ret : bdrv_co_flush(e->child->bs);
 }
 
+/*
+ * One write for the entries of a grain table and one for those of its
+ * redundant copy, however many neighbouring entries change (an allocating
+ * write of many grains sets them all at once). The cache gets the values
+ * once the primary table has them.
+ */
+int coroutine_fn vmdk_gte_update_range(BDRVVmdkState *s, int idx, uint64_t gt_index,
+                                       uint32_t pos, uint32_t n, const uint32_t *vals)
+{
+    VmdkExtent *e = s->extents[idx];
+    uint8_t le[VMDK_MAX_GTES * 4];
+    VmdkGtSlot *t;
+    int ret;
+
+    if (gt_index >= e->gd_entries || n == 0 || pos > e->gtes_per_gt ||
+        n > e->gtes_per_gt - pos) {
+        return -EIO;
+    }
+    ret = ensure_gt(e, gt_index);
+    ret = ret ? ret : gt_load(s, idx, gt_index, &t);
+    if (ret < 0) {
+        return ret;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        st_le32(le + i * 4, vals[i]);
+    }
+    ret = vmdk_co_pwrite(e->child, (uint64_t)e->gd[gt_index] * VMDK_SECTOR + pos * 4, le,
+                         (size_t)n * 4);
+    if (ret < 0) {
+        return ret;
+    }
+    memcpy(&t->gte[pos], vals, (size_t)n * 4);
+    if (e->rgd && e->rgd[gt_index]) {
+        ret = vmdk_co_pwrite(e->child, (uint64_t)e->rgd[gt_index] * VMDK_SECTOR + pos * 4, le,
+                             (size_t)n * 4);
+    }
+    return ret;
+}
+
 int coroutine_fn vmdk_gte_update(BDRVVmdkState *s, int idx, uint64_t off, uint32_t value)
 {
     VmdkExtent *e = s->extents[idx];
     uint64_t grain = off / e->grain_size;
-    uint64_t gt_index = grain / e->gtes_per_gt, pos = grain % e->gtes_per_gt;
-    VmdkGtSlot *t;
-    uint8_t le[4];
-    int ret;
 
-    if (gt_index >= e->gd_entries) {
-        return -EIO;
-    }
-    ret = ensure_gt(e, gt_index);
-    if (ret < 0) {
-        return ret;
-    }
-    ret = gt_load(s, idx, gt_index, &t);
-    if (ret < 0) {
-        return ret;
-    }
-    st_le32(le, value);
-    ret = vmdk_co_pwrite(e->child, (uint64_t)e->gd[gt_index] * VMDK_SECTOR + pos * 4, le, 4);
-    if (ret < 0) {
-        return ret;
-    }
-    t->gte[pos] = value;
-    if (e->rgd && e->rgd[gt_index]) {
-        ret = vmdk_co_pwrite(e->child, (uint64_t)e->rgd[gt_index] * VMDK_SECTOR + pos * 4, le,
-                             4);
-    }
-    return ret;
+    return vmdk_gte_update_range(s, idx, grain / e->gtes_per_gt,
+                                 (uint32_t)(grain % e->gtes_per_gt), 1, &value);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -614,23 +629,6 @@ static int coroutine_fn read_below_qiov(BlockDriverState *bs, uint64_t guest_off
     return 0;
 }
 
-/* Host byte offset of a plain grain, checked against the allocated area. */
-static int grain_host(const VmdkExtent *e, uint32_t gte, uint64_t *host)
-{
-    uint64_t h = (uint64_t)gte * VMDK_SECTOR;
-
-    if (gte <= 1 || !range_within(h, e->grain_size, e->next_alloc)) {
-        return -EIO;
-    }
-    *host = h;
-    return 0;
-}
-
-static bool gte_is_zero(const VmdkExtent *e, uint32_t gte)
-{
-    return gte == VMDK_GTE_ZEROED && (e->flags & VMDK4_FLAG_ZERO_GRAIN);
-}
-
 static int coroutine_fn read_grain_part(BlockDriverState *bs, int idx, uint64_t off, uint64_t n,
                                         uint32_t gte, IOVector *qiov, size_t qoff)
 {
@@ -643,7 +641,7 @@ static int coroutine_fn read_grain_part(BlockDriverState *bs, int idx, uint64_t 
     if (gte == 0) {
         return read_below_qiov(bs, e->start + off, n, qiov, qoff);
     }
-    if (gte_is_zero(e, gte)) {
+    if (vmdk_gte_is_zero(e, gte)) {
         iovector_memset(qiov, qoff, 0, n);
         return 0;
     }
@@ -659,7 +657,7 @@ static int coroutine_fn read_grain_part(BlockDriverState *bs, int idx, uint64_t 
         free(buf);
         return ret;
     }
-    ret = grain_host(e, gte, &host);
+    ret = vmdk_grain_host(e, gte, &host);
     if (ret < 0) {
         return ret;
     }
@@ -680,6 +678,7 @@ int coroutine_fn vmdk_sparse_preadv(BlockDriverState *bs, int idx, uint64_t off,
         int ret;
 
         co_mutex_lock(&s->lock);
+        vmdk_wait_grain(s, e, off);
         ret = vmdk_gte_lookup(s, idx, off, &gte, &slot);
         co_mutex_unlock(&s->lock);
         if (ret == 0) {
@@ -693,239 +692,6 @@ int coroutine_fn vmdk_sparse_preadv(BlockDriverState *bs, int idx, uint64_t off,
         bytes -= n;
     }
     return 0;
-}
-
-/* True if every grain of [off, off + bytes) is a plain allocated grain (s->lock held). */
-static int coroutine_fn all_allocated(BDRVVmdkState *s, int idx, uint64_t off, uint64_t bytes)
-{
-    VmdkExtent *e = s->extents[idx];
-    uint64_t end = off + bytes;
-
-    if (e->compressed) {
-        return 0;
-    }
-    for (off -= off % e->grain_size; off < end; off += e->grain_size) {
-        VmdkGtSlot *slot;
-        uint32_t gte;
-        int ret = vmdk_gte_lookup(s, idx, off, &gte, &slot);
-
-        if (ret < 0) {
-            return ret;
-        }
-        if (gte <= 1) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-/* Writes into allocated grains only (no lock needed: the mapping is fixed). */
-static int coroutine_fn write_allocated(BDRVVmdkState *s, int idx, uint64_t off,
-                                        uint64_t bytes, IOVector *qiov, size_t qoff)
-{
-    VmdkExtent *e = s->extents[idx];
-
-    while (bytes) {
-        uint64_t in = off % e->grain_size, host;
-        uint64_t n = bytes < e->grain_size - in ? bytes : e->grain_size - in;
-        VmdkGtSlot *slot;
-        uint32_t gte;
-        int ret;
-
-        co_mutex_lock(&s->lock);
-        ret = vmdk_gte_lookup(s, idx, off, &gte, &slot);
-        co_mutex_unlock(&s->lock);
-        if (ret == 0) {
-            ret = grain_host(e, gte, &host);
-        }
-        if (ret == 0) {
-            ret = bdrv_co_pwritev_part(e->child, (int64_t)(host + in), (int64_t)n, qiov, qoff,
-                                       0);
-        }
-        if (ret < 0) {
-            return ret;
-        }
-        off += n;
-        qoff += n;
-        bytes -= n;
-    }
-    return 0;
-}
-
-/* A grain whose new table entry waits for the data flush. */
-typedef struct PendingGte {
-    uint64_t off;
-    uint32_t sector;
-} PendingGte;
-
-#define VMDK_PENDING_MAX 64
-
-static int coroutine_fn commit_pending(BDRVVmdkState *s, int idx, PendingGte *p, int *n)
-{
-    VmdkExtent *e = s->extents[idx];
-    int ret = 0;
-
-    if (*n == 0) {
-        return 0;
-    }
-    ret = bdrv_co_flush(e->child->bs); /* the grains are on disk before their entries */
-    for (int i = 0; ret == 0 && i < *n; i++) {
-        ret = vmdk_gte_update(s, idx, p[i].off, p[i].sector);
-    }
-    *n = 0;
-    return ret;
-}
-
-/*
- * Builds the whole new content of one grain in buf: the old content (old
- * compressed grain, zeroes, or what lies below), then the new bytes.
- */
-static int coroutine_fn fill_grain(BlockDriverState *bs, int idx, uint64_t goff, uint32_t gte,
-                                   uint64_t in, uint64_t n, IOVector *qiov, size_t qoff,
-                                   uint8_t *buf)
-{
-    BDRVVmdkState *s = bs->opaque;
-    VmdkExtent *e = s->extents[idx];
-    int ret = 0;
-
-    if (n < e->grain_size) {
-        if (gte > 1 && e->compressed) {
-            ret = vmdk_stream_read_grain(e, goff / e->grain_size, gte, buf);
-        } else if (gte_is_zero(e, gte)) {
-            memset(buf, 0, e->grain_size);
-        } else {
-            ret = vmdk_read_below(bs, e->start + goff, e->grain_size, buf);
-        }
-        if (ret < 0) {
-            return ret;
-        }
-    }
-    if (qiov) {
-        iovector_to_buf(qiov, qoff, buf + in, n);
-    } else {
-        memset(buf + in, 0, n);
-    }
-    return 0;
-}
-
-/* Allocates (or, compressed, rewrites) the grain of off with new data. s->lock held. */
-static int coroutine_fn write_new_grain(BlockDriverState *bs, int idx, uint64_t off,
-                                        uint64_t n, uint32_t gte, IOVector *qiov, size_t qoff,
-                                        uint8_t **buf, PendingGte *pend, int *npend)
-{
-    BDRVVmdkState *s = bs->opaque;
-    VmdkExtent *e = s->extents[idx];
-    uint64_t in = off % e->grain_size, goff = off - in;
-    uint32_t sector;
-    int ret;
-
-    if (!e->compressed && gte > 1) {
-        uint64_t host;
-
-        ret = grain_host(e, gte, &host);
-        if (ret == 0) {
-            ret = qiov ? bdrv_co_pwritev_part(e->child, (int64_t)(host + in), (int64_t)n, qiov,
-                                              qoff, 0)
-                       : bdrv_co_pwrite_zeroes(e->child, (int64_t)(host + in), (int64_t)n, 0);
-        }
-        return ret;
-    }
-    if (n == e->grain_size && qiov && !e->compressed) {
-        /* A whole plain grain: write the caller's buffer directly. */
-        if ((e->next_alloc + n) / VMDK_SECTOR > UINT32_MAX) {
-            return -ENOSPC;
-        }
-        sector = (uint32_t)(e->next_alloc / VMDK_SECTOR);
-        ret = bdrv_co_pwritev_part(e->child, (int64_t)e->next_alloc, (int64_t)n, qiov, qoff, 0);
-    } else {
-        if (!*buf && !(*buf = malloc(e->grain_size))) {
-            return -ENOMEM;
-        }
-        ret = fill_grain(bs, idx, goff, gte, in, n, qiov, qoff, *buf);
-        if (ret < 0) {
-            return ret;
-        }
-        if (e->compressed) {
-            ret = vmdk_stream_write_grain(e, goff / e->grain_size, *buf, &sector);
-            if (ret < 0) {
-                return ret;
-            }
-            pend[(*npend)++] = (PendingGte){ goff, sector };
-            return 0;
-        }
-        if ((e->next_alloc + e->grain_size) / VMDK_SECTOR > UINT32_MAX) {
-            return -ENOSPC;
-        }
-        sector = (uint32_t)(e->next_alloc / VMDK_SECTOR);
-        ret = vmdk_co_pwrite(e->child, e->next_alloc, *buf, e->grain_size);
-    }
-    if (ret < 0) {
-        return ret;
-    }
-    e->next_alloc += e->grain_size;
-    pend[(*npend)++] = (PendingGte){ goff, sector };
-    return 0;
-}
-
-/* One grain's part of a write-zeroes: a zeroed-grain entry, nothing, or zero data. */
-static int coroutine_fn zero_grain(BlockDriverState *bs, int idx, uint64_t off, uint64_t n,
-                                   uint32_t gte, uint8_t **buf, PendingGte *pend, int *npend)
-{
-    BDRVVmdkState *s = bs->opaque;
-    VmdkExtent *e = s->extents[idx];
-
-    if (gte_is_zero(e, gte) || (gte == 0 && !bs->backing)) {
-        return 0; /* already reads as zeroes */
-    }
-    if (n == e->grain_size && (e->flags & VMDK4_FLAG_ZERO_GRAIN)) {
-        pend[(*npend)++] = (PendingGte){ off, VMDK_GTE_ZEROED };
-        return 0;
-    }
-    return write_new_grain(bs, idx, off, n, gte, NULL, 0, buf, pend, npend);
-}
-
-int coroutine_fn vmdk_sparse_pwritev(BlockDriverState *bs, int idx, uint64_t off,
-                                     uint64_t bytes, IOVector *qiov, size_t qoff, bool zero)
-{
-    BDRVVmdkState *s = bs->opaque;
-    VmdkExtent *e = s->extents[idx];
-    PendingGte pend[VMDK_PENDING_MAX];
-    uint8_t *buf = NULL;
-    int npend = 0, ret;
-
-    co_mutex_lock(&s->lock);
-    ret = zero ? 0 : all_allocated(s, idx, off, bytes);
-    if (ret != 0) {
-        co_mutex_unlock(&s->lock);
-        return ret < 0 ? ret : write_allocated(s, idx, off, bytes, qiov, qoff);
-    }
-    while (bytes) {
-        uint64_t in = off % e->grain_size;
-        uint64_t n = bytes < e->grain_size - in ? bytes : e->grain_size - in;
-        VmdkGtSlot *slot;
-        uint32_t gte;
-
-        ret = vmdk_gte_lookup(s, idx, off, &gte, &slot);
-        if (ret == 0) {
-            ret = zero ? zero_grain(bs, idx, off, n, gte, &buf, pend, &npend)
-                       : write_new_grain(bs, idx, off, n, gte, qiov, qoff, &buf, pend, &npend);
-        }
-        if (ret == 0 && npend == VMDK_PENDING_MAX) {
-            ret = commit_pending(s, idx, pend, &npend);
-        }
-        if (ret < 0) {
-            break;
-        }
-        off += n;
-        qoff += n;
-        bytes -= n;
-    }
-    if (ret == 0) {
-        ret = commit_pending(s, idx, pend, &npend);
-    }
-    co_mutex_unlock(&s->lock);
-    free(buf);
-    return ret;
 }
 
 /* Status of one grain and of the following grains in the same state. */
@@ -963,11 +729,11 @@ int coroutine_fn vmdk_sparse_block_status(BlockDriverState *bs, int idx, uint64_
 
                 n = left < bytes - done ? left : bytes - done;
             }
-        } else if (gte_is_zero(e, gte)) {
+        } else if (vmdk_gte_is_zero(e, gte)) {
             st = BDRV_BLOCK_ZERO;
         } else if (e->compressed) {
             st = BDRV_BLOCK_DATA;
-        } else if (grain_host(e, gte, &host) < 0) {
+        } else if (vmdk_grain_host(e, gte, &host) < 0) {
             ret = -EIO;
             break;
         } else {
@@ -1026,11 +792,11 @@ static int coroutine_fn check_extent(BlockDriverState *bs, int idx, BdrvCheckRes
             uint64_t host;
             bool bad;
 
-            if (gte == 0 || gte_is_zero(e, gte)) {
+            if (gte == 0 || vmdk_gte_is_zero(e, gte)) {
                 continue;
             }
             bad = e->compressed ? gte <= 1 || (uint64_t)gte * VMDK_SECTOR >= e->next_alloc
-                                : grain_host(e, gte, &host) < 0;
+                                : vmdk_grain_host(e, gte, &host) < 0;
             if (bad) {
                 res->corruptions++;
                 bdrv_check_report(res, "vmdk: %s: grain table %" PRIu64 " entry %u points at "
@@ -1048,6 +814,7 @@ int coroutine_fn vmdk_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvC
     int ret = 0;
 
     co_mutex_lock(&s->lock);
+    vmdk_wait_allocs(s); /* a grain taken but not yet linked is past no entry yet */
     for (int i = 0; i < s->n_extents && ret == 0; i++) {
         if (s->extents[i]->type == VMDK_EXT_SPARSE) {
             ret = check_extent(bs, i, res);

@@ -10,10 +10,13 @@
 #ifndef COBLK_DRIVERS_FORMAT_VMDK_INT_H
 #define COBLK_DRIVERS_FORMAT_VMDK_INT_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "block/block-int.h"
+#include "block/bytes.h"
+#include "drivers/format/fmt-util.h"
 
 #define VMDK_SECTOR ((uint64_t)512)
 #define VMDK4_MAGIC 0x564d444bU             /* "KDMV" read little-endian */
@@ -161,6 +164,13 @@ typedef struct VmdkExtent {
 
 typedef struct BDRVVmdkState {
     CoMutex lock;           /* grain table cache and allocation */
+    /*
+     * Allocating writes of hosted sparse extents whose data is being written
+     * without the lock (alloc.c); units are guest sectors, each record covers
+     * whole grains. Readers and writers of those grains wait for them; check,
+     * resize and descriptor rewrites wait for all of them.
+     */
+    FmtInflightList allocs;
     VmdkExtent **extents;   /* n_extents pointers: an extent never moves (resize appends) */
     int n_extents;
     uint64_t size;          /* guest bytes */
@@ -178,6 +188,45 @@ typedef struct BDRVVmdkState {
 int vmdk_stream_finish_sync(VmdkExtent *e);
 
 /* sparse.c */
+/* Host byte offset of a plain grain, checked against the allocated area. */
+static inline int vmdk_grain_host(const VmdkExtent *e, uint32_t gte, uint64_t *host)
+{
+    uint64_t h = (uint64_t)gte * VMDK_SECTOR;
+
+    if (gte <= 1 || !range_within(h, e->grain_size, e->next_alloc)) {
+        return -EIO;
+    }
+    *host = h;
+    return 0;
+}
+
+/* A grain table entry that reads as zeroes (zeroed-grain flag set). */
+static inline bool vmdk_gte_is_zero(const VmdkExtent *e, uint32_t gte)
+{
+    return gte == VMDK_GTE_ZEROED && (e->flags & VMDK4_FLAG_ZERO_GRAIN);
+}
+
+/* The allocs unit (guest sector) of the grain of extent byte off. */
+static inline uint64_t vmdk_grain_unit(const VmdkExtent *e, uint64_t off)
+{
+    return (e->start + off - off % e->grain_size) / VMDK_SECTOR;
+}
+
+/* Waits until no allocating write of the grain of off is in flight; s->lock held. */
+static inline void coroutine_fn vmdk_wait_grain(BDRVVmdkState *s, const VmdkExtent *e,
+                                                uint64_t off)
+{
+    while (fmt_inflight_busy(&s->allocs, vmdk_grain_unit(e, off))) {
+        fmt_inflight_wait(&s->allocs, &s->lock);
+    }
+}
+
+/* Waits until no allocating write is in flight; s->lock held. */
+static inline void coroutine_fn vmdk_wait_allocs(BDRVVmdkState *s)
+{
+    fmt_inflight_wait_all(&s->allocs, &s->lock);
+}
+
 /* Validates a hosted sparse header (and the footer of a stream) and loads the GD. */
 int vmdk_sparse_open(BlockDriverState *bs, VmdkExtent *e, Error **errp);
 /* Builds a hosted sparse header (512 bytes) from e's fields. */
@@ -194,8 +243,6 @@ int coroutine_fn vmdk_gte_lookup(BDRVVmdkState *s, int idx, uint64_t off, uint32
 int coroutine_fn vmdk_gte_update(BDRVVmdkState *s, int idx, uint64_t off, uint32_t value);
 int coroutine_fn vmdk_sparse_preadv(BlockDriverState *bs, int idx, uint64_t off, uint64_t bytes,
                                     IOVector *qiov, size_t qoff);
-int coroutine_fn vmdk_sparse_pwritev(BlockDriverState *bs, int idx, uint64_t off,
-                                     uint64_t bytes, IOVector *qiov, size_t qoff, bool zero);
 int coroutine_fn vmdk_sparse_block_status(BlockDriverState *bs, int idx, uint64_t off,
                                           uint64_t bytes, int64_t *pnum, int64_t *map,
                                           BlockDriverState **file);
@@ -214,6 +261,17 @@ int coroutine_fn vmdk_read_below(BlockDriverState *bs, uint64_t guest_off, uint6
 int coroutine_fn vmdk_sparse_grow_gd(VmdkExtent *e, uint64_t gd_entries);
 /* Sets the capacity field (sectors) of a hosted sparse extent's header. */
 int coroutine_fn vmdk_sparse_set_capacity(VmdkExtent *e, uint64_t sectors);
+
+/*
+ * Writes a GT entry range of one grain table (and its redundant copy):
+ * entries [pos, pos + n) of table gt_index get vals (host order); s->lock held.
+ */
+int coroutine_fn vmdk_gte_update_range(BDRVVmdkState *s, int idx, uint64_t gt_index,
+                                       uint32_t pos, uint32_t n, const uint32_t *vals);
+
+/* alloc.c: writes or (zero) zeroes bytes at extent byte off of sparse extent idx. */
+int coroutine_fn vmdk_sparse_pwritev(BlockDriverState *bs, int idx, uint64_t off,
+                                     uint64_t bytes, IOVector *qiov, size_t qoff, bool zero);
 
 /* resize.c */
 /* The descriptor text for size bytes with the n-th extent at sectors; NULL if out of memory. */

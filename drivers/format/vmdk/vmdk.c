@@ -13,6 +13,7 @@
  * (COWD/vmfsSparse, seSparse, raw device maps) fail with a message naming
  * them.
  */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <libgen.h>
@@ -343,6 +344,7 @@ static int vmdk_do_open(BlockDriverState *bs, BlockOpts *options, Error **errp)
     int ret;
 
     co_mutex_init(&s->lock);
+    fmt_inflight_init(&s->allocs);
     bs->file = bdrv_open_child(NULL, options, "file", bs,
                                BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY, false, errp);
     if (!bs->file) {
@@ -392,6 +394,9 @@ static int vmdk_open(BlockDriverState *bs, BlockOpts *options, int flags, Error 
 static void vmdk_close(BlockDriverState *bs)
 {
     BDRVVmdkState *s = bs->opaque;
+
+    /* The block layer drains the node first: no allocating write is left in flight. */
+    assert(s->allocs.head == NULL);
 
     for (int i = 0; i < s->n_extents; i++) {
         if (s->extents[i]->stream_written && vmdk_stream_finish_sync(s->extents[i]) < 0) {
@@ -532,6 +537,7 @@ static int coroutine_fn vmdk_write(BlockDriverState *bs, uint64_t off, uint64_t 
     }
     if (!s->cid_updated) {
         co_mutex_lock(&s->lock);
+        vmdk_wait_allocs(s);
         ret = s->cid_updated ? 0 : vmdk_update_cid(bs);
         s->cid_updated = ret == 0;
         co_mutex_unlock(&s->lock);

@@ -2,7 +2,7 @@
  * Power-cut test of vmdk twoGbMaxExtentSparse / twoGbMaxExtentFlat growth,
  * across all the image's files:
  *
- *   powercut-vmdk-grow DIR SUBFORMAT
+ *   powercut-vmdk-grow DIR SUBFORMAT [concurrent]
  *
  * A grow creates extent files and replaces the descriptor file, so a log of
  * one file's writes (blklogwrites, as tests/crash/powercut.c uses) cannot
@@ -32,6 +32,10 @@
  *  - an image left at the old size grows again to the new size (the
  *    leftover extent files of the cut grow are taken over, see
  *    drivers/format/vmdk/stray.c) and checks clean.
+ * With "concurrent", half of the guest writes are bursts of BURST_N adjacent
+ * writes of 1..160 sectors in flight at once (allocating writes whose data
+ * goes out without the driver's lock, sharing grains, committed together:
+ * drivers/format/vmdk/alloc.c).
  * Exit 0 = pass, 1 = a violation (printed), 77 = skipped (no vmdk).
  */
 #include <dirent.h>
@@ -60,7 +64,10 @@
 #define MAX_EV 100000
 #define MAX_INO 64
 #define MAX_FD 4096
-#define MAX_OPS 64
+#define MAX_OPS 512
+#define MAX_FLUSH 80
+#define BURST_N 8
+#define BURST_MAX (160 * SECTOR)    /* longest write of a burst: 80 KiB */
 #define NAME_LEN 256
 
 static const int64_t region_start[2] = { 0, 2 * GiB - MiB };
@@ -491,7 +498,8 @@ typedef struct GuestOp {
 
 static GuestOp ops[MAX_OPS];
 static int nops, nflush, grow_flush = -1;
-static int flush_after[MAX_OPS];        /* guest flush k came after ops[0..flush_after[k]) */
+static bool concurrent;                 /* "concurrent": bursts of writes in flight together */
+static int flush_after[MAX_FLUSH];        /* guest flush k came after ops[0..flush_after[k]) */
 static uint8_t (*snap)[2][RLEN];        /* tracked guest data at each guest flush */
 static uint8_t cur[2][RLEN];
 
@@ -515,10 +523,64 @@ static void guest_flush(BlockBackend *blk)
     if (blk_flush(blk) < 0) {
         die("guest flush failed");
     }
+    if (nflush == MAX_FLUSH) {
+        die("too many guest flushes");
+    }
     snprintf(m, sizeof(m), "flush %d", nflush);
     mark(m);
     memcpy(snap[nflush], cur, sizeof(cur));
     flush_after[nflush++] = nops;
+}
+
+static void burst_done(void *opaque, int ret)
+{
+    int *pending = opaque;
+
+    if (ret < 0) {
+        die("a concurrent guest write failed");
+    }
+    (*pending)--;
+}
+
+/*
+ * "concurrent": BURST_N adjacent writes of 1..160 sectors from off, all in
+ * flight at once: they share grains (and wait for each other's allocations),
+ * span grains and, in region 1, the 2 GiB boundary of twoGbMaxExtent*
+ * extents. They do not overlap, so the sector checks hold as for single
+ * writes.
+ */
+static void burst(BlockBackend *blk, int region, int64_t off, uint64_t *seed)
+{
+    static uint8_t bufs[BURST_N][BURST_MAX];
+    IOVector qiov[BURST_N];
+    int pending = 0;
+
+    for (int n = 0; n < BURST_N && off < RLEN && nops < MAX_OPS; n++) {
+        GuestOp *op = &ops[nops];
+
+        op->region = region;
+        op->off = off;
+        op->len = (int64_t)(1 + rnd(seed) % (BURST_MAX / SECTOR)) * SECTOR;
+        if (op->off + op->len > RLEN) {
+            op->len = RLEN - op->off;
+        }
+        op->seq = (uint32_t)nops + 1;
+        for (int64_t b = 0; b < op->len; b++) {
+            bufs[n][b] = op_byte(op, region_start[region] + op->off + b);
+            cur[region][op->off + b] = bufs[n][b];
+        }
+        iovector_init_buf(&qiov[n], bufs[n], (size_t)op->len);
+        pending++;
+        if (!blk_aio_pwritev(blk, region_start[region] + op->off, &qiov[n], 0, burst_done,
+                             &pending)) {
+            die("blk_aio_pwritev failed");
+        }
+        off += op->len;
+        nops++;
+    }
+    while (pending) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
 }
 
 static void guest_writes(BlockBackend *blk, int n, bool grown, uint64_t *seed)
@@ -535,6 +597,13 @@ static void guest_writes(BlockBackend *blk, int n, bool grown, uint64_t *seed)
             op->len = RLEN - op->off;
         }
         op->seq = (uint32_t)nops + 1;
+        if (concurrent && rnd(seed) % 2 == 0) {
+            burst(blk, op->region, op->off, seed);
+            if (rnd(seed) % 4 == 0) {
+                guest_flush(blk);
+            }
+            continue;
+        }
         for (int64_t b = 0; b < op->len; b++) {
             buf[b] = op_byte(op, region_start[op->region] + op->off + b);
             cur[op->region][op->off + b] = buf[b];
@@ -999,9 +1068,10 @@ int main(int argc, char **argv)
     struct dirent *de;
 
     if (argc < 3) {
-        fprintf(stderr, "usage: powercut-vmdk-grow DIR SUBFORMAT\n");
+        fprintf(stderr, "usage: powercut-vmdk-grow DIR SUBFORMAT [concurrent]\n");
         return 2;
     }
+    concurrent = argc > 3 && !strcmp(argv[3], "concurrent");
     if (!bdrv_find_format("vmdk")) {
         return 77;
     }
@@ -1035,7 +1105,7 @@ int main(int argc, char **argv)
     closedir(d);
     base_inos = ninos;
     ev = calloc(MAX_EV, sizeof(*ev));
-    snap = calloc(MAX_OPS + 4, sizeof(*snap));
+    snap = calloc(MAX_FLUSH, sizeof(*snap));
     tracing = true;
     run_workload(img);
     tracing = false;
@@ -1079,8 +1149,9 @@ int main(int argc, char **argv)
         }
     }
     printf("powercut-vmdk-grow %s: %d events (%d in the grow), %d guest writes, %d guest "
-           "flushes, %d power cuts, %d distinct states checked%s\n", argv[2], nev, ge - gs,
-           nops, nflush, points, distinct, can_check ? "" : " (qemu-img check unavailable)");
+           "flushes, %d power cuts, %d distinct states checked%s%s\n", argv[2], nev, ge - gs,
+           nops, nflush, points, distinct, can_check ? "" : " (qemu-img check unavailable)",
+           concurrent ? " (concurrent bursts)" : "");
     sh("rm -rf '%s'", scratch);
     free(ev);
     free(snap);

@@ -11,9 +11,13 @@
  *     grain or grain table, goes after them) and list the chunk in s->allocs;
  *  2. without it: write the data (a run of whole new grains as one write,
  *     a partial new grain filled from what lies below it, allocated grains
- *     in place), then flush the extent file when new grains were written;
- *  3. under s->lock: set the entries of the chunk's grains, one write per
- *     grain table for all of them and one for its redundant copy; unlist.
+ *     in place);
+ *  3. under s->lock: queue the chunk for a group commit. One writer at a
+ *     time runs it for every chunk queued: one flush of the extent file
+ *     (without the lock) for all their data, then their entries, one write
+ *     per run of neighbouring entries of a grain table and one for its
+ *     redundant copy (a sequential stream of writes in flight together
+ *     sets its entries with one write). Then each chunk is unlisted.
  *
  * Crash safety: the data of a new grain is written and flushed before the
  * grain table entry that points at it is written (a new grain table is
@@ -57,7 +61,9 @@ typedef struct GrainOp {
 } GrainOp;
 
 /* Up to VMDK_CHUNK_GRAINS grains of one request. */
-typedef struct AllocChunk {
+typedef struct VmdkAllocChunk {
+    int idx;            /* the extent */
+    VmdkExtent *e;
     uint64_t off;       /* extent byte offset of the chunk's first byte */
     uint64_t bytes;
     size_t qoff;
@@ -67,6 +73,10 @@ typedef struct AllocChunk {
     uint64_t new_first; /* file offset of the first new grain */
     bool listed;        /* in s->allocs (some entry changes) */
     FmtInflight rec;
+    /* Group commit (step 3) */
+    struct VmdkAllocChunk *next;    /* queued in s->commit_head, or in a batch */
+    bool done;                      /* committed or failed by a group commit */
+    int ret;                        /* its result */
     GrainOp g[VMDK_CHUNK_GRAINS];
 } AllocChunk;
 
@@ -216,7 +226,7 @@ static int coroutine_fn write_grains(BlockDriverState *bs, VmdkExtent *e, AllocC
     return ret < 0 ? ret : 1;
 }
 
-/* Step 2, without s->lock: the chunk's data, flushed if it went into new grains. */
+/* Step 2, without s->lock: the chunk's data. */
 static int coroutine_fn write_chunk(BlockDriverState *bs, VmdkExtent *e, AllocChunk *c,
                                     IOVector *qiov, uint8_t **buf)
 {
@@ -228,52 +238,153 @@ static int coroutine_fn write_chunk(BlockDriverState *bs, VmdkExtent *e, AllocCh
         }
         i += k;
     }
-    return c->n_new ? bdrv_co_flush(e->child->bs) : 0;
+    return 0;
 }
 
-/* Step 3 (s->lock held): the chunk's new entries, one write per grain table. */
-static int coroutine_fn commit_chunk(BDRVVmdkState *s, int idx, AllocChunk *c)
+/* Neighbouring entries of one grain table, to be written at once. */
+typedef struct GteRun {
+    int idx;
+    uint64_t gt;
+    uint32_t pos, n;
+    uint32_t vals[VMDK_MAX_GTES];
+} GteRun;
+
+static int coroutine_fn run_write(BDRVVmdkState *s, GteRun *r)
 {
-    VmdkExtent *e = s->extents[idx];
-    uint32_t vals[VMDK_CHUNK_GRAINS];
-    int first = -1, last = -1;
+    int ret = r->n ? vmdk_gte_update_range(s, r->idx, r->gt, r->pos, r->n, r->vals) : 0;
+
+    r->n = 0;
+    return ret;
+}
+
+/* Adds the chunk's new entries to r, writing r first where they do not continue it. */
+static int coroutine_fn run_add(BDRVVmdkState *s, GteRun *r, const AllocChunk *c)
+{
+    const VmdkExtent *e = c->e;
     int ret = 0;
 
-    for (int i = 0; i <= c->n && ret == 0; i++) {
-        uint64_t grain = (c->g0 + (uint64_t)i * e->grain_size) / e->grain_size;
+    for (int i = 0; i < c->n && ret == 0; i++) {
+        const GrainOp *g = &c->g[i];
+        uint64_t grain = c->g0 / e->grain_size + (uint64_t)i;
         uint64_t gt = grain / e->gtes_per_gt;
-        GrainOp *g = &c->g[i < c->n ? i : 0];
-        bool changes = i < c->n && (g->kind == GRAIN_NEW || g->kind == GRAIN_ZERO_ENTRY);
-        uint64_t first_grain = first < 0 ? 0 : c->g0 / e->grain_size + (uint64_t)first;
+        uint32_t pos = (uint32_t)(grain % e->gtes_per_gt);
 
-        /* Flush the pending range at the end and where a new grain table begins. */
-        if (first >= 0 && (i == c->n || gt != first_grain / e->gtes_per_gt)) {
-            ret = vmdk_gte_update_range(s, idx, first_grain / e->gtes_per_gt,
-                                        (uint32_t)(first_grain % e->gtes_per_gt),
-                                        (uint32_t)(last - first + 1), &vals[first]);
-            first = -1;
+        if (g->kind != GRAIN_NEW && g->kind != GRAIN_ZERO_ENTRY) {
+            continue;
         }
-        if (i == c->n) {
-            break;
+        if (r->n && (r->idx != c->idx || r->gt != gt || r->pos + r->n != pos)) {
+            ret = run_write(s, r);
         }
-        /* Unchanged grains between changed ones keep their entries (no one else sets them). */
-        vals[i] = g->kind == GRAIN_NEW ? (uint32_t)(g->host / VMDK_SECTOR)
-                : g->kind == GRAIN_ZERO_ENTRY ? VMDK_GTE_ZEROED : g->gte;
-        if (changes) {
-            first = first < 0 ? i : first;
-            last = i;
+        if (r->n == 0) {
+            *r = (GteRun){ .idx = c->idx, .gt = gt, .pos = pos };
         }
+        r->vals[r->n++] = g->kind == GRAIN_NEW ? (uint32_t)(g->host / VMDK_SECTOR)
+                                               : VMDK_GTE_ZEROED;
     }
     return ret;
 }
 
-/* Step 3 after a failed data write: the new grains go back if they are the file's last. */
-static void give_back(VmdkExtent *e, const AllocChunk *c)
+/* Sets the entries of the chunks of batch (their data durable; s->lock held). */
+static int coroutine_fn commit_entries(BDRVVmdkState *s, AllocChunk *batch)
 {
+    GteRun r;
+    int ret = 0;
+
+    r.n = 0;
+    for (AllocChunk *c = batch; c && ret == 0; c = c->next) {
+        ret = run_add(s, &r, c);
+    }
+    return ret ? ret : run_write(s, &r);
+}
+
+/* A failed chunk's new grains go back if they are the last thing taken from the file. */
+static void give_back(const AllocChunk *c)
+{
+    VmdkExtent *e = c->e;
+
     if (c->n_new && c->new_first + (uint64_t)c->n_new * e->grain_size == e->next_alloc) {
         e->next_alloc = c->new_first;
     }
     /* Otherwise they stay leaked: see the file comment. */
+}
+
+/* The queued chunks sorted by extent and grain: neighbours share their table writes. */
+static AllocChunk *sort_batch(AllocChunk *list)
+{
+    AllocChunk *out = NULL;
+
+    while (list) {
+        AllocChunk *c = list, **p = &out;
+
+        list = list->next;
+        while (*p && ((*p)->idx < c->idx || ((*p)->idx == c->idx && (*p)->g0 < c->g0))) {
+            p = &(*p)->next;
+        }
+        c->next = *p;
+        *p = c;
+    }
+    return out;
+}
+
+/*
+ * One group commit (s->lock held, released around the flush): every chunk
+ * queued so far had its data written before it was queued, so one flush of
+ * each extent file in the batch (usually one) makes all of it durable;
+ * then all their entries are set, neighbours in one write.
+ */
+static void coroutine_fn run_group(BDRVVmdkState *s)
+{
+    AllocChunk *batch = sort_batch(s->commit_head), *next;
+    int ret = 0;
+
+    s->commit_head = NULL;
+    s->committing = true;
+    co_mutex_unlock(&s->lock);
+    for (AllocChunk *c = batch, *prev = NULL; c && ret == 0; prev = c, c = c->next) {
+        if (!prev || c->e != prev->e) {
+            ret = bdrv_co_flush(c->e->child->bs); /* the grains before their entries */
+        }
+    }
+    co_mutex_lock(&s->lock);
+    if (ret < 0) {
+        for (AllocChunk *c = batch; c; c = c->next) {
+            give_back(c);
+        }
+    } else {
+        ret = commit_entries(s, batch);
+    }
+    for (AllocChunk *c = batch; c; c = next) {
+        next = c->next;
+        c->ret = ret;
+        c->done = true;
+    }
+    s->committing = false;
+    co_queue_restart_all(&s->commit_wait);
+}
+
+/*
+ * Step 3 of a chunk whose data is written (s->lock held): queued for the
+ * next group commit, which the first chunk to find none running runs; the
+ * others wait for theirs. Entries that only become zeroed-grain ones need
+ * no flush: they are set at once.
+ */
+static int coroutine_fn commit_chunk(BDRVVmdkState *s, AllocChunk *c)
+{
+    c->next = NULL;
+    if (c->n_new == 0) {
+        return commit_entries(s, c);
+    }
+    c->done = false;
+    c->next = s->commit_head;
+    s->commit_head = c;
+    while (!c->done) {
+        if (s->committing) {
+            co_queue_wait(&s->commit_wait, &s->lock);
+        } else {
+            run_group(s);
+        }
+    }
+    return c->ret;
 }
 
 static int coroutine_fn plain_pwritev(BlockDriverState *bs, int idx, uint64_t off,
@@ -294,6 +405,8 @@ static int coroutine_fn plain_pwritev(BlockDriverState *bs, int idx, uint64_t of
         c.qoff = qoff;
         c.g0 = off - in;
         c.n = (int)div_round_up_u64(in + c.bytes, e->grain_size);
+        c.idx = idx;
+        c.e = e;
         co_mutex_lock(&s->lock);
         ret = plan_chunk(bs, idx, &c, zero);
         co_mutex_unlock(&s->lock);
@@ -304,9 +417,9 @@ static int coroutine_fn plain_pwritev(BlockDriverState *bs, int idx, uint64_t of
         if (c.listed || ret < 0) {
             co_mutex_lock(&s->lock);
             if (ret < 0) {
-                give_back(e, &c);
+                give_back(&c);
             } else {
-                ret = commit_chunk(s, idx, &c);
+                ret = commit_chunk(s, &c);
             }
             if (c.listed) {
                 fmt_inflight_end(&s->allocs, &c.rec);

@@ -171,6 +171,13 @@ typedef struct BDRVVmdkState {
      * resize and descriptor rewrites wait for all of them.
      */
     FmtInflightList allocs;
+    /*
+     * Group commit (alloc.c): allocating writes whose data is written queue
+     * here; one of them flushes once for all and sets their entries.
+     */
+    struct VmdkAllocChunk *commit_head;
+    bool committing;
+    CoQueue commit_wait;
     VmdkExtent **extents;   /* n_extents pointers: an extent never moves (resize appends) */
     int n_extents;
     uint64_t size;          /* guest bytes */

@@ -345,6 +345,7 @@ static int vmdk_do_open(BlockDriverState *bs, BlockOpts *options, Error **errp)
 
     co_mutex_init(&s->lock);
     fmt_inflight_init(&s->allocs);
+    co_queue_init(&s->commit_wait);
     bs->file = bdrv_open_child(NULL, options, "file", bs,
                                BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY, false, errp);
     if (!bs->file) {

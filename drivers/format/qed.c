@@ -12,12 +12,13 @@
  * Crash safety: a new data cluster (whole: the rest of a partial write is
  * copied from the backing file, or zeroes) or a new L2 table (zeroes) is
  * written at the end of the file, and the entry that points at it is set in
- * the cached table only. The dirty table sectors (fmt-defer.h, FmtDefer) are
+ * the cached table only. The dirty table units (fmt-defer.h, FmtDefer) are
  * written, adjacent ones merged, at the next guest flush, close, reopen
  * read-only, resize or check, when the pending set is full, or before a
  * cache slot holding pending
  * entries would be evicted: one flush (every cluster and table they point at
- * is stable), the sectors, and for a guest flush one more. So an entry on
+ * is stable), the units, and for a guest flush one more. The pending set
+ * counts 4 KiB units of tables (QED_UNIT), written whole. So an entry on
  * disk never points at data or a table that is not stable, and a guest flush
  * costs two flushes however many clusters it allocated. A dirty table stays
  * in the cache until written.
@@ -70,6 +71,16 @@
 #define QED_ZERO_CLUSTER 1ULL
 #define QED_CACHE_BYTES (32u << 20)  /* L2 cache budget */
 #define QED_CACHE_MAX 16
+/*
+ * The pending set's unit: 4 KiB of a table (512 entries). Tables are
+ * cluster-aligned and clusters at least 4 KiB, so a unit never straddles two
+ * tables. A sequential stream dirties one unit per 512 new clusters (32 MiB
+ * with 64 KiB clusters), so the set (FMT_DEFER_MAX units) holds about 2 GiB
+ * of them before it must be committed; with 512-byte units it filled every
+ * 248 MiB, and that commit's flush (all the data written so far, under
+ * table_lock) stalled the stream.
+ */
+#define QED_UNIT 4096u
 
 enum {
     QH_MAGIC = 0, QH_CLUSTER = 4, QH_TABLE = 8, QH_HEADER = 12, QH_FEATURES = 16,
@@ -100,7 +111,7 @@ typedef struct BDRVQedState {
     int n_cache;
     uint64_t clock;
     bool marked_dirty;          /* we set NEED_CHECK since open */
-    FmtDefer dirty;             /* table sectors (file offset / 512) not yet written */
+    FmtDefer dirty;             /* table units (file offset / QED_UNIT) not yet written */
     CoMutex table_lock;         /* cache loads and every metadata update */
     /*
      * Allocating writes in flight, by guest cluster (table_lock): a new
@@ -286,11 +297,11 @@ static bool qed_offset_ok(const BDRVQedState *s, uint64_t off, uint64_t len, int
 /* ---------------------------------------------------------------------- */
 /* Deferred table updates (see the crash-safety note at the top) */
 
-/* Whether the table at offset (L1 or a cached L2) has sectors not yet written. */
+/* Whether the table at offset (L1 or a cached L2) has units not yet written. */
 static bool qed_table_dirty(const BDRVQedState *s, uint64_t offset)
 {
     for (unsigned i = 0; i < s->dirty.n; i++) {
-        if (s->dirty.unit[i] * 512 - offset < s->table_bytes) {
+        if (s->dirty.unit[i] * QED_UNIT - offset < s->table_bytes) {
             return true;
         }
     }
@@ -299,11 +310,11 @@ static bool qed_table_dirty(const BDRVQedState *s, uint64_t offset)
 
 /*
  * Records entry i of the table at offset as changed in memory only. The
- * caller made room (qed_prepare_update: two units, the L1 and an L2 sector).
+ * caller made room (qed_prepare_update: two units, one of the L1 and one of an L2 table).
  */
 static void qed_table_touch(BDRVQedState *s, uint64_t offset, uint32_t i)
 {
-    fmt_defer_add(&s->dirty, (offset + (uint64_t)i * 8) / 512, 1);
+    fmt_defer_add(&s->dirty, (offset + (uint64_t)i * 8) / QED_UNIT, 1);
 }
 
 /* The in-memory table (L1 or a cached L2) that holds the file's byte at off, and its offset. */
@@ -323,8 +334,8 @@ static const uint64_t *qed_table_at(const BDRVQedState *s, uint64_t off, uint64_
 }
 
 /*
- * FmtDeferWriteFn: table sectors [first, first + count), in one write per
- * table they lie in (adjacent sectors may belong to two tables).
+ * FmtDeferWriteFn: table units [first, first + count) (QED_UNIT bytes each),
+ * in one write per table they lie in (adjacent units may belong to two tables).
  */
 static int coroutine_fn qed_write_run(void *opaque, uint64_t first, uint32_t count)
 {
@@ -333,23 +344,23 @@ static int coroutine_fn qed_write_run(void *opaque, uint64_t first, uint32_t cou
     int ret = 0;
 
     while (count && ret == 0) {
-        uint64_t base = 0, off = first * 512, left;
+        uint64_t base = 0, off = first * QED_UNIT, left;
         const uint64_t *t = qed_table_at(s, off, &base);
         uint32_t n;
 
         if (!t) {
             return -EIO; /* unreachable: a dirty table is never evicted */
         }
-        left = (base + s->table_bytes - off) / 512;
+        left = (base + s->table_bytes - off) / QED_UNIT;
         n = left < count ? (uint32_t)left : count;
-        ret = qed_write_entries(bs, base, t, (uint32_t)((off - base) / 8), n * 64);
+        ret = qed_write_entries(bs, base, t, (uint32_t)((off - base) / 8), n * (QED_UNIT / 8));
         first += n;
         count -= n;
     }
     return ret;
 }
 
-/* Writes the pending table sectors (then flushes if sync). Holds table_lock. */
+/* Writes the pending table units (then flushes if sync). Holds table_lock. */
 static int coroutine_fn qed_commit(BlockDriverState *bs, bool sync)
 {
     BDRVQedState *s = bs->opaque;
@@ -796,7 +807,7 @@ static int coroutine_fn qed_co_pwrite_zeroes(BlockDriverState *bs, int64_t offse
     return ret;
 }
 
-/* Guest flush: the pending table sectors go to the file (the block layer flushes it after). */
+/* Guest flush: the pending table units go to the file (the block layer flushes it after). */
 static int coroutine_fn qed_co_flush_to_os(BlockDriverState *bs)
 {
     BDRVQedState *s = bs->opaque;

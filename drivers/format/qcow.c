@@ -11,9 +11,9 @@
  *
  * New clusters and L2 tables go at the end of the file (cluster-aligned).
  * A new L2 table is written (zeroes) at once; the L1 / L2 entries that point
- * at new tables and clusters change in memory and their table sectors are
+ * at new tables and clusters change in memory and their table units are
  * written later (fmt-defer.h): at a guest flush, when the set of pending
- * sectors is full, before check, at close and before going read-only, each
+ * units is full, before check, at close and before going read-only, each
  * time after a flush of the data. So no entry on disk points at data that
  * is not durable, and N allocations between two guest flushes cost two
  * flushes, not N. A dirty L2 table is never evicted from the cache.
@@ -51,7 +51,14 @@
 #define QCOW_L1_MAX_BYTES (32u << 20)
 #define QCOW_BACKING_NAME_MAX 1023u
 #define QCOW_CACHE_MAX 16
-#define QCOW_RUN_MAX 1024       /* new clusters per write: 16 table sectors at most */
+#define QCOW_RUN_MAX 1024       /* new clusters per write: 3 table units at most */
+/*
+ * The pending set counts 4 KiB units of the file's tables: one L2 table of a
+ * plain image (512 entries, 2 MiB of guest data), so a sequential stream
+ * fills the set (64) only every 128 MiB, not every 16 MiB as with sectors.
+ */
+#define QCOW_UNIT 4096u
+#define QCOW_SCRATCH (32u * 1024)
 
 enum {
     QC_MAGIC = 0, QC_VERSION = 4, QC_BACKING_OFF = 8, QC_BACKING_LEN = 16, QC_MTIME = 20,
@@ -78,9 +85,9 @@ typedef struct BDRVQcowState {
     int64_t file_end;
     QcowL2Cache cache[QCOW_CACHE_MAX];
     uint64_t clock;
-    FmtDefer dirty;             /* table sectors (file offset / 512) not yet written */
+    FmtDefer dirty;             /* table units (file offset / QCOW_UNIT) not yet written */
     FmtInflightList allocs;     /* guest clusters whose new data is being written (lock) */
-    uint8_t *scratch;           /* FMT_DEFER_MAX sectors: big-endian entries for a commit */
+    uint8_t *scratch;           /* QCOW_SCRATCH bytes: big-endian entries for a commit */
     CoMutex lock;               /* cache loads and every metadata update */
 } BDRVQcowState;
 
@@ -201,62 +208,57 @@ static int coroutine_fn qcow_write_entry(BlockDriverState *bs, uint64_t table, u
     return fmt_co_pwrite(bs->file, (int64_t)(table + (uint64_t)i * 8), 8, buf, 0);
 }
 
-/*
- * The in-memory table (L1 or a cached L2) that overlaps the 512-byte sector
- * at off: its base and size (the L1 table need not start on a sector).
- */
-static const uint64_t *qcow_table_at(const BDRVQcowState *s, uint64_t off, uint64_t *base,
-                                     uint64_t *len)
+/* Writes the entries of table t (at base) that lie in [a, b), big-endian, in pieces. */
+static int coroutine_fn qcow_write_entries(BlockDriverState *bs, uint64_t base,
+                                           const uint64_t *t, uint64_t a, uint64_t b)
 {
-    uint64_t l1_len = (uint64_t)s->l1_entries * 8;
+    BDRVQcowState *s = bs->opaque;
+    int ret = 0;
 
-    if (s->l1_offset < off + 512 && off < s->l1_offset + l1_len) {
-        *base = s->l1_offset;
-        *len = l1_len;
-        return s->l1;
-    }
-    for (int i = 0; i < QCOW_CACHE_MAX; i++) {
-        if (s->cache[i].offset && off - s->cache[i].offset < s->l2_bytes) {
-            *base = s->cache[i].offset;
-            *len = s->l2_bytes;
-            return s->cache[i].table;
+    while (a < b && ret == 0) {
+        uint64_t n = b - a < QCOW_SCRATCH ? b - a : QCOW_SCRATCH;
+
+        for (uint64_t i = 0; i < n / 8; i++) {
+            st_be64(s->scratch + i * 8, t[(a - base) / 8 + i]);
         }
+        ret = fmt_co_pwrite(bs->file, (int64_t)a, (int64_t)n, s->scratch, 0);
+        a += n;
     }
-    return NULL;
+    return ret;
 }
 
 /*
- * FmtDeferWriteFn: table sectors [first, first + count) from the in-memory
- * tables, one write per table they overlap, of the table's bytes only (a
- * sector shared with the header or the backing file name keeps those).
+ * FmtDeferWriteFn: table units [first, first + count) from the in-memory
+ * tables, the bytes of each table (L1 or cached L2) that lie in them: a
+ * unit may hold the header, the end of one table and the start of another
+ * (512-byte clusters), and only table bytes are written. A dirty table is
+ * never evicted, so every dirty byte is in memory; clean cached tables in
+ * the range are written as they are on disk.
  */
 static int coroutine_fn qcow_write_run(void *opaque, uint64_t first, uint32_t count)
 {
     BlockDriverState *bs = opaque;
     BDRVQcowState *s = bs->opaque;
+    uint64_t lo = first * QCOW_UNIT, hi = (first + count) * QCOW_UNIT;
+    uint64_t l1_end = s->l1_offset + (uint64_t)s->l1_entries * 8;
     int ret = 0;
 
-    while (count && ret == 0) {
-        uint64_t base = 0, len = 0, lo = first * 512, hi = (first + count) * 512, a, b, used;
-        const uint64_t *t = qcow_table_at(s, lo, &base, &len);
+    if (s->l1_offset < hi && lo < l1_end) {
+        ret = qcow_write_entries(bs, s->l1_offset, s->l1, lo > s->l1_offset ? lo : s->l1_offset,
+                                 hi < l1_end ? hi : l1_end);
+    }
+    for (int i = 0; i < QCOW_CACHE_MAX && ret == 0; i++) {
+        uint64_t base = s->cache[i].offset, end = base + s->l2_bytes;
 
-        if (!t) {
-            return -EIO; /* unreachable: a dirty table is never evicted */
+        if (base && base < hi && lo < end) {
+            ret = qcow_write_entries(bs, base, s->cache[i].table, lo > base ? lo : base,
+                                     hi < end ? hi : end);
         }
-        a = lo > base ? lo : base;
-        b = hi < base + len ? hi : base + len;
-        for (uint64_t i = 0; i < (b - a) / 8; i++) {
-            st_be64(s->scratch + i * 8, t[(a - base) / 8 + i]);
-        }
-        ret = fmt_co_pwrite(bs->file, (int64_t)a, (int64_t)(b - a), s->scratch, 0);
-        used = div_round_up_u64(b, 512) - first;
-        first += used;
-        count -= (uint32_t)used;
     }
     return ret;
 }
 
-/* Writes the pending table sectors after a flush of the data. Caller holds lock. */
+/* Writes the pending table units after a flush of the data. Caller holds lock. */
 static int coroutine_fn qcow_commit(BlockDriverState *bs)
 {
     BDRVQcowState *s = bs->opaque;
@@ -270,10 +272,10 @@ static int coroutine_fn qcow_commit(BlockDriverState *bs)
 /* Marks entry i of the table at offset changed in memory. The caller made room. */
 static void qcow_touch(BDRVQcowState *s, uint64_t table, uint32_t i)
 {
-    fmt_defer_add(&s->dirty, (table + (uint64_t)i * 8) / 512, 1);
+    fmt_defer_add(&s->dirty, (table + (uint64_t)i * 8) / QCOW_UNIT, 1);
 }
 
-/* Room for two more pending sectors (an L2 and an L1 one), committing if needed. */
+/* Room for two more pending units (an L2 and an L1 one), committing if needed. */
 static int coroutine_fn qcow_make_room(BlockDriverState *bs)
 {
     BDRVQcowState *s = bs->opaque;
@@ -281,11 +283,13 @@ static int coroutine_fn qcow_make_room(BlockDriverState *bs)
     return fmt_defer_room_for(&s->dirty, 2) ? 0 : qcow_commit(bs);
 }
 
-/* Whether the cached L2 table at offset has sectors not yet written. */
+/* Whether the cached L2 table at offset overlaps a unit not yet written. */
 static bool qcow_table_dirty(const BDRVQcowState *s, uint64_t offset)
 {
     for (uint32_t i = 0; i < s->dirty.n; i++) {
-        if (s->dirty.unit[i] * 512 - offset < s->l2_bytes) {
+        uint64_t u = s->dirty.unit[i] * QCOW_UNIT;
+
+        if (u < offset + s->l2_bytes && offset < u + QCOW_UNIT) {
             return true;
         }
     }
@@ -622,7 +626,7 @@ static int coroutine_fn qcow_alloc_run(BlockDriverState *bs, int64_t offset, int
                                        IOVector *qiov, size_t qiov_offset, int64_t *done)
 {
     BDRVQcowState *s = bs->opaque;
-    uint64_t cl = (uint64_t)offset >> s->cluster_bits, old, *t;
+    uint64_t cl = (uint64_t)offset >> s->cluster_bits, old, *t, u0, u1;
     uint32_t l1i = (uint32_t)(cl >> s->l2_bits), l2i = (uint32_t)(cl & (s->l2_entries - 1));
     uint32_t in_cl = (uint32_t)(offset & (s->cluster_size - 1)), k = 1;
     int64_t n = qcow_chunk(s, offset, bytes), host;
@@ -679,17 +683,16 @@ static int coroutine_fn qcow_alloc_run(BlockDriverState *bs, int64_t offset, int
     co_mutex_lock(&s->lock);
     /* The table again: it may have left the cache while the lock was free. */
     ret = ret ? ret : qcow_l2_for_write(bs, l1i, &t);
-    if (ret == 0 && !fmt_defer_has_room(&s->dirty, (s->l1[l1i] + (uint64_t)l2i * 8) / 512,
-                                        (uint32_t)((l2i % 64 + k + 63) / 64))) {
+    u0 = (s->l1[l1i] + (uint64_t)l2i * 8) / QCOW_UNIT;
+    u1 = (s->l1[l1i] + (uint64_t)(l2i + k) * 8 - 1) / QCOW_UNIT;
+    if (ret == 0 && !fmt_defer_has_room(&s->dirty, u0, (uint32_t)(u1 - u0 + 1))) {
         ret = qcow_commit(bs); /* evicts nothing: t stays valid */
     }
     if (ret == 0) {
         for (uint32_t i = 0; i < k; i++) {
             t[l2i + i] = (uint64_t)host + (uint64_t)i * s->cluster_size;
         }
-        for (uint32_t i = 0; i < k; i += 64 - (l2i + i) % 64) {
-            qcow_touch(s, s->l1[l1i], l2i + i);
-        }
+        fmt_defer_add(&s->dirty, u0, (uint32_t)(u1 - u0 + 1)); /* room made above */
         *done = n;
     }
     /* On failure the space stays unused (qcow does not account for it). */
@@ -735,7 +738,7 @@ static int coroutine_fn qcow_co_pwritev(BlockDriverState *bs, int64_t offset, in
     return ret;
 }
 
-/* A guest flush: the pending table sectors go to the file (the data flushed first). */
+/* A guest flush: the pending table units go to the file (the data flushed first). */
 static int coroutine_fn qcow_co_flush_to_os(BlockDriverState *bs)
 {
     BDRVQcowState *s = bs->opaque;
@@ -950,7 +953,7 @@ static int coroutine_fn qcow_co_open(BlockDriverState *bs, Error **errp)
     }
     s->file_end = file_len;
     fmt_defer_init(&s->dirty);
-    s->scratch = malloc(FMT_DEFER_MAX * 512);
+    s->scratch = malloc(QCOW_SCRATCH);
     s->l1 = s->scratch ? malloc((size_t)s->l1_entries * 8) : NULL;
     for (int i = 0; i < QCOW_CACHE_MAX; i++) {
         s->cache[i].table = malloc(s->l2_bytes);
@@ -981,7 +984,7 @@ static int64_t coroutine_fn qcow_open_co(void *opaque)
     return qcow_co_open(o->bs, o->errp);
 }
 
-/* Pending table sectors to the file, then everything durable. */
+/* Pending table units to the file, then everything durable. */
 static int64_t coroutine_fn qcow_close_co(void *opaque)
 {
     BlockDriverState *bs = opaque;
@@ -1043,7 +1046,7 @@ static void qcow_refresh_limits(BlockDriverState *bs, Error **errp)
     }
 }
 
-/* Going read-only: the pending table sectors are written first. */
+/* Going read-only: the pending table units are written first. */
 static int qcow_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags,
                                Error **errp)
 {

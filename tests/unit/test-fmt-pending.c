@@ -277,6 +277,41 @@ static void load_qed_regions(const char *path)
     close(fd);
 }
 
+/*
+ * qcow's metadata as file ranges, read from the closed image: the header
+ * with the backing file name and the L1 table, and every L2 table. Its
+ * table writes are 4 KiB units too (QCOW_UNIT).
+ */
+static void load_qcow_regions(const char *path)
+{
+    uint8_t h[48];
+    uint64_t l1_off, l1_n, l2_bytes;
+    int fd = open(path, O_RDONLY);
+
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, h, sizeof(h), 0), sizeof(h));
+    l1_off = ld_be64(h + 40);
+    l2_bytes = 8ULL << h[33];
+    l1_n = (ld_be64(h + 24) + (1ULL << (h[32] + h[33])) - 1) >> (h[32] + h[33]);
+    assert_true(l1_n * 8 <= (32u << 20));
+    n_regions = 0;
+    reg_off[n_regions] = 0;
+    reg_len[n_regions++] = l1_off + l1_n * 8;
+    for (uint64_t i = 0; i < l1_n; i++) {
+        uint8_t e[8];
+        uint64_t off;
+
+        assert_int_equal(pread(fd, e, 8, (off_t)(l1_off + i * 8)), 8);
+        off = ld_be64(e);
+        if (off) {
+            assert_true(n_regions < MAX_REGIONS);
+            reg_off[n_regions] = off;
+            reg_len[n_regions++] = l2_bytes;
+        }
+    }
+    close(fd);
+}
+
 /* Whether log entry e is a metadata write of format c (see check_metadata_only_cuts). */
 static bool is_table_write(const Case *c, const Wlog *log, const WlogEntry *e)
 {
@@ -285,7 +320,7 @@ static bool is_table_write(const Case *c, const Wlog *log, const WlogEntry *e)
     if (e->flags & (LOGW_MARK | LOGW_DISCARD)) {
         return false;
     }
-    if (strcmp(c->fmt, "qed")) {
+    if (strcmp(c->fmt, "qed") && strcmp(c->fmt, "qcow")) {
         return len <= SS;
     }
     for (int i = 0; i < n_regions; i++) {
@@ -387,6 +422,9 @@ static void run_case(const Case *c)
                  work, img);
         st = system(cmd);
         assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    if (!strcmp(c->fmt, "qcow")) {
+        load_qcow_regions(img);
     }
     if (!strcmp(c->fmt, "qed")) {
         load_qed_regions(img);
@@ -571,11 +609,32 @@ static void test_fmt_pending_vdi_reopen_ro(void **state)
 static void test_fmt_pending_qcow_flushes(void **state)
 {
     /*
-     * 4 KiB clusters, one allocation every 64 (256 KiB): each dirties its own
-     * L2 sector (and every eighth a new table's L1 sector), so 70 fill the
-     * pending set (FMT_DEFER_MAX, 64) once.
+     * Over a backing file: 512-byte clusters, 32 KiB L2 tables (8 units of
+     * 4 KiB, 256 KiB of guest data each). One allocation every 256 KiB
+     * dirties a unit of its own, 9 tables in all, so 70 fill the pending set
+     * (FMT_DEFER_MAX, 64) once.
      */
-    Case c = { "qcow", "", false, 64 * 4096, 70, 1 };
+    Case c = { "qcow", "", true, 256 * 1024, 70, 1 };
+
+    run_case(&c);
+}
+
+static void test_fmt_pending_qcow_tables(void **state)
+{
+    /*
+     * 4 KiB clusters, one allocation every 2 MiB: each makes a new L2 table.
+     * A table with pending entries stays in the cache (16 tables), so every
+     * 16 new tables cost a commit: at most 3 for 40.
+     */
+    Case c = { "qcow", "", false, 512 * 4096, 40, 3 };
+
+    run_case(&c);
+}
+
+static void test_fmt_pending_qcow_stream(void **state)
+{
+    /* 4000 sequential allocating writes, 8 L2 tables: no flush before the guest's. */
+    Case c = { "qcow", "", false, 4096, 4000, 0 };
 
     run_case(&c);
 }
@@ -615,6 +674,8 @@ int main(void)
         cmocka_unit_test(test_fmt_pending_vdi_discard),
         cmocka_unit_test(test_fmt_pending_qed_zeroes),
         cmocka_unit_test(test_fmt_pending_qcow_flushes),
+        cmocka_unit_test(test_fmt_pending_qcow_tables),
+        cmocka_unit_test(test_fmt_pending_qcow_stream),
         cmocka_unit_test(test_fmt_pending_qcow_backing),
         cmocka_unit_test(test_fmt_pending_qcow_reopen_ro),
         cmocka_unit_test(test_fmt_pending_qcow_commit_error),

@@ -4,13 +4,15 @@
  * lock (a write held in its data write leaves other allocations, reads and
  * flushes free, while writers and readers of its grain wait), many of them
  * in flight at once in monolithicSparse and twoGbMaxExtentSparse images, and
- * a failed data write that links nothing and gives its grain back.
+ * a failed data write that links nothing and gives its grain back, and
+ * grain table entries deferred to the next guest flush.
  * Each image is checked by coblk, and by Debian's qemu-img check and compare
  * when qemu-img is installed.
  */
 #include "drv-test-util.h"
 
 #include "block/block-int.h"
+#include "block/bytes.h"
 #include <coblk/image.h>
 
 #define KiB 1024
@@ -316,6 +318,89 @@ static void test_vmdk_alloc_write_error(void **state)
     free(data);
 }
 
+/* The grain table entry of grain g as the file holds it (primary tables; 0 if none). */
+static uint32_t disk_gte(uint64_t g)
+{
+    uint8_t b[8];
+    uint64_t gd;
+    uint32_t gt, gte;
+    int fd = open(img, O_RDONLY);
+
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, b, 8, 56), 8);
+    gd = ld_le64(b);
+    assert_int_equal(pread(fd, b, 4, (off_t)(gd * 512 + g / 512 * 4)), 4);
+    gt = ld_le32(b);
+    gte = 0;
+    if (gt) {
+        assert_int_equal(pread(fd, b, 4, (off_t)((uint64_t)gt * 512 + g % 512 * 4)), 4);
+        gte = ld_le32(b);
+    }
+    close(fd);
+    return gte;
+}
+
+/*
+ * Grain table entries of new grains reach the file at the next guest flush
+ * (after the data), when a dirty table must leave the cache (40 dirty tables,
+ * 32 cache slots), at reopen read-only and at close; the data reads back all
+ * along and the image checks clean.
+ */
+static void test_vmdk_alloc_deferred(void **state)
+{
+    enum { TABLES = 40 };
+    const uint64_t span = 512ULL * CL; /* guest bytes one grain table maps */
+    uint8_t *data = malloc(CL), *buf = malloc(CL);
+    char opts[64];
+    BlockBackend *blk;
+
+    snprintf(opts, sizeof(opts), "size=%llu", (unsigned long long)(TABLES * span));
+    create(img, opts);
+    blk = open_plain(BDRV_O_RDWR);
+    drv_test_pattern(data, CL, 1);
+    assert_int_equal(blk_pwrite(blk, 3 * CL, CL, data, 0), 0);
+    assert_int_equal(disk_gte(3), 0);                 /* in the cache only */
+    assert_int_equal(blk_pread(blk, 3 * CL, CL, buf, 0), 0);
+    assert_memory_equal(buf, data, CL);
+    assert_int_equal(blk_flush(blk), 0);
+    assert_true(disk_gte(3) > 1);                      /* the guest flush wrote it */
+
+    /* One new grain in each table: past 32 dirty tables the cache must write them. */
+    for (int t = 0; t < TABLES; t++) {
+        drv_test_pattern(data, CL, (uint8_t)(t + 2));
+        assert_int_equal(blk_pwrite(blk, (int64_t)(t * span + 7 * CL), CL, data, 0), 0);
+    }
+    assert_true(disk_gte(7) > 1);
+    for (int t = 0; t < TABLES; t++) {
+        drv_test_pattern(data, CL, (uint8_t)(t + 2));
+        assert_int_equal(blk_pread(blk, (int64_t)(t * span + 7 * CL), CL, buf, 0), 0);
+        assert_memory_equal(buf, data, CL);
+    }
+    assert_int_equal(disk_gte((TABLES - 1) * 512 + 7), 0); /* the last ones still wait */
+
+    /* Going read-only writes them. */
+    drv_test_pattern(data, CL, 99);
+    assert_int_equal(blk_pwrite(blk, 2 * span + 9 * CL, CL, data, 0), 0);
+    assert_int_equal(bdrv_reopen_set_read_only(blk_bs(blk), true, NULL), 0);
+    assert_true(disk_gte(2 * 512 + 9) > 1);
+    assert_true(disk_gte((TABLES - 1) * 512 + 7) > 1);
+    assert_int_equal(bdrv_reopen_set_read_only(blk_bs(blk), false, NULL), 0);
+
+    /* Close writes the last one. */
+    assert_int_equal(blk_pwrite(blk, 5 * span + 11 * CL, CL, data, 0), 0);
+    blk_unref(blk);
+    assert_true(disk_gte(5 * 512 + 11) > 1);
+    blk = open_plain(0);
+    assert_int_equal(blk_pread(blk, (int64_t)(5 * span + 11 * CL), CL, buf, 0), 0);
+    assert_memory_equal(buf, data, CL);
+    blk_unref(blk);
+    if (drv_test_sh("qemu-img --version >/dev/null 2>&1") == 0) {
+        assert_int_equal(drv_test_sh("qemu-img check -q -f vmdk '%s'", img), 0);
+    }
+    free(data);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -323,6 +408,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vmdk_alloc_concurrent_monolithic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmdk_alloc_concurrent_2gb, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmdk_alloc_write_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vmdk_alloc_deferred, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -12,20 +12,23 @@
  *  2. without it: write the data (a run of whole new grains as one write,
  *     a partial new grain filled from what lies below it, allocated grains
  *     in place);
- *  3. under s->lock: queue the chunk for a group commit. One writer at a
- *     time runs it for every chunk queued: one flush of the extent file
- *     (without the lock) for all their data, then their entries, one write
- *     per run of neighbouring entries of a grain table and one for its
- *     redundant copy (a sequential stream of writes in flight together
- *     sets its entries with one write). Then each chunk is unlisted.
+ *  3. under s->lock: set the chunk's entries in the grain table cache and
+ *     mark their table sectors dirty (e->dirty, FmtDefer); unlist the chunk.
+ *     The dirty sectors are written at the next guest flush (co_flush_to_os),
+ *     close, reopen read-only, resize, when the set is full or when a table
+ *     must leave the cache (a dirty one never does): a flush of the extent
+ *     file first, then each run of neighbouring sectors once, in the table
+ *     and in its redundant copy. N allocating writes between two guest
+ *     flushes cost two flushes, not N.
  *
- * Crash safety: the data of a new grain is written and flushed before the
- * grain table entry that points at it is written (a new grain table is
- * zeroed and flushed before the directory entry naming it, see ensure_gt in
- * sparse.c). A new grain lies past every grain and table the metadata
- * names, so writing it (which grows the file when it is the last one) never
- * touches referenced data; a crash before step 3 leaves the grain as
- * unreferenced space at or before the end of the file.
+ * Crash safety: a grain table sector reaches the file only after the data of
+ * every grain it maps is durable (the commit flushes first; an entry is set
+ * only once its grain's data is written). A new grain table is zeroed and
+ * flushed before the directory entry naming it (ensure_gt in sparse.c). A
+ * new grain lies past every grain and table the metadata names, so writing
+ * it (which grows the file when it is the last one) never touches referenced
+ * data; a crash before its entry is written leaves it as unreferenced space.
+ * A write acknowledged before a guest flush is durable once the flush is.
  *
  * A failed data write sets no entry. Its grains are given back when they are
  * the last thing taken from the file; otherwise (a later allocation took
@@ -61,7 +64,7 @@ typedef struct GrainOp {
 } GrainOp;
 
 /* Up to VMDK_CHUNK_GRAINS grains of one request. */
-typedef struct VmdkAllocChunk {
+typedef struct AllocChunk {
     int idx;            /* the extent */
     VmdkExtent *e;
     uint64_t off;       /* extent byte offset of the chunk's first byte */
@@ -73,10 +76,6 @@ typedef struct VmdkAllocChunk {
     uint64_t new_first; /* file offset of the first new grain */
     bool listed;        /* in s->allocs (some entry changes) */
     FmtInflight rec;
-    /* Group commit (step 3) */
-    struct VmdkAllocChunk *next;    /* queued in s->commit_head, or in a batch */
-    bool done;                      /* committed or failed by a group commit */
-    int ret;                        /* its result */
     GrainOp g[VMDK_CHUNK_GRAINS];
 } AllocChunk;
 
@@ -241,23 +240,23 @@ static int coroutine_fn write_chunk(BlockDriverState *bs, VmdkExtent *e, AllocCh
     return 0;
 }
 
-/* Neighbouring entries of one grain table, to be written at once. */
+/* Neighbouring entries of one grain table (of one chunk), set at once. */
 typedef struct GteRun {
     int idx;
     uint64_t gt;
     uint32_t pos, n;
-    uint32_t vals[VMDK_MAX_GTES];
+    uint32_t vals[VMDK_CHUNK_GRAINS];
 } GteRun;
 
 static int coroutine_fn run_write(BDRVVmdkState *s, GteRun *r)
 {
-    int ret = r->n ? vmdk_gte_update_range(s, r->idx, r->gt, r->pos, r->n, r->vals) : 0;
+    int ret = r->n ? vmdk_gte_defer(s, r->idx, r->gt, r->pos, r->n, r->vals) : 0;
 
     r->n = 0;
     return ret;
 }
 
-/* Adds the chunk's new entries to r, writing r first where they do not continue it. */
+/* Adds the chunk's new entries to r, setting r first where they do not continue it. */
 static int coroutine_fn run_add(BDRVVmdkState *s, GteRun *r, const AllocChunk *c)
 {
     const VmdkExtent *e = c->e;
@@ -276,7 +275,9 @@ static int coroutine_fn run_add(BDRVVmdkState *s, GteRun *r, const AllocChunk *c
             ret = run_write(s, r);
         }
         if (r->n == 0) {
-            *r = (GteRun){ .idx = c->idx, .gt = gt, .pos = pos };
+            r->idx = c->idx;
+            r->gt = gt;
+            r->pos = pos;
         }
         r->vals[r->n++] = g->kind == GRAIN_NEW ? (uint32_t)(g->host / VMDK_SECTOR)
                                                : VMDK_GTE_ZEROED;
@@ -284,16 +285,18 @@ static int coroutine_fn run_add(BDRVVmdkState *s, GteRun *r, const AllocChunk *c
     return ret;
 }
 
-/* Sets the entries of the chunks of batch (their data durable; s->lock held). */
-static int coroutine_fn commit_entries(BDRVVmdkState *s, AllocChunk *batch)
+/*
+ * Step 3 (s->lock held): the chunk's entries, in the cache at once and on
+ * disk at the next commit (after a flush of the data): neighbouring entries
+ * of a table go out as one write.
+ */
+static int coroutine_fn commit_chunk(BDRVVmdkState *s, AllocChunk *c)
 {
     GteRun r;
-    int ret = 0;
+    int ret;
 
     r.n = 0;
-    for (AllocChunk *c = batch; c && ret == 0; c = c->next) {
-        ret = run_add(s, &r, c);
-    }
+    ret = run_add(s, &r, c);
     return ret ? ret : run_write(s, &r);
 }
 
@@ -306,85 +309,6 @@ static void give_back(const AllocChunk *c)
         e->next_alloc = c->new_first;
     }
     /* Otherwise they stay leaked: see the file comment. */
-}
-
-/* The queued chunks sorted by extent and grain: neighbours share their table writes. */
-static AllocChunk *sort_batch(AllocChunk *list)
-{
-    AllocChunk *out = NULL;
-
-    while (list) {
-        AllocChunk *c = list, **p = &out;
-
-        list = list->next;
-        while (*p && ((*p)->idx < c->idx || ((*p)->idx == c->idx && (*p)->g0 < c->g0))) {
-            p = &(*p)->next;
-        }
-        c->next = *p;
-        *p = c;
-    }
-    return out;
-}
-
-/*
- * One group commit (s->lock held, released around the flush): every chunk
- * queued so far had its data written before it was queued, so one flush of
- * each extent file in the batch (usually one) makes all of it durable;
- * then all their entries are set, neighbours in one write.
- */
-static void coroutine_fn run_group(BDRVVmdkState *s)
-{
-    AllocChunk *batch = sort_batch(s->commit_head), *next;
-    int ret = 0;
-
-    s->commit_head = NULL;
-    s->committing = true;
-    co_mutex_unlock(&s->lock);
-    for (AllocChunk *c = batch, *prev = NULL; c && ret == 0; prev = c, c = c->next) {
-        if (!prev || c->e != prev->e) {
-            ret = bdrv_co_flush(c->e->child->bs); /* the grains before their entries */
-        }
-    }
-    co_mutex_lock(&s->lock);
-    if (ret < 0) {
-        for (AllocChunk *c = batch; c; c = c->next) {
-            give_back(c);
-        }
-    } else {
-        ret = commit_entries(s, batch);
-    }
-    for (AllocChunk *c = batch; c; c = next) {
-        next = c->next;
-        c->ret = ret;
-        c->done = true;
-    }
-    s->committing = false;
-    co_queue_restart_all(&s->commit_wait);
-}
-
-/*
- * Step 3 of a chunk whose data is written (s->lock held): queued for the
- * next group commit, which the first chunk to find none running runs; the
- * others wait for theirs. Entries that only become zeroed-grain ones need
- * no flush: they are set at once.
- */
-static int coroutine_fn commit_chunk(BDRVVmdkState *s, AllocChunk *c)
-{
-    c->next = NULL;
-    if (c->n_new == 0) {
-        return commit_entries(s, c);
-    }
-    c->done = false;
-    c->next = s->commit_head;
-    s->commit_head = c;
-    while (!c->done) {
-        if (s->committing) {
-            co_queue_wait(&s->commit_wait, &s->lock);
-        } else {
-            run_group(s);
-        }
-    }
-    return c->ret;
 }
 
 static int coroutine_fn plain_pwritev(BlockDriverState *bs, int idx, uint64_t off,

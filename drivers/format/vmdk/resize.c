@@ -159,7 +159,8 @@ int coroutine_fn vmdk_co_truncate(BlockDriverState *bs, int64_t offset, bool exa
     if (!strncmp(s->desc.create_type, "twoGbMaxExtent", 14) && len > TWO_GB) {
         co_mutex_lock(&s->lock);
         vmdk_wait_allocs(s);
-        ret = vmdk_grow_extents(bs, size, errp);
+        ret = vmdk_commit_all(s);
+        ret = ret ? ret : vmdk_grow_extents(bs, size, errp);
         co_mutex_unlock(&s->lock);
         return ret;
     }
@@ -170,8 +171,9 @@ int coroutine_fn vmdk_co_truncate(BlockDriverState *bs, int64_t offset, bool exa
     }
     co_mutex_lock(&s->lock);
     vmdk_wait_allocs(s); /* they may take file space and grain tables the grow moves */
-    ret = e->type == VMDK_EXT_FLAT ? resize_flat(bs, e, len, text)
-                                   : grow_sparse(bs, e, len, text, errp);
+    ret = vmdk_commit_all(s); /* the tables on disk before the directories move */
+    ret = ret ? ret : e->type == VMDK_EXT_FLAT ? resize_flat(bs, e, len, text)
+                                               : grow_sparse(bs, e, len, text, errp);
     if (ret == 0) {
         free(s->desc_text);
         s->desc_text = text;

@@ -268,6 +268,38 @@ static VmdkGtSlot *gt_find(BDRVVmdkState *s, int idx, uint64_t gt_index)
     return NULL;
 }
 
+/* Sectors of one grain table (the units of e->dirty per table). */
+static uint64_t gt_sectors(const VmdkExtent *e)
+{
+    return div_round_up_u64((uint64_t)e->gtes_per_gt * 4, VMDK_SECTOR);
+}
+
+/* True if the cached table t has a sector ahead of the file. */
+static bool slot_dirty(const BDRVVmdkState *s, const VmdkGtSlot *t)
+{
+    const VmdkExtent *e = t->extent >= 0 ? s->extents[t->extent] : NULL;
+
+    for (uint64_t k = 0; e && fmt_defer_pending(&e->dirty) && k < gt_sectors(e); k++) {
+        if (fmt_defer_has(&e->dirty, t->gt_index * gt_sectors(e) + k)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The least recently used slot whose table is not dirty, or NULL. */
+static VmdkGtSlot *gt_victim(BDRVVmdkState *s)
+{
+    VmdkGtSlot *t = NULL;
+
+    for (int i = 0; i < VMDK_GT_CACHE_SLOTS; i++) {
+        if ((!t || s->gt_cache[i].lru < t->lru) && !slot_dirty(s, &s->gt_cache[i])) {
+            t = &s->gt_cache[i];
+        }
+    }
+    return t;
+}
+
 static int coroutine_fn gt_load(BDRVVmdkState *s, int idx, uint64_t gt_index, VmdkGtSlot **out)
 {
     VmdkExtent *e = s->extents[idx];
@@ -275,11 +307,14 @@ static int coroutine_fn gt_load(BDRVVmdkState *s, int idx, uint64_t gt_index, Vm
     int ret;
 
     if (!t) {
-        t = &s->gt_cache[0];
-        for (int i = 1; i < VMDK_GT_CACHE_SLOTS; i++) {
-            if (s->gt_cache[i].lru < t->lru) {
-                t = &s->gt_cache[i];
+        t = gt_victim(s);
+        if (!t) {
+            /* Every cached table is dirty: write them (a dirty table never leaves). */
+            ret = vmdk_commit_all(s);
+            if (ret < 0) {
+                return ret;
             }
+            t = gt_victim(s);
         }
         t->extent = -1;
         ret = vmdk_co_pread(e->child, (uint64_t)e->gd[gt_index] * VMDK_SECTOR, t->gte,
@@ -561,6 +596,94 @@ int coroutine_fn vmdk_gte_update_range(BDRVVmdkState *s, int idx, uint64_t gt_in
     if (e->rgd && e->rgd[gt_index]) {
         ret = vmdk_co_pwrite(e->child, (uint64_t)e->rgd[gt_index] * VMDK_SECTOR + pos * 4, le,
                              (size_t)n * 4);
+    }
+    return ret;
+}
+
+int coroutine_fn vmdk_gte_defer(BDRVVmdkState *s, int idx, uint64_t gt_index, uint32_t pos,
+                                uint32_t n, const uint32_t *vals)
+{
+    VmdkExtent *e = s->extents[idx];
+    uint64_t first, count;
+    VmdkGtSlot *t;
+    int ret;
+
+    if (gt_index >= e->gd_entries || n == 0 || pos > e->gtes_per_gt ||
+        n > e->gtes_per_gt - pos) {
+        return -EIO;
+    }
+    first = gt_index * gt_sectors(e) + (uint64_t)pos * 4 / VMDK_SECTOR;
+    count = gt_index * gt_sectors(e) + ((uint64_t)(pos + n) * 4 - 1) / VMDK_SECTOR - first + 1;
+    ret = ensure_gt(e, gt_index);
+    if (ret == 0 && !fmt_defer_has_room(&e->dirty, first, (uint32_t)count)) {
+        ret = vmdk_commit_extent(s, idx);
+    }
+    ret = ret ? ret : gt_load(s, idx, gt_index, &t);
+    if (ret < 0) {
+        return ret;
+    }
+    memcpy(&t->gte[pos], vals, (size_t)n * 4);
+    return fmt_defer_add(&e->dirty, first, (uint32_t)count);
+}
+
+typedef struct GtCommit {
+    BDRVVmdkState *s;
+    int idx;
+} GtCommit;
+
+/* FmtDeferWriteFn: grain table sectors [first, first + count) from the cache. */
+static int coroutine_fn write_gt_units(void *opaque, uint64_t first, uint32_t count)
+{
+    GtCommit *c = opaque;
+    VmdkExtent *e = c->s->extents[c->idx];
+    uint64_t spg = gt_sectors(e), gt_bytes = (uint64_t)e->gtes_per_gt * 4;
+    uint8_t le[VMDK_MAX_GTES * 4];
+    int ret = 0;
+
+    while (count && ret == 0) {
+        uint64_t gt = first / spg, sec = first % spg;
+        uint64_t k = count < spg - sec ? count : spg - sec;
+        uint64_t from = sec * VMDK_SECTOR;
+        uint64_t to = (sec + k) * VMDK_SECTOR < gt_bytes ? (sec + k) * VMDK_SECTOR : gt_bytes;
+        VmdkGtSlot *t = gt_find(c->s, c->idx, gt);
+
+        if (!t || gt >= e->gd_entries || !e->gd[gt]) {
+            return -EIO; /* cannot happen: a dirty table stays cached */
+        }
+        for (uint64_t i = from / 4; i < to / 4; i++) {
+            st_le32(le + i * 4 - from, t->gte[i]);
+        }
+        ret = vmdk_co_pwrite(e->child, (uint64_t)e->gd[gt] * VMDK_SECTOR + from, le,
+                             (size_t)(to - from));
+        if (ret == 0 && e->rgd && e->rgd[gt]) {
+            ret = vmdk_co_pwrite(e->child, (uint64_t)e->rgd[gt] * VMDK_SECTOR + from, le,
+                                 (size_t)(to - from));
+        }
+        first += k;
+        count -= (uint32_t)k;
+    }
+    return ret;
+}
+
+int coroutine_fn vmdk_commit_extent(BDRVVmdkState *s, int idx)
+{
+    VmdkExtent *e = s->extents[idx];
+    GtCommit c = { s, idx };
+
+    if (e->type != VMDK_EXT_SPARSE || !fmt_defer_pending(&e->dirty)) {
+        return 0;
+    }
+    return fmt_defer_commit(&e->dirty, e->child, write_gt_units, &c);
+}
+
+int coroutine_fn vmdk_commit_all(BDRVVmdkState *s)
+{
+    int ret = 0;
+
+    for (int i = 0; i < s->n_extents; i++) {
+        int r = vmdk_commit_extent(s, i);
+
+        ret = ret ? ret : r;
     }
     return ret;
 }

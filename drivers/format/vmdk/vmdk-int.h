@@ -16,6 +16,7 @@
 
 #include "block/block-int.h"
 #include "block/bytes.h"
+#include "drivers/format/fmt-defer.h"
 #include "drivers/format/fmt-util.h"
 
 #define VMDK_SECTOR ((uint64_t)512)
@@ -159,6 +160,14 @@ typedef struct VmdkExtent {
     bool compressed;
     bool markers;
     uint64_t next_alloc;    /* byte offset where the next grain or table goes */
+    /*
+     * Plain sparse extents: grain table sectors (unit gt_index * sectors per
+     * table + sector) whose cached copy is ahead of the file; written after
+     * a flush of the extent's data at the next guest flush, close, reopen
+     * read-only, resize, a full set, or when their table must leave the
+     * cache (alloc.c, sparse.c). Their tables never leave the cache dirty.
+     */
+    FmtDefer dirty;
     bool stream_written;    /* markers: grains appended, the end-of-stream marker is due */
 } VmdkExtent;
 
@@ -171,13 +180,6 @@ typedef struct BDRVVmdkState {
      * resize and descriptor rewrites wait for all of them.
      */
     FmtInflightList allocs;
-    /*
-     * Group commit (alloc.c): allocating writes whose data is written queue
-     * here; one of them flushes once for all and sets their entries.
-     */
-    struct VmdkAllocChunk *commit_head;
-    bool committing;
-    CoQueue commit_wait;
     VmdkExtent **extents;   /* n_extents pointers: an extent never moves (resize appends) */
     int n_extents;
     uint64_t size;          /* guest bytes */
@@ -275,6 +277,18 @@ int coroutine_fn vmdk_sparse_set_capacity(VmdkExtent *e, uint64_t sectors);
  */
 int coroutine_fn vmdk_gte_update_range(BDRVVmdkState *s, int idx, uint64_t gt_index,
                                        uint32_t pos, uint32_t n, const uint32_t *vals);
+
+/*
+ * Sets entries [pos, pos + n) of grain table gt_index of plain sparse extent
+ * idx to vals in the cache and marks their sectors dirty (written by
+ * vmdk_commit_extent, after the data they map is durable); s->lock held.
+ */
+int coroutine_fn vmdk_gte_defer(BDRVVmdkState *s, int idx, uint64_t gt_index, uint32_t pos,
+                                uint32_t n, const uint32_t *vals);
+/* Flushes extent idx's file, then writes its dirty grain table sectors; s->lock held. */
+int coroutine_fn vmdk_commit_extent(BDRVVmdkState *s, int idx);
+/* vmdk_commit_extent for every extent (the first error, but all are tried). */
+int coroutine_fn vmdk_commit_all(BDRVVmdkState *s);
 
 /* alloc.c: writes or (zero) zeroes bytes at extent byte off of sparse extent idx. */
 int coroutine_fn vmdk_sparse_pwritev(BlockDriverState *bs, int idx, uint64_t off,

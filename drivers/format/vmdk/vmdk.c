@@ -345,7 +345,6 @@ static int vmdk_do_open(BlockDriverState *bs, BlockOpts *options, Error **errp)
 
     co_mutex_init(&s->lock);
     fmt_inflight_init(&s->allocs);
-    co_queue_init(&s->commit_wait);
     bs->file = bdrv_open_child(NULL, options, "file", bs,
                                BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY, false, errp);
     if (!bs->file) {
@@ -392,12 +391,54 @@ static int vmdk_open(BlockDriverState *bs, BlockOpts *options, int flags, Error 
     return ret;
 }
 
+/* Writes every dirty grain table sector (after a flush of the data), then flushes. */
+static int64_t coroutine_fn vmdk_commit_co(void *opaque)
+{
+    BlockDriverState *bs = opaque;
+    BDRVVmdkState *s = bs->opaque;
+    int ret;
+
+    co_mutex_lock(&s->lock);
+    ret = vmdk_commit_all(s);
+    co_mutex_unlock(&s->lock);
+    for (int i = 0; ret == 0 && i < s->n_extents; i++) {
+        ret = s->extents[i]->child ? bdrv_co_flush(s->extents[i]->child->bs) : 0;
+    }
+    return ret;
+}
+
+static bool vmdk_dirty(const BDRVVmdkState *s)
+{
+    for (int i = 0; i < s->n_extents; i++) {
+        if (fmt_defer_pending(&s->extents[i]->dirty)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Guest flush: the dirty grain table sectors go to the files (the block layer flushes them). */
+static int coroutine_fn vmdk_co_flush_to_os(BlockDriverState *bs)
+{
+    BDRVVmdkState *s = bs->opaque;
+    int ret;
+
+    co_mutex_lock(&s->lock);
+    ret = vmdk_commit_all(s);
+    co_mutex_unlock(&s->lock);
+    return ret;
+}
+
 static void vmdk_close(BlockDriverState *bs)
 {
     BDRVVmdkState *s = bs->opaque;
 
     /* The block layer drains the node first: no allocating write is left in flight. */
     assert(s->allocs.head == NULL);
+    if (vmdk_dirty(s) && bdrv_run_co(bs->aio_context, vmdk_commit_co, bs) < 0) {
+        coblk_warn("vmdk: '%s': writing the grain tables failed at close: the grains "
+                   "allocated since the last flush may be lost (leaked)", bs->filename);
+    }
 
     for (int i = 0; i < s->n_extents; i++) {
         if (s->extents[i]->stream_written && vmdk_stream_finish_sync(s->extents[i]) < 0) {
@@ -427,10 +468,22 @@ static void vmdk_refresh_limits(BlockDriverState *bs, Error **errp)
     }
 }
 
+/* Nothing is staged; going read-only writes the dirty grain table sectors first. */
 static int vmdk_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags,
                                Error **errp)
 {
-    return 0;
+    BDRVVmdkState *s = bs->opaque;
+    int ret;
+
+    if ((new_flags & BDRV_O_RDWR) || !vmdk_dirty(s)) {
+        return 0;
+    }
+    ret = (int)bdrv_run_co(bs->aio_context, vmdk_commit_co, bs);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "vmdk: could not write the grain tables of '%s'",
+                         bs->filename);
+    }
+    return ret;
 }
 
 static void vmdk_reopen_noop(BlockDriverState *bs)
@@ -720,6 +773,7 @@ const BlockDriver bdrv_vmdk = {
     .probe = vmdk_probe,
     .bdrv_open = vmdk_open,
     .bdrv_close = vmdk_close,
+    .co_flush_to_os = vmdk_co_flush_to_os,
     .refresh_limits = vmdk_refresh_limits,
     .co_preadv = vmdk_co_preadv,
     .co_pwritev = vmdk_co_pwritev,

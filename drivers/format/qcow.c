@@ -50,7 +50,7 @@
 #define QCOW_OFLAG_COMPRESSED (1ULL << 63)
 #define QCOW_L1_MAX_BYTES (32u << 20)
 #define QCOW_BACKING_NAME_MAX 1023u
-#define QCOW_CACHE_MAX 16
+#define QCOW_CACHE_MAX 64       /* L2 tables cached: as many as pending units (FMT_DEFER_MAX) */
 #define QCOW_RUN_MAX 1024       /* new clusters per write: 3 table units at most */
 /*
  * The pending set counts 4 KiB units of the file's tables: one L2 table of a
@@ -83,7 +83,8 @@ typedef struct BDRVQcowState {
     uint64_t *l1;
     uint64_t offset_mask;       /* compressed cluster offset bits */
     int64_t file_end;
-    QcowL2Cache cache[QCOW_CACHE_MAX];
+    QcowL2Cache cache[QCOW_CACHE_MAX]; /* tables allocated on first use */
+    int hint;                   /* slot of the last hit */
     uint64_t clock;
     FmtDefer dirty;             /* table units (file offset / QCOW_UNIT) not yet written */
     FmtInflightList allocs;     /* guest clusters whose new data is being written (lock) */
@@ -322,6 +323,9 @@ static int coroutine_fn qcow_cache_victim(BlockDriverState *bs, QcowL2Cache **vi
     if (!v) {
         return -EIO; /* unreachable: a commit leaves no table dirty */
     }
+    if (!v->table && !(v->table = malloc(s->l2_bytes))) {
+        return -ENOMEM;
+    }
     v->offset = 0;
     *victim = v;
     return 0;
@@ -359,6 +363,21 @@ static int coroutine_fn qcow_l2_get_locked(BlockDriverState *bs, uint64_t offset
     return 0;
 }
 
+/* The cache slot holding the L2 table at offset, or NULL: the last hit is tried first. */
+static QcowL2Cache *qcow_cached(BDRVQcowState *s, uint64_t offset)
+{
+    if (s->cache[s->hint].offset == offset) {
+        return &s->cache[s->hint];
+    }
+    for (int k = 0; k < QCOW_CACHE_MAX; k++) {
+        if (s->cache[k].offset == offset) {
+            s->hint = k;
+            return &s->cache[k];
+        }
+    }
+    return NULL;
+}
+
 /* The L2 entry of a guest offset (0 when unallocated). */
 static int coroutine_fn qcow_lookup(BlockDriverState *bs, uint64_t guest, uint64_t *entry,
                                     bool locked)
@@ -367,6 +386,7 @@ static int coroutine_fn qcow_lookup(BlockDriverState *bs, uint64_t guest, uint64
     uint64_t cl = guest >> s->cluster_bits;
     uint64_t l2_off = s->l1[cl >> s->l2_bits];
     uint32_t i = (uint32_t)(cl & (s->l2_entries - 1));
+    QcowL2Cache *c;
     uint64_t *t;
     int ret;
 
@@ -374,12 +394,11 @@ static int coroutine_fn qcow_lookup(BlockDriverState *bs, uint64_t guest, uint64
     if (!l2_off) {
         return 0;
     }
-    for (int k = 0; k < QCOW_CACHE_MAX; k++) {
-        if (s->cache[k].offset == l2_off) {
-            s->cache[k].last_use = ++s->clock;
-            *entry = s->cache[k].table[i];
-            return 0;
-        }
+    c = qcow_cached(s, l2_off);
+    if (c) {
+        c->last_use = ++s->clock;
+        *entry = c->table[i];
+        return 0;
     }
     if (!locked) {
         co_mutex_lock(&s->lock);
@@ -470,11 +489,10 @@ static int64_t qcow_run(BlockDriverState *bs, int64_t offset, int64_t bytes, uin
         if (!l2) {
             e2 = 0;
         }
-        for (int c = 0; l2 && c < QCOW_CACHE_MAX; c++) {
-            if (s->cache[c].offset == l2) {
-                e2 = s->cache[c].table[i];
-                break;
-            }
+        const QcowL2Cache *c = l2 ? qcow_cached(s, l2) : NULL;
+
+        if (c) {
+            e2 = c->table[i];
         }
         if (e == 0 ? e2 != 0 : e2 != e + k * s->cluster_size) {
             break;
@@ -955,12 +973,6 @@ static int coroutine_fn qcow_co_open(BlockDriverState *bs, Error **errp)
     fmt_defer_init(&s->dirty);
     s->scratch = malloc(QCOW_SCRATCH);
     s->l1 = s->scratch ? malloc((size_t)s->l1_entries * 8) : NULL;
-    for (int i = 0; i < QCOW_CACHE_MAX; i++) {
-        s->cache[i].table = malloc(s->l2_bytes);
-        if (!s->cache[i].table) {
-            s->l1 = (free(s->l1), NULL);
-        }
-    }
     if (!s->l1) {
         error_setg(errp, "Could not allocate the tables of '%s'", bs->filename);
         return -ENOMEM;

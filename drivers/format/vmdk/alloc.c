@@ -13,15 +13,15 @@
  *     a partial new grain filled from what lies below it, allocated grains
  *     in place);
  *  3. under s->lock: set the chunk's entries in the grain table cache and
- *     mark their table sectors dirty (e->dirty, FmtDefer); unlist the chunk.
- *     The dirty sectors are written at the next guest flush (co_flush_to_os),
- *     close, reopen read-only, resize, when the set is full or when a table
- *     must leave the cache (a dirty one never does): a flush of the extent
- *     file first, then each run of neighbouring sectors once, in the table
- *     and in its redundant copy. N allocating writes between two guest
- *     flushes cost two flushes, not N.
+ *     mark their tables dirty (e->dirty, FmtDefer); unlist the chunk. The
+ *     dirty tables are written at the next guest flush (co_flush_to_os),
+ *     close, reopen read-only, resize, when the set (64 tables) is full or
+ *     when a table must leave the cache (a dirty one never does): a flush of
+ *     the extent file first, then each dirty table whole, and its redundant
+ *     copy. N allocating writes between two guest flushes cost two flushes,
+ *     not N.
  *
- * Crash safety: a grain table sector reaches the file only after the data of
+ * Crash safety: a grain table reaches the file only after the data of
  * every grain it maps is durable (the commit flushes first; an entry is set
  * only once its grain's data is written). A new grain table is zeroed and
  * flushed before the directory entry naming it (ensure_gt in sparse.c). A

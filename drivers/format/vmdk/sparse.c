@@ -268,23 +268,17 @@ static VmdkGtSlot *gt_find(BDRVVmdkState *s, int idx, uint64_t gt_index)
     return NULL;
 }
 
-/* Sectors of one grain table (the units of e->dirty per table). */
-static uint64_t gt_sectors(const VmdkExtent *e)
-{
-    return div_round_up_u64((uint64_t)e->gtes_per_gt * 4, VMDK_SECTOR);
-}
-
-/* True if the cached table t has a sector ahead of the file. */
+/*
+ * True if the cached table t is ahead of the file. The units of e->dirty are
+ * whole grain tables (gt_index): 64 of them hold 64 tables' worth of a
+ * sequential stream (2 GiB with 64 KiB grains) before a full set forces a
+ * commit mid-stream.
+ */
 static bool slot_dirty(const BDRVVmdkState *s, const VmdkGtSlot *t)
 {
     const VmdkExtent *e = t->extent >= 0 ? s->extents[t->extent] : NULL;
 
-    for (uint64_t k = 0; e && fmt_defer_pending(&e->dirty) && k < gt_sectors(e); k++) {
-        if (fmt_defer_has(&e->dirty, t->gt_index * gt_sectors(e) + k)) {
-            return true;
-        }
-    }
-    return false;
+    return e && fmt_defer_pending(&e->dirty) && fmt_defer_has(&e->dirty, t->gt_index);
 }
 
 /* The least recently used slot whose table is not dirty, or NULL. */
@@ -604,7 +598,6 @@ int coroutine_fn vmdk_gte_defer(BDRVVmdkState *s, int idx, uint64_t gt_index, ui
                                 uint32_t n, const uint32_t *vals)
 {
     VmdkExtent *e = s->extents[idx];
-    uint64_t first, count;
     VmdkGtSlot *t;
     int ret;
 
@@ -612,10 +605,8 @@ int coroutine_fn vmdk_gte_defer(BDRVVmdkState *s, int idx, uint64_t gt_index, ui
         n > e->gtes_per_gt - pos) {
         return -EIO;
     }
-    first = gt_index * gt_sectors(e) + (uint64_t)pos * 4 / VMDK_SECTOR;
-    count = gt_index * gt_sectors(e) + ((uint64_t)(pos + n) * 4 - 1) / VMDK_SECTOR - first + 1;
     ret = ensure_gt(e, gt_index);
-    if (ret == 0 && !fmt_defer_has_room(&e->dirty, first, (uint32_t)count)) {
+    if (ret == 0 && !fmt_defer_has_room(&e->dirty, gt_index, 1)) {
         ret = vmdk_commit_extent(s, idx);
     }
     ret = ret ? ret : gt_load(s, idx, gt_index, &t);
@@ -623,7 +614,7 @@ int coroutine_fn vmdk_gte_defer(BDRVVmdkState *s, int idx, uint64_t gt_index, ui
         return ret;
     }
     memcpy(&t->gte[pos], vals, (size_t)n * 4);
-    return fmt_defer_add(&e->dirty, first, (uint32_t)count);
+    return fmt_defer_add(&e->dirty, gt_index, 1);
 }
 
 typedef struct GtCommit {
@@ -631,36 +622,28 @@ typedef struct GtCommit {
     int idx;
 } GtCommit;
 
-/* FmtDeferWriteFn: grain table sectors [first, first + count) from the cache. */
+/* FmtDeferWriteFn: grain tables [first, first + count), whole, from the cache. */
 static int coroutine_fn write_gt_units(void *opaque, uint64_t first, uint32_t count)
 {
     GtCommit *c = opaque;
     VmdkExtent *e = c->s->extents[c->idx];
-    uint64_t spg = gt_sectors(e), gt_bytes = (uint64_t)e->gtes_per_gt * 4;
+    size_t bytes = (size_t)e->gtes_per_gt * 4;
     uint8_t le[VMDK_MAX_GTES * 4];
     int ret = 0;
 
-    while (count && ret == 0) {
-        uint64_t gt = first / spg, sec = first % spg;
-        uint64_t k = count < spg - sec ? count : spg - sec;
-        uint64_t from = sec * VMDK_SECTOR;
-        uint64_t to = (sec + k) * VMDK_SECTOR < gt_bytes ? (sec + k) * VMDK_SECTOR : gt_bytes;
+    for (uint64_t gt = first; gt < first + count && ret == 0; gt++) {
         VmdkGtSlot *t = gt_find(c->s, c->idx, gt);
 
         if (!t || gt >= e->gd_entries || !e->gd[gt]) {
             return -EIO; /* cannot happen: a dirty table stays cached */
         }
-        for (uint64_t i = from / 4; i < to / 4; i++) {
-            st_le32(le + i * 4 - from, t->gte[i]);
+        for (uint32_t i = 0; i < e->gtes_per_gt; i++) {
+            st_le32(le + i * 4, t->gte[i]);
         }
-        ret = vmdk_co_pwrite(e->child, (uint64_t)e->gd[gt] * VMDK_SECTOR + from, le,
-                             (size_t)(to - from));
+        ret = vmdk_co_pwrite(e->child, (uint64_t)e->gd[gt] * VMDK_SECTOR, le, bytes);
         if (ret == 0 && e->rgd && e->rgd[gt]) {
-            ret = vmdk_co_pwrite(e->child, (uint64_t)e->rgd[gt] * VMDK_SECTOR + from, le,
-                                 (size_t)(to - from));
+            ret = vmdk_co_pwrite(e->child, (uint64_t)e->rgd[gt] * VMDK_SECTOR, le, bytes);
         }
-        first += k;
-        count -= (uint32_t)k;
     }
     return ret;
 }

@@ -161,11 +161,11 @@ typedef struct VmdkExtent {
     bool markers;
     uint64_t next_alloc;    /* byte offset where the next grain or table goes */
     /*
-     * Plain sparse extents: grain table sectors (unit gt_index * sectors per
-     * table + sector) whose cached copy is ahead of the file; written after
-     * a flush of the extent's data at the next guest flush, close, reopen
-     * read-only, resize, a full set, or when their table must leave the
-     * cache (alloc.c, sparse.c). Their tables never leave the cache dirty.
+     * Plain sparse extents: grain tables (unit gt_index) whose cached copy
+     * is ahead of the file; written whole, after a flush of the extent's
+     * data, at the next guest flush, close, reopen read-only, resize, a
+     * full set, or when the cache needs a slot and all hold dirty tables
+     * (alloc.c, sparse.c). A dirty table never leaves the cache.
      */
     FmtDefer dirty;
     bool stream_written;    /* markers: grains appended, the end-of-stream marker is due */
@@ -280,12 +280,12 @@ int coroutine_fn vmdk_gte_update_range(BDRVVmdkState *s, int idx, uint64_t gt_in
 
 /*
  * Sets entries [pos, pos + n) of grain table gt_index of plain sparse extent
- * idx to vals in the cache and marks their sectors dirty (written by
+ * idx to vals in the cache and marks the table dirty (written by
  * vmdk_commit_extent, after the data they map is durable); s->lock held.
  */
 int coroutine_fn vmdk_gte_defer(BDRVVmdkState *s, int idx, uint64_t gt_index, uint32_t pos,
                                 uint32_t n, const uint32_t *vals);
-/* Flushes extent idx's file, then writes its dirty grain table sectors; s->lock held. */
+/* Flushes extent idx's file, then writes its dirty grain tables; s->lock held. */
 int coroutine_fn vmdk_commit_extent(BDRVVmdkState *s, int idx);
 /* vmdk_commit_extent for every extent (the first error, but all are tried). */
 int coroutine_fn vmdk_commit_all(BDRVVmdkState *s);

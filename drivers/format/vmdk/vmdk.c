@@ -391,7 +391,7 @@ static int vmdk_open(BlockDriverState *bs, BlockOpts *options, int flags, Error 
     return ret;
 }
 
-/* Writes every dirty grain table sector (after a flush of the data), then flushes. */
+/* Writes every dirty grain table (after a flush of the data), then flushes. */
 static int64_t coroutine_fn vmdk_commit_co(void *opaque)
 {
     BlockDriverState *bs = opaque;
@@ -417,7 +417,7 @@ static bool vmdk_dirty(const BDRVVmdkState *s)
     return false;
 }
 
-/* Guest flush: the dirty grain table sectors go to the files (the block layer flushes them). */
+/* Guest flush: the dirty grain tables go to the files (the block layer flushes them). */
 static int coroutine_fn vmdk_co_flush_to_os(BlockDriverState *bs)
 {
     BDRVVmdkState *s = bs->opaque;
@@ -468,7 +468,7 @@ static void vmdk_refresh_limits(BlockDriverState *bs, Error **errp)
     }
 }
 
-/* Nothing is staged; going read-only writes the dirty grain table sectors first. */
+/* Nothing is staged; going read-only writes the dirty grain tables first. */
 static int vmdk_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags,
                                Error **errp)
 {

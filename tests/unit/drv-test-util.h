@@ -206,4 +206,39 @@ static inline void drv_test_run_co(AioContext *ctx, void (*fn)(void *), void *op
     }
 }
 
+/*
+ * An AIO request whose completion stores its result and counts *pending
+ * down: start several with drv_test_req_done as their callback, then
+ * drv_test_wait() for all of them.
+ */
+typedef struct DrvTestReq {
+    int *pending;
+    int ret;
+    IOVector qiov;
+} DrvTestReq;
+
+static inline void drv_test_req_done(void *opaque, int ret)
+{
+    DrvTestReq *r = (DrvTestReq *)opaque;
+
+    r->ret = ret;
+    (*r->pending)--;
+}
+
+/* Polls blk's context until *pending is 0. */
+static inline void drv_test_wait(BlockBackend *blk, const int *pending)
+{
+    while (*pending) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+}
+
+/* Polls a while without blocking (enough for any runnable request to end). */
+static inline void drv_test_poll_some(BlockBackend *blk)
+{
+    for (int i = 0; i < 50; i++) {
+        aio_poll(blk_get_aio_context(blk), false);
+    }
+}
+
 #endif /* COBLK_DRV_TEST_UTIL_H */

@@ -121,25 +121,11 @@ static void test_qcow_backing(void **state)
     free(buf);
 }
 
-typedef struct ConcReq {
-    int *pending;
-    int ret;
-    IOVector qiov;
-} ConcReq;
-
-static void conc_done(void *opaque, int ret)
-{
-    ConcReq *r = opaque;
-
-    r->ret = ret;
-    (*r->pending)--;
-}
-
 static void test_qcow_concurrent_alloc(void **state)
 {
     enum { N = 32, LEN = 6 * KiB };
     uint8_t *want = malloc(N * LEN), *buf = malloc(N * LEN);
-    ConcReq reqs[N];
+    DrvTestReq reqs[N];
     BlockBackend *blk;
     int pending = N;
 
@@ -151,7 +137,7 @@ static void test_qcow_concurrent_alloc(void **state)
         iovector_init_buf(&reqs[i].qiov, want + (size_t)i * LEN, LEN);
         /* Alternate between two L2 tables (each maps 2 MiB) and share clusters. */
         blk_aio_pwritev(blk, (int64_t)(i % 2) * 8 * MiB + (i / 2) * LEN, &reqs[i].qiov, 0,
-                        conc_done, &reqs[i]);
+                        drv_test_req_done, &reqs[i]);
     }
     while (pending) {
         aio_poll(blk_get_aio_context(blk), true);
@@ -169,13 +155,6 @@ static void test_qcow_concurrent_alloc(void **state)
     free(buf);
 }
 
-static void wait_pending(BlockBackend *blk, const int *pending)
-{
-    while (*pending) {
-        aio_poll(blk_get_aio_context(blk), true);
-    }
-}
-
 /*
  * The data of an allocating write goes out without the lock: while a
  * partial write's new cluster (completed with zeroes) is held in its data
@@ -191,9 +170,9 @@ static void test_qcow_alloc_unlocked(void **state)
     uint8_t *want = malloc(MiB), *buf = malloc(MiB), *w2 = want + 3 * CL;
     char opts[8192];
     int pending_a = 1, pending = 0, pending_b = 1;
-    ConcReq ra = { .pending = &pending_a }, rb = { .pending = &pending_b };
-    ConcReq r2 = { .pending = &pending }, rr = { .pending = &pending };
-    ConcReq rf = { .pending = &pending };
+    DrvTestReq ra = { .pending = &pending_a }, rb = { .pending = &pending_b };
+    DrvTestReq r2 = { .pending = &pending }, rr = { .pending = &pending };
+    DrvTestReq rf = { .pending = &pending };
     BlockDriverState *bs;
     BlockBackend *blk;
 
@@ -210,7 +189,7 @@ static void test_qcow_alloc_unlocked(void **state)
 
     assert_int_equal(bdrv_debug_breakpoint(bs, "cow_write", "a"), 0);
     iovector_init_buf(&ra.qiov, want + A, 512);
-    blk_aio_pwritev(blk, A, &ra.qiov, 0, conc_done, &ra);
+    blk_aio_pwritev(blk, A, &ra.qiov, 0, drv_test_req_done, &ra);
     while (pending_a && !bdrv_debug_is_suspended(bs, "a")) {
         aio_poll(blk_get_aio_context(blk), true);
     }
@@ -219,14 +198,14 @@ static void test_qcow_alloc_unlocked(void **state)
     /* Other clusters (one run), a read of other bytes of the same one, a flush: not held. */
     pending = 3;
     iovector_init_buf(&r2.qiov, w2, 4 * CL);
-    blk_aio_pwritev(blk, 3 * CL, &r2.qiov, 0, conc_done, &r2);
+    blk_aio_pwritev(blk, 3 * CL, &r2.qiov, 0, drv_test_req_done, &r2);
     iovector_init_buf(&rr.qiov, buf, 512);
-    blk_aio_preadv(blk, R, &rr.qiov, 0, conc_done, &rr);
-    blk_aio_flush(blk, conc_done, &rf);
+    blk_aio_preadv(blk, R, &rr.qiov, 0, drv_test_req_done, &rr);
+    blk_aio_flush(blk, drv_test_req_done, &rf);
     /* Other bytes of the same cluster: held behind the allocation. */
     iovector_init_buf(&rb.qiov, want + B, 512);
-    blk_aio_pwritev(blk, B, &rb.qiov, 0, conc_done, &rb);
-    wait_pending(blk, &pending);
+    blk_aio_pwritev(blk, B, &rb.qiov, 0, drv_test_req_done, &rb);
+    drv_test_wait(blk, &pending);
     assert_int_equal(r2.ret, 0);
     assert_int_equal(rr.ret, 0);
     assert_int_equal(rf.ret, 0);
@@ -238,8 +217,8 @@ static void test_qcow_alloc_unlocked(void **state)
     assert_true(bdrv_debug_is_suspended(bs, "a"));
 
     assert_int_equal(bdrv_debug_resume(bs, "a"), 0);
-    wait_pending(blk, &pending_a);
-    wait_pending(blk, &pending_b);
+    drv_test_wait(blk, &pending_a);
+    drv_test_wait(blk, &pending_b);
     assert_int_equal(ra.ret, 0);
     assert_int_equal(rb.ret, 0);
     assert_int_equal(blk_pread(blk, 0, MiB, buf, 0), 0);

@@ -103,35 +103,6 @@ static void expect_image(const uint8_t *want, int64_t size)
     assert_int_equal(drv_test_sh("qemu-img compare -q -f vmdk -F raw '%s' '%s'", img, raw), 0);
 }
 
-typedef struct ConcReq {
-    int *pending;
-    int ret;
-    IOVector qiov;
-} ConcReq;
-
-static void conc_done(void *opaque, int ret)
-{
-    ConcReq *r = opaque;
-
-    r->ret = ret;
-    (*r->pending)--;
-}
-
-static void wait_pending(BlockBackend *blk, const int *pending)
-{
-    while (*pending) {
-        aio_poll(blk_get_aio_context(blk), true);
-    }
-}
-
-/* Polls a while without blocking (enough for any runnable request to end). */
-static void poll_some(BlockBackend *blk)
-{
-    for (int i = 0; i < 50; i++) {
-        aio_poll(blk_get_aio_context(blk), false);
-    }
-}
-
 /*
  * A partial write of an unallocated grain (its new grain filled from the
  * parent) is held inside its data write by a blkdebug breakpoint. Meanwhile
@@ -145,10 +116,10 @@ static void test_vmdk_alloc_unlocked(void **state)
     uint8_t *want = malloc(MiB), *buf = malloc(MiB), *sbuf = malloc(4 * KiB);
     uint8_t *w2 = want + 3 * CL;
     int pending_a = 1, pending = 0, pending_b = 2;
-    ConcReq ra = { .pending = &pending_a }, rb = { .pending = &pending_b };
-    ConcReq rs = { .pending = &pending_b };
-    ConcReq r2 = { .pending = &pending }, rr = { .pending = &pending };
-    ConcReq rf = { .pending = &pending };
+    DrvTestReq ra = { .pending = &pending_a }, rb = { .pending = &pending_b };
+    DrvTestReq rs = { .pending = &pending_b };
+    DrvTestReq r2 = { .pending = &pending }, rr = { .pending = &pending };
+    DrvTestReq rf = { .pending = &pending };
     BlockDriverState *bs;
     BlockBackend *blk;
 
@@ -172,7 +143,7 @@ static void test_vmdk_alloc_unlocked(void **state)
 
     assert_int_equal(bdrv_debug_breakpoint(bs, "cow_write", "a"), 0);
     iovector_init_buf(&ra.qiov, want + A, 4 * KiB);
-    blk_aio_pwritev(blk, A, &ra.qiov, 0, conc_done, &ra);
+    blk_aio_pwritev(blk, A, &ra.qiov, 0, drv_test_req_done, &ra);
     while (pending_a && !bdrv_debug_is_suspended(bs, "a")) {
         aio_poll(blk_get_aio_context(blk), true); /* the parent read completes first */
     }
@@ -181,27 +152,27 @@ static void test_vmdk_alloc_unlocked(void **state)
     /* Another grain's allocation, a read of another grain, a flush: not held. */
     pending = 3;
     iovector_init_buf(&r2.qiov, w2, CL);
-    blk_aio_pwritev(blk, 3 * CL, &r2.qiov, 0, conc_done, &r2);
+    blk_aio_pwritev(blk, 3 * CL, &r2.qiov, 0, drv_test_req_done, &r2);
     iovector_init_buf(&rr.qiov, buf, 4 * KiB);
-    blk_aio_preadv(blk, R, &rr.qiov, 0, conc_done, &rr);
-    blk_aio_flush(blk, conc_done, &rf);
+    blk_aio_preadv(blk, R, &rr.qiov, 0, drv_test_req_done, &rr);
+    blk_aio_flush(blk, drv_test_req_done, &rf);
     /* Other bytes of the same grain, written and read: held behind the allocation. */
     iovector_init_buf(&rb.qiov, want + B, 4 * KiB);
-    blk_aio_pwritev(blk, B, &rb.qiov, 0, conc_done, &rb);
+    blk_aio_pwritev(blk, B, &rb.qiov, 0, drv_test_req_done, &rb);
     iovector_init_buf(&rs.qiov, sbuf, 4 * KiB);
-    blk_aio_preadv(blk, S, &rs.qiov, 0, conc_done, &rs);
-    wait_pending(blk, &pending);
+    blk_aio_preadv(blk, S, &rs.qiov, 0, drv_test_req_done, &rs);
+    drv_test_wait(blk, &pending);
     assert_int_equal(r2.ret, 0);
     assert_int_equal(rr.ret, 0);
     assert_int_equal(rf.ret, 0);
     assert_memory_equal(buf, want + R, 4 * KiB);
-    poll_some(blk);
+    drv_test_poll_some(blk);
     assert_int_equal(pending_a + pending_b, 3);
     assert_true(bdrv_debug_is_suspended(bs, "a"));
 
     assert_int_equal(bdrv_debug_resume(bs, "a"), 0);
-    wait_pending(blk, &pending_a);
-    wait_pending(blk, &pending_b);
+    drv_test_wait(blk, &pending_a);
+    drv_test_wait(blk, &pending_b);
     assert_int_equal(ra.ret, 0);
     assert_int_equal(rb.ret, 0);
     assert_int_equal(rs.ret, 0);
@@ -225,7 +196,7 @@ static void concurrent_writes(const char *subformat)
 {
     enum { N = 48, LEN = 24 * KiB, SIZE = 96 * MiB, M = 6, Z = 8 };
     uint8_t *want = calloc(1, SIZE), *buf = malloc(SIZE);
-    ConcReq reqs[N + M + Z];
+    DrvTestReq reqs[N + M + Z];
     char opts[256];
     BlockBackend *blk;
     int pending = N + M + Z;
@@ -242,7 +213,7 @@ static void concurrent_writes(const char *subformat)
         drv_test_pattern(want + off, LEN, (uint8_t)(i + 20));
         reqs[i].pending = &pending;
         iovector_init_buf(&reqs[i].qiov, want + off, LEN);
-        blk_aio_pwritev(blk, off, &reqs[i].qiov, 0, conc_done, &reqs[i]);
+        blk_aio_pwritev(blk, off, &reqs[i].qiov, 0, drv_test_req_done, &reqs[i]);
     }
     for (int i = 0; i < M; i++) {
         int64_t off = 20 * MiB + (int64_t)i * 5 * CL + 3 * KiB, len = 3 * CL + 5 * KiB;
@@ -250,7 +221,7 @@ static void concurrent_writes(const char *subformat)
         drv_test_pattern(want + off, (size_t)len, (uint8_t)(i + 90));
         reqs[N + i].pending = &pending;
         iovector_init_buf(&reqs[N + i].qiov, want + off, (size_t)len);
-        blk_aio_pwritev(blk, off, &reqs[N + i].qiov, 0, conc_done, &reqs[N + i]);
+        blk_aio_pwritev(blk, off, &reqs[N + i].qiov, 0, drv_test_req_done, &reqs[N + i]);
     }
     for (int i = 0; i < Z; i++) {
         /* Whole grains over data and partial grains over data and over nothing. */
@@ -259,9 +230,9 @@ static void concurrent_writes(const char *subformat)
 
         memset(want + off, 0, (size_t)len);
         reqs[N + M + i].pending = &pending;
-        blk_aio_pwrite_zeroes(blk, off, len, 0, conc_done, &reqs[N + M + i]);
+        blk_aio_pwrite_zeroes(blk, off, len, 0, drv_test_req_done, &reqs[N + M + i]);
     }
-    wait_pending(blk, &pending);
+    drv_test_wait(blk, &pending);
     for (int i = 0; i < N + M + Z; i++) {
         assert_int_equal(reqs[i].ret, 0);
     }

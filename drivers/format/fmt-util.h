@@ -70,6 +70,17 @@ static inline bool fmt_inflight_busy(const FmtInflightList *l, uint64_t u)
     return false;
 }
 
+/** The allocating write in flight of unit u, or NULL. */
+static inline FmtInflight *fmt_inflight_find(const FmtInflightList *l, uint64_t u)
+{
+    for (FmtInflight *a = l->head; a; a = a->next) {
+        if (u - a->first < a->count) {
+            return a;
+        }
+    }
+    return NULL;
+}
+
 /** Unlists a (done or failed) and wakes whoever waits. */
 static inline void fmt_inflight_end(FmtInflightList *l, FmtInflight *a)
 {

@@ -288,7 +288,10 @@ int coroutine_fn vhdx_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvC
         res->check_errors++;
         return -ENOMEM;
     }
+    co_mutex_lock(&s->lock);
+    vhdx_alloc_drain(bs); /* entries of allocations in flight are not set yet */
     n = collect_extents(s, x);
+    co_mutex_unlock(&s->lock);
     qsort(x, n, sizeof(*x), cmp_extent);
     for (uint64_t i = 0; i < n; i++) {
         uint64_t o = x[i].off, l = x[i].len;

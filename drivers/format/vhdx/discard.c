@@ -5,8 +5,8 @@
  * counts as whole up to the disk's end); a partly covered block is left as
  * it is (discard is advisory). In a dynamic or fixed image a present block
  * becomes PAYLOAD_BLOCK_UNMAPPED and keeps its FileOffsetMB, which the
- * specification allows, so a later write reuses its space (alloc_block in
- * vhdx.c); an UNMAPPED block reads as zeroes here and in qemu. In a
+ * specification allows, so a later write reuses its space (vhdx_block_home in
+ * alloc.c); an UNMAPPED block reads as zeroes here and in qemu. In a
  * differencing image every state but ZERO becomes PAYLOAD_BLOCK_ZERO
  * (FileOffsetMB 0, as the specification reserves it): a discarded range
  * reads as zeroes, not as the parent's data; the block's space stays in the
@@ -52,6 +52,7 @@ static int coroutine_fn discard_blocks(BlockDriverState *bs, uint64_t first, uin
         return -ENOMEM;
     }
     co_mutex_lock(&s->lock);
+    vhdx_alloc_drain(bs); /* no block of the range is being allocated */
     ret = vhdx_log_start(bs);
     for (uint64_t b = first; ret == 0 && b < last; b++) {
         uint64_t idx = vhdx_bat_index(s, b), e = s->bat[idx];

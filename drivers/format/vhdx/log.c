@@ -11,7 +11,8 @@
  * clears LogGuid; a read-only open of a dirty image fails with a message.
  *
  * Writes (open option metadata-log=on, the default): every metadata update (a BAT
- * sector) is written as one log entry at the log head, flushed, then
+ * sector, or the BAT sectors of several allocations published together,
+ * alloc.c) is written as one log entry at the log head, flushed, then
  * written in place and flushed, so the entry's tail is the entry itself.
  * LogGuid is set in the headers before the first entry of a session and
  * cleared at a clean close; a crash (or a failed close) in between leaves an
@@ -294,14 +295,20 @@ int coroutine_fn vhdx_log_start(BlockDriverState *bs)
     return ret;
 }
 
-static uint8_t *build_entry(BDRVVhdxState *s, uint64_t off, const uint8_t *data, size_t len,
-                            uint64_t file_len, uint32_t *entry_len)
+/* File offset of sector i of an update: offs[i], or off + i sectors when offs is NULL. */
+static uint64_t sector_off(const uint64_t *offs, uint64_t off, uint32_t i)
 {
-    uint32_t n = (uint32_t)(len / VHDX_LOG_SECTOR);
+    return offs ? offs[i] : off + (uint64_t)i * VHDX_LOG_SECTOR;
+}
+
+static uint8_t *build_entry(BDRVVhdxState *s, const uint64_t *offs, uint64_t off,
+                            const uint8_t *data, uint32_t n, uint64_t file_len,
+                            uint32_t *entry_len)
+{
     uint64_t area = desc_area(n), seq = s->log_seq;
     uint8_t *b;
 
-    *entry_len = (uint32_t)(area + len);
+    *entry_len = (uint32_t)(area + (uint64_t)n * VHDX_LOG_SECTOR);
     b = calloc(1, *entry_len);
     if (!b) {
         return NULL;
@@ -322,7 +329,7 @@ static uint8_t *build_entry(BDRVVhdxState *s, uint64_t off, const uint8_t *data,
         memcpy(d, "desc", 4);
         memcpy(d + 4, src + 4092, 4);
         memcpy(d + 8, src, 8);
-        st_le64(d + 16, off + (uint64_t)i * VHDX_LOG_SECTOR);
+        st_le64(d + 16, sector_off(offs, off, i));
         st_le64(d + 24, seq);
         memcpy(sec, "data", 4);
         st_le32(sec + 4, (uint32_t)(seq >> 32));
@@ -333,8 +340,28 @@ static uint8_t *build_entry(BDRVVhdxState *s, uint64_t off, const uint8_t *data,
     return b;
 }
 
-int coroutine_fn vhdx_log_write(BlockDriverState *bs, uint64_t off, const uint8_t *buf,
-                                size_t len)
+/* Writes the n sectors in place (one write when they are contiguous). */
+static int coroutine_fn write_in_place(BlockDriverState *bs, const uint64_t *offs, uint64_t off,
+                                       const uint8_t *buf, uint32_t n)
+{
+    int ret = 0;
+
+    if (!offs) {
+        return vhdx_co_pwrite(bs->file, off, buf, (size_t)n * VHDX_LOG_SECTOR);
+    }
+    for (uint32_t i = 0; i < n && ret == 0; i++) {
+        ret = vhdx_co_pwrite(bs->file, offs[i], buf + (size_t)i * VHDX_LOG_SECTOR,
+                             VHDX_LOG_SECTOR);
+    }
+    return ret;
+}
+
+/*
+ * One log entry for n 4 KiB sectors at offs[i] (or off + i sectors): the
+ * entry, flush, the sectors in place, flush. Called with s->lock held.
+ */
+static int coroutine_fn log_write(BlockDriverState *bs, const uint64_t *offs, uint64_t off,
+                                  const uint8_t *buf, uint32_t n)
 {
     BDRVVhdxState *s = bs->opaque;
     int64_t file_len;
@@ -349,7 +376,7 @@ int coroutine_fn vhdx_log_write(BlockDriverState *bs, uint64_t off, const uint8_
     if (file_len < 0) {
         return (int)file_len;
     }
-    entry = build_entry(s, off, buf, len, (uint64_t)file_len, &entry_len);
+    entry = build_entry(s, offs, off, buf, n, (uint64_t)file_len, &entry_len);
     if (!entry) {
         return -ENOMEM;
     }
@@ -368,7 +395,7 @@ int coroutine_fn vhdx_log_write(BlockDriverState *bs, uint64_t off, const uint8_
         ret = bdrv_co_flush(bs->file->bs); /* the entry is durable before the update */
     }
     if (ret == 0) {
-        ret = vhdx_co_pwrite(bs->file, off, buf, len);
+        ret = write_in_place(bs, offs, off, buf, n);
     }
     if (ret == 0) {
         ret = bdrv_co_flush(bs->file->bs);
@@ -378,4 +405,16 @@ int coroutine_fn vhdx_log_write(BlockDriverState *bs, uint64_t off, const uint8_
         s->log_seq++;
     }
     return ret;
+}
+
+int coroutine_fn vhdx_log_write(BlockDriverState *bs, uint64_t off, const uint8_t *buf,
+                                size_t len)
+{
+    return log_write(bs, NULL, off, buf, (uint32_t)(len / VHDX_LOG_SECTOR));
+}
+
+int coroutine_fn vhdx_log_write_sectors(BlockDriverState *bs, const uint64_t *offs,
+                                        const uint8_t *buf, uint32_t n)
+{
+    return log_write(bs, offs, 0, buf, n);
 }

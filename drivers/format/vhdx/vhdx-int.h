@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "block/block-int.h"
+#include "drivers/format/fmt-util.h"
 
 #define VHDX_KiB ((uint64_t)1024)
 #define VHDX_MiB (VHDX_KiB * 1024)
@@ -126,6 +127,12 @@ typedef struct BDRVVhdxState {
     bool log_guid_set;      /* LogGuid is set in the headers (cleared at close) */
     uint64_t log_seq;
     uint64_t log_head;      /* offset of the next entry within the log */
+
+    /* allocating writes in flight (alloc.c) */
+    FmtInflightList allocs; /* payload blocks being allocated; waiters on allocs.wait */
+    struct VhdxAlloc *publish_head; /* data written, waiting for the shared flush */
+    bool publishing;        /* an allocation flushes and publishes a batch */
+    unsigned publish_waiting; /* allocations queued or being published */
 } BDRVVhdxState;
 
 /* header.c */
@@ -162,6 +169,24 @@ int coroutine_fn vhdx_bat_set_idx(BlockDriverState *bs, uint64_t idx, uint64_t e
 /* Finds overlapping blocks (repairs nothing). */
 int coroutine_fn vhdx_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);
 
+/* alloc.c */
+/*
+ * Where block (BAT entry e) goes: the space its entry kept when that overlaps
+ * nothing else, else new space; 0 if there is none. Holds s->lock.
+ */
+uint64_t vhdx_block_home(BDRVVhdxState *s, uint64_t block, uint64_t e);
+/* Zeroes the parts of the block at host that [in, in + n) leaves. */
+int coroutine_fn vhdx_fill_block(BlockDriverState *bs, uint64_t host, uint64_t in, uint64_t n);
+/*
+ * Writes guest bytes [in, in + n) of payload block: in place when present,
+ * by vhdx_write_partial for a differencing image's partial write, else
+ * allocating the block (or joining its allocation in flight).
+ */
+int coroutine_fn vhdx_write_block(BlockDriverState *bs, uint64_t block, uint64_t in, uint64_t n,
+                                  IOVector *qiov, size_t qoff);
+/* Waits until no allocation is in flight; holds s->lock. */
+void coroutine_fn vhdx_alloc_drain(BlockDriverState *bs);
+
 /* log.c */
 /* Replays a dirty log (writable) or refuses to open (read-only). */
 int vhdx_log_open(BlockDriverState *bs, Error **errp);
@@ -170,6 +195,9 @@ int coroutine_fn vhdx_log_start(BlockDriverState *bs);
 /* Writes buf (4 KiB aligned, len a multiple of 4 KiB) to file offset off through the log. */
 int coroutine_fn vhdx_log_write(BlockDriverState *bs, uint64_t off, const uint8_t *buf,
                                 size_t len);
+/* Writes n 4 KiB sectors of buf to file offsets offs[i] through one log entry. */
+int coroutine_fn vhdx_log_write_sectors(BlockDriverState *bs, const uint64_t *offs,
+                                        const uint8_t *buf, uint32_t n);
 
 /* parent.c */
 void vhdx_guid_to_str(const VhdxGuid *g, char out[39]);
@@ -223,6 +251,14 @@ int coroutine_fn vhdx_co_create_opts(const BlockDriver *drv, const char *filenam
                                      BlockOpts *options, Error **errp);
 
 /* vhdx.c */
+/* Guest bytes of block (the last one may end with the disk). */
+uint64_t vhdx_block_used(const BDRVVhdxState *s, uint64_t block);
+/*
+ * A differencing image's write into part of a NOT_PRESENT or
+ * PARTIALLY_PRESENT block (BAT entry e). Holds s->lock.
+ */
+int coroutine_fn vhdx_write_partial(BlockDriverState *bs, uint64_t block, uint64_t e,
+                                    uint64_t in, uint64_t n, IOVector *qiov, size_t qoff);
 int vhdx_pread_sync(BdrvChild *c, uint64_t off, void *buf, size_t len);
 int coroutine_fn vhdx_co_pwrite(BdrvChild *c, uint64_t off, const void *buf, size_t len);
 int coroutine_fn vhdx_co_pread(BdrvChild *c, uint64_t off, void *buf, size_t len);

@@ -17,6 +17,9 @@
  * present makes it FULLY_PRESENT (after its bits are durable): from then on
  * its sector bitmap is not consulted.
  *
+ * Allocating writes of whole or zero-filled blocks write their data outside
+ * s->lock, many at once, and share one flush and one log entry (alloc.c).
+ *
  * Crash safety: a new block is written and flushed before its BAT entry is
  * written (through the log by default, as the VHDX specification asks; in
  * place with metadata-log=off, see log.c), so a crash leaves the old entry,
@@ -120,6 +123,7 @@ static int vhdx_open(BlockDriverState *bs, BlockOpts *options, int flags, Error 
     int ret;
 
     co_mutex_init(&s->lock);
+    fmt_inflight_init(&s->allocs);
     ret = vhdx_do_open(bs, options, errp);
     if (ret < 0) {
         vhdx_close(bs);
@@ -266,37 +270,7 @@ static int coroutine_fn vhdx_co_preadv(BlockDriverState *bs, int64_t offset, int
     return 0;
 }
 
-/*
- * Gives block (BAT entry e) a home in the file (the space its entry kept,
- * when that overlaps nothing else, or free space) and zeroes the parts the
- * write leaves, which also extends the file over the whole block.
- */
-static int coroutine_fn alloc_block(BlockDriverState *bs, uint64_t block, uint64_t e,
-                                    uint64_t in, uint64_t n, uint64_t *host)
-{
-    BDRVVhdxState *s = bs->opaque;
-    uint64_t off = e & VHDX_BAT_OFFSET_MASK;
-    int ret = 0;
-
-    if (!off || !vhdx_space_kept_ok(s, vhdx_bat_index(s, block), off)) {
-        off = vhdx_alloc_space(s, s->block_size);
-        if (!off) {
-            return -ENOSPC;
-        }
-    }
-    if (in) {
-        ret = bdrv_co_pwrite_zeroes(bs->file, (int64_t)off, (int64_t)in, 0);
-    }
-    if (ret == 0 && in + n < s->block_size) {
-        ret = bdrv_co_pwrite_zeroes(bs->file, (int64_t)(off + in + n),
-                                    (int64_t)(s->block_size - in - n), 0);
-    }
-    *host = off;
-    return ret;
-}
-
-/* Guest bytes of block (the last one may end with the disk). */
-static uint64_t block_used(const BDRVVhdxState *s, uint64_t block)
+uint64_t vhdx_block_used(const BDRVVhdxState *s, uint64_t block)
 {
     uint64_t left = s->disk_size - block * s->block_size;
 
@@ -312,7 +286,7 @@ static uint64_t block_used(const BDRVVhdxState *s, uint64_t block)
 static int coroutine_fn promote_if_full(BlockDriverState *bs, uint64_t block, uint64_t host)
 {
     BDRVVhdxState *s = bs->opaque;
-    uint64_t used = block_used(s, block), run = 0;
+    uint64_t used = vhdx_block_used(s, block), run = 0;
     int ret = vhdx_sb_run(bs, block * s->block_size, used, &run);
 
     if (ret != 1 || run < used) {
@@ -321,12 +295,9 @@ static int coroutine_fn promote_if_full(BlockDriverState *bs, uint64_t block, ui
     return vhdx_bat_set(bs, block, host | VHDX_PAYLOAD_FULLY_PRESENT);
 }
 
-/*
- * A differencing image's write into part of a NOT_PRESENT (fresh) or
- * PARTIALLY_PRESENT block: see the top of the file for the order.
- */
-static int coroutine_fn write_partial(BlockDriverState *bs, uint64_t block, uint64_t e,
-                                      uint64_t in, uint64_t n, IOVector *qiov, size_t qoff)
+/* See the top of the file for the order. */
+int coroutine_fn vhdx_write_partial(BlockDriverState *bs, uint64_t block, uint64_t e,
+                                    uint64_t in, uint64_t n, IOVector *qiov, size_t qoff)
 {
     BDRVVhdxState *s = bs->opaque;
     bool fresh = (e & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_NOT_PRESENT;
@@ -342,7 +313,8 @@ static int coroutine_fn write_partial(BlockDriverState *bs, uint64_t block, uint
         ret = bdrv_co_pwrite_zeroes(bs->file, (int64_t)sb_off, (int64_t)VHDX_MiB, 0);
     }
     if (ret == 0 && fresh) {
-        ret = alloc_block(bs, block, 0, in, n, &host);
+        host = vhdx_block_home(s, block, 0);
+        ret = host ? vhdx_fill_block(bs, host, in, n) : -ENOSPC;
     }
     if (ret == 0) {
         ret = bdrv_co_pwritev_part(bs->file, (int64_t)(host + in), (int64_t)n, qiov, qoff, 0);
@@ -365,41 +337,6 @@ static int coroutine_fn write_partial(BlockDriverState *bs, uint64_t block, uint
     return ret == 0 && !fresh ? promote_if_full(bs, block, host) : ret;
 }
 
-static int coroutine_fn write_block(BlockDriverState *bs, uint64_t block, uint64_t in,
-                                    uint64_t n, IOVector *qiov, size_t qoff)
-{
-    BDRVVhdxState *s = bs->opaque;
-    uint64_t e, host, st;
-    int ret;
-
-    co_mutex_lock(&s->lock);
-    e = bat_entry(s, block);
-    st = e & VHDX_BAT_STATE_MASK;
-    if (st == VHDX_PAYLOAD_FULLY_PRESENT) {
-        co_mutex_unlock(&s->lock);
-        return bdrv_co_pwritev_part(bs->file, (int64_t)((e & VHDX_BAT_OFFSET_MASK) + in),
-                                    (int64_t)n, qiov, qoff, 0);
-    }
-    if (s->has_parent && (st == VHDX_PAYLOAD_PARTIALLY_PRESENT ||
-                          (st == VHDX_PAYLOAD_NOT_PRESENT && n < block_used(s, block)))) {
-        ret = write_partial(bs, block, e, in, n, qiov, qoff);
-        co_mutex_unlock(&s->lock);
-        return ret;
-    }
-    ret = alloc_block(bs, block, e, in, n, &host);
-    if (ret == 0) {
-        ret = bdrv_co_pwritev_part(bs->file, (int64_t)(host + in), (int64_t)n, qiov, qoff, 0);
-    }
-    if (ret == 0) {
-        ret = bdrv_co_flush(bs->file->bs); /* the data is durable before its BAT entry */
-    }
-    if (ret == 0) {
-        ret = vhdx_bat_set(bs, block, host | VHDX_PAYLOAD_FULLY_PRESENT);
-    }
-    co_mutex_unlock(&s->lock);
-    return ret;
-}
-
 static int coroutine_fn vhdx_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                         IOVector *qiov, size_t qoff, BdrvRequestFlags flags)
 {
@@ -417,7 +354,7 @@ static int coroutine_fn vhdx_co_pwritev(BlockDriverState *bs, int64_t offset, in
         uint64_t block = off / s->block_size, in = off % s->block_size;
         uint64_t n = left < s->block_size - in ? left : s->block_size - in;
 
-        ret = write_block(bs, block, in, n, qiov, qoff);
+        ret = vhdx_write_block(bs, block, in, n, qiov, qoff);
         off += n;
         qoff += n;
         left -= n;

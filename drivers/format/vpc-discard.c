@@ -322,6 +322,7 @@ int coroutine_fn vpc_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t b
     }
     co_rwlock_rdlock(&s->move_lock);
     co_mutex_lock(&s->alloc_lock);
+    vpc_alloc_drain(bs); /* no block of the range is being allocated */
     for (uint32_t b = first; b < end && !any; b++) {
         any = s->bat[b] != VHD_BAT_UNUSED;
     }

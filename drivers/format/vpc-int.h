@@ -7,6 +7,7 @@
 #define COBLK_DRIVERS_FORMAT_VPC_INT_H
 
 #include "block/block-int.h"
+#include "drivers/format/fmt-util.h"
 
 #define VHD_FOOTER_SIZE 512
 #define VHD_DYNHDR_SIZE 1024
@@ -61,6 +62,10 @@ typedef struct BDRVVpcState {
     CoRwlock move_lock;         /* dynamic I/O shared; resize (moves blocks) exclusive */
     uint32_t *free_slots;       /* sectors of discarded blocks to reuse (vpc-discard.c) */
     uint32_t n_free, cap_free;
+    FmtInflightList allocs;     /* blocks being allocated; waiters on allocs.wait (vpc-alloc.c) */
+    struct VpcPub *publish_head; /* written, waiting for the shared flush */
+    bool publishing;            /* a writer flushes and publishes a batch */
+    unsigned publish_waiting;   /* records queued or being published */
     bool stale_footer;          /* fixed: an interrupted grow left the old footer at stale_off */
     int64_t stale_off;
 } BDRVVpcState;
@@ -79,6 +84,13 @@ int coroutine_fn vpc_write_footers(BlockDriverState *bs);
 bool vpc_round_chs(uint64_t *sectors);
 /* Writes the BAT sector that holds entry block. */
 int coroutine_fn vpc_write_bat_entry(BlockDriverState *bs, uint32_t block);
+/* Writes (vpc-alloc.c). */
+/* Writes [in_block, in_block + n) of a dynamic or differencing disk's block. */
+int coroutine_fn vpc_write_chunk(BlockDriverState *bs, uint32_t block, uint32_t in_block,
+                                 int64_t n, IOVector *qiov, size_t qoff);
+/* Waits until no allocation or bitmap update is in flight; holds alloc_lock. */
+void coroutine_fn vpc_alloc_drain(BlockDriverState *bs);
+
 /* Discard (vpc-discard.c). */
 int coroutine_fn vpc_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
 /* Takes a discarded block's place (*at, bytes) for an allocation; false if none. */

@@ -599,6 +599,7 @@ static int vpc_open(BlockDriverState *bs, BlockOpts *options, int flags, Error *
     int ret;
 
     co_mutex_init(&s->alloc_lock);
+    fmt_inflight_init(&s->allocs);
     co_rwlock_init(&s->move_lock);
     bs->file = bdrv_open_child(NULL, options, "file", bs, BDRV_CHILD_IMAGE | BDRV_CHILD_PRIMARY,
                                false, errp);
@@ -756,14 +757,6 @@ static int coroutine_fn vpc_co_preadv(BlockDriverState *bs, int64_t offset, int6
 /* ---------------------------------------------------------------------- */
 /* Writes */
 
-/* Sets the bits of sectors [first, first + count) in bm. */
-static void bits_set(uint8_t *bm, uint32_t first, uint32_t count)
-{
-    for (uint32_t i = first; i < first + count; i++) {
-        bm[i / 8] |= (uint8_t)(0x80 >> (i % 8));
-    }
-}
-
 int coroutine_fn vpc_write_bat_entry(BlockDriverState *bs, uint32_t block)
 {
     BDRVVpcState *s = bs->opaque;
@@ -776,125 +769,6 @@ int coroutine_fn vpc_write_bat_entry(BlockDriverState *bs, uint32_t block)
     }
     return fmt_co_pwrite(bs->file, (int64_t)(s->bat_offset + (uint64_t)first * 4), count * 4,
                          buf, 0);
-}
-
-/*
- * Allocates block at the end of the file (or in a discarded block's place)
- * and writes the chunk into it: bitmap (all ones for a dynamic disk; the chunk's sectors for a
- * differencing one), zeroes around the chunk, the footer after the block;
- * flush; then the BAT entry. Called with alloc_lock held.
- */
-static int coroutine_fn vpc_alloc_write(BlockDriverState *bs, uint32_t block, uint32_t in_block,
-                                        int64_t n, IOVector *qiov, size_t qiov_offset)
-{
-    BDRVVpcState *s = bs->opaque;
-    int64_t at = s->free_off, data;
-    int64_t tail = (int64_t)s->block_size - in_block - n;
-    int64_t old_free = s->free_off;
-    uint8_t *bm = calloc(1, s->bitmap_size);
-    bool reuse;
-    int ret;
-
-    if (!bm) {
-        return -ENOMEM;
-    }
-    reuse = vpc_free_slot_pop(s, &at); /* a discarded block's place (unmapped, flushed) */
-    data = at + s->bitmap_size;
-    if (at / VHD_SECTOR > UINT32_MAX - 1) {
-        free(bm);
-        return -EFBIG; /* BAT entries are 32-bit sector numbers */
-    }
-    if (s->type == VHD_DIFF) {
-        bits_set(bm, in_block / VHD_SECTOR, (uint32_t)(n / VHD_SECTOR));
-    } else {
-        memset(bm, 0xff, s->block_size / VHD_SECTOR / 8);
-    }
-    ret = fmt_co_pwrite(bs->file, at, s->bitmap_size, bm, 0);
-    free(bm);
-    if (ret == 0 && in_block) {
-        ret = bdrv_co_pwrite_zeroes(bs->file, data, in_block, 0);
-    }
-    if (ret == 0) {
-        ret = bdrv_co_pwritev_part(bs->file, data + in_block, n, qiov, qiov_offset, 0);
-    }
-    if (ret == 0 && tail) {
-        ret = bdrv_co_pwrite_zeroes(bs->file, data + in_block + n, tail, 0);
-    }
-    if (!reuse) {
-        s->free_off = data + s->block_size;
-    }
-    if (ret == 0 && !reuse) {
-        ret = vpc_write_footers(bs);
-    }
-    if (ret == 0) {
-        ret = bdrv_co_flush(bs->file->bs);
-    }
-    if (ret < 0) {
-        s->free_off = old_free;
-        return ret;
-    }
-    s->bat[block] = (uint32_t)(at / VHD_SECTOR);
-    ret = vpc_write_bat_entry(bs, block);
-    if (ret < 0) {
-        s->bat[block] = VHD_BAT_UNUSED;
-    }
-    return ret;
-}
-
-/* A differencing block: data, flush, then the bits that make it visible. */
-static int coroutine_fn vpc_write_diff_chunk(BlockDriverState *bs, uint32_t block,
-                                             uint32_t in_block, int64_t n, IOVector *qiov,
-                                             size_t qiov_offset)
-{
-    BDRVVpcState *s = bs->opaque;
-    uint32_t first = in_block / VHD_SECTOR, count = (uint32_t)(n / VHD_SECTOR);
-    int64_t boff = vpc_block_offset(s, block);
-    uint8_t *bm;
-    bool set;
-    int ret;
-
-    ret = bdrv_co_pwritev_part(bs->file, boff + s->bitmap_size + in_block, n, qiov,
-                               qiov_offset, 0);
-    if (ret < 0) {
-        return ret;
-    }
-    co_mutex_lock(&s->alloc_lock);
-    ret = vpc_read_bitmap(bs, block, &bm);
-    if (ret == 0 && (bit_run(bm, first, count, &set) < count || !set)) {
-        ret = bdrv_co_flush(bs->file->bs);
-        if (ret == 0) {
-            uint32_t b0 = first / 8 / VHD_SECTOR * VHD_SECTOR;
-            uint32_t b1 = (uint32_t)round_up_u64((first + count + 7) / 8, VHD_SECTOR);
-
-            bits_set(bm, first, count);
-            ret = fmt_co_pwrite(bs->file, boff + b0, b1 - b0, bm + b0, 0);
-        }
-    }
-    co_mutex_unlock(&s->alloc_lock);
-    free(bm);
-    return ret;
-}
-
-static int coroutine_fn vpc_write_chunk(BlockDriverState *bs, uint32_t block, uint32_t in_block,
-                                        int64_t n, IOVector *qiov, size_t qiov_offset)
-{
-    BDRVVpcState *s = bs->opaque;
-    int ret;
-
-    if (s->bat[block] == VHD_BAT_UNUSED) {
-        co_mutex_lock(&s->alloc_lock);
-        if (s->bat[block] == VHD_BAT_UNUSED) {
-            ret = vpc_alloc_write(bs, block, in_block, n, qiov, qiov_offset);
-            co_mutex_unlock(&s->alloc_lock);
-            return ret;
-        }
-        co_mutex_unlock(&s->alloc_lock);
-    }
-    if (s->type == VHD_DIFF) {
-        return vpc_write_diff_chunk(bs, block, in_block, n, qiov, qiov_offset);
-    }
-    return bdrv_co_pwritev_part(bs->file, vpc_block_offset(s, block) + s->bitmap_size + in_block,
-                                n, qiov, qiov_offset, 0);
 }
 
 static int coroutine_fn vpc_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
@@ -1000,11 +874,14 @@ static int coroutine_fn vpc_co_check(BlockDriverState *bs, BdrvCheckResult *res,
         res->check_errors++;
         return -ENOMEM;
     }
+    co_mutex_lock(&s->alloc_lock);
+    vpc_alloc_drain(bs); /* entries of allocations in flight are not set yet */
     for (uint32_t i = 0; i < s->bat_entries; i++) {
         if (s->bat[i] != VHD_BAT_UNUSED) {
             sorted[n++] = s->bat[i];
         }
     }
+    co_mutex_unlock(&s->alloc_lock);
     qsort(sorted, n, 4, vpc_cmp_u32);
     for (uint32_t i = 1; i < n; i++) {
         if ((uint64_t)sorted[i] * VHD_SECTOR <

@@ -18,6 +18,9 @@
  * flags is a comma-separated list of:
  *  - backing: the image gets a raw backing file holding a pattern (the
  *    initial guest data), so partial writes copy from it;
+ *  - diffparent: the same, but the backing file is an image of FORMAT holding
+ *    the pattern (vpc and vhdx differencing disks take only a parent of
+ *    their own format);
  *  - compress: some writes are compressed cluster writes
  *    (BDRV_REQ_WRITE_COMPRESSED, one or two whole 64 KiB clusters),
  *    interleaved with the normal and overwriting ones;
@@ -79,11 +82,11 @@ typedef struct GuestOp {
 
 static const char *fmt;
 static bool recover, readfirst, with_backing, compress, with_bitmap, resize, longdesc;
-static bool concurrent;
+static bool concurrent, diffparent;
 static int64_t grow_to = GUEST_SIZE; /* "resize-big": far past the guest data */
 static int resize_flush = -1;   /* the guest flush right after the resize */
 static int64_t small_len;       /* the created image's size (resize) */
-static char img[4000], base[4096], logf[4096], work[4096], backf[4096];
+static char img[4000], base[4096], logf[4096], work[4096], backf[4096], parentf[4096];
 static uint8_t *initial;  /* guest data before the workload (the backing file's) */
 static GuestOp ops[MAX_OPS];
 static int nops;
@@ -140,6 +143,30 @@ static void make_backing(void)
         die("cannot write the backing file");
     }
     close(fd);
+}
+
+/* "diffparent": an image of fmt at parentf holding the backing file's pattern. */
+static void make_parent(void)
+{
+    char opts[8192];
+    BlockOpts *o = bopts_new();
+    Error *e = NULL;
+    BlockBackend *blk;
+
+    snprintf(opts, sizeof(opts), "size=%d", GUEST_SIZE);
+    bopts_parse_keyval(o, opts, NULL, NULL);
+    if (bdrv_create(fmt, parentf, o, &e) < 0) {
+        fprintf(stderr, "powercut: parent: %s\n", error_get_pretty(e));
+        die("cannot create the parent image");
+    }
+    snprintf(opts, sizeof(opts), "driver=%s,file.driver=file,file.filename=%s", fmt, parentf);
+    o = bopts_new();
+    bopts_parse_keyval(o, opts, NULL, NULL);
+    blk = blk_new_open(NULL, o, BDRV_O_RDWR, &e);
+    if (!blk || blk_pwrite(blk, 0, GUEST_SIZE, initial, 0) < 0) {
+        die("cannot write the parent image");
+    }
+    blk_unref(blk);
 }
 
 /* Pads the embedded descriptor of the vmdk image at path past its first sector. */
@@ -792,6 +819,10 @@ int main(int argc, char **argv)
     with_bitmap = argc > 6 && strstr(argv[6], "bitmap") != NULL;
     longdesc = argc > 6 && strstr(argv[6], "longdesc") != NULL;
     concurrent = argc > 6 && strstr(argv[6], "concurrent") != NULL;
+    diffparent = argc > 6 && strstr(argv[6], "diffparent") != NULL;
+    with_backing |= diffparent;
+    /* QEMU opens no vhdx differencing image: coblk's check alone runs for those. */
+    can_check &= !(diffparent && strcmp(fmt, "vhdx") == 0);
     for (int i = 7; i < argc; i++) {
         resize |= strncmp(argv[i], "resize", 6) == 0;
         if (strcmp(argv[i], "resize-big") == 0) {
@@ -810,14 +841,19 @@ int main(int argc, char **argv)
     snprintf(logf, sizeof(logf), "%s.log", img);
     snprintf(work, sizeof(work), "%s.work", img);
     snprintf(backf, sizeof(backf), "%s.back", img);
+    snprintf(parentf, sizeof(parentf), "%s.parent", img);
     initial = calloc(1, GUEST_SIZE);
     if (with_backing) {
         make_backing();
     }
+    if (diffparent) {
+        make_parent();
+    }
     o = bopts_new();
-    snprintf(opts, sizeof(opts), "size=%d%s%s%s%s", resize ? GUEST_SIZE / 2 : GUEST_SIZE,
-             *copts ? "," : "", copts, with_backing ? ",backing_fmt=raw,backing_file=" : "",
-             with_backing ? backf : "");
+    snprintf(opts, sizeof(opts), "size=%d%s%s%s%s%s%s", resize ? GUEST_SIZE / 2 : GUEST_SIZE,
+             *copts ? "," : "", copts, with_backing ? ",backing_fmt=" : "",
+             with_backing ? (diffparent ? fmt : "raw") : "", with_backing ? ",backing_file=" : "",
+             with_backing ? (diffparent ? parentf : backf) : "");
     bopts_parse_keyval(o, opts, NULL, NULL);
     if (bdrv_create(fmt, img, o, &e) < 0) {
         fprintf(stderr, "powercut: cannot create a %s image: %s; skipping\n", fmt,
@@ -900,6 +936,7 @@ int main(int argc, char **argv)
     unlink(logf);
     unlink(work);
     unlink(backf);
+    unlink(parentf);
     free(initial);
     return 0;
 }

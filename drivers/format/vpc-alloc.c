@@ -1,0 +1,358 @@
+/*
+ * vpc: writes of dynamic and differencing disks, with guest data written
+ * outside alloc_lock and many allocating writes in flight at once.
+ *
+ * A new block: under alloc_lock it takes its place (a discarded block's, or
+ * the end of the file, which moves free_off past it) and an in-flight record
+ * (fmt-util.h). Without the lock its bitmap (all ones for a dynamic disk;
+ * the write's sectors for a differencing one) and the zeroes around the
+ * write go out, then the write's data. In a dynamic disk other writes of the
+ * block "join" it once the bitmap and zeroes are written: they write their
+ * data into it and complete when it is published; in a differencing disk
+ * they wait for it (their sectors' bits are not in its bitmap).
+ *
+ * Publishing: the allocation (or, for a differencing disk's write into an
+ * allocated block that sets new bits, a "bits" record) queues itself; the
+ * first that finds nobody publishing takes every queued record (at most
+ * PUBLISH_MAX), writes the footers at the end of the file when an
+ * allocation grew it (free_off lies past every block in flight), flushes
+ * once without the lock, then under it writes the BAT sectors of the
+ * allocations and the bitmap sectors of the bits records. So concurrent
+ * allocations and bitmap updates share one flush instead of one each.
+ *
+ * Reads do not wait: until its entry is published a block reads as before
+ * (zeroes or the parent), which the new block holds outside the writes still
+ * in flight, none of which has completed. Resize and rebase take move_lock
+ * exclusively (every write holds it shared); discard and check wait for the
+ * allocations in flight (vpc_alloc_drain).
+ *
+ * Crash safety: a BAT entry is written after a flush that follows the
+ * bitmap, zeroes and data of the write that allocated the block (and the
+ * data of joiners that started before it queued; later joiners write over
+ * durable zeroes); bits are set after a flush that follows the data they
+ * make visible. A failed write, flush or BAT write leaves the entry unused
+ * (in memory too) and fails the write and its joiners.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "block/block-int.h"
+#include "block/bytes.h"
+#include "drivers/format/fmt-util.h"
+#include "drivers/format/vpc-int.h"
+
+#define PUBLISH_MAX 64
+
+typedef struct VpcPub {
+    FmtInflight in;           /* allocations: in s->allocs */
+    bool alloc;               /* an allocation, else a bits record */
+    bool grows;               /* allocated at the end of the file */
+    bool filled;              /* bitmap and zeroes written: joiners may write */
+    bool done;                /* published or failed: ret is final */
+    int ret;
+    unsigned refs;            /* joiners that have yet to read ret */
+    unsigned writing;         /* joiners' data writes in flight */
+    uint32_t block, first, count;
+    int64_t at;               /* the block's place (its bitmap) */
+    struct VpcPub *next;
+} VpcPub;
+
+static VpcPub *pub_of(FmtInflight *f)
+{
+    return f ? (VpcPub *)((char *)f - offsetof(VpcPub, in)) : NULL;
+}
+
+static void bits_set(uint8_t *bm, uint32_t first, uint32_t count)
+{
+    for (uint32_t i = first; i < first + count; i++) {
+        bm[i / 8] |= (uint8_t)(0x80 >> (i % 8));
+    }
+}
+
+static bool bits_all_set(const uint8_t *bm, uint32_t first, uint32_t count)
+{
+    for (uint32_t i = first; i < first + count; i++) {
+        if (!(bm[i / 8] & (0x80 >> (i % 8)))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Sets the bits of a bits record in the bitmap of its block. Holds alloc_lock. */
+static int coroutine_fn write_bits(BlockDriverState *bs, VpcPub *p)
+{
+    BDRVVpcState *s = bs->opaque;
+    uint32_t b0 = p->first / 8 / VHD_SECTOR * VHD_SECTOR;
+    uint32_t b1 = (uint32_t)round_up_u64((p->first + p->count + 7) / 8, VHD_SECTOR);
+    uint8_t *bm;
+    int ret;
+
+    if ((int64_t)s->bat[p->block] * VHD_SECTOR != p->at) {
+        return 0; /* the block moved or went meanwhile (not in a differencing disk) */
+    }
+    bm = malloc(s->bitmap_size);
+    if (!bm) {
+        return -ENOMEM;
+    }
+    ret = fmt_co_pread(bs->file, p->at, s->bitmap_size, bm);
+    if (ret == 0) {
+        bits_set(bm, p->first, p->count);
+        ret = fmt_co_pwrite(bs->file, p->at + b0, b1 - b0, bm + b0, 0);
+    }
+    free(bm);
+    return ret;
+}
+
+/* Sets and writes the BAT entries of the allocations in batch. Holds alloc_lock. */
+static int coroutine_fn write_entries(BlockDriverState *bs, VpcPub **batch, int n)
+{
+    BDRVVpcState *s = bs->opaque;
+    uint32_t secs[PUBLISH_MAX];
+    int ns = 0, ret = 0;
+
+    for (int i = 0; i < n; i++) {
+        int j = 0;
+
+        if (!batch[i]->alloc) {
+            continue;
+        }
+        s->bat[batch[i]->block] = (uint32_t)(batch[i]->at / VHD_SECTOR);
+        while (j < ns && secs[j] != batch[i]->block / 128) {
+            j++;
+        }
+        if (j == ns) {
+            secs[ns++] = batch[i]->block / 128;
+        }
+    }
+    for (int j = 0; j < ns && ret == 0; j++) {
+        ret = vpc_write_bat_entry(bs, secs[j] * 128);
+    }
+    for (int i = 0; ret < 0 && i < n; i++) {
+        if (batch[i]->alloc) {
+            s->bat[batch[i]->block] = VHD_BAT_UNUSED;
+        }
+    }
+    return ret;
+}
+
+/* Publishes up to PUBLISH_MAX queued records: footers, one flush, entries and bits. */
+static void coroutine_fn publish_batch(BlockDriverState *bs)
+{
+    BDRVVpcState *s = bs->opaque;
+    VpcPub *batch[PUBLISH_MAX];
+    bool grows = false;
+    int n = 0, ret = 0, eret;
+
+    while (s->publish_head && n < PUBLISH_MAX) {
+        batch[n] = s->publish_head;
+        s->publish_head = batch[n]->next;
+        grows |= batch[n++]->grows;
+    }
+    s->publishing = true;
+    if (grows) {
+        ret = vpc_write_footers(bs); /* at free_off: past every block in flight */
+    }
+    co_mutex_unlock(&s->alloc_lock);
+    BLKDBG_EVENT(bs->file, BLKDBG_FLUSH_TO_DISK);
+    ret = ret ? ret : bdrv_co_flush(bs->file->bs); /* data before what points at it */
+    co_mutex_lock(&s->alloc_lock);
+    BLKDBG_EVENT(bs->file, BLKDBG_MAP_UPDATE);
+    eret = ret ? ret : write_entries(bs, batch, n);
+    for (int i = 0; i < n; i++) {
+        batch[i]->ret = batch[i]->alloc ? eret : (ret ? ret : write_bits(bs, batch[i]));
+        batch[i]->done = true;
+    }
+    s->publish_waiting -= (unsigned)n;
+    s->publishing = false;
+    co_queue_restart_all(&s->allocs.wait);
+}
+
+/* Queues p and waits until it is published. Holds alloc_lock. */
+static int coroutine_fn publish(BlockDriverState *bs, VpcPub *p)
+{
+    BDRVVpcState *s = bs->opaque;
+
+    while (p->writing) {
+        fmt_inflight_wait(&s->allocs, &s->alloc_lock);
+    }
+    p->next = s->publish_head;
+    s->publish_head = p;
+    s->publish_waiting++;
+    while (!p->done) {
+        if (s->publishing) {
+            fmt_inflight_wait(&s->allocs, &s->alloc_lock);
+        } else {
+            publish_batch(bs);
+        }
+    }
+    return p->ret;
+}
+
+/* Writes into a's block (dynamic disk) and completes once it is published. */
+static int coroutine_fn join(BlockDriverState *bs, VpcPub *a, uint32_t in_block, int64_t n,
+                             IOVector *qiov, size_t qoff)
+{
+    BDRVVpcState *s = bs->opaque;
+    int ret;
+
+    a->refs++;
+    a->writing++;
+    co_mutex_unlock(&s->alloc_lock);
+    ret = bdrv_co_pwritev_part(bs->file, a->at + s->bitmap_size + in_block, n, qiov, qoff, 0);
+    co_mutex_lock(&s->alloc_lock);
+    a->writing--;
+    co_queue_restart_all(&s->allocs.wait);
+    while (!a->done) {
+        fmt_inflight_wait(&s->allocs, &s->alloc_lock);
+    }
+    ret = ret ? ret : a->ret;
+    a->refs--;
+    co_queue_restart_all(&s->allocs.wait);
+    co_mutex_unlock(&s->alloc_lock);
+    return ret;
+}
+
+/* The new block's bitmap and the zeroes around [in_block, in_block + n). */
+static int coroutine_fn fill_block(BlockDriverState *bs, int64_t at, uint32_t in_block,
+                                   int64_t n)
+{
+    BDRVVpcState *s = bs->opaque;
+    int64_t data = at + s->bitmap_size, tail = (int64_t)s->block_size - in_block - n;
+    uint8_t *bm = calloc(1, s->bitmap_size);
+    int ret;
+
+    if (!bm) {
+        return -ENOMEM;
+    }
+    if (s->type == VHD_DIFF) {
+        bits_set(bm, in_block / VHD_SECTOR, (uint32_t)(n / VHD_SECTOR));
+    } else {
+        memset(bm, 0xff, s->block_size / VHD_SECTOR / 8);
+    }
+    ret = fmt_co_pwrite(bs->file, at, s->bitmap_size, bm, 0);
+    free(bm);
+    if (ret == 0 && in_block) {
+        ret = bdrv_co_pwrite_zeroes(bs->file, data, in_block, 0);
+    }
+    if (ret == 0 && tail) {
+        ret = bdrv_co_pwrite_zeroes(bs->file, data + in_block + n, tail, 0);
+    }
+    return ret;
+}
+
+/* Allocates block (unused) for the write. Called with alloc_lock held; releases it. */
+static int coroutine_fn alloc_write(BlockDriverState *bs, uint32_t block, uint32_t in_block,
+                                    int64_t n, IOVector *qiov, size_t qoff)
+{
+    BDRVVpcState *s = bs->opaque;
+    VpcPub a = { .alloc = true, .block = block, .at = s->free_off };
+    int ret;
+
+    if (!vpc_free_slot_pop(s, &a.at)) { /* else a discarded block's place (unmapped, flushed) */
+        if (a.at / VHD_SECTOR > UINT32_MAX - 1) {
+            co_mutex_unlock(&s->alloc_lock);
+            return -EFBIG; /* BAT entries are 32-bit sector numbers */
+        }
+        a.grows = true;
+        s->free_off = a.at + s->bitmap_size + s->block_size;
+    }
+    fmt_inflight_begin(&s->allocs, &a.in, block, 1);
+    co_mutex_unlock(&s->alloc_lock);
+
+    BLKDBG_EVENT(bs->file, BLKDBG_CLUSTER_ALLOC);
+    ret = fill_block(bs, a.at, in_block, n);
+    if (ret == 0) {
+        co_mutex_lock(&s->alloc_lock);
+        a.filled = true;
+        co_queue_restart_all(&s->allocs.wait);
+        co_mutex_unlock(&s->alloc_lock);
+        BLKDBG_EVENT(bs->file, BLKDBG_WRITE_AIO);
+        ret = bdrv_co_pwritev_part(bs->file, a.at + s->bitmap_size + in_block, n, qiov, qoff,
+                                   0);
+    }
+    co_mutex_lock(&s->alloc_lock);
+    if (ret == 0) {
+        ret = publish(bs, &a);
+    } else {
+        while (a.writing) {
+            fmt_inflight_wait(&s->allocs, &s->alloc_lock);
+        }
+        a.ret = ret;
+        a.done = true;
+        co_queue_restart_all(&s->allocs.wait);
+    }
+    while (a.refs) {
+        fmt_inflight_wait(&s->allocs, &s->alloc_lock);
+    }
+    if (ret < 0 && a.grows && a.at + s->bitmap_size + s->block_size == s->free_off) {
+        s->free_off = a.at; /* nothing points at it: the next allocation takes it again */
+    }
+    fmt_inflight_end(&s->allocs, &a.in);
+    co_mutex_unlock(&s->alloc_lock);
+    return ret;
+}
+
+/* An allocated differencing block: data, then (shared flush) the bits that show it. */
+static int coroutine_fn write_diff(BlockDriverState *bs, uint32_t block, uint32_t in_block,
+                                   int64_t n, IOVector *qiov, size_t qoff)
+{
+    BDRVVpcState *s = bs->opaque;
+    VpcPub p = { .block = block, .first = in_block / VHD_SECTOR,
+                 .count = (uint32_t)(n / VHD_SECTOR),
+                 .at = (int64_t)s->bat[block] * VHD_SECTOR };
+    uint8_t *bm = malloc(s->bitmap_size);
+    int ret = bm ? 0 : -ENOMEM;
+
+    if (ret == 0) {
+        ret = bdrv_co_pwritev_part(bs->file, p.at + s->bitmap_size + in_block, n, qiov, qoff,
+                                   0);
+    }
+    co_mutex_lock(&s->alloc_lock);
+    if (ret == 0) {
+        ret = fmt_co_pread(bs->file, p.at, s->bitmap_size, bm);
+    }
+    if (ret == 0 && !bits_all_set(bm, p.first, p.count)) {
+        ret = publish(bs, &p);
+    }
+    co_mutex_unlock(&s->alloc_lock);
+    free(bm);
+    return ret;
+}
+
+int coroutine_fn vpc_write_chunk(BlockDriverState *bs, uint32_t block, uint32_t in_block,
+                                 int64_t n, IOVector *qiov, size_t qoff)
+{
+    BDRVVpcState *s = bs->opaque;
+    VpcPub *a;
+
+    if (s->bat[block] == VHD_BAT_UNUSED) {
+        co_mutex_lock(&s->alloc_lock);
+        while ((a = pub_of(fmt_inflight_find(&s->allocs, block))) != NULL) {
+            if (s->type == VHD_DYNAMIC && a->filled && !a->done) {
+                return join(bs, a, in_block, n, qiov, qoff);
+            }
+            fmt_inflight_wait(&s->allocs, &s->alloc_lock);
+        }
+        if (s->bat[block] == VHD_BAT_UNUSED) {
+            return alloc_write(bs, block, in_block, n, qiov, qoff);
+        }
+        co_mutex_unlock(&s->alloc_lock);
+    }
+    if (s->type == VHD_DIFF) {
+        return write_diff(bs, block, in_block, n, qiov, qoff);
+    }
+    return bdrv_co_pwritev_part(bs->file, (int64_t)s->bat[block] * VHD_SECTOR + s->bitmap_size +
+                                in_block, n, qiov, qoff, 0);
+}
+
+void coroutine_fn vpc_alloc_drain(BlockDriverState *bs)
+{
+    BDRVVpcState *s = bs->opaque;
+
+    while (s->allocs.head || s->publish_waiting) {
+        fmt_inflight_wait(&s->allocs, &s->alloc_lock);
+    }
+}

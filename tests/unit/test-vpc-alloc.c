@@ -1,0 +1,282 @@
+/*
+ * Unit tests: vpc writes outside alloc_lock (drivers/format/vpc-alloc.c):
+ * while one allocation is held inside its data write, other allocations,
+ * reads and flushes complete and a write to the same block joins it
+ * (completing only after it); allocations and differencing-disk bitmap
+ * updates in flight together queue behind one shared flush; a failed data
+ * write or flush leaves the block unallocated. Each ends with coblk's check
+ * and a read-only reopen, and qemu-img compare (dynamic disks; qemu-img has
+ * no check for vpc) when qemu-img is installed.
+ */
+#include "drv-test-util.h"
+
+#include <coblk/image.h>
+
+#include "block/block-int.h"
+#include "drivers/format/vpc-int.h"
+
+#define KiB 1024
+#define MiB (1024 * 1024)
+#define DISK (16 * MiB)
+#define BLK (2 * MiB)
+
+static char img[4096], raw[4096], parent[4096];
+
+static int setup(void **state)
+{
+    drv_test_path(img, sizeof(img), "vpc-alloc");
+    drv_test_path(raw, sizeof(raw), "vpc-alloc-raw");
+    drv_test_path(parent, sizeof(parent), "vpc-alloc-parent");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    unlink(img);
+    unlink(raw);
+    unlink(parent);
+    return 0;
+}
+
+typedef struct ConcReq {
+    int *pending;
+    int ret;
+    IOVector qiov;
+} ConcReq;
+
+static void conc_done(void *opaque, int ret)
+{
+    ConcReq *r = opaque;
+
+    r->ret = ret;
+    (*r->pending)--;
+}
+
+static void wait_pending(BlockBackend *blk, const int *pending)
+{
+    while (*pending) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+}
+
+/* Polls without blocking, enough for any runnable request to end. */
+static void poll_some(BlockBackend *blk)
+{
+    for (int i = 0; i < 50; i++) {
+        aio_poll(blk_get_aio_context(blk), false);
+    }
+}
+
+/* Opens img through blkdebug (extra: more options, may be ""). */
+static BlockBackend *open_dbg(const char *extra)
+{
+    char opts[8192];
+
+    snprintf(opts, sizeof(opts), "driver=vpc,file.driver=blkdebug,file.image.driver=file,"
+             "file.image.filename=%s%s", img, extra);
+    return drv_test_open_ok(opts, BDRV_O_RDWR);
+}
+
+/* coblk's check, a read-only reopen reading want, qemu-img compare (dynamic disks). */
+static void verify(const uint8_t *want, bool diff)
+{
+    uint8_t *buf = malloc(DISK);
+    BdrvCheckResult res = { 0 };
+    BlockBackend *blk = drv_test_open_image("vpc", img, 0);
+    int fd;
+
+    assert_int_equal(blk_pread(blk, 0, DISK, buf, 0), 0);
+    assert_memory_equal(buf, want, DISK);
+    assert_int_equal(bdrv_check(blk_bs(blk), &res, BDRV_FIX_NONE), 0);
+    assert_int_equal(res.corruptions + res.leaks + res.check_errors, 0);
+    blk_unref(blk);
+    free(buf);
+    if (diff || drv_test_sh("qemu-img --version >/dev/null 2>&1") != 0) {
+        return;
+    }
+    fd = open(raw, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_int_equal(pwrite(fd, want, DISK, 0), DISK);
+    close(fd);
+    assert_int_equal(drv_test_sh("qemu-img compare -q -f vpc -F raw '%s' '%s'", img, raw), 0);
+}
+
+/* A differencing disk over a vpc parent holding a pattern (also in want). */
+static void make_diff(uint8_t *want)
+{
+    char opts[8192];
+    BlockBackend *blk;
+
+    assert_int_equal(drv_test_create("vpc", parent, "size=16M,force_size=on", NULL, 0), 0);
+    blk = drv_test_open_image("vpc", parent, BDRV_O_RDWR);
+    drv_test_pattern(want, DISK, 41);
+    assert_int_equal(blk_pwrite(blk, 0, DISK, want, 0), 0);
+    blk_unref(blk);
+    snprintf(opts, sizeof(opts), "size=16M,force_size=on,backing_file=%s,backing_fmt=vpc",
+             parent);
+    assert_int_equal(drv_test_create("vpc", img, opts, NULL, 0), 0);
+}
+
+/*
+ * A partial write of block 1 is held inside its data write: a whole-block
+ * write of block 3, a read of other bytes of block 1 (zeroes: not published
+ * yet) and a flush complete; a write of other bytes of block 1 joins the
+ * allocation and completes only after it.
+ */
+static void test_vpc_alloc_unlocked(void **state)
+{
+    enum { A = BLK + 4 * KiB, B = BLK + 512 * KiB, R = BLK + 768 * KiB };
+    uint8_t *want = calloc(1, DISK), *buf = malloc(64 * KiB), *w2 = want + 3 * BLK;
+    int pending_a = 1, pending = 0, pending_b = 1;
+    ConcReq ra = { .pending = &pending_a }, rb = { .pending = &pending_b };
+    ConcReq r2 = { .pending = &pending }, rr = { .pending = &pending };
+    ConcReq rf = { .pending = &pending };
+    BlockDriverState *bs;
+    BlockBackend *blk;
+
+    assert_int_equal(drv_test_create("vpc", img, "size=16M,force_size=on", NULL, 0), 0);
+    blk = open_dbg("");
+    bs = blk_bs(blk);
+    memset(want + A, 0xa1, 4 * KiB);
+    memset(want + B, 0xb2, 64 * KiB);
+    drv_test_pattern(w2, BLK, 3);
+
+    assert_int_equal(bdrv_debug_breakpoint(bs, "write_aio", "a"), 0);
+    iovector_init_buf(&ra.qiov, want + A, 4 * KiB);
+    blk_aio_pwritev(blk, A, &ra.qiov, 0, conc_done, &ra);
+    while (pending_a && !bdrv_debug_is_suspended(bs, "a")) {
+        aio_poll(blk_get_aio_context(blk), true); /* bitmap and zeroes complete first */
+    }
+    assert_true(bdrv_debug_is_suspended(bs, "a"));
+
+    pending = 3;
+    iovector_init_buf(&r2.qiov, w2, BLK);
+    blk_aio_pwritev(blk, 3 * BLK, &r2.qiov, 0, conc_done, &r2);
+    iovector_init_buf(&rr.qiov, buf, 64 * KiB);
+    blk_aio_preadv(blk, R, &rr.qiov, 0, conc_done, &rr);
+    blk_aio_flush(blk, conc_done, &rf);
+    iovector_init_buf(&rb.qiov, want + B, 64 * KiB);
+    blk_aio_pwritev(blk, B, &rb.qiov, 0, conc_done, &rb);
+    wait_pending(blk, &pending);
+    assert_int_equal(r2.ret, 0);
+    assert_int_equal(rr.ret, 0);
+    assert_int_equal(rf.ret, 0);
+    assert_memory_equal(buf, want + R, 64 * KiB);
+    poll_some(blk);
+    assert_int_equal(pending_a + pending_b, 2); /* the joiner waits for the allocation */
+    assert_true(bdrv_debug_is_suspended(bs, "a"));
+
+    assert_int_equal(bdrv_debug_resume(bs, "a"), 0);
+    wait_pending(blk, &pending_a);
+    wait_pending(blk, &pending_b);
+    assert_int_equal(ra.ret, 0);
+    assert_int_equal(rb.ret, 0);
+    blk_unref(blk);
+    verify(want, false);
+    free(want);
+    free(buf);
+}
+
+/*
+ * While the first record to publish is held before its flush, the others
+ * (allocations of new blocks; in a differencing disk also writes into
+ * allocated blocks that set new bits) write their data and queue behind
+ * that one flush, then are published together.
+ */
+static void run_shared_publish(bool diff)
+{
+    enum { N = 12 };
+    uint8_t *want = calloc(1, DISK);
+    ConcReq reqs[N];
+    BDRVVpcState *s;
+    BlockDriverState *bs;
+    BlockBackend *blk;
+    int pending = N;
+
+    if (diff) {
+        make_diff(want);
+    } else {
+        assert_int_equal(drv_test_create("vpc", img, "size=16M,force_size=on", NULL, 0), 0);
+    }
+    blk = open_dbg("");
+    bs = blk_bs(blk);
+    s = bs->opaque;
+    if (diff) {
+        /* Blocks 0 and 1 allocated first: later writes into them only set bits. */
+        for (int b = 0; b < 2; b++) {
+            memset(want + b * BLK, 0x10 + b, 4 * KiB);
+            assert_int_equal(blk_pwrite(blk, b * BLK, 4 * KiB, want + b * BLK, 0), 0);
+        }
+    }
+    assert_int_equal(bdrv_debug_breakpoint(bs, "flush_to_disk", "f"), 0);
+    for (int i = 0; i < N; i++) {
+        int64_t off = (int64_t)(i % 8) * BLK + (i / 8 + 1) * 512 * KiB + (i % 3) * 4 * KiB;
+
+        drv_test_pattern(want + off, 128 * KiB, (uint8_t)(i + 1));
+        reqs[i].pending = &pending;
+        iovector_init_buf(&reqs[i].qiov, want + off, 128 * KiB);
+        blk_aio_pwritev(blk, off, &reqs[i].qiov, 0, conc_done, &reqs[i]);
+    }
+    /* Dynamic: 8 allocations (the second writes of blocks 0..3 join them). Differencing:
+     * also 4 bits records for blocks 0..1 (the second writes of blocks 2..3 wait for
+     * their allocation, then queue bits of their own). */
+    while (!bdrv_debug_is_suspended(bs, "f") || s->publish_waiting < (diff ? 10u : 8u)) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+    poll_some(blk);
+    assert_int_equal(s->publish_waiting, diff ? 10 : 8);
+    assert_int_equal(pending, N);
+    assert_int_equal(bdrv_debug_resume(bs, "f"), 0);
+    wait_pending(blk, &pending);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(reqs[i].ret, 0);
+    }
+    blk_unref(blk);
+    verify(want, diff);
+    free(want);
+}
+
+static void test_vpc_alloc_shared_publish(void **state)
+{
+    run_shared_publish(false);
+    run_shared_publish(true);
+}
+
+/*
+ * A failed data write and a failed shared flush leave the block unallocated:
+ * it reads zeroes, and the next write allocates it.
+ */
+static void test_vpc_alloc_write_error(void **state)
+{
+    uint8_t *want = calloc(1, DISK), *buf = malloc(64 * KiB);
+    BlockBackend *blk;
+
+    assert_int_equal(drv_test_create("vpc", img, "size=16M,force_size=on", NULL, 0), 0);
+    blk = open_dbg(",file.inject-error.0.event=write_aio,file.inject-error.0.iotype=write,"
+                   "file.inject-error.0.once=on,file.inject-error.1.event=flush_to_disk,"
+                   "file.inject-error.1.iotype=flush,file.inject-error.1.once=on");
+    memset(buf, 0x77, 64 * KiB);
+    assert_int_equal(blk_pwrite(blk, 2 * BLK, 64 * KiB, buf, 0), -EIO);
+    assert_int_equal(blk_pwrite(blk, 5 * BLK, 64 * KiB, buf, 0), -EIO);
+    assert_int_equal(blk_pread(blk, 2 * BLK, 64 * KiB, buf, 0), 0);
+    assert_memory_equal(buf, want, 64 * KiB);
+    assert_int_equal(blk_pread(blk, 5 * BLK, 64 * KiB, buf, 0), 0);
+    assert_memory_equal(buf, want, 64 * KiB);
+    memset(buf, 0x78, 64 * KiB);
+    memset(want + 5 * BLK, 0x78, 64 * KiB);
+    assert_int_equal(blk_pwrite(blk, 5 * BLK, 64 * KiB, buf, 0), 0);
+    blk_unref(blk);
+    verify(want, false);
+    free(want);
+    free(buf);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_vpc_alloc_unlocked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vpc_alloc_shared_publish, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vpc_alloc_write_error, setup, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

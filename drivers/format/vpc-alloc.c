@@ -8,30 +8,35 @@
  * the write's sectors for a differencing one) and the zeroes around the
  * write go out, then the write's data. In a dynamic disk other writes of the
  * block "join" it once the bitmap and zeroes are written: they write their
- * data into it and complete when it is published; in a differencing disk
- * they wait for it (their sectors' bits are not in its bitmap).
+ * data into it and complete with it; in a differencing disk they wait for it
+ * (their sectors' bits are not in its bitmap). Under the lock again, once
+ * its joiners' data is written, the block's BAT entry is set in memory and
+ * its BAT sector marked dirty: the write completes without a flush.
+ * vpc_commit writes what is dirty: the footers when the file grew, one
+ * flush (with the data of every block the entries point at), the BAT
+ * sectors. It
+ * runs at the guest's flush (and close), before discard and resize, and
+ * when VPC_DIRTY_MAX sectors are dirty.
  *
- * Publishing: the allocation (or, for a differencing disk's write into an
- * allocated block that sets new bits, a "bits" record) queues itself; the
- * first that finds nobody publishing takes every queued record (at most
- * PUBLISH_MAX), writes the footers at the end of the file when an
- * allocation grew it (free_off lies past every block in flight), flushes
- * once without the lock, then under it writes the BAT sectors of the
- * allocations and the bitmap sectors of the bits records. So concurrent
- * allocations and bitmap updates share one flush instead of one each.
+ * Differencing disks: a write into an allocated block whose sectors' bits
+ * are not all set queues a "bits" record; the first record that finds
+ * nobody publishing takes every queued one (at most PUBLISH_MAX), flushes
+ * once without the lock (their data), then under it sets their bits. So
+ * concurrent bitmap updates share one flush instead of one each.
  *
- * Reads do not wait: until its entry is published a block reads as before
- * (zeroes or the parent), which the new block holds outside the writes still
- * in flight, none of which has completed. Resize and rebase take move_lock
+ * Reads do not wait: until its entry is set a block reads as before (zeroes
+ * or the parent), which the new block holds outside the writes still in
+ * flight, none of which has completed. Resize and rebase take move_lock
  * exclusively (every write holds it shared); discard and check wait for the
  * allocations in flight (vpc_alloc_drain).
  *
- * Crash safety: a BAT entry is written after a flush that follows the
+ * Crash safety: a BAT entry reaches the file after a flush that follows the
  * bitmap, zeroes and data of the write that allocated the block (and the
- * data of joiners that started before it queued; later joiners write over
- * durable zeroes); bits are set after a flush that follows the data they
- * make visible. A failed write, flush or BAT write leaves the entry unused
- * (in memory too) and fails the write and its joiners.
+ * data of joiners that started before its entry was set; later joiners write
+ * over durable zeroes); bits are set after a flush that follows the data
+ * they make visible. A write acknowledged before a guest flush is durable
+ * when that flush returns. A failed write sets no entry and fails the write
+ * and its joiners; a failed commit keeps the sectors dirty for the next.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -47,10 +52,9 @@
 
 typedef struct VpcPub {
     FmtInflight in;           /* allocations: in s->allocs */
-    bool alloc;               /* an allocation, else a bits record */
     bool grows;               /* allocated at the end of the file */
     bool filled;              /* bitmap and zeroes written: joiners may write */
-    bool done;                /* published or failed: ret is final */
+    bool done;                /* entry set / bits published, or failed: ret is final */
     int ret;
     unsigned refs;            /* joiners that have yet to read ret */
     unsigned writing;         /* joiners' data writes in flight */
@@ -106,63 +110,88 @@ static int coroutine_fn write_bits(BlockDriverState *bs, VpcPub *p)
     return ret;
 }
 
-/* Sets and writes the BAT entries of the allocations in batch. Holds alloc_lock. */
-static int coroutine_fn write_entries(BlockDriverState *bs, VpcPub **batch, int n)
+static int coroutine_fn write_bat_sector(BlockDriverState *bs, uint32_t sec)
 {
     BDRVVpcState *s = bs->opaque;
-    uint32_t secs[PUBLISH_MAX];
-    int ns = 0, ret = 0;
+    uint32_t first = sec * 128;
+    uint32_t count = s->bat_entries - first < 128 ? s->bat_entries - first : 128;
+    uint8_t buf[VHD_SECTOR];
 
-    for (int i = 0; i < n; i++) {
-        int j = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        st_be32(buf + i * 4, s->bat[first + i]);
+    }
+    return fmt_co_pwrite(bs->file, (int64_t)(s->bat_offset + (uint64_t)first * 4), count * 4,
+                         buf, 0);
+}
 
-        if (!batch[i]->alloc) {
-            continue;
-        }
-        s->bat[batch[i]->block] = (uint32_t)(batch[i]->at / VHD_SECTOR);
-        while (j < ns && secs[j] != batch[i]->block / 128) {
-            j++;
-        }
-        if (j == ns) {
-            secs[ns++] = batch[i]->block / 128;
-        }
+int coroutine_fn vpc_commit(BlockDriverState *bs)
+{
+    BDRVVpcState *s = bs->opaque;
+    int ret;
+
+    if (!s->n_dirty && !s->footer_dirty) {
+        return 0;
     }
-    for (int j = 0; j < ns && ret == 0; j++) {
-        ret = vpc_write_bat_entry(bs, secs[j] * 128);
+    /* The footers at free_off (past every block in flight) are durable with the data. */
+    ret = s->footer_dirty ? vpc_write_footers(bs) : 0;
+    BLKDBG_EVENT(bs->file, BLKDBG_FLUSH_TO_DISK);
+    ret = ret ? ret : bdrv_co_flush(bs->file->bs); /* data before the entries */
+    if (ret < 0) {
+        return ret;
     }
-    for (int i = 0; ret < 0 && i < n; i++) {
-        if (batch[i]->alloc) {
-            s->bat[batch[i]->block] = VHD_BAT_UNUSED;
-        }
+    s->footer_dirty = false;
+    BLKDBG_EVENT(bs->file, BLKDBG_MAP_UPDATE);
+    while (s->n_dirty && ret == 0) {
+        ret = write_bat_sector(bs, s->dirty[s->n_dirty - 1]);
+        s->n_dirty -= ret == 0;
     }
     return ret;
 }
 
-/* Publishes up to PUBLISH_MAX queued records: footers, one flush, entries and bits. */
+/* Sets a's entry in memory and marks its BAT sector dirty. Holds alloc_lock. */
+static int coroutine_fn link_block(BlockDriverState *bs, VpcPub *a)
+{
+    BDRVVpcState *s = bs->opaque;
+    uint32_t sec = a->block / 128, j = 0;
+    int ret;
+
+    while (j < s->n_dirty && s->dirty[j] != sec) {
+        j++;
+    }
+    if (j == VPC_DIRTY_MAX) {
+        ret = vpc_commit(bs);
+        if (ret < 0) {
+            return ret;
+        }
+        j = 0;
+    }
+    s->bat[a->block] = (uint32_t)(a->at / VHD_SECTOR);
+    if (j == s->n_dirty) {
+        s->dirty[s->n_dirty++] = sec;
+    }
+    s->footer_dirty |= a->grows;
+    return 0;
+}
+
+/* Publishes up to PUBLISH_MAX queued bits records: one flush, then their bits. */
 static void coroutine_fn publish_batch(BlockDriverState *bs)
 {
     BDRVVpcState *s = bs->opaque;
     VpcPub *batch[PUBLISH_MAX];
-    bool grows = false;
-    int n = 0, ret = 0, eret;
+    int n = 0, ret;
 
     while (s->publish_head && n < PUBLISH_MAX) {
         batch[n] = s->publish_head;
-        s->publish_head = batch[n]->next;
-        grows |= batch[n++]->grows;
+        s->publish_head = batch[n++]->next;
     }
     s->publishing = true;
-    if (grows) {
-        ret = vpc_write_footers(bs); /* at free_off: past every block in flight */
-    }
     co_mutex_unlock(&s->alloc_lock);
     BLKDBG_EVENT(bs->file, BLKDBG_FLUSH_TO_DISK);
-    ret = ret ? ret : bdrv_co_flush(bs->file->bs); /* data before what points at it */
+    ret = bdrv_co_flush(bs->file->bs); /* the data before the bits that show it */
     co_mutex_lock(&s->alloc_lock);
     BLKDBG_EVENT(bs->file, BLKDBG_MAP_UPDATE);
-    eret = ret ? ret : write_entries(bs, batch, n);
     for (int i = 0; i < n; i++) {
-        batch[i]->ret = batch[i]->alloc ? eret : (ret ? ret : write_bits(bs, batch[i]));
+        batch[i]->ret = ret ? ret : write_bits(bs, batch[i]);
         batch[i]->done = true;
     }
     s->publish_waiting -= (unsigned)n;
@@ -170,14 +199,11 @@ static void coroutine_fn publish_batch(BlockDriverState *bs)
     co_queue_restart_all(&s->allocs.wait);
 }
 
-/* Queues p and waits until it is published. Holds alloc_lock. */
+/* Queues bits record p and waits until it is published. Holds alloc_lock. */
 static int coroutine_fn publish(BlockDriverState *bs, VpcPub *p)
 {
     BDRVVpcState *s = bs->opaque;
 
-    while (p->writing) {
-        fmt_inflight_wait(&s->allocs, &s->alloc_lock);
-    }
     p->next = s->publish_head;
     s->publish_head = p;
     s->publish_waiting++;
@@ -191,7 +217,7 @@ static int coroutine_fn publish(BlockDriverState *bs, VpcPub *p)
     return p->ret;
 }
 
-/* Writes into a's block (dynamic disk) and completes once it is published. */
+/* Writes into a's block (dynamic disk) and completes with it. Releases alloc_lock. */
 static int coroutine_fn join(BlockDriverState *bs, VpcPub *a, uint32_t in_block, int64_t n,
                              IOVector *qiov, size_t qoff)
 {
@@ -248,7 +274,7 @@ static int coroutine_fn alloc_write(BlockDriverState *bs, uint32_t block, uint32
                                     int64_t n, IOVector *qiov, size_t qoff)
 {
     BDRVVpcState *s = bs->opaque;
-    VpcPub a = { .alloc = true, .block = block, .at = s->free_off };
+    VpcPub a = { .block = block, .at = s->free_off };
     int ret;
 
     if (!vpc_free_slot_pop(s, &a.at)) { /* else a discarded block's place (unmapped, flushed) */
@@ -274,16 +300,15 @@ static int coroutine_fn alloc_write(BlockDriverState *bs, uint32_t block, uint32
                                    0);
     }
     co_mutex_lock(&s->alloc_lock);
-    if (ret == 0) {
-        ret = publish(bs, &a);
-    } else {
-        while (a.writing) {
-            fmt_inflight_wait(&s->allocs, &s->alloc_lock);
-        }
-        a.ret = ret;
-        a.done = true;
-        co_queue_restart_all(&s->allocs.wait);
+    while (a.writing) {
+        fmt_inflight_wait(&s->allocs, &s->alloc_lock);
     }
+    if (ret == 0) {
+        ret = link_block(bs, &a);
+    }
+    a.ret = ret;
+    a.done = true;
+    co_queue_restart_all(&s->allocs.wait);
     while (a.refs) {
         fmt_inflight_wait(&s->allocs, &s->alloc_lock);
     }
@@ -348,11 +373,12 @@ int coroutine_fn vpc_write_chunk(BlockDriverState *bs, uint32_t block, uint32_t 
                                 in_block, n, qiov, qoff, 0);
 }
 
-void coroutine_fn vpc_alloc_drain(BlockDriverState *bs)
+int coroutine_fn vpc_alloc_drain(BlockDriverState *bs)
 {
     BDRVVpcState *s = bs->opaque;
 
     while (s->allocs.head || s->publish_waiting) {
         fmt_inflight_wait(&s->allocs, &s->alloc_lock);
     }
+    return vpc_commit(bs);
 }

@@ -322,11 +322,11 @@ int coroutine_fn vpc_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t b
     }
     co_rwlock_rdlock(&s->move_lock);
     co_mutex_lock(&s->alloc_lock);
-    vpc_alloc_drain(bs); /* no block of the range is being allocated */
-    for (uint32_t b = first; b < end && !any; b++) {
+    ret = vpc_alloc_drain(bs); /* no block of the range is being allocated */
+    for (uint32_t b = first; ret == 0 && b < end && !any; b++) {
         any = s->bat[b] != VHD_BAT_UNUSED;
     }
-    ret = any ? vpc_unmap_blocks(bs, first, end) : 0;
+    ret = ret == 0 && any ? vpc_unmap_blocks(bs, first, end) : ret;
     co_mutex_unlock(&s->alloc_lock);
     co_rwlock_unlock(&s->move_lock);
     return ret;

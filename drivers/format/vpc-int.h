@@ -47,6 +47,9 @@ enum {
 #define PLAT_W2KU 0x57326b75u   /* "W2ku": absolute Windows path, UTF-16LE */
 #define PLAT_MACX 0x4d616358u   /* "MacX": file:// URL, UTF-8 */
 
+/* vpc-alloc.c: BAT sectors whose new entries wait for the next commit, at most. */
+#define VPC_DIRTY_MAX 64
+
 typedef struct BDRVVpcState {
     uint8_t footer[VHD_FOOTER_SIZE];
     uint8_t dynhdr[VHD_DYNHDR_SIZE];
@@ -63,9 +66,12 @@ typedef struct BDRVVpcState {
     uint32_t *free_slots;       /* sectors of discarded blocks to reuse (vpc-discard.c) */
     uint32_t n_free, cap_free;
     FmtInflightList allocs;     /* blocks being allocated; waiters on allocs.wait (vpc-alloc.c) */
-    struct VpcPub *publish_head; /* written, waiting for the shared flush */
+    uint32_t dirty[VPC_DIRTY_MAX]; /* BAT sectors with entries not written yet */
+    uint32_t n_dirty;
+    bool footer_dirty;          /* the file grew since the footers were written */
+    struct VpcPub *publish_head; /* bits records waiting for the shared flush */
     bool publishing;            /* a writer flushes and publishes a batch */
-    unsigned publish_waiting;   /* records queued or being published */
+    unsigned publish_waiting;   /* bits records queued or being published */
     bool stale_footer;          /* fixed: an interrupted grow left the old footer at stale_off */
     int64_t stale_off;
 } BDRVVpcState;
@@ -88,8 +94,14 @@ int coroutine_fn vpc_write_bat_entry(BlockDriverState *bs, uint32_t block);
 /* Writes [in_block, in_block + n) of a dynamic or differencing disk's block. */
 int coroutine_fn vpc_write_chunk(BlockDriverState *bs, uint32_t block, uint32_t in_block,
                                  int64_t n, IOVector *qiov, size_t qoff);
-/* Waits until no allocation or bitmap update is in flight; holds alloc_lock. */
-void coroutine_fn vpc_alloc_drain(BlockDriverState *bs);
+/*
+ * Writes the BAT sectors holding entries set since the last commit (and the
+ * footers when the file grew) after a flush of their blocks' data. Holds
+ * alloc_lock.
+ */
+int coroutine_fn vpc_commit(BlockDriverState *bs);
+/* Waits until no allocation or bitmap update is in flight, then commits; holds alloc_lock. */
+int coroutine_fn vpc_alloc_drain(BlockDriverState *bs);
 
 /* Discard (vpc-discard.c). */
 int coroutine_fn vpc_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);

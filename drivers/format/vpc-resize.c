@@ -387,7 +387,10 @@ int coroutine_fn vpc_co_truncate(BlockDriverState *bs, int64_t offset, bool exac
     co_mutex_lock(&s->alloc_lock);
     vpc_free_slots_clear(s); /* discarded blocks may lie where the BAT grows: no reuse */
     memcpy(saved, s->footer, VHD_FOOTER_SIZE);
-    if (s->type == VHD_FIXED) {
+    ret = vpc_commit(bs); /* blocks move and the BAT is rewritten from memory */
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "vpc: could not write the BAT of '%s'", bs->filename);
+    } else if (s->type == VHD_FIXED) {
         set_footer_size(s, size, c, h, spt);
         ret = resize_fixed(bs, old, size, errp);
     } else {

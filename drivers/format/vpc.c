@@ -799,6 +799,18 @@ static int coroutine_fn vpc_co_pwritev(BlockDriverState *bs, int64_t offset, int
     return ret;
 }
 
+/* Writes the BAT entries of the blocks allocated since the last flush (vpc-alloc.c). */
+static int coroutine_fn vpc_co_flush_to_os(BlockDriverState *bs)
+{
+    BDRVVpcState *s = bs->opaque;
+    int ret;
+
+    co_mutex_lock(&s->alloc_lock);
+    ret = vpc_commit(bs);
+    co_mutex_unlock(&s->alloc_lock);
+    return ret;
+}
+
 /* ---------------------------------------------------------------------- */
 /* Block status, info, check */
 
@@ -875,7 +887,7 @@ static int coroutine_fn vpc_co_check(BlockDriverState *bs, BdrvCheckResult *res,
         return -ENOMEM;
     }
     co_mutex_lock(&s->alloc_lock);
-    vpc_alloc_drain(bs); /* entries of allocations in flight are not set yet */
+    (void)vpc_alloc_drain(bs); /* entries of allocations in flight are not set yet */
     for (uint32_t i = 0; i < s->bat_entries; i++) {
         if (s->bat[i] != VHD_BAT_UNUSED) {
             sorted[n++] = s->bat[i];
@@ -1356,6 +1368,7 @@ const BlockDriver bdrv_vpc = {
     .refresh_limits = vpc_refresh_limits,
     .co_preadv = vpc_co_preadv,
     .co_pwritev = vpc_co_pwritev,
+    .co_flush_to_os = vpc_co_flush_to_os,
     .co_block_status = vpc_co_block_status,
     .co_getlength = vpc_co_getlength,
     .co_truncate = vpc_co_truncate,

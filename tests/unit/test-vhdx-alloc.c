@@ -2,9 +2,10 @@
  * Unit tests: vhdx allocating writes outside the driver's lock
  * (drivers/format/vhdx/alloc.c): while one allocation is held inside its
  * data write, other allocations, reads and flushes complete and a write to
- * the same block joins it (completing only after it); concurrent
- * allocations share one flush and one log entry; a failed data write leaves
- * no BAT entry. Each ends with coblk's check, and Debian's qemu-img check
+ * the same block joins it (completing only after it); allocations complete
+ * without a flush and their entries are written at the guest's flush, one
+ * flush and one log entry for all; a failed data write leaves no BAT entry
+ * and a failed commit fails the flush. Each ends with coblk's check, and Debian's qemu-img check
  * and compare against the expected bytes when qemu-img is installed.
  */
 #include "drv-test-util.h"
@@ -12,6 +13,7 @@
 #include <coblk/image.h>
 
 #include "block/block-int.h"
+#include "block/bytes.h"
 #include "drivers/format/vhdx/vhdx-int.h"
 
 #define KiB 1024
@@ -157,27 +159,35 @@ static void test_vhdx_alloc_unlocked(void **state)
     free(buf);
 }
 
+/* The BAT entry of block b as the file holds it. */
+static uint64_t file_entry(BDRVVhdxState *s, uint64_t b)
+{
+    uint8_t e[8];
+    int fd = open(img, O_RDONLY);
+
+    assert_int_equal(pread(fd, e, 8, (off_t)(s->bat_offset + vhdx_bat_index(s, b) * 8)), 8);
+    close(fd);
+    return ld_le64(e);
+}
+
 /*
- * While the first allocation to publish is held before its flush, N - 1
- * others write their data and queue: they are published together, so the
- * session writes two log entries for N blocks (metadata-log=on), or the
- * entries go in place (off).
+ * N allocating writes in flight together complete without a flush: their
+ * entries are set in memory, their BAT sector dirty, the file's BAT
+ * unchanged. The guest's flush writes them: one flush and one log entry
+ * (metadata-log=on) or the sector in place (off).
  */
-static void run_shared_publish(bool log)
+static void run_commit_at_flush(bool log)
 {
     enum { N = 12 };
     uint8_t *want = calloc(1, DISK);
     ConcReq reqs[N];
     BDRVVhdxState *s;
-    BlockDriverState *bs;
     BlockBackend *blk;
     int pending = N;
 
     assert_int_equal(drv_test_create("vhdx", img, "size=16M,block_size=1M", NULL, 0), 0);
     blk = open_dbg(log ? "" : ",metadata-log=off");
-    bs = blk_bs(blk);
-    s = bs->opaque;
-    assert_int_equal(bdrv_debug_breakpoint(bs, "flush_to_disk", "f"), 0);
+    s = blk_bs(blk)->opaque;
     for (int i = 0; i < N; i++) {
         int64_t off = (int64_t)i * MiB + (i % 3) * 128 * KiB;
 
@@ -186,34 +196,40 @@ static void run_shared_publish(bool log)
         iovector_init_buf(&reqs[i].qiov, want + off, 256 * KiB);
         blk_aio_pwritev(blk, off, &reqs[i].qiov, 0, conc_done, &reqs[i]);
     }
-    while (!bdrv_debug_is_suspended(bs, "f") || s->publish_waiting < N) {
-        aio_poll(blk_get_aio_context(blk), true);
-    }
-    assert_int_equal(pending, N); /* all wait for the held publisher */
-    assert_int_equal(bdrv_debug_resume(bs, "f"), 0);
     wait_pending(blk, &pending);
     for (int i = 0; i < N; i++) {
         assert_int_equal(reqs[i].ret, 0);
+        assert_int_equal(s->bat[vhdx_bat_index(s, (uint64_t)i)] & VHDX_BAT_STATE_MASK,
+                         VHDX_PAYLOAD_FULLY_PRESENT);
+        assert_int_equal(file_entry(s, (uint64_t)i), VHDX_PAYLOAD_ZERO); /* as created */
+    }
+    assert_int_equal(s->n_dirty, 1);
+    assert_int_equal(s->log_head, 0);
+    assert_int_equal(blk_flush(blk), 0);
+    assert_int_equal(s->n_dirty, 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(file_entry(s, (uint64_t)i), s->bat[vhdx_bat_index(s, (uint64_t)i)]);
     }
     if (log) {
-        assert_int_equal(s->log_seq - 1, 2);
+        assert_int_equal(s->log_seq, 2); /* one log entry */
     } else {
-        assert_int_equal(s->log_head, 0); /* no log entry */
+        assert_int_equal(s->log_head, 0); /* none */
     }
     blk_unref(blk);
     verify(want);
     free(want);
 }
 
-static void test_vhdx_alloc_shared_publish(void **state)
+static void test_vhdx_alloc_commit_at_flush(void **state)
 {
-    run_shared_publish(true);
-    run_shared_publish(false);
+    run_commit_at_flush(true);
+    run_commit_at_flush(false);
 }
 
 /*
- * A failed data write (and a failed shared flush) leave the block not
- * present: it reads zeroes, and the next write allocates it.
+ * A failed data write leaves the block not present: it reads zeroes, and
+ * the next write allocates it. A failed commit fails the guest's flush and
+ * keeps the entry dirty: the next flush writes it.
  */
 static void test_vhdx_alloc_write_error(void **state)
 {
@@ -226,14 +242,16 @@ static void test_vhdx_alloc_write_error(void **state)
                    "file.inject-error.1.iotype=flush,file.inject-error.1.once=on");
     memset(buf, 0x77, 64 * KiB);
     assert_int_equal(blk_pwrite(blk, 2 * MiB, 64 * KiB, buf, 0), -EIO);
-    assert_int_equal(blk_pwrite(blk, 5 * MiB, 64 * KiB, buf, 0), -EIO);
     assert_int_equal(blk_pread(blk, 2 * MiB, 64 * KiB, buf, 0), 0);
     assert_memory_equal(buf, want, 64 * KiB);
-    assert_int_equal(blk_pread(blk, 5 * MiB, 64 * KiB, buf, 0), 0);
-    assert_memory_equal(buf, want, 64 * KiB);
     memset(buf, 0x78, 64 * KiB);
+    memset(want + 2 * MiB, 0x78, 64 * KiB);
     memset(want + 5 * MiB, 0x78, 64 * KiB);
+    assert_int_equal(blk_pwrite(blk, 2 * MiB, 64 * KiB, buf, 0), 0);
     assert_int_equal(blk_pwrite(blk, 5 * MiB, 64 * KiB, buf, 0), 0);
+    assert_int_equal(blk_flush(blk), -EIO);
+    assert_int_equal(((BDRVVhdxState *)blk_bs(blk)->opaque)->n_dirty, 1);
+    assert_int_equal(blk_flush(blk), 0);
     blk_unref(blk);
     verify(want);
     free(want);
@@ -244,7 +262,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_vhdx_alloc_unlocked, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_vhdx_alloc_shared_publish, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhdx_alloc_commit_at_flush, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_alloc_write_error, setup, teardown),
     };
 

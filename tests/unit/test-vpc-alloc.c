@@ -2,9 +2,10 @@
  * Unit tests: vpc writes outside alloc_lock (drivers/format/vpc-alloc.c):
  * while one allocation is held inside its data write, other allocations,
  * reads and flushes complete and a write to the same block joins it
- * (completing only after it); allocations and differencing-disk bitmap
+ * (completing only after it); allocations complete without a flush and
+ * their entries are written at the guest's flush; differencing-disk bitmap
  * updates in flight together queue behind one shared flush; a failed data
- * write or flush leaves the block unallocated. Each ends with coblk's check
+ * write leaves the block unallocated and a failed commit fails the flush. Each ends with coblk's check
  * and a read-only reopen, and qemu-img compare (dynamic disks; qemu-img has
  * no check for vpc) when qemu-img is installed.
  */
@@ -13,6 +14,7 @@
 #include <coblk/image.h>
 
 #include "block/block-int.h"
+#include "block/bytes.h"
 #include "drivers/format/vpc-int.h"
 
 #define KiB 1024
@@ -176,15 +178,76 @@ static void test_vpc_alloc_unlocked(void **state)
     free(buf);
 }
 
-/*
- * While the first record to publish is held before its flush, the others
- * (allocations of new blocks; in a differencing disk also writes into
- * allocated blocks that set new bits) write their data and queue behind
- * that one flush, then are published together.
- */
-static void run_shared_publish(bool diff)
+/* The BAT entry of block b as the file holds it. */
+static uint32_t file_entry(BDRVVpcState *s, uint32_t b)
 {
-    enum { N = 12 };
+    uint8_t e[4];
+    int fd = open(img, O_RDONLY);
+
+    assert_int_equal(pread(fd, e, 4, (off_t)(s->bat_offset + (uint64_t)b * 4)), 4);
+    close(fd);
+    return ld_be32(e);
+}
+
+/* Writes the N requests of the shared-flush tests: blocks 0..7, then 0..3 again. */
+enum { N = 12 };
+static void start_writes(BlockBackend *blk, uint8_t *want, ConcReq *reqs, int *pending)
+{
+    for (int i = 0; i < N; i++) {
+        int64_t off = (int64_t)(i % 8) * BLK + (i / 8 + 1) * 512 * KiB + (i % 3) * 4 * KiB;
+
+        drv_test_pattern(want + off, 128 * KiB, (uint8_t)(i + 1));
+        reqs[i].pending = pending;
+        iovector_init_buf(&reqs[i].qiov, want + off, 128 * KiB);
+        blk_aio_pwritev(blk, off, &reqs[i].qiov, 0, conc_done, &reqs[i]);
+    }
+}
+
+/*
+ * Allocating writes in flight together (the second writes of blocks 0..3
+ * join their allocations) complete without a flush: entries set in memory,
+ * their BAT sector dirty, the file's BAT unchanged. The guest's flush
+ * writes them.
+ */
+static void test_vpc_alloc_commit_at_flush(void **state)
+{
+    uint8_t *want = calloc(1, DISK);
+    ConcReq reqs[N];
+    BDRVVpcState *s;
+    BlockBackend *blk;
+    int pending = N;
+
+    assert_int_equal(drv_test_create("vpc", img, "size=16M,force_size=on", NULL, 0), 0);
+    blk = open_dbg("");
+    s = blk_bs(blk)->opaque;
+    start_writes(blk, want, reqs, &pending);
+    wait_pending(blk, &pending);
+    for (uint32_t b = 0; b < 8; b++) {
+        assert_int_equal(reqs[b].ret, 0);
+        assert_true(s->bat[b] != VHD_BAT_UNUSED);
+        assert_int_equal(file_entry(s, b), VHD_BAT_UNUSED);
+    }
+    assert_int_equal(s->n_dirty, 1);
+    assert_true(s->footer_dirty);
+    assert_int_equal(blk_flush(blk), 0);
+    assert_int_equal(s->n_dirty, 0);
+    for (uint32_t b = 0; b < 8; b++) {
+        assert_int_equal(file_entry(s, b), s->bat[b]);
+    }
+    blk_unref(blk);
+    verify(want, false);
+    free(want);
+}
+
+/*
+ * A differencing disk: while the first bitmap update to publish is held
+ * before its flush, the other writes that set new bits (into blocks 0..1,
+ * allocated before; and the second writes of blocks 2..3 once their
+ * allocations end) queue behind that one flush; new blocks 2..7 complete
+ * meanwhile (no flush).
+ */
+static void test_vpc_alloc_bits_shared_flush(void **state)
+{
     uint8_t *want = calloc(1, DISK);
     ConcReq reqs[N];
     BDRVVpcState *s;
@@ -192,58 +255,36 @@ static void run_shared_publish(bool diff)
     BlockBackend *blk;
     int pending = N;
 
-    if (diff) {
-        make_diff(want);
-    } else {
-        assert_int_equal(drv_test_create("vpc", img, "size=16M,force_size=on", NULL, 0), 0);
-    }
+    make_diff(want);
     blk = open_dbg("");
     bs = blk_bs(blk);
     s = bs->opaque;
-    if (diff) {
-        /* Blocks 0 and 1 allocated first: later writes into them only set bits. */
-        for (int b = 0; b < 2; b++) {
-            memset(want + b * BLK, 0x10 + b, 4 * KiB);
-            assert_int_equal(blk_pwrite(blk, b * BLK, 4 * KiB, want + b * BLK, 0), 0);
-        }
+    for (int b = 0; b < 2; b++) {
+        memset(want + b * BLK, 0x10 + b, 4 * KiB);
+        assert_int_equal(blk_pwrite(blk, b * BLK, 4 * KiB, want + b * BLK, 0), 0);
     }
     assert_int_equal(bdrv_debug_breakpoint(bs, "flush_to_disk", "f"), 0);
-    for (int i = 0; i < N; i++) {
-        int64_t off = (int64_t)(i % 8) * BLK + (i / 8 + 1) * 512 * KiB + (i % 3) * 4 * KiB;
-
-        drv_test_pattern(want + off, 128 * KiB, (uint8_t)(i + 1));
-        reqs[i].pending = &pending;
-        iovector_init_buf(&reqs[i].qiov, want + off, 128 * KiB);
-        blk_aio_pwritev(blk, off, &reqs[i].qiov, 0, conc_done, &reqs[i]);
-    }
-    /* Dynamic: 8 allocations (the second writes of blocks 0..3 join them). Differencing:
-     * also 4 bits records for blocks 0..1 (the second writes of blocks 2..3 wait for
-     * their allocation, then queue bits of their own). */
-    while (!bdrv_debug_is_suspended(bs, "f") || s->publish_waiting < (diff ? 10u : 8u)) {
+    start_writes(blk, want, reqs, &pending);
+    while (!bdrv_debug_is_suspended(bs, "f") || s->publish_waiting < 6) {
         aio_poll(blk_get_aio_context(blk), true);
     }
     poll_some(blk);
-    assert_int_equal(s->publish_waiting, diff ? 10 : 8);
-    assert_int_equal(pending, N);
+    assert_int_equal(s->publish_waiting, 6);
+    assert_int_equal(pending, 6);
     assert_int_equal(bdrv_debug_resume(bs, "f"), 0);
     wait_pending(blk, &pending);
     for (int i = 0; i < N; i++) {
         assert_int_equal(reqs[i].ret, 0);
     }
     blk_unref(blk);
-    verify(want, diff);
+    verify(want, true);
     free(want);
 }
 
-static void test_vpc_alloc_shared_publish(void **state)
-{
-    run_shared_publish(false);
-    run_shared_publish(true);
-}
-
 /*
- * A failed data write and a failed shared flush leave the block unallocated:
- * it reads zeroes, and the next write allocates it.
+ * A failed data write leaves the block unallocated: it reads zeroes, and the
+ * next write allocates it. A failed commit fails the guest's flush and keeps
+ * the entries dirty: the next flush writes them.
  */
 static void test_vpc_alloc_write_error(void **state)
 {
@@ -256,14 +297,16 @@ static void test_vpc_alloc_write_error(void **state)
                    "file.inject-error.1.iotype=flush,file.inject-error.1.once=on");
     memset(buf, 0x77, 64 * KiB);
     assert_int_equal(blk_pwrite(blk, 2 * BLK, 64 * KiB, buf, 0), -EIO);
-    assert_int_equal(blk_pwrite(blk, 5 * BLK, 64 * KiB, buf, 0), -EIO);
     assert_int_equal(blk_pread(blk, 2 * BLK, 64 * KiB, buf, 0), 0);
     assert_memory_equal(buf, want, 64 * KiB);
-    assert_int_equal(blk_pread(blk, 5 * BLK, 64 * KiB, buf, 0), 0);
-    assert_memory_equal(buf, want, 64 * KiB);
     memset(buf, 0x78, 64 * KiB);
+    memset(want + 2 * BLK, 0x78, 64 * KiB);
     memset(want + 5 * BLK, 0x78, 64 * KiB);
+    assert_int_equal(blk_pwrite(blk, 2 * BLK, 64 * KiB, buf, 0), 0);
     assert_int_equal(blk_pwrite(blk, 5 * BLK, 64 * KiB, buf, 0), 0);
+    assert_int_equal(blk_flush(blk), -EIO);
+    assert_int_equal(((BDRVVpcState *)blk_bs(blk)->opaque)->n_dirty, 1);
+    assert_int_equal(blk_flush(blk), 0);
     blk_unref(blk);
     verify(want, false);
     free(want);
@@ -274,7 +317,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_vpc_alloc_unlocked, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_vpc_alloc_shared_publish, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vpc_alloc_commit_at_flush, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vpc_alloc_bits_shared_flush, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vpc_alloc_write_error, setup, teardown),
     };
 

@@ -7,30 +7,34 @@
  * 2. Without it the parts of the block the write leaves are zeroed, then the
  *    write's data goes out. Once the zeroing is done, other writes of the
  *    same block ("joiners") write their data into the block too, instead of
- *    waiting; they complete when the block is published.
- * 3. The allocation waits for its joiners' data, then queues itself for
- *    publishing. Whichever allocation finds nobody publishing takes every
- *    queued one (at most PUBLISH_MAX), flushes their data once without the
- *    lock, and writes all their BAT entries under it: one log entry holding
- *    their BAT sectors (log.c), or the sectors in place with
- *    metadata-log=off. So concurrent allocations share one data flush and
- *    one log transaction instead of one of each per block.
+ *    waiting; they complete when the allocation does.
+ * 3. Under s->lock again, once its joiners' data is written, the block's BAT
+ *    entry is set in memory and its BAT sector marked dirty: the write
+ *    completes without a flush. vhdx_commit writes the dirty sectors: one
+ *    flush (the data of every block they point at), then all of them in one
+ *    log entry (log.c), or in place with metadata-log=off. It runs at the
+ *    guest's flush (and close), before any other BAT write (discard,
+ *    resize, differencing partial writes, which would write those entries
+ *    too), and when VHDX_DIRTY_MAX sectors are dirty. So a stream of
+ *    allocating writes costs one flush and one log entry per guest flush,
+ *    not one of each per block.
  *
- * Reads do not wait: until the entry is published they see the block's old
- * state (zeroes or the parent), which is also what the new block holds
- * outside the writes still in flight, none of which has completed.
- * Check, discard and resize wait for every allocation in flight
- * (vhdx_alloc_drain); close runs drained.
+ * Reads do not wait: until the entry is set they see the block's old state
+ * (zeroes or the parent), which is also what the new block holds outside the
+ * writes still in flight, none of which has completed. Check, discard and
+ * resize wait for every allocation in flight and commit (vhdx_alloc_drain);
+ * close runs drained and flushed.
  *
- * Crash safety: an entry is written only after a flush that follows the
- * zeroing and the allocating write's data (and the data of every joiner that
- * started before the allocation queued itself); a joiner that starts later
- * writes over zeroes that are durable already, so the entry never points at
- * stale bytes of the file. A failed zeroing, data write, flush or BAT write
- * leaves the old entry (in memory too) and fails the write and its joiners;
- * the space is taken again by the next allocation when it was the end of the
- * file, else it stays unreferenced (found again by the next gap scan,
- * space.c).
+ * Crash safety: an entry reaches the file only after a flush that follows
+ * the zeroing and the data of the write that allocated the block (and of
+ * every joiner that started before it was set; a later joiner writes over
+ * zeroes that are durable by then), so the on-disk BAT never points at
+ * stale bytes of the file. A write acknowledged before a guest flush is
+ * durable once that flush returns (it commits). A failed zeroing or data
+ * write sets no entry and fails the write and its joiners; the space is
+ * taken again by the next allocation when it was the end of the file, else
+ * it stays unreferenced (found again by the next gap scan, space.c). A
+ * failed commit keeps the sectors dirty: the next flush retries.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -39,17 +43,14 @@
 #include "block/bytes.h"
 #include "drivers/format/vhdx/vhdx-int.h"
 
-#define PUBLISH_MAX 64 /* allocations per shared flush and log entry */
-
 typedef struct VhdxAlloc {
     FmtInflight in;
     uint64_t host;
     bool filled;              /* zeroing done: joiners may write */
-    bool done;                /* published or failed: ret is final */
+    bool done;                /* entry set, or failed: ret is final */
     int ret;
     unsigned refs;            /* joiners that have yet to read ret */
     unsigned writing;         /* joiners' data writes in flight */
-    struct VhdxAlloc *next;   /* queued for publishing */
 } VhdxAlloc;
 
 static VhdxAlloc *alloc_of(BDRVVhdxState *s, uint64_t block)
@@ -103,110 +104,79 @@ int coroutine_fn vhdx_fill_block(BlockDriverState *bs, uint64_t host, uint64_t i
     return ret;
 }
 
-/*
- * Writes the BAT entries of the n allocations of batch (their data durable):
- * their BAT sectors through one log entry, or in place. On failure the
- * entries in memory are restored. Holds s->lock.
- */
-static int coroutine_fn write_entries(BlockDriverState *bs, VhdxAlloc **batch, int n)
+/* BAT sectors: 4 KiB through the log, 512 bytes in place. */
+static uint64_t bat_unit(const BDRVVhdxState *s)
+{
+    return s->metadata_log ? VHDX_LOG_SECTOR : 512;
+}
+
+int coroutine_fn vhdx_commit(BlockDriverState *bs)
 {
     BDRVVhdxState *s = bs->opaque;
-    uint64_t unit = s->metadata_log ? VHDX_LOG_SECTOR : 512;
-    uint64_t idx[PUBLISH_MAX], old[PUBLISH_MAX], offs[PUBLISH_MAX];
-    uint32_t ns = 0;
+    uint64_t unit = bat_unit(s);
     uint8_t *buf;
-    int ret = 0;
+    int ret;
 
-    for (int i = 0; i < n; i++) {
-        uint64_t off;
-        uint32_t j = 0;
-
-        idx[i] = vhdx_bat_index(s, batch[i]->in.first);
-        old[i] = s->bat[idx[i]];
-        s->bat[idx[i]] = batch[i]->host | VHDX_PAYLOAD_FULLY_PRESENT;
-        off = s->bat_offset + ((idx[i] * 8) & ~(unit - 1));
-        while (j < ns && offs[j] != off) {
-            j++;
-        }
-        if (j == ns) {
-            offs[ns++] = off;
-        }
+    if (!s->n_dirty) {
+        return 0;
     }
-    buf = calloc(ns, unit);
+    BLKDBG_EVENT(bs->file, BLKDBG_FLUSH_TO_DISK);
+    ret = bdrv_co_flush(bs->file->bs); /* the data is durable before the entries */
+    if (ret < 0) {
+        return ret;
+    }
+    buf = calloc(s->n_dirty, unit);
     if (!buf) {
-        ret = -ENOMEM;
+        return -ENOMEM;
     }
-    for (uint32_t j = 0; buf && j < ns; j++) {
-        uint64_t first = (offs[j] - s->bat_offset) / 8;
+    for (uint32_t j = 0; j < s->n_dirty; j++) {
+        uint64_t first = (s->dirty[j] - s->bat_offset) / 8;
 
         for (uint64_t i = 0; i < unit / 8 && first + i < s->bat_entries; i++) {
             st_le64(buf + j * unit + i * 8, s->bat[first + i]);
         }
     }
-    if (buf && s->metadata_log) {
-        ret = vhdx_log_write_sectors(bs, offs, buf, ns);
+    BLKDBG_EVENT(bs->file, BLKDBG_MAP_UPDATE);
+    if (s->metadata_log) {
+        ret = vhdx_log_write_sectors(bs, s->dirty, buf, s->n_dirty);
     }
-    for (uint32_t j = 0; buf && !s->metadata_log && j < ns && ret == 0; j++) {
-        ret = vhdx_co_pwrite(bs->file, offs[j], buf + j * unit, unit);
+    for (uint32_t j = 0; !s->metadata_log && j < s->n_dirty && ret == 0; j++) {
+        ret = vhdx_co_pwrite(bs->file, s->dirty[j], buf + j * unit, unit);
     }
     free(buf);
-    for (int i = n - 1; ret < 0 && i >= 0; i--) {
-        s->bat[idx[i]] = old[i];
+    if (ret == 0) {
+        s->n_dirty = 0;
     }
     return ret;
 }
 
-/* Publishes up to PUBLISH_MAX queued allocations: one flush, then their entries. */
-static void coroutine_fn publish_batch(BlockDriverState *bs)
+/* Sets a's entry in memory and marks its BAT sector dirty. Holds s->lock. */
+static int coroutine_fn link_block(BlockDriverState *bs, VhdxAlloc *a)
 {
     BDRVVhdxState *s = bs->opaque;
-    VhdxAlloc *batch[PUBLISH_MAX];
-    int n = 0, ret;
+    uint64_t idx = vhdx_bat_index(s, a->in.first);
+    uint64_t sec = s->bat_offset + ((idx * 8) & ~(bat_unit(s) - 1));
+    uint32_t j = 0;
+    int ret;
 
-    while (s->publish_head && n < PUBLISH_MAX) {
-        batch[n++] = s->publish_head;
-        s->publish_head = s->publish_head->next;
+    while (j < s->n_dirty && s->dirty[j] != sec) {
+        j++;
     }
-    s->publishing = true;
-    co_mutex_unlock(&s->lock);
-    BLKDBG_EVENT(bs->file, BLKDBG_FLUSH_TO_DISK);
-    ret = bdrv_co_flush(bs->file->bs); /* the data is durable before the entries */
-    co_mutex_lock(&s->lock);
-    if (ret == 0) {
-        BLKDBG_EVENT(bs->file, BLKDBG_MAP_UPDATE);
-        ret = write_entries(bs, batch, n);
-    }
-    for (int i = 0; i < n; i++) {
-        batch[i]->ret = ret;
-        batch[i]->done = true;
-    }
-    s->publish_waiting -= (unsigned)n;
-    s->publishing = false;
-    co_queue_restart_all(&s->allocs.wait);
-}
-
-/* Publishes a (its data written): after its joiners' data, in a shared batch. */
-static int coroutine_fn publish(BlockDriverState *bs, VhdxAlloc *a)
-{
-    BDRVVhdxState *s = bs->opaque;
-
-    while (a->writing) {
-        fmt_inflight_wait(&s->allocs, &s->lock);
-    }
-    a->next = s->publish_head;
-    s->publish_head = a;
-    s->publish_waiting++;
-    while (!a->done) {
-        if (s->publishing) {
-            fmt_inflight_wait(&s->allocs, &s->lock);
-        } else {
-            publish_batch(bs);
+    if (j == VHDX_DIRTY_MAX) {
+        ret = vhdx_commit(bs);
+        if (ret < 0) {
+            return ret;
         }
+        j = 0;
     }
-    return a->ret;
+    s->bat[idx] = a->host | VHDX_PAYLOAD_FULLY_PRESENT;
+    if (j == s->n_dirty) {
+        s->dirty[s->n_dirty++] = sec;
+    }
+    return 0;
 }
 
-/* Writes into a's block (zeroed) and completes once it is published. Releases s->lock. */
+/* Writes into a's block (zeroed) and completes with it. Releases s->lock. */
 static int coroutine_fn join(BlockDriverState *bs, VhdxAlloc *a, uint64_t in, uint64_t n,
                              IOVector *qiov, size_t qoff)
 {
@@ -258,16 +228,15 @@ static int coroutine_fn alloc_write(BlockDriverState *bs, uint64_t block, uint64
     }
 
     co_mutex_lock(&s->lock);
-    if (ret == 0) {
-        ret = publish(bs, &a);
-    } else {
-        while (a.writing) {
-            fmt_inflight_wait(&s->allocs, &s->lock);
-        }
-        a.ret = ret;
-        a.done = true;
-        co_queue_restart_all(&s->allocs.wait);
+    while (a.writing) {
+        fmt_inflight_wait(&s->allocs, &s->lock);
     }
+    if (ret == 0) {
+        ret = link_block(bs, &a);
+    }
+    a.ret = ret;
+    a.done = true;
+    co_queue_restart_all(&s->allocs.wait);
     while (a.refs) {
         fmt_inflight_wait(&s->allocs, &s->lock);
     }
@@ -284,9 +253,14 @@ int coroutine_fn vhdx_write_block(BlockDriverState *bs, uint64_t block, uint64_t
 {
     BDRVVhdxState *s = bs->opaque;
     VhdxAlloc *a;
-    uint64_t e, st;
+    uint64_t e = s->bat[vhdx_bat_index(s, block)], st;
     int ret;
 
+    if ((e & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_FULLY_PRESENT) {
+        /* Present blocks do not move while requests run: no lock. */
+        return bdrv_co_pwritev_part(bs->file, (int64_t)((e & VHDX_BAT_OFFSET_MASK) + in),
+                                    (int64_t)n, qiov, qoff, 0);
+    }
     co_mutex_lock(&s->lock);
     while ((a = alloc_of(s, block)) != NULL) {
         if (a->filled && !a->done) {
@@ -310,9 +284,10 @@ int coroutine_fn vhdx_write_block(BlockDriverState *bs, uint64_t block, uint64_t
     return alloc_write(bs, block, in, n, qiov, qoff);
 }
 
-void coroutine_fn vhdx_alloc_drain(BlockDriverState *bs)
+int coroutine_fn vhdx_alloc_drain(BlockDriverState *bs)
 {
     BDRVVhdxState *s = bs->opaque;
 
     fmt_inflight_wait_all(&s->allocs, &s->lock);
+    return vhdx_commit(bs);
 }

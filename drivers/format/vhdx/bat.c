@@ -178,9 +178,13 @@ int coroutine_fn vhdx_bat_set_idx(BlockDriverState *bs, uint64_t idx, uint64_t e
     uint64_t unit = s->metadata_log ? VHDX_LOG_SECTOR : 512;
     uint64_t sec = (idx * 8) & ~(unit - 1);
     uint64_t first = sec / 8, old = s->bat[idx];
-    uint8_t *buf = calloc(1, unit);
-    int ret;
+    uint8_t *buf;
+    int ret = vhdx_commit(bs); /* the sector may hold entries of new blocks */
 
+    if (ret < 0) {
+        return ret;
+    }
+    buf = calloc(1, unit);
     if (!buf) {
         return -ENOMEM;
     }
@@ -209,8 +213,11 @@ int coroutine_fn vhdx_write_bat(BlockDriverState *bs, uint64_t first, uint64_t l
     uint64_t lo = first * 8 / VHDX_LOG_SECTOR * VHDX_LOG_SECTOR;
     uint64_t hi = round_up_u64(last * 8, VHDX_LOG_SECTOR);
     uint8_t *buf;
-    int ret = 0;
+    int ret = vhdx_commit(bs); /* the sectors may hold entries of new blocks */
 
+    if (ret < 0) {
+        return ret;
+    }
     if (hi > s->bat_length) {
         hi = s->bat_length; /* the region is 1 MiB aligned: hi stays 4 KiB aligned */
     }
@@ -289,7 +296,7 @@ int coroutine_fn vhdx_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvC
         return -ENOMEM;
     }
     co_mutex_lock(&s->lock);
-    vhdx_alloc_drain(bs); /* entries of allocations in flight are not set yet */
+    (void)vhdx_alloc_drain(bs); /* entries of allocations in flight are not set yet */
     n = collect_extents(s, x);
     co_mutex_unlock(&s->lock);
     qsort(x, n, sizeof(*x), cmp_extent);

@@ -52,8 +52,8 @@ static int coroutine_fn discard_blocks(BlockDriverState *bs, uint64_t first, uin
         return -ENOMEM;
     }
     co_mutex_lock(&s->lock);
-    vhdx_alloc_drain(bs); /* no block of the range is being allocated */
-    ret = vhdx_log_start(bs);
+    ret = vhdx_alloc_drain(bs); /* no block of the range is being allocated */
+    ret = ret ? ret : vhdx_log_start(bs);
     for (uint64_t b = first; ret == 0 && b < last; b++) {
         uint64_t idx = vhdx_bat_index(s, b), e = s->bat[idx];
 

@@ -11,7 +11,7 @@
  * clears LogGuid; a read-only open of a dirty image fails with a message.
  *
  * Writes (open option metadata-log=on, the default): every metadata update (a BAT
- * sector, or the BAT sectors of several allocations published together,
+ * sector, or the BAT sectors of all blocks allocated since the last commit,
  * alloc.c) is written as one log entry at the log head, flushed, then
  * written in place and flushed, so the entry's tail is the entry itself.
  * LogGuid is set in the headers before the first entry of a session and

@@ -256,8 +256,8 @@ int coroutine_fn vhdx_co_truncate(BlockDriverState *bs, int64_t offset, bool exa
         return -EFBIG;
     }
     co_mutex_lock(&s->lock);
-    vhdx_alloc_drain(bs); /* the BAT and the space map stay still from here */
-    ret = vhdx_log_start(bs);
+    ret = vhdx_alloc_drain(bs); /* the BAT and the space map stay still from here */
+    ret = ret ? ret : vhdx_log_start(bs);
     if (ret == 0 && bytes > s->bat_length) {
         ret = move_bat(bs, payload, entries);
     } else if (ret == 0 && size > s->disk_size) {

@@ -86,6 +86,9 @@ typedef struct VhdxGap {
     uint64_t off, len;      /* 1 MiB aligned */
 } VhdxGap;
 
+/* alloc.c: BAT sectors whose new entries wait for the next commit, at most. */
+#define VHDX_DIRTY_MAX 64
+
 typedef struct BDRVVhdxState {
     CoMutex lock;           /* BAT, allocation, log and header updates */
     VhdxHeader hdr;         /* the current header */
@@ -128,11 +131,10 @@ typedef struct BDRVVhdxState {
     uint64_t log_seq;
     uint64_t log_head;      /* offset of the next entry within the log */
 
-    /* allocating writes in flight (alloc.c) */
+    /* allocating writes (alloc.c) */
     FmtInflightList allocs; /* payload blocks being allocated; waiters on allocs.wait */
-    struct VhdxAlloc *publish_head; /* data written, waiting for the shared flush */
-    bool publishing;        /* an allocation flushes and publishes a batch */
-    unsigned publish_waiting; /* allocations queued or being published */
+    uint64_t dirty[VHDX_DIRTY_MAX]; /* file offsets of BAT sectors not written yet */
+    uint32_t n_dirty;
 } BDRVVhdxState;
 
 /* header.c */
@@ -184,8 +186,14 @@ int coroutine_fn vhdx_fill_block(BlockDriverState *bs, uint64_t host, uint64_t i
  */
 int coroutine_fn vhdx_write_block(BlockDriverState *bs, uint64_t block, uint64_t in, uint64_t n,
                                   IOVector *qiov, size_t qoff);
-/* Waits until no allocation is in flight; holds s->lock. */
-void coroutine_fn vhdx_alloc_drain(BlockDriverState *bs);
+/*
+ * Writes the BAT sectors holding entries set since the last commit: a flush
+ * (their blocks' data), then the sectors through one log entry or in place.
+ * Holds s->lock. Runs before every other BAT write.
+ */
+int coroutine_fn vhdx_commit(BlockDriverState *bs);
+/* Waits until no allocation is in flight, then commits; holds s->lock. */
+int coroutine_fn vhdx_alloc_drain(BlockDriverState *bs);
 
 /* log.c */
 /* Replays a dirty log (writable) or refuses to open (read-only). */

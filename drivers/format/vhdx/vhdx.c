@@ -18,7 +18,8 @@
  * its sector bitmap is not consulted.
  *
  * Allocating writes of whole or zero-filled blocks write their data outside
- * s->lock, many at once, and share one flush and one log entry (alloc.c).
+ * s->lock, many at once; their BAT entries are written at the next flush,
+ * one flush and one log entry for all of them (alloc.c).
  *
  * Crash safety: a new block is written and flushed before its BAT entry is
  * written (through the log by default, as the VHDX specification asks; in
@@ -429,6 +430,18 @@ static int coroutine_fn vhdx_co_block_status(BlockDriverState *bs, bool want_zer
     return status;
 }
 
+/* Writes the BAT entries of the blocks allocated since the last flush (alloc.c). */
+static int coroutine_fn vhdx_co_flush_to_os(BlockDriverState *bs)
+{
+    BDRVVhdxState *s = bs->opaque;
+    int ret;
+
+    co_mutex_lock(&s->lock);
+    ret = vhdx_commit(bs);
+    co_mutex_unlock(&s->lock);
+    return ret;
+}
+
 static int64_t coroutine_fn vhdx_co_getlength(BlockDriverState *bs)
 {
     BDRVVhdxState *s = bs->opaque;
@@ -475,6 +488,7 @@ const BlockDriver bdrv_vhdx = {
     .co_preadv = vhdx_co_preadv,
     .co_pwritev = vhdx_co_pwritev,
     .co_pdiscard = vhdx_co_pdiscard,
+    .co_flush_to_os = vhdx_co_flush_to_os,
     .co_block_status = vhdx_co_block_status,
     .co_getlength = vhdx_co_getlength,
     .co_truncate = vhdx_co_truncate,

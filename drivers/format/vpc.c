@@ -614,10 +614,32 @@ static int vpc_open(BlockDriverState *bs, BlockOpts *options, int flags, Error *
 }
 
 /* Nothing is staged: the metadata is written as it changes. */
+static int64_t coroutine_fn vpc_commit_co(void *opaque)
+{
+    BlockDriverState *bs = opaque;
+    BDRVVpcState *s = bs->opaque;
+    int ret;
+
+    co_mutex_lock(&s->alloc_lock);
+    ret = vpc_commit(bs);
+    co_mutex_unlock(&s->alloc_lock);
+    return ret ? ret : bdrv_co_flush(bs->file->bs);
+}
+
+/* Going read-only: the BAT entries of new blocks are written first (vpc-alloc.c). */
 static int vpc_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags,
                               Error **errp)
 {
-    return 0;
+    int ret;
+
+    if ((new_flags & BDRV_O_RDWR) || bs->read_only) {
+        return 0;
+    }
+    ret = (int)bdrv_run_co(bs->aio_context, vpc_commit_co, bs);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "vpc: could not write the BAT of '%s'", bs->filename);
+    }
+    return ret;
 }
 
 static void vpc_reopen_noop(BlockDriverState *bs)

@@ -226,6 +226,27 @@ static void test_vhdx_alloc_commit_at_flush(void **state)
     run_commit_at_flush(false);
 }
 
+/* Going read-only writes the entries of new blocks first. */
+static void test_vhdx_alloc_reopen_ro(void **state)
+{
+    uint8_t *want = calloc(1, DISK);
+    BDRVVhdxState *s;
+    BlockBackend *blk;
+
+    assert_int_equal(drv_test_create("vhdx", img, "size=16M,block_size=1M", NULL, 0), 0);
+    blk = drv_test_open_image("vhdx", img, BDRV_O_RDWR);
+    s = blk_bs(blk)->opaque;
+    memset(want + 2 * MiB, 0x3c, 64 * KiB);
+    assert_int_equal(blk_pwrite(blk, 2 * MiB, 64 * KiB, want + 2 * MiB, 0), 0);
+    assert_int_equal(file_entry(s, 2), VHDX_PAYLOAD_ZERO);
+    assert_int_equal(bdrv_reopen_set_read_only(blk_bs(blk), true, NULL), 0);
+    assert_int_equal(s->n_dirty, 0);
+    assert_int_equal(file_entry(s, 2), s->bat[vhdx_bat_index(s, 2)]);
+    blk_unref(blk);
+    verify(want);
+    free(want);
+}
+
 /*
  * A failed data write leaves the block not present: it reads zeroes, and
  * the next write allocates it. A failed commit fails the guest's flush and
@@ -264,6 +285,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vhdx_alloc_unlocked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_alloc_commit_at_flush, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_alloc_write_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhdx_alloc_reopen_ro, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

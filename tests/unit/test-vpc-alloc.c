@@ -281,6 +281,28 @@ static void test_vpc_alloc_bits_shared_flush(void **state)
     free(want);
 }
 
+/* Going read-only writes the entries of new blocks (and the footers) first. */
+static void test_vpc_alloc_reopen_ro(void **state)
+{
+    uint8_t *want = calloc(1, DISK);
+    BDRVVpcState *s;
+    BlockBackend *blk;
+
+    assert_int_equal(drv_test_create("vpc", img, "size=16M,force_size=on", NULL, 0), 0);
+    blk = drv_test_open_image("vpc", img, BDRV_O_RDWR);
+    s = blk_bs(blk)->opaque;
+    memset(want + 2 * BLK, 0x3c, 64 * KiB);
+    assert_int_equal(blk_pwrite(blk, 2 * BLK, 64 * KiB, want + 2 * BLK, 0), 0);
+    assert_int_equal(file_entry(s, 2), VHD_BAT_UNUSED);
+    assert_int_equal(bdrv_reopen_set_read_only(blk_bs(blk), true, NULL), 0);
+    assert_int_equal(s->n_dirty, 0);
+    assert_false(s->footer_dirty);
+    assert_int_equal(file_entry(s, 2), s->bat[2]);
+    blk_unref(blk);
+    verify(want, false);
+    free(want);
+}
+
 /*
  * A failed data write leaves the block unallocated: it reads zeroes, and the
  * next write allocates it. A failed commit fails the guest's flush and keeps
@@ -320,6 +342,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vpc_alloc_commit_at_flush, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vpc_alloc_bits_shared_flush, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vpc_alloc_write_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vpc_alloc_reopen_ro, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

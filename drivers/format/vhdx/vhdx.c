@@ -163,10 +163,49 @@ static void vhdx_refresh_limits(BlockDriverState *bs, Error **errp)
     }
 }
 
+static int64_t coroutine_fn commit_co(void *opaque)
+{
+    BlockDriverState *bs = opaque;
+    BDRVVhdxState *s = bs->opaque;
+    int ret;
+
+    co_mutex_lock(&s->lock);
+    ret = vhdx_commit(bs);
+    ret = ret ? ret : bdrv_co_flush(bs->file->bs);
+    if (ret == 0 && s->log_guid_set) {
+        /* Every entry is in place: clean, as at close; the next write session starts anew. */
+        VhdxGuid guid = s->hdr.log_guid;
+
+        memset(&s->hdr.log_guid, 0, sizeof(s->hdr.log_guid));
+        ret = vhdx_update_headers(bs, NULL);
+        if (ret < 0) {
+            s->hdr.log_guid = guid;
+        } else {
+            s->log_guid_set = false;
+            s->guids_updated = false;
+        }
+    }
+    co_mutex_unlock(&s->lock);
+    return ret;
+}
+
+/*
+ * Going read-only: the BAT entries of new blocks are written (alloc.c) and
+ * LogGuid cleared first, so that read-only opens accept the image.
+ */
 static int vhdx_reopen_prepare(BlockDriverState *bs, BlockOpts *options, int new_flags,
                                Error **errp)
 {
-    return 0;
+    int ret;
+
+    if ((new_flags & BDRV_O_RDWR) || bs->read_only) {
+        return 0;
+    }
+    ret = (int)bdrv_run_co(bs->aio_context, commit_co, bs);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "vhdx: could not write the BAT of '%s'", bs->filename);
+    }
+    return ret;
 }
 
 static void vhdx_reopen_noop(BlockDriverState *bs)

@@ -8,7 +8,13 @@
 
 void fmt_defer_init(FmtDefer *d)
 {
+    fmt_defer_init_cap(d, FMT_DEFER_MAX);
+}
+
+void fmt_defer_init_cap(FmtDefer *d, uint32_t cap)
+{
     d->n = 0;
+    d->cap = cap == 0 ? 1 : cap > FMT_DEFER_CAP_MAX ? FMT_DEFER_CAP_MAX : cap;
 }
 
 bool fmt_defer_has(const FmtDefer *d, uint64_t u)
@@ -28,7 +34,7 @@ bool fmt_defer_has_room(const FmtDefer *d, uint64_t first, uint32_t count)
     for (uint32_t k = 0; k < count; k++) {
         need += !fmt_defer_has(d, first + k);
     }
-    return d->n + need <= FMT_DEFER_MAX;
+    return d->n + need <= fmt_defer_cap(d);
 }
 
 int fmt_defer_add(FmtDefer *d, uint64_t first, uint32_t count)

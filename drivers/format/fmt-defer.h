@@ -31,12 +31,15 @@
 
 #include <coblk/block-driver.h>
 
-/** Most dirty units pending at once (the set is a fixed array). */
+/** Most dirty units pending at once by default (fmt_defer_init). */
 #define FMT_DEFER_MAX 64u
+/** The largest capacity a driver may ask for (fmt_defer_init_cap); the array's size. */
+#define FMT_DEFER_CAP_MAX 256u
 
 typedef struct FmtDefer {
-    uint64_t unit[FMT_DEFER_MAX];  /* dirty unit numbers, unsorted, no duplicates */
+    uint64_t unit[FMT_DEFER_CAP_MAX]; /* dirty unit numbers, unsorted, no duplicates */
     uint32_t n;                    /* how many */
+    uint32_t cap;                  /* at most this many; 0 (a zeroed set) is FMT_DEFER_MAX */
     uint64_t commits;              /* commits that wrote at least one unit (tests, stats) */
 } FmtDefer;
 
@@ -46,8 +49,14 @@ typedef struct FmtDefer {
  */
 typedef int coroutine_fn (*FmtDeferWriteFn)(void *opaque, uint64_t first, uint32_t count);
 
-/** Empties the set. */
+/** Empties the set; it holds FMT_DEFER_MAX units. */
 void fmt_defer_init(FmtDefer *d);
+
+/**
+ * Empties the set; it holds cap units (1 to FMT_DEFER_CAP_MAX), for a driver
+ * whose units are each a whole table and whose cache pins as many.
+ */
+void fmt_defer_init_cap(FmtDefer *d, uint32_t cap);
 
 /** True if any unit is dirty. */
 static inline bool fmt_defer_pending(const FmtDefer *d)
@@ -60,15 +69,21 @@ bool fmt_defer_has(const FmtDefer *d, uint64_t u);
 
 /**
  * True if units [first, first + count) can all be added without exceeding
- * FMT_DEFER_MAX (those already dirty take no room). count must be at most
- * FMT_DEFER_MAX: a caller that could need more commits and writes itself.
+ * the set's capacity (those already dirty take no room). count must be at
+ * most the capacity: a caller that could need more commits and writes itself.
  */
 bool fmt_defer_has_room(const FmtDefer *d, uint64_t first, uint32_t count);
+
+/** How many units the set holds at most. */
+static inline uint32_t fmt_defer_cap(const FmtDefer *d)
+{
+    return d->cap ? d->cap : FMT_DEFER_MAX;
+}
 
 /** True if k more units, wherever they are, fit (for updates that touch several tables). */
 static inline bool fmt_defer_room_for(const FmtDefer *d, uint32_t k)
 {
-    return d->n + k <= FMT_DEFER_MAX;
+    return d->n + k <= fmt_defer_cap(d);
 }
 
 /**

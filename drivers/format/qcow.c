@@ -50,12 +50,22 @@
 #define QCOW_OFLAG_COMPRESSED (1ULL << 63)
 #define QCOW_L1_MAX_BYTES (32u << 20)
 #define QCOW_BACKING_NAME_MAX 1023u
-#define QCOW_CACHE_MAX 64       /* L2 tables cached: as many as pending units (FMT_DEFER_MAX) */
+/*
+ * The L2 cache: 1 MiB of tables (256 plain 4 KiB tables: 512 MiB of guest
+ * data), at least 64 tables and at most 1024. The pending set holds as many
+ * units (256 at most): a table with pending entries cannot be evicted, and a
+ * sequential stream into a plain image commits every 512 MiB.
+ * QEMU's qcow driver caches 16.
+ */
+#define QCOW_CACHE_BYTES (1u << 20)
+#define QCOW_CACHE_MIN 64u
+#define QCOW_CACHE_MAX 1024u
 #define QCOW_RUN_MAX 1024       /* new clusters per write: 3 table units at most */
 /*
  * The pending set counts 4 KiB units of the file's tables: one L2 table of a
  * plain image (512 entries, 2 MiB of guest data), so a sequential stream
- * fills the set (64) only every 128 MiB, not every 16 MiB as with sectors.
+ * fills the set only once per table, not once per 64 new clusters as with
+ * 512-byte sectors.
  */
 #define QCOW_UNIT 4096u
 #define QCOW_SCRATCH (32u * 1024)
@@ -67,8 +77,9 @@ enum {
 
 typedef struct QcowL2Cache {
     uint64_t offset;            /* 0 = empty */
-    uint64_t *table;
+    uint64_t *table;            /* allocated on first use */
     uint64_t last_use;
+    uint32_t l1i;               /* the L1 entry it was loaded for */
 } QcowL2Cache;
 
 typedef struct BDRVQcowState {
@@ -83,8 +94,9 @@ typedef struct BDRVQcowState {
     uint64_t *l1;
     uint64_t offset_mask;       /* compressed cluster offset bits */
     int64_t file_end;
-    QcowL2Cache cache[QCOW_CACHE_MAX]; /* tables allocated on first use */
-    int hint;                   /* slot of the last hit */
+    QcowL2Cache *cache;
+    uint32_t n_cache;
+    uint16_t *slot_of;          /* per L1 entry: its cache slot + 1, 0 if none (a hint) */
     uint64_t clock;
     FmtDefer dirty;             /* table units (file offset / QCOW_UNIT) not yet written */
     FmtInflightList allocs;     /* guest clusters whose new data is being written (lock) */
@@ -248,7 +260,7 @@ static int coroutine_fn qcow_write_run(void *opaque, uint64_t first, uint32_t co
         ret = qcow_write_entries(bs, s->l1_offset, s->l1, lo > s->l1_offset ? lo : s->l1_offset,
                                  hi < l1_end ? hi : l1_end);
     }
-    for (int i = 0; i < QCOW_CACHE_MAX && ret == 0; i++) {
+    for (uint32_t i = 0; i < s->n_cache && ret == 0; i++) {
         uint64_t base = s->cache[i].offset, end = base + s->l2_bytes;
 
         if (base && base < hi && lo < end) {
@@ -308,7 +320,7 @@ static int coroutine_fn qcow_cache_victim(BlockDriverState *bs, QcowL2Cache **vi
     int ret;
 
     for (int pass = 0; pass < 2 && !v; pass++) {
-        for (int i = 0; i < QCOW_CACHE_MAX; i++) {
+        for (uint32_t i = 0; i < s->n_cache; i++) {
             QcowL2Cache *c = &s->cache[i];
 
             if ((!v || c->last_use < v->last_use) &&
@@ -326,56 +338,59 @@ static int coroutine_fn qcow_cache_victim(BlockDriverState *bs, QcowL2Cache **vi
     if (!v->table && !(v->table = malloc(s->l2_bytes))) {
         return -ENOMEM;
     }
+    if (v->offset && s->slot_of[v->l1i] == v - s->cache + 1) {
+        s->slot_of[v->l1i] = 0;
+    }
     v->offset = 0;
     *victim = v;
     return 0;
 }
 
-/* The cached L2 table at offset, loaded if needed. Caller holds lock. */
-static int coroutine_fn qcow_l2_get_locked(BlockDriverState *bs, uint64_t offset, uint64_t **t)
+/* The cached L2 table of L1 entry l1i, or NULL. */
+static QcowL2Cache *qcow_cached(const BDRVQcowState *s, uint32_t l1i)
 {
-    BDRVQcowState *s = bs->opaque;
-    QcowL2Cache *victim;
-    int ret;
+    uint32_t k = s->slot_of[l1i];
 
-    for (int i = 0; i < QCOW_CACHE_MAX; i++) {
-        if (s->cache[i].offset == offset) {
-            s->cache[i].last_use = ++s->clock;
-            *t = s->cache[i].table;
-            return 0;
-        }
-    }
-    if (offset % 8 || offset < QCOW_HEADER_LEN ||
-        !range_within(offset, s->l2_bytes, (uint64_t)s->file_end)) {
-        return -EIO;
-    }
-    ret = qcow_cache_victim(bs, &victim);
-    if (ret < 0) {
-        return ret;
-    }
-    ret = qcow_read_table(bs, offset, victim->table, s->l2_entries);
-    if (ret < 0) {
-        return ret;
-    }
-    victim->offset = offset;
-    victim->last_use = ++s->clock;
-    *t = victim->table;
-    return 0;
-}
-
-/* The cache slot holding the L2 table at offset, or NULL: the last hit is tried first. */
-static QcowL2Cache *qcow_cached(BDRVQcowState *s, uint64_t offset)
-{
-    if (s->cache[s->hint].offset == offset) {
-        return &s->cache[s->hint];
-    }
-    for (int k = 0; k < QCOW_CACHE_MAX; k++) {
-        if (s->cache[k].offset == offset) {
-            s->hint = k;
-            return &s->cache[k];
-        }
+    if (k && s->l1[l1i] && s->cache[k - 1].offset == s->l1[l1i]) {
+        return &s->cache[k - 1];
     }
     return NULL;
+}
+
+/*
+ * The cached L2 table of L1 entry l1i, loaded if needed (a table that two
+ * L1 entries share, in a corrupt image, is cached once). Caller holds lock.
+ */
+static int coroutine_fn qcow_l2_get_locked(BlockDriverState *bs, uint32_t l1i, uint64_t **t)
+{
+    BDRVQcowState *s = bs->opaque;
+    uint64_t offset = s->l1[l1i];
+    QcowL2Cache *c = qcow_cached(s, l1i);
+    int ret;
+
+    for (uint32_t i = 0; !c && i < s->n_cache; i++) {
+        c = s->cache[i].offset == offset ? &s->cache[i] : NULL;
+    }
+    if (!c) {
+        if (offset % 8 || offset < QCOW_HEADER_LEN ||
+            !range_within(offset, s->l2_bytes, (uint64_t)s->file_end)) {
+            return -EIO;
+        }
+        ret = qcow_cache_victim(bs, &c);
+        if (ret < 0) {
+            return ret;
+        }
+        ret = qcow_read_table(bs, offset, c->table, s->l2_entries);
+        if (ret < 0) {
+            return ret;
+        }
+        c->offset = offset;
+        c->l1i = l1i;
+    }
+    s->slot_of[l1i] = (uint16_t)(c - s->cache + 1);
+    c->last_use = ++s->clock;
+    *t = c->table;
+    return 0;
 }
 
 /* The L2 entry of a guest offset (0 when unallocated). */
@@ -384,17 +399,17 @@ static int coroutine_fn qcow_lookup(BlockDriverState *bs, uint64_t guest, uint64
 {
     BDRVQcowState *s = bs->opaque;
     uint64_t cl = guest >> s->cluster_bits;
-    uint64_t l2_off = s->l1[cl >> s->l2_bits];
+    uint32_t l1i = (uint32_t)(cl >> s->l2_bits);
     uint32_t i = (uint32_t)(cl & (s->l2_entries - 1));
     QcowL2Cache *c;
     uint64_t *t;
     int ret;
 
     *entry = 0;
-    if (!l2_off) {
+    if (!s->l1[l1i]) {
         return 0;
     }
-    c = qcow_cached(s, l2_off);
+    c = qcow_cached(s, l1i);
     if (c) {
         c->last_use = ++s->clock;
         *entry = c->table[i];
@@ -403,7 +418,7 @@ static int coroutine_fn qcow_lookup(BlockDriverState *bs, uint64_t guest, uint64
     if (!locked) {
         co_mutex_lock(&s->lock);
     }
-    ret = qcow_l2_get_locked(bs, l2_off, &t);
+    ret = qcow_l2_get_locked(bs, l1i, &t);
     if (ret == 0) {
         *entry = t[i];
     }
@@ -482,17 +497,14 @@ static int64_t qcow_run(BlockDriverState *bs, int64_t offset, int64_t bytes, uin
     uint64_t k = 1;
 
     while (n < bytes && qcow_kind(e) != QCOW_COMPRESSED) {
-        uint64_t cl = (uint64_t)(offset + n) >> s->cluster_bits;
-        uint64_t l2 = s->l1[cl >> s->l2_bits], e2 = UINT64_MAX;
-        uint32_t i = (uint32_t)(cl & (s->l2_entries - 1));
-
-        if (!l2) {
-            e2 = 0;
-        }
-        const QcowL2Cache *c = l2 ? qcow_cached(s, l2) : NULL;
+        uint64_t cl = (uint64_t)(offset + n) >> s->cluster_bits, e2 = 0;
+        uint32_t l1i = (uint32_t)(cl >> s->l2_bits), i = (uint32_t)(cl & (s->l2_entries - 1));
+        const QcowL2Cache *c = qcow_cached(s, l1i);
 
         if (c) {
             e2 = c->table[i];
+        } else if (s->l1[l1i]) {
+            e2 = UINT64_MAX; /* not cached: the run ends here */
         }
         if (e == 0 ? e2 != 0 : e2 != e + k * s->cluster_size) {
             break;
@@ -595,7 +607,7 @@ static int coroutine_fn qcow_l2_for_write(BlockDriverState *bs, uint32_t l1i, ui
     int ret;
 
     if (s->l1[l1i]) {
-        return qcow_l2_get_locked(bs, s->l1[l1i], t);
+        return qcow_l2_get_locked(bs, l1i, t);
     }
     ret = qcow_cache_victim(bs, &v);
     if (ret < 0) {
@@ -910,7 +922,7 @@ static int coroutine_fn qcow_co_check(BlockDriverState *bs, BdrvCheckResult *res
     co_mutex_lock(&s->lock);
     fmt_inflight_wait_all(&s->allocs, &s->lock);
     ret = qcow_commit(bs); /* the file's tables are the ones checked */
-    for (int i = 0; i < QCOW_CACHE_MAX; i++) {
+    for (uint32_t i = 0; i < s->n_cache; i++) {
         s->cache[i].offset = 0; /* repairs rewrite tables behind the cache */
     }
     qcow_mark(&c, 0, s->l1_offset + (uint64_t)s->l1_entries * 8);
@@ -970,9 +982,15 @@ static int coroutine_fn qcow_co_open(BlockDriverState *bs, Error **errp)
         return ret;
     }
     s->file_end = file_len;
-    fmt_defer_init(&s->dirty);
     s->scratch = malloc(QCOW_SCRATCH);
-    s->l1 = s->scratch ? malloc((size_t)s->l1_entries * 8) : NULL;
+    s->n_cache = QCOW_CACHE_BYTES / s->l2_bytes;
+    s->n_cache = s->n_cache < QCOW_CACHE_MIN ? QCOW_CACHE_MIN
+                 : s->n_cache > QCOW_CACHE_MAX ? QCOW_CACHE_MAX : s->n_cache;
+    /* As many pending units as cached tables (each pins its table), 256 at most. */
+    fmt_defer_init_cap(&s->dirty, s->n_cache);
+    s->cache = calloc(s->n_cache, sizeof(*s->cache));
+    s->slot_of = calloc(s->l1_entries, sizeof(*s->slot_of));
+    s->l1 = s->scratch && s->cache && s->slot_of ? malloc((size_t)s->l1_entries * 8) : NULL;
     if (!s->l1) {
         error_setg(errp, "Could not allocate the tables of '%s'", bs->filename);
         return -ENOMEM;
@@ -1023,10 +1041,14 @@ static void qcow_close(BlockDriverState *bs)
     free(s->scratch);
     s->scratch = NULL;
 
-    for (int i = 0; i < QCOW_CACHE_MAX; i++) {
+    for (uint32_t i = 0; s->cache && i < s->n_cache; i++) {
         free(s->cache[i].table);
-        s->cache[i].table = NULL;
     }
+    free(s->cache);
+    s->cache = NULL;
+    s->n_cache = 0;
+    free(s->slot_of);
+    s->slot_of = NULL;
     free(s->l1);
     s->l1 = NULL;
 }

@@ -245,6 +245,56 @@ static void test_qcow_alloc_unlocked(void **state)
     free(buf);
 }
 
+/*
+ * More L2 tables than the cache holds (64 of 32 KiB over a backing file):
+ * writes into 150 tables, reads them back while the tables come and go
+ * (dirty ones are written first, never dropped), and after a reopen; two
+ * passes over the same tables hit tables loaded again.
+ */
+static void test_qcow_many_tables(void **state)
+{
+    enum { N = 150, SPAN = 2 * MiB, LEN = 4 * KiB };
+    uint8_t *want = malloc((size_t)N * LEN), *buf = malloc(LEN);
+    char opts[8192];
+    BlockBackend *blk;
+    int fd;
+
+    fd = open(base, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)N * SPAN), 0);
+    close(fd);
+    snprintf(opts, sizeof(opts), "size=%d,backing_file=%s,backing_fmt=raw", N * SPAN,
+             strrchr(base, '/') + 1);
+    assert_int_equal(create(opts, NULL, 0), 0);
+    drv_test_pattern(want, (size_t)N * LEN, 21);
+    blk = open_qcow(BDRV_O_RDWR);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < N; i++) {
+            int64_t at = (int64_t)i * SPAN + 1024 + pass * 8 * KiB;
+
+            assert_int_equal(blk_pwrite(blk, at, LEN, want + (size_t)i * LEN, 0), 0);
+        }
+        for (int i = N - 1; i >= 0; i--) {
+            int64_t at = (int64_t)i * SPAN + 1024 + pass * 8 * KiB;
+
+            assert_int_equal(blk_pread(blk, at, LEN, buf, 0), 0);
+            assert_memory_equal(buf, want + (size_t)i * LEN, LEN);
+        }
+    }
+    blk_unref(blk);
+    blk = open_qcow(0);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(blk_pread(blk, (int64_t)i * SPAN + 1024 + pass * 8 * KiB, LEN, buf,
+                                       0), 0);
+            assert_memory_equal(buf, want + (size_t)i * LEN, LEN);
+        }
+    }
+    blk_unref(blk);
+    free(want);
+    free(buf);
+}
+
 /* Appends a raw-deflate compressed copy of a 4 KiB cluster; returns its L2 entry. */
 static uint64_t append_compressed(int fd, const uint8_t *cluster)
 {
@@ -354,6 +404,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qcow_backing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow_concurrent_alloc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow_alloc_unlocked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow_many_tables, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow_compressed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow_encrypted, setup, teardown),
     };

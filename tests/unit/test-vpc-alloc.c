@@ -40,35 +40,6 @@ static int teardown(void **state)
     return 0;
 }
 
-typedef struct ConcReq {
-    int *pending;
-    int ret;
-    IOVector qiov;
-} ConcReq;
-
-static void conc_done(void *opaque, int ret)
-{
-    ConcReq *r = opaque;
-
-    r->ret = ret;
-    (*r->pending)--;
-}
-
-static void wait_pending(BlockBackend *blk, const int *pending)
-{
-    while (*pending) {
-        aio_poll(blk_get_aio_context(blk), true);
-    }
-}
-
-/* Polls without blocking, enough for any runnable request to end. */
-static void poll_some(BlockBackend *blk)
-{
-    for (int i = 0; i < 50; i++) {
-        aio_poll(blk_get_aio_context(blk), false);
-    }
-}
-
 /* Opens img through blkdebug (extra: more options, may be ""). */
 static BlockBackend *open_dbg(const char *extra)
 {
@@ -129,9 +100,9 @@ static void test_vpc_alloc_unlocked(void **state)
     enum { A = BLK + 4 * KiB, B = BLK + 512 * KiB, R = BLK + 768 * KiB };
     uint8_t *want = calloc(1, DISK), *buf = malloc(64 * KiB), *w2 = want + 3 * BLK;
     int pending_a = 1, pending = 0, pending_b = 1;
-    ConcReq ra = { .pending = &pending_a }, rb = { .pending = &pending_b };
-    ConcReq r2 = { .pending = &pending }, rr = { .pending = &pending };
-    ConcReq rf = { .pending = &pending };
+    DrvTestReq ra = { .pending = &pending_a }, rb = { .pending = &pending_b };
+    DrvTestReq r2 = { .pending = &pending }, rr = { .pending = &pending };
+    DrvTestReq rf = { .pending = &pending };
     BlockDriverState *bs;
     BlockBackend *blk;
 
@@ -144,7 +115,7 @@ static void test_vpc_alloc_unlocked(void **state)
 
     assert_int_equal(bdrv_debug_breakpoint(bs, "write_aio", "a"), 0);
     iovector_init_buf(&ra.qiov, want + A, 4 * KiB);
-    blk_aio_pwritev(blk, A, &ra.qiov, 0, conc_done, &ra);
+    blk_aio_pwritev(blk, A, &ra.qiov, 0, drv_test_req_done, &ra);
     while (pending_a && !bdrv_debug_is_suspended(bs, "a")) {
         aio_poll(blk_get_aio_context(blk), true); /* bitmap and zeroes complete first */
     }
@@ -152,24 +123,24 @@ static void test_vpc_alloc_unlocked(void **state)
 
     pending = 3;
     iovector_init_buf(&r2.qiov, w2, BLK);
-    blk_aio_pwritev(blk, 3 * BLK, &r2.qiov, 0, conc_done, &r2);
+    blk_aio_pwritev(blk, 3 * BLK, &r2.qiov, 0, drv_test_req_done, &r2);
     iovector_init_buf(&rr.qiov, buf, 64 * KiB);
-    blk_aio_preadv(blk, R, &rr.qiov, 0, conc_done, &rr);
-    blk_aio_flush(blk, conc_done, &rf);
+    blk_aio_preadv(blk, R, &rr.qiov, 0, drv_test_req_done, &rr);
+    blk_aio_flush(blk, drv_test_req_done, &rf);
     iovector_init_buf(&rb.qiov, want + B, 64 * KiB);
-    blk_aio_pwritev(blk, B, &rb.qiov, 0, conc_done, &rb);
-    wait_pending(blk, &pending);
+    blk_aio_pwritev(blk, B, &rb.qiov, 0, drv_test_req_done, &rb);
+    drv_test_wait(blk, &pending);
     assert_int_equal(r2.ret, 0);
     assert_int_equal(rr.ret, 0);
     assert_int_equal(rf.ret, 0);
     assert_memory_equal(buf, want + R, 64 * KiB);
-    poll_some(blk);
+    drv_test_poll_some(blk);
     assert_int_equal(pending_a + pending_b, 2); /* the joiner waits for the allocation */
     assert_true(bdrv_debug_is_suspended(bs, "a"));
 
     assert_int_equal(bdrv_debug_resume(bs, "a"), 0);
-    wait_pending(blk, &pending_a);
-    wait_pending(blk, &pending_b);
+    drv_test_wait(blk, &pending_a);
+    drv_test_wait(blk, &pending_b);
     assert_int_equal(ra.ret, 0);
     assert_int_equal(rb.ret, 0);
     blk_unref(blk);
@@ -191,7 +162,7 @@ static uint32_t file_entry(BDRVVpcState *s, uint32_t b)
 
 /* Writes the N requests of the shared-flush tests: blocks 0..7, then 0..3 again. */
 enum { N = 12 };
-static void start_writes(BlockBackend *blk, uint8_t *want, ConcReq *reqs, int *pending)
+static void start_writes(BlockBackend *blk, uint8_t *want, DrvTestReq *reqs, int *pending)
 {
     for (int i = 0; i < N; i++) {
         int64_t off = (int64_t)(i % 8) * BLK + (i / 8 + 1) * 512 * KiB + (i % 3) * 4 * KiB;
@@ -199,7 +170,7 @@ static void start_writes(BlockBackend *blk, uint8_t *want, ConcReq *reqs, int *p
         drv_test_pattern(want + off, 128 * KiB, (uint8_t)(i + 1));
         reqs[i].pending = pending;
         iovector_init_buf(&reqs[i].qiov, want + off, 128 * KiB);
-        blk_aio_pwritev(blk, off, &reqs[i].qiov, 0, conc_done, &reqs[i]);
+        blk_aio_pwritev(blk, off, &reqs[i].qiov, 0, drv_test_req_done, &reqs[i]);
     }
 }
 
@@ -212,7 +183,7 @@ static void start_writes(BlockBackend *blk, uint8_t *want, ConcReq *reqs, int *p
 static void test_vpc_alloc_commit_at_flush(void **state)
 {
     uint8_t *want = calloc(1, DISK);
-    ConcReq reqs[N];
+    DrvTestReq reqs[N];
     BDRVVpcState *s;
     BlockBackend *blk;
     int pending = N;
@@ -221,7 +192,7 @@ static void test_vpc_alloc_commit_at_flush(void **state)
     blk = open_dbg("");
     s = blk_bs(blk)->opaque;
     start_writes(blk, want, reqs, &pending);
-    wait_pending(blk, &pending);
+    drv_test_wait(blk, &pending);
     for (uint32_t b = 0; b < 8; b++) {
         assert_int_equal(reqs[b].ret, 0);
         assert_true(s->bat[b] != VHD_BAT_UNUSED);
@@ -249,7 +220,7 @@ static void test_vpc_alloc_commit_at_flush(void **state)
 static void test_vpc_alloc_bits_shared_flush(void **state)
 {
     uint8_t *want = calloc(1, DISK);
-    ConcReq reqs[N];
+    DrvTestReq reqs[N];
     BDRVVpcState *s;
     BlockDriverState *bs;
     BlockBackend *blk;
@@ -268,11 +239,11 @@ static void test_vpc_alloc_bits_shared_flush(void **state)
     while (!bdrv_debug_is_suspended(bs, "f") || s->publish_waiting < 6) {
         aio_poll(blk_get_aio_context(blk), true);
     }
-    poll_some(blk);
+    drv_test_poll_some(blk);
     assert_int_equal(s->publish_waiting, 6);
     assert_int_equal(pending, 6);
     assert_int_equal(bdrv_debug_resume(bs, "f"), 0);
-    wait_pending(blk, &pending);
+    drv_test_wait(blk, &pending);
     for (int i = 0; i < N; i++) {
         assert_int_equal(reqs[i].ret, 0);
     }

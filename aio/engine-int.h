@@ -30,11 +30,21 @@ extern const AioEngineOps aio_engine_linux_aio_ops;
 #endif
 extern const AioEngineOps aio_engine_threads_ops;
 
+/*
+ * Test hook: writes carrying any of the RWF_* flags in rwf fail with
+ * -EOPNOTSUPP before reaching the kernel, as on a kernel or file system
+ * without them. 0 restores the default. $COBLK_AIO_REFUSE_RWF adds flags
+ * the same way (for benchmarks).
+ */
+void aio_io_refuse_rwf(unsigned rwf);
+
 /* Submission counters of one engine, for tests and benchmarks. */
 typedef struct AioEngineStats {
     uint64_t submit_calls;   /* batches handed to the kernel or the pool */
     uint64_t reqs_submitted; /* requests in those batches */
     uint64_t max_batch;      /* largest batch so far */
+    uint64_t syncs;          /* fsync and fdatasync requests */
+    uint64_t dsync_writes;   /* writes with RWF_DSYNC */
 } AioEngineStats;
 
 /* Records that n requests went out in one submission call. */

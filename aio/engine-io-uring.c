@@ -102,6 +102,7 @@ static void uring_prep(struct io_uring_sqe *sqe, AioIoReq *req)
         } else {
             io_uring_prep_writev(sqe, req->fd, req->iov, req->iovcnt, req->offset);
         }
+        sqe->rw_flags = (__kernel_rwf_t)req->mode; /* RWF_DSYNC: a FUA write */
         break;
     case AIO_OP_FSYNC:
         io_uring_prep_fsync(sqe, req->fd, 0);

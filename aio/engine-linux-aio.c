@@ -85,6 +85,8 @@ static void laio_prep(LaioEngine *s, AioIoReq *req)
         } else {
             io_prep_pwritev(iocb, req->fd, req->iov, req->iovcnt, req->offset);
         }
+        /* RWF_DSYNC (a FUA write); libaio >= 0.3.111 names the field (Debian 12: 0.3.113). */
+        iocb->aio_rw_flags = req->mode;
         break;
     case AIO_OP_FSYNC:
         io_prep_fsync(iocb, req->fd);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "aio/engine-int.h"
@@ -34,7 +35,8 @@ static int64_t run_pwritev(const AioIoReq *req)
     ssize_t r;
 
     do {
-        r = pwritev(req->fd, req->iov, req->iovcnt, req->offset);
+        r = req->mode ? pwritev2(req->fd, req->iov, req->iovcnt, req->offset, req->mode)
+                      : pwritev(req->fd, req->iov, req->iovcnt, req->offset);
     } while (r < 0 && errno == EINTR);
     return r < 0 ? -errno : r;
 }

@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "aio/engine-int.h"
 
@@ -169,6 +170,27 @@ AioEngine *aio_get_engine(AioContext *ctx, AioEngineType type, bool strict, Erro
 /* ---------------------------------------------------------------------- */
 /* Requests */
 
+/* RWF_* flags that writes treat as refused by the kernel (test hook, see engine-int.h). */
+static _Atomic unsigned engine_refused_rwf;
+
+void aio_io_refuse_rwf(unsigned rwf)
+{
+    engine_refused_rwf = rwf;
+}
+
+/*
+ * The RWF_* flags to refuse: the test hook's, plus those of
+ * $COBLK_AIO_REFUSE_RWF (a number, e.g. 2 for RWF_DSYNC), so that a benchmark
+ * can compare native FUA with its write + fdatasync fallback without a
+ * rebuild. Only writes that carry flags look.
+ */
+static unsigned engine_refused(void)
+{
+    const char *env = getenv("COBLK_AIO_REFUSE_RWF");
+
+    return engine_refused_rwf | (env ? (unsigned)strtoul(env, NULL, 0) : 0);
+}
+
 int64_t coroutine_fn aio_co_io(AioEngine *e, AioIoOp op, int fd, int64_t offset,
                                const struct iovec *iov, int iovcnt, int mode, int64_t len)
 {
@@ -182,6 +204,7 @@ int64_t coroutine_fn aio_co_io(AioEngine *e, AioIoOp op, int fd, int64_t offset,
         .iov = iov,
         .co = coroutine_self(),
     };
+    AioEngineStats *stats = &impl_of(e)->stats;
     int ret;
 
     assert(req.co);
@@ -190,6 +213,17 @@ int64_t coroutine_fn aio_co_io(AioEngine *e, AioIoOp op, int fd, int64_t offset,
     }
     if ((op == AIO_OP_PREADV || op == AIO_OP_PWRITEV) && (iovcnt < 0 || iovcnt > IOV_MAX)) {
         return -EINVAL;
+    }
+    if ((op == AIO_OP_PREADV && mode != 0) || (op == AIO_OP_PWRITEV && (mode & ~RWF_DSYNC))) {
+        return -EINVAL;
+    }
+    if (op == AIO_OP_PWRITEV && mode && (mode & engine_refused())) {
+        return -EOPNOTSUPP; /* as pwritev2(2) answers for a flag it does not know */
+    }
+    if (op == AIO_OP_FSYNC || op == AIO_OP_FDATASYNC) {
+        stats->syncs++;
+    } else if (op == AIO_OP_PWRITEV && mode) {
+        stats->dsync_writes++;
     }
     ret = e->ops->submit(e, &req);
     if (ret < 0) {
@@ -211,6 +245,12 @@ int64_t coroutine_fn aio_co_pwritev(AioEngine *e, int fd, int64_t offset,
                                     const struct iovec *iov, int iovcnt)
 {
     return aio_co_io(e, AIO_OP_PWRITEV, fd, offset, iov, iovcnt, 0, 0);
+}
+
+int64_t coroutine_fn aio_co_pwritev2(AioEngine *e, int fd, int64_t offset,
+                                     const struct iovec *iov, int iovcnt, int rwf)
+{
+    return aio_co_io(e, AIO_OP_PWRITEV, fd, offset, iov, iovcnt, rwf, 0);
 }
 
 int coroutine_fn aio_co_fdatasync(AioEngine *e, int fd)

@@ -673,6 +673,8 @@ static int coroutine_fn bdrv_do_pwritev(BlockDriverState *bs, int64_t offset, in
     /* A compressed write replaces (and frees) whole host clusters: serialising too. */
     uint32_t ser = (padded || (flags & (BDRV_REQ_SERIALISING | BDRV_REQ_WRITE_COMPRESSED)))
                        ? (uint32_t)pad.align : 0;
+    /* Decided before the write: a driver may stop honouring FUA during it (and then syncs). */
+    bool emulate_fua = (flags & BDRV_REQ_FUA) && !(bs->supported_write_flags & BDRV_REQ_FUA);
     int ret = 0;
 
     bdrv_tracked_begin(&req, bs, offset, bytes, BDRV_TRACKED_WRITE, ser);
@@ -696,7 +698,7 @@ static int coroutine_fn bdrv_do_pwritev(BlockDriverState *bs, int64_t offset, in
     }
     bdrv_pad_free(&pad);
     bdrv_write_done(bs, offset, bytes);
-    if (ret == 0 && (flags & BDRV_REQ_FUA) && !(bs->supported_write_flags & BDRV_REQ_FUA)) {
+    if (ret == 0 && emulate_fua) {
         ret = bdrv_co_flush(bs);
     }
     bdrv_tracked_end(&req);
@@ -708,6 +710,7 @@ static int coroutine_fn bdrv_pass_through_pwritev(BlockDriverState *bs, int64_t 
                                                   int64_t bytes, IOVector *qiov,
                                                   size_t qiov_offset, BdrvRequestFlags flags)
 {
+    bool emulate_fua = (flags & BDRV_REQ_FUA) && !(bs->supported_write_flags & BDRV_REQ_FUA);
     int ret;
 
     bs->unlisted_in_flight++; /* bdrv_plain_begin(): none serialising */
@@ -717,7 +720,7 @@ static int coroutine_fn bdrv_pass_through_pwritev(BlockDriverState *bs, int64_t 
     bdrv_debug_event(bs, BLKDBG_PWRITEV_DONE);
     bdrv_write_done(bs, offset, bytes);
     ret = ret < 0 ? ret : 0;
-    if (ret == 0 && (flags & BDRV_REQ_FUA) && !(bs->supported_write_flags & BDRV_REQ_FUA)) {
+    if (ret == 0 && emulate_fua) {
         ret = bdrv_co_flush(bs);
     }
     bdrv_plain_end(bs);

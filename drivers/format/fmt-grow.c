@@ -18,6 +18,8 @@ int coroutine_fn fmt_co_grow_reset(BdrvChild *file, FmtGrow *g)
     int64_t len = bdrv_co_getlength(file->bs);
 
     if (len < 0) {
+        g->file_len = UINT64_MAX; /* unknown: no part of the file reads zero for sure */
+        g->zero_from = UINT64_MAX;
         return (int)len;
     }
     g->file_len = (uint64_t)len;
@@ -72,6 +74,14 @@ void fmt_grow_written(FmtGrow *g, uint64_t to)
     if (to > g->zero_from) {
         g->zero_from = to < g->file_len ? to : g->file_len;
     }
+}
+
+void fmt_grow_appended(FmtGrow *g, uint64_t to)
+{
+    if (to > g->file_len) {
+        g->file_len = to;
+    }
+    fmt_grow_written(g, to);
 }
 
 void fmt_grow_truncated(FmtGrow *g, uint64_t len)

@@ -1,5 +1,6 @@
 /*
- * Growing an image file ahead of allocations (vdi, parallels). Not installed.
+ * Growing an image file ahead of allocations (vdi, parallels), and knowing
+ * which part of it reads zero (vdi, parallels, vpc). Not installed.
  *
  * Formats that put every new block or cluster at the end of their file used
  * to extend the file once per allocation (a zeroing fallocate or an
@@ -60,6 +61,15 @@ uint64_t fmt_grow_unzeroed(const FmtGrow *g, uint64_t from, uint64_t to);
 void fmt_grow_written(FmtGrow *g, uint64_t to);
 
 /**
+ * [from, to) was handed out to writers that extend the file themselves by
+ * writing past its end (vpc: a new block goes where the footer was, without
+ * fmt_co_grow_to). A write past the end leaves a gap that reads zero, so
+ * space past the file's length as g knew it reads zero until handed out: as
+ * fmt_grow_written, with the file counted as at least to bytes long.
+ */
+void fmt_grow_appended(FmtGrow *g, uint64_t to);
+
+/**
  * Cuts the file to keep bytes if it was grown past that. The caller made
  * the metadata that refers to [0, keep) durable first. Returns 0 or -errno.
  */
@@ -70,7 +80,9 @@ void fmt_grow_truncated(FmtGrow *g, uint64_t len);
 
 /**
  * Something else changed the file's length (a resize, a repair): reads it
- * again; nothing past it is known to read zero. Returns 0 or -errno.
+ * again; nothing before it is known to read zero. Returns 0 or -errno; on
+ * an error nothing at all is known to read zero any more (every later
+ * allocation zeroes what it does not write) until a reset succeeds.
  */
 int coroutine_fn fmt_co_grow_reset(BdrvChild *file, FmtGrow *g);
 

@@ -1,5 +1,5 @@
 /*
- * Helpers shared by the vdi, vpc, qed and qcow drivers (see fmt-util.h).
+ * Helpers shared by the format drivers (see fmt-util.h).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -60,4 +60,50 @@ int fmt_refuse_write_open(BlockDriverState *bs, int flags, Error **errp)
     error_setg(errp, "'%s': the %s format is read-only in coblk: open it read-only "
                "(or convert it to a writable format)", bs->filename, bs->drv->format_name);
     return -EROFS;
+}
+
+void coroutine_fn fmt_join_seal(FmtInflightList *l, FmtJoin *j, CoMutex *lock)
+{
+    while (j->writing) {
+        fmt_inflight_wait(l, lock);
+    }
+    j->open = false;
+}
+
+int coroutine_fn fmt_join_end(FmtInflightList *l, FmtJoin *j, CoMutex *lock, int ret)
+{
+    j->ret = ret;
+    j->done = true;
+    co_queue_restart_all(&l->wait);
+    while (j->refs) {
+        fmt_inflight_wait(l, lock);
+    }
+    fmt_inflight_end(l, &j->in);
+    return ret;
+}
+
+int coroutine_fn fmt_co_join(FmtInflightList *l, FmtJoin *j, CoMutex *lock, BdrvChild *file,
+                             int64_t offset, int64_t bytes, IOVector *qiov, size_t qoff,
+                             FmtJoinLanded *landed, void *opaque)
+{
+    int ret;
+
+    j->refs++;
+    j->writing++;
+    co_mutex_unlock(lock);
+    ret = bdrv_co_pwritev_part(file, offset, bytes, qiov, qoff, 0);
+    co_mutex_lock(lock);
+    if (ret == 0 && landed) {
+        landed(j, opaque);
+    }
+    j->writing--;
+    co_queue_restart_all(&l->wait);
+    while (!j->done) {
+        fmt_inflight_wait(l, lock);
+    }
+    ret = ret ? ret : j->ret;
+    j->refs--;
+    co_queue_restart_all(&l->wait);
+    co_mutex_unlock(lock);
+    return ret;
 }

@@ -107,6 +107,83 @@ static inline void coroutine_fn fmt_inflight_wait_all(FmtInflightList *l, CoMute
     }
 }
 
+/*
+ * An allocation in flight that other writes of its unit can "join": once its
+ * unit's new place is prepared (zeroed, and for some formats its bitmap
+ * written) and opened, a second write of the unit writes its data into that
+ * place without the driver's lock instead of waiting, and completes when the
+ * allocation does (with its result). The allocator:
+ *
+ *     fmt_inflight_begin(l, &j->in, unit, 1);    lock held, then unlocked:
+ *     prepare the place; lock; fmt_join_open(l, j); unlock; write its data;
+ *     lock; fmt_join_seal(l, j, lock);           no joiner writes any more
+ *     set the unit's entry (if every write went well);
+ *     ret = fmt_join_end(l, j, lock, ret);       joiners have their result
+ *
+ * A joiner finds the record with fmt_join_find and calls fmt_co_join when
+ * fmt_join_can_join says so; otherwise it waits (fmt_inflight_wait) and looks
+ * again. Every record in a list that uses fmt_join_find must be an FmtJoin.
+ * Plain FmtInflight users (qed, vmdk, vdi, parallels, qcow) are not affected.
+ */
+typedef struct FmtJoin {
+    FmtInflight in;
+    bool open;                  /* place prepared, not sealed: joiners may write */
+    bool done;                  /* entry set, or failed: ret is final */
+    int ret;
+    unsigned refs;              /* joiners that have yet to read ret */
+    unsigned writing;           /* joiners' data writes in flight */
+} FmtJoin;
+
+/** The joinable allocation in flight of unit u, or NULL. */
+static inline FmtJoin *fmt_join_find(const FmtInflightList *l, uint64_t u)
+{
+    return (FmtJoin *)fmt_inflight_find(l, u); /* in is the first member */
+}
+
+/** Whether a write of j's unit may join it now (else it waits for it to end). */
+static inline bool fmt_join_can_join(const FmtJoin *j)
+{
+    return j->open && !j->done;
+}
+
+/** Allocator: the place is prepared; lets joiners in. Lock held. */
+static inline void fmt_join_open(FmtInflightList *l, FmtJoin *j)
+{
+    j->open = true;
+    co_queue_restart_all(&l->wait);
+}
+
+/**
+ * Allocator: waits until every joiner's data is written, then closes j to
+ * new joiners (they wait for it to end). After it, with the lock held or
+ * not, the allocator may write what makes the joiners' data visible.
+ */
+void coroutine_fn fmt_join_seal(FmtInflightList *l, FmtJoin *j, CoMutex *lock);
+
+/**
+ * Allocator: publishes ret (the allocation's result, 0 once its entry is set)
+ * to the joiners, waits until each has read it, and unlists j. Lock held
+ * throughout. Returns ret.
+ */
+int coroutine_fn fmt_join_end(FmtInflightList *l, FmtJoin *j, CoMutex *lock, int ret);
+
+/**
+ * Called by a joiner with the lock held once its data write succeeded, before
+ * the allocator can seal: records what the allocator must publish for it
+ * (e.g. the write's bits in a sector bitmap). opaque is fmt_co_join's.
+ */
+typedef void FmtJoinLanded(FmtJoin *j, void *opaque);
+
+/**
+ * Joiner (fmt_join_can_join(j) true, lock held): writes bytes of qiov from
+ * qoff at offset of file without the lock, calls landed (if not NULL) when
+ * that succeeded, and waits until j ends. Releases the lock. Returns the
+ * write's error, else the allocation's result.
+ */
+int coroutine_fn fmt_co_join(FmtInflightList *l, FmtJoin *j, CoMutex *lock, BdrvChild *file,
+                             int64_t offset, int64_t bytes, IOVector *qiov, size_t qoff,
+                             FmtJoinLanded *landed, void *opaque);
+
 /**
  * Creates filename empty through the protocol its name selects ("file" by
  * default) and opens it read-write as a protocol node behind a new

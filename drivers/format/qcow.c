@@ -10,7 +10,13 @@
  * in the bits above the 63 - cluster_bits offset bits).
  *
  * New clusters and L2 tables go at the end of the file (cluster-aligned).
- * A new L2 table is written (zeroes) at once; the L1 / L2 entries that point
+ * L2 tables are taken from a table area reserved (zeroed) up to the next
+ * QCOW_TABLE_AREA boundary, so that they do not sit between runs of data
+ * and shift them off that alignment (a plain image's 4 KiB table every 2 MiB
+ * would leave every 64 KiB guest write straddling two page-cache folios and
+ * device blocks). What the session leaves of the area is trimmed at close
+ * when it ends the file; elsewhere it stays unreferenced zeroes, as qcow has
+ * no free-space accounting. A new L2 table is zeroes at once; the L1 / L2 entries that point
  * at new tables and clusters change in memory and their table units are
  * written later (fmt-defer.h): at a guest flush, when the set of pending
  * units is full, before check, at close and before going read-only, each
@@ -68,6 +74,7 @@
  * 512-byte sectors.
  */
 #define QCOW_UNIT 4096u
+#define QCOW_TABLE_AREA (64u * 1024) /* L2 tables are reserved up to this alignment */
 #define QCOW_SCRATCH (32u * 1024)
 
 enum {
@@ -94,6 +101,8 @@ typedef struct BDRVQcowState {
     uint64_t *l1;
     uint64_t offset_mask;       /* compressed cluster offset bits */
     int64_t file_end;
+    int64_t tbl_next;           /* the reserved table area [tbl_next, tbl_end): zeroes */
+    int64_t tbl_end;
     QcowL2Cache *cache;
     uint32_t n_cache;
     uint16_t *slot_of;          /* per L1 entry: its cache slot + 1, 0 if none (a hint) */
@@ -594,6 +603,35 @@ static int64_t qcow_reserve(BDRVQcowState *s, uint64_t len)
 }
 
 /*
+ * A place for a new L2 table, reading as zeroes: the next one of the table
+ * area, which is reserved at the end of the file (and zeroed in one request)
+ * up to the next QCOW_TABLE_AREA boundary past one table when it runs out.
+ * Caller holds lock.
+ */
+static int coroutine_fn qcow_reserve_table(BlockDriverState *bs, int64_t *at)
+{
+    BDRVQcowState *s = bs->opaque;
+    uint64_t len = round_up_u64(s->l2_bytes, s->cluster_size), end;
+    int64_t start;
+    int ret;
+
+    if (s->tbl_next + (int64_t)len > s->tbl_end) {
+        start = qcow_reserve(s, len);
+        end = round_up_u64((uint64_t)start + len, QCOW_TABLE_AREA);
+        ret = bdrv_co_pwrite_zeroes(bs->file, start, (int64_t)end - start, 0);
+        s->file_end = (int64_t)end;
+        if (ret < 0) {
+            return ret; /* the space stays unused: qcow does not account for it */
+        }
+        s->tbl_next = start;
+        s->tbl_end = (int64_t)end;
+    }
+    *at = s->tbl_next;
+    s->tbl_next += (int64_t)len;
+    return 0;
+}
+
+/*
  * The cached L2 table of L1 entry l1i, made if there is none: a new table
  * goes at the end of the file, written as zeroes at once, and the L1 entry
  * pointing at it changes in memory (written at the next commit, after a
@@ -613,11 +651,9 @@ static int coroutine_fn qcow_l2_for_write(BlockDriverState *bs, uint32_t l1i, ui
     if (ret < 0) {
         return ret;
     }
-    at = qcow_reserve(s, s->l2_bytes);
-    ret = bdrv_co_pwrite_zeroes(bs->file, at,
-                                (int64_t)round_up_u64(s->l2_bytes, s->cluster_size), 0);
+    ret = qcow_reserve_table(bs, &at);
     if (ret < 0) {
-        return ret; /* the space stays unused: qcow does not account for it */
+        return ret;
     }
     memset(v->table, 0, s->l2_bytes);
     v->offset = (uint64_t)at;
@@ -1014,20 +1050,41 @@ static int64_t coroutine_fn qcow_open_co(void *opaque)
     return qcow_co_open(o->bs, o->errp);
 }
 
-/* Pending table units to the file, then everything durable. */
+/*
+ * Cuts the unused rest of the table area when it ends the file (nothing
+ * refers to it; a crash before the cut only leaves zeroes). Caller holds lock.
+ */
+static int coroutine_fn qcow_trim_tables(BlockDriverState *bs)
+{
+    BDRVQcowState *s = bs->opaque;
+    int ret;
+
+    if (s->tbl_next >= s->tbl_end || s->tbl_end != s->file_end) {
+        return 0;
+    }
+    ret = bdrv_co_truncate(bs->file, s->tbl_next, true, PREALLOC_MODE_OFF, 0, NULL);
+    if (ret == 0) {
+        s->file_end = s->tbl_next;
+        s->tbl_end = s->tbl_next;
+    }
+    return ret;
+}
+
+/* Pending table units to the file, then everything durable; the table area's rest cut. */
 static int64_t coroutine_fn qcow_close_co(void *opaque)
 {
     BlockDriverState *bs = opaque;
     BDRVQcowState *s = bs->opaque;
     int ret;
 
-    if (!fmt_defer_pending(&s->dirty)) {
-        return 0;
-    }
     co_mutex_lock(&s->lock);
-    ret = qcow_commit(bs);
+    ret = qcow_trim_tables(bs);
+    if (ret == 0 && fmt_defer_pending(&s->dirty)) {
+        ret = qcow_commit(bs);
+        ret = ret ? ret : bdrv_co_flush(bs->file->bs);
+    }
     co_mutex_unlock(&s->lock);
-    return ret ? ret : bdrv_co_flush(bs->file->bs);
+    return ret;
 }
 
 static void qcow_close(BlockDriverState *bs)

@@ -522,7 +522,12 @@ static int coroutine_fn qed_co_preadv(BlockDriverState *bs, int64_t offset, int6
 /* ---------------------------------------------------------------------- */
 /* Writes */
 
-/* Sets NEED_CHECK (flushed) before the first metadata change. Holds table_lock. */
+/*
+ * Sets NEED_CHECK, durably, before the first metadata change (issued after
+ * this returns). One FUA write: no earlier write needs to be durable before
+ * the flag, and a flush would also write back every other dirty page of the
+ * image file. Holds table_lock.
+ */
 static int coroutine_fn qed_mark_dirty(BlockDriverState *bs)
 {
     BDRVQedState *s = bs->opaque;
@@ -532,10 +537,8 @@ static int coroutine_fn qed_mark_dirty(BlockDriverState *bs)
         return 0;
     }
     s->features |= QED_F_NEED_CHECK;
-    ret = qed_write_header(bs);
-    if (ret == 0) {
-        ret = bdrv_co_flush(bs->file->bs);
-    }
+    st_le64(s->hdr + QH_FEATURES, s->features);
+    ret = fmt_co_pwrite(bs->file, 0, QED_HEADER_LEN, s->hdr, BDRV_REQ_FUA);
     if (ret < 0) {
         s->features &= ~QED_F_NEED_CHECK;
         return ret;

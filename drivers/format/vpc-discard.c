@@ -229,13 +229,34 @@ int coroutine_fn vpc_open_free_slots(BlockDriverState *bs, uint64_t file_len,
     return 0;
 }
 
-/* Removes the free slot whose block ends at free_off, if any; true if one was. */
+/* Whether [lo, hi) of the file holds no metadata: the dynamic header, the BAT. */
+static bool vpc_gap_empty(const BDRVVpcState *s, uint64_t lo, uint64_t hi)
+{
+    uint64_t dh = ld_be64(s->footer + FT_DATA_OFFSET);
+    uint64_t bat_end = s->bat_offset + (uint64_t)s->bat_entries * 4;
+
+    return (hi <= dh || lo >= dh + VHD_DYNHDR_SIZE) && (hi <= s->bat_offset || lo >= bat_end);
+}
+
+/*
+ * Removes the free slot whose block ends at free_off, if any; true if one
+ * was. In a dynamic disk (whose discards make the slots), also one that
+ * ends just before free_off, where the gap before a block placed there
+ * (vpc_end_place) ends, when that gap holds no metadata: nothing else
+ * fits in it (a block is longer), and nothing but a differencing disk's
+ * parent locators is ever written at free_off.
+ */
 static bool vpc_free_slot_take_tail(BDRVVpcState *s, int64_t *at)
 {
     int64_t len = (int64_t)s->bitmap_size + s->block_size;
 
     for (uint32_t i = 0; i < s->n_free; i++) {
-        if ((int64_t)s->free_slots[i] * VHD_SECTOR + len == s->free_off) {
+        int64_t end = (int64_t)s->free_slots[i] * VHD_SECTOR + len;
+
+        if (end == s->free_off ||
+            (s->type == VHD_DYNAMIC && end < s->free_off &&
+             vpc_end_place(s, end) == s->free_off &&
+             vpc_gap_empty(s, (uint64_t)end, (uint64_t)s->free_off))) {
             *at = (int64_t)s->free_slots[i] * VHD_SECTOR;
             s->free_slots[i] = s->free_slots[--s->n_free];
             return true;
@@ -263,8 +284,12 @@ static int coroutine_fn vpc_trim_tail(BlockDriverState *bs)
         s->free_off = old; /* the footer at old is still whole: allocate past it */
         return ret;
     }
-    return bdrv_co_truncate(bs->file, s->free_off + VHD_FOOTER_SIZE, true, PREALLOC_MODE_OFF,
-                            0, NULL);
+    ret = bdrv_co_truncate(bs->file, s->free_off + VHD_FOOTER_SIZE, true, PREALLOC_MODE_OFF,
+                           0, NULL);
+    if (ret == 0) {
+        fmt_grow_truncated(&s->grow, (uint64_t)s->free_off + VHD_FOOTER_SIZE);
+    }
+    return ret;
 }
 
 /* Unmaps blocks [first, end): BAT sectors, flush, then their space is released. */

@@ -7,6 +7,7 @@
 #define COBLK_DRIVERS_FORMAT_VPC_INT_H
 
 #include "block/block-int.h"
+#include "drivers/format/fmt-grow.h"
 #include "drivers/format/fmt-util.h"
 
 #define VHD_FOOTER_SIZE 512
@@ -61,6 +62,7 @@ typedef struct BDRVVpcState {
     uint32_t type;
     int64_t size;               /* guest size */
     int64_t free_off;           /* where the next block goes (the trailing footer) */
+    FmtGrow grow;               /* which space at the end reads zero (alloc_lock; no step) */
     CoMutex alloc_lock;         /* allocation and bitmap updates */
     CoRwlock move_lock;         /* dynamic I/O shared; resize (moves blocks) exclusive */
     uint32_t *free_slots;       /* sectors of discarded blocks to reuse (vpc-discard.c) */
@@ -91,6 +93,12 @@ bool vpc_round_chs(uint64_t *sectors);
 /* Writes the BAT sector that holds entry block. */
 int coroutine_fn vpc_write_bat_entry(BlockDriverState *bs, uint32_t block);
 /* Writes (vpc-alloc.c). */
+/*
+ * Where a new block goes at the end of the file when free_off is from: at
+ * from, or just past it so that its data starts aligned (a gap of under
+ * 1/32 of a block, at most 64 KiB).
+ */
+int64_t vpc_end_place(const BDRVVpcState *s, int64_t from);
 /* Writes [in_block, in_block + n) of a dynamic or differencing disk's block. */
 int coroutine_fn vpc_write_chunk(BlockDriverState *bs, uint32_t block, uint32_t in_block,
                                  int64_t n, IOVector *qiov, size_t qoff);

@@ -138,7 +138,7 @@ int coroutine_fn vpc_co_change_backing_file(BlockDriverState *bs, const char *ba
     uint8_t footer[VHD_FOOTER_SIZE], old_footer[VHD_FOOTER_SIZE];
     int64_t old_free = s->free_off;
     uint8_t *buf;
-    int ret = vpc_parent_refuse(bs, backing_file, backing_fmt, errp);
+    int r, ret = vpc_parent_refuse(bs, backing_file, backing_fmt, errp);
 
     if (ret < 0) {
         return ret;
@@ -171,6 +171,12 @@ int coroutine_fn vpc_co_change_backing_file(BlockDriverState *bs, const char *ba
             error_setg_errno(errp, ret, "vpc: could not write the new parent locators of '%s'",
                              bs->filename);
         }
+    }
+    /* Locators and header were written at the end (or failed to): read its length again. */
+    r = fmt_co_grow_reset(bs->file, &s->grow);
+    if (r < 0 && ret == 0) {
+        ret = r;
+        error_setg_errno(errp, r, "Could not get the size of '%s'", bs->filename);
     }
     if (ret == 0) {
         memcpy(s->dynhdr, buf + VPC_LOCATOR_AREA, VHD_DYNHDR_SIZE);

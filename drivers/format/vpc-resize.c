@@ -357,7 +357,7 @@ int coroutine_fn vpc_co_truncate(BlockDriverState *bs, int64_t offset, bool exac
     uint64_t want = (uint64_t)offset, size, old = (uint64_t)s->size;
     uint8_t saved[VHD_FOOTER_SIZE];
     uint32_t c, h, spt;
-    int ret;
+    int ret, r;
 
     if (prealloc != PREALLOC_MODE_OFF) {
         error_setg(errp, "vpc: resize with preallocation is not supported");
@@ -410,6 +410,12 @@ int coroutine_fn vpc_co_truncate(BlockDriverState *bs, int64_t offset, bool exac
     if (ret < 0) {
         memcpy(s->footer, saved, VHD_FOOTER_SIZE);
         s->size = (int64_t)old;
+    }
+    /* Blocks moved past the end (or failed to): what reads zero is read again. */
+    r = s->type == VHD_FIXED ? 0 : fmt_co_grow_reset(bs->file, &s->grow);
+    if (r < 0 && ret == 0) {
+        ret = r;
+        error_setg_errno(errp, r, "Could not get the size of '%s'", bs->filename);
     }
     co_mutex_unlock(&s->alloc_lock);
     co_rwlock_unlock(&s->move_lock);

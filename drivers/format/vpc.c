@@ -568,6 +568,17 @@ static int coroutine_fn vpc_co_open_meta(BlockDriverState *bs, Error **errp)
     if (ret == 0) {
         ret = vpc_open_free_slots(bs, (uint64_t)file_len, errp);
     }
+    /*
+     * New blocks go at free_off and extend the file by their writes: what
+     * lies past the file's end now reads zero and is not zeroed for them;
+     * space before it (a lost allocation's data past the footer) is.
+     */
+    if (ret == 0) {
+        ret = fmt_co_grow_init(bs->file, &s->grow, 0, VHD_SECTOR, PREALLOC_MODE_OFF);
+        if (ret < 0) {
+            error_setg_errno(errp, ret, "Could not get the size of '%s'", bs->filename);
+        }
+    }
     return ret;
 }
 

@@ -277,7 +277,7 @@ static int64_t file_read_nowait(BDRVFileState *s, const struct iovec *iov, int n
  * is -ENOSPC.
  */
 static int coroutine_fn file_co_rw_full(BDRVFileState *s, bool write, int64_t offset,
-                                        struct iovec *iov, int niov, int64_t bytes)
+                                        struct iovec *iov, int niov, int64_t bytes, int rwf)
 {
     struct iovec *rest = NULL;
     int64_t done = 0;
@@ -302,7 +302,7 @@ static int coroutine_fn file_co_rw_full(BDRVFileState *s, bool write, int64_t of
             cur_n = file_iov_skip(iov, niov, (size_t)done, rest);
             cur = rest;
         }
-        r = write ? aio_co_pwritev(s->engine, s->fd, offset + done, cur, cur_n)
+        r = write ? aio_co_pwritev2(s->engine, s->fd, offset + done, cur, cur_n, rwf)
                   : aio_co_preadv(s->engine, s->fd, offset + done, cur, cur_n);
         if (r < 0) {
             ret = (int)r;
@@ -324,7 +324,8 @@ static int coroutine_fn file_co_rw_full(BDRVFileState *s, bool write, int64_t of
 
 /* As file_co_rw_full() through an aligned bounce buffer (O_DIRECT, unaligned memory). */
 static int coroutine_fn file_co_rw_bounce(BDRVFileState *s, bool write, int64_t offset,
-                                          IOVector *qiov, size_t qiov_offset, int64_t bytes)
+                                          IOVector *qiov, size_t qiov_offset, int64_t bytes,
+                                          int rwf)
 {
     struct iovec one;
     void *buf;
@@ -338,7 +339,7 @@ static int coroutine_fn file_co_rw_bounce(BDRVFileState *s, bool write, int64_t 
     if (write) {
         iovector_to_buf(qiov, qiov_offset, buf, (size_t)bytes);
     }
-    ret = file_co_rw_full(s, write, offset, &one, 1, bytes);
+    ret = file_co_rw_full(s, write, offset, &one, 1, bytes, rwf);
     if (!write && ret == 0) {
         iovector_from_buf(qiov, qiov_offset, buf, (size_t)bytes);
     }
@@ -386,8 +387,9 @@ static int file_iov_slice(IOVector *qiov, size_t qiov_offset, int64_t bytes,
     return n;
 }
 
+/* Reads or writes (with pwritev2 flags rwf) [offset, +bytes) from qiov at qiov_offset. */
 static int coroutine_fn file_co_rw(BlockDriverState *bs, bool write, int64_t offset,
-                                   int64_t bytes, IOVector *qiov, size_t qiov_offset)
+                                   int64_t bytes, IOVector *qiov, size_t qiov_offset, int rwf)
 {
     BDRVFileState *s = bs->opaque;
     struct iovec local[FILE_LOCAL_IOV];
@@ -399,9 +401,9 @@ static int coroutine_fn file_co_rw(BlockDriverState *bs, bool write, int64_t off
         return niov;
     }
     if (!file_iov_aligned(s, iov, niov)) {
-        ret = file_co_rw_bounce(s, write, offset, qiov, qiov_offset, bytes);
+        ret = file_co_rw_bounce(s, write, offset, qiov, qiov_offset, bytes, rwf);
     } else {
-        ret = file_co_rw_full(s, write, offset, iov, niov, bytes);
+        ret = file_co_rw_full(s, write, offset, iov, niov, bytes, rwf);
     }
     if (iov != local && iov != qiov->iov) {
         free(iov);
@@ -412,13 +414,57 @@ static int coroutine_fn file_co_rw(BlockDriverState *bs, bool write, int64_t off
 int coroutine_fn file_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                 IOVector *qiov, size_t qiov_offset, BdrvRequestFlags flags)
 {
-    return file_co_rw(bs, false, offset, bytes, qiov, qiov_offset);
+    return file_co_rw(bs, false, offset, bytes, qiov, qiov_offset, 0);
+}
+
+/*
+ * A FUA write: one pwritev2(RWF_DSYNC), which makes the written range (and
+ * the metadata needed to read it back) durable before it completes, and
+ * nothing else: the other dirty pages of the file stay in the page cache, where
+ * an emulated FUA (write + fdatasync) would write them all back.
+ * A kernel or file system that refuses the flag answers -EOPNOTSUPP (or
+ * -EINVAL) without writing; the write is then done plainly and followed by
+ * fdatasync, and the node stops advertising BDRV_REQ_FUA so that the block
+ * layer emulates it from then on. An -EINVAL that the plain write repeats
+ * is the write's own error, returned as it is.
+ */
+static int coroutine_fn file_co_pwritev_fua(BlockDriverState *bs, int64_t offset,
+                                            int64_t bytes, IOVector *qiov, size_t qiov_offset)
+{
+    BDRVFileState *s = bs->opaque;
+    int ret = file_co_rw(bs, true, offset, bytes, qiov, qiov_offset, RWF_DSYNC);
+
+    if (ret != -EOPNOTSUPP && ret != -EINVAL) {
+        return ret;
+    }
+    ret = file_co_rw(bs, true, offset, bytes, qiov, qiov_offset, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    bs->supported_write_flags &= ~(unsigned)BDRV_REQ_FUA;
+    return aio_co_fdatasync(s->engine, s->fd);
 }
 
 int coroutine_fn file_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                  IOVector *qiov, size_t qiov_offset, BdrvRequestFlags flags)
 {
-    return file_co_rw(bs, true, offset, bytes, qiov, qiov_offset);
+    BDRVFileState *s = bs->opaque;
+    int ret;
+
+    /* cache.no-flush: the node never syncs, so FUA is dropped as a flush would be. */
+    if (!(flags & BDRV_REQ_FUA) || (bs->open_flags & BDRV_O_NO_FLUSH)) {
+        return file_co_rw(bs, true, offset, bytes, qiov, qiov_offset, 0);
+    }
+    if (bs->supported_write_flags & BDRV_REQ_FUA) {
+        return file_co_pwritev_fua(bs, offset, bytes, qiov, qiov_offset);
+    }
+    /*
+     * FUA was refused while this request was under way (a later piece of a
+     * split request, or one issued before): honour it here, as the block layer
+     * decided not to emulate it.
+     */
+    ret = file_co_rw(bs, true, offset, bytes, qiov, qiov_offset, 0);
+    return ret < 0 ? ret : aio_co_fdatasync(s->engine, s->fd);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -986,6 +1032,12 @@ int file_open_common(BlockDriverState *bs, BlockOpts *options, int flags, bool i
     if (!bs->filename[0]) {
         snprintf(bs->filename, sizeof(bs->filename), "%s", filename);
     }
+    /*
+     * Writes honour FUA natively (file_co_pwritev_fua); write-zeroes are
+     * fallocate or BLKZEROOUT, not writes, so the block layer follows them
+     * with a flush when FUA is asked.
+     */
+    bs->supported_write_flags = BDRV_REQ_FUA;
     bs->supported_zero_flags = BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK;
     bs->supported_truncate_flags = s->is_device ? 0 : BDRV_REQ_ZERO_WRITE;
 out:

@@ -57,7 +57,11 @@ typedef enum AioIoOp {
 
 /**
  * Runs one request on fd and returns its result. offset/iov/iovcnt are for
- * reads and writes, mode/offset/len for fallocate. iov must stay valid until
+ * reads and writes, mode/offset/len for fallocate. For AIO_OP_PWRITEV, mode
+ * holds pwritev2(2) RWF_* flags: 0 or RWF_DSYNC (the write is durable when
+ * it completes, as if followed by fdatasync of its range); other flags give
+ * -EINVAL. A kernel or file system that refuses RWF_DSYNC fails the write
+ * with -EOPNOTSUPP (or -EINVAL) without writing. iov must stay valid until
  * the call returns (it lives on the caller's stack). Coroutine context only.
  */
 COBLK_API int64_t coroutine_fn aio_co_io(AioEngine *e, AioIoOp op, int fd, int64_t offset,
@@ -68,6 +72,9 @@ COBLK_API int64_t coroutine_fn aio_co_preadv(AioEngine *e, int fd, int64_t offse
                                              const struct iovec *iov, int iovcnt);
 COBLK_API int64_t coroutine_fn aio_co_pwritev(AioEngine *e, int fd, int64_t offset,
                                               const struct iovec *iov, int iovcnt);
+/** aio_co_pwritev() with pwritev2(2) flags rwf (0 or RWF_DSYNC, see aio_co_io()). */
+COBLK_API int64_t coroutine_fn aio_co_pwritev2(AioEngine *e, int fd, int64_t offset,
+                                               const struct iovec *iov, int iovcnt, int rwf);
 COBLK_API int coroutine_fn aio_co_fdatasync(AioEngine *e, int fd);
 COBLK_API int coroutine_fn aio_co_fsync(AioEngine *e, int fd);
 COBLK_API int coroutine_fn aio_co_fallocate(AioEngine *e, int fd, int mode, int64_t offset,

@@ -31,6 +31,9 @@
  *    writes in flight at once (a qcow2 image batches their new clusters' data
  *    writes), each burst write an op of its own;
  *  - recover: see below;
+ *  - fua: the driver must make some header durable with a FUA write (vhdx's
+ *    header update, parallels' in_use mark), and power cuts land right after
+ *    each FUA write too (fua_cuts());
  *  - longdesc (vmdk): the embedded descriptor is padded with comment lines
  *    past its first sector before the workload, so that its updates (the CID
  *    at the first write, the size at a resize) span sectors and take the
@@ -82,7 +85,7 @@ typedef struct GuestOp {
 
 static const char *fmt;
 static bool recover, readfirst, with_backing, compress, with_bitmap, resize, longdesc;
-static bool concurrent, diffparent;
+static bool concurrent, diffparent, fua;
 static int64_t grow_to = GUEST_SIZE; /* "resize-big": far past the guest data */
 static int resize_flush = -1;   /* the guest flush right after the resize */
 static int64_t small_len;       /* the created image's size (resize) */
@@ -557,8 +560,12 @@ static void check_sectors(const uint8_t *got, int k, const char *what)
     }
 }
 
-/* How a point is replayed: exactly, as a random power cut, or keeping a subset. */
-enum { REPLAY_EXACT, REPLAY_CRASH, REPLAY_SUBSET };
+/*
+ * How a point is replayed: exactly, as a random power cut, keeping a subset,
+ * or as a power cut right after the FUA write that ends at entry cut_at.
+ */
+enum { REPLAY_EXACT, REPLAY_CRASH, REPLAY_SUBSET, REPLAY_CUT_AT };
+static uint64_t cut_at;
 
 /* seed: the random cut's seed, or the subset's mask of writes after upto. */
 static void replay_to(const Wlog *log, uint64_t upto, int how, uint64_t seed)
@@ -571,6 +578,7 @@ static void replay_to(const Wlog *log, uint64_t upto, int how, uint64_t seed)
         die("replay failed");
     }
     ret = how == REPLAY_CRASH ? wlog_replay_crash(log, fd, upto, seed, seed & 1)
+        : how == REPLAY_CUT_AT ? wlog_replay_crash_at(log, fd, upto, cut_at, seed, seed & 1)
         : how == REPLAY_SUBSET ? wlog_replay_subset(log, fd, upto, seed)
         : wlog_replay_range(log, fd, 0, upto);
     if (ret < 0) {
@@ -617,7 +625,8 @@ static void recover_image(const char *what)
 static void verify_point(const Wlog *log, uint64_t upto, int how, uint64_t seed,
                          uint8_t *got, bool *can_check)
 {
-    static const char *const hows[] = { "replay", "power cut", "power cut keeping writes" };
+    static const char *const hows[] = { "replay", "power cut", "power cut keeping writes",
+                                        "power cut right after a FUA write" };
     bool crash = how != REPLAY_EXACT;
     char what[128];
     int k = guest_flush_before(log, upto);
@@ -701,6 +710,45 @@ static uint64_t resize_subsets(const Wlog *log, uint64_t nfl, uint8_t *got, bool
         from = (uint64_t)at + 1;
     }
     return points + subsets_after(log, from, got, can_check);
+}
+
+#define FUA_CUTS_MAX 200
+
+/*
+ * A format that makes a header durable with a FUA write instead of write +
+ * flush (vhdx's header update, parallels' in_use mark) leaves no flush in
+ * the log right after it, so the cuts above may miss the moment between
+ * that header and the first write after it. This cuts right after each FUA
+ * write (sampled above FUA_CUTS_MAX): once exactly there, and crashes times
+ * keeping a random part of the writes since the last flush (the FUA ones
+ * always). Fails if the driver issued no FUA write at all.
+ */
+static uint64_t fua_cuts(const Wlog *log, int crashes, uint8_t *got, bool *can_check)
+{
+    uint64_t from = 0, nfua = 0, points = 0, step, seen = 0;
+
+    for (uint64_t i = 0; i < log->nr_entries; i++) {
+        nfua += (log->e[i].flags & LOGW_FUA) != 0;
+    }
+    if (nfua == 0) {
+        die("the driver issued no FUA write");
+    }
+    step = nfua > FUA_CUTS_MAX ? nfua / FUA_CUTS_MAX : 1;
+    for (uint64_t i = 0; i < log->nr_entries; i++) {
+        if (log->e[i].flags & LOGW_FLUSH) {
+            from = i + 1;
+        }
+        if (!(log->e[i].flags & LOGW_FUA) || seen++ % step) {
+            continue;
+        }
+        verify_point(log, i + 1, REPLAY_EXACT, 0, got, can_check);
+        cut_at = i + 1;
+        for (int c = 0; c < crashes; c++) {
+            verify_point(log, from, REPLAY_CUT_AT, i * 131 + (uint64_t)c, got, can_check);
+        }
+        points += 1 + (uint64_t)crashes;
+    }
+    return points;
 }
 
 /* Whether [off, off + len) is all dirty in bitmap "pc". */
@@ -820,6 +868,7 @@ int main(int argc, char **argv)
     longdesc = argc > 6 && strstr(argv[6], "longdesc") != NULL;
     concurrent = argc > 6 && strstr(argv[6], "concurrent") != NULL;
     diffparent = argc > 6 && strstr(argv[6], "diffparent") != NULL;
+    fua = argc > 6 && strstr(argv[6], "fua") != NULL;
     with_backing |= diffparent;
     /* QEMU opens no vhdx differencing image: coblk's check alone runs for those. */
     can_check &= !(diffparent && strcmp(fmt, "vhdx") == 0);
@@ -916,6 +965,9 @@ int main(int argc, char **argv)
     }
     if (resize) {
         points += resize_subsets(&log, nfl, got, &can_check);
+    }
+    if (fua) {
+        points += fua_cuts(&log, crashes, got, &can_check);
     }
     if (compress && can_check) {
         assert_compressed(img);

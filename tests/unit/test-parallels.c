@@ -317,8 +317,8 @@ static void test_parallels_inuse(void **state)
 
 /* A flush that fails between the data and the BAT: the BAT never points at the data. */
 /*
- * Every flush after the one that marks the image in use fails (as if the
- * disk died): the write succeeds (its BAT entry waits for a guest flush),
+ * Every flush fails (as if the disk died; marking the image in use is a FUA
+ * write, not a flush): the write succeeds (its BAT entry waits for a guest flush),
  * the guest flush fails at the data flush before the BAT write, and so
  * does the close: the BAT on disk never names the cluster, which is a leak.
  */
@@ -327,7 +327,7 @@ static void test_parallels_crash_ordering(void **state)
     static const char inj[] =
         "driver=parallels,file.driver=blkdebug,file.image.driver=file,"
         "file.image.filename=%s,file.inject-error.0.event=none,file.inject-error.0.iotype=flush,"
-        "file.inject-error.0.errno=5,file.inject-error.0.after=1";
+        "file.inject-error.0.errno=5";
     char opts[8192];
     uint8_t buf[4096], zero[4096] = { 0 }, data[4096];
     BlockBackend *blk;
@@ -336,7 +336,7 @@ static void test_parallels_crash_ordering(void **state)
     snprintf(opts, sizeof(opts), inj, img);
     blk = drv_test_open_ok(opts, BDRV_O_RDWR);
     memset(data, 0x5a, sizeof(data));
-    /* Flush 0 marks the image in use; the BAT entry is written at the next guest flush. */
+    /* A FUA write marks the image in use; the BAT entry is written at the next guest flush. */
     assert_int_equal(blk_pwrite(blk, 0, 4096, data, 0), 0);
     assert_int_equal(file_le32(64), 0);
     assert_int_equal(blk_flush(blk), -EIO); /* data before BAT: the data flush fails */
@@ -377,7 +377,7 @@ static void test_parallels_flush_retry(void **state)
     static const char inj[] =
         "driver=parallels,file.driver=blkdebug,file.image.driver=file,"
         "file.image.filename=%s,file.inject-error.0.event=none,file.inject-error.0.iotype=flush,"
-        "file.inject-error.0.errno=5,file.inject-error.0.after=1,file.inject-error.0.once=on";
+        "file.inject-error.0.errno=5,file.inject-error.0.once=on";
     char opts[8192];
     uint8_t buf[4096], data[4096];
     BlockBackend *blk;

@@ -295,6 +295,56 @@ static void test_qcow_many_tables(void **state)
     free(buf);
 }
 
+static uint64_t be64_read(int fd, off_t off);
+
+/*
+ * Sequential 64 KiB allocating writes land 64 KiB-aligned in the file: the
+ * L2 tables share one reserved area instead of sitting between the runs of
+ * data, and what the session left of that area is cut at close.
+ */
+static void test_qcow_aligned_data(void **state)
+{
+    enum { SIZE = 8 * MiB, LEN = 64 * KiB, TABLES = SIZE / (2 * MiB) };
+    uint8_t *want = malloc(SIZE), *got = malloc(SIZE);
+    uint64_t l1, tbl, end = 0;
+    BlockBackend *blk;
+    struct stat st;
+    int fd;
+
+    assert_int_equal(create("size=8M", NULL, 0), 0);
+    drv_test_pattern(want, SIZE, 5);
+    blk = open_qcow(BDRV_O_RDWR);
+    for (int64_t at = 0; at < SIZE; at += LEN) {
+        assert_int_equal(blk_pwrite(blk, at, LEN, want + at, 0), 0);
+    }
+    blk_unref(blk);
+
+    fd = open(img, O_RDONLY);
+    assert_true(fd >= 0);
+    l1 = be64_read(fd, 40);
+    for (int i = 0; i < TABLES; i++) {
+        tbl = be64_read(fd, (off_t)(l1 + (uint64_t)i * 8));
+        assert_int_equal(tbl / LEN, be64_read(fd, (off_t)l1) / LEN); /* one area */
+        end = tbl + 4 * KiB > end ? tbl + 4 * KiB : end;
+        for (int j = 0; j < 512; j += LEN / (4 * KiB)) {
+            uint64_t e = be64_read(fd, (off_t)(tbl + (uint64_t)j * 8));
+
+            assert_int_equal(e % LEN, 0);
+            end = e + LEN > end ? e + LEN : end;
+        }
+    }
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_int_equal((uint64_t)st.st_size, end); /* no unused table area left at the end */
+    close(fd);
+
+    blk = open_qcow(0);
+    assert_int_equal(blk_pread(blk, 0, SIZE, got, 0), 0);
+    assert_memory_equal(got, want, SIZE);
+    blk_unref(blk);
+    free(want);
+    free(got);
+}
+
 /* Appends a raw-deflate compressed copy of a 4 KiB cluster; returns its L2 entry. */
 static uint64_t append_compressed(int fd, const uint8_t *cluster)
 {
@@ -405,6 +455,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qcow_concurrent_alloc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow_alloc_unlocked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow_many_tables, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qcow_aligned_data, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow_compressed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow_encrypted, setup, teardown),
     };

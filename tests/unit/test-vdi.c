@@ -4,7 +4,8 @@
  * status, UUIDs, geometry, comment, discard and zero writes that release
  * blocks, compact, refusals (static compact, long comment, bad options), and
  * allocating writes whose data write fails (blkdebug below the vdi node), and
- * new blocks reusing the leaked slot such a failure leaves.
+ * new blocks reusing the leaked slot such a failure leaves; writes of a block
+ * being allocated join the allocation (write at once, complete with it).
  * qemu-img interop and corrupt images are in tests/interop/vdi-*.sh.
  */
 #include "drv-test-util.h"
@@ -572,11 +573,77 @@ static void test_vdi_failed_alloc_write(void **state)
 }
 
 /*
- * A second write into a block whose allocating write is in flight waits for
- * it (it would otherwise write into a slot the first one may give back);
- * when the first fails, the second allocates the block itself.
+ * Starts a second write of a block whose allocating write is held: it joins
+ * the allocation, so its own data write reaches the file (held there at c2)
+ * while the first is still held; it does not complete before the first.
  */
-static void test_vdi_failed_alloc_waiter(void **state)
+static void start_joiner(BlockBackend *blk, int64_t offset, IOVector *qiov, AioDone *d)
+{
+    start_held_write(blk, offset, qiov, d, "c1", "c2");
+    assert_int_equal(bdrv_debug_resume(blk_bs(blk), "c2"), 0);
+    for (int i = 0; i < 100; i++) {
+        aio_poll(blk_get_aio_context(blk), false);
+    }
+    assert_false(d->done);
+}
+
+/*
+ * Writes into a block being allocated join the allocation: their data is
+ * written into its slot at once (in parallel with the first write) and
+ * they complete once the block's entry is published.
+ */
+static void test_vdi_alloc_joiner(void **state)
+{
+    uint8_t a[4096], c[4096], d2[4096];
+    AioDone da = { 0 }, dc = { 0 }, dd = { 0 };
+    IOVector qa, qc, qd;
+    BlockBackend *blk;
+    char opts[8192];
+
+    memset(a, 0xa1, sizeof(a));
+    memset(c, 0xc3, sizeof(c));
+    memset(d2, 0xd4, sizeof(d2));
+    assert_int_equal(create("size=4M", NULL, 0), 0);
+    snprintf(opts, sizeof(opts), "driver=vdi,file.driver=blkdebug,file.image.driver=file,"
+             "file.image.filename=%s", img);
+    blk = drv_test_open_ok(opts, BDRV_O_RDWR);
+    assert_int_equal(blk_pwrite(blk, 0, 4096, a, 0), 0); /* slot 0; the header written */
+    iovector_init_buf(&qa, a, sizeof(a));
+    iovector_init_buf(&qc, c, sizeof(c));
+    iovector_init_buf(&qd, d2, sizeof(d2));
+    start_held_write(blk, MiB + 512 * 1024, &qa, &da, "a1", "a2"); /* block 1, held */
+    start_joiner(blk, MiB + 64 * 1024, &qc, &dc);
+    start_joiner(blk, 2 * MiB - 4096, &qd, &dd);
+    assert_int_equal(bdrv_debug_resume(blk_bs(blk), "a2"), 0);
+    wait_done(blk, &da);
+    wait_done(blk, &dc);
+    wait_done(blk, &dd);
+    assert_int_equal(da.ret, 0);
+    assert_int_equal(dc.ret, 0);
+    assert_int_equal(dd.ret, 0);
+    assert_int_equal(blk_flush(blk), 0);
+    assert_check(blk, 0, 2);
+    blk_unref(blk);
+    blk = open_vdi(0);
+    assert_block(blk, 0, 0, a, sizeof(a));
+    assert_int_equal(blk_pread(blk, MiB + 512 * 1024, 4096, c, 0), 0);
+    assert_memory_equal(c, a, sizeof(a));
+    assert_int_equal(blk_pread(blk, MiB + 64 * 1024, 4096, c, 0), 0);
+    memset(a, 0xc3, sizeof(a));
+    assert_memory_equal(c, a, sizeof(a));
+    assert_int_equal(blk_pread(blk, 2 * MiB - 4096, 4096, c, 0), 0);
+    assert_memory_equal(c, d2, sizeof(d2));
+    blk_unref(blk);
+    assert_int_equal(file_size(), 1024 + 2 * MiB);
+    assert_qemu_clean(img);
+}
+
+/*
+ * The allocating write fails: its joiner (whose data went into the slot)
+ * fails with it, the block stays unallocated, and the next write of it
+ * allocates the slot again, zeroed (the joiner's data is gone).
+ */
+static void test_vdi_failed_alloc_joiner(void **state)
 {
     uint8_t a[4096], b[4096], c[4096];
     AioDone da = { 0 }, dc = { 0 };
@@ -592,27 +659,16 @@ static void test_vdi_failed_alloc_waiter(void **state)
     iovector_init_buf(&qa, b, sizeof(b));
     iovector_init_buf(&qc, c, sizeof(c));
     start_held_write(blk, MiB, &qa, &da, "a1", "a2");   /* block 1 -> slot 1, held */
-    /*
-     * The second write, resumed past its vdi-level event, must wait: were
-     * it to write into the block it would stop at c2 (no I/O before that).
-     */
-    assert_int_equal(bdrv_debug_breakpoint(blk_bs(blk), "pwritev", "c1"), 0);
-    assert_non_null(blk_aio_pwritev(blk, MiB + 64 * 1024, &qc, 0, aio_done_cb, &dc));
-    wait_suspended(blk, "c1");
-    assert_int_equal(bdrv_debug_breakpoint(blk_bs(blk), "pwritev", "c2"), 0);
-    assert_int_equal(bdrv_debug_resume(blk_bs(blk), "c1"), 0);
-    for (int i = 0; i < 100; i++) {
-        aio_poll(blk_get_aio_context(blk), false);
-    }
-    assert_false(bdrv_debug_is_suspended(blk_bs(blk), "c2"));
-    assert_false(dc.done);
-    assert_int_equal(bdrv_debug_remove_breakpoint(blk_bs(blk), "c2"), 0);
+    start_joiner(blk, MiB + 64 * 1024, &qc, &dc);
     assert_int_equal(bdrv_debug_resume(blk_bs(blk), "a2"), 0);
     wait_done(blk, &da);
     wait_done(blk, &dc);
     assert_int_equal(da.ret, -EIO);
-    assert_int_equal(dc.ret, 0);
-    assert_block(blk, 1, 64 * 1024, c, sizeof(c));
+    assert_int_equal(dc.ret, -EIO);
+    assert_block(blk, 1, 0, NULL, 0);
+    assert_check(blk, 0, 1);
+    assert_int_equal(blk_pwrite(blk, MiB + 128 * 1024, 4096, b, 0), 0); /* slot 1 again */
+    assert_block(blk, 1, 128 * 1024, b, sizeof(b));
     assert_check(blk, 0, 2);
     blk_unref(blk);
     assert_int_equal(file_size(), 1024 + 2 * MiB);
@@ -755,7 +811,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vdi_crash_after_grow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vdi_probe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vdi_failed_alloc_write, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_vdi_failed_alloc_waiter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vdi_alloc_joiner, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vdi_failed_alloc_joiner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vdi_failed_alloc_leak, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vdi_leaked_slot_reused, setup, teardown),
     };

@@ -5,8 +5,11 @@
  * the same block joins it (completing only after it); allocations complete
  * without a flush and their entries are written at the guest's flush, one
  * flush and one log entry for all; a failed data write leaves no BAT entry
- * and a failed commit fails the flush. Each ends with coblk's check, and Debian's qemu-img check
- * and compare against the expected bytes when qemu-img is installed.
+ * and a failed commit fails the flush; differencing partial writes
+ * (partial.c) run outside the lock too, join, and leave their bits and
+ * entries for the guest's flush. Each ends with coblk's check, and Debian's
+ * qemu-img check and compare against the expected bytes when qemu-img is
+ * installed (of the parent only for differencing images, which it refuses).
  */
 #include "drv-test-util.h"
 
@@ -20,12 +23,13 @@
 #define MiB (1024 * 1024)
 #define DISK (16 * MiB)
 
-static char img[4096], raw[4096];
+static char img[4096], raw[4096], parent[4096];
 
 static int setup(void **state)
 {
     drv_test_path(img, sizeof(img), "vhdx-alloc");
     drv_test_path(raw, sizeof(raw), "vhdx-alloc-raw");
+    drv_test_path(parent, sizeof(parent), "vhdx-alloc-parent");
     return 0;
 }
 
@@ -33,6 +37,7 @@ static int teardown(void **state)
 {
     unlink(img);
     unlink(raw);
+    unlink(parent);
     return 0;
 }
 
@@ -197,6 +202,139 @@ static void test_vhdx_alloc_commit_at_flush(void **state)
     run_commit_at_flush(false);
 }
 
+/* A differencing image (1 MiB blocks) over a vhdx parent holding a pattern (also in want). */
+static void make_diff(uint8_t *want)
+{
+    char opts[8192];
+    BlockBackend *blk;
+
+    assert_int_equal(drv_test_create("vhdx", parent, "size=16M,block_size=1M", NULL, 0), 0);
+    blk = drv_test_open_image("vhdx", parent, BDRV_O_RDWR);
+    drv_test_pattern(want, DISK, 41);
+    assert_int_equal(blk_pwrite(blk, 0, DISK, want, 0), 0);
+    blk_unref(blk);
+    snprintf(opts, sizeof(opts), "size=16M,block_size=1M,backing_file=%s,backing_fmt=vhdx",
+             parent);
+    assert_int_equal(drv_test_create("vhdx", img, opts, NULL, 0), 0);
+}
+
+/*
+ * The differencing image reads want after a reopen and passes coblk's check;
+ * qemu-img refuses differencing vhdx, so only the parent's qemu-img check.
+ */
+static void verify_diff(const uint8_t *want)
+{
+    uint8_t *buf = malloc(DISK);
+    BdrvCheckResult res = { 0 };
+    BlockBackend *blk = drv_test_open_image("vhdx", img, 0);
+
+    assert_int_equal(blk_pread(blk, 0, DISK, buf, 0), 0);
+    assert_memory_equal(buf, want, DISK);
+    assert_int_equal(bdrv_check(blk_bs(blk), &res, BDRV_FIX_NONE), 0);
+    assert_int_equal(res.corruptions + res.leaks + res.check_errors, 0);
+    blk_unref(blk);
+    free(buf);
+    if (drv_test_sh("qemu-img --version >/dev/null 2>&1") == 0) {
+        assert_int_equal(drv_test_sh("qemu-img check -q -f vhdx '%s'", parent), 0);
+    }
+}
+
+/*
+ * A differencing image: a partial write of NOT_PRESENT block 1 is held
+ * inside its data write (without s->lock); a partial write of block 3
+ * (another partial allocation), a read of other bytes of block 1 (the
+ * parent's: not published yet) and a flush complete; a write of other
+ * sectors of block 1 joins the allocation (its data written meanwhile) and
+ * completes with it. Both complete without a flush: the block's entry and
+ * bits are set in memory, written by the guest's flush (one log entry, or
+ * in place with metadata-log=off); block 1 reads the two writes' data and
+ * the parent's around them.
+ */
+static void run_diff_partial(bool log)
+{
+    enum { A = MiB + 4 * KiB, B = MiB + 512 * KiB + 512, R = MiB + 768 * KiB, C = 3 * MiB };
+    uint8_t *want = malloc(DISK), *buf = malloc(64 * KiB);
+    int pending_a = 1, pending = 2, pending_b = 1;
+    DrvTestReq ra = { .pending = &pending_a }, rb = { .pending = &pending_b };
+    DrvTestReq r2 = { .pending = &pending }, rr = { .pending = &pending };
+    DrvTestReq rf = { .pending = &pending };
+    BlockDriverState *bs;
+    BDRVVhdxState *s;
+    BlockBackend *blk;
+    uint8_t *blk1;
+    FmtJoin *j;
+
+    make_diff(want);
+    blk = open_dbg(log ? "" : ",metadata-log=off");
+    bs = blk_bs(blk);
+    s = bs->opaque;
+    memset(want + A, 0xa1, 4 * KiB);
+    memset(want + B, 0xb2, 63 * KiB);
+    memset(want + C, 0xc3, 8 * KiB);
+
+    assert_int_equal(bdrv_debug_breakpoint(bs, "write_aio", "a"), 0);
+    iovector_init_buf(&ra.qiov, want + A, 4 * KiB);
+    blk_aio_pwritev(blk, A, &ra.qiov, 0, drv_test_req_done, &ra);
+    while (pending_a && !bdrv_debug_is_suspended(bs, "a")) {
+        aio_poll(blk_get_aio_context(blk), true);
+    }
+    assert_true(bdrv_debug_is_suspended(bs, "a"));
+
+    iovector_init_buf(&r2.qiov, want + C, 8 * KiB);
+    blk_aio_pwritev(blk, C, &r2.qiov, 0, drv_test_req_done, &r2);
+    iovector_init_buf(&rr.qiov, buf, 64 * KiB);
+    blk_aio_preadv(blk, R, &rr.qiov, 0, drv_test_req_done, &rr);
+    iovector_init_buf(&rb.qiov, want + B, 63 * KiB);
+    blk_aio_pwritev(blk, B, &rb.qiov, 0, drv_test_req_done, &rb);
+    drv_test_wait(blk, &pending);
+    assert_int_equal(r2.ret, 0);
+    assert_int_equal(rr.ret, 0);
+    pending = 1;
+    blk_aio_flush(blk, drv_test_req_done, &rf); /* after block 3's write completed */
+    drv_test_wait(blk, &pending);
+    assert_int_equal(rf.ret, 0);
+    assert_memory_equal(buf, want + R, 64 * KiB);
+    assert_int_equal(s->bat[vhdx_bat_index(s, 3)] & VHDX_BAT_STATE_MASK,
+                     VHDX_PAYLOAD_PARTIALLY_PRESENT);
+    assert_int_equal(file_entry(s, 3), s->bat[vhdx_bat_index(s, 3)]); /* the flush wrote it */
+    j = fmt_join_find(&s->allocs, 1);
+    assert_non_null(j);
+    assert_int_equal(j->refs, 1); /* joined, not waiting */
+    while (j->writing) {
+        aio_poll(blk_get_aio_context(blk), true); /* its data goes out meanwhile */
+    }
+    drv_test_poll_some(blk);
+    assert_int_equal(pending_a + pending_b, 2); /* the joiner completes with the allocation */
+    assert_true(bdrv_debug_is_suspended(bs, "a"));
+
+    assert_int_equal(bdrv_debug_resume(bs, "a"), 0);
+    drv_test_wait(blk, &pending_a);
+    drv_test_wait(blk, &pending_b);
+    assert_int_equal(ra.ret, 0);
+    assert_int_equal(rb.ret, 0);
+    assert_int_equal(s->bat[vhdx_bat_index(s, 1)] & VHDX_BAT_STATE_MASK,
+                     VHDX_PAYLOAD_PARTIALLY_PRESENT);
+    assert_int_equal(file_entry(s, 1), VHDX_PAYLOAD_NOT_PRESENT); /* not written yet */
+    assert_true(s->n_dirty > 0 && s->n_sb_dirty > 0);
+    blk1 = malloc(MiB);
+    assert_int_equal(blk_pread(blk, MiB, MiB, blk1, 0), 0); /* its bits, from memory */
+    assert_memory_equal(blk1, want + MiB, MiB);
+    free(blk1);
+    assert_int_equal(blk_flush(blk), 0);
+    assert_int_equal(s->n_dirty + s->n_sb_dirty, 0);
+    assert_int_equal(file_entry(s, 1), s->bat[vhdx_bat_index(s, 1)]);
+    blk_unref(blk);
+    verify_diff(want);
+    free(want);
+    free(buf);
+}
+
+static void test_vhdx_alloc_diff_partial(void **state)
+{
+    run_diff_partial(true);
+    run_diff_partial(false);
+}
+
 /* Going read-only writes the entries of new blocks first. */
 static void test_vhdx_alloc_reopen_ro(void **state)
 {
@@ -257,6 +395,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vhdx_alloc_commit_at_flush, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_alloc_write_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_alloc_reopen_ro, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhdx_alloc_diff_partial, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

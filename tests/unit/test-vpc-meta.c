@@ -340,6 +340,18 @@ static void point_copy_at(uint64_t dh)
     close(fd);
 }
 
+/* No free slot (bitmap and data) overlaps [lo, hi) of the file. */
+static void assert_no_slot_over(const BDRVVpcState *s, uint64_t lo, uint64_t hi)
+{
+    uint64_t len = (uint64_t)s->bitmap_size + s->block_size;
+
+    for (uint32_t i = 0; i < s->n_free; i++) {
+        uint64_t at = (uint64_t)s->free_slots[i] * 512;
+
+        assert_true(at + len <= lo || at >= hi);
+    }
+}
+
 /*
  * Differencing disks: a block that a crash left written but unmapped (its
  * BAT entry cleared here by hand) is found at open and reused before the
@@ -385,7 +397,7 @@ static void test_vpc_differencing_reuse(void **state)
     close(fd);
     point_copy_at(block1 + 4096);
     blk = open_vpc(img, 0);
-    assert_int_equal(((BDRVVpcState *)blk_bs(blk)->opaque)->n_free, 0);
+    assert_no_slot_over(blk_bs(blk)->opaque, block1 + 4096, block1 + 4096 + 1024);
     expect(blk, want, 10 * MiB);
     blk_unref(blk);
 
@@ -408,10 +420,45 @@ static void test_vpc_differencing_reuse(void **state)
     free(want);
 }
 
+/*
+ * Discarding the last blocks cuts them all off the file, over the gaps that
+ * align each block's data (vpc_end_place): the file ends with the footer
+ * at the place of the first of them, and new blocks go there again.
+ */
+static void test_vpc_discard_tail_gaps(void **state)
+{
+    uint8_t *want = malloc(10 * MiB);
+    uint64_t at2;
+    BlockBackend *blk;
+
+    create(img, "size=10M,force_size=on");
+    blk = open_vpc(img, BDRV_O_RDWR | BDRV_O_UNMAP);
+    drv_test_pattern(want, 10 * MiB, 4);
+    assert_int_equal(blk_pwrite(blk, 0, 10 * MiB, want, 0), 0);
+    assert_int_equal(blk_flush(blk), 0);
+    at2 = (uint64_t)((BDRVVpcState *)blk_bs(blk)->opaque)->bat[2] * 512;
+    assert_int_equal(blk_pdiscard(blk, 4 * MiB, 6 * MiB), 0);
+    memset(want + 4 * MiB, 0, 6 * MiB);
+    expect(blk, want, 10 * MiB);
+    assert_int_equal(file_size(img), (int64_t)at2 + 512);
+    memset(want + 8 * MiB, 0x5c, 4096);
+    assert_int_equal(blk_pwrite(blk, 8 * MiB, 4096, want + 8 * MiB, 0), 0);
+    assert_int_equal((uint64_t)((BDRVVpcState *)blk_bs(blk)->opaque)->bat[4] * 512, at2);
+    assert_int_equal(blk_flush(blk), 0);
+    expect(blk, want, 10 * MiB);
+    check_clean(blk);
+    blk_unref(blk);
+    blk = open_vpc(img, 0);
+    expect(blk, want, 10 * MiB);
+    blk_unref(blk);
+    free(want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_vpc_discard, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vpc_discard_tail_gaps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vpc_reuse_after_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vpc_discard_differencing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vpc_set_parent, setup, teardown),

@@ -250,17 +250,35 @@ static uint64_t rnd(uint64_t *s)
 
 int wlog_replay_crash(const Wlog *log, int target_fd, uint64_t upto, uint64_t seed, bool torn)
 {
-    uint64_t st = seed * 0x9e3779b97f4a7c15ULL + 1, end = upto, crash;
-    uint8_t *buf;
-    int ret = wlog_replay_range(log, target_fd, 0, upto);
+    uint64_t st = seed * 0x9e3779b97f4a7c15ULL + 1, end = upto;
 
-    if (ret < 0) {
-        return ret;
-    }
     while (end < log->nr_entries && !(log->e[end].flags & LOGW_FLUSH)) {
         end++;
     }
-    crash = upto + rnd(&st) % (end - upto + 1);
+    return wlog_replay_crash_at(log, target_fd, upto, upto + rnd(&st) % (end - upto + 1), seed,
+                                torn);
+}
+
+int wlog_replay_crash_at(const Wlog *log, int target_fd, uint64_t upto, uint64_t crash,
+                         uint64_t seed, bool torn)
+{
+    uint64_t st = seed * 0x9e3779b97f4a7c15ULL + 1;
+    uint8_t *buf;
+    int ret;
+
+    rnd(&st); /* the draw wlog_replay_crash() spent on the crash point */
+    if (crash < upto || crash > log->nr_entries) {
+        return -EINVAL;
+    }
+    for (uint64_t i = upto; i < crash; i++) {
+        if (log->e[i].flags & LOGW_FLUSH) {
+            return -EINVAL; /* the cut must come before the next FLUSH */
+        }
+    }
+    ret = wlog_replay_range(log, target_fd, 0, upto);
+    if (ret < 0) {
+        return ret;
+    }
     buf = malloc(log->sectorsize);
     if (!buf) {
         return -ENOMEM;

@@ -58,6 +58,14 @@ int wlog_replay_range(const Wlog *log, int target_fd, uint64_t from, uint64_t to
  */
 int wlog_replay_crash(const Wlog *log, int target_fd, uint64_t upto, uint64_t seed, bool torn);
 
+/*
+ * The same with the crash point chosen by the caller: entries [upto, crash)
+ * are those the cut may keep (FUA ones always); no FLUSH may lie among them
+ * (-EINVAL). wlog_replay_crash() is this with a random crash point.
+ */
+int wlog_replay_crash_at(const Wlog *log, int target_fd, uint64_t upto, uint64_t crash,
+                         uint64_t seed, bool torn);
+
 /* The data entries (writes, discards, truncates) from entry upto to the next FLUSH. */
 uint64_t wlog_window_writes(const Wlog *log, uint64_t upto);
 

@@ -197,9 +197,9 @@ static int coroutine_fn prl_grow(BlockDriverState *bs, uint64_t size, Error **er
         }
         st_le32(s->meta + PRL_OFF_BAT_ENTRIES, (uint32_t)entries);
     }
+    /* The new BAT entries were flushed above; the header alone remains. */
     st_le64(s->meta + PRL_OFF_NB_SECTORS, size / PRL_SECTOR);
-    ret = prl_write_header(bs);
-    ret = ret ? ret : bdrv_co_flush(bs->file->bs);
+    ret = prl_write_header_durable(bs);
     if (ret < 0) {
         st_le32(s->meta + PRL_OFF_BAT_ENTRIES, old);
         st_le64(s->meta + PRL_OFF_NB_SECTORS, s->disk_size / PRL_SECTOR);

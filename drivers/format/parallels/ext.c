@@ -219,11 +219,9 @@ int coroutine_fn prl_ext_drop(BlockDriverState *bs)
     BDRVParallelsState *s = bs->opaque;
     int ret;
 
+    /* Durable before the extension's clusters are reused; no earlier write matters. */
     st_le64(s->meta + PRL_OFF_EXT_OFF, 0);
-    ret = prl_write_header(bs);
-    if (ret == 0) {
-        ret = bdrv_co_flush(bs->file->bs);
-    }
+    ret = prl_write_header_durable(bs);
     if (ret < 0) {
         st_le64(s->meta + PRL_OFF_EXT_OFF, s->ext_host / PRL_SECTOR);
         return ret;

@@ -63,6 +63,29 @@ int coroutine_fn prl_write_header(BlockDriverState *bs)
     return ret < 0 ? ret : prl_write_sectors(bs, 0, 1);
 }
 
+/*
+ * Writes the first sector and makes it durable before anything issued after
+ * it returns. With no BAT sector waiting for its commit, that is one FUA
+ * write: the file driver makes it a single pwritev2(RWF_DSYNC), where a
+ * flush would write back every other dirty page of the image file too.
+ * FUA says nothing of the writes issued before it: a caller whose header
+ * depends on earlier writes flushes them first. With BAT sectors waiting,
+ * they are committed (their data flushed, then written) and flushed along
+ * with the header, as sector 0 may hold some of those entries.
+ */
+int coroutine_fn prl_write_header_durable(BlockDriverState *bs)
+{
+    BDRVParallelsState *s = bs->opaque;
+    int ret;
+
+    if (s->bat_dirty.n == 0) {
+        BLKDBG_EVENT(bs->file, BLKDBG_HEADER_UPDATE);
+        return fmt_co_pwrite(bs->file, 0, PRL_SECTOR, s->meta, BDRV_REQ_FUA);
+    }
+    ret = prl_write_header(bs);
+    return ret < 0 ? ret : bdrv_co_flush(bs->file->bs);
+}
+
 /* Writes the sectors that hold BAT entries [first, first + count), dirty ones committed first. */
 int coroutine_fn prl_write_bat_range(BlockDriverState *bs, uint32_t first, uint32_t count)
 {
@@ -328,17 +351,18 @@ static int coroutine_fn prl_open_unclean(BlockDriverState *bs, Error **errp)
     return 0;
 }
 
-/* Sets in_use to "open" and flushes it. Called with alloc_lock. */
+/*
+ * Sets in_use to "open", durably before the first change of the session
+ * (which is issued after this returns; nothing before it needs ordering).
+ * Called with alloc_lock.
+ */
 int coroutine_fn prl_mark_in_use(BlockDriverState *bs)
 {
     BDRVParallelsState *s = bs->opaque;
     int ret;
 
     st_le32(s->meta + PRL_OFF_INUSE, PRL_INUSE_OPEN);
-    ret = prl_write_header(bs);
-    if (ret == 0) {
-        ret = bdrv_co_flush(bs->file->bs);
-    }
+    ret = prl_write_header_durable(bs);
     s->rw = ret == 0;
     return ret;
 }
@@ -472,6 +496,10 @@ static int64_t coroutine_fn prl_mark_closed_co(void *opaque)
     /* The tail grown ahead of new clusters goes before the header says "closed". */
     ret = ret ? ret : fmt_co_grow_trim(bs->file, &s->grow, s->data_end);
     if (ret == 0 && !s->unclean) {
+        /*
+         * Not a FUA write: the flush after the header also makes the trim
+         * above durable, which the header's "closed" covers.
+         */
         st_le32(s->meta + PRL_OFF_INUSE, PRL_INUSE_CLOSED);
         ret = prl_write_header(bs);
         if (ret == 0) {

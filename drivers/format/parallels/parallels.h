@@ -138,6 +138,7 @@ static inline bool prl_host_ok(const BDRVParallelsState *s, uint64_t host)
 /* parallels.c */
 int coroutine_fn prl_write_header(BlockDriverState *bs);
 int coroutine_fn prl_mark_in_use(BlockDriverState *bs);
+int coroutine_fn prl_write_header_durable(BlockDriverState *bs);
 int coroutine_fn prl_write_bat_range(BlockDriverState *bs, uint32_t first, uint32_t count);
 int coroutine_fn prl_commit_bat(BlockDriverState *bs);
 void prl_scan_bat(BDRVParallelsState *s);

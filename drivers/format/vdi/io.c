@@ -2,6 +2,7 @@
  * vdi: guest reads and writes, slot allocation for new blocks, block status.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "drivers/format/fmt-util.h"
@@ -189,27 +190,37 @@ static void vdi_unreserve(BlockDriverState *bs, const VdiAlloc *a)
     }
 }
 
+static VdiAlloc *vdi_alloc_of(FmtJoin *j)
+{
+    return j ? (VdiAlloc *)((char *)j - offsetof(VdiAlloc, j)) : NULL;
+}
+
 /*
- * Writes into an unallocated block: waits while another writer allocates
- * it, else reserves a slot, writes the data into it without alloc_lock (in
- * parallel with the other writes) and publishes the map entry only once the
- * data is written, or gives the slot back. Returns 0, 1 when the block was
- * allocated by another writer meanwhile (the caller writes into its slot),
- * or -errno.
+ * Writes into an unallocated block: joins the writer that allocates it, else
+ * reserves a slot, writes the data into it without alloc_lock (in parallel
+ * with the other writes, and the joiners'), and once its data and the
+ * joiners' is written publishes the map entry, or gives the slot back (and
+ * fails the joiners). Returns 0, 1 when the block was allocated by another
+ * writer meanwhile (the caller writes into its slot), or -errno.
  */
 static int coroutine_fn vdi_write_new_block(BlockDriverState *bs, uint32_t block,
                                             uint32_t in_block, int64_t n, IOVector *qiov,
                                             size_t qiov_offset)
 {
     BDRVVdiState *s = bs->opaque;
-    VdiAlloc a = { .block = block };
+    VdiAlloc a = { .block = block }, *o;
     uint32_t e;
     int ret;
 
     co_mutex_lock(&s->alloc_lock);
     while (((e = vdi_entry(s, block)) == VDI_FREE || e == VDI_ZERO) &&
-           fmt_inflight_busy(&s->allocs, block)) {
-        fmt_inflight_wait(&s->allocs, &s->alloc_lock);
+           (o = vdi_alloc_of(fmt_join_find(&s->allocs, block))) != NULL) {
+        if (fmt_join_can_join(&o->j)) {
+            return fmt_co_join(&s->allocs, &o->j, &s->alloc_lock, bs->file,
+                               vdi_slot_offset(s, o->slot) + in_block, n, qiov, qiov_offset,
+                               NULL, NULL);
+        }
+        fmt_inflight_wait(&s->allocs, &s->alloc_lock); /* sealed or failed: wait until it ends */
     }
     if (e != VDI_FREE && e != VDI_ZERO) {
         co_mutex_unlock(&s->alloc_lock);
@@ -220,17 +231,19 @@ static int coroutine_fn vdi_write_new_block(BlockDriverState *bs, uint32_t block
         co_mutex_unlock(&s->alloc_lock);
         return ret;
     }
-    fmt_inflight_begin(&s->allocs, &a.in, block, 1);
+    fmt_inflight_begin(&s->allocs, &a.j.in, block, 1);
+    fmt_join_open(&s->allocs, &a.j); /* the slot reads zero: joiners may write at once */
     co_mutex_unlock(&s->alloc_lock);
 
     ret = bdrv_co_pwritev_part(bs->file, vdi_slot_offset(s, a.slot) + in_block, n, qiov,
                                qiov_offset, 0);
     co_mutex_lock(&s->alloc_lock);
+    fmt_join_seal(&s->allocs, &a.j, &s->alloc_lock);
     ret = ret < 0 ? ret : vdi_publish(bs, &a);
     if (ret < 0) {
         vdi_unreserve(bs, &a);
     }
-    fmt_inflight_end(&s->allocs, &a.in);
+    ret = fmt_join_end(&s->allocs, &a.j, &s->alloc_lock, ret);
     co_mutex_unlock(&s->alloc_lock);
     return ret;
 }

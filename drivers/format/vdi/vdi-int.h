@@ -63,13 +63,15 @@ enum {
 
 /*
  * A new block whose data write is in flight: its slot is reserved (counted,
- * owned), its map entry not set yet. Lives on the writer's stack, listed in
- * BDRVVdiState.allocs under alloc_lock.
+ * owned, reading zero), its map entry not set yet. Other writes of the block
+ * join it: they write their data into the slot at once, and complete with it
+ * (the entry is published once all their data is written). Lives on the
+ * writer's stack, listed in BDRVVdiState.allocs; fields under alloc_lock.
  */
 typedef struct VdiAlloc {
     uint32_t block;
     uint32_t slot;
-    FmtInflight in;             /* in BDRVVdiState.allocs */
+    FmtJoin j;                  /* in BDRVVdiState.allocs; other writes of the block join it */
 } VdiAlloc;
 
 typedef struct BDRVVdiState {

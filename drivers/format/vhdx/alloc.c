@@ -10,14 +10,16 @@
  *    waiting; they complete when the allocation does.
  * 3. Under s->lock again, once its joiners' data is written, the block's BAT
  *    entry is set in memory and its BAT sector marked dirty: the write
- *    completes without a flush. vhdx_commit writes the dirty sectors: one
- *    flush (the data of every block they point at), then all of them in one
- *    log entry (log.c), or in place with metadata-log=off. It runs at the
+ *    completes without a flush. vhdx_commit writes the dirty sectors (and
+ *    the sector bitmap pages that differencing partial writes set in
+ *    memory, partial.c): one flush (the data of every block they point at),
+ *    then all of them in one log entry (log.c), or in place with
+ *    metadata-log=off (bitmap pages, a flush, BAT sectors). It runs at the
  *    guest's flush (and close), before any other BAT write (discard,
- *    resize, differencing partial writes, which would write those entries
- *    too), and when VHDX_DIRTY_MAX sectors are dirty. So a stream of
- *    allocating writes costs one flush and one log entry per guest flush,
- *    not one of each per block.
+ *    resize, rebase, which would write those entries too), and when
+ *    VHDX_DIRTY_MAX sectors (or VHDX_SB_DIRTY_MAX pages) are dirty. So a
+ *    stream of allocating writes costs one flush and one log entry per
+ *    guest flush, not one of each per block.
  *
  * Reads do not wait: until the entry is set they see the block's old state
  * (zeroes or the parent), which is also what the new block holds outside the
@@ -39,25 +41,16 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "block/bytes.h"
 #include "drivers/format/vhdx/vhdx-int.h"
 
-typedef struct VhdxAlloc {
-    FmtInflight in;
-    uint64_t host;
-    bool filled;              /* zeroing done: joiners may write */
-    bool done;                /* entry set, or failed: ret is final */
-    int ret;
-    unsigned refs;            /* joiners that have yet to read ret */
-    unsigned writing;         /* joiners' data writes in flight */
-} VhdxAlloc;
+_Static_assert(offsetof(VhdxAlloc, j) == 0, "fmt_join_find returns the VhdxAlloc");
 
 static VhdxAlloc *alloc_of(BDRVVhdxState *s, uint64_t block)
 {
-    FmtInflight *f = fmt_inflight_find(&s->allocs, block);
-
-    return f ? (VhdxAlloc *)((char *)f - offsetof(VhdxAlloc, in)) : NULL;
+    return (VhdxAlloc *)fmt_join_find(&s->allocs, block);
 }
 
 static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
@@ -69,7 +62,7 @@ static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 static bool overlaps_inflight(BDRVVhdxState *s, uint64_t off)
 {
     for (FmtInflight *f = s->allocs.head; f; f = f->next) {
-        VhdxAlloc *a = (VhdxAlloc *)((char *)f - offsetof(VhdxAlloc, in));
+        const VhdxAlloc *a = (const VhdxAlloc *)f;
 
         if (overlaps(off, s->block_size, a->host, s->block_size)) {
             return true;
@@ -110,25 +103,9 @@ static uint64_t bat_unit(const BDRVVhdxState *s)
     return s->metadata_log ? VHDX_LOG_SECTOR : 512;
 }
 
-int coroutine_fn vhdx_commit(BlockDriverState *bs)
+/* Fills buf with the dirty BAT sectors (unit bytes each), in s->dirty's order. */
+static void encode_dirty(const BDRVVhdxState *s, uint8_t *buf, uint64_t unit)
 {
-    BDRVVhdxState *s = bs->opaque;
-    uint64_t unit = bat_unit(s);
-    uint8_t *buf;
-    int ret;
-
-    if (!s->n_dirty) {
-        return 0;
-    }
-    BLKDBG_EVENT(bs->file, BLKDBG_FLUSH_TO_DISK);
-    ret = bdrv_co_flush(bs->file->bs); /* the data is durable before the entries */
-    if (ret < 0) {
-        return ret;
-    }
-    buf = calloc(s->n_dirty, unit);
-    if (!buf) {
-        return -ENOMEM;
-    }
     for (uint32_t j = 0; j < s->n_dirty; j++) {
         uint64_t first = (s->dirty[j] - s->bat_offset) / 8;
 
@@ -136,25 +113,90 @@ int coroutine_fn vhdx_commit(BlockDriverState *bs)
             st_le64(buf + j * unit + i * 8, s->bat[first + i]);
         }
     }
-    BLKDBG_EVENT(bs->file, BLKDBG_MAP_UPDATE);
-    if (s->metadata_log) {
-        ret = vhdx_log_write_sectors(bs, s->dirty, buf, s->n_dirty);
+}
+
+/* In place (metadata-log=off): the bitmap pages, a flush, then the BAT sectors. */
+static int coroutine_fn commit_in_place(BlockDriverState *bs, const uint8_t *bat, uint64_t unit)
+{
+    BDRVVhdxState *s = bs->opaque;
+    int ret = 0;
+
+    for (uint32_t j = 0; j < s->n_sb_dirty && ret == 0; j++) {
+        ret = vhdx_co_pwrite(bs->file, s->sb_dirty[j], s->sb_pages + j * VHDX_LOG_SECTOR,
+                             VHDX_LOG_SECTOR);
     }
-    for (uint32_t j = 0; !s->metadata_log && j < s->n_dirty && ret == 0; j++) {
-        ret = vhdx_co_pwrite(bs->file, s->dirty[j], buf + j * unit, unit);
+    if (ret == 0 && s->n_sb_dirty && s->n_dirty) {
+        ret = bdrv_co_flush(bs->file->bs); /* the bits before the entries that use them */
     }
-    free(buf);
-    if (ret == 0) {
-        s->n_dirty = 0;
+    for (uint32_t j = 0; j < s->n_dirty && ret == 0; j++) {
+        ret = vhdx_co_pwrite(bs->file, s->dirty[j], bat + j * unit, unit);
     }
     return ret;
 }
 
-/* Sets a's entry in memory and marks its BAT sector dirty. Holds s->lock. */
-static int coroutine_fn link_block(BlockDriverState *bs, VhdxAlloc *a)
+/* Through the log: the bitmap pages and the BAT sectors in one entry. */
+static int coroutine_fn commit_logged(BlockDriverState *bs, const uint8_t *bat)
 {
     BDRVVhdxState *s = bs->opaque;
-    uint64_t idx = vhdx_bat_index(s, a->in.first);
+    uint32_t n = s->n_sb_dirty + s->n_dirty;
+    uint64_t offs[VHDX_SB_DIRTY_MAX + VHDX_DIRTY_MAX];
+    uint8_t *buf;
+    int ret;
+
+    if (!s->n_sb_dirty) {
+        return vhdx_log_write_sectors(bs, s->dirty, bat, s->n_dirty);
+    }
+    buf = malloc((size_t)n * VHDX_LOG_SECTOR);
+    if (!buf) {
+        return -ENOMEM;
+    }
+    memcpy(offs, s->sb_dirty, s->n_sb_dirty * sizeof(offs[0]));
+    memcpy(buf, s->sb_pages, (size_t)s->n_sb_dirty * VHDX_LOG_SECTOR);
+    if (s->n_dirty) {
+        memcpy(offs + s->n_sb_dirty, s->dirty, s->n_dirty * sizeof(offs[0]));
+        memcpy(buf + (size_t)s->n_sb_dirty * VHDX_LOG_SECTOR, bat,
+               (size_t)s->n_dirty * VHDX_LOG_SECTOR);
+    }
+    ret = vhdx_log_write_sectors(bs, offs, buf, n);
+    free(buf);
+    return ret;
+}
+
+int coroutine_fn vhdx_commit(BlockDriverState *bs)
+{
+    BDRVVhdxState *s = bs->opaque;
+    uint64_t unit = bat_unit(s);
+    uint8_t *buf = NULL;
+    int ret;
+
+    if (!s->n_dirty && !s->n_sb_dirty) {
+        return 0;
+    }
+    BLKDBG_EVENT(bs->file, BLKDBG_FLUSH_TO_DISK);
+    ret = bdrv_co_flush(bs->file->bs); /* the data is durable before the entries and bits */
+    if (ret < 0) {
+        return ret;
+    }
+    if (s->n_dirty) {
+        buf = calloc(s->n_dirty, unit);
+        if (!buf) {
+            return -ENOMEM;
+        }
+        encode_dirty(s, buf, unit);
+    }
+    BLKDBG_EVENT(bs->file, BLKDBG_MAP_UPDATE);
+    ret = s->metadata_log ? commit_logged(bs, buf) : commit_in_place(bs, buf, unit);
+    free(buf);
+    if (ret == 0) {
+        s->n_dirty = 0;
+        s->n_sb_dirty = 0;
+    }
+    return ret;
+}
+
+int coroutine_fn vhdx_bat_defer(BlockDriverState *bs, uint64_t idx, uint64_t entry)
+{
+    BDRVVhdxState *s = bs->opaque;
     uint64_t sec = s->bat_offset + ((idx * 8) & ~(bat_unit(s) - 1));
     uint32_t j = 0;
     int ret;
@@ -169,35 +211,20 @@ static int coroutine_fn link_block(BlockDriverState *bs, VhdxAlloc *a)
         }
         j = 0;
     }
-    s->bat[idx] = a->host | VHDX_PAYLOAD_FULLY_PRESENT;
+    s->bat[idx] = entry;
     if (j == s->n_dirty) {
         s->dirty[s->n_dirty++] = sec;
     }
     return 0;
 }
 
-/* Writes into a's block (zeroed) and completes with it. Releases s->lock. */
-static int coroutine_fn join(BlockDriverState *bs, VhdxAlloc *a, uint64_t in, uint64_t n,
-                             IOVector *qiov, size_t qoff)
+void vhdx_joined(FmtJoin *j, void *opaque)
 {
-    BDRVVhdxState *s = bs->opaque;
-    int ret;
+    VhdxAlloc *a = (VhdxAlloc *)j;
+    VhdxRange *r = opaque;
 
-    a->refs++;
-    a->writing++;
-    co_mutex_unlock(&s->lock);
-    ret = bdrv_co_pwritev_part(bs->file, (int64_t)(a->host + in), (int64_t)n, qiov, qoff, 0);
-    co_mutex_lock(&s->lock);
-    a->writing--;
-    co_queue_restart_all(&s->allocs.wait);
-    while (!a->done) {
-        fmt_inflight_wait(&s->allocs, &s->lock);
-    }
-    ret = ret ? ret : a->ret;
-    a->refs--;
-    co_queue_restart_all(&s->allocs.wait);
-    co_mutex_unlock(&s->lock);
-    return ret;
+    r->next = a->joined;
+    a->joined = r;
 }
 
 /* Allocates block (not present) for [in, in + n); see the top of the file. */
@@ -212,15 +239,14 @@ static int coroutine_fn alloc_write(BlockDriverState *bs, uint64_t block, uint64
         co_mutex_unlock(&s->lock);
         return -ENOSPC;
     }
-    fmt_inflight_begin(&s->allocs, &a.in, block, 1);
+    fmt_inflight_begin(&s->allocs, &a.j.in, block, 1);
     co_mutex_unlock(&s->lock);
 
     BLKDBG_EVENT(bs->file, BLKDBG_CLUSTER_ALLOC);
     ret = vhdx_fill_block(bs, a.host, in, n);
     if (ret == 0) {
         co_mutex_lock(&s->lock);
-        a.filled = true;
-        co_queue_restart_all(&s->allocs.wait);
+        fmt_join_open(&s->allocs, &a.j);
         co_mutex_unlock(&s->lock);
         BLKDBG_EVENT(bs->file, BLKDBG_WRITE_AIO);
         ret = bdrv_co_pwritev_part(bs->file, (int64_t)(a.host + in), (int64_t)n, qiov, qoff,
@@ -228,22 +254,14 @@ static int coroutine_fn alloc_write(BlockDriverState *bs, uint64_t block, uint64
     }
 
     co_mutex_lock(&s->lock);
-    while (a.writing) {
-        fmt_inflight_wait(&s->allocs, &s->lock);
-    }
+    fmt_join_seal(&s->allocs, &a.j, &s->lock);
     if (ret == 0) {
-        ret = link_block(bs, &a);
+        ret = vhdx_bat_defer(bs, vhdx_bat_index(s, block), a.host | VHDX_PAYLOAD_FULLY_PRESENT);
     }
-    a.ret = ret;
-    a.done = true;
-    co_queue_restart_all(&s->allocs.wait);
-    while (a.refs) {
-        fmt_inflight_wait(&s->allocs, &s->lock);
-    }
+    ret = fmt_join_end(&s->allocs, &a.j, &s->lock, ret);
     if (ret < 0 && a.host + s->block_size == s->file_end) {
         s->file_end = a.host; /* nothing points at it: the next allocation takes it again */
     }
-    fmt_inflight_end(&s->allocs, &a.in);
     co_mutex_unlock(&s->lock);
     return ret;
 }
@@ -254,7 +272,6 @@ int coroutine_fn vhdx_write_block(BlockDriverState *bs, uint64_t block, uint64_t
     BDRVVhdxState *s = bs->opaque;
     VhdxAlloc *a;
     uint64_t e = s->bat[vhdx_bat_index(s, block)], st;
-    int ret;
 
     if ((e & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_FULLY_PRESENT) {
         /* Present blocks do not move while requests run: no lock. */
@@ -263,8 +280,11 @@ int coroutine_fn vhdx_write_block(BlockDriverState *bs, uint64_t block, uint64_t
     }
     co_mutex_lock(&s->lock);
     while ((a = alloc_of(s, block)) != NULL) {
-        if (a->filled && !a->done) {
-            return join(bs, a, in, n, qiov, qoff);
+        if (fmt_join_can_join(&a->j)) {
+            VhdxRange r = { .in = in, .n = n };
+
+            return fmt_co_join(&s->allocs, &a->j, &s->lock, bs->file, (int64_t)(a->host + in),
+                               (int64_t)n, qiov, qoff, vhdx_joined, &r);
         }
         fmt_inflight_wait(&s->allocs, &s->lock);
     }
@@ -277,9 +297,7 @@ int coroutine_fn vhdx_write_block(BlockDriverState *bs, uint64_t block, uint64_t
     }
     if (s->has_parent && (st == VHDX_PAYLOAD_PARTIALLY_PRESENT ||
                           (st == VHDX_PAYLOAD_NOT_PRESENT && n < vhdx_block_used(s, block)))) {
-        ret = vhdx_write_partial(bs, block, e, in, n, qiov, qoff);
-        co_mutex_unlock(&s->lock);
-        return ret;
+        return vhdx_write_partial(bs, block, e, in, n, qiov, qoff);
     }
     return alloc_write(bs, block, in, n, qiov, qoff);
 }

@@ -189,6 +189,15 @@ out:
     return ret;
 }
 
+/*
+ * Each header write is FUA: durable before the next write is issued (the
+ * other copy, or the first data or log write after a GUID change), as the
+ * spec asks. A FUA write says nothing about the writes issued before it:
+ * callers whose header update depends on earlier writes (log replay, the
+ * commit that clears LogGuid) flush those first. A flush here would also
+ * write back every other dirty page of the image file (on a file node, a
+ * whole-file fdatasync); the file driver's FUA is one pwritev2(RWF_DSYNC).
+ */
 int coroutine_fn vhdx_update_headers(BlockDriverState *bs, Error **errp)
 {
     BDRVVhdxState *s = bs->opaque;
@@ -203,11 +212,8 @@ int coroutine_fn vhdx_update_headers(BlockDriverState *bs, Error **errp)
 
         s->hdr.seq++;
         vhdx_header_encode(buf, &s->hdr);
-        ret = vhdx_co_pwrite(bs->file, slot ? VHDX_HEADER2_OFFSET : VHDX_HEADER1_OFFSET, buf,
-                             VHDX_HEADER_SIZE);
-        if (ret == 0) {
-            ret = bdrv_co_flush(bs->file->bs);
-        }
+        ret = vhdx_co_pwrite_fua(bs->file, slot ? VHDX_HEADER2_OFFSET : VHDX_HEADER1_OFFSET,
+                                 buf, VHDX_HEADER_SIZE);
         if (ret == 0) {
             s->cur_hdr = slot;
         }

@@ -542,8 +542,7 @@ uint64_t vhdx_sb_index(const BDRVVhdxState *s, uint64_t block)
     return chunk * (s->chunk_ratio + 1) + s->chunk_ratio;
 }
 
-/* Byte offset in the file of the bitmap bit of guest sector sec, and its bit. */
-static uint64_t sb_byte(const BDRVVhdxState *s, uint64_t sec, unsigned *bit)
+uint64_t vhdx_sb_byte(const BDRVVhdxState *s, uint64_t sec, unsigned *bit)
 {
     uint64_t block = sec * s->logical_sector / s->block_size;
     uint64_t e = s->bat[vhdx_sb_index(s, block)];
@@ -567,14 +566,17 @@ int coroutine_fn vhdx_sb_run(BlockDriverState *bs, uint64_t off, uint64_t len, u
 
     while (done < nsec) {
         unsigned bit;
-        uint64_t byte = sb_byte(s, sec + done, &bit);
+        uint64_t byte = vhdx_sb_byte(s, sec + done, &bit);
         uint64_t want = div_round_up_u64(bit + (nsec - done), 8);
         int ret;
 
         if (want > sizeof(buf)) {
             want = sizeof(buf);
         }
-        ret = vhdx_co_pread(bs->file, byte, buf, want);
+        if (want > VHDX_LOG_SECTOR - byte % VHDX_LOG_SECTOR) {
+            want = VHDX_LOG_SECTOR - byte % VHDX_LOG_SECTOR; /* one page (partial.c) */
+        }
+        ret = vhdx_sb_read(bs, byte, buf, want);
         if (ret < 0) {
             return ret;
         }
@@ -591,47 +593,4 @@ int coroutine_fn vhdx_sb_run(BlockDriverState *bs, uint64_t off, uint64_t len, u
     }
     *run = done * s->logical_sector;
     return first > 0;
-}
-
-/*
- * Sets the present bits of sectors [off, off + len) (within block); with
- * fresh (the block becomes PARTIALLY_PRESENT now) clears the block's other
- * bits, which a crash may have left set. Through the log when it is on.
- */
-int coroutine_fn vhdx_sb_update(BlockDriverState *bs, uint64_t block, uint64_t off,
-                                uint64_t len, bool fresh)
-{
-    BDRVVhdxState *s = bs->opaque;
-    uint64_t spb = s->block_size / s->logical_sector;
-    uint64_t wfirst = off / s->logical_sector, wlast = (off + len) / s->logical_sector;
-    uint64_t sec = fresh ? block * spb : wfirst, last = fresh ? (block + 1) * spb : wlast;
-    uint8_t *page = malloc(VHDX_LOG_SECTOR);
-    int ret = 0;
-
-    if (!page) {
-        return -ENOMEM;
-    }
-    while (sec < last && ret == 0) {
-        unsigned bit;
-        uint64_t byte = sb_byte(s, sec, &bit), pg = byte & ~(uint64_t)(VHDX_LOG_SECTOR - 1);
-
-        ret = vhdx_co_pread(bs->file, pg, page, VHDX_LOG_SECTOR);
-        for (; ret == 0 && sec < last; sec++) {
-            byte = sb_byte(s, sec, &bit);
-            if (byte >= pg + VHDX_LOG_SECTOR) {
-                break;
-            }
-            if (sec >= wfirst && sec < wlast) {
-                page[byte - pg] |= (uint8_t)(1u << bit);
-            } else {
-                page[byte - pg] &= (uint8_t)~(1u << bit);
-            }
-        }
-        if (ret == 0) {
-            ret = s->metadata_log ? vhdx_log_write(bs, pg, page, VHDX_LOG_SECTOR)
-                                  : vhdx_co_pwrite(bs->file, pg, page, VHDX_LOG_SECTOR);
-        }
-    }
-    free(page);
-    return ret;
 }

@@ -88,6 +88,8 @@ typedef struct VhdxGap {
 
 /* alloc.c: BAT sectors whose new entries wait for the next commit, at most. */
 #define VHDX_DIRTY_MAX 64
+/* partial.c: sector bitmap pages (4 KiB) changed in memory, at most. */
+#define VHDX_SB_DIRTY_MAX 32
 
 typedef struct BDRVVhdxState {
     CoMutex lock;           /* BAT, allocation, log and header updates */
@@ -135,7 +137,28 @@ typedef struct BDRVVhdxState {
     FmtInflightList allocs; /* payload blocks being allocated; waiters on allocs.wait */
     uint64_t dirty[VHDX_DIRTY_MAX]; /* file offsets of BAT sectors not written yet */
     uint32_t n_dirty;
+    /* differencing partial writes (partial.c): sector bitmap pages set in memory */
+    uint64_t sb_dirty[VHDX_SB_DIRTY_MAX]; /* their file offsets (4 KiB aligned) */
+    uint8_t *sb_pages;      /* VHDX_SB_DIRTY_MAX pages, from the first partial write on */
+    uint32_t n_sb_dirty;
 } BDRVVhdxState;
+
+/*
+ * A payload block being allocated (alloc.c, partial.c): its in-flight
+ * record, joinable (fmt-util.h), and its new home. A partial allocation
+ * (differencing image) also gathers its joiners' ranges: their bits are set
+ * with its own.
+ */
+typedef struct VhdxRange {
+    uint64_t in, n;
+    struct VhdxRange *next;
+} VhdxRange;
+
+typedef struct VhdxAlloc {
+    FmtJoin j;                /* first: fmt_join_find's record is the VhdxAlloc */
+    uint64_t host;
+    VhdxRange *joined;        /* joiners' ranges whose data is written */
+} VhdxAlloc;
 
 /* header.c */
 uint32_t vhdx_crc32c(uint32_t crc, const void *buf, size_t len);
@@ -194,6 +217,28 @@ int coroutine_fn vhdx_write_block(BlockDriverState *bs, uint64_t block, uint64_t
 int coroutine_fn vhdx_commit(BlockDriverState *bs);
 /* Waits until no allocation is in flight, then commits; holds s->lock. */
 int coroutine_fn vhdx_alloc_drain(BlockDriverState *bs);
+/*
+ * Sets BAT entry idx in memory and marks its BAT sector dirty (committing
+ * first when VHDX_DIRTY_MAX are). The data it points at is written. Holds
+ * s->lock.
+ */
+int coroutine_fn vhdx_bat_defer(BlockDriverState *bs, uint64_t idx, uint64_t entry);
+/* FmtJoinLanded of vhdx joiners: opaque is the joiner's VhdxRange. */
+void vhdx_joined(FmtJoin *j, void *opaque);
+
+/* partial.c */
+/*
+ * A differencing image's write into part of a NOT_PRESENT or
+ * PARTIALLY_PRESENT block (BAT entry e). Called with s->lock held; releases it.
+ */
+int coroutine_fn vhdx_write_partial(BlockDriverState *bs, uint64_t block, uint64_t e,
+                                    uint64_t in, uint64_t n, IOVector *qiov, size_t qoff);
+/* Reads len bytes of the sector bitmap at byte (one 4 KiB page): memory first. */
+int coroutine_fn vhdx_sb_read(BlockDriverState *bs, uint64_t byte, uint8_t *buf, uint64_t len);
+/* The sector bitmap pages set in memory, for the next commit: their count. */
+uint32_t vhdx_sb_dirty_count(const BDRVVhdxState *s);
+/* Frees the sector bitmap page cache (close). */
+void vhdx_sb_free(BDRVVhdxState *s);
 
 /* log.c */
 /* Replays a dirty log (writable) or refuses to open (read-only). */
@@ -220,9 +265,8 @@ long vhdx_build_parent_locator(uint8_t *out, size_t cap, const VhdxGuid *linkage
 uint64_t vhdx_sb_index(const BDRVVhdxState *s, uint64_t block);
 /* Whether the run of sectors at off (within one partial block) is present; its length. */
 int coroutine_fn vhdx_sb_run(BlockDriverState *bs, uint64_t off, uint64_t len, uint64_t *run);
-/* Marks sectors [off, off + len) of block present (fresh: the block's others absent). */
-int coroutine_fn vhdx_sb_update(BlockDriverState *bs, uint64_t block, uint64_t off,
-                                uint64_t len, bool fresh);
+/* File offset of the bitmap byte of guest sector sec, and its bit. */
+uint64_t vhdx_sb_byte(const BDRVVhdxState *s, uint64_t sec, unsigned *bit);
 
 /* space.c */
 /*
@@ -261,14 +305,10 @@ int coroutine_fn vhdx_co_create_opts(const BlockDriver *drv, const char *filenam
 /* vhdx.c */
 /* Guest bytes of block (the last one may end with the disk). */
 uint64_t vhdx_block_used(const BDRVVhdxState *s, uint64_t block);
-/*
- * A differencing image's write into part of a NOT_PRESENT or
- * PARTIALLY_PRESENT block (BAT entry e). Holds s->lock.
- */
-int coroutine_fn vhdx_write_partial(BlockDriverState *bs, uint64_t block, uint64_t e,
-                                    uint64_t in, uint64_t n, IOVector *qiov, size_t qoff);
 int vhdx_pread_sync(BdrvChild *c, uint64_t off, void *buf, size_t len);
 int coroutine_fn vhdx_co_pwrite(BdrvChild *c, uint64_t off, const void *buf, size_t len);
+/* vhdx_co_pwrite() with BDRV_REQ_FUA: durable when it returns 0. */
+int coroutine_fn vhdx_co_pwrite_fua(BdrvChild *c, uint64_t off, const void *buf, size_t len);
 int coroutine_fn vhdx_co_pread(BdrvChild *c, uint64_t off, void *buf, size_t len);
 
 #endif /* COBLK_DRIVERS_FORMAT_VHDX_INT_H */

@@ -9,17 +9,16 @@
  * PARTIALLY_PRESENT blocks per sector by the sector bitmap; ZERO, UNMAPPED
  * and UNDEFINED blocks read as zeroes. A write that covers a NOT_PRESENT
  * block wholly makes it FULLY_PRESENT; a partial one allocates the block
- * (and the chunk's sector bitmap block) and makes it PARTIALLY_PRESENT:
- * data (and the zeroed new blocks) flushed, then the sector bitmap entry,
- * then the bits (the block's other bits cleared), then the payload entry,
- * each through the log (or in place and flushed with metadata-log=off).
- * A partial write after which every sector of a PARTIALLY_PRESENT block is
- * present makes it FULLY_PRESENT (after its bits are durable): from then on
- * its sector bitmap is not consulted.
+ * (and the chunk's sector bitmap block) and makes it PARTIALLY_PRESENT
+ * (partial.c). A partial write after which every sector of a
+ * PARTIALLY_PRESENT block is present makes it FULLY_PRESENT (with its bits,
+ * in the same commit): from then on its sector bitmap is not consulted.
  *
- * Allocating writes of whole or zero-filled blocks write their data outside
- * s->lock, many at once; their BAT entries are written at the next flush,
- * one flush and one log entry for all of them (alloc.c).
+ * Allocating writes (whole or zero-filled blocks, and partial blocks of
+ * differencing images) and differencing partial writes write their data
+ * outside s->lock, many at once; their BAT entries and sector bitmap bits
+ * are set in memory and written at the next flush, one flush and one log
+ * entry for all of them (alloc.c, partial.c).
  *
  * Crash safety: a new block is written and flushed before its BAT entry is
  * written (through the log by default, as the VHDX specification asks; in
@@ -58,6 +57,14 @@ int coroutine_fn vhdx_co_pwrite(BdrvChild *c, uint64_t off, const void *buf, siz
 
     iovector_init_buf(&qiov, (void *)buf, len);
     return bdrv_co_pwritev(c, (int64_t)off, (int64_t)len, &qiov, 0);
+}
+
+int coroutine_fn vhdx_co_pwrite_fua(BdrvChild *c, uint64_t off, const void *buf, size_t len)
+{
+    IOVector qiov;
+
+    iovector_init_buf(&qiov, (void *)buf, len);
+    return bdrv_co_pwritev(c, (int64_t)off, (int64_t)len, &qiov, BDRV_REQ_FUA);
 }
 
 static int64_t coroutine_fn sync_read_co(void *opaque)
@@ -152,6 +159,7 @@ static void vhdx_close(BlockDriverState *bs)
     }
     free(s->bat);
     s->bat = NULL;
+    vhdx_sb_free(s);
 }
 
 static void vhdx_refresh_limits(BlockDriverState *bs, Error **errp)
@@ -315,66 +323,6 @@ uint64_t vhdx_block_used(const BDRVVhdxState *s, uint64_t block)
     uint64_t left = s->disk_size - block * s->block_size;
 
     return left < s->block_size ? left : s->block_size;
-}
-
-/*
- * A PARTIALLY_PRESENT block whose sectors are all present now (its data and
- * bits durable) becomes FULLY_PRESENT: reads and writes stop consulting its
- * sector bitmap. A crash before the entry leaves a partial block whose bits
- * are all set, which reads the same.
- */
-static int coroutine_fn promote_if_full(BlockDriverState *bs, uint64_t block, uint64_t host)
-{
-    BDRVVhdxState *s = bs->opaque;
-    uint64_t used = vhdx_block_used(s, block), run = 0;
-    int ret = vhdx_sb_run(bs, block * s->block_size, used, &run);
-
-    if (ret != 1 || run < used) {
-        return ret < 0 ? ret : 0;
-    }
-    return vhdx_bat_set(bs, block, host | VHDX_PAYLOAD_FULLY_PRESENT);
-}
-
-/* See the top of the file for the order. */
-int coroutine_fn vhdx_write_partial(BlockDriverState *bs, uint64_t block, uint64_t e,
-                                    uint64_t in, uint64_t n, IOVector *qiov, size_t qoff)
-{
-    BDRVVhdxState *s = bs->opaque;
-    bool fresh = (e & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_NOT_PRESENT;
-    uint64_t sbi = vhdx_sb_index(s, block), sb_off = 0, host = e & VHDX_BAT_OFFSET_MASK;
-    bool new_sb = (s->bat[sbi] & VHDX_BAT_STATE_MASK) != VHDX_SB_PRESENT;
-    int ret = 0;
-
-    if (new_sb) {
-        sb_off = vhdx_alloc_space(s, VHDX_MiB);
-        if (!sb_off) {
-            return -ENOSPC;
-        }
-        ret = bdrv_co_pwrite_zeroes(bs->file, (int64_t)sb_off, (int64_t)VHDX_MiB, 0);
-    }
-    if (ret == 0 && fresh) {
-        host = vhdx_block_home(s, block, 0);
-        ret = host ? vhdx_fill_block(bs, host, in, n) : -ENOSPC;
-    }
-    if (ret == 0) {
-        ret = bdrv_co_pwritev_part(bs->file, (int64_t)(host + in), (int64_t)n, qiov, qoff, 0);
-    }
-    if (ret == 0) {
-        ret = bdrv_co_flush(bs->file->bs);
-    }
-    if (ret == 0 && new_sb) {
-        ret = vhdx_bat_set_idx(bs, sbi, sb_off | VHDX_SB_PRESENT);
-    }
-    if (ret == 0) {
-        ret = vhdx_sb_update(bs, block, block * s->block_size + in, n, fresh);
-    }
-    if (ret == 0 && !s->metadata_log) {
-        ret = bdrv_co_flush(bs->file->bs); /* the bits before the entry that uses them */
-    }
-    if (ret == 0 && fresh) {
-        ret = vhdx_bat_set(bs, block, host | VHDX_PAYLOAD_PARTIALLY_PRESENT);
-    }
-    return ret == 0 && !fresh ? promote_if_full(bs, block, host) : ret;
 }
 
 static int coroutine_fn vhdx_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,

@@ -770,6 +770,38 @@ static int coroutine_fn read_grain_part(BlockDriverState *bs, int idx, uint64_t 
     return bdrv_co_preadv_part(e->child, (int64_t)(host + in), (int64_t)n, qiov, qoff, 0);
 }
 
+/*
+ * The common read hit, without the lock (as qcow2's): true, with the host
+ * offset of extent byte off in *host, if its grain is a plain allocated one
+ * in a cached grain table, no allocation of the grain is in flight and no
+ * coroutine holds s->lock. A graph runs in one thread, so while no coroutine
+ * is in the middle of a metadata update (they hold s->lock) and nothing
+ * yields between the lookup and the read's submission, the table is
+ * consistent. Anything else (absent, zeroed, compressed or bad entries) goes
+ * the locked way, which reports corruption. The host range is checked
+ * against the allocated area (vmdk_grain_host).
+ */
+static bool gte_plain_hit(BDRVVmdkState *s, int idx, uint64_t off, uint64_t *host)
+{
+    VmdkExtent *e = s->extents[idx];
+    uint64_t grain = off / e->grain_size, gt_index = grain / e->gtes_per_gt;
+    VmdkGtSlot *t;
+    uint32_t gte;
+
+    if (co_mutex_is_locked(&s->lock) || e->compressed || gt_index >= e->gd_entries ||
+        !e->gd[gt_index] || fmt_inflight_busy(&s->allocs, vmdk_grain_unit(e, off)) ||
+        !(t = gt_find(s, idx, gt_index))) {
+        return false;
+    }
+    gte = t->gte[grain % e->gtes_per_gt];
+    if (vmdk_gte_is_zero(e, gte) || vmdk_grain_host(e, gte, host) < 0) {
+        return false;
+    }
+    t->lru = ++s->lru_clock;
+    *host += off % e->grain_size;
+    return true;
+}
+
 int coroutine_fn vmdk_sparse_preadv(BlockDriverState *bs, int idx, uint64_t off, uint64_t bytes,
                                     IOVector *qiov, size_t qoff)
 {
@@ -777,18 +809,22 @@ int coroutine_fn vmdk_sparse_preadv(BlockDriverState *bs, int idx, uint64_t off,
     VmdkExtent *e = s->extents[idx];
 
     while (bytes) {
-        uint64_t in = off % e->grain_size;
+        uint64_t in = off % e->grain_size, host;
         uint64_t n = bytes < e->grain_size - in ? bytes : e->grain_size - in;
         VmdkGtSlot *slot;
         uint32_t gte;
         int ret;
 
-        co_mutex_lock(&s->lock);
-        vmdk_wait_grain(s, e, off);
-        ret = vmdk_gte_lookup(s, idx, off, &gte, &slot);
-        co_mutex_unlock(&s->lock);
-        if (ret == 0) {
-            ret = read_grain_part(bs, idx, off, n, gte, qiov, qoff);
+        if (gte_plain_hit(s, idx, off, &host)) {
+            ret = bdrv_co_preadv_checked(e->child, (int64_t)host, (int64_t)n, qiov, qoff);
+        } else {
+            co_mutex_lock(&s->lock);
+            vmdk_wait_grain(s, e, off);
+            ret = vmdk_gte_lookup(s, idx, off, &gte, &slot);
+            co_mutex_unlock(&s->lock);
+            if (ret == 0) {
+                ret = read_grain_part(bs, idx, off, n, gte, qiov, qoff);
+            }
         }
         if (ret < 0) {
             return ret;

@@ -117,9 +117,23 @@ int file_lock_apply(int fd, uint64_t perm, uint64_t shared, const char *filename
     return lock_check(fd, perm, shared, filename, errp);
 }
 
+/*
+ * Drops every lock the descriptor's open file description holds, before it is
+ * closed. close() alone releases them only when the last reference to the
+ * description goes, and an io_uring request that already posted its
+ * completion, or a child forked meanwhile, can still hold one: an open right
+ * after the close would then find the image locked by this very process.
+ */
 void file_lock_release(int fd)
 {
-    lock_set_bytes(fd, 0, FILE_PERM_ALL);
+    struct flock fl = {
+        .l_whence = SEEK_SET,
+        .l_start = 0,
+        .l_len = 0, /* to the end of the file and beyond */
+        .l_type = F_UNLCK,
+    };
+
+    (void)fcntl(fd, F_OFD_SETLK, &fl);
 }
 
 void file_lock_perms(bool writable, bool force_share, uint64_t *perm, uint64_t *shared)

@@ -830,8 +830,8 @@ static int coroutine_fn file_co_create_opts(const BlockDriver *drv, const char *
 {
     uint64_t perm, shared;
     PreallocMode prealloc;
+    bool nocow, locked = false;
     int64_t size;
-    bool nocow;
     int fd, ret;
 
     ret = file_create_take_opts(options, &size, &prealloc, &nocow, errp);
@@ -848,7 +848,8 @@ static int coroutine_fn file_co_create_opts(const BlockDriver *drv, const char *
         file_set_nocow(fd);
     }
     file_lock_perms(true, false, &perm, &shared);
-    if (file_lock_supported(fd)) {
+    locked = file_lock_supported(fd);
+    if (locked) {
         ret = file_lock_apply(fd, perm, shared, filename, errp);
         if (ret < 0) {
             goto out_close;
@@ -864,6 +865,9 @@ static int coroutine_fn file_co_create_opts(const BlockDriver *drv, const char *
         ret = file_create_sync(fd, filename, errp);
     }
 out_close:
+    if (locked) {
+        file_lock_release(fd);
+    }
     close(fd);
     return ret;
 }
@@ -1055,6 +1059,9 @@ void file_close(BlockDriverState *bs)
     if (s->reopen_fd >= 0) {
         close(s->reopen_fd);
         s->reopen_fd = -1;
+    }
+    if (s->use_lock && s->lock_fd >= 0) {
+        file_lock_release(s->lock_fd);
     }
     if (s->lock_fd >= 0 && s->lock_fd != s->fd) {
         close(s->lock_fd);

@@ -453,6 +453,41 @@ static void test_file_lock_conflict(void **state)
     blk_unref(a);
 }
 
+/*
+ * Closing drops the locks even while another reference to the open file
+ * description lives on: here a forked child's, in the field an io_uring
+ * request that posted its completion but has not put its file yet. Before,
+ * the reopen right after the close failed with "Failed to get "write" lock".
+ */
+static void test_file_lock_released_at_close(void **state)
+{
+    BlockBackend *a;
+    int gate[2], status;
+    pid_t child;
+    char c = 0;
+
+    drv_test_make_file(img, MiB, 0);
+    assert_int_equal(pipe(gate), 0);
+    a = drv_test_open_ok(file_opts(""), BDRV_O_RDWR);
+    child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        close(gate[1]);
+        (void)!read(gate[0], &c, 1); /* holds the inherited descriptors until told */
+        _exit(0);
+    }
+    close(gate[0]);
+    blk_unref(a);
+    a = drv_test_open_ok(file_opts(""), BDRV_O_RDWR);
+    blk_unref(a);
+    a = drv_test_open_ok(file_opts(""), 0);
+    blk_unref(a);
+    assert_int_equal(write(gate[1], &c, 1), 1);
+    close(gate[1]);
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 /* Reopen moves the image locks with the mode, and a conflicting reopen fails cleanly. */
 static void test_file_reopen(void **state)
 {
@@ -632,6 +667,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_file_truncate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_create, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_lock_conflict, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_lock_released_at_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_open_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_host_device, setup, teardown),

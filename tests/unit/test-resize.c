@@ -420,8 +420,46 @@ static void test_limits(void **state)
     /* 10 MiB of 64 KiB grains: a directory past VMDK_MAX_GD_BYTES (32 MiB of entries). */
     refuse(&vmdk, S0, 4LL * 1024 * 1024 * 1024 * MiB, -ENOTSUP, "grain directory");
     refuse(&vdi, S0, S0 + 100, -EINVAL, "multiple of 512");
-    /* 128 blocks: a full one-sector map; static: all allocated, no block can move. */
-    refuse(&vdi_static, 128LL * MiB, S1, -ENOTSUP, "crash-safely");
+    /*
+     * coblk's vdi images pad the map to a 1 MiB-aligned data offset: a map of
+     * up to 262016 entries grows in place, and the first blocks can move to
+     * make room past that, even in a static image.
+     */
+    create(&vdi_static, 128LL * MiB);
+    {
+        BlockBackend *blk = open_img(&vdi_static);
+        uint8_t want[4096], buf[4096];
+
+        drv_test_pattern(want, sizeof(want), 5);
+        assert_int_equal(blk_pwrite(blk, 100LL * MiB, sizeof(want), want, 0), 0);
+        assert_int_equal(blk_truncate(blk, S1, true, PREALLOC_MODE_OFF, 0, NULL), 0);
+        assert_int_equal(blk_getlength(blk), S1);
+        assert_int_equal(blk_pread(blk, 100LL * MiB, sizeof(buf), buf, 0), 0);
+        assert_memory_equal(buf, want, sizeof(want));
+        /* 300 GiB: a map past the padding; the first two blocks move to the end. */
+        assert_int_equal(blk_truncate(blk, 300LL * 1024 * MiB, true, PREALLOC_MODE_OFF, 0,
+                                      NULL), 0);
+        assert_int_equal(blk_pread(blk, 100LL * MiB, sizeof(buf), buf, 0), 0);
+        assert_memory_equal(buf, want, sizeof(want));
+        assert_int_equal(blk_pread(blk, S1 - 4096, sizeof(buf), buf, 0), 0);
+        memset(want, 0, sizeof(want));
+        assert_memory_equal(buf, want, sizeof(want));
+        blk_unref(blk);
+        assert_int_equal(drv_test_sh("qemu-img check -q -f vdi '%s'", img), 0);
+    }
+    /* qemu-img's layout: the map ends where the data starts. */
+    remove_image();
+    assert_int_equal(drv_test_sh("qemu-img create -q -f vdi -o static=on '%s' 128M", img), 0);
+    {
+        BlockBackend *blk = open_img(&vdi_static);
+        Error *err = NULL;
+
+        assert_int_equal(blk_truncate(blk, S1, true, PREALLOC_MODE_OFF, 0, &err), -ENOTSUP);
+        assert_non_null(strstr(error_get_pretty(err), "crash-safely"));
+        error_free(err);
+        assert_int_equal(blk_getlength(blk), 128LL * MiB);
+        blk_unref(blk);
+    }
     create(&vdi, S0);
     {
         BlockBackend *blk = open_img(&vdi);

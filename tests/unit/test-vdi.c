@@ -16,8 +16,11 @@
 #include <coblk/image.h>
 
 #include "block/block-int.h"
+#include "drivers/format/vdi/vdi-int.h"
 
 #define MiB (1024 * 1024)
+/* Where coblk puts the data of a new image: the first 1 MiB boundary after the map. */
+#define DATA_OFF MiB
 
 static char img[4096];
 
@@ -56,6 +59,18 @@ static int64_t file_size(void)
     return file_size_of(img);
 }
 
+/* A little-endian 32-bit header field of the image file. */
+static uint32_t header_u32(off_t off)
+{
+    uint8_t b[4];
+    int fd = open(img, O_RDONLY);
+
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, b, 4, off), 4);
+    close(fd);
+    return ld_le32(b);
+}
+
 static void test_vdi_create_and_rw(void **state)
 {
     uint8_t *want = malloc(3 * MiB), *buf = malloc(3 * MiB);
@@ -63,7 +78,9 @@ static void test_vdi_create_and_rw(void **state)
     BlockBackend *blk;
 
     assert_int_equal(create("size=5M", NULL, 0), 0);
-    assert_int_equal(file_size(), 1024); /* header + one sector of map */
+    /* Header and one sector of map, then a hole up to the 1 MiB-aligned data. */
+    assert_int_equal(file_size(), DATA_OFF);
+    assert_int_equal(header_u32(VDI_OFF_DATA), DATA_OFF);
     blk = open_vdi(BDRV_O_RDWR);
     assert_string_equal(bdrv_get_format_name(blk_bs(blk)), "vdi");
     assert_int_equal(blk_getlength(blk), 5 * MiB);
@@ -77,11 +94,11 @@ static void test_vdi_create_and_rw(void **state)
     drv_test_pattern(want + MiB - 1000, 5000, 9);
     assert_int_equal(blk_pwrite(blk, MiB - 1000, 5000, want + MiB - 1000, 0), 0);
     /* Grown ahead of the next slots (up to the last block) while open; trimmed at close. */
-    assert_int_equal(file_size(), 1024 + 5 * MiB);
+    assert_int_equal(file_size(), DATA_OFF + 5 * MiB);
     assert_int_equal(blk_pread(blk, 0, 3 * MiB, buf, 0), 0);
     assert_memory_equal(buf, want, 3 * MiB);
     blk_unref(blk);
-    assert_int_equal(file_size(), 1024 + 2 * MiB);
+    assert_int_equal(file_size(), DATA_OFF + 2 * MiB);
 
     blk = open_vdi(0);
     assert_int_equal(blk_pread(blk, 0, 3 * MiB, buf, 0), 0);
@@ -104,7 +121,7 @@ static void test_vdi_create_options(void **state)
     assert_non_null(strstr(msg, "exceeds the maximum"));
 
     assert_int_equal(create("size=3M,static=on", NULL, 0), 0);
-    assert_int_equal(file_size(), 1024 + 3 * MiB);
+    assert_int_equal(file_size(), DATA_OFF + 3 * MiB);
     blk = open_vdi(BDRV_O_RDWR);
     assert_int_equal(blk_getlength(blk), 3 * MiB);
     blk_unref(blk);
@@ -157,7 +174,7 @@ static void test_vdi_concurrent_alloc(void **state)
     }
     assert_int_equal(blk_pread(blk, 0, 4 * MiB, buf, 0), 0);
     assert_memory_equal(buf, want, 4 * MiB);
-    assert_int_equal(file_size(), 1024 + 4 * MiB);
+    assert_int_equal(file_size(), DATA_OFF + 4 * MiB);
     assert_int_equal(bdrv_check(blk_bs(blk), &res, BDRV_FIX_NONE), 0);
     assert_int_equal(res.corruptions + res.leaks, 0);
     assert_int_equal(res.allocated_clusters, 4);
@@ -207,7 +224,7 @@ static void test_vdi_block_status(void **state)
     ret = status(blk, 2 * MiB + 512, 6 * MiB - 512, &q);
     assert_true(ret & BDRV_BLOCK_DATA);
     assert_true(ret & BDRV_BLOCK_OFFSET_VALID);
-    assert_int_equal(q.map, 1024 + 512);
+    assert_int_equal(q.map, DATA_OFF + 512);
     assert_int_equal(q.pnum, 2 * MiB - 512); /* two contiguous slots */
     assert_ptr_equal(q.file, bdrv_file_bs(blk_bs(blk)));
     blk_unref(blk);
@@ -282,22 +299,22 @@ static void test_vdi_discard_and_zeroes(void **state)
     blk = open_vdi(BDRV_O_RDWR | BDRV_O_UNMAP);
     drv_test_pattern(want, 4 * MiB, 1);
     assert_int_equal(blk_pwrite(blk, 0, 4 * MiB, want, 0), 0);
-    assert_int_equal(file_size(), 1024 + 4 * MiB);
+    assert_int_equal(file_size(), DATA_OFF + 4 * MiB);
 
     /* A partial block stays; whole blocks are released and the file shrinks. */
     assert_int_equal(blk_pdiscard(blk, 4096, 8192), 0);
-    assert_int_equal(file_size(), 1024 + 4 * MiB);
+    assert_int_equal(file_size(), DATA_OFF + 4 * MiB);
     assert_int_equal(blk_pdiscard(blk, MiB / 2, 2 * MiB), 0);
-    assert_int_equal(file_size(), 1024 + 3 * MiB);
+    assert_int_equal(file_size(), DATA_OFF + 3 * MiB);
     memset(want + MiB, 0, MiB);
 
     /* Zero writes with MAY_UNMAP release whole blocks; partial ones write zeroes. */
     assert_int_equal(blk_pwrite_zeroes(blk, 3 * MiB, MiB, BDRV_REQ_MAY_UNMAP), 0);
-    assert_int_equal(file_size(), 1024 + 2 * MiB);
+    assert_int_equal(file_size(), DATA_OFF + 2 * MiB);
     memset(want + 3 * MiB, 0, MiB);
     assert_int_equal(blk_pwrite_zeroes(blk, 100 * 1024, 4096, 0), 0);
     memset(want + 100 * 1024, 0, 4096);
-    assert_int_equal(file_size(), 1024 + 2 * MiB);
+    assert_int_equal(file_size(), DATA_OFF + 2 * MiB);
 
     assert_int_equal(blk_pread(blk, 0, 4 * MiB, buf, 0), 0);
     assert_memory_equal(buf, want, 4 * MiB);
@@ -307,9 +324,9 @@ static void test_vdi_discard_and_zeroes(void **state)
     /* Written again after release: a new slot at the end. */
     assert_int_equal(blk_pwrite(blk, MiB, 4 * 4096, want, 0), 0);
     memcpy(want + MiB, want, 4 * 4096);
-    assert_int_equal(file_size(), 1024 + 4 * MiB); /* grown ahead */
+    assert_int_equal(file_size(), DATA_OFF + 4 * MiB); /* grown ahead */
     blk_unref(blk);
-    assert_int_equal(file_size(), 1024 + 3 * MiB); /* trimmed at close */
+    assert_int_equal(file_size(), DATA_OFF + 3 * MiB); /* trimmed at close */
 
     blk = open_vdi(0);
     assert_int_equal(blk_pread(blk, 0, 4 * MiB, buf, 0), 0);
@@ -356,14 +373,14 @@ static void test_vdi_crash_after_grow(void **state)
     blk_unref(blk);
 
     /* The cut image: grown to its last block, one slot counted and mapped. */
-    assert_int_equal(file_size_of(copy), 1024 + 8 * MiB);
+    assert_int_equal(file_size_of(copy), DATA_OFF + 8 * MiB);
     st = qemu_check(copy);
     assert_true(st == 0 || st == 77);
     /* Junk where the next slot goes (the unflushed block's data is there already). */
     fd = open(copy, O_WRONLY);
     assert_true(fd >= 0);
     memset(junk, 0xa5, sizeof(junk));
-    assert_int_equal(pwrite(fd, junk, sizeof(junk), 1024 + MiB + MiB - 4096), 4096);
+    assert_int_equal(pwrite(fd, junk, sizeof(junk), DATA_OFF + MiB + MiB - 4096), 4096);
     close(fd);
 
     blk = drv_test_open_image("vdi", copy, BDRV_O_RDWR);
@@ -374,7 +391,7 @@ static void test_vdi_crash_after_grow(void **state)
     assert_int_equal(blk_pread(blk, 0, 8 * MiB, buf, 0), 0);
     assert_memory_equal(buf, want, 8 * MiB);
     blk_unref(blk);
-    assert_int_equal(file_size_of(copy), 1024 + 2 * MiB); /* trimmed to the second slot */
+    assert_int_equal(file_size_of(copy), DATA_OFF + 2 * MiB); /* trimmed to the second slot */
     st = qemu_check(copy);
     assert_true(st == 0 || st == 77);
     blk = drv_test_open_image("vdi", copy, 0);
@@ -398,9 +415,9 @@ static void test_vdi_compact(void **state)
     memset(want + MiB, 0, MiB);          /* block 1 written as zeroes */
     memset(want + 3 * MiB, 0, MiB);      /* block 3 too */
     assert_int_equal(blk_pwrite(blk, 0, 5 * MiB, want, 0), 0);
-    assert_int_equal(file_size(), 1024 + 5 * MiB);
+    assert_int_equal(file_size(), DATA_OFF + 5 * MiB);
     assert_int_equal(bdrv_compact(blk_bs(blk), NULL, NULL, &err), 0);
-    assert_int_equal(file_size(), 1024 + 3 * MiB);
+    assert_int_equal(file_size(), DATA_OFF + 3 * MiB);
     assert_int_equal(blk_pread(blk, 0, 5 * MiB, buf, 0), 0);
     assert_memory_equal(buf, want, 5 * MiB);
     blk_unref(blk);
@@ -433,8 +450,8 @@ static void test_vdi_probe(void **state)
 /* ---------------------------------------------------------------------- */
 /* A failed data write into a new block (blkdebug below the vdi node) */
 
-/* Slot n's first sector in a 4 MiB image (header and map: 1024 bytes). */
-#define SLOT_SECTOR(n) ((1024 + (int64_t)(n) * MiB) / 512)
+/* Slot n's first sector in a 4 MiB image (data from DATA_OFF). */
+#define SLOT_SECTOR(n) ((DATA_OFF + (int64_t)(n) * MiB) / 512)
 
 /* Opens img over blkdebug, failing (EIO, once) the first write touching sector. */
 static BlockBackend *open_failing(int64_t sector)
@@ -563,7 +580,7 @@ static void test_vdi_failed_alloc_write(void **state)
     assert_int_equal(blk_flush(blk), 0);
     assert_check(blk, 0, 3);
     blk_unref(blk);
-    assert_int_equal(file_size(), 1024 + 3 * MiB);
+    assert_int_equal(file_size(), DATA_OFF + 3 * MiB);
     assert_qemu_clean(img);
     blk = open_vdi(0);
     assert_block(blk, 0, 0, a, sizeof(a));
@@ -634,7 +651,7 @@ static void test_vdi_alloc_joiner(void **state)
     assert_int_equal(blk_pread(blk, 2 * MiB - 4096, 4096, c, 0), 0);
     assert_memory_equal(c, d2, sizeof(d2));
     blk_unref(blk);
-    assert_int_equal(file_size(), 1024 + 2 * MiB);
+    assert_int_equal(file_size(), DATA_OFF + 2 * MiB);
     assert_qemu_clean(img);
 }
 
@@ -671,7 +688,7 @@ static void test_vdi_failed_alloc_joiner(void **state)
     assert_block(blk, 1, 128 * 1024, b, sizeof(b));
     assert_check(blk, 0, 2);
     blk_unref(blk);
-    assert_int_equal(file_size(), 1024 + 2 * MiB);
+    assert_int_equal(file_size(), DATA_OFF + 2 * MiB);
     assert_qemu_clean(img);
 }
 
@@ -712,7 +729,7 @@ static void test_vdi_failed_alloc_leak(void **state)
     assert_block(blk, 0, 0, a, sizeof(a));
     assert_block(blk, 2, 0, c, sizeof(c));
     blk_unref(blk);
-    assert_int_equal(file_size(), 1024 + 2 * MiB);
+    assert_int_equal(file_size(), DATA_OFF + 2 * MiB);
     assert_qemu_clean(img);
 }
 
@@ -785,7 +802,7 @@ static void test_vdi_leaked_slot_reused(void **state)
         assert_true(status(blk, 4 * MiB, MiB, &q) & BDRV_BLOCK_DATA);
         assert_int_equal(q.map, SLOT_SECTOR(3) * 512);
         blk_unref(blk);
-        assert_int_equal(file_size(), 1024 + 4 * MiB);
+        assert_int_equal(file_size(), DATA_OFF + 4 * MiB);
         assert_qemu_clean(img);
         blk = open_vdi(0);
         assert_block(blk, 0, 0, a, sizeof(a));

@@ -40,13 +40,25 @@ static void vdi_build_header(uint8_t *hdr, uint64_t size, uint32_t blocks, bool 
     vdi_uuid_swap(hdr + VDI_OFF_UUID + 16, u);
 }
 
+/*
+ * The data area starts at the next multiple of VDI_DATA_ALIGN after the map
+ * (the header allows padding between them; the gap is a hole), so that every
+ * block, and every aligned guest request in it, is aligned in the file too.
+ * With data right after the map (at 1536 for a 256 MiB image, as qemu-img
+ * creates it) each 64 KiB write straddles two page-cache folios: raw written
+ * at that offset costs about 20% more system time (bench/README.md, vdi).
+ * The padding also lets a resize grow the map in place.
+ */
+#define VDI_DATA_ALIGN (1u << 20)
+
 static int coroutine_fn vdi_write_new(BlockBackend *blk, uint64_t size, bool is_static,
                                       Error **errp)
 {
     uint32_t blocks = (uint32_t)div_round_up_u64(size, VDI_BLOCK_SIZE);
     uint32_t map_bytes = (uint32_t)round_up_u64((uint64_t)blocks * 4, VDI_SECTOR);
-    uint32_t off_data = VDI_HDR_BUF + map_bytes;
-    uint8_t *buf = calloc(1, (size_t)off_data);
+    uint32_t meta = VDI_HDR_BUF + map_bytes;
+    uint32_t off_data = (uint32_t)round_up_u64(meta, VDI_DATA_ALIGN);
+    uint8_t *buf = calloc(1, (size_t)meta);
     int ret;
 
     if (!buf) {
@@ -57,11 +69,11 @@ static int coroutine_fn vdi_write_new(BlockBackend *blk, uint64_t size, bool is_
     for (uint32_t b = 0; b < blocks; b++) {
         st_le32(buf + VDI_HDR_BUF + (size_t)b * 4, is_static ? b : VDI_FREE);
     }
-    ret = fmt_blk_co_pwrite(blk, 0, off_data, buf);
+    ret = fmt_blk_co_pwrite(blk, 0, meta, buf);
     free(buf);
-    if (ret == 0 && is_static) {
-        ret = blk_co_truncate(blk, off_data + (int64_t)blocks * VDI_BLOCK_SIZE, true,
-                              PREALLOC_MODE_OFF, 0, errp);
+    if (ret == 0) {
+        ret = blk_co_truncate(blk, off_data + (is_static ? (int64_t)blocks * VDI_BLOCK_SIZE : 0),
+                              true, PREALLOC_MODE_OFF, 0, errp);
         if (ret < 0) {
             return ret;
         }

@@ -37,7 +37,9 @@
 # BUILD_DIR/bench/coblk-blkbench; "coblk-img bench" takes the same flags),
 # AGAINST (qemu: side B is qemu-img bench on the same image, the default;
 # raw: side B is coblk on a raw image of the same bytes, so that each row is
-# an interleaved A/B of the format against raw).
+# an interleaved A/B of the format against raw), MAKER (qemu: images made by
+# qemu-img create/convert, the default; coblk: by coblk-img, whose layout
+# can differ: vdi data 1 MiB-aligned instead of right after the map).
 set -euo pipefail
 build=${1:-build}
 rounds=${ROUNDS:-5}
@@ -54,6 +56,9 @@ cache=${CACHE:-writeback}
 dir=${DIR:-$build/bench-formats}
 cbench=${CBENCH:-$build/bench/coblk-blkbench}
 against=${AGAINST:-qemu}
+maker=${MAKER:-qemu}
+mk=(qemu-img)
+[ "$maker" = coblk ] && mk=("$build/tools/img/coblk-img")
 
 command -v qemu-img >/dev/null || { echo "run-formats: qemu-img not found" >&2; exit 77; }
 [ -x "${cbench%% *}" ] || { echo "run-formats: build ${cbench%% *} first" >&2; exit 1; }
@@ -120,7 +125,7 @@ run() {
     seq-write)
         img=$dir/w.$fmt
         rm -f "$img"
-        qemu-img create -q -f "$fmt" $(fmt_opts "$fmt") "$img" "$size_b"
+        "${mk[@]}" create -q -f "$fmt" $(fmt_opts "$fmt") "$img" "$size_b" >/dev/null
         count=$seq_count
         args=(-w -s "$seq_b")
         ;;
@@ -162,7 +167,7 @@ echo "coblk ($cbench) vs $vs: $size images, queue depth $depth, cache $cache,"
 echo "seq $seq_bs x $seq_read_count (reads) / $seq_count (writes)," \
      "random 4 KiB x $rand_read_count (reads) / $rand_count (writes) step $rand_step;" \
      "median of $rounds interleaved pairs"
-echo "machine: $(nproc) cores, $(uname -r); $(qemu-img --version | head -1)"
+echo "machine: $(nproc) cores, $(uname -r); $(qemu-img --version | head -1); images made by ${mk[0]##*/}"
 if [ "$against" = raw ]; then
     qemu-img convert -q -f raw -O raw "$dir/src.raw" "$dir/full.raw"
     recache "$dir/full.raw"
@@ -172,7 +177,7 @@ else
 fi
 for fmt in $formats; do
     [ "$against" = raw ] && [ "$fmt" = raw ] && continue
-    qemu-img convert -q -f raw -O "$fmt" $(fmt_opts "$fmt") "$dir/src.raw" "$dir/full.$fmt"
+    "${mk[@]}" convert -q -f raw -O "$fmt" $(fmt_opts "$fmt") "$dir/src.raw" "$dir/full.$fmt"
     if [ "$against" = raw ]; then
         recache "$dir/full.$fmt" "$dir/full.raw"
     else

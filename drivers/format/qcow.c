@@ -612,13 +612,25 @@ static int coroutine_fn qcow_reserve_table(BlockDriverState *bs, int64_t *at)
 {
     BDRVQcowState *s = bs->opaque;
     uint64_t len = round_up_u64(s->l2_bytes, s->cluster_size), end;
-    int64_t start;
+    int64_t start, flen;
     int ret;
 
     if (s->tbl_next + (int64_t)len > s->tbl_end) {
         start = qcow_reserve(s, len);
         end = round_up_u64((uint64_t)start + len, QCOW_TABLE_AREA);
-        ret = bdrv_co_pwrite_zeroes(bs->file, start, (int64_t)end - start, 0);
+        /*
+         * An area past the end of the file already reads zero: growing the
+         * file over it is enough (and the flush before the L1 entry that
+         * points at a table in it makes that durable). Zeroing it instead
+         * (fallocate) cost 0.168 s against 0.148 s for the bench's 256 MiB
+         * of 64 KiB writes (raw 0.142; bench/README.md, qcow).
+         */
+        flen = bdrv_co_getlength(bs->file->bs);
+        if (flen >= 0 && flen <= start) {
+            ret = bdrv_co_truncate(bs->file, (int64_t)end, false, PREALLOC_MODE_OFF, 0, NULL);
+        } else {
+            ret = bdrv_co_pwrite_zeroes(bs->file, start, (int64_t)end - start, 0);
+        }
         s->file_end = (int64_t)end;
         if (ret < 0) {
             return ret; /* the space stays unused: qcow does not account for it */

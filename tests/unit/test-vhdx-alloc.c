@@ -388,6 +388,54 @@ static void test_vhdx_alloc_write_error(void **state)
     free(buf);
 }
 
+/*
+ * A new block at the end of the file needs no zeroes: it reads zero, and the
+ * file only grows over it (qemu-img check wants every block inside the file).
+ * Space that held data (a discarded block's kept offset) is still zeroed:
+ * with write-zeroes failing, the write into it fails instead of showing the
+ * old bytes.
+ */
+static void test_vhdx_alloc_fresh_no_zeroes(void **state)
+{
+    static const char no_zeroes[] =
+        ",file.inject-error.0.event=none,file.inject-error.0.iotype=write-zeroes";
+    uint8_t *want = calloc(1, DISK), *buf = malloc(DISK);
+    BlockBackend *blk;
+    char o[8192];
+
+    assert_int_equal(drv_test_create("vhdx", img, "size=16M,block_size=1M", NULL, 0), 0);
+    blk = open_dbg(no_zeroes);
+    drv_test_pattern(want + MiB + 640 * KiB, 64 * KiB, 3);    /* head and tail left */
+    drv_test_pattern(want + 4 * MiB, 3 * MiB, 4);             /* whole blocks */
+    assert_int_equal(blk_pwrite(blk, MiB + 640 * KiB, 64 * KiB, want + MiB + 640 * KiB, 0), 0);
+    for (int64_t at = 4 * MiB; at < 7 * MiB; at += 64 * KiB) {
+        assert_int_equal(blk_pwrite(blk, at, 64 * KiB, want + at, 0), 0);
+    }
+    memset(want + 15 * MiB + 4 * KiB, 0x5d, 4 * KiB);         /* the last block */
+    assert_int_equal(blk_pwrite(blk, 15 * MiB + 4 * KiB, 4 * KiB, want + 15 * MiB + 4 * KiB, 0),
+                     0);
+    assert_int_equal(blk_flush(blk), 0);
+    blk_unref(blk);
+    verify(want);
+
+    /* Block 1 discarded keeps its offset; a write there must zero the rest of it. */
+    snprintf(o, sizeof(o), "driver=vhdx,file.driver=file,file.filename=%s,discard=unmap", img);
+    blk = drv_test_open_ok(o, BDRV_O_RDWR);
+    assert_int_equal(blk_pdiscard(blk, MiB, MiB), 0);
+    memset(want + MiB, 0, MiB);
+    blk_unref(blk);
+    blk = open_dbg(no_zeroes);
+    assert_int_equal(blk_pwrite(blk, MiB + 8 * KiB, 4 * KiB, buf, 0), -EIO);
+    blk_unref(blk);
+    blk = drv_test_open_image("vhdx", img, BDRV_O_RDWR);
+    memset(want + MiB + 8 * KiB, 0x6e, 4 * KiB);
+    assert_int_equal(blk_pwrite(blk, MiB + 8 * KiB, 4 * KiB, want + MiB + 8 * KiB, 0), 0);
+    blk_unref(blk);
+    verify(want);
+    free(want);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -396,6 +444,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vhdx_alloc_write_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_alloc_reopen_ro, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhdx_alloc_diff_partial, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhdx_alloc_fresh_no_zeroes, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -163,6 +163,7 @@ int vhdx_load_bat(BlockDriverState *bs, Error **errp)
         }
     }
     s->file_end = round_up_u64(end, VHDX_MiB);
+    s->zero_from = s->file_end; /* past every byte of the file */
     return 0;
 }
 

@@ -165,7 +165,7 @@ static int coroutine_fn ensure_sb(BlockDriverState *bs, uint64_t block)
     if ((s->bat[sbi] & VHDX_BAT_STATE_MASK) == VHDX_SB_PRESENT) {
         return 0;
     }
-    off = vhdx_alloc_space(s, VHDX_MiB);
+    off = vhdx_alloc_space(s, VHDX_MiB, NULL);
     if (!off) {
         return -ENOSPC;
     }
@@ -224,7 +224,8 @@ static int coroutine_fn alloc_partial(BlockDriverState *bs, uint64_t block, uint
                                       uint64_t n, IOVector *qiov, size_t qoff)
 {
     BDRVVhdxState *s = bs->opaque;
-    VhdxAlloc a = { .host = vhdx_block_home(s, block, 0) };
+    bool fresh;
+    VhdxAlloc a = { .host = vhdx_block_home(s, block, 0, &fresh) };
     int ret;
 
     if (!a.host) {

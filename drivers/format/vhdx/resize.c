@@ -124,6 +124,9 @@ static int coroutine_fn grow(BlockDriverState *bs, uint64_t payload, uint64_t en
         return ret;
     }
     s->file_end = end;
+    if (s->zero_from < end) {
+        s->zero_from = end; /* fixed images' new blocks: handed out */
+    }
     return 0;
 }
 
@@ -210,6 +213,9 @@ static int coroutine_fn move_bat(BlockDriverState *bs, uint64_t payload, uint64_
     s->bat_offset = off;
     s->bat_length = len;
     s->file_end = off + len;
+    if (s->zero_from < s->file_end) {
+        s->zero_from = s->file_end; /* the new BAT region */
+    }
     ret = bdrv_co_pwrite_zeroes(bs->file, (int64_t)(off + used), (int64_t)(len - used), 0);
     ret = ret ? ret : grow(bs, payload, entries); /* new entries, in the new region; flush */
     ret = ret ? ret : vhdx_write_bat(bs, 0, old_entries, false);

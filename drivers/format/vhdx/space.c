@@ -140,10 +140,13 @@ void vhdx_space_invalidate(BDRVVhdxState *s)
     s->n_gaps = 0;
 }
 
-uint64_t vhdx_alloc_space(BDRVVhdxState *s, uint64_t len)
+uint64_t vhdx_alloc_space(BDRVVhdxState *s, uint64_t len, bool *fresh)
 {
     uint64_t off;
 
+    if (fresh) {
+        *fresh = false;
+    }
     if (!s->gaps_known) {
         scan(s);
     }
@@ -165,5 +168,11 @@ uint64_t vhdx_alloc_space(BDRVVhdxState *s, uint64_t len)
         return 0;
     }
     s->file_end = off + len;
+    if (fresh) {
+        *fresh = off >= s->zero_from;
+    }
+    if (s->zero_from < off + len) {
+        s->zero_from = off + len;
+    }
     return off;
 }

@@ -121,6 +121,8 @@ typedef struct BDRVVhdxState {
     uint64_t bat_entries;
     uint64_t *bat;          /* host order */
     uint64_t file_end;      /* where the next block goes (1 MiB aligned) */
+    uint64_t zero_from;     /* space from here on lies past the file's end at open and
+                               was not handed out since: it reads zero (space.c) */
     bool unknown_regions;   /* the region table has regions this driver does not know */
     bool gaps_known;        /* gaps[] is up to date (space.c) */
     int n_gaps;
@@ -199,9 +201,14 @@ int coroutine_fn vhdx_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvC
  * Where block (BAT entry e) goes: the space its entry kept when that overlaps
  * nothing else, else new space; 0 if there is none. Holds s->lock.
  */
-uint64_t vhdx_block_home(BDRVVhdxState *s, uint64_t block, uint64_t e);
-/* Zeroes the parts of the block at host that [in, in + n) leaves. */
-int coroutine_fn vhdx_fill_block(BlockDriverState *bs, uint64_t host, uint64_t in, uint64_t n);
+uint64_t vhdx_block_home(BDRVVhdxState *s, uint64_t block, uint64_t e, bool *fresh);
+/*
+ * Zeroes the parts of the block at host that [in, in + n) leaves, unless the
+ * block is fresh (vhdx_alloc_space): then it reads zero already, and the file
+ * is only grown over it. Holds s->lock (a grow must not race a write past it).
+ */
+int coroutine_fn vhdx_fill_block(BlockDriverState *bs, uint64_t host, uint64_t in, uint64_t n,
+                                 bool fresh);
 /*
  * Writes guest bytes [in, in + n) of payload block: in place when present,
  * by vhdx_write_partial for a differencing image's partial write, else
@@ -272,9 +279,10 @@ uint64_t vhdx_sb_byte(const BDRVVhdxState *s, uint64_t sec, unsigned *bit);
 /*
  * Where a new block of len bytes (a multiple of 1 MiB) goes: the first
  * unreferenced gap it fits, else the end of the file (s->file_end grows);
- * 0 if that would pass VHDX_MAX_FILE. Called with s->lock held.
+ * 0 if that would pass VHDX_MAX_FILE. *fresh (if fresh is not NULL) tells
+ * whether the space reads zero (past s->zero_from). Called with s->lock held.
  */
-uint64_t vhdx_alloc_space(BDRVVhdxState *s, uint64_t len);
+uint64_t vhdx_alloc_space(BDRVVhdxState *s, uint64_t len, bool *fresh);
 /* Forgets the gaps: the next allocation scans again (after a resize). */
 void vhdx_space_invalidate(BDRVVhdxState *s);
 /*

@@ -321,8 +321,20 @@ static int coroutine_fn plain_pwritev(BlockDriverState *bs, int idx, uint64_t of
     int ret = 0;
 
     while (bytes && ret == 0) {
-        uint64_t in = off % e->grain_size;
+        uint64_t in = off % e->grain_size, host;
         uint64_t max = (uint64_t)VMDK_CHUNK_GRAINS * e->grain_size - in;
+
+        /*
+         * In place in one allocated grain: no lock, as for reads (allocated
+         * grains do not move while open). The planned way took 490 more
+         * instructions per 4 KiB write than raw (callgrind), and 0.87-0.92
+         * of raw's random in-place writes (bench/README.md, vmdk).
+         */
+        if (!zero && in + bytes <= e->grain_size && vmdk_gte_plain_hit(s, idx, off, &host)) {
+            BLKDBG_EVENT(e->child, BLKDBG_WRITE_AIO);
+            ret = bdrv_co_pwritev_part(e->child, (int64_t)host, (int64_t)bytes, qiov, qoff, 0);
+            break;
+        }
 
         c.off = off;
         c.bytes = bytes < max ? bytes : max;

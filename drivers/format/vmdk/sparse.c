@@ -781,7 +781,7 @@ static int coroutine_fn read_grain_part(BlockDriverState *bs, int idx, uint64_t 
  * the locked way, which reports corruption. The host range is checked
  * against the allocated area (vmdk_grain_host).
  */
-static bool gte_plain_hit(BDRVVmdkState *s, int idx, uint64_t off, uint64_t *host)
+bool vmdk_gte_plain_hit(BDRVVmdkState *s, int idx, uint64_t off, uint64_t *host)
 {
     VmdkExtent *e = s->extents[idx];
     uint64_t grain = off / e->grain_size, gt_index = grain / e->gtes_per_gt;
@@ -815,7 +815,7 @@ int coroutine_fn vmdk_sparse_preadv(BlockDriverState *bs, int idx, uint64_t off,
         uint32_t gte;
         int ret;
 
-        if (gte_plain_hit(s, idx, off, &host)) {
+        if (vmdk_gte_plain_hit(s, idx, off, &host)) {
             ret = bdrv_co_preadv_checked(e->child, (int64_t)host, (int64_t)n, qiov, qoff);
         } else {
             co_mutex_lock(&s->lock);

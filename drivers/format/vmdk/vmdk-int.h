@@ -291,6 +291,13 @@ int coroutine_fn vmdk_commit_extent(BDRVVmdkState *s, int idx);
 int coroutine_fn vmdk_commit_all(BDRVVmdkState *s);
 
 /* alloc.c: writes or (zero) zeroes bytes at extent byte off of sparse extent idx. */
+/*
+ * The host offset of guest byte off of sparse extent idx when its grain is
+ * plain, allocated, in a cached table, with no allocation of it in flight
+ * and s->lock free: reads and in-place writes of it then need no lock
+ * (sparse.c). False for anything else.
+ */
+bool vmdk_gte_plain_hit(BDRVVmdkState *s, int idx, uint64_t off, uint64_t *host);
 int coroutine_fn vmdk_sparse_pwritev(BlockDriverState *bs, int idx, uint64_t off,
                                      uint64_t bytes, IOVector *qiov, size_t qoff, bool zero);
 

@@ -9,7 +9,8 @@
 # Each row prints the median IOPS of each side, their ratio, and the median
 # of the per-pair ratios ("pairs": robust to a machine whose speed drifts).
 #
-# Rows per format (images made by qemu-img, so both sides read the same bytes):
+# Rows per format (images made by qemu-img, or by coblk-img with MAKER=coblk;
+# both sides use the same image or bytes):
 #   seq-read    SEQ_BS requests, SEQ_PASSES passes over a fully written image
 #   rand-read   4 KiB requests with a large step (-S RAND_STEP, wrapping to 0:
 #               the "random-ish" pattern qemu-img bench can make)

@@ -71,6 +71,8 @@ static void test_snapshot_cycle(void **state)
     assert_clean(blk);
     qe_fill(blk, 0, 64 * KiB, 0x22);        /* copy-on-write of a shared cluster */
     qe_fill(blk, 16 * MiB, 64 * KiB, 0x33);
+    /* Inside a shared cluster whose table is cached: not COPIED, so no in-place write hit. */
+    qe_fill(blk, 128 * KiB + 4 * KiB, 4 * KiB, 0x55);
     assert_int_equal(snap(blk, "", "two", 0), 0);
     qe_fill(blk, 64 * KiB, 64 * KiB, 0x44);
     assert_clean(blk);
@@ -91,6 +93,9 @@ static void test_snapshot_cycle(void **state)
     assert_int_equal(bdrv_snapshot_goto(blk_bs(blk), "2", &err), 0); /* by id */
     qe_expect(blk, 0, 64 * KiB, 0x22);
     qe_expect(blk, 64 * KiB, 64 * KiB, 0x11);
+    qe_expect(blk, 128 * KiB, 4 * KiB, 0x11);
+    qe_expect(blk, 128 * KiB + 4 * KiB, 4 * KiB, 0x55);
+    qe_expect(blk, 128 * KiB + 8 * KiB, 56 * KiB, 0x11);
     qe_expect(blk, 16 * MiB, 64 * KiB, 0x33);
 
     assert_int_equal(bdrv_snapshot_delete(blk_bs(blk), NULL, "one", &err), 0);
@@ -106,7 +111,9 @@ static void test_snapshot_cycle(void **state)
 
     blk = qe_open(img, 0);                  /* durable */
     qe_expect(blk, 0, 64 * KiB, 0x55);
-    qe_expect(blk, 64 * KiB, 960 * KiB, 0x11);
+    qe_expect(blk, 64 * KiB, 68 * KiB, 0x11);
+    qe_expect(blk, 132 * KiB, 4 * KiB, 0x55);           /* snapshot "two" had it */
+    qe_expect(blk, 136 * KiB, 888 * KiB, 0x11);
     assert_clean(blk);
     blk_unref(blk);
 }

@@ -521,12 +521,23 @@ int coroutine_fn qcow2_co_pwritev_alloc(BlockDriverState *bs, uint64_t offset, u
                                         IOVector *qiov, size_t qiov_offset, unsigned flags)
 {
     BDRVQcow2State *s = bs->opaque;
+    /* The metadata overlap check of in-place writes (check_data_overlap) needs the lock. */
+    bool may_hit = qcow2_has_data_file(s) || (s->overlap_check & QCOW2_OL_ALL) != QCOW2_OL_ALL;
 
     while (bytes) {
         uint64_t n = bytes, host = 0;
         Qcow2Alloc a;
         int ret;
 
+        /*
+         * The rest of the request in place in one cached, COPIED cluster: no
+         * lock, as the read hit. plan_write under the lock took 400 more
+         * instructions per 4 KiB write than raw (callgrind; bench/README.md).
+         */
+        if (may_hit && qcow2_map_plain_hit_need(s, offset, bytes, &host, QCOW_OFLAG_COPIED)) {
+            return bdrv_co_pwritev_part(s->data_file, (int64_t)host, (int64_t)bytes, qiov,
+                                        qiov_offset, 0);
+        }
         co_mutex_lock(&s->lock);
         ret = plan_write(bs, offset, &n, &host, &a);
         if (ret == 1) {

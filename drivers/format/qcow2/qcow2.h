@@ -628,9 +628,11 @@ static inline uint8_t *qcow2_cache_peek_hint(Qcow2Cache *c, uint64_t offset)
  * lookup and the use of its answer, the tables are consistent. False for
  * anything else, which qcow2_map_locked() then handles (and reports
  * corruption for). The host range it answers is within QCOW2_MAX_OFFSET.
+ * The entry must also have the flags in need (QCOW_OFLAG_COPIED for a write
+ * in place: a cluster a snapshot shares is copied first).
  */
-static inline bool qcow2_map_plain_hit(BDRVQcow2State *s, uint64_t offset, uint64_t bytes,
-                                       uint64_t *host)
+static inline bool qcow2_map_plain_hit_need(BDRVQcow2State *s, uint64_t offset,
+                                            uint64_t bytes, uint64_t *host, uint64_t need)
 {
     uint64_t cmask = s->cluster_size - 1, l1i = qcow2_l1_index(s, offset), l2off, l2e, h;
     uint8_t *l2;
@@ -646,11 +648,18 @@ static inline bool qcow2_map_plain_hit(BDRVQcow2State *s, uint64_t offset, uint6
     l2e = qcow2_l2_get(s, l2, qcow2_l2_index(s, offset));
     h = (l2e & L2E_OFFSET_MASK) + (offset & cmask);
     if ((l2e & ~(L2E_OFFSET_MASK | QCOW_OFLAG_COPIED)) || (l2e & cmask) ||
-        !(l2e & L2E_OFFSET_MASK) || h + s->cluster_size > QCOW2_MAX_OFFSET) {
+        !(l2e & L2E_OFFSET_MASK) || h + s->cluster_size > QCOW2_MAX_OFFSET ||
+        (l2e & need) != need) {
         return false;
     }
     *host = h;
     return true;
+}
+
+static inline bool qcow2_map_plain_hit(BDRVQcow2State *s, uint64_t offset, uint64_t bytes,
+                                       uint64_t *host)
+{
+    return qcow2_map_plain_hit_need(s, offset, bytes, host, 0);
 }
 
 /* Gets the L2 table for offset, allocating (or COWing) it if create. */

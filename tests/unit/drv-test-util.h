@@ -41,6 +41,16 @@ static inline int drv_test_sh(const char *fmt, ...)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* Reads len bytes at off of the file at path; the test fails if it cannot. */
+static inline void drv_test_pread(const char *path, int64_t off, void *buf, size_t len)
+{
+    int fd = open(path, O_RDONLY);
+
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, buf, len, (off_t)off), (ssize_t)len);
+    close(fd);
+}
+
 /* The directory for scratch images: $COBLK_TEST_DIR, else the current one. */
 static inline const char *drv_test_dir(void)
 {

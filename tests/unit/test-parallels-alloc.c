@@ -109,11 +109,8 @@ static uint64_t flushes_between(const char *from, const char *to)
 static uint32_t file_le32(int64_t off)
 {
     uint8_t b[4];
-    int fd = open(img, O_RDONLY);
 
-    assert_true(fd >= 0);
-    assert_int_equal(pread(fd, b, 4, off), 4);
-    close(fd);
+    drv_test_pread(img, off, b, sizeof(b));
     return ld_le32(b);
 }
 

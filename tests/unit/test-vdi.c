@@ -63,11 +63,8 @@ static int64_t file_size(void)
 static uint32_t header_u32(off_t off)
 {
     uint8_t b[4];
-    int fd = open(img, O_RDONLY);
 
-    assert_true(fd >= 0);
-    assert_int_equal(pread(fd, b, 4, off), 4);
-    close(fd);
+    drv_test_pread(img, off, b, sizeof(b));
     return ld_le32(b);
 }
 

@@ -161,6 +161,18 @@ static inline void fmt_join_open(FmtInflightList *l, FmtJoin *j)
 void coroutine_fn fmt_join_seal(FmtInflightList *l, FmtJoin *j, CoMutex *lock);
 
 /**
+ * Allocator: closes j to new joiners without waiting for the joiners still
+ * writing, for a format whose entry may point at the place while they do
+ * (their data needs nothing more, e.g. no bitmap): each then completes as
+ * soon as its own write has and fmt_join_end has published the result. A
+ * failed allocation must still fmt_join_seal before giving the place back.
+ */
+static inline void fmt_join_close(FmtJoin *j)
+{
+    j->open = false;
+}
+
+/**
  * Allocator: publishes ret (the allocation's result, 0 once its entry is set)
  * to the joiners, waits until each has read it, and unlists j. Lock held
  * throughout. Returns ret.

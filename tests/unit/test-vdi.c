@@ -653,6 +653,60 @@ static void test_vdi_alloc_joiner(void **state)
 }
 
 /*
+ * The entry is published once the first write's data is written, while a
+ * joiner is still held in its own data write: the first write's bytes read
+ * back at once, the joiner completes when its write does, and the first
+ * write (which waits for its joiners) with it.
+ */
+static void test_vdi_alloc_publish_before_joiner(void **state)
+{
+    uint8_t a[4096], c[4096], buf[4096];
+    AioDone da = { 0 }, dc = { 0 };
+    IOVector qa, qc;
+    BlockBackend *blk;
+    BDRVVdiState *s;
+    char opts[8192];
+
+    memset(a, 0xa5, sizeof(a));
+    memset(c, 0xc6, sizeof(c));
+    assert_int_equal(create("size=4M", NULL, 0), 0);
+    snprintf(opts, sizeof(opts), "driver=vdi,file.driver=blkdebug,file.image.driver=file,"
+             "file.image.filename=%s", img);
+    blk = drv_test_open_ok(opts, BDRV_O_RDWR);
+    s = blk_bs(blk)->opaque;
+    assert_int_equal(blk_pwrite(blk, 0, 4096, a, 0), 0); /* slot 0; the header written */
+    iovector_init_buf(&qa, a, sizeof(a));
+    iovector_init_buf(&qc, c, sizeof(c));
+    start_held_write(blk, MiB + 512 * 1024, &qa, &da, "a1", "a2"); /* block 1, held */
+    start_held_write(blk, MiB + 64 * 1024, &qc, &dc, "c1", "c2");  /* its joiner, held */
+    assert_int_equal(bdrv_debug_resume(blk_bs(blk), "a2"), 0);
+    for (int i = 0; i < 5000 && vdi_entry(s, 1) == VDI_FREE; i++) { /* at most ~5 s */
+        if (!aio_poll(blk_get_aio_context(blk), false)) {
+            usleep(1000);
+        }
+    }
+    assert_int_not_equal(vdi_entry(s, 1), VDI_FREE); /* not waiting for the joiner */
+    assert_false(dc.done);
+    assert_false(da.done);
+    assert_int_equal(blk_pread(blk, MiB + 512 * 1024, 4096, buf, 0), 0);
+    assert_memory_equal(buf, a, sizeof(a));
+    assert_int_equal(bdrv_debug_resume(blk_bs(blk), "c2"), 0);
+    wait_done(blk, &dc);
+    wait_done(blk, &da);
+    assert_int_equal(dc.ret, 0);
+    assert_int_equal(da.ret, 0);
+    assert_int_equal(blk_flush(blk), 0);
+    assert_check(blk, 0, 2);
+    blk_unref(blk);
+    blk = open_vdi(0);
+    assert_int_equal(blk_pread(blk, MiB + 64 * 1024, 4096, buf, 0), 0);
+    assert_memory_equal(buf, c, sizeof(c));
+    assert_int_equal(blk_pread(blk, MiB + 512 * 1024, 4096, buf, 0), 0);
+    assert_memory_equal(buf, a, sizeof(a));
+    blk_unref(blk);
+}
+
+/*
  * The allocating write fails: its joiner (whose data went into the slot)
  * fails with it, the block stays unallocated, and the next write of it
  * allocates the slot again, zeroed (the joiner's data is gone).
@@ -826,6 +880,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vdi_probe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vdi_failed_alloc_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vdi_alloc_joiner, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vdi_alloc_publish_before_joiner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vdi_failed_alloc_joiner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vdi_failed_alloc_leak, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vdi_leaked_slot_reused, setup, teardown),

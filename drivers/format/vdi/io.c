@@ -238,9 +238,19 @@ static int coroutine_fn vdi_write_new_block(BlockDriverState *bs, uint32_t block
     ret = bdrv_co_pwritev_part(bs->file, vdi_slot_offset(s, a.slot) + in_block, n, qiov,
                                qiov_offset, 0);
     co_mutex_lock(&s->alloc_lock);
-    fmt_join_seal(&s->allocs, &a.j, &s->alloc_lock);
-    ret = ret < 0 ? ret : vdi_publish(bs, &a);
+    /*
+     * The entry goes in as soon as this write is done, not after the
+     * joiners' writes: they complete one by one as theirs finish. Waiting
+     * for all of them made every write of a new block complete at once, and
+     * the queue ran dry between blocks (bench/README.md, vdi seq-write). A
+     * joiner still writing is a write in flight to an allocated block.
+     */
+    if (ret == 0) {
+        fmt_join_close(&a.j);
+        ret = vdi_publish(bs, &a);
+    }
     if (ret < 0) {
+        fmt_join_seal(&s->allocs, &a.j, &s->alloc_lock); /* no joiner writes the slot any more */
         vdi_unreserve(bs, &a);
     }
     ret = fmt_join_end(&s->allocs, &a.j, &s->alloc_lock, ret);

@@ -163,9 +163,11 @@ void coroutine_fn fmt_join_seal(FmtInflightList *l, FmtJoin *j, CoMutex *lock);
 /**
  * Allocator: closes j to new joiners without waiting for the joiners still
  * writing, for a format whose entry may point at the place while they do
- * (their data needs nothing more, e.g. no bitmap): each then completes as
- * soon as its own write has and fmt_join_end has published the result. A
- * failed allocation must still fmt_join_seal before giving the place back.
+ * (their data needs nothing more, e.g. no bitmap): the entry can go in at
+ * once, and each joiner completes as soon as its own write has and
+ * fmt_join_end has published the result (the allocator itself still waits
+ * there for the last of them). A failed allocation must still
+ * fmt_join_seal before giving the place back.
  */
 static inline void fmt_join_close(FmtJoin *j)
 {

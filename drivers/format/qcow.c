@@ -626,9 +626,11 @@ static int coroutine_fn qcow_reserve_table(BlockDriverState *bs, int64_t *at)
          * of 64 KiB writes (raw 0.142; bench/README.md, qcow).
          */
         flen = bdrv_co_getlength(bs->file->bs);
+        ret = -ENOTSUP;
         if (flen >= 0 && flen <= start) {
             ret = bdrv_co_truncate(bs->file, (int64_t)end, false, PREALLOC_MODE_OFF, 0, NULL);
-        } else {
+        }
+        if (ret == -ENOTSUP) { /* inside the file, or a protocol without truncate */
             ret = bdrv_co_pwrite_zeroes(bs->file, start, (int64_t)end - start, 0);
         }
         s->file_end = (int64_t)end;

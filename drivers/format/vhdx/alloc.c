@@ -98,8 +98,12 @@ int coroutine_fn vhdx_fill_block(BlockDriverState *bs, uint64_t host, uint64_t i
     int ret = 0;
 
     if (fresh) {
-        return bdrv_co_truncate(bs->file, (int64_t)(host + s->block_size), false,
-                                PREALLOC_MODE_OFF, 0, NULL);
+        ret = bdrv_co_truncate(bs->file, (int64_t)(host + s->block_size), false,
+                               PREALLOC_MODE_OFF, 0, NULL);
+        if (ret != -ENOTSUP) {
+            return ret;
+        }
+        ret = 0; /* a protocol without truncate: zeroes, as for other blocks */
     }
     if (in) {
         ret = bdrv_co_pwrite_zeroes(bs->file, (int64_t)host, (int64_t)in, 0);

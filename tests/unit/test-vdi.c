@@ -451,15 +451,24 @@ static void test_vdi_probe(void **state)
 #define SLOT_SECTOR(n) ((DATA_OFF + (int64_t)(n) * MiB) / 512)
 
 /* Opens img over blkdebug, failing (EIO, once) the first write touching sector. */
-static BlockBackend *open_failing(int64_t sector)
+/* Opens img read-write over blkdebug (extra: more options, may be ""). */
+static BlockBackend *open_dbg(const char *extra)
 {
     char opts[8192];
 
     snprintf(opts, sizeof(opts), "driver=vdi,file.driver=blkdebug,file.image.driver=file,"
-             "file.image.filename=%s,file.inject-error.0.event=none,"
-             "file.inject-error.0.iotype=write,file.inject-error.0.sector=%lld,"
-             "file.inject-error.0.once=on", img, (long long)sector);
+             "file.image.filename=%s%s", img, extra);
     return drv_test_open_ok(opts, BDRV_O_RDWR);
+}
+
+static BlockBackend *open_failing(int64_t sector)
+{
+    char extra[256];
+
+    snprintf(extra, sizeof(extra), ",file.inject-error.0.event=none,"
+             "file.inject-error.0.iotype=write,file.inject-error.0.sector=%lld,"
+             "file.inject-error.0.once=on", (long long)sector);
+    return open_dbg(extra);
 }
 
 typedef struct AioDone {
@@ -612,15 +621,12 @@ static void test_vdi_alloc_joiner(void **state)
     AioDone da = { 0 }, dc = { 0 }, dd = { 0 };
     IOVector qa, qc, qd;
     BlockBackend *blk;
-    char opts[8192];
 
     memset(a, 0xa1, sizeof(a));
     memset(c, 0xc3, sizeof(c));
     memset(d2, 0xd4, sizeof(d2));
     assert_int_equal(create("size=4M", NULL, 0), 0);
-    snprintf(opts, sizeof(opts), "driver=vdi,file.driver=blkdebug,file.image.driver=file,"
-             "file.image.filename=%s", img);
-    blk = drv_test_open_ok(opts, BDRV_O_RDWR);
+    blk = open_dbg("");
     assert_int_equal(blk_pwrite(blk, 0, 4096, a, 0), 0); /* slot 0; the header written */
     iovector_init_buf(&qa, a, sizeof(a));
     iovector_init_buf(&qc, c, sizeof(c));
@@ -665,14 +671,11 @@ static void test_vdi_alloc_publish_before_joiner(void **state)
     IOVector qa, qc;
     BlockBackend *blk;
     BDRVVdiState *s;
-    char opts[8192];
 
     memset(a, 0xa5, sizeof(a));
     memset(c, 0xc6, sizeof(c));
     assert_int_equal(create("size=4M", NULL, 0), 0);
-    snprintf(opts, sizeof(opts), "driver=vdi,file.driver=blkdebug,file.image.driver=file,"
-             "file.image.filename=%s", img);
-    blk = drv_test_open_ok(opts, BDRV_O_RDWR);
+    blk = open_dbg("");
     s = blk_bs(blk)->opaque;
     assert_int_equal(blk_pwrite(blk, 0, 4096, a, 0), 0); /* slot 0; the header written */
     iovector_init_buf(&qa, a, sizeof(a));

@@ -245,14 +245,21 @@ void vhdx_joined(FmtJoin *j, void *opaque)
     a->joined = r;
 }
 
-/* Allocates block (not present) for [in, in + n); see the top of the file. */
-static int coroutine_fn alloc_write(BlockDriverState *bs, uint64_t block, uint64_t in,
-                                    uint64_t n, IOVector *qiov, size_t qoff)
+/*
+ * Allocates block for [in, in + n); see the top of the file. Its place: what
+ * entry e kept, else new space. A full block's place is zeroed around the
+ * write (a fresh one only grown over, under the lock) and its entry says
+ * FULLY_PRESENT; a differencing image's partial block (partial) only lies
+ * inside the file, and its bits and entry come from vhdx_partial_link.
+ * Called with s->lock held; releases it.
+ */
+int coroutine_fn vhdx_alloc_block(BlockDriverState *bs, uint64_t block, uint64_t e,
+                                  uint64_t in, uint64_t n, IOVector *qiov, size_t qoff,
+                                  bool partial)
 {
     BDRVVhdxState *s = bs->opaque;
     bool fresh;
-    VhdxAlloc a = { .host = vhdx_block_home(s, block, s->bat[vhdx_bat_index(s, block)],
-                                            &fresh) };
+    VhdxAlloc a = { .host = vhdx_block_home(s, block, e, &fresh) };
     int ret;
 
     if (!a.host) {
@@ -261,12 +268,14 @@ static int coroutine_fn alloc_write(BlockDriverState *bs, uint64_t block, uint64
     }
     fmt_inflight_begin(&s->allocs, &a.j.in, block, 1);
     /* A fresh block's grow runs under the lock (vhdx_fill_block), other fills do not. */
+    fresh = fresh && !partial;
     ret = fresh ? vhdx_fill_block(bs, a.host, in, n, true) : 0;
     co_mutex_unlock(&s->lock);
 
     BLKDBG_EVENT(bs->file, BLKDBG_CLUSTER_ALLOC);
     if (ret == 0 && !fresh) {
-        ret = vhdx_fill_block(bs, a.host, in, n, false);
+        ret = partial ? vhdx_partial_extend(bs, block, a.host, in, n)
+                      : vhdx_fill_block(bs, a.host, in, n, false);
     }
     if (ret == 0) {
         co_mutex_lock(&s->lock);
@@ -280,7 +289,9 @@ static int coroutine_fn alloc_write(BlockDriverState *bs, uint64_t block, uint64
     co_mutex_lock(&s->lock);
     fmt_join_seal(&s->allocs, &a.j, &s->lock);
     if (ret == 0) {
-        ret = vhdx_bat_defer(bs, vhdx_bat_index(s, block), a.host | VHDX_PAYLOAD_FULLY_PRESENT);
+        ret = partial ? vhdx_partial_link(bs, &a, in, n)
+                      : vhdx_bat_defer(bs, vhdx_bat_index(s, block),
+                                       a.host | VHDX_PAYLOAD_FULLY_PRESENT);
     }
     ret = fmt_join_end(&s->allocs, &a.j, &s->lock, ret);
     if (ret < 0 && a.host + s->block_size == s->file_end) {
@@ -323,7 +334,7 @@ int coroutine_fn vhdx_write_block(BlockDriverState *bs, uint64_t block, uint64_t
                           (st == VHDX_PAYLOAD_NOT_PRESENT && n < vhdx_block_used(s, block)))) {
         return vhdx_write_partial(bs, block, e, in, n, qiov, qoff);
     }
-    return alloc_write(bs, block, in, n, qiov, qoff);
+    return vhdx_alloc_block(bs, block, e, in, n, qiov, qoff, false);
 }
 
 int coroutine_fn vhdx_alloc_drain(BlockDriverState *bs)

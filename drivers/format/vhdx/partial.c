@@ -177,9 +177,8 @@ static int coroutine_fn ensure_sb(BlockDriverState *bs, uint64_t block)
     return ret;
 }
 
-/* Sets the bits of a (and its joiners), then its entry. Holds s->lock. */
-static int coroutine_fn link_partial(BlockDriverState *bs, VhdxAlloc *a, uint64_t in,
-                                     uint64_t n)
+int coroutine_fn vhdx_partial_link(BlockDriverState *bs, VhdxAlloc *a, uint64_t in,
+                                  uint64_t n)
 {
     BDRVVhdxState *s = bs->opaque;
     uint64_t block = a->j.in.first;
@@ -197,13 +196,8 @@ static int coroutine_fn link_partial(BlockDriverState *bs, VhdxAlloc *a, uint64_
                                          : VHDX_PAYLOAD_PARTIALLY_PRESENT));
 }
 
-/*
- * A new partial block needs no zeroes (only its written sectors' bits are
- * ever set), but its used part must lie inside the file (bat.c checks that
- * at open): when it ends past the file's end, [in + n, used) is zeroed.
- */
-static int coroutine_fn extend_file(BlockDriverState *bs, uint64_t block, uint64_t host,
-                                    uint64_t in, uint64_t n)
+int coroutine_fn vhdx_partial_extend(BlockDriverState *bs, uint64_t block, uint64_t host,
+                                     uint64_t in, uint64_t n)
 {
     BDRVVhdxState *s = bs->opaque;
     uint64_t used = vhdx_block_used(s, block);
@@ -219,46 +213,6 @@ static int coroutine_fn extend_file(BlockDriverState *bs, uint64_t block, uint64
                                  0);
 }
 
-/* Allocates NOT_PRESENT block as a partial one. Called with s->lock held; releases it. */
-static int coroutine_fn alloc_partial(BlockDriverState *bs, uint64_t block, uint64_t in,
-                                      uint64_t n, IOVector *qiov, size_t qoff)
-{
-    BDRVVhdxState *s = bs->opaque;
-    bool fresh;
-    VhdxAlloc a = { .host = vhdx_block_home(s, block, 0, &fresh) };
-    int ret;
-
-    if (!a.host) {
-        co_mutex_unlock(&s->lock);
-        return -ENOSPC;
-    }
-    fmt_inflight_begin(&s->allocs, &a.j.in, block, 1);
-    co_mutex_unlock(&s->lock);
-
-    BLKDBG_EVENT(bs->file, BLKDBG_CLUSTER_ALLOC);
-    ret = extend_file(bs, block, a.host, in, n);
-    if (ret == 0) {
-        co_mutex_lock(&s->lock);
-        fmt_join_open(&s->allocs, &a.j);
-        co_mutex_unlock(&s->lock);
-        BLKDBG_EVENT(bs->file, BLKDBG_WRITE_AIO);
-        ret = bdrv_co_pwritev_part(bs->file, (int64_t)(a.host + in), (int64_t)n, qiov, qoff,
-                                   0);
-    }
-
-    co_mutex_lock(&s->lock);
-    fmt_join_seal(&s->allocs, &a.j, &s->lock);
-    if (ret == 0) {
-        ret = link_partial(bs, &a, in, n);
-    }
-    ret = fmt_join_end(&s->allocs, &a.j, &s->lock, ret);
-    if (ret < 0 && a.host + s->block_size == s->file_end) {
-        s->file_end = a.host; /* nothing points at it: the next allocation takes it again */
-    }
-    co_mutex_unlock(&s->lock);
-    return ret;
-}
-
 int coroutine_fn vhdx_write_partial(BlockDriverState *bs, uint64_t block, uint64_t e,
                                     uint64_t in, uint64_t n, IOVector *qiov, size_t qoff)
 {
@@ -267,7 +221,7 @@ int coroutine_fn vhdx_write_partial(BlockDriverState *bs, uint64_t block, uint64
     int ret = ensure_sb(bs, block);
 
     if (ret == 0 && (e & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_NOT_PRESENT) {
-        return alloc_partial(bs, block, in, n, qiov, qoff);
+        return vhdx_alloc_block(bs, block, 0, in, n, qiov, qoff, true);
     }
     co_mutex_unlock(&s->lock);
     if (ret < 0) {

@@ -232,6 +232,13 @@ int coroutine_fn vhdx_alloc_drain(BlockDriverState *bs);
 int coroutine_fn vhdx_bat_defer(BlockDriverState *bs, uint64_t idx, uint64_t entry);
 /* FmtJoinLanded of vhdx joiners: opaque is the joiner's VhdxRange. */
 void vhdx_joined(FmtJoin *j, void *opaque);
+/*
+ * Allocates block for [in, in + n): a full block, or (partial) a
+ * differencing image's partial one. Called with s->lock held; releases it.
+ */
+int coroutine_fn vhdx_alloc_block(BlockDriverState *bs, uint64_t block, uint64_t e,
+                                  uint64_t in, uint64_t n, IOVector *qiov, size_t qoff,
+                                  bool partial);
 
 /* partial.c */
 /*
@@ -240,6 +247,16 @@ void vhdx_joined(FmtJoin *j, void *opaque);
  */
 int coroutine_fn vhdx_write_partial(BlockDriverState *bs, uint64_t block, uint64_t e,
                                     uint64_t in, uint64_t n, IOVector *qiov, size_t qoff);
+/*
+ * A new partial block needs no zeroes (only its written sectors' bits are
+ * ever set), but its used part must lie inside the file (bat.c checks that
+ * at open): when it ends past the file's end, [in + n, used) is zeroed.
+ */
+int coroutine_fn vhdx_partial_extend(BlockDriverState *bs, uint64_t block, uint64_t host,
+                                     uint64_t in, uint64_t n);
+/* Sets the bits of a new partial block a (and its joiners'), then its entry. Holds s->lock. */
+int coroutine_fn vhdx_partial_link(BlockDriverState *bs, VhdxAlloc *a, uint64_t in,
+                                   uint64_t n);
 /* Reads len bytes of the sector bitmap at byte (one 4 KiB page): memory first. */
 int coroutine_fn vhdx_sb_read(BlockDriverState *bs, uint64_t byte, uint8_t *buf, uint64_t len);
 /* The sector bitmap pages set in memory, for the next commit: their count. */
